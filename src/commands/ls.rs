@@ -1,0 +1,139 @@
+//! `cairn ls SNAPSHOT [PATH]`: list a folder of a snapshot (or everything below it with -R).
+
+use cairn::blobs::{find_node, load_tree};
+use cairn::error::{Error, Result};
+use cairn::host::format_time;
+use cairn::ids::TreeId;
+use cairn::index::LocalIndex;
+use cairn::repo::Repository;
+use cairn::snapshot;
+use cairn::tree::{Node, NodeKind};
+
+use super::{Context, Outcome};
+use crate::cli::LsArgs;
+
+struct Lister<'a> {
+    repo: &'a Repository,
+    index: &'a LocalIndex,
+    args: &'a LsArgs,
+    json: Vec<serde_json::Value>,
+    as_json: bool,
+}
+
+pub fn run(ctx: &Context, args: &LsArgs) -> Result<Outcome> {
+    let (repo, index) = ctx.open()?;
+    let (id, snap) = snapshot::find(&index, &args.snapshot)?;
+    let path = args.path.clone().unwrap_or_default();
+    let path = path.trim_end_matches('/');
+    let node = find_node(&repo, &index, &snap.tree, path.as_bytes()).map_err(|e| match e {
+        Error::PathNotInSnapshot { path, .. } => Error::PathNotInSnapshot {
+            snapshot: id.short(),
+            path,
+        },
+        other => other,
+    })?;
+    let mut lister = Lister {
+        repo: &repo,
+        index: &index,
+        args,
+        json: Vec::new(),
+        as_json: ctx.json,
+    };
+    let prefix = if path.is_empty() || path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    };
+    match node {
+        None => lister.dir(&snap.tree, "")?,
+        Some(n) => match n.subtree {
+            Some(sub) if n.kind == NodeKind::Dir => lister.dir(&sub, &prefix)?,
+            _ => lister.print(&n, &prefix),
+        },
+    }
+    if ctx.json {
+        super::print_json(&lister.json)?;
+    }
+    Ok(Outcome::Success)
+}
+
+fn mode_string(n: &Node) -> String {
+    let t = match n.kind {
+        NodeKind::Dir => 'd',
+        NodeKind::Symlink => 'l',
+        NodeKind::Fifo => 'p',
+        NodeKind::Socket => 's',
+        NodeKind::CharDevice => 'c',
+        NodeKind::BlockDevice => 'b',
+        NodeKind::File => '-',
+    };
+    let mut s = String::from(t);
+    for shift in [6, 3, 0] {
+        let bits = (n.mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        s.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+fn kind_name(k: NodeKind) -> &'static str {
+    match k {
+        NodeKind::File => "file",
+        NodeKind::Dir => "dir",
+        NodeKind::Symlink => "symlink",
+        NodeKind::Fifo => "fifo",
+        NodeKind::Socket => "socket",
+        NodeKind::CharDevice => "chardev",
+        NodeKind::BlockDevice => "blockdev",
+    }
+}
+
+impl Lister<'_> {
+    fn dir(&mut self, tree: &TreeId, prefix: &str) -> Result<()> {
+        let tree = load_tree(self.repo, self.index, tree)?;
+        for node in &tree.nodes {
+            let path = format!("{prefix}/{}", String::from_utf8_lossy(&node.name));
+            self.print(node, &path);
+            if self.args.recursive
+                && let Some(sub) = &node.subtree
+            {
+                self.dir(sub, &path)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn print(&mut self, n: &Node, path: &str) {
+        if self.as_json {
+            self.json.push(serde_json::json!({
+                "path": path,
+                "type": kind_name(n.kind),
+                "mode": n.mode,
+                "size": n.size,
+                "mtime": format_time(n.mtime_ns, 0),
+                "uid": n.uid,
+                "gid": n.gid,
+                "user": n.user,
+                "group": n.group,
+                "link_target": n.link_target.as_ref().map(|t| String::from_utf8_lossy(t).into_owned()),
+            }));
+        } else if self.args.long {
+            let link = n
+                .link_target
+                .as_ref()
+                .map(|t| format!(" -> {}", String::from_utf8_lossy(t)))
+                .unwrap_or_default();
+            println!(
+                "{} {:>8} {:>8} {:>12} {} {path}{link}",
+                mode_string(n),
+                n.user.clone().unwrap_or_else(|| n.uid.to_string()),
+                n.group.clone().unwrap_or_else(|| n.gid.to_string()),
+                n.size,
+                format_time(n.mtime_ns - n.mtime_ns.rem_euclid(1_000_000_000), 0),
+            );
+        } else {
+            println!("{path}");
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! One thin file per command. This module holds what they share: the resolved global options,
+//! password lookup, opening the repository and its local index, and formatting helpers.
+
+pub mod backup;
+pub mod init;
+pub mod ls;
+pub mod restore;
+pub mod snapshots;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use cairn::error::{Error, Result};
+use cairn::index::LocalIndex;
+use cairn::repo::{KdfParams, Repository};
+use cairn::storage::{self, Storage};
+
+use crate::cli::{GlobalArgs, KdfArgs};
+
+/// How a command that did not fail ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// Done, but some entries were skipped or failed (exit code 3).
+    Partial,
+}
+
+pub struct Context {
+    pub repo: String,
+    pub cache_dir: PathBuf,
+    pub password_file: Option<PathBuf>,
+    pub json: bool,
+    pub quiet: bool,
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map_or_else(|| PathBuf::from("/"), PathBuf::from)
+}
+
+fn xdg(var: &str, fallback: &str) -> PathBuf {
+    std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| home().join(fallback), PathBuf::from)
+}
+
+impl Context {
+    pub fn new(g: &GlobalArgs) -> Self {
+        Context {
+            repo: g.repo.clone().unwrap_or_else(|| {
+                xdg("XDG_DATA_HOME", ".local/share")
+                    .join("cairn/repository")
+                    .display()
+                    .to_string()
+            }),
+            cache_dir: g
+                .cache_dir
+                .clone()
+                .unwrap_or_else(|| xdg("XDG_CACHE_HOME", ".cache").join("cairn")),
+            password_file: g.password_file.clone(),
+            json: g.json,
+            quiet: g.quiet,
+        }
+    }
+
+    pub fn storage(&self) -> Result<Box<dyn Storage>> {
+        storage::open_location(&self.repo)
+    }
+
+    /// The password, from (in order) --password-file / CAIRN_PASSWORD_FILE,
+    /// CAIRN_PASSWORD_COMMAND, CAIRN_PASSWORD, or a prompt on a terminal.
+    pub fn password(&self, confirm: bool) -> Result<Vec<u8>> {
+        if let Some(path) = &self.password_file {
+            let text = std::fs::read(path).map_err(|e| {
+                Error::Password(format!("cannot read password file {}: {e}", path.display()))
+            })?;
+            return Ok(first_line(&text));
+        }
+        if let Some(cmd) = std::env::var_os("CAIRN_PASSWORD_COMMAND").filter(|c| !c.is_empty()) {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&cmd)
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .map_err(|e| Error::Password(format!("cannot run CAIRN_PASSWORD_COMMAND: {e}")))?;
+            if !out.status.success() {
+                return Err(Error::Password(format!(
+                    "CAIRN_PASSWORD_COMMAND failed ({})",
+                    out.status
+                )));
+            }
+            return Ok(first_line(&out.stdout));
+        }
+        if let Some(pw) = std::env::var_os("CAIRN_PASSWORD") {
+            use std::os::unix::ffi::OsStringExt;
+            return Ok(pw.into_vec());
+        }
+        if !std::io::stdin().is_terminal() {
+            return Err(Error::Password(
+                "no password given: use --password-file, CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND or CAIRN_PASSWORD".into(),
+            ));
+        }
+        let pw = rpassword::prompt_password("repository password: ")
+            .map_err(|e| Error::Password(format!("cannot read from the terminal: {e}")))?;
+        if confirm {
+            let again = rpassword::prompt_password("repeat the password: ")
+                .map_err(|e| Error::Password(format!("cannot read from the terminal: {e}")))?;
+            if again != pw {
+                return Err(Error::Password("the passwords differ".into()));
+            }
+        }
+        if pw.is_empty() {
+            return Err(Error::Password("empty password".into()));
+        }
+        Ok(pw.into_bytes())
+    }
+
+    /// Opens the repository and syncs its local index.
+    pub fn open(&self) -> Result<(Repository, LocalIndex)> {
+        let repo = Repository::open(self.storage()?, || self.password(false))?;
+        let index = self.open_index(&repo)?;
+        Ok((repo, index))
+    }
+
+    pub fn open_index(&self, repo: &Repository) -> Result<LocalIndex> {
+        let (index, report) = LocalIndex::open(&self.cache_dir, repo)?;
+        if let Some(why) = report.rebuilt {
+            self.note(&format!(
+                "rebuilt the local index from the repository because {why} ({} index segments read)",
+                report.segments_merged
+            ));
+        }
+        Ok(index)
+    }
+
+    pub fn init(&self, kdf: &KdfArgs) -> Result<Repository> {
+        let storage = self.storage()?;
+        if storage.exists("config")? {
+            return Err(Error::RepositoryExists {
+                location: storage.location().to_string(),
+            });
+        }
+        let password = self.password(true)?;
+        let params = KdfParams {
+            memory_kib: kdf.kdf_memory * 1024,
+            iterations: kdf.kdf_iterations,
+            parallelism: 1,
+        };
+        Repository::init(storage, &password, params)
+    }
+
+    /// A message for a human, on stderr, unless --quiet.
+    pub fn note(&self, msg: &str) {
+        if !self.quiet {
+            eprintln!("{msg}");
+        }
+    }
+}
+
+fn first_line(bytes: &[u8]) -> Vec<u8> {
+    let end = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(bytes.len());
+    let line = &bytes[..end];
+    line.strip_suffix(b"\r").unwrap_or(line).to_vec()
+}
+
+/// 1536 → "1.5 KiB".
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Error::Invalid(format!("cannot encode JSON: {e}")))?;
+    println!("{text}");
+    Ok(())
+}

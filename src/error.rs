@@ -1,0 +1,106 @@
+//! The library's error type. Every variant names the object, path or pack involved, so the
+//! binary can print what happened and map it to a documented exit code without guessing.
+
+use std::path::PathBuf;
+
+use crate::ids::{BlobId, PackId};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no repository at {location}: run `cairn init` (or pass --init to backup) to create one")]
+    RepositoryNotFound { location: String },
+
+    #[error("{location} is not a cairn repository: {reason}")]
+    NotARepository { location: String, reason: String },
+
+    #[error("a repository already exists at {location}; refusing to overwrite it")]
+    RepositoryExists { location: String },
+
+    #[error(
+        "the repository uses format version {found}, but this cairn reads only up to version {supported}: upgrade cairn; nothing was changed"
+    )]
+    NewerFormat { found: u32, supported: u32 },
+
+    #[error("wrong password: none of the repository's {keys} key(s) opens with it")]
+    WrongPassword { keys: usize },
+
+    #[error("password: {0}")]
+    Password(String),
+
+    #[error("source path {} does not exist", path.display())]
+    SourceNotFound { path: PathBuf },
+
+    #[error("storage: {op} {path}: {message}")]
+    Storage {
+        op: &'static str,
+        path: String,
+        message: String,
+        not_found: bool,
+    },
+
+    #[error("{kind} {name} is damaged: {reason}")]
+    Corrupt {
+        kind: &'static str,
+        name: String,
+        reason: String,
+    },
+
+    #[error("blob {blob} in pack {pack} is damaged: {reason}")]
+    BlobIntegrity {
+        blob: BlobId,
+        pack: PackId,
+        reason: String,
+    },
+
+    #[error("blob {blob} is not in the repository index")]
+    BlobNotFound { blob: BlobId },
+
+    #[error("no snapshot matches {0:?}")]
+    SnapshotNotFound(String),
+
+    #[error("snapshot prefix {prefix:?} is ambiguous: it matches {count} snapshots")]
+    AmbiguousSnapshot { prefix: String, count: usize },
+
+    #[error("path {path:?} is not in snapshot {snapshot}")]
+    PathNotInSnapshot { snapshot: String, path: String },
+
+    #[error("local index {}: {message}", path.display())]
+    Index { path: PathBuf, message: String },
+
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("refusing unsafe entry name {name:?} under {parent:?}: it would write outside the target")]
+    UnsafeName { parent: String, name: String },
+
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn corrupt(kind: &'static str, name: impl ToString, reason: impl ToString) -> Self {
+        Error::Corrupt {
+            kind,
+            name: name.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// True for errors that mean stored bytes are damaged (as opposed to unavailable).
+    pub fn is_integrity(&self) -> bool {
+        matches!(self, Error::Corrupt { .. } | Error::BlobIntegrity { .. })
+    }
+}

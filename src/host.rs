@@ -1,0 +1,65 @@
+//! Facts about the machine cairn runs on: host and user names, the clock, and user/group name
+//! lookups (cached, since a tree walk asks for the same few ids thousands of times).
+
+use std::collections::HashMap;
+
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+pub fn username() -> String {
+    user_name(nix::unistd::getuid().as_raw()).unwrap_or_else(|| "unknown".into())
+}
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+pub fn user_name(uid: u32) -> Option<String> {
+    nix::unistd::User::from_uid(uid.into()).ok().flatten().map(|u| u.name)
+}
+
+pub fn group_name(gid: u32) -> Option<String> {
+    nix::unistd::Group::from_gid(gid.into()).ok().flatten().map(|g| g.name)
+}
+
+/// Nanoseconds since the Unix epoch, now.
+pub fn now_ns() -> i64 {
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
+}
+
+/// The local UTC offset in seconds at the given instant.
+pub fn local_offset_s(at_ns: i64) -> i32 {
+    use chrono::{Local, Offset, TimeZone};
+    Local
+        .timestamp_nanos(at_ns)
+        .offset()
+        .fix()
+        .local_minus_utc()
+}
+
+/// RFC 3339 with offset, e.g. `2026-11-22T04:12:00.123456789+01:00`.
+pub fn format_time(ns: i64, offset_s: i32) -> String {
+    use chrono::{FixedOffset, TimeZone};
+    let tz = FixedOffset::east_opt(offset_s).unwrap_or_else(|| FixedOffset::east_opt(0).expect("zero offset"));
+    tz.timestamp_nanos(ns).to_rfc3339()
+}
+
+/// Caches uid → user name and gid → group name.
+#[derive(Default)]
+pub struct NameCache {
+    users: HashMap<u32, Option<String>>,
+    groups: HashMap<u32, Option<String>>,
+}
+
+impl NameCache {
+    pub fn user(&mut self, uid: u32) -> Option<String> {
+        self.users.entry(uid).or_insert_with(|| user_name(uid)).clone()
+    }
+    pub fn group(&mut self, gid: u32) -> Option<String> {
+        self.groups.entry(gid).or_insert_with(|| group_name(gid)).clone()
+    }
+}

@@ -1,0 +1,337 @@
+//! The local SQLite index: blob → pack location, the packs, the index segments merged so far,
+//! and a catalog of decrypted snapshots. It lives in the cache directory, one folder per
+//! repository id.
+//!
+//! Guarantees (design rule 1):
+//! - it holds exactly the union of the index segments present in the repository when it was
+//!   last synced: if a segment it merged has gone (prune, repair), it is emptied and rebuilt;
+//! - a missing file, a file failing `PRAGMA quick_check`, another schema version or another
+//!   repository's file is discarded and rebuilt, never trusted;
+//! - so a blob it reports as stored is in a pack that an index segment lists.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::segment::IndexSegment;
+use crate::error::{Error, Result};
+use crate::ids::{BlobId, BlobType, IndexId, PackId, SnapshotId};
+use crate::pack::BlobEntry;
+use crate::repo::{FileKind, Repository};
+
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE segments (id BLOB PRIMARY KEY);
+CREATE TABLE packs (seq INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, size INTEGER NOT NULL);
+CREATE TABLE blobs (
+    id BLOB PRIMARY KEY,
+    pack INTEGER NOT NULL,
+    type INTEGER NOT NULL,
+    compression INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    stored_len INTEGER NOT NULL,
+    raw_len INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE snapshots (id BLOB PRIMARY KEY, time_ns INTEGER NOT NULL, body BLOB NOT NULL);
+";
+
+pub struct LocalIndex {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// What `LocalIndex::open` had to do, for the user to hear about.
+#[derive(Debug, Default)]
+pub struct OpenReport {
+    /// Why the local index was rebuilt from scratch, if it was.
+    pub rebuilt: Option<String>,
+    pub segments_merged: usize,
+}
+
+fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    move |e| Error::Index {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// Why an existing file cannot be trusted, or `None` if it can.
+fn distrust(conn: &Connection, repo_id: &str) -> Option<String> {
+    let check: rusqlite::Result<String> = conn.query_row("PRAGMA quick_check", [], |r| r.get(0));
+    match check {
+        Ok(s) if s == "ok" => {}
+        Ok(s) => return Some(format!("it is damaged ({s})")),
+        Err(e) => return Some(format!("it cannot be read ({e})")),
+    }
+    let meta = |key: &str| -> Option<String> {
+        conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .ok()
+    };
+    match meta("schema_version") {
+        Some(v) if v == SCHEMA_VERSION.to_string() => {}
+        Some(v) => return Some(format!("it has schema version {v}, this cairn uses {SCHEMA_VERSION}")),
+        None => return Some("it has no schema version".into()),
+    }
+    if meta("repository_id").as_deref() != Some(repo_id) {
+        return Some("it belongs to another repository".into());
+    }
+    None
+}
+
+fn remove_db_files(path: &Path) {
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(p));
+    }
+}
+
+fn connect(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path).map_err(sql_err(path))?;
+    conn.busy_timeout(std::time::Duration::from_secs(60))
+        .map_err(sql_err(path))?;
+    Ok(conn)
+}
+
+impl LocalIndex {
+    /// Opens (creating or rebuilding as needed) the local index of `repo` under `cache_dir`,
+    /// then merges the repository's index segments and snapshots it has not seen.
+    pub fn open(cache_dir: &Path, repo: &Repository) -> Result<(Self, OpenReport)> {
+        let dir = cache_dir.join(repo.id().to_hex());
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let path = dir.join("index.sqlite");
+        let repo_hex = repo.id().to_hex();
+        let mut report = OpenReport::default();
+        let existed = path.exists();
+        let mut conn = if existed {
+            match connect(&path) {
+                Ok(c) => match distrust(&c, &repo_hex) {
+                    None => Some(c),
+                    Some(why) => {
+                        report.rebuilt = Some(why);
+                        None
+                    }
+                },
+                Err(e) => {
+                    report.rebuilt = Some(e.to_string());
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if conn.is_none() {
+            remove_db_files(&path);
+            let c = connect(&path)?;
+            c.execute_batch("PRAGMA journal_mode=WAL;").map_err(sql_err(&path))?;
+            c.execute_batch(SCHEMA).map_err(sql_err(&path))?;
+            c.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?1), ('repository_id', ?2)",
+                params![SCHEMA_VERSION.to_string(), repo_hex],
+            )
+            .map_err(sql_err(&path))?;
+            conn = Some(c);
+        }
+        let conn = conn.expect("set above");
+        conn.execute_batch("PRAGMA synchronous=NORMAL;")
+            .map_err(sql_err(&path))?;
+        let mut index = LocalIndex { conn, path };
+        index.sync(repo, &mut report)?;
+        Ok((index, report))
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> Error + '_ {
+        sql_err(&self.path)
+    }
+
+    fn sync(&mut self, repo: &Repository, report: &mut OpenReport) -> Result<()> {
+        let in_repo: HashSet<[u8; 32]> = repo.list_ids(FileKind::Index)?.into_iter().collect();
+        let merged: HashSet<[u8; 32]> = self.ids_in("segments")?;
+        if !merged.is_subset(&in_repo) {
+            report.rebuilt.get_or_insert_with(|| {
+                "index segments it had merged are gone from the repository".into()
+            });
+            self.conn
+                .execute_batch("DELETE FROM blobs; DELETE FROM packs; DELETE FROM segments;")
+                .map_err(self.err())?;
+        }
+        let merged = self.ids_in("segments")?;
+        let mut missing: Vec<_> = in_repo.difference(&merged).copied().collect();
+        missing.sort_unstable();
+        for id in missing {
+            let id = IndexId(id);
+            let bytes = repo.load_file(FileKind::Index, &id.0)?;
+            let segment = IndexSegment::decode(&id, &bytes)?;
+            self.add_segment(&id, &segment)?;
+            report.segments_merged += 1;
+        }
+        self.sync_snapshots(repo)
+    }
+
+    fn ids_in(&self, table: &str) -> Result<HashSet<[u8; 32]>> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT id FROM {table}"))
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(self.err())?;
+        let mut out = HashSet::new();
+        for row in rows {
+            if let Ok(id) = <[u8; 32]>::try_from(row.map_err(self.err())?.as_slice()) {
+                out.insert(id);
+            }
+        }
+        Ok(out)
+    }
+
+    fn sync_snapshots(&mut self, repo: &Repository) -> Result<()> {
+        let in_repo: HashSet<[u8; 32]> = repo.list_ids(FileKind::Snapshot)?.into_iter().collect();
+        let cached = self.ids_in("snapshots")?;
+        let tx = self.conn.transaction().map_err(sql_err(&self.path))?;
+        for gone in cached.difference(&in_repo) {
+            tx.execute("DELETE FROM snapshots WHERE id = ?1", [&gone[..]])
+                .map_err(sql_err(&self.path))?;
+        }
+        for new in in_repo.difference(&cached) {
+            let body = repo.load_file(FileKind::Snapshot, new)?;
+            let snapshot = crate::snapshot::Snapshot::decode(&SnapshotId(*new), &body)?;
+            tx.execute(
+                "INSERT OR REPLACE INTO snapshots (id, time_ns, body) VALUES (?1, ?2, ?3)",
+                params![&new[..], snapshot.time_ns, body],
+            )
+            .map_err(sql_err(&self.path))?;
+        }
+        tx.commit().map_err(sql_err(&self.path))
+    }
+
+    /// Records a segment (one this process just wrote, or one read from the repository).
+    pub fn add_segment(&mut self, id: &IndexId, segment: &IndexSegment) -> Result<()> {
+        let path = self.path.clone();
+        let err = sql_err(&path);
+        let tx = self.conn.transaction().map_err(&err)?;
+        {
+            let mut add_pack = tx
+                .prepare_cached("INSERT OR IGNORE INTO packs (id, size) VALUES (?1, ?2)")
+                .map_err(&err)?;
+            let mut pack_seq = tx
+                .prepare_cached("SELECT seq FROM packs WHERE id = ?1")
+                .map_err(&err)?;
+            let mut add_blob = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO blobs (id, pack, type, compression, offset, stored_len, raw_len)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(&err)?;
+            for p in &segment.packs {
+                add_pack.execute(params![&p.id.0[..], p.size as i64]).map_err(&err)?;
+                let seq: i64 = pack_seq
+                    .query_row([&p.id.0[..]], |r| r.get(0))
+                    .map_err(&err)?;
+                for e in &p.entries {
+                    add_blob
+                        .execute(params![
+                            &e.id.0[..],
+                            seq,
+                            e.blob_type.code(),
+                            e.compression,
+                            e.offset as i64,
+                            e.stored_len,
+                            e.raw_len
+                        ])
+                        .map_err(&err)?;
+                }
+            }
+            tx.execute("INSERT OR IGNORE INTO segments (id) VALUES (?1)", [&id.0[..]])
+                .map_err(&err)?;
+        }
+        tx.commit().map_err(&err)
+    }
+
+    /// Records a snapshot this process just wrote.
+    pub fn add_snapshot(&self, id: &SnapshotId, time_ns: i64, body: &[u8]) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO snapshots (id, time_ns, body) VALUES (?1, ?2, ?3)",
+                params![&id.0[..], time_ns, body],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    /// Where a blob is stored, if an index segment lists it.
+    pub fn lookup(&self, id: &BlobId) -> Result<Option<(PackId, BlobEntry)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT p.id, b.type, b.compression, b.offset, b.stored_len, b.raw_len
+                 FROM blobs b JOIN packs p ON p.seq = b.pack WHERE b.id = ?1",
+            )
+            .map_err(self.err())?;
+        let row = stmt
+            .query_row([&id.0[..]], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, u8>(1)?,
+                    r.get::<_, u8>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, u32>(4)?,
+                    r.get::<_, u32>(5)?,
+                ))
+            })
+            .optional()
+            .map_err(self.err())?;
+        let Some((pack, t, compression, offset, stored_len, raw_len)) = row else {
+            return Ok(None);
+        };
+        let bad = || Error::Index {
+            path: self.path.clone(),
+            message: format!("malformed row for blob {id}"),
+        };
+        Ok(Some((
+            PackId::from_slice(&pack).ok_or_else(bad)?,
+            BlobEntry {
+                id: *id,
+                blob_type: BlobType::from_code(t).ok_or_else(bad)?,
+                compression,
+                offset: u64::try_from(offset).map_err(|_| bad())?,
+                stored_len,
+                raw_len,
+            },
+        )))
+    }
+
+    pub fn contains(&self, id: &BlobId) -> Result<bool> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT 1 FROM blobs WHERE id = ?1")
+            .map_err(self.err())?;
+        stmt.exists([&id.0[..]]).map_err(self.err())
+    }
+
+    /// All cached snapshots, oldest first: id and decrypted body.
+    pub fn snapshot_bodies(&self) -> Result<Vec<(SnapshotId, Vec<u8>)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, body FROM snapshots ORDER BY time_ns, id")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)))
+            .map_err(self.err())?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, body) = row.map_err(self.err())?;
+            if let Some(id) = SnapshotId::from_slice(&id) {
+                out.push((id, body));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}

@@ -1,0 +1,27 @@
+//! cairn: content-addressed, deduplicating, encrypted backups.
+//!
+//! The data path, one module per stage: `walk` (sources) → `chunk` (FastCDC) → `crypto`
+//! (keyed ids, encryption) → `pack` / `packer` (packfiles) → `storage` (opendal) → `index`
+//! (segments and the local SQLite cache) → `tree` and `snapshot` (metadata). `backup` and
+//! `restore` drive the stages; `repo` ties storage, config and keys together. The format on
+//! storage is specified in FORMAT.md.
+
+pub mod backup;
+pub mod blobs;
+pub mod chunk;
+pub mod codec;
+pub mod crypto;
+pub mod error;
+pub mod host;
+pub mod ids;
+pub mod index;
+pub mod pack;
+pub mod packer;
+pub mod repo;
+pub mod restore;
+pub mod snapshot;
+pub mod storage;
+pub mod tree;
+pub mod walk;
+
+pub use error::{Error, Result};

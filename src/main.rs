@@ -1,0 +1,82 @@
+//! The `cairn` binary: parses flags, runs one command, and maps the outcome to an exit code
+//! (the table is in README.md and in `exit_code` below).
+
+mod cli;
+mod commands;
+
+use clap::Parser;
+
+use cairn::error::Error;
+use cli::{Cli, Command};
+use commands::{Context, Outcome};
+
+/// Exit codes, as documented in README.md.
+mod exit {
+    pub const SUCCESS: i32 = 0;
+    pub const FAILURE: i32 = 1;
+    pub const PARTIAL: i32 = 3;
+    pub const REPOSITORY_NOT_FOUND: i32 = 10;
+    pub const WRONG_PASSWORD: i32 = 12;
+    pub const NOT_A_REPOSITORY: i32 = 13;
+    pub const NEWER_FORMAT: i32 = 14;
+    pub const SOURCE_NOT_FOUND: i32 = 15;
+    pub const REPOSITORY_EXISTS: i32 = 16;
+    pub const DAMAGED: i32 = 17;
+}
+
+fn exit_code(err: &Error) -> i32 {
+    match err {
+        Error::RepositoryNotFound { .. } => exit::REPOSITORY_NOT_FOUND,
+        Error::WrongPassword { .. } => exit::WRONG_PASSWORD,
+        Error::NotARepository { .. } => exit::NOT_A_REPOSITORY,
+        Error::NewerFormat { .. } => exit::NEWER_FORMAT,
+        Error::SourceNotFound { .. } => exit::SOURCE_NOT_FOUND,
+        Error::RepositoryExists { .. } => exit::REPOSITORY_EXISTS,
+        e if e.is_integrity() => exit::DAMAGED,
+        _ => exit::FAILURE,
+    }
+}
+
+fn main() {
+    // Die quietly on a closed pipe (`cairn ls latest | head`), as command-line tools do.
+    // SAFETY: setting a signal disposition to the default before any threads start.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let cli = Cli::parse();
+    let level = match (cli.global.quiet, cli.global.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let ctx = Context::new(&cli.global);
+    let result = match &cli.command {
+        Command::Init(a) => commands::init::run(&ctx, a),
+        Command::Backup(a) => commands::backup::run(&ctx, a),
+        Command::Snapshots => commands::snapshots::run(&ctx),
+        Command::Restore(a) => commands::restore::run(&ctx, a),
+        Command::Ls(a) => commands::ls::run(&ctx, a),
+    };
+    let code = match result {
+        Ok(Outcome::Success) => exit::SUCCESS,
+        Ok(Outcome::Partial) => exit::PARTIAL,
+        Err(e) => {
+            eprintln!("cairn: error: {e}");
+            if e.is_integrity() {
+                eprintln!(
+                    "cairn: the repository holds damaged data; nothing was changed. Run `cairn check` when available, and keep a copy of the repository."
+                );
+            }
+            exit_code(&e)
+        }
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,212 @@
+//! The repository: its files on storage, its config and keys, and typed access to the objects
+//! it holds. Every file except `config` is encrypted and named by the BLAKE3 of its bytes, and
+//! every read checks the bytes against the name before use (design rule 2).
+//!
+//! Layout on storage:
+//! `config`, `keys/<id>`, `packs/<first two hex digits>/<id>`, `index/<id>`, `snapshots/<id>`,
+//! and `tmp/` (partial writes on local disk; never read).
+
+pub mod config;
+pub mod file;
+pub mod keyfile;
+
+use crate::crypto::Keys;
+use crate::error::{Error, Result};
+use crate::host;
+use crate::ids::{PackId, RepositoryId, to_hex};
+use crate::storage::Storage;
+pub use config::Config;
+pub use file::{FORMAT_VERSION, FileKind};
+pub use keyfile::{KdfParams, KeyFile};
+
+pub struct Repository {
+    storage: Box<dyn Storage>,
+    config: Config,
+    keys: Keys,
+}
+
+fn dir_of(kind: FileKind) -> &'static str {
+    match kind {
+        FileKind::Config => "",
+        FileKind::Key => "keys",
+        FileKind::Pack => "packs",
+        FileKind::Index => "index",
+        FileKind::Snapshot => "snapshots",
+    }
+}
+
+/// The storage path of a content-addressed file.
+pub fn object_path(kind: FileKind, id: &[u8; 32]) -> String {
+    let hex = to_hex(id);
+    match kind {
+        FileKind::Pack => format!("packs/{}/{hex}", &hex[..2]),
+        _ => format!("{}/{hex}", dir_of(kind)),
+    }
+}
+
+/// Reads the config, telling apart "nothing here", "something else here" and "too new".
+pub fn read_config(storage: &dyn Storage) -> Result<Config> {
+    match storage.read("config") {
+        Ok(bytes) => Config::decode(&bytes).map_err(|e| match e {
+            Error::NewerFormat { .. } => e,
+            other => Error::NotARepository {
+                location: storage.location().to_string(),
+                reason: other.to_string(),
+            },
+        }),
+        Err(Error::Storage {
+            not_found: true, ..
+        }) => {
+            let anything = storage.list("", false)?;
+            if anything.is_empty() {
+                Err(Error::RepositoryNotFound {
+                    location: storage.location().to_string(),
+                })
+            } else {
+                Err(Error::NotARepository {
+                    location: storage.location().to_string(),
+                    reason: "it has no config file".into(),
+                })
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+impl Repository {
+    /// Creates a new repository with one key for `password`. Refuses if a config exists.
+    pub fn init(storage: Box<dyn Storage>, password: &[u8], params: KdfParams) -> Result<Self> {
+        if storage.exists("config")? {
+            return Err(Error::RepositoryExists {
+                location: storage.location().to_string(),
+            });
+        }
+        let config = Config {
+            id: RepositoryId(crate::crypto::random_bytes()),
+            created_ns: host::now_ns(),
+            version: FORMAT_VERSION,
+        };
+        let keys = Keys::generate();
+        let key = KeyFile::create(
+            &keys,
+            &config.id,
+            password,
+            params,
+            config.created_ns,
+            host::hostname(),
+            host::username(),
+        )?;
+        let repo = Repository {
+            storage,
+            config,
+            keys,
+        };
+        // The key goes first: a config without a key is an unusable repository, while a key
+        // without a config is garbage that a second `init` overwrites nothing of.
+        repo.write_content_addressed(FileKind::Key, key.encode())?;
+        repo.storage.write("config", repo.config.encode())?;
+        Ok(repo)
+    }
+
+    /// Opens a repository. The password is asked for only once the config has been read, so
+    /// a missing or too-new repository fails before any prompt.
+    pub fn open(
+        storage: Box<dyn Storage>,
+        password: impl FnOnce() -> Result<Vec<u8>>,
+    ) -> Result<Self> {
+        let config = read_config(storage.as_ref())?;
+        let key_names = storage.list("keys", true)?;
+        if key_names.is_empty() {
+            return Err(Error::NotARepository {
+                location: storage.location().to_string(),
+                reason: "it has no key files".into(),
+            });
+        }
+        let password = password()?;
+        for listed in &key_names {
+            let bytes = storage.read(&listed.path)?;
+            let key = match KeyFile::decode(&listed.path, &bytes) {
+                Ok(k) => k,
+                Err(e @ Error::NewerFormat { .. }) => return Err(e),
+                Err(e) => {
+                    tracing::warn!("skipping unreadable key file: {e}");
+                    continue;
+                }
+            };
+            if let Some(keys) = key.unwrap_keys(&config.id, &password)? {
+                return Ok(Repository {
+                    storage,
+                    config,
+                    keys,
+                });
+            }
+        }
+        Err(Error::WrongPassword {
+            keys: key_names.len(),
+        })
+    }
+
+    pub fn id(&self) -> &RepositoryId {
+        &self.config.id
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn storage(&self) -> &dyn Storage {
+        self.storage.as_ref()
+    }
+
+    pub fn location(&self) -> &str {
+        self.storage.location()
+    }
+
+    fn write_content_addressed(&self, kind: FileKind, bytes: Vec<u8>) -> Result<[u8; 32]> {
+        let id = *blake3::hash(&bytes).as_bytes();
+        self.storage.write(&object_path(kind, &id), bytes)?;
+        Ok(id)
+    }
+
+    /// Encrypts and stores an index segment or snapshot; returns its id.
+    pub fn save_file(&self, kind: FileKind, plaintext: &[u8]) -> Result<[u8; 32]> {
+        let sealed = file::seal_file(&self.keys, &self.config.id, kind, plaintext);
+        self.write_content_addressed(kind, sealed)
+    }
+
+    /// Loads, verifies against its name, and decrypts an index segment or snapshot.
+    pub fn load_file(&self, kind: FileKind, id: &[u8; 32]) -> Result<Vec<u8>> {
+        let name = to_hex(id);
+        let bytes = self.storage.read(&object_path(kind, id))?;
+        if blake3::hash(&bytes).as_bytes() != id {
+            return Err(Error::corrupt(kind.name(), &name, "content does not match its name"));
+        }
+        file::open_file(&self.keys, &self.config.id, kind, &name, &bytes)
+    }
+
+    /// The ids of all files of a kind; names that are not ids (strays) are ignored.
+    pub fn list_ids(&self, kind: FileKind) -> Result<Vec<[u8; 32]>> {
+        let mut ids: Vec<[u8; 32]> = self
+            .storage
+            .list(dir_of(kind), true)?
+            .into_iter()
+            .filter_map(|o| crate::ids::parse_hex32(o.path.rsplit('/').next()?))
+            .collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Stores a finished pack; its bytes are already encrypted (see `pack`).
+    pub fn write_pack(&self, bytes: Vec<u8>) -> Result<PackId> {
+        self.write_content_addressed(FileKind::Pack, bytes).map(PackId)
+    }
+
+    pub fn read_pack_range(&self, pack: &PackId, range: std::ops::Range<u64>) -> Result<Vec<u8>> {
+        self.storage
+            .read_range(&object_path(FileKind::Pack, &pack.0), range)
+    }
+
+    pub fn read_pack(&self, pack: &PackId) -> Result<Vec<u8>> {
+        self.storage.read(&object_path(FileKind::Pack, &pack.0))
+    }
+}

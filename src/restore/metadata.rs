@@ -1,0 +1,78 @@
+//! Applying saved metadata to restored entries: owner (when root), permission bits and times,
+//! never following symlinks.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::tree::{Node, NodeKind};
+
+fn c_path(path: &Path) -> Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::io(path, std::io::Error::other("path contains NUL")))
+}
+
+fn owner_ids(node: &Node, numeric: bool) -> (u32, u32) {
+    if numeric {
+        return (node.uid, node.gid);
+    }
+    let uid = node
+        .user
+        .as_deref()
+        .and_then(|n| nix::unistd::User::from_name(n).ok().flatten())
+        .map_or(node.uid, |u| u.uid.as_raw());
+    let gid = node
+        .group
+        .as_deref()
+        .and_then(|n| nix::unistd::Group::from_name(n).ok().flatten())
+        .map_or(node.gid, |g| g.gid.as_raw());
+    (uid, gid)
+}
+
+fn timespec(ns: i64) -> libc::timespec {
+    libc::timespec {
+        tv_sec: ns.div_euclid(1_000_000_000) as libc::time_t,
+        tv_nsec: ns.rem_euclid(1_000_000_000) as libc::c_long,
+    }
+}
+
+/// Owner (only as root), mode (not for symlinks), then atime and mtime.
+pub fn apply(path: &Path, node: &Node, is_root: bool, numeric_owner: bool) -> Result<()> {
+    if is_root {
+        let (uid, gid) = owner_ids(node, numeric_owner);
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|e| Error::io(path, e))?;
+    }
+    if node.kind != NodeKind::Symlink {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode))
+            .map_err(|e| Error::io(path, e))?;
+    }
+    let times = [timespec(node.atime_ns), timespec(node.mtime_ns)];
+    let c = c_path(path)?;
+    // SAFETY: `c` is a valid NUL-terminated path and `times` points at two timespecs.
+    let rc = unsafe {
+        libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW)
+    };
+    if rc != 0 {
+        return Err(Error::io(path, std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Creates a FIFO or device node.
+pub fn make_special(path: &Path, node: &Node) -> Result<()> {
+    let kind = match node.kind {
+        NodeKind::Fifo => libc::S_IFIFO,
+        NodeKind::CharDevice => libc::S_IFCHR,
+        NodeKind::BlockDevice => libc::S_IFBLK,
+        _ => return Ok(()),
+    };
+    let c = c_path(path)?;
+    // SAFETY: `c` is a valid NUL-terminated path.
+    let rc = unsafe { libc::mknod(c.as_ptr(), kind | (node.mode & 0o7777), node.rdev as libc::dev_t) };
+    if rc != 0 {
+        return Err(Error::io(path, std::io::Error::last_os_error()));
+    }
+    Ok(())
+}

@@ -1,0 +1,239 @@
+//! Snapshots: the commit point of a backup. A snapshot names the root tree and records when,
+//! where, by whom and with which chunker parameters it was made. It is written last, after the
+//! packs and index segment it depends on (design rule 3), so a snapshot that exists is complete.
+//!
+//! Encoding (see `codec`), encrypted as a file of kind `SNAP`: `1 time ns`, `2 UTC offset s`,
+//! `3 hostname`, `4 username`, `5 path` (repeated, raw bytes), `6 tag` (repeated), `7 root tree`,
+//! `8 summary` (nested: `1 files`, `2 dirs`, `3 other entries`, `4 bytes read`, `5 new data
+//! blobs`, `6 new tree blobs`, `7 bytes added raw`, `8 bytes added stored`, `9 total file
+//! bytes`, `10 duration ns`, `11 skipped entries`), `9 chunker` (nested: `1 min`, `2 avg`,
+//! `3 max`), `10 partial` (1 if some source entries could not be read), `11 program version`.
+
+use crate::chunk::ChunkerParams;
+use crate::codec::{self, FieldWriter};
+use crate::error::{Error, Result};
+use crate::ids::{SnapshotId, TreeId};
+use crate::index::LocalIndex;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    pub files: u64,
+    pub dirs: u64,
+    pub other_entries: u64,
+    pub bytes_read: u64,
+    pub data_blobs_added: u64,
+    pub tree_blobs_added: u64,
+    pub bytes_added_raw: u64,
+    pub bytes_added_stored: u64,
+    pub total_file_bytes: u64,
+    pub duration_ns: u64,
+    pub skipped: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub time_ns: i64,
+    pub utc_offset_s: i32,
+    pub hostname: String,
+    pub username: String,
+    pub paths: Vec<Vec<u8>>,
+    pub tags: Vec<String>,
+    pub tree: TreeId,
+    pub summary: Summary,
+    pub chunker: ChunkerParams,
+    pub partial: bool,
+    pub program_version: String,
+}
+
+impl Summary {
+    fn encode(&self) -> Vec<u8> {
+        let mut w = FieldWriter::new();
+        w.uint(1, self.files)
+            .uint(2, self.dirs)
+            .uint(3, self.other_entries)
+            .uint(4, self.bytes_read)
+            .uint(5, self.data_blobs_added)
+            .uint(6, self.tree_blobs_added)
+            .uint(7, self.bytes_added_raw)
+            .uint(8, self.bytes_added_stored)
+            .uint(9, self.total_file_bytes)
+            .uint(10, self.duration_ns)
+            .uint(11, self.skipped);
+        w.finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let mut s = Summary::default();
+        for f in codec::fields(bytes)? {
+            let v = f.uint()?;
+            match f.tag {
+                1 => s.files = v,
+                2 => s.dirs = v,
+                3 => s.other_entries = v,
+                4 => s.bytes_read = v,
+                5 => s.data_blobs_added = v,
+                6 => s.tree_blobs_added = v,
+                7 => s.bytes_added_raw = v,
+                8 => s.bytes_added_stored = v,
+                9 => s.total_file_bytes = v,
+                10 => s.duration_ns = v,
+                11 => s.skipped = v,
+                _ => {}
+            }
+        }
+        Some(s)
+    }
+}
+
+impl Snapshot {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = FieldWriter::new();
+        w.int(1, self.time_ns)
+            .int(2, self.utc_offset_s.into())
+            .bytes(3, self.hostname.as_bytes())
+            .bytes(4, self.username.as_bytes());
+        for p in &self.paths {
+            w.bytes(5, p);
+        }
+        for t in &self.tags {
+            w.bytes(6, t.as_bytes());
+        }
+        let mut chunker = FieldWriter::new();
+        chunker
+            .uint(1, self.chunker.min.into())
+            .uint(2, self.chunker.avg.into())
+            .uint(3, self.chunker.max.into());
+        w.bytes(7, &self.tree.0)
+            .bytes(8, &self.summary.encode())
+            .bytes(9, &chunker.finish())
+            .uint(10, self.partial.into())
+            .bytes(11, self.program_version.as_bytes());
+        w.finish()
+    }
+
+    pub fn decode(id: &SnapshotId, bytes: &[u8]) -> Result<Self> {
+        Self::decode_inner(bytes).ok_or_else(|| Error::corrupt("snapshot", id, "malformed encoding"))
+    }
+
+    fn decode_inner(bytes: &[u8]) -> Option<Self> {
+        let mut s = Snapshot {
+            time_ns: 0,
+            utc_offset_s: 0,
+            hostname: String::new(),
+            username: String::new(),
+            paths: Vec::new(),
+            tags: Vec::new(),
+            tree: TreeId::default(),
+            summary: Summary::default(),
+            chunker: ChunkerParams::FILES,
+            partial: false,
+            program_version: String::new(),
+        };
+        let mut tree = None;
+        for f in codec::fields(bytes)? {
+            match f.tag {
+                1 => s.time_ns = f.int()?,
+                2 => s.utc_offset_s = i32::try_from(f.int()?).ok()?,
+                3 => s.hostname = f.string()?,
+                4 => s.username = f.string()?,
+                5 => s.paths.push(f.value.to_vec()),
+                6 => s.tags.push(f.string()?),
+                7 => tree = Some(TreeId::from_slice(f.value)?),
+                8 => s.summary = Summary::decode(f.value)?,
+                9 => s.chunker = decode_chunker(f.value)?,
+                10 => s.partial = f.uint()? != 0,
+                11 => s.program_version = f.string()?,
+                _ => {}
+            }
+        }
+        s.tree = tree?;
+        Some(s)
+    }
+
+    pub fn paths_lossy(&self) -> Vec<String> {
+        self.paths
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect()
+    }
+}
+
+fn decode_chunker(bytes: &[u8]) -> Option<ChunkerParams> {
+    let mut p = ChunkerParams::FILES;
+    for f in codec::fields(bytes)? {
+        let v = u32::try_from(f.uint()?).ok()?;
+        match f.tag {
+            1 => p.min = v,
+            2 => p.avg = v,
+            3 => p.max = v,
+            _ => {}
+        }
+    }
+    p.is_valid().then_some(p)
+}
+
+/// All snapshots in the local catalog, oldest first.
+pub fn list(index: &LocalIndex) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    index
+        .snapshot_bodies()?
+        .into_iter()
+        .map(|(id, body)| Snapshot::decode(&id, &body).map(|s| (id, s)))
+        .collect()
+}
+
+/// Resolves `latest` or a unique hex prefix of a snapshot id.
+pub fn find(index: &LocalIndex, name: &str) -> Result<(SnapshotId, Snapshot)> {
+    let mut all = list(index)?;
+    if name == "latest" {
+        return all.pop().ok_or_else(|| Error::SnapshotNotFound(name.into()));
+    }
+    let wanted = name.to_ascii_lowercase();
+    let mut matches: Vec<_> = all
+        .into_iter()
+        .filter(|(id, _)| !wanted.is_empty() && id.to_hex().starts_with(&wanted))
+        .collect();
+    match matches.len() {
+        0 => Err(Error::SnapshotNotFound(name.into())),
+        1 => Ok(matches.remove(0)),
+        count => Err(Error::AmbiguousSnapshot {
+            prefix: name.into(),
+            count,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn round_trip() {
+        let s = Snapshot {
+            time_ns: 1_763_700_000_123_456_789,
+            utc_offset_s: 3600,
+            hostname: "db1".into(),
+            username: "backup".into(),
+            paths: vec![b"/srv/uploads".to_vec(), vec![0xff, b'x']],
+            tags: vec!["nightly".into()],
+            tree: TreeId([4; 32]),
+            summary: Summary {
+                files: 3,
+                bytes_read: 99,
+                ..Summary::default()
+            },
+            chunker: ChunkerParams::FILES,
+            partial: true,
+            program_version: "cairn 0.1.0".into(),
+        };
+        let id = SnapshotId::default();
+        assert_eq!(Snapshot::decode(&id, &s.encode()).unwrap(), s);
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_never_panics(bytes: Vec<u8>) {
+            let _ = Snapshot::decode(&SnapshotId::default(), &bytes);
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! Where repository files live. Everything above this module sees only the `Storage` trait:
+//! whole-object reads, range reads, whole-object writes, listing and deletion — the operations
+//! any object store offers (design rule 5).
+//!
+//! Durability contract of every implementation:
+//! - `write` is atomic and durable: when it returns `Ok`, the object is complete and survives a
+//!   crash; after a crash during `write`, the name holds either nothing or the whole object
+//!   (local disk: temporary file, fsync, rename; object storage: a single PUT).
+//! - Objects are never modified in place; a name is written once (content-addressed) except
+//!   for `config`, which is written once by `init`.
+
+mod opendal_storage;
+
+use std::ops::Range;
+
+use crate::error::Result;
+
+pub use opendal_storage::OpendalStorage;
+
+/// An entry from `list`: a path relative to the repository root, and its size when the backend
+/// reports it cheaply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedObject {
+    pub path: String,
+    pub size: Option<u64>,
+}
+
+pub trait Storage: Send + Sync {
+    /// A human-readable location, for messages.
+    fn location(&self) -> &str;
+    /// Reads a whole object. A missing object is an error with `not_found` set.
+    fn read(&self, path: &str) -> Result<Vec<u8>>;
+    /// Reads `range` of an object; fails if the object is shorter.
+    fn read_range(&self, path: &str, range: Range<u64>) -> Result<Vec<u8>>;
+    /// Writes a whole object atomically and durably (see the module contract).
+    fn write(&self, path: &str, bytes: Vec<u8>) -> Result<()>;
+    /// Lists the objects below `dir` (`""` for the root), recursively or only its direct
+    /// children. A missing directory lists as empty.
+    fn list(&self, dir: &str, recursive: bool) -> Result<Vec<ListedObject>>;
+    /// True if the object exists.
+    fn exists(&self, path: &str) -> Result<bool>;
+    /// Removes an object; removing a missing object is not an error.
+    fn delete(&self, path: &str) -> Result<()>;
+}
+
+/// Opens the storage a repository location names: a local path, `file://PATH` or `fs://PATH`.
+pub fn open_location(location: &str) -> Result<Box<dyn Storage>> {
+    let path = if let Some((scheme, rest)) = location.split_once("://") {
+        match scheme {
+            "file" | "fs" => rest,
+            other => {
+                return Err(crate::error::Error::Invalid(format!(
+                    "repository location {location:?}: storage scheme {other:?} is not supported by this build (supported: a local path, file://)"
+                )));
+            }
+        }
+    } else {
+        location
+    };
+    Ok(Box::new(OpendalStorage::local(path)?))
+}

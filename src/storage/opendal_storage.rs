@@ -1,0 +1,161 @@
+//! The opendal-backed `Storage`. Local disk uses opendal's fs service with an atomic-write
+//! directory (`tmp/` inside the repository), so every write is temp file, fsync, rename.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use opendal::{ErrorKind, Operator};
+
+use super::{ListedObject, Storage};
+use crate::error::{Error, Result};
+
+pub struct OpendalStorage {
+    location: String,
+    operator: Operator,
+    runtime: tokio::runtime::Runtime,
+}
+
+fn storage_error(op: &'static str, path: &str, err: opendal::Error) -> Error {
+    Error::Storage {
+        op,
+        path: path.to_string(),
+        not_found: err.kind() == ErrorKind::NotFound,
+        message: err.to_string(),
+    }
+}
+
+impl OpendalStorage {
+    /// Local directory storage. The directory need not exist yet.
+    pub fn local(root: &str) -> Result<Self> {
+        let root = std::path::absolute(Path::new(root)).map_err(|e| Error::io(root, e))?;
+        let tmp: PathBuf = root.join("tmp");
+        let builder = opendal::services::Fs::default()
+            .root(&root.to_string_lossy())
+            .atomic_write_dir(&tmp.to_string_lossy());
+        let location = root.display().to_string();
+        let operator = Operator::new(builder)
+            .map_err(|e| storage_error("open", &location, e))?;
+        Self::with_operator(location, operator)
+    }
+
+    /// In-memory storage, for tests and benchmarks.
+    pub fn memory() -> Result<Self> {
+        let operator = Operator::new(opendal::services::Memory::default())
+            .map_err(|e| storage_error("open", "memory", e))?;
+        Self::with_operator("memory".into(), operator)
+    }
+
+    fn with_operator(location: String, operator: Operator) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("cairn-storage")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("tokio runtime", e))?;
+        Ok(Self {
+            location,
+            operator,
+            runtime,
+        })
+    }
+}
+
+impl Storage for OpendalStorage {
+    fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn read(&self, path: &str) -> Result<Vec<u8>> {
+        self.runtime
+            .block_on(self.operator.read(path))
+            .map(|b| b.to_vec())
+            .map_err(|e| storage_error("read", path, e))
+    }
+
+    fn read_range(&self, path: &str, range: Range<u64>) -> Result<Vec<u8>> {
+        let want = range.end - range.start;
+        let bytes = self
+            .runtime
+            .block_on(self.operator.read_with(path).range(range).into_future())
+            .map(|b| b.to_vec())
+            .map_err(|e| storage_error("read", path, e))?;
+        if bytes.len() as u64 != want {
+            return Err(Error::Storage {
+                op: "read",
+                path: path.to_string(),
+                not_found: false,
+                message: format!("short read: wanted {want} bytes, got {}", bytes.len()),
+            });
+        }
+        Ok(bytes)
+    }
+
+    fn write(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
+        self.runtime
+            .block_on(self.operator.write(path, bytes))
+            .map(|_| ())
+            .map_err(|e| storage_error("write", path, e))
+    }
+
+    fn list(&self, dir: &str, recursive: bool) -> Result<Vec<ListedObject>> {
+        let dir = if dir.is_empty() || dir.ends_with('/') {
+            dir.to_string()
+        } else {
+            format!("{dir}/")
+        };
+        let entries = match self
+            .runtime
+            .block_on(self.operator.list_with(&dir).recursive(recursive).into_future())
+        {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(storage_error("list", &dir, e)),
+        };
+        Ok(entries
+            .into_iter()
+            .filter(|e| e.path() != dir && (!recursive || e.metadata().is_file()))
+            .map(|e| ListedObject {
+                path: e.path().to_string(),
+                size: Some(e.metadata().content_length()).filter(|&n| n > 0),
+            })
+            .collect())
+    }
+
+    fn exists(&self, path: &str) -> Result<bool> {
+        self.runtime
+            .block_on(self.operator.exists(path))
+            .map_err(|e| storage_error("stat", path, e))
+    }
+
+    fn delete(&self, path: &str) -> Result<()> {
+        self.runtime
+            .block_on(self.operator.delete(path))
+            .map_err(|e| storage_error("delete", path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_write_read_list_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = OpendalStorage::local(dir.path().to_str().unwrap()).unwrap();
+        assert!(s.list("packs", true).unwrap().is_empty());
+        s.write("packs/ab/abc", b"hello world".to_vec()).unwrap();
+        assert_eq!(s.read("packs/ab/abc").unwrap(), b"hello world");
+        assert_eq!(s.read_range("packs/ab/abc", 6..11).unwrap(), b"world");
+        assert!(s.read_range("packs/ab/abc", 6..20).is_err());
+        let listed = s.list("packs", true).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].path, "packs/ab/abc");
+        assert!(s.exists("packs/ab/abc").unwrap());
+        s.delete("packs/ab/abc").unwrap();
+        assert!(!s.exists("packs/ab/abc").unwrap());
+        match s.read("packs/ab/abc") {
+            Err(Error::Storage { not_found, .. }) => assert!(not_found),
+            other => panic!("expected not-found, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Walking sources: normalizing the paths a user names, listing directories in a stable order
+//! and turning file-system metadata into tree nodes.
+//!
+//! Guarantees: directory entries come back sorted by their raw name bytes; names are kept as
+//! bytes (not necessarily UTF-8); symlinks are never followed.
+
+use std::ffi::OsString;
+use std::fs::Metadata;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::host::NameCache;
+use crate::tree::{Node, NodeKind};
+
+/// Makes a source path absolute and removes `.` and `..` lexically (without following
+/// symlinks, so a source that is a symlink is stored as one).
+pub fn normalize(path: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(path).map_err(|e| Error::io(path, e))?;
+    let mut out = PathBuf::from("/");
+    for c in abs.components() {
+        match c {
+            Component::Normal(name) => out.push(name),
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Normalizes, checks existence, sorts, and drops sources inside other sources.
+pub fn prepare_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        let n = normalize(p)?;
+        if std::fs::symlink_metadata(&n).is_err() {
+            return Err(Error::SourceNotFound { path: p.clone() });
+        }
+        out.push(n);
+    }
+    out.sort();
+    out.dedup();
+    let all = out.clone();
+    out.retain(|p| !all.iter().any(|q| q != p && p.starts_with(q)));
+    Ok(out)
+}
+
+/// The entries of a directory, as (name, path) sorted by name bytes.
+pub fn read_dir_sorted(dir: &Path) -> std::io::Result<Vec<(Vec<u8>, PathBuf)>> {
+    let mut entries: Vec<(Vec<u8>, PathBuf)> = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| (e.file_name().into_vec(), e.path())))
+        .collect::<std::io::Result<_>>()?;
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(entries)
+}
+
+pub fn kind_of(meta: &Metadata) -> NodeKind {
+    let t = meta.file_type();
+    if t.is_dir() {
+        NodeKind::Dir
+    } else if t.is_symlink() {
+        NodeKind::Symlink
+    } else if t.is_fifo() {
+        NodeKind::Fifo
+    } else if t.is_socket() {
+        NodeKind::Socket
+    } else if t.is_char_device() {
+        NodeKind::CharDevice
+    } else if t.is_block_device() {
+        NodeKind::BlockDevice
+    } else {
+        NodeKind::File
+    }
+}
+
+/// A node carrying everything `meta` says; content, subtree and link target are filled later.
+pub fn node_from_metadata(name: Vec<u8>, meta: &Metadata, names: &mut NameCache) -> Node {
+    let mut node = Node::new(name, kind_of(meta));
+    node.mode = meta.mode() & 0o7777;
+    node.uid = meta.uid();
+    node.gid = meta.gid();
+    node.user = names.user(meta.uid());
+    node.group = names.group(meta.gid());
+    node.mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
+    node.atime_ns = meta.atime() * 1_000_000_000 + meta.atime_nsec();
+    node.ctime_ns = meta.ctime() * 1_000_000_000 + meta.ctime_nsec();
+    node.size = if node.kind == NodeKind::File { meta.size() } else { 0 };
+    node.inode = meta.ino();
+    node.device = meta.dev();
+    node.nlink = meta.nlink();
+    node.rdev = meta.rdev();
+    node
+}
+
+pub fn name_bytes(name: &std::ffi::OsStr) -> Vec<u8> {
+    name.as_bytes().to_vec()
+}
+
+pub fn os_string(bytes: &[u8]) -> OsString {
+    OsString::from_vec(bytes.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_is_lexical() {
+        assert_eq!(normalize(Path::new("/a/./b/../c")).unwrap(), PathBuf::from("/a/c"));
+        assert_eq!(normalize(Path::new("/..")).unwrap(), PathBuf::from("/"));
+    }
+
+    #[test]
+    fn nested_sources_collapse() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("x");
+        std::fs::create_dir(&sub).unwrap();
+        let got = prepare_sources(&[sub.clone(), dir.path().to_path_buf()]).unwrap();
+        assert_eq!(got, vec![dir.path().to_path_buf()]);
+        assert!(matches!(
+            prepare_sources(&[dir.path().join("missing")]),
+            Err(Error::SourceNotFound { .. })
+        ));
+    }
+}
