@@ -9,9 +9,7 @@ use crate::repo::Repository;
 use crate::tree::Tree;
 
 pub fn load_blob(repo: &Repository, index: &LocalIndex, id: &BlobId) -> Result<Vec<u8>> {
-    let (pack, entry) = index
-        .lookup(id)?
-        .ok_or(Error::BlobNotFound { blob: *id })?;
+    let (pack, entry) = index.lookup(id)?.ok_or(Error::BlobNotFound { blob: *id })?;
     let sealed = repo.read_pack_range(&pack, entry.offset..entry.end())?;
     open_blob(repo.keys(), repo.id(), &pack, &entry, &sealed)
 }

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cairn", version, about = "Content-addressed, deduplicating, encrypted backups")]
+#[command(
+    name = "cairn",
+    version,
+    about = "Content-addressed, deduplicating, encrypted backups"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,

@@ -77,11 +77,19 @@ impl Keys {
 
 /// Encrypts with a cipher built from a raw 32-byte key (used to wrap the master key).
 pub fn seal_with_key(key: &[u8; 32], associated_data: &[u8], plaintext: &[u8]) -> Vec<u8> {
-    seal_with(&XChaCha20Poly1305::new(&(*key).into()), associated_data, plaintext)
+    seal_with(
+        &XChaCha20Poly1305::new(&(*key).into()),
+        associated_data,
+        plaintext,
+    )
 }
 
 pub fn open_with_key(key: &[u8; 32], associated_data: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
-    open_with(&XChaCha20Poly1305::new(&(*key).into()), associated_data, sealed)
+    open_with(
+        &XChaCha20Poly1305::new(&(*key).into()),
+        associated_data,
+        sealed,
+    )
 }
 
 fn seal_with(cipher: &XChaCha20Poly1305, ad: &[u8], plaintext: &[u8]) -> Vec<u8> {

@@ -9,7 +9,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("no repository at {location}: run `cairn init` (or pass --init to backup) to create one")]
+    #[error(
+        "no repository at {location}: run `cairn init` (or pass --init to backup) to create one"
+    )]
     RepositoryNotFound { location: String },
 
     #[error("{location} is not a cairn repository: {reason}")]
@@ -76,7 +78,9 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error("refusing unsafe entry name {name:?} under {parent:?}: it would write outside the target")]
+    #[error(
+        "refusing unsafe entry name {name:?} under {parent:?}: it would write outside the target"
+    )]
     UnsafeName { parent: String, name: String },
 
     #[error("{0}")]

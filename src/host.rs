@@ -19,11 +19,17 @@ pub fn is_root() -> bool {
 }
 
 pub fn user_name(uid: u32) -> Option<String> {
-    nix::unistd::User::from_uid(uid.into()).ok().flatten().map(|u| u.name)
+    nix::unistd::User::from_uid(uid.into())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
 }
 
 pub fn group_name(gid: u32) -> Option<String> {
-    nix::unistd::Group::from_gid(gid.into()).ok().flatten().map(|g| g.name)
+    nix::unistd::Group::from_gid(gid.into())
+        .ok()
+        .flatten()
+        .map(|g| g.name)
 }
 
 /// Nanoseconds since the Unix epoch, now.
@@ -44,7 +50,8 @@ pub fn local_offset_s(at_ns: i64) -> i32 {
 /// RFC 3339 with offset, e.g. `2026-11-22T04:12:00.123456789+01:00`.
 pub fn format_time(ns: i64, offset_s: i32) -> String {
     use chrono::{FixedOffset, TimeZone};
-    let tz = FixedOffset::east_opt(offset_s).unwrap_or_else(|| FixedOffset::east_opt(0).expect("zero offset"));
+    let tz = FixedOffset::east_opt(offset_s)
+        .unwrap_or_else(|| FixedOffset::east_opt(0).expect("zero offset"));
     tz.timestamp_nanos(ns).to_rfc3339()
 }
 
@@ -57,9 +64,15 @@ pub struct NameCache {
 
 impl NameCache {
     pub fn user(&mut self, uid: u32) -> Option<String> {
-        self.users.entry(uid).or_insert_with(|| user_name(uid)).clone()
+        self.users
+            .entry(uid)
+            .or_insert_with(|| user_name(uid))
+            .clone()
     }
     pub fn group(&mut self, gid: u32) -> Option<String> {
-        self.groups.entry(gid).or_insert_with(|| group_name(gid)).clone()
+        self.groups
+            .entry(gid)
+            .or_insert_with(|| group_name(gid))
+            .clone()
     }
 }

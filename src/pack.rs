@@ -158,7 +158,10 @@ pub fn open_blob(
         reason: reason.to_string(),
     };
     let payload = keys
-        .open(&blob_ad(repo, entry.blob_type, entry.compression, &entry.id), sealed)
+        .open(
+            &blob_ad(repo, entry.blob_type, entry.compression, &entry.id),
+            sealed,
+        )
         .ok_or_else(|| fail("fails authentication"))?;
     let plain = match entry.compression {
         COMPRESSION_NONE => payload,
@@ -230,7 +233,10 @@ impl PackWriter {
     /// Appends the sealed header and trailer; names the pack.
     pub fn finish(self, keys: &Keys, repo: &RepositoryId) -> FinishedPack {
         let mut bytes = self.bytes;
-        let header = keys.seal(&header_ad(FORMAT_VERSION, repo), &encode_entries(&self.entries));
+        let header = keys.seal(
+            &header_ad(FORMAT_VERSION, repo),
+            &encode_entries(&self.entries),
+        );
         bytes.extend_from_slice(&header);
         bytes.extend_from_slice(&(header.len() as u32).to_le_bytes());
         bytes.extend_from_slice(&file::footer(FileKind::Pack));
@@ -269,7 +275,11 @@ pub fn open_header(
     let (entries, rest) =
         decode_entries(&plain).ok_or_else(|| Error::corrupt("pack header", &name, "malformed"))?;
     if !rest.is_empty() || entries.iter().any(|e| e.end() > header_offset) {
-        return Err(Error::corrupt("pack header", &name, "entries out of bounds"));
+        return Err(Error::corrupt(
+            "pack header",
+            &name,
+            "entries out of bounds",
+        ));
     }
     Ok(entries)
 }
@@ -306,16 +316,24 @@ mod tests {
     use proptest::prelude::*;
 
     fn arb_entry() -> impl Strategy<Value = BlobEntry> {
-        (any::<[u8; 32]>(), any::<bool>(), 0u8..2, 0u64..1 << 40, 40u32.., 0..MAX_BLOB_LEN).prop_map(
-            |(id, tree, compression, offset, stored_len, raw_len)| BlobEntry {
-                id: BlobId(id),
-                blob_type: if tree { BlobType::Tree } else { BlobType::Data },
-                compression,
-                offset,
-                stored_len,
-                raw_len,
-            },
+        (
+            any::<[u8; 32]>(),
+            any::<bool>(),
+            0u8..2,
+            0u64..1 << 40,
+            40u32..,
+            0..MAX_BLOB_LEN,
         )
+            .prop_map(
+                |(id, tree, compression, offset, stored_len, raw_len)| BlobEntry {
+                    id: BlobId(id),
+                    blob_type: if tree { BlobType::Tree } else { BlobType::Data },
+                    compression,
+                    offset,
+                    stored_len,
+                    raw_len,
+                },
+            )
     }
 
     proptest! {
@@ -340,7 +358,14 @@ mod tests {
         let mut w = PackWriter::new(BlobType::Data);
         let blobs: Vec<Vec<u8>> = vec![b"a".repeat(1000), (0..=255u8).collect(), Vec::new()];
         for b in &blobs {
-            w.add(seal_blob(&keys, &repo, BlobType::Data, keys.blob_id(b), b, 3));
+            w.add(seal_blob(
+                &keys,
+                &repo,
+                BlobType::Data,
+                keys.blob_id(b),
+                b,
+                3,
+            ));
         }
         let pack = w.finish(&keys, &repo);
         assert_eq!(pack.entries[0].compression, COMPRESSION_ZSTD);
@@ -360,7 +385,10 @@ mod tests {
             other => panic!("expected integrity error, got {other:?}"),
         }
         // The wrong type in the index fails authentication too.
-        let wrong = BlobEntry { blob_type: BlobType::Tree, ..e };
+        let wrong = BlobEntry {
+            blob_type: BlobType::Tree,
+            ..e
+        };
         let sealed = &pack.bytes[e.offset as usize..e.end() as usize];
         assert!(open_blob(&keys, &repo, &pack.id, &wrong, sealed).is_err());
         // A flipped bit in the header is caught.

@@ -222,8 +222,12 @@ mod tests {
         assert_eq!(lens, FROZEN_SMALL_LENGTHS);
     }
 
-    const FROZEN_FILE_LENGTHS: &[usize] = &[];
-    const FROZEN_SMALL_LENGTHS: &[usize] = &[];
+    const FROZEN_FILE_LENGTHS: &[usize] = &[
+        1186404, 1754085, 1161547, 1049591, 2712686, 2063687, 1349885, 1305027,
+    ];
+    const FROZEN_SMALL_LENGTHS: &[usize] = &[
+        3540, 3279, 5042, 1837, 8948, 5484, 1841, 3354, 7321, 4313, 5133, 4199, 4947, 6298,
+    ];
 
     #[test]
     fn key_changes_boundaries() {

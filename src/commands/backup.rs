@@ -41,7 +41,11 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> Result<Outcome> {
         println!(
             "snapshot {} saved{}",
             outcome.id.short(),
-            if outcome.snapshot.partial { " (partial: some entries could not be read)" } else { "" }
+            if outcome.snapshot.partial {
+                " (partial: some entries could not be read)"
+            } else {
+                ""
+            }
         );
         println!(
             "files: {}, dirs: {}, other: {}, skipped: {}",

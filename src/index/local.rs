@@ -72,7 +72,11 @@ fn distrust(conn: &Connection, repo_id: &str) -> Option<String> {
     };
     match meta("schema_version") {
         Some(v) if v == SCHEMA_VERSION.to_string() => {}
-        Some(v) => return Some(format!("it has schema version {v}, this cairn uses {SCHEMA_VERSION}")),
+        Some(v) => {
+            return Some(format!(
+                "it has schema version {v}, this cairn uses {SCHEMA_VERSION}"
+            ));
+        }
         None => return Some("it has no schema version".into()),
     }
     if meta("repository_id").as_deref() != Some(repo_id) {
@@ -126,7 +130,8 @@ impl LocalIndex {
         if conn.is_none() {
             remove_db_files(&path);
             let c = connect(&path)?;
-            c.execute_batch("PRAGMA journal_mode=WAL;").map_err(sql_err(&path))?;
+            c.execute_batch("PRAGMA journal_mode=WAL;")
+                .map_err(sql_err(&path))?;
             c.execute_batch(SCHEMA).map_err(sql_err(&path))?;
             c.execute(
                 "INSERT INTO meta (key, value) VALUES ('schema_version', ?1), ('repository_id', ?2)",
@@ -227,7 +232,9 @@ impl LocalIndex {
                 )
                 .map_err(&err)?;
             for p in &segment.packs {
-                add_pack.execute(params![&p.id.0[..], p.size as i64]).map_err(&err)?;
+                add_pack
+                    .execute(params![&p.id.0[..], p.size as i64])
+                    .map_err(&err)?;
                 let seq: i64 = pack_seq
                     .query_row([&p.id.0[..]], |r| r.get(0))
                     .map_err(&err)?;
@@ -245,8 +252,11 @@ impl LocalIndex {
                         .map_err(&err)?;
                 }
             }
-            tx.execute("INSERT OR IGNORE INTO segments (id) VALUES (?1)", [&id.0[..]])
-                .map_err(&err)?;
+            tx.execute(
+                "INSERT OR IGNORE INTO segments (id) VALUES (?1)",
+                [&id.0[..]],
+            )
+            .map_err(&err)?;
         }
         tx.commit().map_err(&err)
     }
@@ -319,7 +329,9 @@ impl LocalIndex {
             .prepare("SELECT id, body FROM snapshots ORDER BY time_ns, id")
             .map_err(self.err())?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)))
+            .query_map([], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
             .map_err(self.err())?;
         let mut out = Vec::new();
         for row in rows {

@@ -66,7 +66,11 @@ pub fn split_footer<'a>(kind: FileKind, name: &str, bytes: &'a [u8]) -> Result<(
         return Err(Error::corrupt(kind.name(), name, "footer magic is wrong"));
     }
     if &f[..4] != kind.code() {
-        return Err(Error::corrupt(kind.name(), name, "footer names another kind of file"));
+        return Err(Error::corrupt(
+            kind.name(),
+            name,
+            "footer names another kind of file",
+        ));
     }
     let version = u32::from_le_bytes([f[4], f[5], f[6], f[7]]);
     if version > FORMAT_VERSION {
@@ -129,7 +133,11 @@ pub fn open_file(
     let flags = inner[0];
     let raw_len = u64::from_le_bytes(inner[1..9].try_into().expect("8 bytes"));
     if raw_len > MAX_FILE_PLAINTEXT {
-        return Err(Error::corrupt(kind.name(), name, "claims an oversized body"));
+        return Err(Error::corrupt(
+            kind.name(),
+            name,
+            "claims an oversized body",
+        ));
     }
     let payload = &inner[9..];
     let plain = match flags {
@@ -139,7 +147,11 @@ pub fn open_file(
         _ => return Err(Error::corrupt(kind.name(), name, "unknown flags")),
     };
     if plain.len() as u64 != raw_len {
-        return Err(Error::corrupt(kind.name(), name, "length differs from the recorded one"));
+        return Err(Error::corrupt(
+            kind.name(),
+            name,
+            "length differs from the recorded one",
+        ));
     }
     Ok(plain)
 }
@@ -154,9 +166,21 @@ mod tests {
         let repo = RepositoryId([7; 32]);
         let data = b"snapshot body ".repeat(100);
         let sealed = seal_file(&keys, &repo, FileKind::Snapshot, &data);
-        assert_eq!(open_file(&keys, &repo, FileKind::Snapshot, "s", &sealed).unwrap(), data);
+        assert_eq!(
+            open_file(&keys, &repo, FileKind::Snapshot, "s", &sealed).unwrap(),
+            data
+        );
         assert!(open_file(&keys, &repo, FileKind::Index, "s", &sealed).is_err());
-        assert!(open_file(&keys, &RepositoryId([8; 32]), FileKind::Snapshot, "s", &sealed).is_err());
+        assert!(
+            open_file(
+                &keys,
+                &RepositoryId([8; 32]),
+                FileKind::Snapshot,
+                "s",
+                &sealed
+            )
+            .is_err()
+        );
         let mut newer = sealed.clone();
         let n = newer.len();
         newer[n - 12] = 9;

@@ -161,6 +161,11 @@ mod tests {
         let opened = decoded.unwrap_keys(&repo, b"pw").unwrap().unwrap();
         assert_eq!(opened.master(), keys.master());
         assert!(decoded.unwrap_keys(&repo, b"wrong").unwrap().is_none());
-        assert!(decoded.unwrap_keys(&RepositoryId([2; 32]), b"pw").unwrap().is_none());
+        assert!(
+            decoded
+                .unwrap_keys(&RepositoryId([2; 32]), b"pw")
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -179,7 +179,11 @@ impl Repository {
         let name = to_hex(id);
         let bytes = self.storage.read(&object_path(kind, id))?;
         if blake3::hash(&bytes).as_bytes() != id {
-            return Err(Error::corrupt(kind.name(), &name, "content does not match its name"));
+            return Err(Error::corrupt(
+                kind.name(),
+                &name,
+                "content does not match its name",
+            ));
         }
         file::open_file(&self.keys, &self.config.id, kind, &name, &bytes)
     }
@@ -198,7 +202,8 @@ impl Repository {
 
     /// Stores a finished pack; its bytes are already encrypted (see `pack`).
     pub fn write_pack(&self, bytes: Vec<u8>) -> Result<PackId> {
-        self.write_content_addressed(FileKind::Pack, bytes).map(PackId)
+        self.write_content_addressed(FileKind::Pack, bytes)
+            .map(PackId)
     }
 
     pub fn read_pack_range(&self, pack: &PackId, range: std::ops::Range<u64>) -> Result<Vec<u8>> {

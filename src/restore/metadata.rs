@@ -52,7 +52,12 @@ pub fn apply(path: &Path, node: &Node, is_root: bool, numeric_owner: bool) -> Re
     let c = c_path(path)?;
     // SAFETY: `c` is a valid NUL-terminated path and `times` points at two timespecs.
     let rc = unsafe {
-        libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW)
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
     };
     if rc != 0 {
         return Err(Error::io(path, std::io::Error::last_os_error()));
@@ -70,7 +75,13 @@ pub fn make_special(path: &Path, node: &Node) -> Result<()> {
     };
     let c = c_path(path)?;
     // SAFETY: `c` is a valid NUL-terminated path.
-    let rc = unsafe { libc::mknod(c.as_ptr(), kind | (node.mode & 0o7777), node.rdev as libc::dev_t) };
+    let rc = unsafe {
+        libc::mknod(
+            c.as_ptr(),
+            kind | (node.mode & 0o7777),
+            node.rdev as libc::dev_t,
+        )
+    };
     if rc != 0 {
         return Err(Error::io(path, std::io::Error::last_os_error()));
     }

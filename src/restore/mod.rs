@@ -192,7 +192,9 @@ fn make_dir(path: &Path) -> Result<()> {
             } else {
                 Err(Error::io(
                     path,
-                    std::io::Error::other("exists and is not a directory; refusing to write through it"),
+                    std::io::Error::other(
+                        "exists and is not a directory; refusing to write through it",
+                    ),
                 ))
             }
         }

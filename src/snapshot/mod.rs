@@ -112,7 +112,8 @@ impl Snapshot {
     }
 
     pub fn decode(id: &SnapshotId, bytes: &[u8]) -> Result<Self> {
-        Self::decode_inner(bytes).ok_or_else(|| Error::corrupt("snapshot", id, "malformed encoding"))
+        Self::decode_inner(bytes)
+            .ok_or_else(|| Error::corrupt("snapshot", id, "malformed encoding"))
     }
 
     fn decode_inner(bytes: &[u8]) -> Option<Self> {
@@ -185,7 +186,9 @@ pub fn list(index: &LocalIndex) -> Result<Vec<(SnapshotId, Snapshot)>> {
 pub fn find(index: &LocalIndex, name: &str) -> Result<(SnapshotId, Snapshot)> {
     let mut all = list(index)?;
     if name == "latest" {
-        return all.pop().ok_or_else(|| Error::SnapshotNotFound(name.into()));
+        return all
+            .pop()
+            .ok_or_else(|| Error::SnapshotNotFound(name.into()));
     }
     let wanted = name.to_ascii_lowercase();
     let mut matches: Vec<_> = all
@@ -216,7 +219,7 @@ mod tests {
             username: "backup".into(),
             paths: vec![b"/srv/uploads".to_vec(), vec![0xff, b'x']],
             tags: vec!["nightly".into()],
-            tree: TreeId([4; 32]),
+            tree: crate::ids::BlobId([4; 32]),
             summary: Summary {
                 files: 3,
                 bytes_read: 99,

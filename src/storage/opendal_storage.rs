@@ -33,8 +33,7 @@ impl OpendalStorage {
             .root(&root.to_string_lossy())
             .atomic_write_dir(&tmp.to_string_lossy());
         let location = root.display().to_string();
-        let operator = Operator::new(builder)
-            .map_err(|e| storage_error("open", &location, e))?;
+        let operator = Operator::new(builder).map_err(|e| storage_error("open", &location, e))?;
         Self::with_operator(location, operator)
     }
 
@@ -103,10 +102,12 @@ impl Storage for OpendalStorage {
         } else {
             format!("{dir}/")
         };
-        let entries = match self
-            .runtime
-            .block_on(self.operator.list_with(&dir).recursive(recursive).into_future())
-        {
+        let entries = match self.runtime.block_on(
+            self.operator
+                .list_with(&dir)
+                .recursive(recursive)
+                .into_future(),
+        ) {
             Ok(entries) => entries,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(storage_error("list", &dir, e)),

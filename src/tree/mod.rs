@@ -161,7 +161,11 @@ impl Node {
                     if f.value.len() % 32 != 0 {
                         return None;
                     }
-                    node.content = f.value.chunks_exact(32).filter_map(BlobId::from_slice).collect();
+                    node.content = f
+                        .value
+                        .chunks_exact(32)
+                        .filter_map(BlobId::from_slice)
+                        .collect();
                 }
                 13 => node.subtree = Some(BlobId(f.id()?)),
                 14 => node.link_target = Some(f.value.to_vec()),

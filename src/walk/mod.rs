@@ -87,7 +87,11 @@ pub fn node_from_metadata(name: Vec<u8>, meta: &Metadata, names: &mut NameCache)
     node.mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
     node.atime_ns = meta.atime() * 1_000_000_000 + meta.atime_nsec();
     node.ctime_ns = meta.ctime() * 1_000_000_000 + meta.ctime_nsec();
-    node.size = if node.kind == NodeKind::File { meta.size() } else { 0 };
+    node.size = if node.kind == NodeKind::File {
+        meta.size()
+    } else {
+        0
+    };
     node.inode = meta.ino();
     node.device = meta.dev();
     node.nlink = meta.nlink();
@@ -109,7 +113,10 @@ mod tests {
 
     #[test]
     fn normalize_is_lexical() {
-        assert_eq!(normalize(Path::new("/a/./b/../c")).unwrap(), PathBuf::from("/a/c"));
+        assert_eq!(
+            normalize(Path::new("/a/./b/../c")).unwrap(),
+            PathBuf::from("/a/c")
+        );
         assert_eq!(normalize(Path::new("/..")).unwrap(), PathBuf::from("/"));
     }
 
