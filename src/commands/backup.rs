@@ -67,7 +67,10 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> Result<Outcome> {
 }
 
 fn open_or_init(ctx: &Context, args: &BackupArgs) -> Result<Repository> {
-    match Repository::open(ctx.storage()?, || ctx.password(false)) {
+    let opened = ctx
+        .storage(false)
+        .and_then(|storage| Repository::open(storage, || ctx.password(false)));
+    match opened {
         Err(Error::RepositoryNotFound { .. }) if args.init => {
             let repo = ctx.init(&args.kdf)?;
             ctx.note(&format!(

@@ -62,8 +62,9 @@ impl Context {
         }
     }
 
-    pub fn storage(&self) -> Result<Box<dyn Storage>> {
-        storage::open_location(&self.repo)
+    /// The repository's storage; `create` allows a location that does not exist yet.
+    pub fn storage(&self, create: bool) -> Result<Box<dyn Storage>> {
+        storage::open_location(&self.repo, create)
     }
 
     /// The password, from (in order) --password-file / CAIRN_PASSWORD_FILE,
@@ -116,7 +117,7 @@ impl Context {
 
     /// Opens the repository and syncs its local index.
     pub fn open(&self) -> Result<(Repository, LocalIndex)> {
-        let repo = Repository::open(self.storage()?, || self.password(false))?;
+        let repo = Repository::open(self.storage(false)?, || self.password(false))?;
         let index = self.open_index(&repo)?;
         Ok((repo, index))
     }
@@ -133,7 +134,7 @@ impl Context {
     }
 
     pub fn init(&self, kdf: &KdfArgs) -> Result<Repository> {
-        let storage = self.storage()?;
+        let storage = self.storage(true)?;
         if storage.exists("config")? {
             return Err(Error::RepositoryExists {
                 location: storage.location().to_string(),

@@ -13,7 +13,9 @@ mod opendal_storage;
 
 use std::ops::Range;
 
-use crate::error::Result;
+use std::path::Path;
+
+use crate::error::{Error, Result};
 
 pub use opendal_storage::OpendalStorage;
 
@@ -44,12 +46,14 @@ pub trait Storage: Send + Sync {
 }
 
 /// Opens the storage a repository location names: a local path, `file://PATH` or `fs://PATH`.
-pub fn open_location(location: &str) -> Result<Box<dyn Storage>> {
+/// Unless `create` is set, a local location must already hold a repository: opening one never
+/// creates folders (opendal's fs service creates its root and temporary folder when built).
+pub fn open_location(location: &str, create: bool) -> Result<Box<dyn Storage>> {
     let path = if let Some((scheme, rest)) = location.split_once("://") {
         match scheme {
             "file" | "fs" => rest,
             other => {
-                return Err(crate::error::Error::Invalid(format!(
+                return Err(Error::Invalid(format!(
                     "repository location {location:?}: storage scheme {other:?} is not supported by this build (supported: a local path, file://)"
                 )));
             }
@@ -57,5 +61,28 @@ pub fn open_location(location: &str) -> Result<Box<dyn Storage>> {
     } else {
         location
     };
+    if !create {
+        check_local_repository(Path::new(path))?;
+    }
     Ok(Box::new(OpendalStorage::local(path)?))
+}
+
+fn check_local_repository(root: &Path) -> Result<()> {
+    let location = root.display().to_string();
+    if root.join("config").exists() {
+        return Ok(());
+    }
+    let empty = match std::fs::read_dir(root) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => return Err(Error::io(root, e)),
+    };
+    Err(if empty {
+        Error::RepositoryNotFound { location }
+    } else {
+        Error::NotARepository {
+            location,
+            reason: "it has no config file".into(),
+        }
+    })
 }

@@ -114,7 +114,10 @@ impl Storage for OpendalStorage {
         };
         Ok(entries
             .into_iter()
-            .filter(|e| e.path() != dir && (!recursive || e.metadata().is_file()))
+            .filter(|e| {
+                let p = e.path();
+                p != dir && p != "/" && (!recursive || e.metadata().is_file())
+            })
             .map(|e| ListedObject {
                 path: e.path().to_string(),
                 size: Some(e.metadata().content_length()).filter(|&n| n > 0),

@@ -1,0 +1,188 @@
+//! Bad input gets a clear message and its own exit code, and loses nothing: wrong password,
+//! missing or foreign repository, newer format, missing source, unreadable source, damage.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::*;
+
+fn code(out: &std::process::Output) -> i32 {
+    out.status.code().expect("exit code")
+}
+
+#[test]
+fn wrong_password_is_refused_cleanly() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("a"), b"data");
+    env.init();
+    env.backup_json(&[&src]);
+    let before = files_below(&env.repo).len();
+    let out = env
+        .cmd(&["snapshots"])
+        .env("CAIRN_PASSWORD", "not it")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 12, "{}", stderr(&out));
+    assert!(stderr(&out).contains("wrong password"), "{}", stderr(&out));
+    let out = env
+        .cmd(&["backup", src.to_str().unwrap()])
+        .env("CAIRN_PASSWORD", "not it")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 12);
+    assert_eq!(
+        files_below(&env.repo).len(),
+        before,
+        "a failed open wrote to the repository"
+    );
+}
+
+#[test]
+fn password_sources_are_tried_in_order() {
+    let env = Env::new();
+    env.init();
+    let file = env.path("pw");
+    std::fs::write(&file, format!("{PASSWORD}\n")).unwrap();
+    // The file wins over a wrong CAIRN_PASSWORD.
+    let out = env
+        .cmd(&["snapshots"])
+        .env("CAIRN_PASSWORD", "wrong")
+        .env("CAIRN_PASSWORD_FILE", &file)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // The command wins over a wrong CAIRN_PASSWORD.
+    let out = env
+        .cmd(&["snapshots"])
+        .env("CAIRN_PASSWORD", "wrong")
+        .env("CAIRN_PASSWORD_COMMAND", format!("echo '{PASSWORD}'"))
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // No password at all and no terminal: a clear error.
+    let out = env
+        .cmd(&["snapshots"])
+        .env_remove("CAIRN_PASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("no password given"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn missing_repository_has_its_own_code() {
+    let env = Env::new();
+    let out = env.run(&["snapshots"]);
+    assert_eq!(code(&out), 10, "{}", stderr(&out));
+    assert!(stderr(&out).contains("no repository"));
+}
+
+#[test]
+fn foreign_folder_is_not_a_repository() {
+    let env = Env::new();
+    write(&env.repo.join("holiday.jpg"), b"not a repository");
+    let out = env.run(&["snapshots"]);
+    assert_eq!(code(&out), 13, "{}", stderr(&out));
+    write(&env.repo.join("config"), b"garbage");
+    assert_eq!(code(&env.run(&["snapshots"])), 13);
+}
+
+#[test]
+fn newer_format_is_refused_before_asking_for_a_password() {
+    let env = Env::new();
+    env.init();
+    let config = env.repo.join("config");
+    let mut bytes = std::fs::read(&config).unwrap();
+    let n = bytes.len();
+    bytes[n - 12..n - 8].copy_from_slice(&2u32.to_le_bytes());
+    std::fs::write(&config, bytes).unwrap();
+    let out = env
+        .cmd(&["snapshots"])
+        .env_remove("CAIRN_PASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 14, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("format version 2"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn init_refuses_an_existing_repository() {
+    let env = Env::new();
+    env.init();
+    let config = std::fs::read(env.repo.join("config")).unwrap();
+    let out = env.run(&["init"]);
+    assert_eq!(code(&out), 16, "{}", stderr(&out));
+    assert_eq!(std::fs::read(env.repo.join("config")).unwrap(), config);
+}
+
+#[test]
+fn missing_source_saves_nothing() {
+    let env = Env::new();
+    env.init();
+    let out = env.run(&["backup", env.path("nope").to_str().unwrap()]);
+    assert_eq!(code(&out), 15, "{}", stderr(&out));
+    assert!(stderr(&out).contains("nope"));
+    assert!(env.snapshots().is_empty());
+    // --init does not create a repository for a backup that cannot run.
+    let fresh = Env::new();
+    let out = fresh.run(&["backup", "--init", fresh.path("nope").to_str().unwrap()]);
+    assert_eq!(code(&out), 15);
+    assert!(!fresh.repo.exists());
+}
+
+#[test]
+fn backup_init_creates_the_repository_on_first_use() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("a"), b"hello");
+    env.ok(&[
+        "backup",
+        "--init",
+        "--kdf-memory",
+        "8",
+        src.to_str().unwrap(),
+    ]);
+    env.ok(&["backup", "--init", src.to_str().unwrap()]);
+    assert_eq!(env.snapshots().len(), 2);
+}
+
+/// Runs cairn as an unprivileged user when the tests run as root, so that a file with mode 000
+/// really is unreadable.
+#[test]
+fn unreadable_file_is_skipped_and_snapshot_marked_partial() {
+    use std::os::unix::process::CommandExt;
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("readable"), b"fine");
+    write(&src.join("secret"), b"no access");
+    std::fs::set_permissions(&src.join("secret"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let as_user = |args: &[&str]| {
+        let mut c = env.cmd(args);
+        if nix::unistd::geteuid().is_root() {
+            c.uid(65534).gid(65534).env("HOME", env.dir.path());
+        }
+        c.output().unwrap()
+    };
+    let out = as_user(&["init", "--kdf-memory", "8"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = as_user(&["backup", "--json", src.to_str().unwrap()]);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(stderr(&out).contains("secret"), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["partial"], true);
+    assert_eq!(json["summary"]["files"], 1);
+    let out = as_user(&["snapshots", "--json"]);
+    let snaps: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(snaps[0]["partial"], true);
+}
