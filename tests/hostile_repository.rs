@@ -1,0 +1,123 @@
+//! A restore never writes outside its target, whatever the repository says. These snapshots
+//! are crafted through the library with names no honest backup produces.
+
+mod common;
+
+use cairn::ids::{BlobType, SnapshotId};
+use cairn::index::LocalIndex;
+use cairn::packer::Packer;
+use cairn::repo::{FileKind, KdfParams, Repository};
+use cairn::snapshot::{Snapshot, Summary};
+use cairn::storage::OpendalStorage;
+use cairn::tree::{Node, NodeKind, Tree};
+use common::*;
+
+const FAST: KdfParams = KdfParams {
+    memory_kib: 64,
+    iterations: 1,
+    parallelism: 1,
+};
+
+/// Stores a snapshot whose root tree holds `nodes` as given (no sorting or checks).
+fn craft(env: &Env, build: impl FnOnce(&mut Packer) -> Vec<Node>) -> SnapshotId {
+    let storage = OpendalStorage::local(env.repo.to_str().unwrap()).unwrap();
+    let repo = Repository::init(Box::new(storage), PASSWORD.as_bytes(), FAST).unwrap();
+    let (mut index, _) = LocalIndex::open(&env.cache, &repo).unwrap();
+    let mut packer = Packer::new(&repo, &mut index, 3);
+    let nodes = build(&mut packer);
+    let mut w = cairn::codec::FieldWriter::new();
+    // Encode without Tree::encode's sorting, so the crafted order is kept.
+    for n in nodes {
+        let one = Tree { nodes: vec![n] }.encode();
+        let f = cairn::codec::fields(&one).unwrap();
+        w.bytes(1, f[0].value);
+    }
+    let root = packer.add(BlobType::Tree, &w.finish()).unwrap();
+    packer.finish().unwrap();
+    let snap = Snapshot {
+        time_ns: 1,
+        utc_offset_s: 0,
+        hostname: "evil".into(),
+        username: "evil".into(),
+        paths: vec![b"/".to_vec()],
+        tags: vec![],
+        tree: root,
+        summary: Summary::default(),
+        chunker: cairn::chunk::ChunkerParams::FILES,
+        partial: false,
+        program_version: "evil".into(),
+    };
+    SnapshotId(repo.save_file(FileKind::Snapshot, &snap.encode()).unwrap())
+}
+
+fn file_node(packer: &mut Packer, name: &[u8], content: &[u8]) -> Node {
+    let mut n = Node::new(name.to_vec(), NodeKind::File);
+    n.mode = 0o644;
+    n.size = content.len() as u64;
+    n.content = vec![packer.add(BlobType::Data, content).unwrap()];
+    n
+}
+
+fn dir_node(packer: &mut Packer, name: &[u8], children: Vec<Node>) -> Node {
+    let mut n = Node::new(name.to_vec(), NodeKind::Dir);
+    n.mode = 0o755;
+    n.subtree = Some(
+        packer
+            .add(BlobType::Tree, &Tree { nodes: children }.encode())
+            .unwrap(),
+    );
+    n
+}
+
+#[test]
+fn traversal_names_are_refused_and_named() {
+    let env = Env::new();
+    craft(&env, |p| {
+        let escape = file_node(p, b"escape", b"pwned");
+        vec![
+            file_node(p, b"..", b"pwned"),
+            file_node(p, b"../escape", b"pwned"),
+            file_node(p, b"/tmp/cairn-absolute-escape", b"pwned"),
+            dir_node(p, b"..", vec![escape]),
+            file_node(p, b"fine", b"ok"),
+        ]
+    });
+    let target = env.path("area/target");
+    let out = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("\"..\""), "{err}");
+    assert!(err.contains("../escape"), "{err}");
+    assert!(err.contains("/tmp/cairn-absolute-escape"), "{err}");
+    assert_eq!(std::fs::read(target.join("fine")).unwrap(), b"ok");
+    // Nothing appeared beside the target or at the absolute path.
+    let area: Vec<_> = std::fs::read_dir(env.path("area"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(area, vec![std::ffi::OsString::from("target")]);
+    assert!(!std::path::Path::new("/tmp/cairn-absolute-escape").exists());
+}
+
+#[test]
+fn symlink_followed_by_a_folder_of_the_same_name_is_not_written_through() {
+    let env = Env::new();
+    let outside = env.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let outside_str = outside.to_str().unwrap().as_bytes().to_vec();
+    craft(&env, move |p| {
+        let mut link = Node::new(b"link".to_vec(), NodeKind::Symlink);
+        link.link_target = Some(outside_str);
+        let pwned = file_node(p, b"pwned", b"pwned");
+        vec![link, dir_node(p, b"link", vec![pwned])]
+    });
+    let target = env.path("target");
+    let out = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("link"), "{}", stderr(&out));
+    assert!(
+        std::fs::read_dir(&outside).unwrap().next().is_none(),
+        "wrote through the symlink"
+    );
+}
