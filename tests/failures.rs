@@ -165,7 +165,7 @@ fn unreadable_file_is_skipped_and_snapshot_marked_partial() {
     let src = env.path("src");
     write(&src.join("readable"), b"fine");
     write(&src.join("secret"), b"no access");
-    std::fs::set_permissions(&src.join("secret"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    std::fs::set_permissions(src.join("secret"), std::fs::Permissions::from_mode(0o000)).unwrap();
     std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let as_user = |args: &[&str]| {
         let mut c = env.cmd(args);
