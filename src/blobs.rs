@@ -19,36 +19,25 @@ pub fn load_tree(repo: &Repository, index: &LocalIndex, id: &TreeId) -> Result<T
 }
 
 /// The node at `path` (components separated by `/`) below the root tree, or `None` for the
-/// root itself. Errors if a component is missing or not a directory.
+/// root itself. Errors if a component is missing or an intermediate one is not a directory.
 pub fn find_node(
     repo: &Repository,
     index: &LocalIndex,
     root: &TreeId,
     path: &[u8],
 ) -> Result<Option<crate::tree::Node>> {
-    let mut tree_id = *root;
-    let mut found = None;
     let not_found = || Error::PathNotInSnapshot {
         snapshot: String::new(),
         path: String::from_utf8_lossy(path).into_owned(),
     };
+    let mut current: Option<crate::tree::Node> = None;
     for part in path.split(|&b| b == b'/').filter(|p| !p.is_empty()) {
+        let tree_id = match &current {
+            None => *root,
+            Some(node) => node.subtree.ok_or_else(not_found)?,
+        };
         let tree = load_tree(repo, index, &tree_id)?;
-        let node = tree.find(part).cloned().ok_or_else(not_found)?;
-        if let Some(sub) = node.subtree {
-            tree_id = sub;
-        }
-        found = Some(node);
-        if found.as_ref().is_some_and(|n| n.subtree.is_none()) {
-            // A file or link: nothing may follow it.
-            tree_id = TreeId::default();
-        }
+        current = Some(tree.find(part).cloned().ok_or_else(not_found)?);
     }
-    if let Some(n) = &found
-        && n.subtree.is_none()
-        && tree_id != TreeId::default()
-    {
-        return Err(not_found());
-    }
-    Ok(found)
+    Ok(current)
 }

@@ -11,6 +11,8 @@ use crate::error::{Error, Result};
 
 pub struct OpendalStorage {
     location: String,
+    /// For local disk: the root, so a write can fsync the folder that received the rename.
+    local_root: Option<PathBuf>,
     operator: Operator,
     runtime: tokio::runtime::Runtime,
 }
@@ -34,7 +36,9 @@ impl OpendalStorage {
             .atomic_write_dir(&tmp.to_string_lossy());
         let location = root.display().to_string();
         let operator = Operator::new(builder).map_err(|e| storage_error("open", &location, e))?;
-        Self::with_operator(location, operator)
+        let mut storage = Self::with_operator(location, operator)?;
+        storage.local_root = Some(root);
+        Ok(storage)
     }
 
     /// In-memory storage, for tests and benchmarks.
@@ -53,6 +57,7 @@ impl OpendalStorage {
             .map_err(|e| Error::io("tokio runtime", e))?;
         Ok(Self {
             location,
+            local_root: None,
             operator,
             runtime,
         })
@@ -92,8 +97,18 @@ impl Storage for OpendalStorage {
     fn write(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
         self.runtime
             .block_on(self.operator.write(path, bytes))
-            .map(|_| ())
-            .map_err(|e| storage_error("write", path, e))
+            .map_err(|e| storage_error("write", path, e))?;
+        // opendal fsyncs the file before renaming it into place; the rename itself is durable
+        // only once the folder holding it is synced too.
+        if let Some(root) = &self.local_root {
+            let full = root.join(path);
+            if let Some(dir) = full.parent() {
+                std::fs::File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| Error::io(dir, e))?;
+            }
+        }
+        Ok(())
     }
 
     fn list(&self, dir: &str, recursive: bool) -> Result<Vec<ListedObject>> {
