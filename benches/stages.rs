@@ -94,7 +94,7 @@ fn stages(c: &mut Criterion) {
             let repo = Repository::init(Box::new(storage), b"pw", fast).unwrap();
             let cache = tempfile::tempdir().unwrap();
             let (mut index, _) = LocalIndex::open(cache.path(), &repo).unwrap();
-            let mut packer = Packer::new(&repo, &mut index, 3);
+            let mut packer = Packer::new(&repo, &mut index, 3).unwrap();
             let chunker = Chunker::new(repo.keys().chunker_key(), ChunkerParams::FILES);
             for chunk in chunker.reader(&data[..]) {
                 packer.add(BlobType::Data, &chunk.unwrap()).unwrap();

@@ -1,12 +1,22 @@
-//! Reading blobs back: index lookup, one range read, then decryption and verification against
+//! Reading blobs back: index lookup, a range read, then decryption and verification against
 //! the blob id (see `pack::open_blob`). Nothing unverified leaves this module.
+//!
+//! `BlobReader` is the shareable form: it can be used from many threads, and it keeps the
+//! last few tree packs whole in memory, because trees are read many at a time and sit
+//! together in a few packs.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
-use crate::ids::{BlobId, TreeId};
+use crate::ids::{BlobId, BlobType, PackId, TreeId};
 use crate::index::LocalIndex;
-use crate::pack::open_blob;
+use crate::pack::{BlobEntry, open_blob};
 use crate::repo::Repository;
-use crate::tree::Tree;
+use crate::tree::{Node, Tree};
+
+/// How many whole tree packs a `BlobReader` keeps (each at most about 16 MiB).
+const CACHED_TREE_PACKS: usize = 2;
 
 pub fn load_blob(repo: &Repository, index: &LocalIndex, id: &BlobId) -> Result<Vec<u8>> {
     let (pack, entry) = index.lookup(id)?.ok_or(Error::BlobNotFound { blob: *id })?;
@@ -18,6 +28,72 @@ pub fn load_tree(repo: &Repository, index: &LocalIndex, id: &TreeId) -> Result<T
     Tree::decode(id, &load_blob(repo, index, id)?)
 }
 
+/// Locks a mutex, carrying on if another thread panicked while holding it (the panic itself
+/// propagates through rayon or the thread join).
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub struct BlobReader<'a> {
+    repo: &'a Repository,
+    index: Mutex<LocalIndex>,
+    tree_packs: Mutex<VecDeque<(PackId, Arc<Vec<u8>>)>>,
+}
+
+impl<'a> BlobReader<'a> {
+    pub fn new(repo: &'a Repository, index: LocalIndex) -> Self {
+        BlobReader {
+            repo,
+            index: Mutex::new(index),
+            tree_packs: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    fn locate(&self, id: &BlobId) -> Result<(PackId, BlobEntry)> {
+        lock(&self.index)
+            .lookup(id)?
+            .ok_or(Error::BlobNotFound { blob: *id })
+    }
+
+    pub fn blob(&self, id: &BlobId) -> Result<Vec<u8>> {
+        let (pack, entry) = self.locate(id)?;
+        if entry.blob_type == BlobType::Tree {
+            let bytes = self.tree_pack(&pack)?;
+            let sealed = usize::try_from(entry.offset)
+                .ok()
+                .zip(usize::try_from(entry.end()).ok())
+                .and_then(|(a, b)| bytes.get(a..b))
+                .ok_or_else(|| Error::BlobIntegrity {
+                    blob: *id,
+                    pack,
+                    reason: "lies outside the pack".into(),
+                })?;
+            return open_blob(self.repo.keys(), self.repo.id(), &pack, &entry, sealed);
+        }
+        let sealed = self
+            .repo
+            .read_pack_range(&pack, entry.offset..entry.end())?;
+        open_blob(self.repo.keys(), self.repo.id(), &pack, &entry, &sealed)
+    }
+
+    pub fn tree(&self, id: &TreeId) -> Result<Tree> {
+        Tree::decode(id, &self.blob(id)?)
+    }
+
+    fn tree_pack(&self, pack: &PackId) -> Result<Arc<Vec<u8>>> {
+        if let Some((_, bytes)) = lock(&self.tree_packs).iter().find(|(p, _)| p == pack) {
+            return Ok(Arc::clone(bytes));
+        }
+        let bytes = Arc::new(self.repo.read_pack(pack)?);
+        let mut cache = lock(&self.tree_packs);
+        if cache.len() >= CACHED_TREE_PACKS {
+            cache.pop_front();
+        }
+        cache.push_back((*pack, Arc::clone(&bytes)));
+        Ok(bytes)
+    }
+}
+
 /// The node at `path` (components separated by `/`) below the root tree, or `None` for the
 /// root itself. Errors if a component is missing or an intermediate one is not a directory.
 pub fn find_node(
@@ -25,12 +101,12 @@ pub fn find_node(
     index: &LocalIndex,
     root: &TreeId,
     path: &[u8],
-) -> Result<Option<crate::tree::Node>> {
+) -> Result<Option<Node>> {
     let not_found = || Error::PathNotInSnapshot {
         snapshot: String::new(),
         path: String::from_utf8_lossy(path).into_owned(),
     };
-    let mut current: Option<crate::tree::Node> = None;
+    let mut current: Option<Node> = None;
     for part in path.split(|&b| b == b'/').filter(|p| !p.is_empty()) {
         let tree_id = match &current {
             None => *root,

@@ -45,13 +45,15 @@ pub enum Command {
     /// Create a repository
     Init(InitArgs),
     /// Back up files and folders into a new snapshot
-    Backup(BackupArgs),
+    Backup(Box<BackupArgs>),
     /// List snapshots
     Snapshots,
     /// Restore a snapshot into a folder
     Restore(RestoreArgs),
     /// List the entries of a snapshot
     Ls(LsArgs),
+    /// Write one file of a snapshot to standard output
+    Dump(DumpArgs),
 }
 
 #[derive(Args, Clone)]
@@ -72,12 +74,55 @@ pub struct InitArgs {
 
 #[derive(Args)]
 pub struct BackupArgs {
-    /// Files and folders to back up
-    #[arg(required = true)]
+    /// Files and folders to back up (with --stdin-from-command: the command and its arguments,
+    /// after `--`)
+    #[arg(required_unless_present = "stdin")]
     pub paths: Vec<PathBuf>,
     /// Create the repository first if it does not exist
     #[arg(long)]
     pub init: bool,
+    /// Back up standard input as one file
+    #[arg(long, conflicts_with = "stdin_from_command")]
+    pub stdin: bool,
+    /// Run the command given after `--` and back up its output as one file; no snapshot is
+    /// saved if the command fails
+    #[arg(long)]
+    pub stdin_from_command: bool,
+    /// File name for --stdin / --stdin-from-command
+    #[arg(long, default_value = "stdin")]
+    pub stdin_name: String,
+    /// Chunk-size profile: `files` (about 1 MiB) or `small` (about 16 KiB, for dumps and
+    /// images that change in place) [default: the parent's, else files; small for streams]
+    #[arg(long, value_parser = ["files", "small"])]
+    pub chunk_profile: Option<String>,
+    /// Leave out entries matching GLOB (repeatable; without `/` it matches names, with `/`
+    /// absolute paths)
+    #[arg(long = "exclude", value_name = "GLOB")]
+    pub excludes: Vec<String>,
+    /// Read exclude patterns from FILE (one per line, # comments)
+    #[arg(long = "exclude-file", value_name = "FILE")]
+    pub exclude_files: Vec<PathBuf>,
+    /// Leave out folders that contain a file of this name (e.g. CACHEDIR.TAG)
+    #[arg(long = "exclude-if-present", value_name = "NAME")]
+    pub exclude_if_present: Vec<String>,
+    /// Leave out files larger than SIZE (e.g. 500M, 2G)
+    #[arg(long, value_name = "SIZE")]
+    pub exclude_larger_than: Option<String>,
+    /// Do not cross into other file systems
+    #[arg(short = 'x', long)]
+    pub one_file_system: bool,
+    /// Compare with this snapshot instead of the latest one of the same host and paths
+    #[arg(long, conflicts_with = "force")]
+    pub parent: Option<String>,
+    /// Read every file, even those unchanged since the parent snapshot
+    #[arg(long)]
+    pub force: bool,
+    /// Show what would be stored; write nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Record this time instead of now (RFC 3339, or `YYYY-MM-DD HH:MM[:SS]` local time)
+    #[arg(long)]
+    pub time: Option<String>,
     /// Tag the snapshot (repeatable)
     #[arg(long = "tag")]
     pub tags: Vec<String>,
@@ -87,8 +132,19 @@ pub struct BackupArgs {
     /// zstd compression level (1-19)
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub compression: i32,
+    /// Worker threads for reading, hashing, compressing and encrypting [default: one per CPU]
+    #[arg(long)]
+    pub threads: Option<usize>,
     #[command(flatten)]
     pub kdf: KdfArgs,
+}
+
+#[derive(Args)]
+pub struct DumpArgs {
+    /// Snapshot id prefix or `latest`
+    pub snapshot: String,
+    /// File inside the snapshot, e.g. `db.sql` or `/srv/uploads/a.pdf`
+    pub path: String,
 }
 
 #[derive(Args)]

@@ -83,6 +83,16 @@ pub enum Error {
     )]
     UnsafeName { parent: String, name: String },
 
+    #[error(
+        "the command `{command}` failed ({status}); no snapshot was saved{}",
+        if stderr_tail.is_empty() { String::new() } else { format!(". The end of its error output:\n{stderr_tail}") }
+    )]
+    CommandFailed {
+        command: String,
+        status: String,
+        stderr_tail: String,
+    },
+
     #[error("{0}")]
     Invalid(String),
 }

@@ -64,6 +64,7 @@ fn main() {
         Command::Snapshots => commands::snapshots::run(&ctx),
         Command::Restore(a) => commands::restore::run(&ctx, a),
         Command::Ls(a) => commands::ls::run(&ctx, a),
+        Command::Dump(a) => commands::dump::run(&ctx, a),
     };
     let code = match result {
         Ok(Outcome::Success) => exit::SUCCESS,

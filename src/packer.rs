@@ -1,18 +1,24 @@
 //! The packer: turns blobs into packs on storage and index segments that list them.
 //!
 //! Guarantees (design rule 3): a blob is reported as stored only if it is in the local index
-//! or was added in this run; a pack is uploaded before any index segment lists it; a data pack
-//! is always uploaded before the tree pack that follows it, so an indexed tree never points at
-//! data that is not stored; `finish` uploads every open pack and a segment for every uploaded
-//! pack, and only then may a snapshot refer to them.
+//! or was added in this run; a pack is completely written before any index segment lists it
+//! (segments wait for every upload in flight); a data pack is always handed to the uploader
+//! before the tree pack that follows it, so an indexed tree never points at data that is not
+//! stored; `finish` uploads every open pack and a segment for every uploaded pack, and only
+//! then may a snapshot refer to them.
+//!
+//! Packs are written by a background thread so that sealing goes on while a pack is written;
+//! at most one finished pack waits for it, which bounds the memory this takes to two packs.
 
 use std::collections::HashSet;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ids::{BlobId, BlobType, IndexId};
 use crate::index::{IndexSegment, LocalIndex, PackRecord};
 use crate::pack::{PackWriter, SealedBlob, seal_blob};
-use crate::repo::{FileKind, Repository};
+use crate::repo::{FileKind, Repository, object_path};
 
 /// After this many packs without a segment, a segment is written, so an interrupted backup
 /// leaves its uploaded packs indexed and the next run does not upload them again.
@@ -28,6 +34,73 @@ pub struct PackerStats {
     pub segments: u64,
 }
 
+/// The background thread that writes finished packs, in order.
+struct Uploader {
+    jobs: Option<SyncSender<(String, Vec<u8>)>>,
+    results: Receiver<Result<()>>,
+    thread: Option<JoinHandle<()>>,
+    in_flight: usize,
+}
+
+impl Uploader {
+    fn start(repo: &Repository) -> Result<Self> {
+        let storage = repo.shared_storage();
+        let (jobs, job_rx) = sync_channel::<(String, Vec<u8>)>(1);
+        let (result_tx, results) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("cairn-upload".into())
+            .spawn(move || {
+                for (path, bytes) in job_rx {
+                    if result_tx.send(storage.write(&path, bytes)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| Error::io("upload thread", e))?;
+        Ok(Uploader {
+            jobs: Some(jobs),
+            results,
+            thread: Some(thread),
+            in_flight: 0,
+        })
+    }
+
+    fn send(&mut self, path: String, bytes: Vec<u8>) -> Result<()> {
+        // Collect finished uploads first, so an upload error stops the backup early.
+        while let Ok(r) = self.results.try_recv() {
+            self.in_flight -= 1;
+            r?;
+        }
+        let jobs = self.jobs.as_ref().ok_or_else(Self::gone)?;
+        jobs.send((path, bytes)).map_err(|_| Self::gone())?;
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    /// Waits until every pack handed over so far is written.
+    fn wait(&mut self) -> Result<()> {
+        while self.in_flight > 0 {
+            let r = self.results.recv().map_err(|_| Self::gone())?;
+            self.in_flight -= 1;
+            r?;
+        }
+        Ok(())
+    }
+
+    fn gone() -> Error {
+        Error::Invalid("the pack upload thread stopped unexpectedly".into())
+    }
+}
+
+impl Drop for Uploader {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 pub struct Packer<'a> {
     repo: &'a Repository,
     index: &'a mut LocalIndex,
@@ -35,26 +108,55 @@ pub struct Packer<'a> {
     data: PackWriter,
     tree: PackWriter,
     added: HashSet<BlobId>,
+    /// `None` in a dry run: packs are counted, not written.
+    uploader: Option<Uploader>,
     unindexed: Vec<PackRecord>,
     stats: PackerStats,
 }
 
 impl<'a> Packer<'a> {
-    pub fn new(repo: &'a Repository, index: &'a mut LocalIndex, zstd_level: i32) -> Self {
-        Packer {
+    pub fn new(repo: &'a Repository, index: &'a mut LocalIndex, zstd_level: i32) -> Result<Self> {
+        Self::with_mode(repo, index, zstd_level, false)
+    }
+
+    /// A packer that writes nothing (for `backup --dry-run`).
+    pub fn dry_run(
+        repo: &'a Repository,
+        index: &'a mut LocalIndex,
+        zstd_level: i32,
+    ) -> Result<Self> {
+        Self::with_mode(repo, index, zstd_level, true)
+    }
+
+    fn with_mode(
+        repo: &'a Repository,
+        index: &'a mut LocalIndex,
+        zstd_level: i32,
+        dry_run: bool,
+    ) -> Result<Self> {
+        Ok(Packer {
             repo,
             index,
             zstd_level,
             data: PackWriter::new(BlobType::Data),
             tree: PackWriter::new(BlobType::Tree),
             added: HashSet::new(),
+            uploader: if dry_run {
+                None
+            } else {
+                Some(Uploader::start(repo)?)
+            },
             unindexed: Vec::new(),
             stats: PackerStats::default(),
-        }
+        })
     }
 
     pub fn index(&self) -> &LocalIndex {
         self.index
+    }
+
+    pub fn zstd_level(&self) -> i32 {
+        self.zstd_level
     }
 
     /// True if the blob is already stored (indexed) or added in this run.
@@ -79,8 +181,8 @@ impl<'a> Packer<'a> {
         Ok(id)
     }
 
-    /// Appends a blob that was sealed elsewhere (e.g. on a worker thread). The caller has
-    /// checked `has`; a duplicate is dropped here anyway.
+    /// Appends a blob that was sealed elsewhere (e.g. on a worker thread). A blob already
+    /// added in this run is dropped.
     pub fn add_sealed(&mut self, blob: SealedBlob) -> Result<()> {
         if !self.added.insert(blob.id) {
             return Ok(());
@@ -115,15 +217,16 @@ impl<'a> Packer<'a> {
         }
         let writer = std::mem::replace(self.writer(blob_type), PackWriter::new(blob_type));
         let pack = writer.finish(self.repo.keys(), self.repo.id());
-        let size = pack.bytes.len() as u64;
-        let id = self.repo.write_pack(pack.bytes)?;
-        debug_assert_eq!(id, pack.id);
         self.stats.packs += 1;
+        let Some(uploader) = self.uploader.as_mut() else {
+            return Ok(());
+        };
         self.unindexed.push(PackRecord {
-            id,
-            size,
+            id: pack.id,
+            size: pack.bytes.len() as u64,
             entries: pack.entries,
         });
+        uploader.send(object_path(FileKind::Pack, &pack.id.0), pack.bytes)?;
         if self.unindexed.len() >= PACKS_PER_SEGMENT {
             self.write_segment()?;
         }
@@ -131,6 +234,10 @@ impl<'a> Packer<'a> {
     }
 
     fn write_segment(&mut self) -> Result<()> {
+        let Some(uploader) = self.uploader.as_mut() else {
+            return Ok(());
+        };
+        uploader.wait()?;
         if self.unindexed.is_empty() {
             return Ok(());
         }
@@ -143,11 +250,12 @@ impl<'a> Packer<'a> {
         Ok(())
     }
 
-    /// Uploads every open pack, then a segment listing all packs not yet in one.
+    /// Uploads every open pack, waits for the uploads, then writes a segment listing all packs
+    /// not yet in one.
     pub fn finish(mut self) -> Result<PackerStats> {
         self.flush(BlobType::Tree)?;
         self.flush(BlobType::Data)?;
         self.write_segment()?;
-        Ok(self.stats)
+        Ok(self.stats.clone())
     }
 }

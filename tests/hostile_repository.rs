@@ -23,7 +23,7 @@ fn craft(env: &Env, build: impl FnOnce(&mut Packer) -> Vec<Node>) -> SnapshotId 
     let storage = OpendalStorage::local(env.repo.to_str().unwrap()).unwrap();
     let repo = Repository::init(Box::new(storage), PASSWORD.as_bytes(), FAST).unwrap();
     let (mut index, _) = LocalIndex::open(&env.cache, &repo).unwrap();
-    let mut packer = Packer::new(&repo, &mut index, 3);
+    let mut packer = Packer::new(&repo, &mut index, 3).unwrap();
     let nodes = build(&mut packer);
     let mut w = cairn::codec::FieldWriter::new();
     // Encode without Tree::encode's sorting, so the crafted order is kept.

@@ -184,7 +184,11 @@ fn several_sources_keep_their_absolute_paths() {
     assert_eq!(file.trim(), a.join("x").to_str().unwrap());
     let out = env.run(&["ls", "latest", a.join("x/below-a-file").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("is not in snapshot"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is not in snapshot"),
+        "{}",
+        stderr(&out)
+    );
     let all = env.ok(&["ls", "latest", "--recursive"]);
     assert!(
         all.lines()

@@ -1,38 +1,72 @@
-//! The backup pipeline: walk the sources, chunk each file, store new blobs through the packer,
-//! store one tree per directory, then — after the packer has uploaded every pack and the index
-//! segment that lists them — write the snapshot, the commit point.
+//! The backup pipeline: walk the sources (or read a stream), chunk and store new content
+//! through the packer, store one tree per directory, then — after the packer has written
+//! every pack and the index segment that lists them — write the snapshot, the commit point.
 //!
 //! Guarantees: problems with source entries (vanished, unreadable) skip that entry with a
-//! warning and mark the snapshot partial; problems with the repository abort the backup before
-//! the snapshot is written, leaving at most unreferenced packs for prune.
+//! warning and mark the snapshot partial; problems with the repository, or a failed stream
+//! command, abort the backup before the snapshot is written, leaving at most unreferenced
+//! packs for prune. A dry run writes nothing.
 //!
 //! Snapshot layout: the root tree mirrors the absolute paths of the sources, so backing up
 //! `/srv/uploads` yields the tree `/` → `srv` → `uploads`; directories above a source carry
-//! their own metadata but only the entries leading to sources.
+//! their own metadata but only the entries leading to sources. A stream named `db.sql` is the
+//! file `/db.sql`.
+
+mod content;
+pub mod exclude;
+pub mod stream;
+mod walker;
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use crate::blobs::BlobReader;
 use crate::chunk::{Chunker, ChunkerParams};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::host::{self, NameCache};
-use crate::ids::{BlobId, BlobType, SnapshotId, TreeId};
+use crate::ids::{SnapshotId, TreeId};
 use crate::index::LocalIndex;
 use crate::packer::Packer;
 use crate::repo::{FileKind, Repository};
-use crate::snapshot::{Snapshot, Summary};
+use crate::snapshot::{self, Snapshot, Summary};
 use crate::tree::{Node, NodeKind, Tree};
 use crate::walk;
+use content::ContentWriter;
+pub use exclude::{ExcludeOptions, Excludes};
+pub use stream::StreamSource;
+use walker::{Counters, Walker};
+
+/// What to back up: paths on disk, or one named stream.
+pub enum Source {
+    Paths(Vec<PathBuf>),
+    Stream { source: StreamSource, name: String },
+}
+
+/// Which snapshot to compare with.
+pub enum ParentChoice {
+    /// The latest snapshot with the same host and paths.
+    Auto,
+    /// A named snapshot (id prefix or `latest`).
+    Named(String),
+    /// None: read everything (`--force`).
+    None,
+}
 
 pub struct BackupOptions {
-    pub sources: Vec<PathBuf>,
+    pub source: Source,
     pub tags: Vec<String>,
     pub hostname: String,
     pub zstd_level: i32,
-    pub chunker: ChunkerParams,
+    /// `None`: the parent's parameters if there is a parent, else the default for the source.
+    pub chunker: Option<ChunkerParams>,
+    pub excludes: ExcludeOptions,
+    pub parent: ParentChoice,
+    pub dry_run: bool,
+    /// Record this time instead of now (ns since the epoch).
+    pub time_ns: Option<i64>,
 }
 
 /// A source entry that was skipped or stored imperfectly.
@@ -42,9 +76,27 @@ pub struct Warning {
     pub message: String,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileStatus {
+    New,
+    Changed,
+    Unchanged,
+}
+
+/// What a backup tells its caller as it goes (progress bars, dry-run listings). Called from
+/// worker threads.
+pub trait Reporter: Sync {
+    fn warning(&self, warning: Warning);
+    fn file_started(&self, _path: &Path) {}
+    fn bytes_read(&self, _n: u64) {}
+    fn file_done(&self, _path: &Path, _status: FileStatus, _size: u64) {}
+}
+
 pub struct BackupOutcome {
-    pub id: SnapshotId,
+    /// `None` for a dry run.
+    pub id: Option<SnapshotId>,
     pub snapshot: Snapshot,
+    pub parent: Option<SnapshotId>,
 }
 
 /// The directories leading to the sources: each name maps to a child; `is_source` marks a
@@ -72,47 +124,96 @@ impl SourceTrie {
     }
 }
 
-struct Walker<'a, 'w> {
-    packer: Packer<'a>,
-    chunker: Chunker,
-    names: NameCache,
-    summary: Summary,
-    warn: &'w mut dyn FnMut(Warning),
+fn find_parent(
+    index: &LocalIndex,
+    choice: &ParentChoice,
+    hostname: &str,
+    paths: &[Vec<u8>],
+) -> Result<Option<(SnapshotId, Snapshot)>> {
+    match choice {
+        ParentChoice::None => Ok(None),
+        ParentChoice::Named(name) => snapshot::find(index, name).map(Some),
+        ParentChoice::Auto => Ok(snapshot::list(index)?
+            .into_iter()
+            .filter(|(_, s)| s.hostname == hostname && s.paths == paths)
+            .max_by_key(|(_, s)| s.time_ns)),
+    }
 }
 
-/// Runs a backup and commits its snapshot.
+/// Runs a backup and (unless a dry run) commits its snapshot.
 pub fn run(
     repo: &Repository,
     index: &mut LocalIndex,
     opts: &BackupOptions,
-    warn: &mut dyn FnMut(Warning),
+    reporter: &dyn Reporter,
 ) -> Result<BackupOutcome> {
     let started = Instant::now();
-    let time_ns = host::now_ns();
-    let sources = walk::prepare_sources(&opts.sources)?;
-    let mut walker = Walker {
-        packer: Packer::new(repo, index, opts.zstd_level),
-        chunker: Chunker::new(repo.keys().chunker_key(), opts.chunker),
-        names: NameCache::default(),
-        summary: Summary::default(),
-        warn,
+    let time_ns = opts.time_ns.unwrap_or_else(host::now_ns);
+    let (sources, paths) = match &opts.source {
+        Source::Paths(p) => {
+            let sources = walk::prepare_sources(p)?;
+            let paths = sources
+                .iter()
+                .map(|p| walk::name_bytes(p.as_os_str()))
+                .collect();
+            (sources, paths)
+        }
+        Source::Stream { name, .. } => {
+            if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+                return Err(Error::Invalid(format!(
+                    "stream name {name:?} must be a plain file name"
+                )));
+            }
+            (Vec::new(), vec![format!("/{name}").into_bytes()])
+        }
     };
-    let trie = SourceTrie::build(&sources);
-    let root = if trie.is_source {
-        walker.dir_tree(Path::new("/"))?
+    let parent = find_parent(index, &opts.parent, &opts.hostname, &paths)?;
+    let default_params = match opts.source {
+        Source::Paths(_) => ChunkerParams::FILES,
+        Source::Stream { .. } => ChunkerParams::SMALL,
+    };
+    let params = opts
+        .chunker
+        .or(parent.as_ref().map(|(_, p)| p.chunker))
+        .unwrap_or(default_params);
+    let excludes = Excludes::new(&opts.excludes)?;
+    let parent_reader = match &parent {
+        Some(_) => Some(BlobReader::new(repo, index.another_connection()?)),
+        None => None,
+    };
+    let packer = if opts.dry_run {
+        Packer::dry_run(repo, index, opts.zstd_level)?
     } else {
-        Some(walker.virtual_dir(Path::new("/"), &trie)?)
+        Packer::new(repo, index, opts.zstd_level)?
     };
-    let root = match root {
-        Some(r) => r,
-        None => walker.store_tree(&Tree::default())?,
+    let packer = Mutex::new(packer);
+    let content = ContentWriter::new(
+        repo,
+        &packer,
+        Chunker::new(repo.keys().chunker_key(), params),
+    );
+    let walker = Walker {
+        content: &content,
+        parent: parent_reader.as_ref(),
+        excludes: &excludes,
+        reporter,
+        names: Mutex::new(NameCache::default()),
+        counters: Counters::default(),
     };
-    let Walker {
-        packer,
-        mut summary,
-        ..
-    } = walker;
-    let stats = packer.finish()?;
+    let parent_root = parent.as_ref().map(|(_, s)| s.tree);
+    let root = match &opts.source {
+        Source::Paths(_) => paths_root(&walker, &sources, parent_root)?,
+        Source::Stream { source, name } => stream_root(&walker, source, name, time_ns)?,
+    };
+    let mut summary = Summary::default();
+    walker.counters.fill(&mut summary);
+    summary.bytes_read = content.bytes_read.load(Ordering::Relaxed);
+    drop(walker);
+    drop(content);
+    let stats = packer
+        .into_inner()
+        .map_err(|_| Error::Invalid("a backup worker panicked".into()))?
+        .finish()?;
     summary.data_blobs_added = stats.data_blobs;
     summary.tree_blobs_added = stats.tree_blobs;
     summary.bytes_added_raw = stats.raw_bytes;
@@ -123,146 +224,110 @@ pub fn run(
         utc_offset_s: host::local_offset_s(time_ns),
         hostname: opts.hostname.clone(),
         username: host::username(),
-        paths: sources
-            .iter()
-            .map(|p| walk::name_bytes(p.as_os_str()))
-            .collect(),
+        paths,
         tags: opts.tags.clone(),
         tree: root,
         partial: summary.skipped > 0,
         summary,
-        chunker: opts.chunker,
+        chunker: params,
         program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
     };
+    let parent = parent.map(|(id, _)| id);
+    if opts.dry_run {
+        return Ok(BackupOutcome {
+            id: None,
+            snapshot,
+            parent,
+        });
+    }
     let body = snapshot.encode();
     let id = SnapshotId(repo.save_file(FileKind::Snapshot, &body)?);
     index.add_snapshot(&id, snapshot.time_ns, &body)?;
-    Ok(BackupOutcome { id, snapshot })
+    Ok(BackupOutcome {
+        id: Some(id),
+        snapshot,
+        parent,
+    })
 }
 
-impl Walker<'_, '_> {
-    fn skip(&mut self, path: &Path, message: String) {
-        self.summary.skipped += 1;
-        (self.warn)(Warning {
-            path: path.to_path_buf(),
-            message,
-        });
+fn paths_root(walker: &Walker, sources: &[PathBuf], parent_root: Option<TreeId>) -> Result<TreeId> {
+    let trie = SourceTrie::build(sources);
+    let root = if trie.is_source {
+        let device = std::fs::metadata("/").map_err(|e| Error::io("/", e))?;
+        walker.dir_tree(
+            Path::new("/"),
+            parent_root,
+            std::os::unix::fs::MetadataExt::dev(&device),
+        )?
+    } else {
+        Some(virtual_dir(walker, Path::new("/"), &trie, parent_root)?)
+    };
+    match root {
+        Some(r) => Ok(r),
+        None => walker.store_tree(&Tree::default()),
     }
+}
 
-    fn store_tree(&mut self, tree: &Tree) -> Result<TreeId> {
-        self.packer.add(BlobType::Tree, &tree.encode())
-    }
-
-    /// A directory above the sources: its own metadata, but only the entries leading on.
-    fn virtual_dir(&mut self, real: &Path, trie: &SourceTrie) -> Result<TreeId> {
-        let mut tree = Tree::default();
-        for (name, child) in &trie.children {
-            let path = real.join(walk::os_string(name));
-            if child.is_source {
-                if let Some(node) = self.entry(name.clone(), &path)? {
-                    tree.nodes.push(node);
-                }
-                continue;
-            }
-            let meta = match std::fs::metadata(&path) {
-                Ok(m) => m,
-                Err(e) => {
-                    self.skip(&path, format!("cannot read metadata: {e}"));
-                    continue;
-                }
-            };
-            let mut node = walk::node_from_metadata(name.clone(), &meta, &mut self.names);
-            node.kind = NodeKind::Dir;
-            node.subtree = Some(self.virtual_dir(&path, child)?);
-            tree.nodes.push(node);
-        }
-        self.summary.dirs += 1;
-        self.store_tree(&tree)
-    }
-
-    /// One entry and everything below it; `None` if it had to be skipped.
-    fn entry(&mut self, name: Vec<u8>, path: &Path) -> Result<Option<Node>> {
-        let meta = match std::fs::symlink_metadata(path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.skip(path, "vanished before it could be read".into());
-                return Ok(None);
-            }
-            Err(e) => {
-                self.skip(path, format!("cannot read metadata: {e}"));
-                return Ok(None);
-            }
-        };
-        let mut node = walk::node_from_metadata(name, &meta, &mut self.names);
-        match node.kind {
-            NodeKind::Dir => match self.dir_tree(path)? {
-                Some(id) => node.subtree = Some(id),
-                None => return Ok(None),
-            },
-            NodeKind::File => match self.file_content(path)? {
-                Ok((content, size)) => {
-                    node.content = content;
-                    node.size = size;
-                    self.summary.files += 1;
-                    self.summary.total_file_bytes += size;
-                }
-                Err(e) => {
-                    self.skip(path, format!("cannot read: {e}"));
-                    return Ok(None);
-                }
-            },
-            NodeKind::Symlink => match std::fs::read_link(path) {
-                Ok(target) => {
-                    node.link_target = Some(walk::name_bytes(target.as_os_str()));
-                    self.summary.other_entries += 1;
-                }
-                Err(e) => {
-                    self.skip(path, format!("cannot read link: {e}"));
-                    return Ok(None);
-                }
-            },
-            _ => self.summary.other_entries += 1,
-        }
-        Ok(Some(node))
-    }
-
-    /// A whole directory as a stored tree; `None` if it cannot be listed.
-    fn dir_tree(&mut self, path: &Path) -> Result<Option<TreeId>> {
-        let entries = match walk::read_dir_sorted(path) {
-            Ok(e) => e,
-            Err(e) => {
-                self.skip(path, format!("cannot list directory: {e}"));
-                return Ok(None);
-            }
-        };
-        let mut tree = Tree::default();
-        for (name, child) in entries {
-            if let Some(node) = self.entry(name, &child)? {
+/// A directory above the sources: its own metadata, but only the entries leading on.
+fn virtual_dir(
+    walker: &Walker,
+    real: &Path,
+    trie: &SourceTrie,
+    parent: Option<TreeId>,
+) -> Result<TreeId> {
+    let parent_tree = match (walker.parent, parent) {
+        (Some(reader), Some(id)) => reader.tree(&id).ok(),
+        _ => None,
+    };
+    let mut tree = Tree::default();
+    for (name, child) in &trie.children {
+        let path = real.join(walk::os_string(name));
+        let parent_node = parent_tree.as_ref().and_then(|t| t.find(name));
+        if child.is_source {
+            if let Some(node) = walker.entry(name.clone(), &path, parent_node, None)? {
                 tree.nodes.push(node);
             }
+            continue;
         }
-        self.summary.dirs += 1;
-        self.store_tree(&tree).map(Some)
-    }
-
-    /// Chunks and stores a file. The outer error is the repository's; the inner one the
-    /// source file's (which skips the file).
-    fn file_content(&mut self, path: &Path) -> Result<io::Result<(Vec<BlobId>, u64)>> {
-        let file = match File::open(path) {
-            Ok(f) => f,
-            Err(e) => return Ok(Err(e)),
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) => {
+                walker.reporter.warning(Warning {
+                    path,
+                    message: format!("cannot read metadata: {e}"),
+                });
+                continue;
+            }
         };
-        let mut content = Vec::new();
-        let mut size = 0u64;
-        for chunk in self.chunker.reader(file) {
-            let chunk = match chunk {
-                Ok(c) => c,
-                Err(e) => return Ok(Err(e)),
-            };
-            size += chunk.len() as u64;
-            self.summary.bytes_read += chunk.len() as u64;
-            content.push(self.packer.add(BlobType::Data, &chunk)?);
-        }
-        Ok(Ok((content, size)))
+        let mut node =
+            walk::node_from_metadata(name.clone(), &meta, &mut crate::blobs::lock(&walker.names));
+        node.kind = NodeKind::Dir;
+        node.subtree = Some(virtual_dir(
+            walker,
+            &path,
+            child,
+            parent_node.and_then(|n| n.subtree),
+        )?);
+        tree.nodes.push(node);
     }
+    walker.store_tree(&tree)
+}
+
+fn stream_root(walker: &Walker, source: &StreamSource, name: &str, time_ns: i64) -> Result<TreeId> {
+    let stored = stream::store(walker.content, source, walker.reporter)?;
+    let mut node = Node::new(name.as_bytes().to_vec(), NodeKind::File);
+    node.mode = 0o600;
+    node.uid = nix::unistd::getuid().as_raw();
+    node.gid = nix::unistd::getgid().as_raw();
+    node.user = host::user_name(node.uid);
+    node.group = host::group_name(node.gid);
+    node.mtime_ns = time_ns;
+    node.atime_ns = time_ns;
+    node.ctime_ns = time_ns;
+    node.size = stored.size;
+    node.content = stored.blobs;
+    walker
+        .reporter
+        .file_done(Path::new(name), FileStatus::New, stored.size);
+    walker.store_tree(&Tree { nodes: vec![node] })
 }

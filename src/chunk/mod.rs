@@ -27,6 +27,14 @@ impl ChunkerParams {
         max: 8 * 1024 * 1024,
     };
 
+    /// The profile for dump streams and other large files that change in place: about
+    /// 16 KiB per chunk, so a small change costs a small chunk.
+    pub const SMALL: ChunkerParams = ChunkerParams {
+        min: 4 * 1024,
+        avg: 16 * 1024,
+        max: 64 * 1024,
+    };
+
     /// Whether fastcdc accepts these parameters.
     pub fn is_valid(&self) -> bool {
         use fastcdc::v2020::*;

@@ -1,69 +1,280 @@
-//! `cairn backup PATH...`: store a new snapshot.
+//! `cairn backup`: store a new snapshot of paths or of a stream, with a progress bar on a
+//! terminal and a summary (or one JSON object) at the end.
 
-use cairn::backup::{self, BackupOptions, Warning};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use cairn::backup::{
+    self, BackupOptions, ExcludeOptions, FileStatus, ParentChoice, Reporter, Source, StreamSource,
+    Warning, exclude,
+};
+use cairn::blobs::lock;
 use cairn::chunk::ChunkerParams;
 use cairn::error::{Error, Result};
 use cairn::repo::Repository;
+use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{Context, Outcome, human_bytes};
 use crate::cli::BackupArgs;
 
-pub fn run(ctx: &Context, args: &BackupArgs) -> Result<Outcome> {
-    let opts = BackupOptions {
-        sources: args.paths.clone(),
+struct CliReporter {
+    warnings: Mutex<Vec<Warning>>,
+    bar: Option<ProgressBar>,
+    list_files: bool,
+}
+
+impl Reporter for CliReporter {
+    fn warning(&self, w: Warning) {
+        let line = format!("warning: {}: {}", w.path.display(), w.message);
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+        lock(&self.warnings).push(w);
+    }
+
+    fn file_started(&self, path: &Path) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(path.display().to_string());
+        }
+    }
+
+    fn bytes_read(&self, n: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc(n);
+        }
+    }
+
+    fn file_done(&self, path: &Path, status: FileStatus, size: u64) {
+        if let Some(bar) = &self.bar
+            && status == FileStatus::Unchanged
+        {
+            bar.inc(size);
+        }
+        if self.list_files && status != FileStatus::Unchanged {
+            let what = if status == FileStatus::New {
+                "new"
+            } else {
+                "changed"
+            };
+            println!("{what:<8} {} ({})", path.display(), human_bytes(size));
+        }
+    }
+}
+
+fn options(args: &BackupArgs) -> Result<BackupOptions> {
+    let source = if args.stdin {
+        Source::Stream {
+            source: StreamSource::Stdin,
+            name: args.stdin_name.clone(),
+        }
+    } else if args.stdin_from_command {
+        Source::Stream {
+            source: StreamSource::Command(
+                args.paths
+                    .iter()
+                    .map(|p| p.clone().into_os_string())
+                    .collect(),
+            ),
+            name: args.stdin_name.clone(),
+        }
+    } else {
+        Source::Paths(args.paths.clone())
+    };
+    let mut patterns = args.excludes.clone();
+    for f in &args.exclude_files {
+        patterns.extend(exclude::read_pattern_file(f)?);
+    }
+    Ok(BackupOptions {
+        source,
         tags: args.tags.clone(),
         hostname: args.host.clone().unwrap_or_else(cairn::host::hostname),
         zstd_level: args.compression,
-        chunker: ChunkerParams::FILES,
+        chunker: args.chunk_profile.as_deref().map(|p| match p {
+            "small" => ChunkerParams::SMALL,
+            _ => ChunkerParams::FILES,
+        }),
+        excludes: ExcludeOptions {
+            patterns,
+            if_present: args.exclude_if_present.clone(),
+            larger_than: args
+                .exclude_larger_than
+                .as_deref()
+                .map(exclude::parse_size)
+                .transpose()?,
+            one_file_system: args.one_file_system,
+        },
+        parent: match (&args.parent, args.force) {
+            (Some(p), _) => ParentChoice::Named(p.clone()),
+            (None, true) => ParentChoice::None,
+            (None, false) => ParentChoice::Auto,
+        },
+        dry_run: args.dry_run,
+        time_ns: args.time.as_deref().map(parse_time).transpose()?,
+    })
+}
+
+/// RFC 3339, or `YYYY-MM-DD HH:MM[:SS]` in local time.
+fn parse_time(text: &str) -> Result<i64> {
+    use chrono::{DateTime, Local, NaiveDateTime, TimeZone};
+    let parsed = DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_nanos_opt())
+        .ok()
+        .flatten();
+    let local = || {
+        ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"]
+            .iter()
+            .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+            .and_then(|n| Local.from_local_datetime(&n).earliest())
+            .and_then(|t| t.timestamp_nanos_opt())
     };
+    parsed.or_else(local).ok_or_else(|| {
+        Error::Invalid(format!(
+            "--time {text:?}: use RFC 3339 or \"YYYY-MM-DD HH:MM:SS\""
+        ))
+    })
+}
+
+fn progress_bar(ctx: &Context, opts: &BackupOptions) -> Option<ProgressBar> {
+    if ctx.quiet || ctx.json || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{elapsed_precise} {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12} ETA {eta:<4} {wide_msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    if let Source::Paths(paths) = &opts.source {
+        spawn_prescan(bar.clone(), paths.clone(), opts.excludes.clone());
+    }
+    Some(bar)
+}
+
+/// Counts the bytes to read alongside the backup, so the bar can show an ETA.
+fn spawn_prescan(bar: ProgressBar, paths: Vec<PathBuf>, excludes: ExcludeOptions) {
+    std::thread::spawn(move || {
+        let Ok(excludes) = backup::Excludes::new(&excludes) else {
+            return;
+        };
+        let mut stack = paths;
+        while let Some(p) = stack.pop() {
+            let Ok(meta) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
+            let name = p
+                .file_name()
+                .map(|n| n.as_encoded_bytes().to_vec())
+                .unwrap_or_default();
+            if excludes.excludes(&p, &name, meta.is_file().then_some(meta.len())) {
+                continue;
+            }
+            if meta.is_file() {
+                bar.inc_length(meta.len());
+            } else if meta.is_dir()
+                && let Ok(rd) = std::fs::read_dir(&p)
+            {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        }
+    });
+}
+
+pub fn run(ctx: &Context, args: &BackupArgs) -> Result<Outcome> {
+    let opts = options(args)?;
+    if let Some(n) = args.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build_global()
+            .map_err(|e| Error::Invalid(format!("--threads: {e}")))?;
+    }
     // Check the sources before touching (or creating) the repository.
-    cairn::walk::prepare_sources(&opts.sources)?;
+    if let Source::Paths(p) = &opts.source {
+        cairn::walk::prepare_sources(p)?;
+    }
     let repo = open_or_init(ctx, args)?;
     let mut index = ctx.open_index(&repo)?;
-    let mut warnings: Vec<Warning> = Vec::new();
-    let outcome = backup::run(&repo, &mut index, &opts, &mut |w: Warning| {
-        eprintln!("warning: {}: {}", w.path.display(), w.message);
-        warnings.push(w);
-    })?;
-    let s = &outcome.snapshot.summary;
-    if ctx.json {
-        super::print_json(&serde_json::json!({
-            "snapshot_id": outcome.id.to_hex(),
-            "short_id": outcome.id.short(),
-            "partial": outcome.snapshot.partial,
-            "summary": s,
-            "warnings": warnings.iter().map(|w| serde_json::json!({
-                "path": w.path.to_string_lossy(),
-                "message": w.message,
-            })).collect::<Vec<_>>(),
-        }))?;
-    } else if !ctx.quiet {
-        println!(
-            "snapshot {} saved{}",
-            outcome.id.short(),
-            if outcome.snapshot.partial {
-                " (partial: some entries could not be read)"
-            } else {
-                ""
-            }
-        );
-        println!(
-            "files: {}, dirs: {}, other: {}, skipped: {}",
-            s.files, s.dirs, s.other_entries, s.skipped
-        );
-        println!(
-            "read {}, added {} to the repository ({} before compression), in {:.2} s",
-            human_bytes(s.bytes_read),
-            human_bytes(s.bytes_added_stored),
-            human_bytes(s.bytes_added_raw),
-            s.duration_ns as f64 / 1e9
-        );
+    let reporter = CliReporter {
+        warnings: Mutex::new(Vec::new()),
+        bar: progress_bar(ctx, &opts),
+        list_files: opts.dry_run && !ctx.json,
+    };
+    let result = backup::run(&repo, &mut index, &opts, &reporter);
+    if let Some(bar) = &reporter.bar {
+        bar.finish_and_clear();
     }
+    let outcome = result?;
+    let warnings = reporter.warnings.into_inner().unwrap_or_default();
+    print_summary(ctx, &outcome, &warnings)?;
     Ok(if outcome.snapshot.partial {
         Outcome::Partial
     } else {
         Outcome::Success
     })
+}
+
+fn print_summary(
+    ctx: &Context,
+    outcome: &backup::BackupOutcome,
+    warnings: &[Warning],
+) -> Result<()> {
+    let s = &outcome.snapshot.summary;
+    let dedup_ratio = if s.bytes_added_raw > 0 {
+        s.bytes_read as f64 / s.bytes_added_raw as f64
+    } else {
+        0.0
+    };
+    if ctx.json {
+        return super::print_json(&serde_json::json!({
+            "snapshot_id": outcome.id.map(|i| i.to_hex()),
+            "short_id": outcome.id.map(|i| i.short()),
+            "parent": outcome.parent.map(|i| i.to_hex()),
+            "dry_run": outcome.id.is_none(),
+            "partial": outcome.snapshot.partial,
+            "summary": s,
+            "dedup_ratio": dedup_ratio,
+            "warnings": warnings.iter().map(|w| serde_json::json!({
+                "path": w.path.to_string_lossy(),
+                "message": w.message,
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    if ctx.quiet {
+        return Ok(());
+    }
+    match outcome.id {
+        Some(id) => println!(
+            "snapshot {} saved{}{}",
+            id.short(),
+            outcome
+                .parent
+                .map(|p| format!(" (parent {})", p.short()))
+                .unwrap_or_default(),
+            if outcome.snapshot.partial {
+                "; PARTIAL: some entries could not be read (see warnings)"
+            } else {
+                ""
+            }
+        ),
+        None => println!("dry run: nothing was written"),
+    }
+    println!(
+        "files: {} new, {} changed, {} unchanged; {} dirs, {} other, {} skipped",
+        s.files_new, s.files_changed, s.files_unchanged, s.dirs, s.other_entries, s.skipped
+    );
+    println!(
+        "read {}, added {} ({} before compression), dedup ratio {:.1}, in {:.2} s",
+        human_bytes(s.bytes_read),
+        human_bytes(s.bytes_added_stored),
+        human_bytes(s.bytes_added_raw),
+        dedup_ratio,
+        s.duration_ns as f64 / 1e9
+    );
+    Ok(())
 }
 
 fn open_or_init(ctx: &Context, args: &BackupArgs) -> Result<Repository> {

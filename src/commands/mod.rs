@@ -2,6 +2,7 @@
 //! password lookup, opening the repository and its local index, and formatting helpers.
 
 pub mod backup;
+pub mod dump;
 pub mod init;
 pub mod ls;
 pub mod restore;

@@ -343,6 +343,14 @@ impl LocalIndex {
         Ok(out)
     }
 
+    /// A second connection to the same (already synced) index, for use on another thread.
+    pub fn another_connection(&self) -> Result<LocalIndex> {
+        Ok(LocalIndex {
+            conn: connect(&self.path)?,
+            path: self.path.clone(),
+        })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -10,6 +10,8 @@ pub mod config;
 pub mod file;
 pub mod keyfile;
 
+use std::sync::Arc;
+
 use crate::crypto::Keys;
 use crate::error::{Error, Result};
 use crate::host;
@@ -20,7 +22,7 @@ pub use file::{FORMAT_VERSION, FileKind};
 pub use keyfile::{KdfParams, KeyFile};
 
 pub struct Repository {
-    storage: Box<dyn Storage>,
+    storage: Arc<dyn Storage>,
     config: Config,
     keys: Keys,
 }
@@ -97,7 +99,7 @@ impl Repository {
             host::username(),
         )?;
         let repo = Repository {
-            storage,
+            storage: storage.into(),
             config,
             keys,
         };
@@ -135,7 +137,7 @@ impl Repository {
             };
             if let Some(keys) = key.unwrap_keys(&config.id, &password)? {
                 return Ok(Repository {
-                    storage,
+                    storage: storage.into(),
                     config,
                     keys,
                 });
@@ -156,6 +158,11 @@ impl Repository {
 
     pub fn storage(&self) -> &dyn Storage {
         self.storage.as_ref()
+    }
+
+    /// A handle on the storage for a background writer thread.
+    pub fn shared_storage(&self) -> Arc<dyn Storage> {
+        Arc::clone(&self.storage)
     }
 
     pub fn location(&self) -> &str {

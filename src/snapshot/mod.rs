@@ -6,7 +6,8 @@
 //! `3 hostname`, `4 username`, `5 path` (repeated, raw bytes), `6 tag` (repeated), `7 root tree`,
 //! `8 summary` (nested: `1 files`, `2 dirs`, `3 other entries`, `4 bytes read`, `5 new data
 //! blobs`, `6 new tree blobs`, `7 bytes added raw`, `8 bytes added stored`, `9 total file
-//! bytes`, `10 duration ns`, `11 skipped entries`), `9 chunker` (nested: `1 min`, `2 avg`,
+//! bytes`, `10 duration ns`, `11 skipped entries`, `12 new files`, `13 changed files`,
+//! `14 unchanged files`), `9 chunker` (nested: `1 min`, `2 avg`,
 //! `3 max`), `10 partial` (1 if some source entries could not be read), `11 program version`.
 
 use crate::chunk::ChunkerParams;
@@ -28,6 +29,9 @@ pub struct Summary {
     pub total_file_bytes: u64,
     pub duration_ns: u64,
     pub skipped: u64,
+    pub files_new: u64,
+    pub files_changed: u64,
+    pub files_unchanged: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,7 +62,10 @@ impl Summary {
             .uint(8, self.bytes_added_stored)
             .uint(9, self.total_file_bytes)
             .uint(10, self.duration_ns)
-            .uint(11, self.skipped);
+            .uint(11, self.skipped)
+            .uint(12, self.files_new)
+            .uint(13, self.files_changed)
+            .uint(14, self.files_unchanged);
         w.finish()
     }
 
@@ -78,6 +85,9 @@ impl Summary {
                 9 => s.total_file_bytes = v,
                 10 => s.duration_ns = v,
                 11 => s.skipped = v,
+                12 => s.files_new = v,
+                13 => s.files_changed = v,
+                14 => s.files_unchanged = v,
                 _ => {}
             }
         }

@@ -1,0 +1,100 @@
+//! Dump streams as sources: standard input, or the output of a command (`pg_dump`, `tar`).
+//!
+//! Guarantee: if the command fails (non-zero exit or killed by a signal), the stream is not
+//! committed: the caller gets `CommandFailed` with the exit status and the tail of the
+//! command's standard error, and writes no snapshot.
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use super::Reporter;
+use super::content::{ContentWriter, StoredContent};
+use crate::blobs::lock;
+use crate::error::{Error, Result};
+
+/// How much of a failed command's standard error is kept for the message.
+const STDERR_TAIL: usize = 4096;
+
+#[derive(Clone, Debug)]
+pub enum StreamSource {
+    Stdin,
+    Command(Vec<OsString>),
+}
+
+pub fn store(
+    content: &ContentWriter,
+    source: &StreamSource,
+    reporter: &dyn Reporter,
+) -> Result<StoredContent> {
+    let on_bytes = |n| reporter.bytes_read(n);
+    match source {
+        StreamSource::Stdin => content
+            .store(std::io::stdin().lock(), u64::MAX, &on_bytes)?
+            .map_err(|e| Error::io("standard input", e)),
+        StreamSource::Command(argv) => store_command(content, argv, &on_bytes),
+    }
+}
+
+fn store_command(
+    content: &ContentWriter,
+    argv: &[OsString],
+    on_bytes: &(dyn Fn(u64) + Sync),
+) -> Result<StoredContent> {
+    let shown = argv
+        .iter()
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| Error::Invalid("--stdin-from-command needs a command after --".into()))?;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::CommandFailed {
+            command: shown.clone(),
+            status: format!("could not start: {e}"),
+            stderr_tail: String::new(),
+        })?;
+    let tail = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let stderr_thread = child.stderr.take().map(|mut err| {
+        let tail = Arc::clone(&tail);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let _ = std::io::stderr().write_all(&buf[..n]);
+                let mut t = lock(&tail);
+                t.extend_from_slice(&buf[..n]);
+                let excess = t.len().saturating_sub(STDERR_TAIL);
+                t.drain(..excess);
+            }
+        })
+    });
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| Error::Invalid("no stdout pipe".into()))?;
+    let stored = content.store(stdout, u64::MAX, on_bytes);
+    let status = child.wait().map_err(|e| Error::io(&shown, e));
+    if let Some(t) = stderr_thread {
+        let _ = t.join();
+    }
+    let stored = stored?;
+    let status = status?;
+    if !status.success() {
+        return Err(Error::CommandFailed {
+            command: shown,
+            status: status.to_string(),
+            stderr_tail: String::from_utf8_lossy(&lock(&tail)).into_owned(),
+        });
+    }
+    stored.map_err(|e| Error::io(&shown, e))
+}

@@ -1,0 +1,276 @@
+//! The tree walk of a backup: every directory becomes a tree, every file a list of blobs.
+//!
+//! Entries of a directory are handled in parallel (rayon), and directories below them too,
+//! so the walk keeps both cores busy on trees of small files; results are put back in name
+//! order, so trees are deterministic. Memory is bounded by the threads' stacks of open
+//! directories, not by the size of the tree.
+//!
+//! With a parent snapshot, a file whose size, mtime, ctime, inode and device equal the
+//! parent's entry reuses the parent's blob list without being opened — but only if every one
+//! of those blobs is in the index, so a backup after data loss stores the lost blobs again.
+
+use std::fs::{File, Metadata};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rayon::prelude::*;
+
+use super::content::ContentWriter;
+use super::exclude::Excludes;
+use super::{FileStatus, Reporter, Warning};
+use crate::blobs::{BlobReader, lock};
+use crate::error::Result;
+use crate::host::NameCache;
+use crate::ids::{BlobType, TreeId};
+use crate::snapshot::Summary;
+use crate::tree::{Node, NodeKind, Tree};
+use crate::walk;
+
+#[derive(Default)]
+pub struct Counters {
+    files: AtomicU64,
+    dirs: AtomicU64,
+    other: AtomicU64,
+    skipped: AtomicU64,
+    new: AtomicU64,
+    changed: AtomicU64,
+    unchanged: AtomicU64,
+    file_bytes: AtomicU64,
+}
+
+impl Counters {
+    fn bump(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn fill(&self, s: &mut Summary) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        s.files = get(&self.files);
+        s.dirs = get(&self.dirs);
+        s.other_entries = get(&self.other);
+        s.skipped = get(&self.skipped);
+        s.files_new = get(&self.new);
+        s.files_changed = get(&self.changed);
+        s.files_unchanged = get(&self.unchanged);
+        s.total_file_bytes = get(&self.file_bytes);
+    }
+}
+
+pub struct Walker<'w, 'p, 'a> {
+    pub content: &'w ContentWriter<'p, 'a>,
+    pub parent: Option<&'w BlobReader<'a>>,
+    pub excludes: &'w Excludes,
+    pub reporter: &'w dyn Reporter,
+    pub names: Mutex<NameCache>,
+    pub counters: Counters,
+}
+
+fn same_file(a: &Node, b: &Node) -> bool {
+    a.kind == NodeKind::File
+        && b.kind == NodeKind::File
+        && a.size == b.size
+        && a.mtime_ns == b.mtime_ns
+        && a.ctime_ns == b.ctime_ns
+        && a.inode == b.inode
+        && a.device == b.device
+}
+
+impl Walker<'_, '_, '_> {
+    fn skip(&self, path: &Path, message: String) {
+        Counters::bump(&self.counters.skipped, 1);
+        self.warn(path, message);
+    }
+
+    fn warn(&self, path: &Path, message: String) {
+        self.reporter.warning(Warning {
+            path: path.to_path_buf(),
+            message,
+        });
+    }
+
+    pub fn store_tree(&self, tree: &Tree) -> Result<TreeId> {
+        lock(self.content.packer).add(BlobType::Tree, &tree.encode())
+    }
+
+    fn parent_tree(&self, id: Option<TreeId>) -> Option<Tree> {
+        let (reader, id) = self.parent.zip(id)?;
+        match reader.tree(&id) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::info!("parent tree {id} unusable, reading everything below: {e}");
+                None
+            }
+        }
+    }
+
+    /// One entry and everything below it; `None` if it is excluded or had to be skipped.
+    /// `device` is the device of the source it belongs to (for --one-file-system).
+    pub fn entry(
+        &self,
+        name: Vec<u8>,
+        path: &Path,
+        parent: Option<&Node>,
+        device: Option<u64>,
+    ) -> Result<Option<Node>> {
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.skip(path, "vanished before it could be read; skipped".into());
+                return Ok(None);
+            }
+            Err(e) => {
+                self.skip(path, format!("cannot read metadata: {e}; skipped"));
+                return Ok(None);
+            }
+        };
+        let file_size = meta.is_file().then_some(meta.len());
+        if self.excludes.excludes(path, &name, file_size) {
+            return Ok(None);
+        }
+        let mut node = walk::node_from_metadata(name, &meta, &mut lock(&self.names));
+        match node.kind {
+            NodeKind::Dir => {
+                if self.excludes.has_marker(path) {
+                    return Ok(None);
+                }
+                let device = device.unwrap_or(meta.dev());
+                let subtree = if self.excludes.one_file_system && meta.dev() != device {
+                    Counters::bump(&self.counters.dirs, 1);
+                    Some(self.store_tree(&Tree::default())?)
+                } else {
+                    let parent_sub = parent
+                        .filter(|p| p.kind == NodeKind::Dir)
+                        .and_then(|p| p.subtree);
+                    self.dir_tree(path, parent_sub, device)?
+                };
+                match subtree {
+                    Some(id) => node.subtree = Some(id),
+                    None => return Ok(None),
+                }
+            }
+            NodeKind::File => {
+                if !self.file(&mut node, path, &meta, parent)? {
+                    return Ok(None);
+                }
+            }
+            NodeKind::Symlink => match std::fs::read_link(path) {
+                Ok(target) => {
+                    node.link_target = Some(walk::name_bytes(target.as_os_str()));
+                    Counters::bump(&self.counters.other, 1);
+                }
+                Err(e) => {
+                    self.skip(path, format!("cannot read link: {e}; skipped"));
+                    return Ok(None);
+                }
+            },
+            _ => Counters::bump(&self.counters.other, 1),
+        }
+        Ok(Some(node))
+    }
+
+    /// A whole directory as a stored tree; `None` if it cannot be listed.
+    pub fn dir_tree(
+        &self,
+        path: &Path,
+        parent: Option<TreeId>,
+        device: u64,
+    ) -> Result<Option<TreeId>> {
+        let entries = match walk::read_dir_sorted(path) {
+            Ok(e) => e,
+            Err(e) => {
+                self.skip(path, format!("cannot list directory: {e}; skipped"));
+                return Ok(None);
+            }
+        };
+        let parent = self.parent_tree(parent);
+        let nodes: Vec<Option<Node>> = entries
+            .into_par_iter()
+            .map(|(name, child)| {
+                let p = parent.as_ref().and_then(|t| t.find(&name));
+                self.entry(name, &child, p, Some(device))
+            })
+            .collect::<Result<_>>()?;
+        let tree = Tree {
+            nodes: nodes.into_iter().flatten().collect(),
+        };
+        Counters::bump(&self.counters.dirs, 1);
+        self.store_tree(&tree).map(Some)
+    }
+
+    /// Fills a file node's content, from the parent when unchanged. Returns false if the file
+    /// had to be skipped.
+    fn file(
+        &self,
+        node: &mut Node,
+        path: &Path,
+        meta: &Metadata,
+        parent: Option<&Node>,
+    ) -> Result<bool> {
+        if let Some(p) = parent.filter(|p| same_file(p, node))
+            && self.all_stored(p)?
+        {
+            node.content = p.content.clone();
+            self.count_file(node.size, FileStatus::Unchanged, path);
+            return Ok(true);
+        }
+        let status = if parent.is_some_and(|p| p.kind == NodeKind::File) {
+            FileStatus::Changed
+        } else {
+            FileStatus::New
+        };
+        self.reporter.file_started(path);
+        let stored = match File::open(path) {
+            Ok(f) => self
+                .content
+                .store(f, meta.len(), &|n| self.reporter.bytes_read(n))?,
+            Err(e) => Err(e),
+        };
+        let stored = match stored {
+            Ok(s) => s,
+            Err(e) => {
+                self.skip(path, format!("cannot read: {e}; skipped"));
+                return Ok(false);
+            }
+        };
+        if let Ok(after) = std::fs::symlink_metadata(path)
+            && (after.len() != meta.len()
+                || after.mtime_nsec() != meta.mtime_nsec()
+                || after.mtime() != meta.mtime()
+                || after.ctime() != meta.ctime()
+                || after.ctime_nsec() != meta.ctime_nsec())
+        {
+            self.warn(path, "changed while it was read; stored as read".into());
+        }
+        node.content = stored.blobs;
+        node.size = stored.size;
+        self.count_file(stored.size, status, path);
+        Ok(true)
+    }
+
+    fn all_stored(&self, parent: &Node) -> Result<bool> {
+        let packer = lock(self.content.packer);
+        for id in &parent.content {
+            if !packer.has(id)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn count_file(&self, size: u64, status: FileStatus, path: &Path) {
+        Counters::bump(&self.counters.files, 1);
+        Counters::bump(&self.counters.file_bytes, size);
+        Counters::bump(
+            match status {
+                FileStatus::New => &self.counters.new,
+                FileStatus::Changed => &self.counters.changed,
+                FileStatus::Unchanged => &self.counters.unchanged,
+            },
+            1,
+        );
+        self.reporter.file_done(path, status, size);
+    }
+}
