@@ -10,6 +10,7 @@ pub mod backup;
 pub mod blobs;
 pub mod chunk;
 pub mod codec;
+pub mod compress;
 pub mod crypto;
 pub mod error;
 pub mod host;

@@ -128,9 +128,7 @@ pub fn seal_blob(
     data: &[u8],
     zstd_level: i32,
 ) -> SealedBlob {
-    let compressed = zstd::bulk::compress(data, zstd_level)
-        .ok()
-        .filter(|c| c.len() < data.len());
+    let compressed = crate::compress::compress_if_smaller(data, zstd_level);
     let (compression, payload) = match &compressed {
         Some(c) => (COMPRESSION_ZSTD, c.as_slice()),
         None => (COMPRESSION_NONE, data),
@@ -165,7 +163,7 @@ pub fn open_blob(
         .ok_or_else(|| fail("fails authentication"))?;
     let plain = match entry.compression {
         COMPRESSION_NONE => payload,
-        COMPRESSION_ZSTD => zstd::bulk::decompress(&payload, entry.raw_len as usize)
+        COMPRESSION_ZSTD => crate::compress::decompress(&payload, entry.raw_len as usize)
             .map_err(|e| fail(&format!("zstd: {e}")))?,
         _ => return Err(fail("unknown compression")),
     };

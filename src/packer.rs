@@ -12,8 +12,10 @@
 
 use std::collections::HashSet;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use crate::blobs::lock;
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, BlobType, IndexId};
 use crate::index::{IndexSegment, LocalIndex, PackRecord};
@@ -32,6 +34,45 @@ pub struct PackerStats {
     pub stored_bytes: u64,
     pub packs: u64,
     pub segments: u64,
+}
+
+/// Which blobs are stored: those in the local index when the backup started, plus those
+/// added since. Shared by all worker threads without taking the packer's lock; each thread
+/// borrows one of a few read connections.
+pub struct StoredBlobs {
+    added: Mutex<HashSet<BlobId>>,
+    readers: Mutex<Vec<LocalIndex>>,
+    template: Mutex<LocalIndex>,
+}
+
+impl StoredBlobs {
+    fn new(index: &LocalIndex) -> Result<Self> {
+        Ok(StoredBlobs {
+            added: Mutex::new(HashSet::new()),
+            readers: Mutex::new(Vec::new()),
+            template: Mutex::new(index.another_connection()?),
+        })
+    }
+
+    /// True if the blob is already stored (indexed) or was added in this run.
+    pub fn contains(&self, id: &BlobId) -> Result<bool> {
+        if lock(&self.added).contains(id) {
+            return Ok(true);
+        }
+        let reader = lock(&self.readers).pop();
+        let reader = match reader {
+            Some(r) => r,
+            None => lock(&self.template).snapshot_reader()?,
+        };
+        let found = reader.contains(id);
+        lock(&self.readers).push(reader);
+        found
+    }
+
+    /// Records an added blob; false if it was added before.
+    fn insert(&self, id: BlobId) -> bool {
+        lock(&self.added).insert(id)
+    }
 }
 
 /// The background thread that writes finished packs, in order.
@@ -107,7 +148,7 @@ pub struct Packer<'a> {
     zstd_level: i32,
     data: PackWriter,
     tree: PackWriter,
-    added: HashSet<BlobId>,
+    stored: Arc<StoredBlobs>,
     /// `None` in a dry run: packs are counted, not written.
     uploader: Option<Uploader>,
     unindexed: Vec<PackRecord>,
@@ -134,13 +175,14 @@ impl<'a> Packer<'a> {
         zstd_level: i32,
         dry_run: bool,
     ) -> Result<Self> {
+        let stored = Arc::new(StoredBlobs::new(index)?);
         Ok(Packer {
             repo,
             index,
             zstd_level,
             data: PackWriter::new(BlobType::Data),
             tree: PackWriter::new(BlobType::Tree),
-            added: HashSet::new(),
+            stored,
             uploader: if dry_run {
                 None
             } else {
@@ -161,7 +203,12 @@ impl<'a> Packer<'a> {
 
     /// True if the blob is already stored (indexed) or added in this run.
     pub fn has(&self, id: &BlobId) -> Result<bool> {
-        Ok(self.added.contains(id) || self.index.contains(id)?)
+        self.stored.contains(id)
+    }
+
+    /// The set of stored blobs, for worker threads that check before sealing.
+    pub fn stored_blobs(&self) -> Arc<StoredBlobs> {
+        Arc::clone(&self.stored)
     }
 
     /// Stores a blob unless it is already stored; returns its id.
@@ -184,7 +231,7 @@ impl<'a> Packer<'a> {
     /// Appends a blob that was sealed elsewhere (e.g. on a worker thread). A blob already
     /// added in this run is dropped.
     pub fn add_sealed(&mut self, blob: SealedBlob) -> Result<()> {
-        if !self.added.insert(blob.id) {
+        if !self.stored.insert(blob.id) {
             return Ok(());
         }
         match blob.blob_type {

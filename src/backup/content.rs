@@ -9,8 +9,8 @@
 //! mapped would kill the backup with SIGBUS, and the copy costs far less than hashing.
 
 use std::io::{self, Read};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
@@ -19,7 +19,7 @@ use crate::chunk::Chunker;
 use crate::error::Result;
 use crate::ids::{BlobId, BlobType};
 use crate::pack::seal_blob;
-use crate::packer::Packer;
+use crate::packer::{Packer, StoredBlobs};
 use crate::repo::Repository;
 
 /// Chunks are sealed in parallel batches of about this many bytes.
@@ -34,6 +34,7 @@ pub struct StoredContent {
 pub struct ContentWriter<'p, 'a> {
     pub repo: &'a Repository,
     pub packer: &'p Mutex<Packer<'a>>,
+    pub stored: Arc<StoredBlobs>,
     pub chunker: Chunker,
     zstd_level: i32,
     pub bytes_read: AtomicU64,
@@ -41,10 +42,14 @@ pub struct ContentWriter<'p, 'a> {
 
 impl<'p, 'a> ContentWriter<'p, 'a> {
     pub fn new(repo: &'a Repository, packer: &'p Mutex<Packer<'a>>, chunker: Chunker) -> Self {
-        let zstd_level = lock(packer).zstd_level();
+        let (zstd_level, stored) = {
+            let p = lock(packer);
+            (p.zstd_level(), p.stored_blobs())
+        };
         ContentWriter {
             repo,
             packer,
+            stored,
             chunker,
             zstd_level,
             bytes_read: AtomicU64::new(0),
@@ -122,19 +127,18 @@ impl<'p, 'a> ContentWriter<'p, 'a> {
     fn store_chunk(&self, data: &[u8]) -> Result<BlobId> {
         self.bytes_read
             .fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.store_blob(BlobType::Data, data)
+    }
+
+    /// Stores one blob unless it is already stored; hashing and sealing happen outside the
+    /// packer's lock.
+    pub fn store_blob(&self, blob_type: BlobType, data: &[u8]) -> Result<BlobId> {
         let keys = self.repo.keys();
         let id = keys.blob_id(data);
-        if lock(self.packer).has(&id)? {
+        if self.stored.contains(&id)? {
             return Ok(id);
         }
-        let sealed = seal_blob(
-            keys,
-            self.repo.id(),
-            BlobType::Data,
-            id,
-            data,
-            self.zstd_level,
-        );
+        let sealed = seal_blob(keys, self.repo.id(), blob_type, id, data, self.zstd_level);
         lock(self.packer).add_sealed(sealed)?;
         Ok(id)
     }

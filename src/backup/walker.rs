@@ -68,6 +68,20 @@ pub struct Walker<'w, 'p, 'a> {
     pub counters: Counters,
 }
 
+/// Opens a source file without updating its access time where the kernel allows it (we own
+/// the file or are root), so reading does not change what the next backup sees.
+fn open_source(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match File::options()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(path)
+    {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
+        other => other,
+    }
+}
+
 fn same_file(a: &Node, b: &Node) -> bool {
     a.kind == NodeKind::File
         && b.kind == NodeKind::File
@@ -92,7 +106,7 @@ impl Walker<'_, '_, '_> {
     }
 
     pub fn store_tree(&self, tree: &Tree) -> Result<TreeId> {
-        lock(self.content.packer).add(BlobType::Tree, &tree.encode())
+        self.content.store_blob(BlobType::Tree, &tree.encode())
     }
 
     fn parent_tree(&self, id: Option<TreeId>) -> Option<Tree> {
@@ -222,7 +236,7 @@ impl Walker<'_, '_, '_> {
             FileStatus::New
         };
         self.reporter.file_started(path);
-        let stored = match File::open(path) {
+        let stored = match open_source(path) {
             Ok(f) => self
                 .content
                 .store(f, meta.len(), &|n| self.reporter.bytes_read(n))?,
@@ -251,9 +265,8 @@ impl Walker<'_, '_, '_> {
     }
 
     fn all_stored(&self, parent: &Node) -> Result<bool> {
-        let packer = lock(self.content.packer);
         for id in &parent.content {
-            if !packer.has(id)? {
+            if !self.content.stored.contains(id)? {
                 return Ok(false);
             }
         }

@@ -96,10 +96,10 @@ fn associated_data(kind: FileKind, version: u32, repo: &RepositoryId) -> Vec<u8>
 
 /// Compresses, encrypts and adds the footer.
 pub fn seal_file(keys: &Keys, repo: &RepositoryId, kind: FileKind, plaintext: &[u8]) -> Vec<u8> {
-    let compressed = zstd::bulk::compress(plaintext, 3).ok();
+    let compressed = crate::compress::compress_if_smaller(plaintext, 3);
     let mut inner = Vec::with_capacity(plaintext.len() + 9);
     match compressed {
-        Some(c) if c.len() < plaintext.len() => {
+        Some(c) => {
             inner.push(1);
             inner.extend_from_slice(&(plaintext.len() as u64).to_le_bytes());
             inner.extend_from_slice(&c);
@@ -142,7 +142,7 @@ pub fn open_file(
     let payload = &inner[9..];
     let plain = match flags {
         0 => payload.to_vec(),
-        1 => zstd::bulk::decompress(payload, raw_len as usize)
+        1 => crate::compress::decompress(payload, raw_len as usize)
             .map_err(|e| Error::corrupt(kind.name(), name, format!("zstd: {e}")))?,
         _ => return Err(Error::corrupt(kind.name(), name, "unknown flags")),
     };
