@@ -25,6 +25,7 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
                     "tree": s.tree.to_hex(),
                     "partial": s.partial,
                     "program_version": s.program_version,
+                    "chunker": { "min": s.chunker.min, "avg": s.chunker.avg, "max": s.chunker.max },
                     "summary": s.summary,
                 })
             })

@@ -48,7 +48,11 @@ pub fn apply(path: &Path, node: &Node, is_root: bool, numeric_owner: bool) -> Re
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode))
             .map_err(|e| Error::io(path, e))?;
     }
-    let times = [timespec(node.atime_ns), timespec(node.mtime_ns)];
+    let mut atime = timespec(node.atime_ns);
+    if node.kind == NodeKind::Dir && node.atime_ns == 0 {
+        atime.tv_nsec = libc::UTIME_OMIT; // not recorded for folders
+    }
+    let times = [atime, timespec(node.mtime_ns)];
     let c = c_path(path)?;
     // SAFETY: `c` is a valid NUL-terminated path and `times` points at two timespecs.
     let rc = unsafe {

@@ -85,7 +85,11 @@ pub fn node_from_metadata(name: Vec<u8>, meta: &Metadata, names: &mut NameCache)
     node.user = names.user(meta.uid());
     node.group = names.group(meta.gid());
     node.mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
-    node.atime_ns = meta.atime() * 1_000_000_000 + meta.atime_nsec();
+    // Listing a folder updates its atime, so recording it would make every backup store
+    // new trees for unchanged folders; folders get atime 0 ("not recorded").
+    if node.kind != NodeKind::Dir {
+        node.atime_ns = meta.atime() * 1_000_000_000 + meta.atime_nsec();
+    }
     node.ctime_ns = meta.ctime() * 1_000_000_000 + meta.ctime_nsec();
     node.size = if node.kind == NodeKind::File {
         meta.size()

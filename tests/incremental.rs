@@ -1,0 +1,266 @@
+//! Nightly backups: unchanged files are not read again, dump streams round-trip and
+//! deduplicate, excludes and dry runs do what they say.
+
+mod common;
+
+use std::io::Write;
+use std::process::Stdio;
+
+use common::*;
+
+fn summary(json: &serde_json::Value, field: &str) -> u64 {
+    json["summary"][field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {field} in {json}"))
+}
+
+#[test]
+fn unchanged_files_are_not_read_again() {
+    let env = Env::new();
+    let src = env.path("src");
+    for i in 0..200 {
+        write(
+            &src.join(format!("d{}/f{i}", i % 7)),
+            &noise(i, 5000 + i as usize),
+        );
+    }
+    env.init();
+    let first = env.backup_json(&[&src]);
+    assert_eq!(summary(&first, "files_new"), 200);
+    let second = env.backup_json(&[&src]);
+    assert_eq!(second["parent"], first["snapshot_id"]);
+    assert_eq!(summary(&second, "files_unchanged"), 200);
+    assert_eq!(summary(&second, "bytes_read"), 0);
+    // Only the trees of the folders above the source (/, tmp, the scratch folder) may change.
+    assert!(
+        summary(&second, "tree_blobs_added") <= 3,
+        "unchanged folders must keep their trees: {second}"
+    );
+    write(&src.join("d3/f3"), b"edited");
+    write(&src.join("d3/brand-new"), b"new");
+    let third = env.backup_json(&[&src]);
+    assert_eq!(summary(&third, "files_changed"), 1);
+    assert_eq!(summary(&third, "files_new"), 1);
+    assert_eq!(summary(&third, "files_unchanged"), 199);
+    assert_eq!(summary(&third, "bytes_read"), 9);
+    let forced = serde_json::from_str::<serde_json::Value>(&env.ok(&[
+        "backup",
+        "--json",
+        "--force",
+        src.to_str().unwrap(),
+    ]))
+    .unwrap();
+    assert_eq!(summary(&forced, "files_unchanged"), 0);
+    assert!(summary(&forced, "bytes_read") > 1_000_000);
+    assert_eq!(summary(&forced, "data_blobs_added"), 0);
+    let target = env.path("out");
+    env.restore("latest", &target);
+    assert_eq!(describe(&src), describe(&restored(&target, &src)));
+}
+
+/// A parent whose blobs are gone from the index must not be trusted: the backup reads the
+/// files again and stores the data anew (self-healing).
+#[test]
+fn lost_pack_is_healed_by_the_next_backup() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("a"), &noise(1, 300_000));
+    write(&src.join("b"), &noise(2, 300_000));
+    env.init();
+    env.backup_json(&[&src]);
+    for f in files_below(&env.repo.join("packs"))
+        .into_iter()
+        .chain(files_below(&env.repo.join("index")))
+    {
+        std::fs::remove_file(f).unwrap();
+    }
+    let healed = env.backup_json(&[&src]);
+    assert_eq!(summary(&healed, "files_unchanged"), 0, "{healed}");
+    assert_eq!(summary(&healed, "data_blobs_added"), 2, "{healed}");
+    let target = env.path("out");
+    env.restore("latest", &target);
+    assert_eq!(describe(&src), describe(&restored(&target, &src)));
+}
+
+fn backup_stdin(env: &Env, data: &[u8], extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["backup", "--json", "--stdin", "--stdin-name", "db.sql"];
+    args.extend_from_slice(extra);
+    let mut child = env
+        .cmd(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A text dump of `rows` rows; `edit` changes some rows the way a database does overnight.
+fn sql_dump(rows: u64, edit: impl Fn(u64) -> bool) -> Vec<u8> {
+    let mut out = b"COPY public.assets (id, owner, path, size) FROM stdin;\n".to_vec();
+    for i in 0..rows {
+        let owner = if edit(i) { 99_999 } else { i * 7 % 5000 };
+        out.extend_from_slice(
+            format!(
+                "{i}\t{owner}\t/srv/uploads/{}/{:x}.pdf\t{}\n",
+                i % 5000,
+                i.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                i * 31 % 50_000_000
+            )
+            .as_bytes(),
+        );
+    }
+    out.extend_from_slice(b"\\.\n");
+    out
+}
+
+#[test]
+fn dump_streams_round_trip_and_store_only_what_changed() {
+    let env = Env::new();
+    env.init();
+    let night1 = sql_dump(300_000, |_| false);
+    let first = backup_stdin(&env, &night1, &[]);
+    // Night 2: scattered edits to 30 rows, and 1% more rows at the end.
+    let night2 = sql_dump(303_000, |i| i % 9973 == 13);
+    let second = backup_stdin(&env, &night2, &[]);
+    let added1 = summary(&first, "bytes_added_raw");
+    let added2 = summary(&second, "bytes_added_raw");
+    assert!(
+        added2 * 5 < added1,
+        "night 2 added {added2} bytes, night 1 {added1}"
+    );
+    let snaps = env.snapshots();
+    assert_eq!(snaps[1]["paths"][0], "/db.sql");
+    assert_eq!(snaps[1]["chunker"]["avg"], 16384);
+    for (snap, expected) in [(&snaps[0], &night1), (&snaps[1], &night2)] {
+        let out = env
+            .cmd(&["dump", snap["short_id"].as_str().unwrap(), "db.sql"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            out.stdout == *expected,
+            "dump differs from what was backed up"
+        );
+    }
+}
+
+#[test]
+fn failing_command_saves_no_snapshot() {
+    let env = Env::new();
+    env.init();
+    let ok = env.run(&[
+        "backup",
+        "--stdin-from-command",
+        "--stdin-name",
+        "x.sql",
+        "--",
+        "sh",
+        "-c",
+        "echo hello; echo progress >&2",
+    ]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let dumped = env.ok(&["dump", "latest", "/x.sql"]);
+    assert_eq!(dumped, "hello\n");
+    let out = env.run(&[
+        "backup",
+        "--stdin-from-command",
+        "--",
+        "sh",
+        "-c",
+        "echo partial; echo 'pg_dump: connection refused' >&2; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("exit status: 3"), "{err}");
+    assert!(err.contains("connection refused"), "{err}");
+    assert!(err.contains("no snapshot was saved"), "{err}");
+    assert_eq!(env.snapshots().len(), 1);
+    let killed = env.run(&[
+        "backup",
+        "--stdin-from-command",
+        "--",
+        "sh",
+        "-c",
+        "kill -9 $$",
+    ]);
+    assert_eq!(killed.status.code(), Some(1), "{}", stderr(&killed));
+    assert_eq!(env.snapshots().len(), 1);
+}
+
+#[test]
+fn excludes_leave_out_what_they_name() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("keep.txt"), b"keep");
+    write(&src.join("skip.tmp"), b"tmp");
+    write(&src.join("deep/er/skip.tmp"), b"tmp");
+    write(
+        &src.join("cache/CACHEDIR.TAG"),
+        b"Signature: 8a477f597d28d172789f06886806bc55",
+    );
+    write(&src.join("cache/blob"), b"cached");
+    write(&src.join("big.iso"), &vec![0u8; 2 * 1024 * 1024]);
+    write(&src.join("logs/app.log"), b"log");
+    let patterns = env.path("patterns");
+    std::fs::write(&patterns, format!("# comment\n\n{}/logs\n", src.display())).unwrap();
+    env.init();
+    env.ok(&[
+        "backup",
+        src.to_str().unwrap(),
+        "--exclude",
+        "*.tmp",
+        "--exclude-file",
+        patterns.to_str().unwrap(),
+        "--exclude-if-present",
+        "CACHEDIR.TAG",
+        "--exclude-larger-than",
+        "1M",
+    ]);
+    let listing = env.ok(&["ls", "latest", src.to_str().unwrap(), "--recursive"]);
+    let names: Vec<&str> = listing
+        .lines()
+        .map(|l| l.rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(names, vec!["deep", "er", "keep.txt"], "{listing}");
+}
+
+#[test]
+fn dry_run_writes_nothing_and_lists_new_files() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("a.txt"), b"aaa");
+    env.init();
+    let before: Vec<_> = files_below(&env.repo);
+    let out = env.ok(&["backup", "--dry-run", src.to_str().unwrap()]);
+    assert!(out.contains("new") && out.contains("a.txt"), "{out}");
+    assert!(out.contains("dry run"), "{out}");
+    assert_eq!(files_below(&env.repo).len(), before.len());
+    assert!(env.snapshots().is_empty());
+}
+
+#[test]
+fn time_can_be_given() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("a"), b"a");
+    env.init();
+    env.ok(&[
+        "backup",
+        "--time",
+        "2024-02-29T23:59:58+01:00",
+        src.to_str().unwrap(),
+    ]);
+    let snaps = env.snapshots();
+    assert!(
+        snaps[0]["time"]
+            .as_str()
+            .unwrap()
+            .starts_with("2024-02-29T22:59:58"),
+        "{}",
+        snaps[0]["time"]
+    );
+}
