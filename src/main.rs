@@ -38,6 +38,14 @@ fn exit_code(err: &Error) -> i32 {
 }
 
 fn main() {
+    // Large buffers (chunks, packs) are allocated and freed all the time on several threads;
+    // glibc's adaptive mmap threshold would keep them in per-thread heaps and let the resident
+    // size grow with the thread count. A fixed threshold returns them to the system.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
     // Die quietly on a closed pipe (`cairn ls latest | head`), as command-line tools do.
     // SAFETY: setting a signal disposition to the default before any threads start.
     unsafe {

@@ -184,14 +184,18 @@ fn spawn_prescan(bar: ProgressBar, paths: Vec<PathBuf>, excludes: ExcludeOptions
     });
 }
 
+/// Four workers per CPU (at most 16): a worker waiting for the disk leaves its CPU to
+/// another, and each worker holds little memory (see README.md, "Memory").
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(4, |n| (n.get() * 4).min(16))
+}
+
 pub fn run(ctx: &Context, args: &BackupArgs) -> Result<Outcome> {
     let opts = options(args)?;
-    if let Some(n) = args.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n.max(1))
-            .build_global()
-            .map_err(|e| Error::Invalid(format!("--threads: {e}")))?;
-    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads.unwrap_or_else(default_threads).max(1))
+        .build_global()
+        .map_err(|e| Error::Invalid(format!("--threads: {e}")))?;
     // Check the sources before touching (or creating) the repository.
     if let Source::Paths(p) = &opts.source {
         cairn::walk::prepare_sources(p)?;
