@@ -14,7 +14,7 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<Outcome> {
         target: args.target.clone(),
         numeric_owner: args.numeric_owner,
     };
-    let stats = restore::run(&repo, &index, &snap.tree, &opts, &mut |path, err| {
+    let stats = restore::run(&repo, &index, &snap.tree, &opts, &|path, err| {
         eprintln!("error: {}: {err}", path.display());
     })?;
     if ctx.json {

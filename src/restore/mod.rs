@@ -1,28 +1,38 @@
 //! Restore: recreate a snapshot's tree under a target directory.
 //!
+//! Three phases: walk the trees, creating folders, links and special files and an empty
+//! temporary file for each regular file (`plan`); read the needed packs in parallel and write
+//! each verified blob where it belongs (`plan::Plan::execute`); then, in parallel, set each
+//! file's metadata and rename it into place, and finally set folder metadata, deepest first.
+//!
 //! Guarantees:
 //! - nothing is written outside the target: every entry name is checked (no `/`, NUL, `.`,
 //!   `..` or empty name), directories are created by us or must already be real directories
 //!   (a symlink in the way is refused), and files are created under a fresh temporary name and
 //!   renamed into place, which replaces a symlink rather than following it;
-//! - every byte written was verified against its blob id first (`blobs::load_blob`);
+//! - every byte written was verified against its blob id first (`pack::open_blob`);
 //! - a damaged or missing blob fails only the files that need it: the error names the file
-//!   and the pack, and the rest of the restore goes on;
+//!   and the pack, the file is not left behind, and the rest of the restore goes on;
 //! - directory metadata is applied after the directory's contents.
 
 mod metadata;
+mod plan;
 
 use std::fs::{self, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::blobs::{load_blob, load_tree};
+use rayon::prelude::*;
+
+use crate::blobs::{BlobReader, lock};
 use crate::error::{Error, Result};
 use crate::ids::TreeId;
 use crate::index::LocalIndex;
 use crate::repo::Repository;
 use crate::tree::{Node, NodeKind};
 use crate::walk::os_string;
+use plan::{Plan, PlannedFile};
 
 pub struct RestoreOptions {
     pub target: PathBuf,
@@ -55,13 +65,15 @@ pub fn check_name(parent: &Path, name: &[u8]) -> Result<()> {
     Ok(())
 }
 
-struct Restorer<'a, 'e> {
-    repo: &'a Repository,
+struct Walk<'a> {
+    trees: BlobReader<'a>,
     index: &'a LocalIndex,
     opts: &'a RestoreOptions,
-    stats: RestoreStats,
     is_root: bool,
-    on_error: &'e mut dyn FnMut(&Path, &Error),
+    plan: Plan,
+    dirs: Vec<(PathBuf, Node, usize)>,
+    stats: RestoreStats,
+    failures: plan::Failures,
 }
 
 /// Restores the tree `root` into `opts.target`. Per-entry problems are passed to `on_error`
@@ -71,65 +83,89 @@ pub fn run(
     index: &LocalIndex,
     root: &TreeId,
     opts: &RestoreOptions,
-    on_error: &mut dyn FnMut(&Path, &Error),
+    on_error: &(dyn Fn(&Path, &Error) + Sync),
 ) -> Result<RestoreStats> {
     fs::create_dir_all(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
-    let mut r = Restorer {
-        repo,
+    let mut walk = Walk {
+        trees: BlobReader::new(repo, index.snapshot_reader()?),
         index,
         opts,
-        stats: RestoreStats::default(),
         is_root: crate::host::is_root(),
-        on_error,
+        plan: Plan::default(),
+        dirs: Vec::new(),
+        stats: RestoreStats::default(),
+        failures: Mutex::new(Vec::new()),
     };
     let target = opts.target.clone();
-    r.dir_contents(root, &target);
-    Ok(r.stats)
+    walk.dir_contents(root, &target, 0);
+    walk.stats.bytes = walk.plan.execute(repo, &plan::record(&walk.failures));
+    walk.finish_files();
+    walk.finish_dirs();
+    let failures = walk.failures.into_inner().unwrap_or_default();
+    walk.stats.errors = failures.len() as u64;
+    for (path, err) in &failures {
+        on_error(path, err);
+    }
+    Ok(walk.stats)
 }
 
-impl Restorer<'_, '_> {
-    fn fail(&mut self, path: &Path, err: Error) {
-        self.stats.errors += 1;
-        (self.on_error)(path, &err);
+impl Walk<'_> {
+    fn fail(&self, path: &Path, err: Error) {
+        lock(&self.failures).push((path.to_path_buf(), err));
     }
 
-    fn dir_contents(&mut self, tree: &TreeId, dir: &Path) {
-        let tree = match load_tree(self.repo, self.index, tree) {
+    fn dir_contents(&mut self, tree: &TreeId, dir: &Path, depth: usize) {
+        let tree = match self.trees.tree(tree) {
             Ok(t) => t,
             Err(e) => return self.fail(dir, e),
         };
-        for node in &tree.nodes {
+        for node in tree.nodes {
             if let Err(e) = check_name(dir, &node.name) {
                 self.fail(dir, e);
                 continue;
             }
             let path = dir.join(os_string(&node.name));
-            if let Err(e) = self.entry(node, &path) {
+            if let Err(e) = self.entry(node, &path, depth) {
                 self.fail(&path, e);
             }
         }
     }
 
-    fn entry(&mut self, node: &Node, path: &Path) -> Result<()> {
+    fn entry(&mut self, node: Node, path: &Path, depth: usize) -> Result<()> {
         match node.kind {
             NodeKind::Dir => {
                 make_dir(path)?;
                 if let Some(sub) = &node.subtree {
-                    self.dir_contents(sub, path);
+                    self.dir_contents(sub, path, depth + 1);
                 }
                 self.stats.dirs += 1;
-                metadata::apply(path, node, self.is_root, self.opts.numeric_owner)
+                self.dirs.push((path.to_path_buf(), node, depth));
+                Ok(())
             }
-            NodeKind::File => self.file(node, path),
+            NodeKind::File => {
+                let tmp = temp_name(path);
+                let f = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&tmp)
+                    .map_err(|e| Error::io(path, e))?;
+                f.set_len(node.size).map_err(|e| Error::io(path, e))?;
+                let planned = PlannedFile {
+                    path: path.to_path_buf(),
+                    tmp: tmp.clone(),
+                    node,
+                    failed: AtomicBool::new(false),
+                };
+                self.plan.add_file(self.index, planned).inspect_err(|_| {
+                    let _ = fs::remove_file(&tmp);
+                })
+            }
             NodeKind::Symlink => {
                 let target = node.link_target.as_deref().unwrap_or_default();
                 let tmp = temp_name(path);
                 std::os::unix::fs::symlink(os_string(target), &tmp)
                     .map_err(|e| Error::io(path, e))?;
-                metadata::apply(&tmp, node, self.is_root, self.opts.numeric_owner)?;
-                fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-                self.stats.other_entries += 1;
-                Ok(())
+                self.place(&tmp, path, &node)
             }
             NodeKind::Socket => Ok(()),
             NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice => {
@@ -137,41 +173,59 @@ impl Restorer<'_, '_> {
                     return Ok(());
                 }
                 let tmp = temp_name(path);
-                metadata::make_special(&tmp, node)?;
-                metadata::apply(&tmp, node, self.is_root, self.opts.numeric_owner)?;
-                fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-                self.stats.other_entries += 1;
-                Ok(())
+                metadata::make_special(&tmp, &node)?;
+                self.place(&tmp, path, &node)
             }
         }
     }
 
-    fn file(&mut self, node: &Node, path: &Path) -> Result<()> {
-        let tmp = temp_name(path);
-        let result = self.write_file(node, &tmp).and_then(|()| {
-            metadata::apply(&tmp, node, self.is_root, self.opts.numeric_owner)?;
-            fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-        });
+    /// Applies metadata to a finished temporary entry and renames it into place.
+    fn place(&mut self, tmp: &Path, path: &Path, node: &Node) -> Result<()> {
+        let result = metadata::apply(tmp, node, self.is_root, self.opts.numeric_owner)
+            .and_then(|()| fs::rename(tmp, path).map_err(|e| Error::io(path, e)));
         if result.is_err() {
-            let _ = fs::remove_file(&tmp);
+            let _ = fs::remove_file(tmp);
         }
         result?;
-        self.stats.files += 1;
+        self.stats.other_entries += 1;
         Ok(())
     }
 
-    fn write_file(&mut self, node: &Node, tmp: &Path) -> Result<()> {
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(tmp)
-            .map_err(|e| Error::io(tmp, e))?;
-        for id in &node.content {
-            let data = load_blob(self.repo, self.index, id)?;
-            out.write_all(&data).map_err(|e| Error::io(tmp, e))?;
-            self.stats.bytes += data.len() as u64;
+    fn finish_files(&mut self) {
+        let (is_root, numeric) = (self.is_root, self.opts.numeric_owner);
+        let failures = &self.failures;
+        let done: u64 = self
+            .plan
+            .files
+            .par_iter()
+            .map(|f| {
+                if f.failed.load(Ordering::Relaxed) {
+                    let _ = fs::remove_file(&f.tmp);
+                    return 0;
+                }
+                let result = metadata::apply(&f.tmp, &f.node, is_root, numeric)
+                    .and_then(|()| fs::rename(&f.tmp, &f.path).map_err(|e| Error::io(&f.path, e)));
+                match result {
+                    Ok(()) => 1,
+                    Err(e) => {
+                        let _ = fs::remove_file(&f.tmp);
+                        lock(failures).push((f.path.clone(), e));
+                        0
+                    }
+                }
+            })
+            .sum();
+        self.stats.files += done;
+    }
+
+    fn finish_dirs(&mut self) {
+        let mut dirs = std::mem::take(&mut self.dirs);
+        dirs.sort_by(|a, b| b.2.cmp(&a.2));
+        for (path, node, _) in &dirs {
+            if let Err(e) = metadata::apply(path, node, self.is_root, self.opts.numeric_owner) {
+                self.fail(path, e);
+            }
         }
-        Ok(())
     }
 }
 
