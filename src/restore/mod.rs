@@ -220,7 +220,7 @@ impl Walk<'_> {
 
     fn finish_dirs(&mut self) {
         let mut dirs = std::mem::take(&mut self.dirs);
-        dirs.sort_by(|a, b| b.2.cmp(&a.2));
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.2));
         for (path, node, _) in &dirs {
             if let Err(e) = metadata::apply(path, node, self.is_root, self.opts.numeric_owner) {
                 self.fail(path, e);
