@@ -1,6 +1,7 @@
 //! Facts about the machine cairn runs on: host and user names, the clock, and user/group name
-//! lookups (cached, since a tree walk asks for the same few ids thousands of times).
+//! lookups (cached per thread).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 pub fn hostname() -> String {
@@ -55,24 +56,28 @@ pub fn format_time(ns: i64, offset_s: i32) -> String {
     tz.timestamp_nanos(ns).to_rfc3339()
 }
 
-/// Caches uid → user name and gid → group name.
-#[derive(Default)]
-pub struct NameCache {
-    users: HashMap<u32, Option<String>>,
-    groups: HashMap<u32, Option<String>>,
+thread_local! {
+    static USERS: RefCell<HashMap<u32, Option<String>>> = RefCell::new(HashMap::new());
+    static GROUPS: RefCell<HashMap<u32, Option<String>>> = RefCell::new(HashMap::new());
 }
 
-impl NameCache {
-    pub fn user(&mut self, uid: u32) -> Option<String> {
-        self.users
+/// The user name of `uid`, looked up once per thread (a walk asks for the same few ids
+/// thousands of times, from many threads).
+pub fn cached_user_name(uid: u32) -> Option<String> {
+    USERS.with(|m| {
+        m.borrow_mut()
             .entry(uid)
             .or_insert_with(|| user_name(uid))
             .clone()
-    }
-    pub fn group(&mut self, gid: u32) -> Option<String> {
-        self.groups
+    })
+}
+
+/// The group name of `gid`, looked up once per thread.
+pub fn cached_group_name(gid: u32) -> Option<String> {
+    GROUPS.with(|m| {
+        m.borrow_mut()
             .entry(gid)
             .or_insert_with(|| group_name(gid))
             .clone()
-    }
+    })
 }

@@ -12,8 +12,10 @@
 
 use std::collections::HashSet;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
+
 use std::thread::JoinHandle;
+use thread_local::ThreadLocal;
 
 use crate::blobs::lock;
 use crate::error::{Error, Result};
@@ -37,41 +39,46 @@ pub struct PackerStats {
 }
 
 /// Which blobs are stored: those in the local index when the backup started, plus those
-/// added since. Shared by all worker threads without taking the packer's lock; each thread
-/// borrows one of a few read connections.
+/// added since. Shared by all worker threads without taking the packer's lock: each thread
+/// keeps its own read connection (with one read transaction open, see
+/// `LocalIndex::snapshot_reader`), dropped with this set.
 pub struct StoredBlobs {
-    added: Mutex<HashSet<BlobId>>,
-    readers: Mutex<Vec<LocalIndex>>,
+    added: RwLock<HashSet<BlobId>>,
+    readers: ThreadLocal<LocalIndex>,
     template: Mutex<LocalIndex>,
 }
 
 impl StoredBlobs {
     fn new(index: &LocalIndex) -> Result<Self> {
         Ok(StoredBlobs {
-            added: Mutex::new(HashSet::new()),
-            readers: Mutex::new(Vec::new()),
+            added: RwLock::new(HashSet::new()),
+            readers: ThreadLocal::new(),
             template: Mutex::new(index.another_connection()?),
         })
     }
 
     /// True if the blob is already stored (indexed) or was added in this run.
     pub fn contains(&self, id: &BlobId) -> Result<bool> {
-        if lock(&self.added).contains(id) {
+        if self
+            .added
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(id)
+        {
             return Ok(true);
         }
-        let reader = lock(&self.readers).pop();
-        let reader = match reader {
-            Some(r) => r,
-            None => lock(&self.template).snapshot_reader()?,
-        };
-        let found = reader.contains(id);
-        lock(&self.readers).push(reader);
-        found
+        let reader = self
+            .readers
+            .get_or_try(|| lock(&self.template).snapshot_reader())?;
+        reader.contains(id)
     }
 
     /// Records an added blob; false if it was added before.
     fn insert(&self, id: BlobId) -> bool {
-        lock(&self.added).insert(id)
+        self.added
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id)
     }
 }
 

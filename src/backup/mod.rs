@@ -26,7 +26,7 @@ use std::time::Instant;
 use crate::blobs::BlobReader;
 use crate::chunk::{Chunker, ChunkerParams};
 use crate::error::{Error, Result};
-use crate::host::{self, NameCache};
+use crate::host;
 use crate::ids::{SnapshotId, TreeId};
 use crate::index::LocalIndex;
 use crate::packer::Packer;
@@ -168,6 +168,7 @@ pub fn run(
         }
     };
     let parent = find_parent(index, &opts.parent, &opts.hostname, &paths)?;
+    tracing::debug!(parent = ?parent.as_ref().map(|p| p.0), "backup starts");
     let default_params = match opts.source {
         Source::Paths(_) => ChunkerParams::FILES,
         Source::Stream { .. } => ChunkerParams::SMALL,
@@ -197,7 +198,6 @@ pub fn run(
         parent: parent_reader.as_ref(),
         excludes: &excludes,
         reporter,
-        names: Mutex::new(NameCache::default()),
         counters: Counters::default(),
     };
     let parent_root = parent.as_ref().map(|(_, s)| s.tree);
@@ -205,11 +205,12 @@ pub fn run(
         Source::Paths(_) => paths_root(&walker, &sources, parent_root)?,
         Source::Stream { source, name } => stream_root(&walker, source, name, time_ns)?,
     };
+    tracing::debug!("walk done; flushing packs");
     let mut summary = Summary::default();
     walker.counters.fill(&mut summary);
     summary.bytes_read = content.bytes_read.load(Ordering::Relaxed);
-    drop(walker);
-    drop(content);
+    // The walker and content writer borrow the packer; they end here.
+    let _ = (walker, content);
     let stats = packer
         .into_inner()
         .map_err(|_| Error::Invalid("a backup worker panicked".into()))?
@@ -284,7 +285,7 @@ fn virtual_dir(
         let path = real.join(walk::os_string(name));
         let parent_node = parent_tree.as_ref().and_then(|t| t.find(name));
         if child.is_source {
-            if let Some(node) = walker.entry(name.clone(), &path, parent_node, None)? {
+            if let Some(node) = walker.entry(name.clone(), &path, None, parent_node, None)? {
                 tree.nodes.push(node);
             }
             continue;
@@ -299,8 +300,7 @@ fn virtual_dir(
                 continue;
             }
         };
-        let mut node =
-            walk::node_from_metadata(name.clone(), &meta, &mut crate::blobs::lock(&walker.names));
+        let mut node = walk::node_from_metadata(name.clone(), &meta);
         node.kind = NodeKind::Dir;
         node.subtree = Some(virtual_dir(
             walker,

@@ -13,7 +13,6 @@ use std::fs::{File, Metadata};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
@@ -21,9 +20,8 @@ use rayon::prelude::*;
 use super::content::ContentWriter;
 use super::exclude::Excludes;
 use super::{FileStatus, Reporter, Warning};
-use crate::blobs::{BlobReader, lock};
+use crate::blobs::BlobReader;
 use crate::error::Result;
-use crate::host::NameCache;
 use crate::ids::{BlobType, TreeId};
 use crate::snapshot::Summary;
 use crate::tree::{Node, NodeKind, Tree};
@@ -64,7 +62,6 @@ pub struct Walker<'w, 'p, 'a> {
     pub parent: Option<&'w BlobReader<'a>>,
     pub excludes: &'w Excludes,
     pub reporter: &'w dyn Reporter,
-    pub names: Mutex<NameCache>,
     pub counters: Counters,
 }
 
@@ -121,15 +118,17 @@ impl Walker<'_, '_, '_> {
     }
 
     /// One entry and everything below it; `None` if it is excluded or had to be skipped.
-    /// `device` is the device of the source it belongs to (for --one-file-system).
+    /// `device` is the device of the source it belongs to (for --one-file-system); `meta` is
+    /// the entry's metadata if the caller has it already.
     pub fn entry(
         &self,
         name: Vec<u8>,
         path: &Path,
+        meta: Option<io::Result<Metadata>>,
         parent: Option<&Node>,
         device: Option<u64>,
     ) -> Result<Option<Node>> {
-        let meta = match std::fs::symlink_metadata(path) {
+        let meta = match meta.unwrap_or_else(|| std::fs::symlink_metadata(path)) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.skip(path, "vanished before it could be read; skipped".into());
@@ -144,7 +143,7 @@ impl Walker<'_, '_, '_> {
         if self.excludes.excludes(path, &name, file_size) {
             return Ok(None);
         }
-        let mut node = walk::node_from_metadata(name, &meta, &mut lock(&self.names));
+        let mut node = walk::node_from_metadata(name, &meta);
         match node.kind {
             NodeKind::Dir => {
                 if self.excludes.has_marker(path) {
@@ -202,9 +201,9 @@ impl Walker<'_, '_, '_> {
         let parent = self.parent_tree(parent);
         let nodes: Vec<Option<Node>> = entries
             .into_par_iter()
-            .map(|(name, child)| {
-                let p = parent.as_ref().and_then(|t| t.find(&name));
-                self.entry(name, &child, p, Some(device))
+            .map(|e| {
+                let p = parent.as_ref().and_then(|t| t.find(&e.name));
+                self.entry(e.name, &e.path, Some(e.metadata), p, Some(device))
             })
             .collect::<Result<_>>()?;
         let tree = Tree {

@@ -124,7 +124,12 @@ impl Context {
     }
 
     pub fn open_index(&self, repo: &Repository) -> Result<LocalIndex> {
+        tracing::debug!("repository open; syncing the local index");
         let (index, report) = LocalIndex::open(&self.cache_dir, repo)?;
+        tracing::debug!(
+            segments_merged = report.segments_merged,
+            "local index ready"
+        );
         if let Some(why) = report.rebuilt {
             self.note(&format!(
                 "rebuilt the local index from the repository because {why} ({} index segments read)",

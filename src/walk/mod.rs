@@ -11,7 +11,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::host::NameCache;
+use crate::host;
 use crate::tree::{Node, NodeKind};
 
 /// Makes a source path absolute and removes `.` and `..` lexically (without following
@@ -48,12 +48,27 @@ pub fn prepare_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// The entries of a directory, as (name, path) sorted by name bytes.
-pub fn read_dir_sorted(dir: &Path) -> std::io::Result<Vec<(Vec<u8>, PathBuf)>> {
-    let mut entries: Vec<(Vec<u8>, PathBuf)> = std::fs::read_dir(dir)?
-        .map(|e| e.map(|e| (e.file_name().into_vec(), e.path())))
+/// One directory entry: its name, path and metadata (not following symlinks).
+pub struct DirEntry {
+    pub name: Vec<u8>,
+    pub path: PathBuf,
+    /// Read relative to the open directory (`fstatat`), which spares the kernel walking the
+    /// whole path again for every entry.
+    pub metadata: std::io::Result<Metadata>,
+}
+
+/// The entries of a directory, sorted by name bytes.
+pub fn read_dir_sorted(dir: &Path) -> std::io::Result<Vec<DirEntry>> {
+    let mut entries: Vec<DirEntry> = std::fs::read_dir(dir)?
+        .map(|e| {
+            e.map(|e| DirEntry {
+                name: e.file_name().into_vec(),
+                path: e.path(),
+                metadata: e.metadata(),
+            })
+        })
         .collect::<std::io::Result<_>>()?;
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(entries)
 }
 
@@ -77,13 +92,13 @@ pub fn kind_of(meta: &Metadata) -> NodeKind {
 }
 
 /// A node carrying everything `meta` says; content, subtree and link target are filled later.
-pub fn node_from_metadata(name: Vec<u8>, meta: &Metadata, names: &mut NameCache) -> Node {
+pub fn node_from_metadata(name: Vec<u8>, meta: &Metadata) -> Node {
     let mut node = Node::new(name, kind_of(meta));
     node.mode = meta.mode() & 0o7777;
     node.uid = meta.uid();
     node.gid = meta.gid();
-    node.user = names.user(meta.uid());
-    node.group = names.group(meta.gid());
+    node.user = host::cached_user_name(meta.uid());
+    node.group = host::cached_group_name(meta.gid());
     node.mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
     // Listing a folder updates its atime, so recording it would make every backup store
     // new trees for unchanged folders; folders get atime 0 ("not recorded").
