@@ -209,8 +209,8 @@ pub fn run(
     let mut summary = Summary::default();
     walker.counters.fill(&mut summary);
     summary.bytes_read = content.bytes_read.load(Ordering::Relaxed);
-    // The walker and content writer borrow the packer; they end here.
-    let _ = (walker, content);
+    // The content writer borrows the packer; it ends here.
+    drop(content);
     let stats = packer
         .into_inner()
         .map_err(|_| Error::Invalid("a backup worker panicked".into()))?
