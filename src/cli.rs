@@ -132,7 +132,7 @@ pub struct BackupArgs {
     /// zstd compression level (1-19)
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
     pub compression: i32,
-    /// Worker threads for reading, hashing, compressing and encrypting [default: four per
+    /// Worker threads for reading, hashing, compressing and encrypting [default: two per
     /// CPU, at most 16]
     #[arg(long)]
     pub threads: Option<usize>,

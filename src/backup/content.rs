@@ -2,7 +2,7 @@
 //! across the chunks of a file (and, through the walker, across files).
 //!
 //! Guarantees: memory per file in flight is bounded (a batch of at most `BATCH_BYTES` of
-//! chunks plus the chunker's window); a chunk that is already stored is hashed but never
+//! chunks plus the chunker's window of `max` + 4 MiB); a chunk that is already stored is hashed but never
 //! compressed or encrypted again.
 //!
 //! Files are read with `read`, not memory-mapped: a file truncated by another process while
@@ -23,7 +23,9 @@ use crate::packer::{Packer, StoredBlobs};
 use crate::repo::Repository;
 
 /// Chunks are sealed in parallel batches of about this many bytes.
-const BATCH_BYTES: usize = 16 * 1024 * 1024;
+const BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// Inputs smaller than this are read whole; larger ones through the chunker's window.
+const READ_WHOLE_BELOW: u64 = 1024 * 1024;
 
 /// Content stored from one file or stream.
 pub struct StoredContent {
@@ -64,7 +66,7 @@ impl<'p, 'a> ContentWriter<'p, 'a> {
         size_hint: u64,
         on_bytes: &(dyn Fn(u64) + Sync),
     ) -> Result<io::Result<StoredContent>> {
-        if size_hint < 2 * u64::from(self.chunker.params().max) {
+        if size_hint < READ_WHOLE_BELOW {
             return self.store_small(source, size_hint, on_bytes);
         }
         let mut blobs = Vec::new();

@@ -119,18 +119,22 @@ impl Chunker {
         })
     }
 
-    /// Splits a reader into chunks, holding at most twice `max` bytes at a time.
+    /// Splits a reader into chunks, holding at most `max` + `READ_AHEAD` bytes at a time.
     pub fn reader<R: Read>(&self, source: R) -> ChunkReader<'_, R> {
         ChunkReader {
             chunker: self,
             source,
-            buf: vec![0; 2 * self.params.max as usize],
+            buf: vec![0; self.params.max as usize + READ_AHEAD],
             start: 0,
             end: 0,
             eof: false,
         }
     }
 }
+
+/// How far a `ChunkReader` reads beyond one maximal chunk. Larger means fewer, but not
+/// larger, moves of the unconsumed tail to the front of the buffer.
+const READ_AHEAD: usize = 4 * 1024 * 1024;
 
 pub struct ChunkReader<'a, R> {
     chunker: &'a Chunker,

@@ -184,10 +184,10 @@ fn spawn_prescan(bar: ProgressBar, paths: Vec<PathBuf>, excludes: ExcludeOptions
     });
 }
 
-/// Four workers per CPU (at most 16): a worker waiting for the disk leaves its CPU to
-/// another, and each worker holds little memory (see README.md, "Memory").
+/// Two workers per CPU (at most 16): a worker waiting for the disk leaves its CPU to
+/// another; each holds at most about 30 MiB (see README.md, "Memory and threads").
 fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(4, |n| (n.get() * 4).min(16))
+    std::thread::available_parallelism().map_or(4, |n| (n.get() * 2).min(16))
 }
 
 pub fn run(ctx: &Context, args: &BackupArgs) -> Result<Outcome> {
