@@ -200,10 +200,6 @@ impl<'a> Packer<'a> {
         })
     }
 
-    pub fn index(&self) -> &LocalIndex {
-        self.index
-    }
-
     pub fn zstd_level(&self) -> i32 {
         self.zstd_level
     }

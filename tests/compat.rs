@@ -49,21 +49,23 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+fn run_with_sample_password(env: &Env, args: &[&str]) -> Vec<u8> {
+    let out = env
+        .cmd(args)
+        .env("CAIRN_PASSWORD", SAMPLE_PASSWORD)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    out.stdout
+}
+
 fn check_sample(fixture: &str) {
     let env = Env::new();
     copy_dir(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join(fixture),
         &env.repo,
     );
-    let run = |args: &[&str]| {
-        let out = env
-            .cmd(args)
-            .env("CAIRN_PASSWORD", SAMPLE_PASSWORD)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-        out.stdout
-    };
+    let run = |args: &[&str]| run_with_sample_password(&env, args);
     let snaps: serde_json::Value = serde_json::from_slice(&run(&["snapshots", "--json"])).unwrap();
     assert_eq!(snaps.as_array().unwrap().len(), 1);
     let source = snaps[0]["paths"][0].as_str().unwrap().to_string();
@@ -103,14 +105,7 @@ fn write_sample() {
     let env = Env::new();
     let src = env.path("sample");
     sample_tree(&src);
-    let run = |args: &[&str]| {
-        let out = env
-            .cmd(args)
-            .env("CAIRN_PASSWORD", SAMPLE_PASSWORD)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
-    };
+    let run = |args: &[&str]| run_with_sample_password(&env, args);
     run(&["init", "--kdf-memory", "8", "--kdf-iterations", "1"]);
     run(&["backup", src.to_str().unwrap()]);
     let dest = Path::new(env!("CARGO_MANIFEST_DIR")).join(dest);

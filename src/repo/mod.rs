@@ -207,12 +207,6 @@ impl Repository {
         Ok(ids)
     }
 
-    /// Stores a finished pack; its bytes are already encrypted (see `pack`).
-    pub fn write_pack(&self, bytes: Vec<u8>) -> Result<PackId> {
-        self.write_content_addressed(FileKind::Pack, bytes)
-            .map(PackId)
-    }
-
     pub fn read_pack_range(&self, pack: &PackId, range: std::ops::Range<u64>) -> Result<Vec<u8>> {
         self.storage
             .read_range(&object_path(FileKind::Pack, &pack.0), range)
