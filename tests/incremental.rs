@@ -264,3 +264,45 @@ fn time_can_be_given() {
         snaps[0]["time"]
     );
 }
+
+/// `/dev/shm` is a tmpfs mounted inside `/dev` on Linux: with --one-file-system the backup of
+/// `/dev` keeps the mount point as an empty folder and does not descend into it.
+#[test]
+fn one_file_system_stops_at_mount_points() {
+    use std::os::unix::fs::MetadataExt;
+    let (dev, shm) = match (std::fs::metadata("/dev"), std::fs::metadata("/dev/shm")) {
+        (Ok(d), Ok(s)) if d.dev() != s.dev() => (d, s),
+        _ => return eprintln!("skipped: /dev/shm is not a separate file system here"),
+    };
+    assert_ne!(dev.dev(), shm.dev());
+    let marker = format!("cairn-one-fs-{}", std::process::id());
+    let marker_path = std::path::Path::new("/dev/shm").join(&marker);
+    std::fs::write(&marker_path, b"on another file system").unwrap();
+    let env = Env::new();
+    env.init();
+    let with_x = env.run(&[
+        "backup",
+        "-x",
+        "/dev/shm/..",
+        "--exclude",
+        "/dev/pts",
+        "--exclude",
+        "/dev/mqueue",
+    ]);
+    let without = env.run(&["backup", "/dev/shm"]);
+    let _ = std::fs::remove_file(&marker_path);
+    assert!(
+        matches!(with_x.status.code(), Some(0 | 3)),
+        "{}",
+        stderr(&with_x)
+    );
+    assert!(without.status.success(), "{}", stderr(&without));
+    let snaps = env.snapshots();
+    let listed_x = env.ok(&["ls", snaps[0]["short_id"].as_str().unwrap(), "/dev/shm"]);
+    assert!(
+        !listed_x.contains(&marker),
+        "descended into another file system: {listed_x}"
+    );
+    let listed = env.ok(&["ls", snaps[1]["short_id"].as_str().unwrap(), "/dev/shm"]);
+    assert!(listed.contains(&marker), "{listed}");
+}
