@@ -55,6 +55,11 @@ impl<'a> BlobReader<'a> {
             .ok_or(Error::BlobNotFound { blob: *id })
     }
 
+    /// The plaintext length of a stored blob, from the index.
+    pub fn raw_len(&self, id: &BlobId) -> Result<u32> {
+        self.locate(id).map(|(_, e)| e.raw_len)
+    }
+
     pub fn blob(&self, id: &BlobId) -> Result<Vec<u8>> {
         let (pack, entry) = self.locate(id)?;
         if entry.blob_type == BlobType::Tree {

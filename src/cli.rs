@@ -150,11 +150,29 @@ pub struct DumpArgs {
 
 #[derive(Args)]
 pub struct RestoreArgs {
-    /// Snapshot id prefix or `latest`
+    /// Snapshot id prefix or `latest`, optionally with a path in it: `latest:/srv/uploads`
+    /// restores that folder's contents (or that one file) into the target
     pub snapshot: String,
     /// Folder to restore into (created if missing)
     #[arg(long, short = 't')]
     pub target: PathBuf,
+    /// Restore only entries matching GLOB (repeatable; without `/` it matches names, with `/`
+    /// paths in the snapshot); folders leading to them are created
+    #[arg(long = "include", value_name = "GLOB")]
+    pub includes: Vec<String>,
+    /// Leave out entries matching GLOB (repeatable)
+    #[arg(long = "exclude", value_name = "GLOB")]
+    pub excludes: Vec<String>,
+    /// What to do with entries that exist already: `if-changed` leaves identical files alone
+    /// (so an interrupted restore can be run again), `always` replaces, `never` keeps
+    #[arg(long, default_value = "if-changed", value_parser = ["always", "if-changed", "never"])]
+    pub overwrite: String,
+    /// List what would be written; write nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Read every restored file back and check it against the snapshot
+    #[arg(long)]
+    pub verify: bool,
     /// Set owners by numeric id even where the names exist here
     #[arg(long)]
     pub numeric_owner: bool,

@@ -1,33 +1,74 @@
-//! `cairn restore SNAPSHOT --target DIR`: restore a whole snapshot.
+//! `cairn restore SNAPSHOT[:PATH] --target DIR`: restore a snapshot, a folder or one file.
 
-use cairn::error::Result;
-use cairn::restore::{self, RestoreOptions};
+use cairn::blobs::find_node;
+use cairn::error::{Error, Result};
+use cairn::restore::{self, Overwrite, RestoreOptions, Selection, Start};
 use cairn::snapshot;
+use cairn::tree::NodeKind;
 
 use super::{Context, Outcome, human_bytes};
 use crate::cli::RestoreArgs;
 
 pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<Outcome> {
-    let (repo, index) = ctx.open()?;
-    let (id, snap) = snapshot::find(&index, &args.snapshot)?;
     let opts = RestoreOptions {
         target: args.target.clone(),
         numeric_owner: args.numeric_owner,
+        selection: Selection::new(&args.includes, &args.excludes)?,
+        overwrite: match args.overwrite.as_str() {
+            "always" => Overwrite::Always,
+            "never" => Overwrite::Never,
+            _ => Overwrite::IfChanged,
+        },
+        dry_run: args.dry_run,
+        verify: args.verify,
     };
-    let stats = restore::run(&repo, &index, &snap.tree, &opts, &|path, err| {
+    let (name, path) = args
+        .snapshot
+        .split_once(':')
+        .unwrap_or((args.snapshot.as_str(), ""));
+    let (repo, index) = ctx.open()?;
+    let (id, snap) = snapshot::find(&index, name)?;
+    let path = path.trim_end_matches('/');
+    let at = if path.is_empty() || path.starts_with('/') {
+        path.as_bytes().to_vec()
+    } else {
+        format!("/{path}").into_bytes()
+    };
+    let start = match find_node(&repo, &index, &snap.tree, &at) {
+        Ok(None) => Start::Tree(snap.tree, Vec::new()),
+        Ok(Some(node)) => match (node.kind, node.subtree) {
+            (NodeKind::Dir, Some(sub)) => Start::Tree(sub, at),
+            _ => Start::Entry(node, at),
+        },
+        Err(Error::PathNotInSnapshot { path, .. }) => {
+            return Err(Error::PathNotInSnapshot {
+                snapshot: id.short(),
+                path,
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    let stats = restore::run(&repo, &index, start, &opts, &|path, err| {
         eprintln!("error: {}: {err}", path.display());
     })?;
     if ctx.json {
-        super::print_json(&serde_json::json!({ "snapshot_id": id.to_hex(), "stats": stats }))?;
+        super::print_json(
+            &serde_json::json!({ "snapshot_id": id.to_hex(), "dry_run": args.dry_run, "stats": stats }),
+        )?;
     } else {
+        for p in &stats.would_write {
+            println!("would restore {}", p.display());
+        }
         ctx.note(&format!(
-            "restored snapshot {} to {}: {} files, {} dirs, {} other, {}{}",
+            "{} snapshot {} to {}: {} files, {} dirs, {} other, {}; {} existing entries left alone{}",
+            if args.dry_run { "would restore" } else { "restored" },
             id.short(),
             args.target.display(),
             stats.files,
             stats.dirs,
             stats.other_entries,
             human_bytes(stats.bytes),
+            stats.skipped,
             if stats.errors > 0 {
                 format!("; {} entries FAILED (see above)", stats.errors)
             } else {

@@ -17,6 +17,7 @@
 
 mod metadata;
 mod plan;
+mod select;
 
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -33,11 +34,18 @@ use crate::repo::Repository;
 use crate::tree::{Node, NodeKind};
 use crate::walk::os_string;
 use plan::{Plan, PlannedFile};
+pub use select::{Overwrite, Selection};
 
 pub struct RestoreOptions {
     pub target: PathBuf,
     /// Use numeric uid/gid even where the names resolve on this machine.
     pub numeric_owner: bool,
+    pub selection: Selection,
+    pub overwrite: Overwrite,
+    /// Decide and list, write nothing.
+    pub dry_run: bool,
+    /// Read every restored file back and check it against its blob ids.
+    pub verify: bool,
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -46,7 +54,19 @@ pub struct RestoreStats {
     pub dirs: u64,
     pub other_entries: u64,
     pub bytes: u64,
+    /// Existing entries left alone (`--overwrite if-changed|never`).
+    pub skipped: u64,
     pub errors: u64,
+    /// With `dry_run`: the files that would be written.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub would_write: Vec<PathBuf>,
+}
+
+/// Where a restore starts: a folder's tree (its contents go into the target) or one entry
+/// (written into the target under its name). The path is the start's path in the snapshot.
+pub enum Start {
+    Tree(TreeId, Vec<u8>),
+    Entry(Node, Vec<u8>),
 }
 
 /// Checks that a name from a snapshot is a single, harmless path component.
@@ -66,6 +86,7 @@ pub fn check_name(parent: &Path, name: &[u8]) -> Result<()> {
 }
 
 struct Walk<'a> {
+    repo: &'a Repository,
     trees: BlobReader<'a>,
     index: &'a LocalIndex,
     opts: &'a RestoreOptions,
@@ -76,17 +97,20 @@ struct Walk<'a> {
     failures: plan::Failures,
 }
 
-/// Restores the tree `root` into `opts.target`. Per-entry problems are passed to `on_error`
+/// Restores from `start` into `opts.target`. Per-entry problems are passed to `on_error`
 /// and counted; the returned error is for problems that stop the whole restore.
 pub fn run(
     repo: &Repository,
     index: &LocalIndex,
-    root: &TreeId,
+    start: Start,
     opts: &RestoreOptions,
     on_error: &(dyn Fn(&Path, &Error) + Sync),
 ) -> Result<RestoreStats> {
-    fs::create_dir_all(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
+    if !opts.dry_run {
+        fs::create_dir_all(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
+    }
     let mut walk = Walk {
+        repo,
         trees: BlobReader::new(repo, index.snapshot_reader()?),
         index,
         opts,
@@ -97,10 +121,24 @@ pub fn run(
         failures: Mutex::new(Vec::new()),
     };
     let target = opts.target.clone();
-    walk.dir_contents(root, &target, 0);
-    walk.stats.bytes = walk.plan.execute(repo, &plan::record(&walk.failures));
+    match start {
+        Start::Tree(tree, at) => {
+            walk.dir_contents(&tree, &target, &at, 0, false);
+        }
+        Start::Entry(node, at) => {
+            let path = target.join(os_string(&node.name));
+            let forced = walk.opts.selection.included(&at);
+            if let Err(e) = walk.entry(node, &path, &at, 0, forced) {
+                walk.fail(&path, e);
+            }
+        }
+    }
+    walk.stats.bytes += walk.plan.execute(repo, &plan::record(&walk.failures));
     walk.finish_files();
     walk.finish_dirs();
+    if opts.verify {
+        walk.verify();
+    }
     let failures = walk.failures.into_inner().unwrap_or_default();
     walk.stats.errors = failures.len() as u64;
     for (path, err) in &failures {
@@ -114,34 +152,83 @@ impl Walk<'_> {
         lock(&self.failures).push((path.to_path_buf(), err));
     }
 
-    fn dir_contents(&mut self, tree: &TreeId, dir: &Path, depth: usize) {
+    /// Restores a folder's entries; true if anything below was restored (or kept).
+    /// `forced`: an include matched a folder above, so everything below is wanted.
+    fn dir_contents(
+        &mut self,
+        tree: &TreeId,
+        dir: &Path,
+        at: &[u8],
+        depth: usize,
+        forced: bool,
+    ) -> bool {
         let tree = match self.trees.tree(tree) {
             Ok(t) => t,
-            Err(e) => return self.fail(dir, e),
+            Err(e) => {
+                self.fail(dir, e);
+                return false;
+            }
         };
+        let mut any = false;
         for node in tree.nodes {
             if let Err(e) = check_name(dir, &node.name) {
                 self.fail(dir, e);
                 continue;
             }
             let path = dir.join(os_string(&node.name));
-            if let Err(e) = self.entry(node, &path, depth) {
-                self.fail(&path, e);
+            let mut child_at = at.to_vec();
+            child_at.push(b'/');
+            child_at.extend_from_slice(&node.name);
+            match self.entry(node, &path, &child_at, depth, forced) {
+                Ok(restored) => any |= restored,
+                Err(e) => self.fail(&path, e),
             }
         }
+        any
     }
 
-    fn entry(&mut self, node: Node, path: &Path, depth: usize) -> Result<()> {
-        match node.kind {
-            NodeKind::Dir => {
-                make_dir(path)?;
-                if let Some(sub) = &node.subtree {
-                    self.dir_contents(sub, path, depth + 1);
-                }
-                self.stats.dirs += 1;
-                self.dirs.push((path.to_path_buf(), node, depth));
-                Ok(())
+    /// Restores one entry; true if it (or something below it) was restored or kept.
+    fn entry(
+        &mut self,
+        node: Node,
+        path: &Path,
+        at: &[u8],
+        depth: usize,
+        forced: bool,
+    ) -> Result<bool> {
+        let select = &self.opts.selection;
+        if select.excluded(at) {
+            return Ok(false);
+        }
+        let wanted = forced || select.included(at);
+        if node.kind == NodeKind::Dir {
+            return self.dir(node, path, at, depth, wanted);
+        }
+        if !wanted || (node.kind == NodeKind::Socket) {
+            return Ok(false);
+        }
+        if node.kind != NodeKind::Fifo
+            && node.kind != NodeKind::File
+            && node.kind != NodeKind::Symlink
+            && !self.is_root
+        {
+            return Ok(false);
+        }
+        if self.keep_existing(&node, path)? {
+            self.stats.skipped += 1;
+            return Ok(true);
+        }
+        if self.opts.dry_run {
+            if node.kind == NodeKind::File {
+                self.stats.files += 1;
+                self.stats.bytes += node.size;
+                self.stats.would_write.push(path.to_path_buf());
+            } else {
+                self.stats.other_entries += 1;
             }
+            return Ok(true);
+        }
+        match node.kind {
             NodeKind::File => {
                 let tmp = temp_name(path);
                 let f = OpenOptions::new()
@@ -158,24 +245,104 @@ impl Walk<'_> {
                 };
                 self.plan.add_file(self.index, planned).inspect_err(|_| {
                     let _ = fs::remove_file(&tmp);
-                })
+                })?;
             }
             NodeKind::Symlink => {
                 let target = node.link_target.as_deref().unwrap_or_default();
                 let tmp = temp_name(path);
                 std::os::unix::fs::symlink(os_string(target), &tmp)
                     .map_err(|e| Error::io(path, e))?;
-                self.place(&tmp, path, &node)
+                self.place(&tmp, path, &node)?;
             }
-            NodeKind::Socket => Ok(()),
-            NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice => {
-                if node.kind != NodeKind::Fifo && !self.is_root {
-                    return Ok(());
-                }
+            _ => {
                 let tmp = temp_name(path);
                 metadata::make_special(&tmp, &node)?;
-                self.place(&tmp, path, &node)
+                self.place(&tmp, path, &node)?;
             }
+        }
+        Ok(true)
+    }
+
+    fn dir(
+        &mut self,
+        node: Node,
+        path: &Path,
+        at: &[u8],
+        depth: usize,
+        wanted: bool,
+    ) -> Result<bool> {
+        let existed = fs::symlink_metadata(path).is_ok();
+        if !self.opts.dry_run {
+            make_dir(path)?;
+        }
+        let below = match &node.subtree {
+            Some(sub) => self.dir_contents(
+                sub,
+                path,
+                at,
+                depth + 1,
+                wanted && self.opts.selection.has_includes(),
+            ),
+            None => false,
+        };
+        let keep = below || wanted;
+        if !keep {
+            if !existed && !self.opts.dry_run {
+                let _ = fs::remove_dir(path);
+            }
+            return Ok(false);
+        }
+        self.stats.dirs += 1;
+        if !self.opts.dry_run {
+            self.dirs.push((path.to_path_buf(), node, depth));
+        }
+        Ok(true)
+    }
+
+    /// True if an existing entry at `path` is to be left alone.
+    fn keep_existing(&self, node: &Node, path: &Path) -> Result<bool> {
+        let Ok(existing) = fs::symlink_metadata(path) else {
+            return Ok(false);
+        };
+        Ok(match self.opts.overwrite {
+            Overwrite::Always => false,
+            Overwrite::Never => true,
+            Overwrite::IfChanged => match node.kind {
+                NodeKind::File => select::same_content(self.repo, &self.trees, path, node)?,
+                NodeKind::Symlink => {
+                    existing.file_type().is_symlink()
+                        && fs::read_link(path).is_ok_and(|t| {
+                            use std::os::unix::ffi::OsStrExt;
+                            Some(t.as_os_str().as_bytes()) == node.link_target.as_deref()
+                        })
+                }
+                _ => false,
+            },
+        })
+    }
+
+    /// Reads every restored file back and checks it against its blob ids.
+    fn verify(&mut self) {
+        let bad: Vec<PathBuf> = self
+            .plan
+            .files
+            .par_iter()
+            .filter(|f| !f.failed.load(Ordering::Relaxed))
+            .filter(|f| {
+                !matches!(
+                    select::same_content(self.repo, &self.trees, &f.path, &f.node),
+                    Ok(true)
+                )
+            })
+            .map(|f| f.path.clone())
+            .collect();
+        for path in bad {
+            self.fail(
+                &path,
+                Error::Invalid(
+                    "verification failed: the file on disk differs from the snapshot".into(),
+                ),
+            );
         }
     }
 

@@ -1,0 +1,110 @@
+//! Which entries of a snapshot a restore writes: `--include` / `--exclude` globs matched
+//! against the entry's path in the snapshot, and what to do about files already there.
+
+use std::ffi::OsStr;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+use crate::blobs::BlobReader;
+use crate::error::{Error, Result};
+use crate::repo::Repository;
+use crate::tree::Node;
+
+/// What to do when the target already holds an entry of the same name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overwrite {
+    /// Always write the entry anew.
+    Always,
+    /// Leave an existing file alone if its content is identical (checked against the blob
+    /// ids), so an interrupted restore can simply be run again.
+    IfChanged,
+    /// Never replace anything that exists.
+    Never,
+}
+
+/// Glob filters on snapshot paths (`/srv/uploads/a.pdf`). A pattern without `/` matches the
+/// name; with `/`, the whole path. With includes, only matching entries (and everything
+/// below a matching folder) are restored, plus the folders leading to them.
+#[derive(Default)]
+pub struct Selection {
+    include: Option<GlobSet>,
+    exclude: Option<GlobSet>,
+}
+
+fn build(patterns: &[String]) -> Result<Option<GlobSet>> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        let pattern = if p.contains('/') {
+            p.clone()
+        } else {
+            format!("**/{p}")
+        };
+        b.add(
+            GlobBuilder::new(&pattern)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| Error::Invalid(format!("pattern {p:?}: {e}")))?,
+        );
+    }
+    b.build()
+        .map(Some)
+        .map_err(|e| Error::Invalid(format!("patterns: {e}")))
+}
+
+impl Selection {
+    pub fn new(include: &[String], exclude: &[String]) -> Result<Self> {
+        Ok(Selection {
+            include: build(include)?,
+            exclude: build(exclude)?,
+        })
+    }
+
+    pub fn excluded(&self, snapshot_path: &[u8]) -> bool {
+        self.exclude
+            .as_ref()
+            .is_some_and(|g| g.is_match(Path::new(OsStr::from_bytes(snapshot_path))))
+    }
+
+    /// True if the entry is wanted by itself (no includes, or one matches).
+    pub fn included(&self, snapshot_path: &[u8]) -> bool {
+        self.include
+            .as_ref()
+            .is_none_or(|g| g.is_match(Path::new(OsStr::from_bytes(snapshot_path))))
+    }
+
+    pub fn has_includes(&self) -> bool {
+        self.include.is_some()
+    }
+}
+
+/// True if the file at `path` holds exactly the content `node` lists: same size, and every
+/// blob-sized piece hashes to its blob id.
+pub fn same_content(
+    repo: &Repository,
+    blobs: &BlobReader,
+    path: &Path,
+    node: &Node,
+) -> Result<bool> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(false);
+    };
+    if !meta.is_file() || meta.len() != node.size {
+        return Ok(false);
+    }
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut buf = Vec::new();
+    for id in &node.content {
+        let len = blobs.raw_len(id)? as usize;
+        buf.resize(len, 0);
+        if file.read_exact(&mut buf).is_err() || repo.keys().blob_id(&buf) != *id {
+            return Ok(false);
+        }
+    }
+    Ok(file.read(&mut [0u8; 1]).map_err(|e| Error::io(path, e))? == 0)
+}

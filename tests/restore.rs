@@ -1,0 +1,193 @@
+//! Restoring part of a snapshot, filters, overwrite modes (resuming an interrupted restore),
+//! dry runs and verification.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+fn setup() -> (Env, PathBuf) {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("docs/contract.pdf"), &noise(1, 200_000));
+    write(&src.join("docs/notes.txt"), b"notes");
+    write(&src.join("docs/old/draft.txt"), b"draft");
+    write(&src.join("media/photo.jpg"), &noise(2, 300_000));
+    write(&src.join("readme.txt"), b"readme");
+    env.init();
+    env.backup_json(&[&src]);
+    (env, src)
+}
+
+fn names_below(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = files_below(dir)
+        .iter()
+        .map(|p| p.strip_prefix(dir).unwrap().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn one_folder_or_one_file_by_path() {
+    let (env, src) = setup();
+    let out = env.path("folder");
+    env.ok(&[
+        "restore",
+        &format!("latest:{}/docs", src.display()),
+        "--target",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        names_below(&out),
+        vec!["contract.pdf", "notes.txt", "old/draft.txt"]
+    );
+    let one = env.path("one");
+    env.ok(&[
+        "restore",
+        &format!("latest:{}/docs/contract.pdf", src.display()),
+        "--target",
+        one.to_str().unwrap(),
+    ]);
+    assert_eq!(names_below(&one), vec!["contract.pdf"]);
+    assert_eq!(
+        std::fs::read(one.join("contract.pdf")).unwrap(),
+        noise(1, 200_000)
+    );
+    let missing = env.run(&[
+        "restore",
+        &format!("latest:{}/nope", src.display()),
+        "--target",
+        one.to_str().unwrap(),
+    ]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing).contains("nope"), "{}", stderr(&missing));
+}
+
+#[test]
+fn include_and_exclude() {
+    let (env, src) = setup();
+    let out = env.path("out");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        out.to_str().unwrap(),
+        "--include",
+        "*.txt",
+        "--exclude",
+        "old",
+    ]);
+    let base = restored(&out, &src);
+    assert_eq!(names_below(&base), vec!["docs/notes.txt", "readme.txt"]);
+    assert!(
+        !base.join("media").exists(),
+        "a folder with nothing included was created"
+    );
+    let out2 = env.path("out2");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        out2.to_str().unwrap(),
+        "--include",
+        &format!("{}/docs", src.display()),
+    ]);
+    assert_eq!(
+        names_below(&restored(&out2, &src)),
+        vec!["docs/contract.pdf", "docs/notes.txt", "docs/old/draft.txt"]
+    );
+}
+
+#[test]
+fn an_interrupted_restore_resumes_and_leaves_identical_files_alone() {
+    let (env, src) = setup();
+    let out = env.path("out");
+    env.ok(&["restore", "latest", "--target", out.to_str().unwrap()]);
+    let base = restored(&out, &src);
+    let untouched = std::fs::metadata(base.join("media/photo.jpg"))
+        .unwrap()
+        .ino();
+    // As if the first run had stopped half-way: one file damaged, one missing.
+    std::fs::write(base.join("docs/contract.pdf"), b"half written").unwrap();
+    std::fs::remove_file(base.join("readme.txt")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&env.ok(&[
+        "restore",
+        "latest",
+        "--json",
+        "--target",
+        out.to_str().unwrap(),
+    ]))
+    .unwrap();
+    assert_eq!(json["stats"]["files"], 2, "{json}");
+    assert_eq!(json["stats"]["skipped"], 3, "{json}");
+    assert_eq!(
+        std::fs::metadata(base.join("media/photo.jpg"))
+            .unwrap()
+            .ino(),
+        untouched,
+        "an identical file was rewritten"
+    );
+    assert_eq!(describe(&src), describe(&base));
+    // --overwrite never keeps what is there; always rewrites everything.
+    std::fs::write(base.join("docs/notes.txt"), b"local edit").unwrap();
+    env.ok(&[
+        "restore",
+        "latest",
+        "--overwrite",
+        "never",
+        "--target",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read(base.join("docs/notes.txt")).unwrap(),
+        b"local edit"
+    );
+    env.ok(&[
+        "restore",
+        "latest",
+        "--overwrite",
+        "always",
+        "--verify",
+        "--target",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read(base.join("docs/notes.txt")).unwrap(),
+        b"notes"
+    );
+    assert_ne!(
+        std::fs::metadata(base.join("media/photo.jpg"))
+            .unwrap()
+            .ino(),
+        untouched
+    );
+}
+
+#[test]
+fn dry_run_lists_and_writes_nothing() {
+    let (env, src) = setup();
+    let out = env.path("out");
+    let listing = env.ok(&[
+        "restore",
+        "latest",
+        "--dry-run",
+        "--target",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!out.exists(), "dry run created the target");
+    assert_eq!(
+        listing
+            .lines()
+            .filter(|l| l.starts_with("would restore"))
+            .count(),
+        5,
+        "{listing}"
+    );
+    assert!(
+        listing.contains(&format!("{}/docs/contract.pdf", src.display())),
+        "{listing}"
+    );
+}
