@@ -54,6 +54,10 @@ pub enum Command {
     Ls(LsArgs),
     /// Write one file of a snapshot to standard output
     Dump(DumpArgs),
+    /// Find paths matching a pattern across snapshots
+    Find(FindArgs),
+    /// Show what changed between two snapshots, or between a snapshot and the disk
+    Diff(DiffArgs),
 }
 
 #[derive(Args, Clone)]
@@ -138,6 +142,39 @@ pub struct BackupArgs {
     pub threads: Option<usize>,
     #[command(flatten)]
     pub kdf: KdfArgs,
+}
+
+#[derive(Args)]
+pub struct DiffArgs {
+    /// The older snapshot (id prefix or `latest`)
+    pub first: String,
+    /// The newer snapshot
+    #[arg(required_unless_present = "live")]
+    pub second: Option<String>,
+    /// Compare only this folder
+    pub path: Option<String>,
+    /// Compare the first snapshot with this folder on disk now (what a restore would change)
+    #[arg(long, conflicts_with_all = ["second", "path"])]
+    pub live: Option<PathBuf>,
+    /// Also report entries whose metadata alone changed (mode, owner, mtime)
+    #[arg(long)]
+    pub metadata: bool,
+}
+
+#[derive(Args)]
+pub struct FindArgs {
+    /// Glob: without `/` it matches names (`contract*.pdf`), with `/` whole paths
+    /// (`/srv/uploads/**/*.pdf`)
+    pub pattern: String,
+    /// Only snapshots of this host
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Only snapshots with this tag (repeatable: all must be present)
+    #[arg(long)]
+    pub tag: Vec<String>,
+    /// Only snapshots with this source path
+    #[arg(long)]
+    pub path: Option<String>,
 }
 
 #[derive(Args)]

@@ -73,6 +73,8 @@ fn main() {
         Command::Restore(a) => commands::restore::run(&ctx, a),
         Command::Ls(a) => commands::ls::run(&ctx, a),
         Command::Dump(a) => commands::dump::run(&ctx, a),
+        Command::Find(a) => commands::find::run(&ctx, a),
+        Command::Diff(a) => commands::diff::run(&ctx, a),
     };
     let code = match result {
         Ok(Outcome::Success) => exit::SUCCESS,

@@ -2,7 +2,9 @@
 //! password lookup, opening the repository and its local index, and formatting helpers.
 
 pub mod backup;
+pub mod diff;
 pub mod dump;
+pub mod find;
 pub mod init;
 pub mod ls;
 pub mod restore;

@@ -6,6 +6,8 @@
 //! node, in name order. A node is a record with the fields listed at `Node`'s tags below.
 //! Unknown tags are skipped, so later versions can add fields.
 
+pub mod diff;
+
 use crate::codec::{self, FieldWriter};
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, TreeId};

@@ -1,0 +1,140 @@
+//! `cairn find PATTERN`: in which snapshots does a matching path exist, with what size and
+//! mtime — "when did contract.pdf last change?". Reads only trees, and each distinct tree
+//! once however many snapshots share it.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::rc::Rc;
+
+use cairn::blobs::BlobReader;
+use cairn::error::{Error, Result};
+use cairn::host::format_time;
+use cairn::ids::TreeId;
+use cairn::snapshot;
+use cairn::tree::{Node, NodeKind};
+use globset::{GlobBuilder, GlobMatcher};
+
+use super::{Context, Outcome};
+use crate::cli::FindArgs;
+
+/// A match below some tree: its path relative to that tree, and its node.
+type Matches = Rc<Vec<(Vec<u8>, Rc<Node>)>>;
+
+struct Finder<'a> {
+    reader: BlobReader<'a>,
+    pattern: GlobMatcher,
+    by_path: bool,
+    memo: HashMap<TreeId, Matches>,
+}
+
+impl Finder<'_> {
+    /// Matches below `tree`; `at` is the tree's path, needed only for path patterns (which
+    /// then cannot be memoized by tree id alone).
+    fn search(&mut self, tree: &TreeId, at: &[u8]) -> Result<Matches> {
+        if !self.by_path
+            && let Some(m) = self.memo.get(tree)
+        {
+            return Ok(Rc::clone(m));
+        }
+        let nodes = self.reader.tree(tree)?.nodes;
+        let mut found = Vec::new();
+        for node in nodes {
+            let mut path = at.to_vec();
+            path.push(b'/');
+            path.extend_from_slice(&node.name);
+            let subject = if self.by_path {
+                &path[..]
+            } else {
+                &node.name[..]
+            };
+            let subtree = node.subtree.filter(|_| node.kind == NodeKind::Dir);
+            if self.pattern.is_match(Path::new(OsStr::from_bytes(subject))) {
+                found.push((path[at.len()..].to_vec(), Rc::new(node)));
+            }
+            if let Some(sub) = subtree {
+                for (rel, n) in self.search(&sub, &path)?.iter() {
+                    found.push(([&path[at.len()..], &rel[..]].concat(), Rc::clone(n)));
+                }
+            }
+        }
+        let found = Rc::new(found);
+        if !self.by_path {
+            self.memo.insert(*tree, Rc::clone(&found));
+        }
+        Ok(found)
+    }
+}
+
+pub fn run(ctx: &Context, args: &FindArgs) -> Result<Outcome> {
+    let (repo, index) = ctx.open()?;
+    let by_path = args.pattern.contains('/');
+    let pattern = GlobBuilder::new(&args.pattern)
+        .literal_separator(by_path)
+        .build()
+        .map_err(|e| Error::Invalid(format!("pattern {:?}: {e}", args.pattern)))?
+        .compile_matcher();
+    let snapshots: Vec<_> = snapshot::list(&index)?
+        .into_iter()
+        .filter(|(_, s)| args.host.as_ref().is_none_or(|h| &s.hostname == h))
+        .filter(|(_, s)| args.tag.iter().all(|t| s.tags.contains(t)))
+        .filter(|(_, s)| {
+            args.path
+                .as_ref()
+                .is_none_or(|p| s.paths.iter().any(|sp| sp == p.as_bytes()))
+        })
+        .collect();
+    let mut finder = Finder {
+        reader: BlobReader::new(&repo, index.snapshot_reader()?),
+        pattern,
+        by_path,
+        memo: HashMap::new(),
+    };
+    let mut json = Vec::new();
+    let mut total = 0;
+    for (id, snap) in &snapshots {
+        let found = finder.search(&snap.tree, b"")?;
+        if found.is_empty() {
+            continue;
+        }
+        total += found.len();
+        let time = format_time(snap.time_ns, snap.utc_offset_s);
+        if ctx.json {
+            json.push(serde_json::json!({
+                "snapshot": id.to_hex(),
+                "short_id": id.short(),
+                "time": time,
+                "hostname": snap.hostname,
+                "matches": found.iter().map(|(p, n)| serde_json::json!({
+                    "path": String::from_utf8_lossy(p),
+                    "type": format!("{:?}", n.kind).to_lowercase(),
+                    "size": n.size,
+                    "mtime": format_time(n.mtime_ns, snap.utc_offset_s),
+                })).collect::<Vec<_>>(),
+            }));
+            continue;
+        }
+        println!("snapshot {} of {} ({}):", id.short(), time, snap.hostname);
+        for (p, n) in found.iter() {
+            println!(
+                "  {:>12}  {}  {}",
+                n.size,
+                format_time(
+                    n.mtime_ns - n.mtime_ns.rem_euclid(1_000_000_000),
+                    snap.utc_offset_s
+                ),
+                String::from_utf8_lossy(p)
+            );
+        }
+    }
+    if ctx.json {
+        super::print_json(&json)?;
+    } else {
+        ctx.note(&format!(
+            "{total} matches in {} snapshots searched",
+            snapshots.len()
+        ));
+    }
+    Ok(Outcome::Success)
+}

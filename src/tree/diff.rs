@@ -1,0 +1,205 @@
+//! Differences between two trees, or between a tree and the files on disk now.
+//!
+//! Guarantees: subtrees with equal ids are skipped without being read; file content is
+//! compared by blob ids, never by reading data from the repository. On disk, a file whose
+//! size and mtime match is taken as unchanged; otherwise it is chunked and hashed locally
+//! with the snapshot's chunker parameters and compared blob id by blob id.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::{Node, NodeKind};
+use crate::blobs::BlobReader;
+use crate::chunk::Chunker;
+use crate::crypto::Keys;
+use crate::error::Result;
+use crate::ids::{BlobId, TreeId};
+use crate::walk;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Change {
+    Added,
+    Removed,
+    /// Content (or type, or link target) differs.
+    Modified,
+    /// Only metadata (mode, owner, mtime) differs; reported with `metadata`.
+    Metadata,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DiffEntry {
+    pub path: String,
+    pub change: Change,
+    pub old_size: u64,
+    pub new_size: u64,
+}
+
+pub struct Differ<'r, 'a> {
+    pub reader: &'r BlobReader<'a>,
+    pub metadata: bool,
+    pub out: Vec<DiffEntry>,
+}
+
+fn same_metadata(a: &Node, b: &Node) -> bool {
+    a.mode == b.mode && a.uid == b.uid && a.gid == b.gid && a.mtime_ns == b.mtime_ns
+}
+
+fn same_content(a: &Node, b: &Node) -> bool {
+    a.kind == b.kind && a.size == b.size && a.content == b.content && a.link_target == b.link_target
+}
+
+impl Differ<'_, '_> {
+    fn tree(&self, id: Option<TreeId>) -> Result<Vec<Node>> {
+        match id {
+            Some(id) => Ok(self.reader.tree(&id)?.nodes),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn push(&mut self, path: &[u8], change: Change, old: Option<&Node>, new: Option<&Node>) {
+        self.out.push(DiffEntry {
+            path: String::from_utf8_lossy(path).into_owned(),
+            change,
+            old_size: old.map_or(0, |n| n.size),
+            new_size: new.map_or(0, |n| n.size),
+        });
+    }
+
+    /// Compares two trees (either may be absent: everything on the other side is then added
+    /// or removed).
+    pub fn trees(&mut self, old: Option<TreeId>, new: Option<TreeId>, at: &[u8]) -> Result<()> {
+        if old == new {
+            return Ok(());
+        }
+        let (a, b) = (self.tree(old)?, self.tree(new)?);
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() || j < b.len() {
+            let order = match (a.get(i), b.get(j)) {
+                (Some(x), Some(y)) => x.name.cmp(&y.name),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                _ => std::cmp::Ordering::Greater,
+            };
+            let (x, y) = match order {
+                std::cmp::Ordering::Less => (a.get(i), None),
+                std::cmp::Ordering::Greater => (None, b.get(j)),
+                std::cmp::Ordering::Equal => (a.get(i), b.get(j)),
+            };
+            i += usize::from(x.is_some());
+            j += usize::from(y.is_some());
+            let name = &x.or(y).map(|n| n.name.clone()).unwrap_or_default();
+            let path = [at, b"/", name].concat();
+            self.pair(x, y, &path)?;
+        }
+        Ok(())
+    }
+
+    fn pair(&mut self, x: Option<&Node>, y: Option<&Node>, path: &[u8]) -> Result<()> {
+        let dir_of = |n: Option<&Node>| {
+            n.filter(|n| n.kind == NodeKind::Dir)
+                .and_then(|n| n.subtree)
+        };
+        match (x, y) {
+            (Some(x), None) => self.push(path, Change::Removed, Some(x), None),
+            (None, Some(y)) => self.push(path, Change::Added, None, Some(y)),
+            (Some(x), Some(y)) => {
+                if x.kind == NodeKind::Dir && y.kind == NodeKind::Dir {
+                    if self.metadata && !same_metadata(x, y) {
+                        self.push(path, Change::Metadata, Some(x), Some(y));
+                    }
+                } else if !same_content(x, y) {
+                    self.push(path, Change::Modified, Some(x), Some(y));
+                } else if self.metadata && !same_metadata(x, y) {
+                    self.push(path, Change::Metadata, Some(x), Some(y));
+                }
+            }
+            (None, None) => {}
+        }
+        let (old, new) = (dir_of(x), dir_of(y));
+        if old.is_some() || new.is_some() {
+            self.trees(old, new, path)?;
+        }
+        Ok(())
+    }
+
+    /// Compares a tree with a folder on disk.
+    pub fn live(
+        &mut self,
+        tree: Option<TreeId>,
+        dir: &Path,
+        at: &[u8],
+        hasher: &LiveHasher,
+    ) -> Result<()> {
+        let old = self.tree(tree)?;
+        let mut disk: Vec<(Node, Option<std::path::PathBuf>)> = Vec::new();
+        if let Ok(entries) = walk::read_dir_sorted(dir) {
+            for e in entries {
+                let Ok(meta) = e.metadata else { continue };
+                disk.push((walk::node_from_metadata(e.name, &meta), Some(e.path)));
+            }
+        }
+        let (mut i, mut j) = (0, 0);
+        while i < old.len() || j < disk.len() {
+            let order = match (old.get(i), disk.get(j)) {
+                (Some(x), Some((y, _))) => x.name.cmp(&y.name),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                _ => std::cmp::Ordering::Greater,
+            };
+            let x = (order != std::cmp::Ordering::Greater).then(|| &old[i]);
+            let y = (order != std::cmp::Ordering::Less).then(|| &disk[j]);
+            i += usize::from(x.is_some());
+            j += usize::from(y.is_some());
+            let name = x
+                .map(|n| n.name.clone())
+                .or_else(|| y.map(|(n, _)| n.name.clone()))
+                .unwrap_or_default();
+            let path = [at, b"/", &name[..]].concat();
+            match (x, y) {
+                (Some(x), None) => self.push(&path, Change::Removed, Some(x), None),
+                (None, Some((y, _))) => self.push(&path, Change::Added, None, Some(y)),
+                (Some(x), Some((y, p))) => {
+                    let unchanged = x.kind == y.kind
+                        && (x.kind != NodeKind::File
+                            || (x.size == y.size && x.mtime_ns == y.mtime_ns)
+                            || p.as_deref()
+                                .is_some_and(|p| hasher.content(p) == Some(x.content.clone())));
+                    if !unchanged {
+                        self.push(&path, Change::Modified, Some(x), Some(y));
+                    } else if self.metadata && !same_metadata(x, y) {
+                        self.push(&path, Change::Metadata, Some(x), Some(y));
+                    }
+                }
+                (None, None) => {}
+            }
+            let old_dir = x
+                .filter(|n| n.kind == NodeKind::Dir)
+                .and_then(|n| n.subtree);
+            let live_dir = y
+                .filter(|(n, _)| n.kind == NodeKind::Dir)
+                .and_then(|(_, p)| p.clone());
+            match (old_dir, live_dir) {
+                (old, Some(p)) => self.live(old, &p, &path, hasher)?,
+                (Some(old), None) => self.trees(Some(old), None, &path)?,
+                (None, None) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Computes the blob ids a file on disk would have, locally.
+pub struct LiveHasher<'k> {
+    pub keys: &'k Keys,
+    pub chunker: Chunker,
+}
+
+impl LiveHasher<'_> {
+    fn content(&self, path: &Path) -> Option<Vec<BlobId>> {
+        let file = std::fs::File::open(path).ok()?;
+        self.chunker
+            .reader(file)
+            .map(|c| c.ok().map(|c| self.keys.blob_id(&c)))
+            .collect()
+    }
+}

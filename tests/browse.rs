@@ -1,0 +1,166 @@
+//! Browsing history: find a path across snapshots; diff two snapshots, or a snapshot and the
+//! disk.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::*;
+
+fn json(env: &Env, args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&env.ok(args)).unwrap()
+}
+
+#[test]
+fn find_shows_when_a_file_changed() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("docs/contract.pdf"), b"version one");
+    write(&src.join("docs/other.txt"), b"x");
+    env.init();
+    env.ok(&["backup", "--tag", "nightly", src.to_str().unwrap()]);
+    write(&src.join("docs/contract.pdf"), b"version two, longer");
+    env.ok(&["backup", src.to_str().unwrap()]);
+    std::fs::remove_file(src.join("docs/contract.pdf")).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let found = json(&env, &["find", "contract.pdf", "--json"]);
+    let found = found.as_array().unwrap();
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!(found[0]["matches"][0]["size"], 11);
+    assert_eq!(found[1]["matches"][0]["size"], 19);
+    let path = found[0]["matches"][0]["path"].as_str().unwrap();
+    assert_eq!(path, format!("{}/docs/contract.pdf", src.display()));
+    let tagged = json(&env, &["find", "*.pdf", "--tag", "nightly", "--json"]);
+    assert_eq!(tagged.as_array().unwrap().len(), 1);
+    let by_path = json(
+        &env,
+        &["find", &format!("{}/docs/*", src.display()), "--json"],
+    );
+    assert_eq!(
+        by_path[2]["matches"].as_array().unwrap().len(),
+        1,
+        "{by_path}"
+    );
+    let human = env.ok(&["find", "contract.pdf"]);
+    assert!(human.contains("contract.pdf"), "{human}");
+}
+
+#[test]
+fn diff_between_snapshots() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("keep.txt"), b"same");
+    write(&src.join("change.txt"), b"before");
+    write(&src.join("gone/old.txt"), b"old");
+    write(&src.join("mode.sh"), b"#!/bin/sh");
+    env.init();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    write(&src.join("change.txt"), b"after!!");
+    std::fs::remove_dir_all(src.join("gone")).unwrap();
+    write(&src.join("new/file.bin"), &noise(1, 1000));
+    std::fs::set_permissions(src.join("mode.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let snaps = env.snapshots();
+    let (a, b) = (
+        snaps[0]["short_id"].as_str().unwrap(),
+        snaps[1]["short_id"].as_str().unwrap(),
+    );
+    let d = json(&env, &["diff", a, b, "--json"]);
+    let entries: Vec<(String, String)> = d["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["change"].as_str().unwrap().to_string(),
+                e["path"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        entries.contains(&("modified".into(), "change.txt".into())),
+        "{entries:?}"
+    );
+    assert!(
+        entries.contains(&("removed".into(), "old.txt".into())),
+        "{entries:?}"
+    );
+    assert!(
+        entries.contains(&("added".into(), "file.bin".into())),
+        "{entries:?}"
+    );
+    assert!(
+        !entries
+            .iter()
+            .any(|(_, n)| n == "keep.txt" || n == "mode.sh"),
+        "{entries:?}"
+    );
+    assert_eq!(d["bytes_added"], 1000);
+    let with_meta = json(&env, &["diff", a, b, "--metadata", "--json"]);
+    assert!(
+        with_meta["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["change"] == "metadata" && e["path"].as_str().unwrap().ends_with("mode.sh")),
+        "{with_meta}"
+    );
+    // Limited to a folder.
+    let sub = json(
+        &env,
+        &["diff", a, b, &format!("{}/new", src.display()), "--json"],
+    );
+    assert_eq!(sub["entries"].as_array().unwrap().len(), 1, "{sub}");
+}
+
+#[test]
+fn diff_with_the_disk() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("a.txt"), b"aaa");
+    write(&src.join("b.txt"), b"bbb");
+    write(&src.join("touched.txt"), b"same content");
+    env.init();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    write(&src.join("a.txt"), b"changed");
+    write(&src.join("c.txt"), b"new");
+    std::fs::remove_file(src.join("b.txt")).unwrap();
+    // Same content, new mtime: not a content change.
+    write(&src.join("touched.txt"), b"same content");
+    let d = json(
+        &env,
+        &["diff", "latest", "--live", src.to_str().unwrap(), "--json"],
+    );
+    let summary = |k: &str| d[k].as_u64().unwrap();
+    assert_eq!(
+        (summary("added"), summary("removed"), summary("modified")),
+        (1, 1, 1),
+        "{d}"
+    );
+    let with_meta = json(
+        &env,
+        &[
+            "diff",
+            "latest",
+            "--live",
+            src.to_str().unwrap(),
+            "--metadata",
+            "--json",
+        ],
+    );
+    assert!(
+        with_meta["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["change"] == "metadata"
+                && e["path"].as_str().unwrap().ends_with("touched.txt")),
+        "{with_meta}"
+    );
+}
