@@ -191,3 +191,37 @@ fn dry_run_lists_and_writes_nothing() {
         "{listing}"
     );
 }
+
+#[test]
+fn dump_of_a_folder_is_a_tar_archive() {
+    let (env, src) = setup();
+    std::os::unix::fs::symlink("notes.txt", src.join("docs/link")).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let out = env
+        .cmd(&["dump", "latest", &format!("{}/docs", src.display())])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let unpack = env.path("unpacked");
+    std::fs::create_dir_all(&unpack).unwrap();
+    let mut tar = std::process::Command::new("tar")
+        .args(["-x", "-C", unpack.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    tar.stdin.take().unwrap().write_all(&out.stdout).unwrap();
+    assert!(tar.wait().unwrap().success());
+    assert_eq!(
+        names_below(&unpack.join("docs")),
+        vec!["contract.pdf", "link", "notes.txt", "old/draft.txt"]
+    );
+    assert_eq!(
+        std::fs::read(unpack.join("docs/contract.pdf")).unwrap(),
+        noise(1, 200_000)
+    );
+    assert_eq!(
+        std::fs::read_link(unpack.join("docs/link")).unwrap(),
+        Path::new("notes.txt")
+    );
+}

@@ -1,15 +1,50 @@
 //! `cairn dump SNAPSHOT PATH`: write one file of a snapshot to standard output, verified blob
-//! by blob, so `cairn dump latest db.sql | psql mydb` restores a database.
+//! by blob (`cairn dump latest db.sql | psql mydb` restores a database); for a folder, a tar
+//! archive of it.
 
-use std::io::Write;
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
 
 use cairn::blobs::{BlobReader, find_node};
 use cairn::error::{Error, Result};
+use cairn::ids::{BlobId, TreeId};
 use cairn::snapshot;
-use cairn::tree::NodeKind;
+use cairn::tree::{Node, NodeKind};
+use cairn::walk::os_string;
 
 use super::{Context, Outcome};
 use crate::cli::DumpArgs;
+
+/// A file's content as a reader, one verified blob at a time.
+struct ContentReader<'r, 'a> {
+    reader: &'r BlobReader<'a>,
+    blobs: std::slice::Iter<'r, BlobId>,
+    current: io::Cursor<Vec<u8>>,
+}
+
+impl Read for ContentReader<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let n = self.current.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            let Some(id) = self.blobs.next() else {
+                return Ok(0);
+            };
+            let data = self.reader.blob(id).map_err(io::Error::other)?;
+            self.current = io::Cursor::new(data);
+        }
+    }
+}
+
+fn content<'r, 'a>(reader: &'r BlobReader<'a>, node: &'r Node) -> ContentReader<'r, 'a> {
+    ContentReader {
+        reader,
+        blobs: node.content.iter(),
+        current: io::Cursor::new(Vec::new()),
+    }
+}
 
 pub fn run(ctx: &Context, args: &DumpArgs) -> Result<Outcome> {
     let (repo, index) = ctx.open()?;
@@ -18,27 +53,99 @@ pub fn run(ctx: &Context, args: &DumpArgs) -> Result<Outcome> {
         snapshot: id.short(),
         path: args.path.clone(),
     };
-    let node = find_node(&repo, &index, &snap.tree, args.path.as_bytes())
-        .map_err(|e| match e {
-            Error::PathNotInSnapshot { .. } => not_found(),
-            other => other,
-        })?
-        .ok_or_else(not_found)?;
-    if node.kind != NodeKind::File {
-        return Err(Error::Invalid(format!(
-            "{} in snapshot {} is not a file; use `cairn restore` for folders",
-            args.path,
-            id.short()
-        )));
-    }
+    let node = find_node(&repo, &index, &snap.tree, args.path.as_bytes()).map_err(|e| match e {
+        Error::PathNotInSnapshot { .. } => not_found(),
+        other => other,
+    })?;
     let reader = BlobReader::new(&repo, index);
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-    for blob in &node.content {
-        let data = reader.blob(blob)?;
-        out.write_all(&data)
-            .map_err(|e| Error::io("standard output", e))?;
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    let to_stdout = |e: io::Error| Error::io("standard output", e);
+    match node {
+        Some(n) if n.kind == NodeKind::File => {
+            io::copy(&mut content(&reader, &n), &mut out).map_err(to_stdout)?;
+        }
+        Some(n) if n.kind == NodeKind::Dir => {
+            let mut tar = tar::Builder::new(&mut out);
+            let base = PathBuf::from(os_string(&n.name));
+            append_dir(&mut tar, &reader, &n, &base)?;
+            tar.into_inner().map_err(to_stdout)?;
+        }
+        None => {
+            let mut tar = tar::Builder::new(&mut out);
+            append_tree(&mut tar, &reader, &snap.tree, &PathBuf::new())?;
+            tar.into_inner().map_err(to_stdout)?;
+        }
+        Some(_) => {
+            return Err(Error::Invalid(format!(
+                "{} in snapshot {} is neither a file nor a folder",
+                args.path,
+                id.short()
+            )));
+        }
     }
-    out.flush().map_err(|e| Error::io("standard output", e))?;
+    out.flush().map_err(to_stdout)?;
     Ok(Outcome::Success)
+}
+
+fn header(node: &Node, kind: tar::EntryType, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_size(size);
+    h.set_mode(node.mode);
+    h.set_uid(node.uid.into());
+    h.set_gid(node.gid.into());
+    h.set_mtime(node.mtime_ns.div_euclid(1_000_000_000).max(0) as u64);
+    if let Some(u) = &node.user {
+        let _ = h.set_username(u);
+    }
+    if let Some(g) = &node.group {
+        let _ = h.set_groupname(g);
+    }
+    h
+}
+
+fn append_dir<W: Write>(
+    tar: &mut tar::Builder<W>,
+    reader: &BlobReader,
+    node: &Node,
+    path: &PathBuf,
+) -> Result<()> {
+    let to_stdout = |e: io::Error| Error::io("standard output", e);
+    let mut h = header(node, tar::EntryType::Directory, 0);
+    tar.append_data(&mut h, path, io::empty())
+        .map_err(to_stdout)?;
+    match node.subtree {
+        Some(sub) => append_tree(tar, reader, &sub, path),
+        None => Ok(()),
+    }
+}
+
+fn append_tree<W: Write>(
+    tar: &mut tar::Builder<W>,
+    reader: &BlobReader,
+    tree: &TreeId,
+    at: &PathBuf,
+) -> Result<()> {
+    let to_stdout = |e: io::Error| Error::io("standard output", e);
+    for node in reader.tree(tree)?.nodes {
+        cairn::restore::check_name(at, &node.name)?;
+        let path = at.join(os_string(&node.name));
+        match node.kind {
+            NodeKind::Dir => append_dir(tar, reader, &node, &path)?,
+            NodeKind::File => {
+                let mut h = header(&node, tar::EntryType::Regular, node.size);
+                tar.append_data(&mut h, &path, content(reader, &node))
+                    .map_err(to_stdout)?;
+            }
+            NodeKind::Symlink => {
+                let mut h = header(&node, tar::EntryType::Symlink, 0);
+                let target = os_string(node.link_target.as_deref().unwrap_or_default());
+                tar.append_link(&mut h, &path, target).map_err(to_stdout)?;
+            }
+            // FIFOs, sockets and devices have no content; restore recreates them.
+            _ => {}
+        }
+    }
+    Ok(())
 }
