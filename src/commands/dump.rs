@@ -3,7 +3,7 @@
 //! archive of it.
 
 use std::io::{self, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use cairn::blobs::{BlobReader, find_node};
 use cairn::error::{Error, Result};
@@ -125,7 +125,7 @@ fn append_tree<W: Write>(
     tar: &mut tar::Builder<W>,
     reader: &BlobReader,
     tree: &TreeId,
-    at: &PathBuf,
+    at: &Path,
 ) -> Result<()> {
     let to_stdout = |e: io::Error| Error::io("standard output", e);
     for node in reader.tree(tree)?.nodes {
