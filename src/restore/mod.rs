@@ -19,6 +19,7 @@ mod metadata;
 mod plan;
 mod select;
 
+use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -93,6 +94,10 @@ struct Walk<'a> {
     is_root: bool,
     plan: Plan,
     dirs: Vec<(PathBuf, Node, usize)>,
+    /// The first path restored for each (device, inode) of a file with several links.
+    link_targets: HashMap<(u64, u64), PathBuf>,
+    /// Further links to create once their first path is in place: (link, first path).
+    links: Vec<(PathBuf, PathBuf)>,
     stats: RestoreStats,
     failures: plan::Failures,
 }
@@ -117,6 +122,8 @@ pub fn run(
         is_root: crate::host::is_root(),
         plan: Plan::default(),
         dirs: Vec::new(),
+        link_targets: HashMap::new(),
+        links: Vec::new(),
         stats: RestoreStats::default(),
         failures: Mutex::new(Vec::new()),
     };
@@ -135,6 +142,7 @@ pub fn run(
     }
     walk.stats.bytes += walk.plan.execute(repo, &plan::record(&walk.failures));
     walk.finish_files();
+    walk.finish_links();
     walk.finish_dirs();
     if opts.verify {
         walk.verify();
@@ -229,7 +237,17 @@ impl Walk<'_> {
             return Ok(true);
         }
         match node.kind {
+            NodeKind::File
+                if node.nlink > 1 && self.link_targets.contains_key(&(node.device, node.inode)) =>
+            {
+                let first = self.link_targets[&(node.device, node.inode)].clone();
+                self.links.push((path.to_path_buf(), first));
+            }
             NodeKind::File => {
+                if node.nlink > 1 {
+                    self.link_targets
+                        .insert((node.device, node.inode), path.to_path_buf());
+                }
                 let tmp = temp_name(path);
                 let f = OpenOptions::new()
                     .write(true)
@@ -383,6 +401,23 @@ impl Walk<'_> {
             })
             .sum();
         self.stats.files += done;
+    }
+
+    /// Hard links within the restored set become hard links again.
+    fn finish_links(&mut self) {
+        for (link, first) in std::mem::take(&mut self.links) {
+            let tmp = temp_name(&link);
+            let result = fs::hard_link(&first, &tmp)
+                .and_then(|()| fs::rename(&tmp, &link))
+                .map_err(|e| Error::io(&link, e));
+            match result {
+                Ok(()) => self.stats.files += 1,
+                Err(e) => {
+                    let _ = fs::remove_file(&tmp);
+                    self.fail(&link, e);
+                }
+            }
+        }
     }
 
     fn finish_dirs(&mut self) {

@@ -130,9 +130,16 @@ impl Plan {
         written: &AtomicU64,
         fail: &(dyn Fn(&PathBuf, Error) + Sync),
     ) {
+        // Files start as holes of their full size (`set_len`), so a blob of zeros is left
+        // unwritten: sparse files stay sparse.
+        let zeros = data.iter().all(|&b| b == 0);
         for t in &blob.targets {
             let file = &self.files[t.file];
             if file.failed.load(Ordering::Relaxed) {
+                continue;
+            }
+            if zeros {
+                written.fetch_add(data.len() as u64, Ordering::Relaxed);
                 continue;
             }
             let result = OpenOptions::new()

@@ -1,0 +1,57 @@
+//! Metadata fidelity beyond content: hard links and sparse files.
+
+mod common;
+
+use std::os::unix::fs::{FileExt, MetadataExt};
+
+use common::*;
+
+#[test]
+fn hard_links_are_restored_as_hard_links() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("a"), b"shared content");
+    std::fs::hard_link(src.join("a"), src.join("b")).unwrap();
+    write(&src.join("c"), b"shared content");
+    env.init();
+    env.backup_json(&[&src]);
+    let out = env.path("out");
+    env.restore("latest", &out);
+    let base = restored(&out, &src);
+    let ino = |n: &str| std::fs::metadata(base.join(n)).unwrap().ino();
+    assert_eq!(ino("a"), ino("b"), "a and b should be one file again");
+    assert_ne!(ino("a"), ino("c"));
+    assert_eq!(std::fs::metadata(base.join("a")).unwrap().nlink(), 2);
+    assert_eq!(std::fs::read(base.join("b")).unwrap(), b"shared content");
+}
+
+#[test]
+fn sparse_files_stay_sparse() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let f = std::fs::File::create(src.join("disk.img")).unwrap();
+    f.set_len(256 * 1024 * 1024).unwrap();
+    let data = noise(9, 1024 * 1024);
+    f.write_all_at(&data, 100 * 1024 * 1024).unwrap();
+    drop(f);
+    env.init();
+    env.backup_json(&[&src]);
+    let out = env.path("out");
+    env.restore("latest", &out);
+    let restored_img = restored(&out, &src).join("disk.img");
+    let meta = std::fs::metadata(&restored_img).unwrap();
+    assert_eq!(meta.len(), 256 * 1024 * 1024);
+    let allocated = meta.blocks() * 512;
+    assert!(
+        allocated < 20 * 1024 * 1024,
+        "restored file takes {allocated} bytes on disk"
+    );
+    let mut back = vec![0u8; data.len()];
+    std::fs::File::open(&restored_img)
+        .unwrap()
+        .read_exact_at(&mut back, 100 * 1024 * 1024)
+        .unwrap();
+    assert!(back == data);
+    assert_eq!(describe(&src), describe(&restored(&out, &src)));
+}
