@@ -55,3 +55,46 @@ fn sparse_files_stay_sparse() {
     assert!(back == data);
     assert_eq!(describe(&src), describe(&restored(&out, &src)));
 }
+
+#[test]
+fn extended_attributes_round_trip() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("tagged.txt"), b"has attributes");
+    write(&src.join("plain.txt"), b"none");
+    if xattr::set(src.join("tagged.txt"), "user.origin", b"scanner-7").is_err() {
+        return eprintln!("skipped: this file system has no user extended attributes");
+    }
+    xattr::set(src.join("tagged.txt"), "user.empty", b"").unwrap();
+    std::fs::create_dir_all(src.join("dir")).unwrap();
+    xattr::set(src.join("dir"), "user.kind", b"folder").unwrap();
+    env.init();
+    env.backup_json(&[&src]);
+    let out = env.path("out");
+    env.restore("latest", &out);
+    let base = restored(&out, &src);
+    assert_eq!(
+        xattr::get(base.join("tagged.txt"), "user.origin")
+            .unwrap()
+            .as_deref(),
+        Some(&b"scanner-7"[..])
+    );
+    assert_eq!(
+        xattr::get(base.join("tagged.txt"), "user.empty")
+            .unwrap()
+            .as_deref(),
+        Some(&b""[..])
+    );
+    assert_eq!(
+        xattr::get(base.join("dir"), "user.kind")
+            .unwrap()
+            .as_deref(),
+        Some(&b"folder"[..])
+    );
+    assert!(
+        xattr::list(base.join("plain.txt"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+}

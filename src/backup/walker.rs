@@ -144,6 +144,7 @@ impl Walker<'_, '_, '_> {
             return Ok(None);
         }
         let mut node = walk::node_from_metadata(name, &meta);
+        node.xattrs = walk::read_xattrs(path);
         match node.kind {
             NodeKind::Dir => {
                 if self.excludes.has_marker(path) {

@@ -38,7 +38,7 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<Outcome> {
         Ok(None) => Start::Tree(snap.tree, Vec::new()),
         Ok(Some(node)) => match (node.kind, node.subtree) {
             (NodeKind::Dir, Some(sub)) => Start::Tree(sub, at),
-            _ => Start::Entry(node, at),
+            _ => Start::Entry(Box::new(node), at),
         },
         Err(Error::PathNotInSnapshot { path, .. }) => {
             return Err(Error::PathNotInSnapshot {

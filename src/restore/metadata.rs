@@ -43,6 +43,7 @@ pub fn apply(path: &Path, node: &Node, is_root: bool, numeric_owner: bool) -> Re
         let (uid, gid) = owner_ids(node, numeric_owner);
         std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|e| Error::io(path, e))?;
     }
+    set_xattrs(path, node)?;
     if node.kind != NodeKind::Symlink {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode))
@@ -65,6 +66,30 @@ pub fn apply(path: &Path, node: &Node, is_root: bool, numeric_owner: bool) -> Re
     };
     if rc != 0 {
         return Err(Error::io(path, std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Extended attributes, before the mode is set (a read-only mode would forbid them): `user.*`
+/// must succeed unless the file system has no extended attributes at all; other namespaces
+/// (`security.*`, `trusted.*`) are set when permitted and skipped otherwise.
+fn set_xattrs(path: &Path, node: &Node) -> Result<()> {
+    if node.kind == NodeKind::Symlink {
+        return Ok(());
+    }
+    for (name, value) in &node.xattrs {
+        let name = std::ffi::OsStr::from_bytes(name);
+        match xattr::set(path, name, value) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => {}
+            Err(e) if name.as_bytes().starts_with(b"user.") => {
+                return Err(Error::io(
+                    path,
+                    std::io::Error::new(e.kind(), format!("extended attribute {name:?}: {e}")),
+                ));
+            }
+            Err(_) => {}
+        }
     }
     Ok(())
 }

@@ -67,7 +67,7 @@ pub struct RestoreStats {
 /// (written into the target under its name). The path is the start's path in the snapshot.
 pub enum Start {
     Tree(TreeId, Vec<u8>),
-    Entry(Node, Vec<u8>),
+    Entry(Box<Node>, Vec<u8>),
 }
 
 /// Checks that a name from a snapshot is a single, harmless path component.
@@ -135,7 +135,7 @@ pub fn run(
         Start::Entry(node, at) => {
             let path = target.join(os_string(&node.name));
             let forced = walk.opts.selection.included(&at);
-            if let Err(e) = walk.entry(node, &path, &at, 0, forced) {
+            if let Err(e) = walk.entry(*node, &path, &at, 0, forced) {
                 walk.fail(&path, e);
             }
         }

@@ -82,6 +82,9 @@ pub struct Node {
     pub device: u64,
     pub nlink: u64,
     pub rdev: u64,
+    /// tag 19 (repeated): an extended attribute, a record of `1: name`, `2: value`, in name
+    /// order.
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Node {
@@ -105,6 +108,7 @@ impl Node {
             device: 0,
             nlink: 0,
             rdev: 0,
+            xattrs: Vec::new(),
         }
     }
 
@@ -139,6 +143,13 @@ impl Node {
             .uint(16, self.device)
             .uint(17, self.nlink)
             .uint(18, self.rdev);
+        let mut xattrs: Vec<&(Vec<u8>, Vec<u8>)> = self.xattrs.iter().collect();
+        xattrs.sort();
+        for (name, value) in xattrs {
+            let mut x = FieldWriter::new();
+            x.bytes(1, name).bytes(2, value);
+            w.bytes(19, &x.finish());
+        }
         w.finish()
     }
 
@@ -175,6 +186,17 @@ impl Node {
                 16 => node.device = f.uint()?,
                 17 => node.nlink = f.uint()?,
                 18 => node.rdev = f.uint()?,
+                19 => {
+                    let (mut name, mut value) = (Vec::new(), Vec::new());
+                    for x in codec::fields(f.value)? {
+                        match x.tag {
+                            1 => name = x.value.to_vec(),
+                            2 => value = x.value.to_vec(),
+                            _ => {}
+                        }
+                    }
+                    node.xattrs.push((name, value));
+                }
                 _ => {}
             }
         }
@@ -240,6 +262,7 @@ mod tests {
             subtree in proptest::option::of(any::<[u8; 32]>()),
             link_target in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64)),
             ids: (u64, u64, u64, u64),
+            xattrs in proptest::collection::btree_map(proptest::collection::vec(1u8..=255, 1..20), proptest::collection::vec(any::<u8>(), 0..40), 0..3),
         ) -> Node {
             Node {
                 name, kind, mode, uid, gid, user, group,
@@ -248,6 +271,7 @@ mod tests {
                 subtree: subtree.map(BlobId),
                 link_target,
                 inode: ids.0, device: ids.1, nlink: ids.2, rdev: ids.3,
+                xattrs: xattrs.into_iter().collect(),
             }
         }
     }

@@ -118,6 +118,22 @@ pub fn node_from_metadata(name: Vec<u8>, meta: &Metadata) -> Node {
     node
 }
 
+/// The extended attributes of an entry (not following symlinks), sorted by name. A file
+/// system without them, or an attribute that vanishes meanwhile, gives none.
+pub fn read_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let Ok(names) = xattr::list(path) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(Vec<u8>, Vec<u8>)> = names
+        .filter_map(|n| {
+            let value = xattr::get(path, &n).ok().flatten()?;
+            Some((n.into_vec(), value))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 pub fn name_bytes(name: &std::ffi::OsStr) -> Vec<u8> {
     name.as_bytes().to_vec()
 }
