@@ -91,7 +91,7 @@ for tool in ${tools//,/ }; do
              run "$tool" restore "$cairn_bin" -q -r "$work/cairn-repo" --cache-dir "$work/cairn-cache" restore "$snap" --target "$t";;
       restic) snap=$(restic -q -r "$work/restic-repo" snapshots --json --path "${releases[0]%/}" | python3 -c "import json,sys; print(json.load(sys.stdin)[0]['id'])")
               run "$tool" restore restic -q -r "$work/restic-repo" restore "$snap" --target "$t";;
-      rustic) run "$tool" restore rustic -r "$work/rustic-repo" restore "latest:${releases[0]%/}" "$t";;
+      rustic) run "$tool" restore rustic -r "$work/rustic-repo" restore --filter-paths "${releases[0]%/}" "latest:${releases[0]%/}" "$t";;
       borg) arch=$(borg list --short "$work/borg-repo" | head -1)
             run "$tool" restore bash -c "cd $t && borg extract $work/borg-repo::$arch";;
     esac
