@@ -89,7 +89,8 @@ pub fn check_name(parent: &Path, name: &[u8]) -> Result<()> {
 struct Walk<'a> {
     repo: &'a Repository,
     trees: BlobReader<'a>,
-    index: &'a LocalIndex,
+    /// A read-transaction connection: the many lookups skip per-statement locking.
+    index: LocalIndex,
     opts: &'a RestoreOptions,
     is_root: bool,
     plan: Plan,
@@ -117,7 +118,7 @@ pub fn run(
     let mut walk = Walk {
         repo,
         trees: BlobReader::new(repo, index.snapshot_reader()?),
-        index,
+        index: index.snapshot_reader()?,
         opts,
         is_root: crate::host::is_root(),
         plan: Plan::default(),
@@ -130,12 +131,12 @@ pub fn run(
     let target = opts.target.clone();
     match start {
         Start::Tree(tree, at) => {
-            walk.dir_contents(&tree, &target, &at, 0, false);
+            walk.dir_contents(&tree, &target, &at, 0, false, false);
         }
         Start::Entry(node, at) => {
             let path = target.join(os_string(&node.name));
             let forced = walk.opts.selection.included(&at);
-            if let Err(e) = walk.entry(*node, &path, &at, 0, forced) {
+            if let Err(e) = walk.entry(*node, &path, &at, 0, forced, false) {
                 walk.fail(&path, e);
             }
         }
@@ -162,6 +163,7 @@ impl Walk<'_> {
 
     /// Restores a folder's entries; true if anything below was restored (or kept).
     /// `forced`: an include matched a folder above, so everything below is wanted.
+    /// `fresh`: this restore created the folder, so nothing in it can exist yet.
     fn dir_contents(
         &mut self,
         tree: &TreeId,
@@ -169,6 +171,7 @@ impl Walk<'_> {
         at: &[u8],
         depth: usize,
         forced: bool,
+        fresh: bool,
     ) -> bool {
         let tree = match self.trees.tree(tree) {
             Ok(t) => t,
@@ -187,7 +190,7 @@ impl Walk<'_> {
             let mut child_at = at.to_vec();
             child_at.push(b'/');
             child_at.extend_from_slice(&node.name);
-            match self.entry(node, &path, &child_at, depth, forced) {
+            match self.entry(node, &path, &child_at, depth, forced, fresh) {
                 Ok(restored) => any |= restored,
                 Err(e) => self.fail(&path, e),
             }
@@ -203,6 +206,7 @@ impl Walk<'_> {
         at: &[u8],
         depth: usize,
         forced: bool,
+        fresh: bool,
     ) -> Result<bool> {
         let select = &self.opts.selection;
         if select.excluded(at) {
@@ -210,7 +214,7 @@ impl Walk<'_> {
         }
         let wanted = forced || select.included(at);
         if node.kind == NodeKind::Dir {
-            return self.dir(node, path, at, depth, wanted);
+            return self.dir(node, path, at, depth, wanted, fresh);
         }
         if !wanted || (node.kind == NodeKind::Socket) {
             return Ok(false);
@@ -222,7 +226,7 @@ impl Walk<'_> {
         {
             return Ok(false);
         }
-        if self.keep_existing(&node, path)? {
+        if !fresh && self.keep_existing(&node, path)? {
             self.stats.skipped += 1;
             return Ok(true);
         }
@@ -261,7 +265,7 @@ impl Walk<'_> {
                     node,
                     failed: AtomicBool::new(false),
                 };
-                self.plan.add_file(self.index, planned).inspect_err(|_| {
+                self.plan.add_file(&self.index, planned).inspect_err(|_| {
                     let _ = fs::remove_file(&tmp);
                 })?;
             }
@@ -288,8 +292,9 @@ impl Walk<'_> {
         at: &[u8],
         depth: usize,
         wanted: bool,
+        fresh: bool,
     ) -> Result<bool> {
-        let existed = fs::symlink_metadata(path).is_ok();
+        let existed = !fresh && fs::symlink_metadata(path).is_ok();
         if !self.opts.dry_run {
             make_dir(path)?;
         }
@@ -300,6 +305,7 @@ impl Walk<'_> {
                 at,
                 depth + 1,
                 wanted && self.opts.selection.has_includes(),
+                !existed && !self.opts.dry_run,
             ),
             None => false,
         };
@@ -388,7 +394,14 @@ impl Walk<'_> {
                     let _ = fs::remove_file(&f.tmp);
                     return 0;
                 }
-                let result = metadata::apply(&f.tmp, &f.node, is_root, numeric)
+                let result = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&f.tmp)
+                    .and_then(|file| file.set_len(f.node.size))
+                    .map_err(|e| Error::io(&f.path, e))
+                    .and_then(|()| metadata::apply(&f.tmp, &f.node, is_root, numeric))
                     .and_then(|()| fs::rename(&f.tmp, &f.path).map_err(|e| Error::io(&f.path, e)));
                 match result {
                     Ok(()) => 1,

@@ -130,8 +130,8 @@ impl Plan {
         written: &AtomicU64,
         fail: &(dyn Fn(&PathBuf, Error) + Sync),
     ) {
-        // Files start as holes of their full size (`set_len`), so a blob of zeros is left
-        // unwritten: sparse files stay sparse.
+        // Files are given their full size when finished (`set_len`), which leaves unwritten
+        // ranges as holes, so a blob of zeros is not written: sparse files stay sparse.
         let zeros = data.iter().all(|&b| b == 0);
         for t in &blob.targets {
             let file = &self.files[t.file];
@@ -144,6 +144,8 @@ impl Plan {
             }
             let result = OpenOptions::new()
                 .write(true)
+                .create(true)
+                .truncate(false)
                 .open(&file.tmp)
                 .and_then(|f| f.write_all_at(data, t.offset));
             match result {
