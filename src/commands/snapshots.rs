@@ -49,6 +49,9 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
             if s.partial { " (partial)" } else { "" }
         );
     }
-    ctx.note(&format!("{} snapshots", all.len()));
+    ctx.note(&match all.len() {
+        1 => "1 snapshot".to_string(),
+        n => format!("{n} snapshots"),
+    });
     Ok(Outcome::Success)
 }
