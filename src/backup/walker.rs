@@ -173,7 +173,19 @@ impl Walker<'_, '_, '_> {
             return Ok(None);
         }
         let mut node = walk::node_from_metadata(name, &meta);
-        node.xattrs = walk::read_xattrs(path);
+        // Changing an extended attribute changes the ctime: an entry whose ctime, inode and
+        // device match the parent's has the parent's attributes, without a listxattr.
+        node.xattrs = match parent {
+            Some(p)
+                if p.kind == node.kind
+                    && p.ctime_ns == node.ctime_ns
+                    && p.inode == node.inode
+                    && p.device == node.device =>
+            {
+                p.xattrs.clone()
+            }
+            _ => walk::read_xattrs(path),
+        };
         match node.kind {
             NodeKind::Dir => {
                 if self.excludes.has_marker(path) {

@@ -326,6 +326,32 @@ impl LocalIndex {
         stmt.exists([&id.0[..]]).map_err(self.err())
     }
 
+    /// The number of blobs the index lists.
+    pub fn blob_count(&self) -> Result<u64> {
+        self.conn
+            .query_row("SELECT count(*) FROM blobs", [], |r| r.get::<_, i64>(0))
+            .map(|n| n.max(0) as u64)
+            .map_err(self.err())
+    }
+
+    /// Every blob id the index lists, in ascending byte order.
+    pub fn all_blob_ids(&self) -> Result<Vec<BlobId>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id FROM blobs ORDER BY id")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(self.err())?;
+        let mut out = Vec::new();
+        for row in rows {
+            if let Some(id) = BlobId::from_slice(&row.map_err(self.err())?) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
     /// All cached snapshots, oldest first: id and decrypted body.
     pub fn snapshot_bodies(&self) -> Result<Vec<(SnapshotId, Vec<u8>)>> {
         let mut stmt = self
