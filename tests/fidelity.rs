@@ -98,3 +98,61 @@ fn extended_attributes_round_trip() {
             .is_none()
     );
 }
+
+/// FIFOs are recreated; as root, device nodes and owners (by name, or by number with
+/// --numeric-owner or when the name does not exist here) too.
+#[test]
+fn special_files_and_owners() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let fifo = std::ffi::CString::new(src.join("pipe").to_str().unwrap()).unwrap();
+    // SAFETY: a valid path; creates a FIFO.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o640) }, 0);
+    let root = nix::unistd::geteuid().is_root();
+    if root {
+        let dev = std::ffi::CString::new(src.join("null").to_str().unwrap()).unwrap();
+        // SAFETY: a valid path; creates a character device like /dev/null (1, 3).
+        assert_eq!(
+            unsafe { libc::mknod(dev.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) },
+            0
+        );
+        write(&src.join("by-name"), b"owned by nobody");
+        std::os::unix::fs::chown(src.join("by-name"), Some(65534), Some(65534)).unwrap();
+        write(&src.join("by-number"), b"owned by a uid without a name");
+        std::os::unix::fs::chown(src.join("by-number"), Some(54321), Some(54321)).unwrap();
+    }
+    env.init();
+    env.backup_json(&[&src]);
+    let out = env.path("out");
+    env.restore("latest", &out);
+    let base = restored(&out, &src);
+    let pipe = std::fs::symlink_metadata(base.join("pipe")).unwrap();
+    assert!(pipe.file_type().is_fifo());
+    assert_eq!(pipe.mode() & 0o777, 0o640);
+    if !root {
+        return eprintln!("device nodes and owners not checked: not running as root");
+    }
+    let null = std::fs::symlink_metadata(base.join("null")).unwrap();
+    assert!(null.file_type().is_char_device());
+    assert_eq!(null.rdev(), libc::makedev(1, 3));
+    assert_eq!(
+        std::fs::metadata(base.join("by-name")).unwrap().uid(),
+        65534
+    );
+    assert_eq!(
+        std::fs::metadata(base.join("by-number")).unwrap().uid(),
+        54321
+    );
+    let numeric = env.path("numeric");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--numeric-owner",
+        "--target",
+        numeric.to_str().unwrap(),
+    ]);
+    let b = restored(&numeric, &src);
+    assert_eq!(std::fs::metadata(b.join("by-number")).unwrap().gid(), 54321);
+}
