@@ -109,7 +109,7 @@ fn append_dir<W: Write>(
     tar: &mut tar::Builder<W>,
     reader: &BlobReader,
     node: &Node,
-    path: &PathBuf,
+    path: &Path,
 ) -> Result<()> {
     let to_stdout = |e: io::Error| Error::io("standard output", e);
     let mut h = header(node, tar::EntryType::Directory, 0);

@@ -108,7 +108,7 @@ pub fn run(ctx: &Context, args: &FindArgs) -> Result<Outcome> {
                 "hostname": snap.hostname,
                 "matches": found.iter().map(|(p, n)| serde_json::json!({
                     "path": String::from_utf8_lossy(p),
-                    "type": format!("{:?}", n.kind).to_lowercase(),
+                    "type": n.kind.name(),
                     "size": n.size,
                     "mtime": format_time(n.mtime_ns, snap.utc_offset_s),
                 })).collect::<Vec<_>>(),

@@ -77,18 +77,6 @@ fn mode_string(n: &Node) -> String {
     s
 }
 
-fn kind_name(k: NodeKind) -> &'static str {
-    match k {
-        NodeKind::File => "file",
-        NodeKind::Dir => "dir",
-        NodeKind::Symlink => "symlink",
-        NodeKind::Fifo => "fifo",
-        NodeKind::Socket => "socket",
-        NodeKind::CharDevice => "chardev",
-        NodeKind::BlockDevice => "blockdev",
-    }
-}
-
 impl Lister<'_> {
     fn dir(&mut self, tree: &TreeId, prefix: &str) -> Result<()> {
         let tree = load_tree(self.repo, self.index, tree)?;
@@ -108,7 +96,7 @@ impl Lister<'_> {
         if self.as_json {
             self.json.push(serde_json::json!({
                 "path": path,
-                "type": kind_name(n.kind),
+                "type": n.kind.name(),
                 "mode": n.mode,
                 "size": n.size,
                 "mtime": format_time(n.mtime_ns, 0),

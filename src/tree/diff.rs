@@ -74,23 +74,9 @@ impl Differ<'_, '_> {
             return Ok(());
         }
         let (a, b) = (self.tree(old)?, self.tree(new)?);
-        let (mut i, mut j) = (0, 0);
-        while i < a.len() || j < b.len() {
-            let order = match (a.get(i), b.get(j)) {
-                (Some(x), Some(y)) => x.name.cmp(&y.name),
-                (Some(_), None) => std::cmp::Ordering::Less,
-                _ => std::cmp::Ordering::Greater,
-            };
-            let (x, y) = match order {
-                std::cmp::Ordering::Less => (a.get(i), None),
-                std::cmp::Ordering::Greater => (None, b.get(j)),
-                std::cmp::Ordering::Equal => (a.get(i), b.get(j)),
-            };
-            i += usize::from(x.is_some());
-            j += usize::from(y.is_some());
-            let name = &x.or(y).map(|n| n.name.clone()).unwrap_or_default();
-            let path = [at, b"/", name].concat();
-            self.pair(x, y, &path)?;
+        for (x, y) in pairs(&a, &b, |n| &n.name) {
+            let name = x.or(y).map_or(&[][..], |n| &n.name[..]);
+            self.pair(x, y, &[at, b"/", name].concat())?;
         }
         Ok(())
     }
@@ -132,29 +118,19 @@ impl Differ<'_, '_> {
         hasher: &LiveHasher,
     ) -> Result<()> {
         let old = self.tree(tree)?;
-        let mut disk: Vec<(Node, Option<std::path::PathBuf>)> = Vec::new();
+        let mut disk: Vec<(Node, std::path::PathBuf)> = Vec::new();
         if let Ok(entries) = walk::read_dir_sorted(dir) {
             for e in entries {
                 let Ok(meta) = e.metadata else { continue };
-                disk.push((walk::node_from_metadata(e.name, &meta), Some(e.path)));
+                disk.push((walk::node_from_metadata(e.name, &meta), e.path));
             }
         }
-        let (mut i, mut j) = (0, 0);
-        while i < old.len() || j < disk.len() {
-            let order = match (old.get(i), disk.get(j)) {
-                (Some(x), Some((y, _))) => x.name.cmp(&y.name),
-                (Some(_), None) => std::cmp::Ordering::Less,
-                _ => std::cmp::Ordering::Greater,
-            };
-            let x = (order != std::cmp::Ordering::Greater).then(|| &old[i]);
-            let y = (order != std::cmp::Ordering::Less).then(|| &disk[j]);
-            i += usize::from(x.is_some());
-            j += usize::from(y.is_some());
+        for (x, y) in pairs(&old, &disk, |(n, _)| &n.name) {
             let name = x
-                .map(|n| n.name.clone())
-                .or_else(|| y.map(|(n, _)| n.name.clone()))
+                .map(|n| &n.name[..])
+                .or_else(|| y.map(|(n, _)| &n.name[..]))
                 .unwrap_or_default();
-            let path = [at, b"/", &name[..]].concat();
+            let path = [at, b"/", name].concat();
             match (x, y) {
                 (Some(x), None) => self.push(&path, Change::Removed, Some(x), None),
                 (None, Some((y, _))) => self.push(&path, Change::Added, None, Some(y)),
@@ -162,8 +138,7 @@ impl Differ<'_, '_> {
                     let unchanged = x.kind == y.kind
                         && (x.kind != NodeKind::File
                             || (x.size == y.size && x.mtime_ns == y.mtime_ns)
-                            || p.as_deref()
-                                .is_some_and(|p| hasher.content(p) == Some(x.content.clone())));
+                            || hasher.content(p).as_deref() == Some(&x.content[..]));
                     if !unchanged {
                         self.push(&path, Change::Modified, Some(x), Some(y));
                     } else if self.metadata && !same_metadata(x, y) {
@@ -177,7 +152,7 @@ impl Differ<'_, '_> {
                 .and_then(|n| n.subtree);
             let live_dir = y
                 .filter(|(n, _)| n.kind == NodeKind::Dir)
-                .and_then(|(_, p)| p.clone());
+                .map(|(_, p)| p.clone());
             match (old_dir, live_dir) {
                 (old, Some(p)) => self.live(old, &p, &path, hasher)?,
                 (Some(old), None) => self.trees(Some(old), None, &path)?,
@@ -186,6 +161,30 @@ impl Differ<'_, '_> {
         }
         Ok(())
     }
+}
+
+/// Pairs the entries of two name-sorted lists by name: `(old, new)`, either side absent when
+/// the name is only on the other.
+fn pairs<'x, B>(
+    a: &'x [Node],
+    b: &'x [B],
+    name_of: impl Fn(&B) -> &[u8],
+) -> Vec<(Option<&'x Node>, Option<&'x B>)> {
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::with_capacity(a.len().max(b.len()));
+    while i < a.len() || j < b.len() {
+        let order = match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) => x.name.as_slice().cmp(name_of(y)),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Greater,
+        };
+        let x = (order != std::cmp::Ordering::Greater).then(|| &a[i]);
+        let y = (order != std::cmp::Ordering::Less).then(|| &b[j]);
+        i += usize::from(x.is_some());
+        j += usize::from(y.is_some());
+        out.push((x, y));
+    }
+    out
 }
 
 /// Computes the blob ids a file on disk would have, locally.

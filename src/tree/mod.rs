@@ -36,6 +36,19 @@ impl NodeKind {
         }
     }
 
+    /// The short name used in listings and JSON output.
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeKind::File => "file",
+            NodeKind::Dir => "dir",
+            NodeKind::Symlink => "symlink",
+            NodeKind::Fifo => "fifo",
+            NodeKind::Socket => "socket",
+            NodeKind::CharDevice => "chardev",
+            NodeKind::BlockDevice => "blockdev",
+        }
+    }
+
     fn from_code(c: u64) -> Option<Self> {
         Some(match c {
             1 => NodeKind::File,
