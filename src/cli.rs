@@ -58,6 +58,22 @@ pub enum Command {
     Find(FindArgs),
     /// Show what changed between two snapshots, or between a snapshot and the disk
     Diff(DiffArgs),
+    /// Verify the repository: structure, and with --read-data every stored byte
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    /// Also download every pack and verify every blob in it
+    #[arg(long)]
+    pub read_data: bool,
+    /// Read only some packs: `n/m` (a fixed n-th of m parts; runs 1/m … m/m cover all),
+    /// `5%` (random packs), or `500M` (random packs, about that many bytes)
+    #[arg(long, value_name = "SUBSET")]
+    pub read_data_subset: Option<String>,
+    /// Worker threads [default: two per CPU, at most 16]
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 #[derive(Args, Clone)]

@@ -8,6 +8,7 @@
 
 pub mod backup;
 pub mod blobs;
+pub mod check;
 pub mod chunk;
 pub mod codec;
 pub mod compress;

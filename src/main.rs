@@ -75,15 +75,17 @@ fn main() {
         Command::Dump(a) => commands::dump::run(&ctx, a),
         Command::Find(a) => commands::find::run(&ctx, a),
         Command::Diff(a) => commands::diff::run(&ctx, a),
+        Command::Check(a) => commands::check::run(&ctx, a),
     };
     let code = match result {
         Ok(Outcome::Success) => exit::SUCCESS,
         Ok(Outcome::Partial) => exit::PARTIAL,
+        Ok(Outcome::Damaged) => exit::DAMAGED,
         Err(e) => {
             eprintln!("cairn: error: {e}");
             if e.is_integrity() {
                 eprintln!(
-                    "cairn: the repository holds damaged data; nothing was changed. Run `cairn check` when available, and keep a copy of the repository."
+                    "cairn: the repository holds damaged data; nothing was changed. Run `cairn check` to see what it affects, and keep a copy of the repository."
                 );
             }
             exit_code(&e)

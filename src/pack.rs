@@ -15,6 +15,7 @@
 use crate::crypto::{Keys, SEAL_OVERHEAD};
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, BlobType, PackId, RepositoryId};
+use crate::repo::Repository;
 use crate::repo::file::{self, FORMAT_VERSION, FileKind};
 
 /// Packs are closed once they reach this size.
@@ -280,6 +281,32 @@ pub fn open_header(
         ));
     }
     Ok(entries)
+}
+
+/// How much of a pack's end one read fetches, hoping to get trailer and header at once.
+const TAIL_GUESS: u64 = 64 * 1024;
+
+/// Reads and opens the header of a stored pack of `size` bytes with one or two range reads.
+pub fn read_header(repo: &Repository, pack: &PackId, size: u64) -> Result<Vec<BlobEntry>> {
+    let name = pack.to_hex();
+    if size < TRAILER_LEN as u64 {
+        return Err(Error::corrupt("pack", &name, "shorter than its trailer"));
+    }
+    let tail_start = size.saturating_sub(TAIL_GUESS);
+    let mut tail = repo.read_pack_range(pack, tail_start..size)?;
+    let trailer = &tail[tail.len() - TRAILER_LEN..];
+    let (len, version) = header_len_from_trailer(pack, trailer)?;
+    let header_end = size - TRAILER_LEN as u64;
+    let header_start = header_end
+        .checked_sub(len.into())
+        .ok_or_else(|| Error::corrupt("pack", &name, "header longer than the pack"))?;
+    if header_start < tail_start {
+        tail = repo.read_pack_range(pack, header_start..header_end)?;
+    } else {
+        tail.truncate((header_end - tail_start) as usize);
+        tail.drain(..(header_start - tail_start) as usize);
+    }
+    open_header(repo.keys(), repo.id(), pack, version, &tail, header_start)
 }
 
 /// Parses a whole pack's header (used by `check --read-data` and `repair index`).

@@ -184,16 +184,10 @@ fn spawn_prescan(bar: ProgressBar, paths: Vec<PathBuf>, excludes: ExcludeOptions
     });
 }
 
-/// Two workers per CPU (at most 16): a worker waiting for the disk leaves its CPU to
-/// another; each holds at most about 30 MiB (see README.md, "Memory and threads").
-fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(4, |n| (n.get() * 2).min(16))
-}
-
 pub fn run(ctx: &Context, args: &BackupArgs) -> Result<Outcome> {
     let opts = options(args)?;
     rayon::ThreadPoolBuilder::new()
-        .num_threads(args.threads.unwrap_or_else(default_threads).max(1))
+        .num_threads(args.threads.unwrap_or_else(super::default_threads).max(1))
         .build_global()
         .map_err(|e| Error::Invalid(format!("--threads: {e}")))?;
     // Check the sources before touching (or creating) the repository.

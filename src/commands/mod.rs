@@ -2,6 +2,7 @@
 //! password lookup, opening the repository and its local index, and formatting helpers.
 
 pub mod backup;
+pub mod check;
 pub mod diff;
 pub mod dump;
 pub mod find;
@@ -14,7 +15,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use cairn::error::{Error, Result};
-use cairn::index::LocalIndex;
+use cairn::index::{LocalIndex, OpenReport};
 use cairn::repo::{KdfParams, Repository};
 use cairn::storage::{self, Storage};
 
@@ -26,6 +27,14 @@ pub enum Outcome {
     Success,
     /// Done, but some entries were skipped or failed (exit code 3).
     Partial,
+    /// `check` ran to the end and found damage (exit code 17).
+    Damaged,
+}
+
+/// Two workers per CPU (at most 16): a worker waiting for the disk leaves its CPU to
+/// another; each holds at most about 30 MiB (see README.md, "Memory and threads").
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(4, |n| (n.get() * 2).min(16))
 }
 
 pub struct Context {
@@ -132,13 +141,22 @@ impl Context {
             segments_merged = report.segments_merged,
             "local index ready"
         );
-        if let Some(why) = report.rebuilt {
+        self.report_index_open(&report);
+        Ok(index)
+    }
+
+    pub fn report_index_open(&self, report: &OpenReport) {
+        if let Some(why) = &report.rebuilt {
             self.note(&format!(
                 "rebuilt the local index from the repository because {why} ({} index segments read)",
                 report.segments_merged
             ));
         }
-        Ok(index)
+        for skipped in &report.skipped {
+            eprintln!(
+                "cairn: warning: left out of the local index: {skipped}; run `cairn check` to see what it affects"
+            );
+        }
     }
 
     pub fn init(&self, kdf: &KdfArgs) -> Result<Repository> {

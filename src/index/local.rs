@@ -20,7 +20,7 @@ use crate::ids::{BlobId, BlobType, IndexId, PackId, SnapshotId};
 use crate::pack::BlobEntry;
 use crate::repo::{FileKind, Repository};
 
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -36,6 +36,7 @@ CREATE TABLE blobs (
     raw_len INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE snapshots (id BLOB PRIMARY KEY, time_ns INTEGER NOT NULL, body BLOB NOT NULL);
+CREATE TABLE damaged_blobs (id BLOB PRIMARY KEY, pack BLOB NOT NULL, reason TEXT NOT NULL);
 ";
 
 pub struct LocalIndex {
@@ -49,6 +50,21 @@ pub struct OpenReport {
     /// Why the local index was rebuilt from scratch, if it was.
     pub rebuilt: Option<String>,
     pub segments_merged: usize,
+    /// Index segments and snapshots that could not be read and were left out, with why.
+    pub skipped: Vec<String>,
+}
+
+/// Whether an error reading one segment or snapshot during a sync means "leave it out and go
+/// on" (damaged, or deleted since it was listed) rather than "stop".
+fn skippable(e: &Error) -> bool {
+    e.is_integrity()
+        || matches!(
+            e,
+            Error::Storage {
+                not_found: true,
+                ..
+            }
+        )
 }
 
 fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
@@ -172,12 +188,19 @@ impl LocalIndex {
         missing.sort_unstable();
         for id in missing {
             let id = IndexId(id);
-            let bytes = repo.load_file(FileKind::Index, &id.0)?;
-            let segment = IndexSegment::decode(&id, &bytes)?;
-            self.add_segment(&id, &segment)?;
-            report.segments_merged += 1;
+            let segment = repo
+                .load_file(FileKind::Index, &id.0)
+                .and_then(|bytes| IndexSegment::decode(&id, &bytes));
+            match segment {
+                Ok(segment) => {
+                    self.add_segment(&id, &segment)?;
+                    report.segments_merged += 1;
+                }
+                Err(e) if skippable(&e) => report.skipped.push(e.to_string()),
+                Err(e) => return Err(e),
+            }
         }
-        self.sync_snapshots(repo)
+        self.sync_snapshots(repo, report)
     }
 
     fn ids_in(&self, table: &str) -> Result<HashSet<[u8; 32]>> {
@@ -197,7 +220,7 @@ impl LocalIndex {
         Ok(out)
     }
 
-    fn sync_snapshots(&mut self, repo: &Repository) -> Result<()> {
+    fn sync_snapshots(&mut self, repo: &Repository, report: &mut OpenReport) -> Result<()> {
         let in_repo: HashSet<[u8; 32]> = repo.list_ids(FileKind::Snapshot)?.into_iter().collect();
         let cached = self.ids_in("snapshots")?;
         let tx = self.conn.transaction().map_err(sql_err(&self.path))?;
@@ -206,8 +229,17 @@ impl LocalIndex {
                 .map_err(sql_err(&self.path))?;
         }
         for new in in_repo.difference(&cached) {
-            let body = repo.load_file(FileKind::Snapshot, new)?;
-            let snapshot = crate::snapshot::Snapshot::decode(&SnapshotId(*new), &body)?;
+            let loaded = repo.load_file(FileKind::Snapshot, new).and_then(|body| {
+                crate::snapshot::Snapshot::decode(&SnapshotId(*new), &body).map(|s| (s, body))
+            });
+            let (snapshot, body) = match loaded {
+                Ok(loaded) => loaded,
+                Err(e) if skippable(&e) => {
+                    report.skipped.push(e.to_string());
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             tx.execute(
                 "INSERT OR REPLACE INTO snapshots (id, time_ns, body) VALUES (?1, ?2, ?3)",
                 params![&new[..], snapshot.time_ns, body],
@@ -368,6 +400,92 @@ impl LocalIndex {
             let (id, body) = row.map_err(self.err())?;
             if let Some(id) = SnapshotId::from_slice(&id) {
                 out.push((id, body));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every (blob, pack) pair the index lists.
+    pub fn blob_locations(&self) -> Result<Vec<(BlobId, PackId)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT b.id, p.id FROM blobs b JOIN packs p ON p.seq = b.pack")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(self.err())?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (blob, pack) = row.map_err(self.err())?;
+            let pair = BlobId::from_slice(&blob).zip(PackId::from_slice(&pack));
+            out.push(pair.ok_or_else(|| Error::Index {
+                path: self.path.clone(),
+                message: "malformed blob row".into(),
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// Forgets every merged segment and merges the repository's segments again.
+    pub fn rebuild(&mut self, repo: &Repository, why: String) -> Result<OpenReport> {
+        self.conn
+            .execute_batch("DELETE FROM blobs; DELETE FROM packs; DELETE FROM segments;")
+            .map_err(self.err())?;
+        let mut report = OpenReport {
+            rebuilt: Some(why),
+            ..OpenReport::default()
+        };
+        self.sync(repo, &mut report)?;
+        Ok(report)
+    }
+
+    /// Records the outcome of reading `packs` whole: the damaged blobs found in them replace
+    /// whatever an earlier check recorded for those packs.
+    pub fn record_verified_packs(
+        &mut self,
+        packs: &[PackId],
+        damaged: &[(BlobId, PackId, String)],
+    ) -> Result<()> {
+        let path = self.path.clone();
+        let err = sql_err(&path);
+        let tx = self.conn.transaction().map_err(&err)?;
+        for p in packs {
+            tx.execute("DELETE FROM damaged_blobs WHERE pack = ?1", [&p.0[..]])
+                .map_err(&err)?;
+        }
+        for (blob, pack, reason) in damaged {
+            tx.execute(
+                "INSERT OR REPLACE INTO damaged_blobs (id, pack, reason) VALUES (?1, ?2, ?3)",
+                params![&blob.0[..], &pack.0[..], reason],
+            )
+            .map_err(&err)?;
+        }
+        tx.commit().map_err(&err)
+    }
+
+    /// Blobs that the last `check --read-data` on this machine found damaged: blob, pack,
+    /// reason.
+    pub fn damaged_blobs(&self) -> Result<Vec<(BlobId, PackId, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, pack, reason FROM damaged_blobs ORDER BY id")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(self.err())?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (blob, pack, reason) = row.map_err(self.err())?;
+            if let Some((b, p)) = BlobId::from_slice(&blob).zip(PackId::from_slice(&pack)) {
+                out.push((b, p, reason));
             }
         }
         Ok(out)

@@ -41,6 +41,8 @@ pub trait Storage: Send + Sync {
     fn list(&self, dir: &str, recursive: bool) -> Result<Vec<ListedObject>>;
     /// True if the object exists.
     fn exists(&self, path: &str) -> Result<bool>;
+    /// The size of an object in bytes. A missing object is an error with `not_found` set.
+    fn size(&self, path: &str) -> Result<u64>;
     /// Removes an object; removing a missing object is not an error.
     fn delete(&self, path: &str) -> Result<()>;
 }

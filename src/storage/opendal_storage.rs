@@ -146,6 +146,13 @@ impl Storage for OpendalStorage {
             .map_err(|e| storage_error("stat", path, e))
     }
 
+    fn size(&self, path: &str) -> Result<u64> {
+        self.runtime
+            .block_on(self.operator.stat(path))
+            .map(|m| m.content_length())
+            .map_err(|e| storage_error("stat", path, e))
+    }
+
     fn delete(&self, path: &str) -> Result<()> {
         self.runtime
             .block_on(self.operator.delete(path))
@@ -170,6 +177,7 @@ mod tests {
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].path, "packs/ab/abc");
         assert!(s.exists("packs/ab/abc").unwrap());
+        assert_eq!(s.size("packs/ab/abc").unwrap(), 11);
         s.delete("packs/ab/abc").unwrap();
         assert!(!s.exists("packs/ab/abc").unwrap());
         match s.read("packs/ab/abc") {

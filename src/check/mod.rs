@@ -1,0 +1,397 @@
+//! `check`: proves that every snapshot can be read back, or says exactly what cannot.
+//!
+//! Order of work: the index segments (read from storage, not from the local cache), the packs
+//! on storage against them (existence, size, header), every snapshot, every tree reachable from
+//! a snapshot and the blobs they name, then optionally the pack contents (`--read-data`). At the
+//! end every damaged or missing blob is traced to the snapshots and paths that need it.
+//!
+//! Guarantees: check never writes to the repository. It changes only the local cache: a local
+//! index that disagrees with the segments is rebuilt (reported as a warning, not as damage),
+//! and the damaged blobs found by reading data are recorded there for `repair snapshots`.
+//! Unreferenced packs and blobs are warnings (prune's business), never errors.
+
+mod data;
+mod packs;
+mod trees;
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::ids::{BlobId, IndexId, PackId, SnapshotId, TreeId};
+use crate::index::{Inventory, LocalIndex};
+use crate::repo::Repository;
+
+pub use data::DataSubset;
+
+pub struct CheckOptions {
+    pub read_data: Option<DataSubset>,
+    pub threads: usize,
+}
+
+/// Progress of the long phases, for a progress bar. Called from worker threads.
+pub trait CheckProgress: Sync {
+    fn phase(&self, name: &str, total: u64);
+    fn advance(&self, n: u64);
+}
+
+pub struct NoProgress;
+
+impl CheckProgress for NoProgress {
+    fn phase(&self, _: &str, _: u64) {}
+    fn advance(&self, _: u64) {}
+}
+
+/// Damage: something a restore needs is missing or does not verify.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Problem {
+    IndexSegmentDamaged {
+        segment: IndexId,
+        reason: String,
+    },
+    SnapshotDamaged {
+        snapshot: SnapshotId,
+        reason: String,
+    },
+    PackMissing {
+        pack: PackId,
+        blobs: usize,
+    },
+    PackSizeDiffers {
+        pack: PackId,
+        indexed: u64,
+        stored: u64,
+    },
+    PackHeaderDamaged {
+        pack: PackId,
+        reason: String,
+    },
+    PackHeaderDisagrees {
+        pack: PackId,
+        reason: String,
+    },
+    PackContentDiffers {
+        pack: PackId,
+    },
+    BlobDamaged {
+        blob: BlobId,
+        pack: PackId,
+        reason: String,
+    },
+    BlobMissing {
+        blob: BlobId,
+    },
+    TreeDamaged {
+        tree: TreeId,
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Problem::IndexSegmentDamaged { segment, reason } => {
+                write!(f, "index segment {segment} cannot be read: {reason}")
+            }
+            Problem::SnapshotDamaged { snapshot, reason } => {
+                write!(f, "snapshot {snapshot} cannot be read: {reason}")
+            }
+            Problem::PackMissing { pack, blobs } => {
+                write!(f, "pack {pack} is missing ({blobs} blobs listed in it)")
+            }
+            Problem::PackSizeDiffers {
+                pack,
+                indexed,
+                stored,
+            } => write!(
+                f,
+                "pack {pack} has {stored} bytes, the index says {indexed}{}",
+                if stored < indexed { " (truncated)" } else { "" }
+            ),
+            Problem::PackHeaderDamaged { pack, reason } => {
+                write!(f, "the header of pack {pack} cannot be read: {reason}")
+            }
+            Problem::PackHeaderDisagrees { pack, reason } => {
+                write!(
+                    f,
+                    "the header of pack {pack} disagrees with the index: {reason}"
+                )
+            }
+            Problem::PackContentDiffers { pack } => {
+                write!(f, "pack {pack} does not match its name (its bytes changed)")
+            }
+            Problem::BlobDamaged { blob, pack, reason } => {
+                write!(f, "blob {blob} in pack {pack} {reason}")
+            }
+            Problem::BlobMissing { blob } => {
+                write!(f, "blob {blob} is referenced but in no index segment")
+            }
+            Problem::TreeDamaged { tree, reason } => {
+                write!(f, "tree {tree} cannot be read: {reason}")
+            }
+        }
+    }
+}
+
+/// Not damage, but worth knowing; none of these changes the exit code.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Warning {
+    /// A pack on storage that no index segment lists: `repair index` adds it.
+    PackNotIndexed { pack: PackId, size: u64 },
+    /// A pack none of whose blobs any snapshot needs: `prune` removes it.
+    PackUnused { pack: PackId, size: u64 },
+    /// Blobs no snapshot needs: `prune` removes them.
+    BlobsUnused { count: u64, stored_bytes: u64 },
+    /// A blob stored in more than one pack (harmless; `prune` keeps one).
+    BlobDuplicated { blob: BlobId, packs: Vec<PackId> },
+    /// The local index cache disagreed with the repository and was rebuilt.
+    LocalIndexRebuilt { reason: String },
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Warning::PackNotIndexed { pack, size } => write!(
+                f,
+                "pack {pack} ({size} bytes) is in no index segment; `cairn repair index` adds it"
+            ),
+            Warning::PackUnused { pack, size } => write!(
+                f,
+                "pack {pack} ({size} bytes) holds nothing any snapshot needs; prune removes it"
+            ),
+            Warning::BlobsUnused {
+                count,
+                stored_bytes,
+            } => write!(
+                f,
+                "{count} blobs ({stored_bytes} bytes) are needed by no snapshot; prune removes them"
+            ),
+            Warning::BlobDuplicated { blob, packs } => {
+                write!(f, "blob {blob} is stored in {} packs:", packs.len())?;
+                for p in packs {
+                    write!(f, " {}", p.short())?;
+                }
+                Ok(())
+            }
+            Warning::LocalIndexRebuilt { reason } => {
+                write!(f, "the local index cache was rebuilt: {reason}")
+            }
+        }
+    }
+}
+
+/// One entry of one snapshot that cannot be restored (whole), and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct Affected {
+    pub snapshot: SnapshotId,
+    /// Path inside the snapshot, `/`-separated (lossy UTF-8 for display).
+    pub path: String,
+    /// `file`, or `dir` when the folder's own listing is damaged.
+    pub node: &'static str,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CheckStats {
+    pub index_segments: usize,
+    pub packs: usize,
+    pub blobs: usize,
+    pub snapshots: usize,
+    pub trees: usize,
+    pub packs_read: usize,
+    pub bytes_read: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CheckReport {
+    pub problems: Vec<Problem>,
+    pub warnings: Vec<Warning>,
+    pub affected: Vec<Affected>,
+    pub stats: CheckStats,
+}
+
+impl CheckReport {
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Blob locations found bad, and why; a blob is lost only if every location is bad.
+#[derive(Default)]
+struct Damage {
+    locations: HashMap<BlobId, Vec<(PackId, String)>>,
+    /// Blobs lost for a reason that is not a location: in no index segment, or an unreadable
+    /// tree.
+    lost: HashMap<BlobId, String>,
+}
+
+impl Damage {
+    fn location(&mut self, blob: BlobId, pack: PackId, reason: String) {
+        let bad = self.locations.entry(blob).or_default();
+        if !bad.iter().any(|(p, _)| *p == pack) {
+            bad.push((pack, reason));
+        }
+    }
+
+    /// Every blob with no good copy left, and the reason to show.
+    fn lost_blobs(&self, inventory: &Inventory) -> HashMap<BlobId, String> {
+        let mut lost = self.lost.clone();
+        for (blob, bad) in &self.locations {
+            if bad.len() >= inventory.locations(blob).count() {
+                let (pack, why) = &bad[0];
+                lost.entry(*blob).or_insert_with(|| {
+                    format!("blob {} in pack {} {why}", blob.short(), pack.short())
+                });
+            }
+        }
+        lost
+    }
+}
+
+/// Runs the check. `local` is the synced local index; it is rebuilt if it disagrees with the
+/// repository, and it receives the damaged blobs that reading data found.
+pub fn run(
+    repo: &Repository,
+    local: &mut LocalIndex,
+    opts: &CheckOptions,
+    progress: &dyn CheckProgress,
+) -> Result<CheckReport> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads.max(1))
+        .build()
+        .map_err(|e| Error::Invalid(format!("cannot start worker threads: {e}")))?;
+    pool.install(|| run_in_pool(repo, local, opts, progress))
+}
+
+fn run_in_pool(
+    repo: &Repository,
+    local: &mut LocalIndex,
+    opts: &CheckOptions,
+    progress: &dyn CheckProgress,
+) -> Result<CheckReport> {
+    let mut report = CheckReport::default();
+    let mut damage = Damage::default();
+    progress.phase("index", 0);
+    let inventory = Inventory::load(repo)?;
+    for (segment, e) in &inventory.damaged_segments {
+        report.problems.push(Problem::IndexSegmentDamaged {
+            segment: *segment,
+            reason: e.to_string(),
+        });
+    }
+    report.stats.index_segments = inventory.segments.len() + inventory.damaged_segments.len();
+    report.stats.packs = inventory.packs.len();
+    report.stats.blobs = inventory.blob_count();
+    compare_local_index(repo, local, &inventory, &mut report)?;
+
+    let stored = packs::stored_packs(repo)?;
+    let to_read: HashSet<PackId> = match &opts.read_data {
+        Some(subset) => subset.select(&inventory, &stored),
+        None => HashSet::new(),
+    };
+    packs::check_packs(
+        repo,
+        &inventory,
+        &stored,
+        &to_read,
+        &mut report,
+        &mut damage,
+        progress,
+    );
+
+    let snapshots = trees::load_snapshots(repo, &mut report)?;
+    let graph = trees::walk(
+        repo,
+        &inventory,
+        &snapshots,
+        &mut report,
+        &mut damage,
+        progress,
+    );
+    unused(&inventory, &stored, &graph.referenced, &mut report);
+
+    if opts.read_data.is_some() {
+        let verified = data::read_packs(repo, &inventory, &to_read, &mut report, progress);
+        for (blob, pack, reason) in &verified.damaged {
+            damage.location(*blob, *pack, reason.clone());
+        }
+        local.record_verified_packs(&verified.packs, &verified.damaged)?;
+    }
+
+    let lost = damage.lost_blobs(&inventory);
+    if !lost.is_empty() {
+        report.affected = trees::affected(repo, &inventory, &snapshots, &graph, &lost);
+    }
+    Ok(report)
+}
+
+/// The local index must list exactly the blob locations the segments list.
+fn compare_local_index(
+    repo: &Repository,
+    local: &mut LocalIndex,
+    inventory: &Inventory,
+    report: &mut CheckReport,
+) -> Result<()> {
+    let listed = local.blob_locations()?;
+    let distinct: HashSet<BlobId> = listed.iter().map(|(b, _)| *b).collect();
+    let agrees = distinct.len() == inventory.blob_count()
+        && listed
+            .iter()
+            .all(|(b, p)| inventory.locations(b).any(|(pack, _)| pack.id == *p));
+    if !agrees {
+        let reason = format!(
+            "it listed {} blobs where the repository's index segments list {}",
+            distinct.len(),
+            inventory.blob_count()
+        );
+        local.rebuild(repo, reason.clone())?;
+        report.warnings.push(Warning::LocalIndexRebuilt { reason });
+    }
+    Ok(())
+}
+
+fn unused(
+    inventory: &Inventory,
+    stored: &HashMap<PackId, u64>,
+    referenced: &HashSet<BlobId>,
+    report: &mut CheckReport,
+) {
+    let (mut count, mut bytes) = (0u64, 0u64);
+    for pack in &inventory.packs {
+        let mut used = false;
+        for e in &pack.entries {
+            if referenced.contains(&e.id) {
+                used = true;
+            } else {
+                count += 1;
+                bytes += u64::from(e.stored_len);
+            }
+        }
+        if !used && stored.contains_key(&pack.id) {
+            report.warnings.push(Warning::PackUnused {
+                pack: pack.id,
+                size: pack.size,
+            });
+        }
+    }
+    if count > 0 {
+        report.warnings.push(Warning::BlobsUnused {
+            count,
+            stored_bytes: bytes,
+        });
+    }
+    let mut duplicated: Vec<(BlobId, Vec<PackId>)> = inventory
+        .blobs()
+        .filter(|(_, n)| *n > 1)
+        .map(|(b, _)| (*b, inventory.locations(b).map(|(p, _)| p.id).collect()))
+        .collect();
+    duplicated.sort();
+    for (blob, packs) in duplicated {
+        report
+            .warnings
+            .push(Warning::BlobDuplicated { blob, packs });
+    }
+}

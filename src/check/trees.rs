@@ -1,0 +1,320 @@
+//! Snapshots and the trees they reach: every snapshot must decrypt and decode, every reachable
+//! tree must load, every blob a tree names must be indexed. The tree graph kept from the walk
+//! lets the report trace lost blobs back to the snapshots and paths that need them.
+
+use std::collections::{HashMap, HashSet};
+
+use rayon::prelude::*;
+
+use super::{Affected, CheckProgress, CheckReport, Damage, Problem};
+use crate::error::{Error, Result};
+use crate::ids::{BlobId, PackId, SnapshotId, TreeId};
+use crate::index::Inventory;
+use crate::pack::{BlobEntry, open_blob};
+use crate::repo::{FileKind, Repository};
+use crate::snapshot::Snapshot;
+use crate::tree::{NodeKind, Tree};
+
+/// What a tree points at, kept for tracing damage back to paths.
+#[derive(Default)]
+pub struct TreeEdges {
+    subtrees: Vec<TreeId>,
+    blobs: Vec<BlobId>,
+}
+
+#[derive(Default)]
+pub struct TreeGraph {
+    pub edges: HashMap<TreeId, TreeEdges>,
+    /// Every blob (data and tree) some snapshot needs.
+    pub referenced: HashSet<BlobId>,
+}
+
+/// Every snapshot on storage that decrypts and decodes, oldest first; the others are reported.
+pub fn load_snapshots(
+    repo: &Repository,
+    report: &mut CheckReport,
+) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    let ids = repo.list_ids(FileKind::Snapshot)?;
+    let loaded: Vec<(SnapshotId, Result<Snapshot>)> = ids
+        .into_par_iter()
+        .map(|id| {
+            let id = SnapshotId(id);
+            let snapshot = repo
+                .load_file(FileKind::Snapshot, &id.0)
+                .and_then(|body| Snapshot::decode(&id, &body));
+            (id, snapshot)
+        })
+        .collect();
+    let mut good = Vec::new();
+    for (id, snapshot) in loaded {
+        match snapshot {
+            Ok(s) => good.push((id, s)),
+            Err(Error::Storage {
+                not_found: true, ..
+            }) => {} // forgotten since listed
+            Err(e) if e.is_integrity() => report.problems.push(Problem::SnapshotDamaged {
+                snapshot: id,
+                reason: e.to_string(),
+            }),
+            Err(e) => return Err(e),
+        }
+    }
+    good.sort_by_key(|(id, s)| (s.time_ns, *id));
+    report.stats.snapshots = good.len();
+    Ok(good)
+}
+
+/// Loads trees through the in-memory inventory, one range read per pack.
+fn load_trees(
+    repo: &Repository,
+    inventory: &Inventory,
+    ids: &[TreeId],
+) -> Vec<(TreeId, Result<Tree>)> {
+    let mut by_pack: HashMap<PackId, Vec<(TreeId, BlobEntry)>> = HashMap::new();
+    let mut out = Vec::new();
+    for id in ids {
+        match inventory.locations(id).next() {
+            Some((pack, entry)) => by_pack.entry(pack.id).or_default().push((*id, *entry)),
+            None => out.push((*id, Err(Error::BlobNotFound { blob: *id }))),
+        }
+    }
+    let groups: Vec<_> = by_pack.into_iter().collect();
+    let loaded: Vec<Vec<(TreeId, Result<Tree>)>> = groups
+        .into_par_iter()
+        .map(|(pack, wanted)| {
+            let start = wanted.iter().map(|(_, e)| e.offset).min().unwrap_or(0);
+            let end = wanted.iter().map(|(_, e)| e.end()).max().unwrap_or(0);
+            let span = repo.read_pack_range(&pack, start..end);
+            wanted
+                .into_par_iter()
+                .map(|(id, entry)| {
+                    let first = match &span {
+                        Ok(bytes) => {
+                            let sealed = &bytes
+                                [(entry.offset - start) as usize..(entry.end() - start) as usize];
+                            open_blob(repo.keys(), repo.id(), &pack, &entry, sealed)
+                                .and_then(|plain| Tree::decode(&id, &plain))
+                        }
+                        Err(e) => Err(clone_error(e)),
+                    };
+                    (
+                        id,
+                        first.or_else(|e| other_copies(repo, inventory, &id, &pack, e)),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    out.extend(loaded.into_iter().flatten());
+    out
+}
+
+/// A tree whose first copy failed: tries the copies in other packs.
+fn other_copies(
+    repo: &Repository,
+    inventory: &Inventory,
+    id: &TreeId,
+    failed: &PackId,
+    first_error: Error,
+) -> Result<Tree> {
+    for (pack, entry) in inventory.locations(id).filter(|(p, _)| p.id != *failed) {
+        let tree = repo
+            .read_pack_range(&pack.id, entry.offset..entry.end())
+            .and_then(|sealed| open_blob(repo.keys(), repo.id(), &pack.id, entry, &sealed))
+            .and_then(|plain| Tree::decode(id, &plain));
+        if tree.is_ok() {
+            return tree;
+        }
+    }
+    Err(first_error)
+}
+
+fn clone_error(e: &Error) -> Error {
+    match e {
+        Error::Storage {
+            op,
+            path,
+            message,
+            not_found,
+        } => Error::Storage {
+            op,
+            path: path.clone(),
+            message: message.clone(),
+            not_found: *not_found,
+        },
+        other => Error::Invalid(other.to_string()),
+    }
+}
+
+/// Walks every tree reachable from the snapshots, level by level, each tree once.
+pub fn walk(
+    repo: &Repository,
+    inventory: &Inventory,
+    snapshots: &[(SnapshotId, Snapshot)],
+    report: &mut CheckReport,
+    damage: &mut Damage,
+    progress: &dyn CheckProgress,
+) -> TreeGraph {
+    progress.phase("trees", 0);
+    let mut graph = TreeGraph::default();
+    let mut level: Vec<TreeId> = Vec::new();
+    for (_, s) in snapshots {
+        if graph.referenced.insert(s.tree) {
+            level.push(s.tree);
+        }
+    }
+    while !level.is_empty() {
+        let mut next = Vec::new();
+        for (id, tree) in load_trees(repo, inventory, &level) {
+            progress.advance(1);
+            let tree = match tree {
+                Ok(tree) => tree,
+                Err(e) => {
+                    tree_failed(inventory, id, e, report, damage);
+                    continue;
+                }
+            };
+            let mut edges = TreeEdges::default();
+            for node in tree.nodes {
+                if let Some(sub) = node.subtree {
+                    edges.subtrees.push(sub);
+                    if graph.referenced.insert(sub) {
+                        next.push(sub);
+                    }
+                }
+                for blob in node.content {
+                    if graph.referenced.insert(blob) && !inventory.contains(&blob) {
+                        report.problems.push(Problem::BlobMissing { blob });
+                        damage
+                            .lost
+                            .insert(blob, format!("blob {blob} is in no index segment"));
+                    }
+                    edges.blobs.push(blob);
+                }
+            }
+            graph.edges.insert(id, edges);
+        }
+        level = next;
+    }
+    report.stats.trees = graph.edges.len();
+    graph
+}
+
+fn tree_failed(
+    inventory: &Inventory,
+    id: TreeId,
+    e: Error,
+    report: &mut CheckReport,
+    damage: &mut Damage,
+) {
+    let reason = if !inventory.contains(&id) {
+        report.problems.push(Problem::BlobMissing { blob: id });
+        format!("its listing (tree {}) is in no index segment", id.short())
+    } else if matches!(e, Error::Storage { .. }) {
+        // A missing or short pack, reported by the pack check already.
+        format!("its listing (tree {}) cannot be read: {e}", id.short())
+    } else {
+        report.problems.push(Problem::TreeDamaged {
+            tree: id,
+            reason: e.to_string(),
+        });
+        format!("its listing (tree {}) is damaged", id.short())
+    };
+    damage.lost.insert(id, reason);
+}
+
+/// Every entry of every snapshot that needs a lost blob: files whose content is lost, folders
+/// whose listing is lost.
+pub fn affected(
+    repo: &Repository,
+    inventory: &Inventory,
+    snapshots: &[(SnapshotId, Snapshot)],
+    graph: &TreeGraph,
+    lost: &HashMap<BlobId, String>,
+) -> Vec<Affected> {
+    let mut memo: HashMap<TreeId, bool> = HashMap::new();
+    let mut out = Vec::new();
+    for (sid, s) in snapshots {
+        if let Some(reason) = lost.get(&s.tree) {
+            out.push(Affected {
+                snapshot: *sid,
+                path: "/".into(),
+                node: "dir",
+                reason: reason.clone(),
+            });
+        } else if leads_to_loss(&s.tree, graph, lost, &mut memo) {
+            let mut walk = AffectedWalk {
+                repo,
+                inventory,
+                graph,
+                lost,
+                memo: &mut memo,
+                snapshot: *sid,
+                out: &mut out,
+            };
+            walk.tree(&s.tree, "");
+        }
+    }
+    out
+}
+
+fn leads_to_loss(
+    id: &TreeId,
+    graph: &TreeGraph,
+    lost: &HashMap<BlobId, String>,
+    memo: &mut HashMap<TreeId, bool>,
+) -> bool {
+    if let Some(&known) = memo.get(id) {
+        return known;
+    }
+    let bad = lost.contains_key(id)
+        || graph.edges.get(id).is_some_and(|e| {
+            e.blobs.iter().any(|b| lost.contains_key(b))
+                || e.subtrees
+                    .iter()
+                    .any(|t| leads_to_loss(t, graph, lost, memo))
+        });
+    memo.insert(*id, bad);
+    bad
+}
+
+struct AffectedWalk<'a> {
+    repo: &'a Repository,
+    inventory: &'a Inventory,
+    graph: &'a TreeGraph,
+    lost: &'a HashMap<BlobId, String>,
+    memo: &'a mut HashMap<TreeId, bool>,
+    snapshot: SnapshotId,
+    out: &'a mut Vec<Affected>,
+}
+
+impl AffectedWalk<'_> {
+    fn tree(&mut self, id: &TreeId, prefix: &str) {
+        let Some((_, Ok(tree))) = load_trees(self.repo, self.inventory, &[*id]).pop() else {
+            return;
+        };
+        for node in &tree.nodes {
+            let path = format!("{prefix}/{}", String::from_utf8_lossy(&node.name));
+            if let Some(sub) = node.subtree {
+                if let Some(reason) = self.lost.get(&sub) {
+                    self.push(path, "dir", reason);
+                } else if leads_to_loss(&sub, self.graph, self.lost, self.memo) {
+                    self.tree(&sub, &path);
+                }
+            } else if node.kind == NodeKind::File
+                && let Some(reason) = node.content.iter().find_map(|b| self.lost.get(b))
+            {
+                self.push(path, "file", reason);
+            }
+        }
+    }
+
+    fn push(&mut self, path: String, node: &'static str, reason: &str) {
+        self.out.push(Affected {
+            snapshot: self.snapshot,
+            path,
+            node,
+            reason: reason.to_string(),
+        });
+    }
+}
