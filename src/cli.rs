@@ -60,6 +60,39 @@ pub enum Command {
     Diff(DiffArgs),
     /// Verify the repository: structure, and with --read-data every stored byte
     Check(CheckArgs),
+    /// Repair the index or snapshots after damage
+    #[command(subcommand)]
+    Repair(RepairCommand),
+}
+
+#[derive(Subcommand)]
+pub enum RepairCommand {
+    /// Rebuild the index segments (and the local index) from the pack headers
+    Index(RepairIndexArgs),
+    /// Write new snapshots without the files whose data is lost
+    Snapshots(RepairSnapshotsArgs),
+}
+
+#[derive(Args)]
+pub struct RepairIndexArgs {
+    /// Report what would change; write nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+}
+
+#[derive(Args)]
+pub struct RepairSnapshotsArgs {
+    /// Snapshots to repair (id prefixes; default: all)
+    pub snapshots: Vec<String>,
+    /// Keep the readable start of a damaged file instead of removing it
+    #[arg(long)]
+    pub truncate: bool,
+    /// Delete each original snapshot once its repaired version is stored
+    #[arg(long)]
+    pub forget: bool,
+    /// Report what would change; write nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
 }
 
 #[derive(Args)]

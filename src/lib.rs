@@ -19,6 +19,7 @@ pub mod ids;
 pub mod index;
 pub mod pack;
 pub mod packer;
+pub mod repair;
 pub mod repo;
 pub mod restore;
 pub mod snapshot;

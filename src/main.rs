@@ -76,6 +76,7 @@ fn main() {
         Command::Find(a) => commands::find::run(&ctx, a),
         Command::Diff(a) => commands::diff::run(&ctx, a),
         Command::Check(a) => commands::check::run(&ctx, a),
+        Command::Repair(a) => commands::repair::run(&ctx, a),
     };
     let code = match result {
         Ok(Outcome::Success) => exit::SUCCESS,

@@ -46,6 +46,8 @@ fn craft(env: &Env, build: impl FnOnce(&mut Packer) -> Vec<Node>) -> SnapshotId 
         chunker: cairn::chunk::ChunkerParams::FILES,
         partial: false,
         program_version: "evil".into(),
+        original: None,
+        repair_note: None,
     };
     SnapshotId(repo.save_file(FileKind::Snapshot, &snap.encode()).unwrap())
 }

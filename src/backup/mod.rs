@@ -232,6 +232,8 @@ pub fn run(
         summary,
         chunker: params,
         program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
+        original: None,
+        repair_note: None,
     };
     let parent = parent.map(|(id, _)| id);
     if opts.dry_run {

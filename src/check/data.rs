@@ -97,10 +97,12 @@ impl DataSubset {
     }
 }
 
-/// What reading data established: the packs read whole, and the damaged blobs in them.
+/// What reading data established: the packs read whole, what is wrong with them, and the
+/// damaged blobs in them.
 #[derive(Default)]
 pub struct Verified {
     pub packs: Vec<PackId>,
+    pub problems: Vec<Problem>,
     pub damaged: Vec<(BlobId, PackId, String)>,
 }
 
@@ -139,7 +141,7 @@ pub fn read_packs(
     for o in outcomes {
         report.stats.packs_read += 1;
         report.stats.bytes_read += o.bytes;
-        report.problems.extend(o.problems);
+        verified.problems.extend(o.problems);
         verified.damaged.extend(o.damaged);
     }
     verified

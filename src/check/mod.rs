@@ -147,6 +147,14 @@ pub enum Warning {
     BlobsUnused { count: u64, stored_bytes: u64 },
     /// A blob stored in more than one pack (harmless; `prune` keeps one).
     BlobDuplicated { blob: BlobId, packs: Vec<PackId> },
+    /// A damaged blob that no snapshot needs.
+    UnusedBlobDamaged {
+        blob: BlobId,
+        pack: PackId,
+        reason: String,
+    },
+    /// A pack whose bytes changed, but only inside blobs no snapshot needs.
+    PackContentDiffers { pack: PackId },
     /// The local index cache disagreed with the repository and was rebuilt.
     LocalIndexRebuilt { reason: String },
 }
@@ -176,6 +184,14 @@ impl std::fmt::Display for Warning {
                 }
                 Ok(())
             }
+            Warning::UnusedBlobDamaged { blob, pack, reason } => write!(
+                f,
+                "blob {blob} in pack {pack} {reason}, but no snapshot needs it; prune removes it"
+            ),
+            Warning::PackContentDiffers { pack } => write!(
+                f,
+                "pack {pack} does not match its name, but only blobs no snapshot needs are damaged"
+            ),
             Warning::LocalIndexRebuilt { reason } => {
                 write!(f, "the local index cache was rebuilt: {reason}")
             }
@@ -287,7 +303,7 @@ fn run_in_pool(
     report.stats.blobs = inventory.blob_count();
     compare_local_index(repo, local, &inventory, &mut report)?;
 
-    let stored = packs::stored_packs(repo)?;
+    let stored = repo.stored_packs()?;
     let to_read: HashSet<PackId> = match &opts.read_data {
         Some(subset) => subset.select(&inventory, &stored),
         None => HashSet::new(),
@@ -319,6 +335,7 @@ fn run_in_pool(
             damage.location(*blob, *pack, reason.clone());
         }
         local.record_verified_packs(&verified.packs, &verified.damaged)?;
+        sort_data_findings(verified.problems, &graph.referenced, &mut report);
     }
 
     let lost = damage.lost_blobs(&inventory);
@@ -326,6 +343,33 @@ fn run_in_pool(
         report.affected = trees::affected(repo, &inventory, &snapshots, &graph, &lost);
     }
     Ok(report)
+}
+
+/// Damage found by reading data is a problem only where a snapshot needs it: a damaged blob
+/// nothing references, and a pack whose only damage is in such blobs, are warnings (prune
+/// removes them).
+fn sort_data_findings(found: Vec<Problem>, referenced: &HashSet<BlobId>, report: &mut CheckReport) {
+    let serious: HashSet<PackId> = found
+        .iter()
+        .filter_map(|p| match p {
+            Problem::BlobDamaged { blob, pack, .. } if referenced.contains(blob) => Some(*pack),
+            Problem::PackHeaderDamaged { pack, .. } | Problem::PackHeaderDisagrees { pack, .. } => {
+                Some(*pack)
+            }
+            _ => None,
+        })
+        .collect();
+    for p in found {
+        match p {
+            Problem::BlobDamaged { blob, pack, reason } if !referenced.contains(&blob) => report
+                .warnings
+                .push(Warning::UnusedBlobDamaged { blob, pack, reason }),
+            Problem::PackContentDiffers { pack } if !serious.contains(&pack) => {
+                report.warnings.push(Warning::PackContentDiffers { pack })
+            }
+            other => report.problems.push(other),
+        }
+    }
 }
 
 /// The local index must list exactly the blob locations the segments list.

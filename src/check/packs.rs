@@ -6,27 +6,10 @@ use std::collections::{HashMap, HashSet};
 use rayon::prelude::*;
 
 use super::{CheckProgress, CheckReport, Damage, Problem, Warning};
-use crate::error::Result;
-use crate::ids::{PackId, parse_hex32};
+use crate::ids::PackId;
 use crate::index::{IndexedPack, Inventory};
 use crate::pack::{self, BlobEntry};
 use crate::repo::Repository;
-
-/// Every pack on storage with its size.
-pub fn stored_packs(repo: &Repository) -> Result<HashMap<PackId, u64>> {
-    let listed = repo.storage().list("packs", true)?;
-    listed
-        .into_par_iter()
-        .filter_map(|o| {
-            let id = PackId(parse_hex32(o.path.rsplit('/').next()?)?);
-            Some((id, o))
-        })
-        .map(|(id, o)| match o.size {
-            Some(size) => Ok((id, size)),
-            None => repo.storage().size(&o.path).map(|size| (id, size)),
-        })
-        .collect()
-}
 
 /// Why two lists of blob entries (header and index) differ, if they do.
 pub fn entries_differ(header: &[BlobEntry], indexed: &[BlobEntry]) -> Option<String> {

@@ -8,6 +8,7 @@ pub mod dump;
 pub mod find;
 pub mod init;
 pub mod ls;
+pub mod repair;
 pub mod restore;
 pub mod snapshots;
 

@@ -207,6 +207,23 @@ impl Repository {
         Ok(ids)
     }
 
+    /// Every pack on storage with its size in bytes.
+    pub fn stored_packs(&self) -> Result<std::collections::HashMap<PackId, u64>> {
+        use rayon::prelude::*;
+        let listed = self.storage.list(dir_of(FileKind::Pack), true)?;
+        listed
+            .into_par_iter()
+            .filter_map(|o| {
+                let id = PackId(crate::ids::parse_hex32(o.path.rsplit('/').next()?)?);
+                Some((id, o))
+            })
+            .map(|(id, o)| match o.size {
+                Some(size) => Ok((id, size)),
+                None => self.storage.size(&o.path).map(|size| (id, size)),
+            })
+            .collect()
+    }
+
     pub fn read_pack_range(&self, pack: &PackId, range: std::ops::Range<u64>) -> Result<Vec<u8>> {
         self.storage
             .read_range(&object_path(FileKind::Pack, &pack.0), range)

@@ -8,7 +8,9 @@
 //! blobs`, `6 new tree blobs`, `7 bytes added raw`, `8 bytes added stored`, `9 total file
 //! bytes`, `10 duration ns`, `11 skipped entries`, `12 new files`, `13 changed files`,
 //! `14 unchanged files`), `9 chunker` (nested: `1 min`, `2 avg`,
-//! `3 max`), `10 partial` (1 if some source entries could not be read), `11 program version`.
+//! `3 max`), `10 partial` (1 if some source entries could not be read), `11 program version`,
+//! `12 original snapshot id` and `13 repair note` (only in snapshots written by
+//! `repair snapshots`).
 
 use crate::chunk::ChunkerParams;
 use crate::codec::{self, FieldWriter};
@@ -47,6 +49,10 @@ pub struct Snapshot {
     pub chunker: ChunkerParams,
     pub partial: bool,
     pub program_version: String,
+    /// tag 12: the snapshot this one was repaired from (`repair snapshots`).
+    pub original: Option<SnapshotId>,
+    /// tag 13: what the repair changed, in words.
+    pub repair_note: Option<String>,
 }
 
 impl Summary {
@@ -118,6 +124,12 @@ impl Snapshot {
             .bytes(9, &chunker.finish())
             .uint(10, self.partial.into())
             .bytes(11, self.program_version.as_bytes());
+        if let Some(original) = &self.original {
+            w.bytes(12, &original.0);
+        }
+        if let Some(note) = &self.repair_note {
+            w.bytes(13, note.as_bytes());
+        }
         w.finish()
     }
 
@@ -139,6 +151,8 @@ impl Snapshot {
             chunker: ChunkerParams::FILES,
             partial: false,
             program_version: String::new(),
+            original: None,
+            repair_note: None,
         };
         let mut tree = None;
         for f in codec::fields(bytes)? {
@@ -154,6 +168,8 @@ impl Snapshot {
                 9 => s.chunker = decode_chunker(f.value)?,
                 10 => s.partial = f.uint()? != 0,
                 11 => s.program_version = f.string()?,
+                12 => s.original = Some(SnapshotId::from_slice(f.value)?),
+                13 => s.repair_note = Some(f.string()?),
                 _ => {}
             }
         }
@@ -238,6 +254,8 @@ mod tests {
             chunker: ChunkerParams::FILES,
             partial: true,
             program_version: "cairn 0.1.0".into(),
+            original: Some(SnapshotId([7; 32])),
+            repair_note: Some("removed 1 file".into()),
         };
         let id = SnapshotId::default();
         assert_eq!(Snapshot::decode(&id, &s.encode()).unwrap(), s);

@@ -1,0 +1,132 @@
+//! `cairn repair index` and `cairn repair snapshots`.
+
+use cairn::error::Result;
+use cairn::repair::index as repair_index;
+use cairn::repair::snapshots::{self as repair_snapshots, RepairSnapshotsOptions};
+use cairn::snapshot;
+
+use super::{Context, Outcome};
+use crate::cli::{RepairCommand, RepairIndexArgs, RepairSnapshotsArgs};
+
+pub fn run(ctx: &Context, command: &RepairCommand) -> Result<Outcome> {
+    match command {
+        RepairCommand::Index(a) => index(ctx, a),
+        RepairCommand::Snapshots(a) => snapshots(ctx, a),
+    }
+}
+
+fn index(ctx: &Context, args: &RepairIndexArgs) -> Result<Outcome> {
+    let repo = cairn::repo::Repository::open(ctx.storage(false)?, || ctx.password(false))?;
+    let report = repair_index::run(&repo, args.dry_run)?;
+    if !args.dry_run && report.changed {
+        // The old segments are gone, so the local index rebuilds itself from the new ones.
+        ctx.open_index(&repo)?;
+    }
+    if ctx.json {
+        super::print_json(&report)?;
+        return Ok(Outcome::Success);
+    }
+    let would = if args.dry_run { "would be " } else { "" };
+    for p in &report.packs_added {
+        println!("pack {p}: in no index segment; {would}added");
+    }
+    for p in &report.packs_dropped {
+        println!("pack {p}: missing from storage; {would}dropped from the index");
+    }
+    for s in &report.salvaged {
+        println!(
+            "pack {}: header unreadable ({}); {} blobs {}copied into a new pack, {} lost{}",
+            s.pack,
+            s.reason,
+            s.blobs_saved,
+            would,
+            s.blobs_lost,
+            if s.deleted {
+                "; the damaged pack was deleted"
+            } else {
+                ""
+            }
+        );
+    }
+    for p in &report.packs_corrected {
+        println!("pack {p}: the index {would}corrected from the pack header");
+    }
+    if report.segments_unreadable > 0 {
+        println!(
+            "{} unreadable index segment(s) {would}replaced",
+            report.segments_unreadable
+        );
+    }
+    if !report.changed {
+        println!(
+            "the index already matches the {} packs on storage; nothing to do",
+            report.packs_indexed
+        );
+    } else if args.dry_run {
+        println!(
+            "dry run: {} packs would be indexed; nothing was written",
+            report.packs_indexed
+        );
+    } else {
+        println!(
+            "indexed {} packs in {} new segment(s); removed {} old segment(s)",
+            report.packs_indexed, report.segments_written, report.segments_removed
+        );
+    }
+    Ok(Outcome::Success)
+}
+
+fn snapshots(ctx: &Context, args: &RepairSnapshotsArgs) -> Result<Outcome> {
+    let (repo, mut index) = ctx.open()?;
+    let chosen = args
+        .snapshots
+        .iter()
+        .map(|name| snapshot::find(&index, name).map(|(id, _)| id))
+        .collect::<Result<Vec<_>>>()?;
+    let opts = RepairSnapshotsOptions {
+        truncate: args.truncate,
+        forget: args.forget,
+        dry_run: args.dry_run,
+        snapshots: chosen,
+        zstd_level: 3,
+    };
+    let report = repair_snapshots::run(&repo, &mut index, &opts)?;
+    if ctx.json {
+        super::print_json(&report)?;
+    } else {
+        print_snapshots(&report, args.dry_run);
+    }
+    Ok(
+        if report.snapshots.iter().any(|s| s.unrepairable.is_some()) {
+            Outcome::Partial
+        } else {
+            Outcome::Success
+        },
+    )
+}
+
+fn print_snapshots(report: &repair_snapshots::RepairSnapshotsReport, dry_run: bool) {
+    for s in &report.snapshots {
+        let original = s.original.short();
+        if let Some(why) = &s.unrepairable {
+            println!("snapshot {original} cannot be repaired: {why}; it was left as it is");
+            continue;
+        }
+        for c in &s.changes {
+            println!("snapshot {original} {} {}: {}", c.action, c.path, c.reason);
+        }
+        match (&s.repaired, dry_run) {
+            (Some(new), _) => println!(
+                "snapshot {original} repaired as {}{}",
+                new.short(),
+                if s.forgotten {
+                    "; the original was forgotten"
+                } else {
+                    "; the original is kept"
+                }
+            ),
+            (None, _) => println!("snapshot {original} would be repaired (dry run)"),
+        }
+    }
+    println!("{} snapshot(s) needed no repair", report.unchanged);
+}

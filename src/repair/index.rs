@@ -1,0 +1,227 @@
+//! `repair index`: rebuilds the index segments from the headers of the packs on storage. It
+//! works with every segment gone.
+//!
+//! A pack whose header cannot be read (damaged, or the pack was cut short) is salvaged: the
+//! blobs the old segments place inside it are read, each verified against its id, and the good
+//! ones copied into a new pack; the damaged pack is then deleted. A damaged header therefore
+//! never costs a blob that is still readable. A pack neither readable nor indexed is reported
+//! and left alone.
+//!
+//! Order: salvage packs, then the new segments, are written first; then the old segments (all
+//! those listed at the start) are deleted, and last the salvaged packs. Segments written
+//! meanwhile by a concurrent backup are kept.
+
+use std::collections::HashMap;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::ids::{BlobType, IndexId, PackId};
+use crate::index::{IndexSegment, IndexedPack, Inventory, PackRecord};
+use crate::pack::{self, BlobEntry, PackWriter, SealedBlob, open_blob};
+use crate::repo::{FileKind, Repository, object_path};
+
+/// At most this many blob entries per new segment (about 2.5 MB).
+const SEGMENT_BLOBS: usize = 50_000;
+
+#[derive(Debug, Serialize)]
+pub struct Salvaged {
+    pub pack: PackId,
+    /// Why its header cannot be read.
+    pub reason: String,
+    /// Blobs copied into new packs (verified).
+    pub blobs_saved: usize,
+    /// Blobs the old index placed in it that are damaged or lie beyond its end.
+    pub blobs_lost: usize,
+    /// Whether the damaged pack was deleted (not in a dry run; not if nothing indexed it).
+    pub deleted: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct RepairIndexReport {
+    pub packs_indexed: usize,
+    /// Packs on storage that no readable segment listed.
+    pub packs_added: Vec<PackId>,
+    /// Packs the segments listed that are gone from storage.
+    pub packs_dropped: Vec<PackId>,
+    /// Packs whose header cannot be read, and what salvage made of them.
+    pub salvaged: Vec<Salvaged>,
+    /// Packs whose header lists other blobs than the old index did.
+    pub packs_corrected: Vec<PackId>,
+    pub segments_unreadable: usize,
+    pub segments_written: usize,
+    pub segments_removed: usize,
+    /// False when the index was already right and nothing was written.
+    pub changed: bool,
+}
+
+pub fn run(repo: &Repository, dry_run: bool) -> Result<RepairIndexReport> {
+    let old = Inventory::load(repo)?;
+    let stored = repo.stored_packs()?;
+    let mut report = RepairIndexReport {
+        segments_unreadable: old.damaged_segments.len(),
+        ..RepairIndexReport::default()
+    };
+    let mut ids: Vec<(PackId, u64)> = stored.into_iter().collect();
+    ids.sort_unstable();
+    let headers: Vec<(PackId, u64, Result<Vec<BlobEntry>>)> = ids
+        .par_iter()
+        .map(|&(id, size)| (id, size, pack::read_header(repo, &id, size)))
+        .collect();
+    let mut records = Vec::new();
+    let mut to_salvage = Vec::new();
+    for (id, size, header) in headers {
+        let previous = old.pack(&id);
+        let entries = match header {
+            Ok(entries) => {
+                match previous {
+                    None => report.packs_added.push(id),
+                    Some(p) if !same_entries(&p.entries, &entries) || p.size != size => {
+                        report.packs_corrected.push(id)
+                    }
+                    Some(_) => {}
+                }
+                entries
+            }
+            Err(e) => {
+                if let Some(previous) = previous {
+                    to_salvage.push((previous, size, e.to_string()));
+                } else {
+                    report.salvaged.push(Salvaged {
+                        pack: id,
+                        reason: format!("{e}; no index lists its blobs, so it was left alone"),
+                        blobs_saved: 0,
+                        blobs_lost: 0,
+                        deleted: false,
+                    });
+                }
+                continue;
+            }
+        };
+        records.push(PackRecord { id, size, entries });
+    }
+    let on_storage: HashMap<PackId, ()> = records.iter().map(|r| (r.id, ())).collect();
+    report.packs_dropped = old
+        .packs
+        .iter()
+        .filter(|p| !on_storage.contains_key(&p.id))
+        .map(|p| p.id)
+        .collect();
+    report.changed = !report.packs_added.is_empty()
+        || !report.packs_dropped.is_empty()
+        || !report.packs_corrected.is_empty()
+        || !to_salvage.is_empty()
+        || report.segments_unreadable > 0;
+    if !report.changed {
+        return Ok(report);
+    }
+    let mut salvaged_packs = Vec::new();
+    for (pack, size, reason) in to_salvage {
+        let (saved, lost, new_packs) = salvage(repo, pack, size, dry_run)?;
+        report.salvaged.push(Salvaged {
+            pack: pack.id,
+            reason,
+            blobs_saved: saved,
+            blobs_lost: lost,
+            deleted: !dry_run,
+        });
+        records.extend(new_packs);
+        salvaged_packs.push(pack.id);
+    }
+    report.packs_indexed = records.len();
+    if dry_run {
+        return Ok(report);
+    }
+    for segment in segments(records) {
+        repo.save_file(FileKind::Index, &segment.encode())?;
+        report.segments_written += 1;
+    }
+    let old_ids = old
+        .segments
+        .iter()
+        .chain(old.damaged_segments.iter().map(|(id, _)| id));
+    for id in old_ids {
+        delete_segment(repo, id)?;
+        report.segments_removed += 1;
+    }
+    for id in salvaged_packs {
+        repo.storage().delete(&object_path(FileKind::Pack, &id.0))?;
+    }
+    Ok(report)
+}
+
+/// Copies the verifiable blobs of a pack with an unreadable header into new packs (written
+/// unless `dry_run`). Returns the blobs saved, the blobs lost, and the new packs.
+fn salvage(
+    repo: &Repository,
+    pack: &IndexedPack,
+    size: u64,
+    dry_run: bool,
+) -> Result<(usize, usize, Vec<PackRecord>)> {
+    let bytes = repo.read_pack_range(&pack.id, 0..size)?;
+    let mut writers = [
+        PackWriter::new(BlobType::Data),
+        PackWriter::new(BlobType::Tree),
+    ];
+    let mut lost = 0;
+    for e in &pack.entries {
+        let sealed = usize::try_from(e.offset)
+            .ok()
+            .zip(usize::try_from(e.end()).ok())
+            .and_then(|(a, b)| bytes.get(a..b));
+        let good = sealed.filter(|s| open_blob(repo.keys(), repo.id(), &pack.id, e, s).is_ok());
+        let Some(sealed) = good else {
+            lost += 1;
+            continue;
+        };
+        let writer = &mut writers[usize::from(e.blob_type == BlobType::Tree)];
+        writer.add(SealedBlob {
+            id: e.id,
+            blob_type: e.blob_type,
+            compression: e.compression,
+            raw_len: e.raw_len,
+            bytes: sealed.to_vec(),
+        });
+    }
+    let mut records = Vec::new();
+    for writer in writers.into_iter().filter(|w| !w.is_empty()) {
+        let finished = writer.finish(repo.keys(), repo.id());
+        let record = PackRecord {
+            id: finished.id,
+            size: finished.bytes.len() as u64,
+            entries: finished.entries,
+        };
+        if !dry_run {
+            repo.storage()
+                .write(&object_path(FileKind::Pack, &finished.id.0), finished.bytes)?;
+        }
+        records.push(record);
+    }
+    Ok((pack.entries.len() - lost, lost, records))
+}
+
+fn same_entries(a: &[BlobEntry], b: &[BlobEntry]) -> bool {
+    let sorted = |e: &[BlobEntry]| {
+        let mut v = e.to_vec();
+        v.sort_by_key(|e| (e.offset, e.id));
+        v
+    };
+    sorted(a) == sorted(b)
+}
+
+fn segments(records: Vec<PackRecord>) -> Vec<IndexSegment> {
+    let mut out = vec![IndexSegment::default()];
+    for r in records {
+        let current = out.last_mut().expect("never empty");
+        if !current.packs.is_empty() && current.blob_count() + r.entries.len() > SEGMENT_BLOBS {
+            out.push(IndexSegment::default());
+        }
+        out.last_mut().expect("never empty").packs.push(r);
+    }
+    out
+}
+
+fn delete_segment(repo: &Repository, id: &IndexId) -> Result<()> {
+    repo.storage().delete(&object_path(FileKind::Index, &id.0))
+}

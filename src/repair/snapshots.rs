@@ -1,0 +1,310 @@
+//! `repair snapshots`: for every snapshot that needs lost data, writes a new snapshot in which
+//! files with lost content are removed (or, with `truncate`, cut before the first lost blob) and
+//! folders whose listing is lost are emptied. The new snapshot carries the tag `repaired`, the
+//! original's id and a note of what changed; the original is deleted only with `forget`, and
+//! only after the new one is stored.
+//!
+//! A blob counts as lost when the index does not list it, when its pack is gone from storage
+//! or too short to hold it, or when the last `check --read-data` on this machine found it
+//! damaged (recorded in the local index).
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::blobs::load_tree;
+use crate::error::Result;
+use crate::ids::{BlobId, BlobType, PackId, SnapshotId, TreeId};
+use crate::index::LocalIndex;
+use crate::packer::Packer;
+use crate::repo::{FileKind, Repository, object_path};
+use crate::snapshot::{self, Snapshot};
+use crate::tree::{NodeKind, Tree};
+
+pub const REPAIRED_TAG: &str = "repaired";
+
+pub struct RepairSnapshotsOptions {
+    /// Keep the readable start of damaged files instead of removing them.
+    pub truncate: bool,
+    /// Delete each original once its repaired version is stored.
+    pub forget: bool,
+    pub dry_run: bool,
+    /// Only these snapshots (all when empty).
+    pub snapshots: Vec<SnapshotId>,
+    pub zstd_level: i32,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Change {
+    /// Path inside the snapshot, `/`-separated (lossy UTF-8 for display).
+    pub path: String,
+    /// `removed`, `truncated` or `emptied` (a folder whose listing is lost).
+    pub action: &'static str,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RepairedSnapshot {
+    pub original: SnapshotId,
+    /// The new snapshot (`None` in a dry run, or when the snapshot cannot be repaired).
+    pub repaired: Option<SnapshotId>,
+    pub changes: Vec<Change>,
+    /// Why the snapshot cannot be repaired (its root listing is lost).
+    pub unrepairable: Option<String>,
+    pub forgotten: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct RepairSnapshotsReport {
+    pub snapshots: Vec<RepairedSnapshot>,
+    pub unchanged: usize,
+}
+
+/// Why a blob cannot be read, if it cannot.
+struct LostBlobs<'a> {
+    index: &'a LocalIndex,
+    stored: HashMap<PackId, u64>,
+    damaged: HashMap<BlobId, String>,
+}
+
+impl LostBlobs<'_> {
+    fn why(&self, blob: &BlobId) -> Result<Option<String>> {
+        let Some((pack, entry)) = self.index.lookup(blob)? else {
+            return Ok(Some(format!(
+                "blob {} is in no index segment",
+                blob.short()
+            )));
+        };
+        let why = match self.stored.get(&pack) {
+            None => format!(
+                "blob {} is in pack {}, which is missing",
+                blob.short(),
+                pack.short()
+            ),
+            Some(&size) if entry.end() > size => format!(
+                "blob {} lies beyond the end of pack {}, which was cut short",
+                blob.short(),
+                pack.short()
+            ),
+            Some(_) => match self.damaged.get(blob) {
+                Some(reason) => format!("blob {} in pack {} {reason}", blob.short(), pack.short()),
+                None => return Ok(None),
+            },
+        };
+        Ok(Some(why))
+    }
+}
+
+/// The rewritten trees: memoized per original tree, since snapshots share most of them.
+struct TreeFixer<'a> {
+    repo: &'a Repository,
+    lost: LostBlobs<'a>,
+    truncate: bool,
+    /// original tree → `None` if unchanged, else the new tree and the changes below it.
+    memo: HashMap<TreeId, Option<(TreeId, Vec<Change>)>>,
+    /// Encoded new trees to store.
+    new_trees: Vec<Vec<u8>>,
+    empty_tree: Option<TreeId>,
+}
+
+impl TreeFixer<'_> {
+    fn store(&mut self, tree: &Tree) -> TreeId {
+        let bytes = tree.encode();
+        let id = self.repo.keys().blob_id(&bytes);
+        self.new_trees.push(bytes);
+        id
+    }
+
+    fn empty_tree(&mut self) -> TreeId {
+        if let Some(id) = self.empty_tree {
+            return id;
+        }
+        let id = self.store(&Tree { nodes: Vec::new() });
+        self.empty_tree = Some(id);
+        id
+    }
+
+    /// Why a tree cannot be loaded, or the tree.
+    fn load(&self, id: &TreeId) -> Result<std::result::Result<Tree, String>> {
+        if let Some(why) = self.lost.why(id)? {
+            return Ok(Err(why));
+        }
+        Ok(load_tree(self.repo, self.lost.index, id).map_err(|e| e.to_string()))
+    }
+
+    fn fix(&mut self, id: &TreeId, tree: Tree) -> Result<Option<(TreeId, Vec<Change>)>> {
+        if let Some(known) = self.memo.get(id) {
+            return Ok(known.clone());
+        }
+        let mut changes = Vec::new();
+        let mut nodes = Vec::with_capacity(tree.nodes.len());
+        for mut node in tree.nodes {
+            let name = String::from_utf8_lossy(&node.name).into_owned();
+            if let Some(sub) = node.subtree {
+                match self.load(&sub)? {
+                    Err(reason) => {
+                        node.subtree = Some(self.empty_tree());
+                        changes.push(Change {
+                            path: name,
+                            action: "emptied",
+                            reason: format!("its listing is lost: {reason}"),
+                        });
+                    }
+                    Ok(subtree) => {
+                        if let Some((new, below)) = self.fix(&sub, subtree)? {
+                            node.subtree = Some(new);
+                            changes.extend(below.into_iter().map(|c| Change {
+                                path: format!("{name}/{}", c.path),
+                                ..c
+                            }));
+                        }
+                    }
+                }
+            } else if node.kind == NodeKind::File {
+                let mut first_lost = None;
+                for (i, blob) in node.content.iter().enumerate() {
+                    if let Some(why) = self.lost.why(blob)? {
+                        first_lost = Some((i, why));
+                        break;
+                    }
+                }
+                if let Some((i, reason)) = first_lost {
+                    if !self.truncate {
+                        changes.push(Change {
+                            path: name,
+                            action: "removed",
+                            reason,
+                        });
+                        continue;
+                    }
+                    let mut kept = 0u64;
+                    for blob in &node.content[..i] {
+                        kept += self
+                            .lost
+                            .index
+                            .lookup(blob)?
+                            .map_or(0, |(_, e)| e.raw_len.into());
+                    }
+                    changes.push(Change {
+                        path: name,
+                        action: "truncated",
+                        reason: format!("kept the first {kept} of {} bytes; {reason}", node.size),
+                    });
+                    node.content.truncate(i);
+                    node.size = kept;
+                }
+            }
+            nodes.push(node);
+        }
+        let fixed = if changes.is_empty() {
+            None
+        } else {
+            Some((self.store(&Tree { nodes }), changes))
+        };
+        self.memo.insert(*id, fixed.clone());
+        Ok(fixed)
+    }
+}
+
+fn note(changes: &[Change]) -> String {
+    let count = |action| changes.iter().filter(|c| c.action == action).count();
+    format!(
+        "repaired: {} files removed, {} truncated, {} folders emptied because their data was lost",
+        count("removed"),
+        count("truncated"),
+        count("emptied")
+    )
+}
+
+pub fn run(
+    repo: &Repository,
+    index: &mut LocalIndex,
+    opts: &RepairSnapshotsOptions,
+) -> Result<RepairSnapshotsReport> {
+    let mut report = RepairSnapshotsReport::default();
+    let chosen: Vec<(SnapshotId, Snapshot)> = snapshot::list(index)?
+        .into_iter()
+        .filter(|(id, _)| opts.snapshots.is_empty() || opts.snapshots.contains(id))
+        .collect();
+    let mut fixer = TreeFixer {
+        repo,
+        lost: LostBlobs {
+            index,
+            stored: repo.stored_packs()?,
+            damaged: index
+                .damaged_blobs()?
+                .into_iter()
+                .map(|(blob, _, reason)| (blob, reason))
+                .collect(),
+        },
+        truncate: opts.truncate,
+        memo: HashMap::new(),
+        new_trees: Vec::new(),
+        empty_tree: None,
+    };
+    let mut new_snapshots = Vec::new();
+    for (id, s) in chosen {
+        let fixed = match fixer.load(&s.tree)? {
+            Err(reason) => {
+                report.snapshots.push(RepairedSnapshot {
+                    original: id,
+                    repaired: None,
+                    changes: Vec::new(),
+                    unrepairable: Some(format!("its root listing is lost: {reason}")),
+                    forgotten: false,
+                });
+                continue;
+            }
+            Ok(root) => fixer.fix(&s.tree, root)?,
+        };
+        let Some((tree, changes)) = fixed else {
+            report.unchanged += 1;
+            continue;
+        };
+        let changes: Vec<Change> = changes
+            .into_iter()
+            .map(|c| Change {
+                path: format!("/{}", c.path),
+                ..c
+            })
+            .collect();
+        let mut repaired = s.clone();
+        repaired.tree = tree;
+        repaired.original = Some(id);
+        repaired.repair_note = Some(note(&changes));
+        if !repaired.tags.iter().any(|t| t == REPAIRED_TAG) {
+            repaired.tags.push(REPAIRED_TAG.into());
+        }
+        new_snapshots.push((report.snapshots.len(), repaired));
+        report.snapshots.push(RepairedSnapshot {
+            original: id,
+            repaired: None,
+            changes,
+            unrepairable: None,
+            forgotten: false,
+        });
+    }
+    if opts.dry_run || new_snapshots.is_empty() {
+        return Ok(report);
+    }
+    let new_trees = std::mem::take(&mut fixer.new_trees);
+    drop(fixer);
+    let mut packer = Packer::new(repo, index, opts.zstd_level)?;
+    for bytes in &new_trees {
+        packer.add(BlobType::Tree, bytes)?;
+    }
+    packer.finish()?;
+    for (pos, snapshot) in new_snapshots {
+        let body = snapshot.encode();
+        let id = SnapshotId(repo.save_file(FileKind::Snapshot, &body)?);
+        index.add_snapshot(&id, snapshot.time_ns, &body)?;
+        let entry = &mut report.snapshots[pos];
+        entry.repaired = Some(id);
+        if opts.forget {
+            repo.storage()
+                .delete(&object_path(FileKind::Snapshot, &entry.original.0))?;
+            entry.forgotten = true;
+        }
+    }
+    Ok(report)
+}

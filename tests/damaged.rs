@@ -1,0 +1,615 @@
+//! Damaged repositories: for each kind of damage, `check` must name the damaged object and the
+//! snapshots and files it affects, unaffected files must still restore, and where a repair
+//! applies, repair followed by check must be clean.
+//!
+//! Every test starts from the same three snapshots: 1 holds `a/`, 2 adds `b/`, 3 adds `c/`.
+//! Each backup writes its own data pack and tree pack, so damage to backup 2's packs touches
+//! `b/` (in snapshots 2 and 3) and nothing else.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use cairn::ids::{BlobId, BlobType, PackId};
+use cairn::index::{IndexSegment, PackRecord};
+use cairn::pack::{PackWriter, seal_blob};
+use cairn::repo::{FileKind, Repository, object_path};
+use cairn::storage::OpendalStorage;
+use common::*;
+use serde_json::Value;
+
+struct Fixture {
+    env: Env,
+    src: PathBuf,
+    /// Snapshot ids, in backup order.
+    snapshots: Vec<String>,
+    /// Files each backup added to the repository, by folder (`packs`, `index`, `snapshots`).
+    added: Vec<Vec<PathBuf>>,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let env = Env::new();
+        env.init();
+        let src = env.path("src");
+        let mut fixture = Fixture {
+            env,
+            src,
+            snapshots: Vec::new(),
+            added: Vec::new(),
+        };
+        for (n, dir) in ["a", "b", "c"].iter().enumerate() {
+            for i in 0..4 {
+                let text = format!("file {i} of {dir}\n").repeat(50 + i * 10);
+                write(
+                    &fixture.src.join(dir).join(format!("small{i}.txt")),
+                    text.as_bytes(),
+                );
+            }
+            write(
+                &fixture.src.join(dir).join("big.bin"),
+                &noise(n as u64 + 1, 3 << 20),
+            );
+            fixture.backup();
+        }
+        fixture
+    }
+
+    fn backup(&mut self) -> String {
+        let before: HashSet<PathBuf> = files_below(&self.env.repo).into_iter().collect();
+        let summary = self.env.backup_json(&[&self.src]);
+        let id = summary["snapshot_id"].as_str().unwrap().to_string();
+        let mut added: Vec<PathBuf> = files_below(&self.env.repo)
+            .into_iter()
+            .filter(|p| !before.contains(p))
+            .collect();
+        added.sort();
+        self.snapshots.push(id.clone());
+        self.added.push(added);
+        id
+    }
+
+    fn added_in(&self, backup: usize, folder: &str) -> Vec<PathBuf> {
+        let prefix = self.env.repo.join(folder);
+        let mut files: Vec<PathBuf> = self.added[backup]
+            .iter()
+            .filter(|p| p.starts_with(&prefix))
+            .cloned()
+            .collect();
+        files.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
+        files
+    }
+
+    /// The data pack of a backup (the largest pack it wrote).
+    fn data_pack(&self, backup: usize) -> PathBuf {
+        self.added_in(backup, "packs").pop().unwrap()
+    }
+
+    /// The tree pack of a backup (the smallest pack it wrote).
+    fn tree_pack(&self, backup: usize) -> PathBuf {
+        self.added_in(backup, "packs").remove(0)
+    }
+
+    fn segment(&self, backup: usize) -> PathBuf {
+        let segments = self.added_in(backup, "index");
+        assert_eq!(segments.len(), 1, "one index segment per backup");
+        segments[0].clone()
+    }
+
+    /// Runs `check` with --json; returns the exit code and the report.
+    fn check(&self, extra: &[&str]) -> (i32, Value) {
+        let mut args = vec!["--json", "check"];
+        args.extend_from_slice(extra);
+        let out = self.env.run(&args);
+        let report: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("check printed no JSON ({e}); stderr: {}", stderr(&out)));
+        (out.status.code().unwrap(), report)
+    }
+
+    fn assert_clean(&self, extra: &[&str]) -> Value {
+        let (code, report) = self.check(extra);
+        assert_eq!(code, 0, "check {extra:?} should be clean: {report:#}");
+        assert!(report["problems"].as_array().unwrap().is_empty());
+        report
+    }
+
+    /// Restores `dir` of a snapshot and compares it with the source.
+    fn assert_restores(&self, snapshot: usize, dir: &str) {
+        let target = self.env.path(&format!("restore-{snapshot}-{dir}"));
+        let _ = std::fs::remove_dir_all(&target);
+        let source = self.src.join(dir);
+        let spec = format!("{}:{}", self.snapshots[snapshot], source.display());
+        self.env
+            .ok(&["restore", &spec, "--target", target.to_str().unwrap()]);
+        assert_eq!(
+            describe(&target),
+            describe(&source),
+            "{dir} of snapshot {snapshot}"
+        );
+    }
+
+    /// Every file of every snapshot restores byte-exactly.
+    fn assert_all_restore(&self) {
+        for s in 0..self.snapshots.len() {
+            for dir in ["a", "b", "c"].iter().take(s + 1) {
+                self.assert_restores(s, dir);
+            }
+        }
+    }
+
+    fn open_repo(&self) -> Repository {
+        let storage = OpendalStorage::local(self.env.repo.to_str().unwrap()).unwrap();
+        Repository::open(Box::new(storage), || Ok(PASSWORD.as_bytes().to_vec())).unwrap()
+    }
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+fn flip_bit(path: &Path, offset: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[offset] ^= 0x10;
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn kinds(report: &Value) -> Vec<String> {
+    report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn has_problem(report: &Value, kind: &str, field: &str, id: &str) -> bool {
+    report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["kind"] == kind && p[field] == id)
+}
+
+fn has_warning(report: &Value, kind: &str) -> bool {
+    report["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w["kind"] == kind)
+}
+
+/// (snapshot id, path relative to the source folder) of every affected entry.
+fn affected(report: &Value, f: &Fixture) -> Vec<(String, String)> {
+    let prefix = f.src.display().to_string();
+    report["affected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let path = a["path"].as_str().unwrap();
+            let rel = path.strip_prefix(&prefix).unwrap_or(path);
+            (a["snapshot"].as_str().unwrap().to_string(), rel.to_string())
+        })
+        .collect()
+}
+
+/// Asserts that exactly snapshots 2 and 3 are affected, and only inside `b/`.
+fn assert_only_b_affected(report: &Value, f: &Fixture) {
+    let entries = affected(report, f);
+    assert!(!entries.is_empty(), "nothing affected: {report:#}");
+    let snaps: HashSet<&str> = entries.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(
+        snaps,
+        HashSet::from([f.snapshots[1].as_str(), f.snapshots[2].as_str()]),
+        "{entries:?}"
+    );
+    for (_, path) in &entries {
+        assert!(path.starts_with("/b"), "unexpected affected entry {path}");
+    }
+}
+
+#[test]
+fn clean_repository_checks_clean_with_and_without_data() {
+    let f = Fixture::new();
+    let plain = f.assert_clean(&[]);
+    assert_eq!(plain["stats"]["snapshots"], 3);
+    assert_eq!(plain["stats"]["packs_read"], 0);
+    let data = f.assert_clean(&["--read-data"]);
+    assert_eq!(data["stats"]["packs_read"], 6);
+    let stored: u64 = files_below(&f.env.repo.join("packs"))
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert_eq!(data["stats"]["bytes_read"], stored);
+}
+
+#[test]
+fn read_data_subsets_cover_every_pack_once() {
+    let f = Fixture::new();
+    let mut total = 0;
+    for n in 1..=3 {
+        let spec = format!("{n}/3");
+        let report = f.assert_clean(&["--read-data-subset", &spec]);
+        total += report["stats"]["packs_read"].as_u64().unwrap();
+    }
+    assert_eq!(total, 6);
+    let all = f.assert_clean(&["--read-data-subset", "100%"]);
+    assert_eq!(all["stats"]["packs_read"], 6);
+    let some = f.assert_clean(&["--read-data-subset", "1K"]);
+    assert_eq!(
+        some["stats"]["packs_read"], 1,
+        "one pack already exceeds 1 KiB"
+    );
+    let out = f.env.run(&["check", "--read-data-subset", "4/3"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+}
+
+#[test]
+fn missing_pack_is_reported_and_healed_by_repair_index_and_the_next_backup() {
+    let mut f = Fixture::new();
+    let pack = f.data_pack(1);
+    std::fs::remove_file(&pack).unwrap();
+    let (code, report) = f.check(&[]);
+    assert_eq!(code, 17, "{report:#}");
+    assert!(has_problem(
+        &report,
+        "pack_missing",
+        "pack",
+        &file_name(&pack)
+    ));
+    assert_only_b_affected(&report, &f);
+    // The text report names snapshot, file and pack.
+    let text = f.env.run(&["check"]);
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        stdout.contains(&format!("snapshot {} file ", &f.snapshots[2][..8]))
+            && stdout.contains("/b/big.bin cannot be restored")
+            && stdout.contains(&file_name(&pack)[..8]),
+        "{stdout}"
+    );
+    f.assert_restores(2, "a");
+    f.assert_restores(2, "c");
+
+    f.env.ok(&["repair", "index"]);
+    let (code, report) = f.check(&[]);
+    assert_eq!(code, 17);
+    assert!(
+        kinds(&report).iter().all(|k| k == "blob_missing"),
+        "{report:#}"
+    );
+    assert_only_b_affected(&report, &f);
+
+    // The next backup of the same data stores the lost blobs again, which heals every
+    // snapshot that referenced them.
+    f.backup();
+    f.assert_clean(&["--read-data"]);
+    f.assert_all_restore();
+}
+
+#[test]
+fn truncated_pack_is_salvaged_by_repair_index() {
+    let f = Fixture::new();
+    let pack = f.data_pack(1);
+    let len = std::fs::metadata(&pack).unwrap().len();
+    let file = std::fs::OpenOptions::new().write(true).open(&pack).unwrap();
+    file.set_len(len / 2).unwrap();
+    let (code, report) = f.check(&[]);
+    assert_eq!(code, 17);
+    assert!(has_problem(
+        &report,
+        "pack_size_differs",
+        "pack",
+        &file_name(&pack)
+    ));
+    assert_only_b_affected(&report, &f);
+    f.assert_restores(2, "a");
+
+    let out = f.env.ok(&["repair", "index"]);
+    assert!(out.contains("copied into a new pack"), "{out}");
+    assert!(!pack.exists(), "the salvaged pack is deleted");
+    let (code, report) = f.check(&["--read-data"]);
+    assert_eq!(code, 17, "the lost half is still lost");
+    assert!(
+        kinds(&report).iter().all(|k| k == "blob_missing"),
+        "{report:#}"
+    );
+    assert_only_b_affected(&report, &f);
+
+    f.env.ok(&["repair", "snapshots", "--forget"]);
+    f.assert_clean(&["--read-data"]);
+    // The repaired snapshots hold everything but the damaged file.
+    let latest = f.env.snapshots().pop().unwrap();
+    assert!(
+        latest["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "repaired")
+    );
+    let target = f.env.path("after-repair");
+    f.env.restore("latest", &target);
+    let restored_b = restored(&target, &f.src.join("b"));
+    assert!(!restored_b.join("big.bin").exists());
+    assert_eq!(
+        std::fs::read(restored_b.join("small0.txt")).unwrap(),
+        std::fs::read(f.src.join("b/small0.txt")).unwrap()
+    );
+}
+
+#[test]
+fn flipped_bit_in_a_data_blob_needs_read_data_and_is_repaired_by_repair_snapshots() {
+    let f = Fixture::new();
+    let pack = f.data_pack(1);
+    flip_bit(&pack, 100);
+    f.assert_clean(&[]); // structure alone cannot see it
+    let (code, report) = f.check(&["--read-data"]);
+    assert_eq!(code, 17);
+    assert!(has_problem(
+        &report,
+        "pack_content_differs",
+        "pack",
+        &file_name(&pack)
+    ));
+    assert!(has_problem(
+        &report,
+        "blob_damaged",
+        "pack",
+        &file_name(&pack)
+    ));
+    assert_only_b_affected(&report, &f);
+    f.assert_restores(2, "a");
+    f.assert_restores(2, "c");
+
+    let out = f.env.ok(&["repair", "snapshots", "--truncate", "--forget"]);
+    assert!(out.contains("truncated"), "{out}");
+    let report = f.assert_clean(&["--read-data"]);
+    assert!(has_warning(&report, "unused_blob_damaged"), "{report:#}");
+    assert_eq!(f.env.snapshots().len(), 3);
+}
+
+#[test]
+fn flipped_bit_in_a_pack_header_is_salvaged_by_repair_index() {
+    let f = Fixture::new();
+    let pack = f.data_pack(1);
+    let len = std::fs::metadata(&pack).unwrap().len() as usize;
+    flip_bit(&pack, len - 20 - 10);
+    let (code, report) = f.check(&[]);
+    assert_eq!(code, 17);
+    assert!(has_problem(
+        &report,
+        "pack_header_damaged",
+        "pack",
+        &file_name(&pack)
+    ));
+    assert!(
+        report["affected"].as_array().unwrap().is_empty(),
+        "the index still locates every blob"
+    );
+    f.assert_all_restore();
+
+    let out = f.env.ok(&["repair", "index"]);
+    assert!(out.contains(", 0 lost"), "{out}");
+    f.assert_clean(&["--read-data"]);
+    f.assert_all_restore();
+}
+
+#[test]
+fn flipped_bit_in_an_index_segment_is_repaired_by_repair_index() {
+    let f = Fixture::new();
+    let segment = f.segment(1);
+    flip_bit(&segment, 40);
+    let (code, report) = f.check(&[]);
+    assert_eq!(code, 17);
+    assert!(has_problem(
+        &report,
+        "index_segment_damaged",
+        "segment",
+        &file_name(&segment)
+    ));
+    // Snapshot 2's own listings were indexed by that segment: it is lost as a whole; snapshot
+    // 3 loses b/, whose listing it shares with snapshot 2.
+    let entries = affected(&report, &f);
+    assert!(
+        entries.contains(&(f.snapshots[1].clone(), "/".into())),
+        "{entries:?}"
+    );
+    assert!(
+        entries.contains(&(f.snapshots[2].clone(), "/b".into())),
+        "{entries:?}"
+    );
+    assert!(entries.iter().all(|(s, _)| *s != f.snapshots[0]));
+    f.assert_restores(0, "a");
+    f.assert_restores(2, "a");
+
+    f.env.ok(&["repair", "index"]);
+    f.assert_clean(&["--read-data"]);
+    f.assert_all_restore();
+}
+
+#[test]
+fn missing_index_segments_are_rebuilt_from_pack_headers() {
+    let f = Fixture::new();
+    std::fs::remove_file(f.segment(1)).unwrap();
+    let (code, report) = f.check(&[]);
+    assert_eq!(code, 17);
+    assert!(
+        kinds(&report).iter().all(|k| k == "blob_missing"),
+        "{report:#}"
+    );
+    assert!(has_warning(&report, "pack_not_indexed"));
+    f.env.ok(&["repair", "index"]);
+    f.assert_clean(&[]);
+
+    for s in files_below(&f.env.repo.join("index")) {
+        std::fs::remove_file(s).unwrap();
+    }
+    let (code, _) = f.check(&[]);
+    assert_eq!(code, 17);
+    let dry = f.env.ok(&["repair", "index", "--dry-run"]);
+    assert!(dry.contains("would be added"), "{dry}");
+    assert!(
+        files_below(&f.env.repo.join("index")).is_empty(),
+        "a dry run writes nothing"
+    );
+    f.env.ok(&["repair", "index"]);
+    f.assert_clean(&["--read-data"]);
+    f.assert_all_restore();
+    let again = f.env.ok(&["repair", "index"]);
+    assert!(again.contains("nothing to do"), "{again}");
+}
+
+#[test]
+fn flipped_bit_in_a_snapshot_affects_only_that_snapshot() {
+    let f = Fixture::new();
+    let snapshot = f.added_in(1, "snapshots").pop().unwrap();
+    flip_bit(&snapshot, 30);
+    let (code, report) = f.check(&[]);
+    assert_eq!(code, 17);
+    assert!(has_problem(
+        &report,
+        "snapshot_damaged",
+        "snapshot",
+        &file_name(&snapshot)
+    ));
+    assert_eq!(report["stats"]["snapshots"], 2);
+    // A machine whose cache never saw the snapshot lists the others and says why.
+    let fresh = f.env.path("fresh-cache");
+    let listed = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["--json", "snapshots", "--repo"])
+        .arg(&f.env.repo)
+        .arg("--cache-dir")
+        .arg(&fresh)
+        .env("CAIRN_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    assert!(stderr(&listed).contains("left out"), "{}", stderr(&listed));
+    let ids: Vec<Value> = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(ids.len(), 2);
+    f.assert_restores(2, "b");
+    f.assert_restores(0, "a");
+}
+
+#[test]
+fn flipped_bit_in_a_tree_is_reported_as_folders_and_repaired() {
+    let f = Fixture::new();
+    let pack = f.tree_pack(1);
+    flip_bit(&pack, 100);
+    let (code, report) = f.check(&[]);
+    assert_eq!(code, 17);
+    assert!(
+        kinds(&report).contains(&"tree_damaged".to_string()),
+        "{report:#}"
+    );
+    let entries = affected(&report, &f);
+    assert!(!entries.is_empty());
+    assert!(
+        entries.iter().all(|(s, _)| *s != f.snapshots[0]),
+        "{entries:?}"
+    );
+    f.assert_restores(0, "a");
+    f.assert_restores(2, "a");
+
+    f.env.ok(&["repair", "snapshots", "--forget"]);
+    f.assert_clean(&["--read-data"]);
+}
+
+#[test]
+fn damaged_local_index_is_rebuilt_not_reported() {
+    let f = Fixture::new();
+    let db = f.env.cache.join(
+        std::fs::read_dir(&f.env.cache)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .file_name(),
+    );
+    let db = db.join("index.sqlite");
+    std::fs::remove_file(&db).unwrap();
+    let report = f.assert_clean(&[]);
+    assert_eq!(report["stats"]["snapshots"], 3);
+
+    let mut bytes = std::fs::read(&db).unwrap();
+    assert!(bytes.len() > 3 * 4096);
+    bytes[2 * 4096..3 * 4096].copy_from_slice(&noise(9, 4096));
+    std::fs::write(&db, bytes).unwrap();
+    let out = f.env.run(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("rebuilt the local index"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Writes one pack holding `data` as a data blob; with `indexed`, also a segment listing it.
+fn store_pack(repo: &Repository, data: &[u8], indexed: bool) -> (PackId, BlobId) {
+    let id = repo.keys().blob_id(data);
+    let mut writer = PackWriter::new(BlobType::Data);
+    writer.add(seal_blob(
+        repo.keys(),
+        repo.id(),
+        BlobType::Data,
+        id,
+        data,
+        3,
+    ));
+    let pack = writer.finish(repo.keys(), repo.id());
+    repo.storage()
+        .write(&object_path(FileKind::Pack, &pack.id.0), pack.bytes.clone())
+        .unwrap();
+    if indexed {
+        let segment = IndexSegment {
+            packs: vec![PackRecord {
+                id: pack.id,
+                size: pack.bytes.len() as u64,
+                entries: pack.entries,
+            }],
+        };
+        repo.save_file(FileKind::Index, &segment.encode()).unwrap();
+    }
+    (pack.id, id)
+}
+
+#[test]
+fn pack_in_no_index_segment_is_a_warning_until_repair_index_adds_it() {
+    let f = Fixture::new();
+    let repo = f.open_repo();
+    let (pack, _) = store_pack(&repo, b"a blob no snapshot needs", false);
+    let report = f.assert_clean(&[]);
+    assert!(
+        report["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["kind"] == "pack_not_indexed" && w["pack"] == pack.to_hex()),
+        "{report:#}"
+    );
+    f.env.ok(&["repair", "index"]);
+    let report = f.assert_clean(&["--read-data"]);
+    assert!(!has_warning(&report, "pack_not_indexed"));
+    assert!(has_warning(&report, "pack_unused"), "{report:#}");
+}
+
+#[test]
+fn blob_stored_in_two_packs_is_a_warning_naming_both() {
+    let f = Fixture::new();
+    let repo = f.open_repo();
+    let content = std::fs::read(f.src.join("a/small0.txt")).unwrap();
+    let (pack, blob) = store_pack(&repo, &content, true);
+    let report = f.assert_clean(&["--read-data"]);
+    let dup = report["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["kind"] == "blob_duplicated")
+        .unwrap_or_else(|| panic!("no duplicate reported: {report:#}"));
+    assert_eq!(dup["blob"], blob.to_hex());
+    let packs = dup["packs"].as_array().unwrap();
+    assert_eq!(packs.len(), 2);
+    assert!(packs.iter().any(|p| *p == pack.to_hex()));
+    assert!(packs.iter().any(|p| *p == file_name(&f.data_pack(0))));
+    f.assert_all_restore();
+}
