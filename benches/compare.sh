@@ -9,18 +9,21 @@
 #           and pg/night-<n>.sql    (../shared/bench/make-pgdumps.sh CORPUS/pg 1000000 5)
 #   WORK    scratch folder for repositories and restores (emptied first)
 #   TOOLS   comma-separated, default cairn,restic,rustic,borg (missing ones are skipped)
-#   STEPS   comma-separated, default a,b,c,d,restore:
+#   STEPS   comma-separated, default a,b,c,d,restore,check,check-data:
 #             a  initial backup of the first kernel release
 #             b  the same backup again, nothing changed
 #             c  backups of the second and third releases on top
 #             d  the pg_dump nights, each piped through standard input
 #             restore  full restore of the first release
+#             check       structure check of the repository as the steps before left it
+#             check-data  check that reads and verifies all data (also prints MB/s of
+#                         repository verified)
 # COLD=0 keeps the page cache between steps (default: drop it before every step, as after a
 # night of other work; needs root).
 # Peers: ../shared/bench/install-peers.sh. cairn: built with `cargo build --release`.
 set -euo pipefail
 corpus=$(realpath "$1"); work=$(realpath -m "$2")
-tools=${3:-cairn,restic,rustic,borg}; steps=${4:-a,b,c,d,restore}
+tools=${3:-cairn,restic,rustic,borg}; steps=${4:-a,b,c,d,restore,check,check-data}
 here=$(cd "$(dirname "$0")/.." && pwd)
 cairn_bin=${CAIRN_BIN:-$here/target/release/cairn}
 mapfile -t releases < <(ls -d "$corpus"/kernel/*/ | sort -V)
@@ -82,6 +85,25 @@ for tool in ${tools//,/ }; do
       n=$((n + 1)); cmd=$(stdin_cmd "$tool")
       run "$tool" "d.night-$n" bash -c "$cmd < $f"
     done
+  fi
+  if has check; then
+    case $tool in
+      cairn) run "$tool" check "$cairn_bin" -q -r "$work/cairn-repo" --cache-dir "$work/cairn-cache" check;;
+      restic) run "$tool" check restic -q -r "$work/restic-repo" check;;
+      rustic) run "$tool" check rustic -r "$work/rustic-repo" check;;
+      borg) run "$tool" check borg check --repository-only "$work/borg-repo";;
+    esac
+  fi
+  if has check-data; then
+    case $tool in
+      cairn) run "$tool" check-data "$cairn_bin" -q -r "$work/cairn-repo" --cache-dir "$work/cairn-cache" check --read-data;;
+      restic) run "$tool" check-data restic -q -r "$work/restic-repo" check --read-data;;
+      rustic) run "$tool" check-data rustic -r "$work/rustic-repo" check --read-data;;
+      borg) run "$tool" check-data borg check --verify-data "$work/borg-repo";;
+    esac
+    read -r wall _ < "$work/time"
+    printf "%-7s %-12s %8.0f MB/s of repository verified\n" "$tool" check-data \
+      "$(echo "$(du -sb "$work/$tool-repo" | cut -f1) / 1000000 / $wall" | bc -l)"
   fi
   if has restore; then
     t="$work/$tool-restore"; rm -rf "$t"; mkdir -p "$t"

@@ -23,18 +23,33 @@ pub fn compress_if_smaller(data: &[u8], level: i32) -> Option<Vec<u8>> {
     })
 }
 
-/// Decompresses one frame into at most `capacity` bytes.
-pub fn decompress(data: &[u8], capacity: usize) -> io::Result<Vec<u8>> {
+/// Runs `f` with this thread's decompressor, creating it on first use.
+fn with_decompressor<T>(
+    f: impl FnOnce(&mut Decompressor<'static>) -> io::Result<T>,
+) -> io::Result<T> {
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
             *slot = Some(Decompressor::new()?);
         }
         match slot.as_mut() {
-            Some(d) => d.decompress(data, capacity),
+            Some(d) => f(d),
             None => Err(io::Error::other("no zstd decompressor")),
         }
     })
+}
+
+/// Decompresses, refusing output beyond `capacity` bytes.
+pub fn decompress(data: &[u8], capacity: usize) -> io::Result<Vec<u8>> {
+    with_decompressor(|d| d.decompress(data, capacity))
+}
+
+/// Decompresses into `out` (cleared first, its allocation reused), refusing output beyond
+/// `capacity` bytes.
+pub fn decompress_into(data: &[u8], capacity: usize, out: &mut Vec<u8>) -> io::Result<()> {
+    out.clear();
+    out.reserve(capacity);
+    with_decompressor(|d| d.decompress_to_buffer(data, out).map(|_| ()))
 }
 
 #[cfg(test)]

@@ -73,6 +73,25 @@ impl Keys {
     pub fn open(&self, associated_data: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
         open_with(&self.cipher, associated_data, sealed)
     }
+
+    /// Like `open`, but decrypts inside `sealed` and returns the plaintext part of it.
+    pub fn open_in_place<'a>(
+        &self,
+        associated_data: &[u8],
+        sealed: &'a mut [u8],
+    ) -> Option<&'a [u8]> {
+        if sealed.len() < SEAL_OVERHEAD {
+            return None;
+        }
+        let (nonce, rest) = sealed.split_at_mut(NONCE_LEN);
+        let (body, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+        let nonce = XNonce::try_from(&*nonce).ok()?;
+        let tag = Tag::try_from(&*tag).ok()?;
+        self.cipher
+            .decrypt_inout_detached(&nonce, associated_data, (&mut *body).into(), &tag)
+            .ok()?;
+        Some(body)
+    }
 }
 
 /// Encrypts with a cipher built from a raw 32-byte key (used to wrap the master key).

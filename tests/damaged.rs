@@ -329,12 +329,22 @@ fn truncated_pack_is_salvaged_by_repair_index() {
     );
     let target = f.env.path("after-repair");
     f.env.restore("latest", &target);
+    // big.bin fills most of the pack, so part of it lay in the lost half; which small files
+    // did depends on the order the parallel backup packed them in. Whatever is there is exact.
     let restored_b = restored(&target, &f.src.join("b"));
     assert!(!restored_b.join("big.bin").exists());
-    assert_eq!(
-        std::fs::read(restored_b.join("small0.txt")).unwrap(),
-        std::fs::read(f.src.join("b/small0.txt")).unwrap()
-    );
+    for i in 0..4 {
+        let name = format!("small{i}.txt");
+        if let Ok(bytes) = std::fs::read(restored_b.join(&name)) {
+            assert_eq!(bytes, std::fs::read(f.src.join("b").join(&name)).unwrap());
+        }
+    }
+    for dir in ["a", "c"] {
+        assert_eq!(
+            describe(&restored(&target, &f.src.join(dir))),
+            describe(&f.src.join(dir))
+        );
+    }
 }
 
 #[test]

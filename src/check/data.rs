@@ -7,11 +7,11 @@ use rand::seq::SliceRandom;
 use rayon::prelude::*;
 
 use super::packs::entries_differ;
-use super::{CheckProgress, CheckReport, Problem};
+use super::{CheckProgress, Problem};
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, PackId};
 use crate::index::{IndexedPack, Inventory};
-use crate::pack::{open_blob, read_header_from_bytes};
+use crate::pack::{read_header_from_bytes, verify_blob};
 use crate::repo::Repository;
 
 /// Which packs `--read-data` reads.
@@ -102,6 +102,7 @@ impl DataSubset {
 #[derive(Default)]
 pub struct Verified {
     pub packs: Vec<PackId>,
+    pub bytes: u64,
     pub problems: Vec<Problem>,
     pub damaged: Vec<(BlobId, PackId, String)>,
 }
@@ -116,7 +117,6 @@ pub fn read_packs(
     repo: &Repository,
     inventory: &Inventory,
     selected: &HashSet<PackId>,
-    report: &mut CheckReport,
     progress: &dyn CheckProgress,
 ) -> Verified {
     let mut packs: Vec<&IndexedPack> = inventory
@@ -139,8 +139,7 @@ pub fn read_packs(
         ..Verified::default()
     };
     for o in outcomes {
-        report.stats.packs_read += 1;
-        report.stats.bytes_read += o.bytes;
+        verified.bytes += o.bytes;
         verified.problems.extend(o.problems);
         verified.damaged.extend(o.damaged);
     }
@@ -198,7 +197,7 @@ fn verify_pack(repo: &Repository, pack: &IndexedPack) -> PackOutcome {
                 .and_then(|(a, b)| bytes.get(a..b));
             let reason = match sealed {
                 None => "lies beyond the end of the pack".to_string(),
-                Some(sealed) => match open_blob(repo.keys(), repo.id(), &pack.id, e, sealed) {
+                Some(sealed) => match verify_blob(repo.keys(), repo.id(), &pack.id, e, sealed) {
                     Ok(_) => return None,
                     Err(Error::BlobIntegrity { reason, .. }) => reason,
                     Err(other) => other.to_string(),

@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::ids::{BlobId, IndexId, PackId, SnapshotId, TreeId};
+use crate::ids::{BlobId, IdMap, IdSet, IndexId, PackId, SnapshotId, TreeId};
 use crate::index::{Inventory, LocalIndex};
 use crate::repo::Repository;
 
@@ -238,10 +238,10 @@ impl CheckReport {
 /// Blob locations found bad, and why; a blob is lost only if every location is bad.
 #[derive(Default)]
 struct Damage {
-    locations: HashMap<BlobId, Vec<(PackId, String)>>,
+    locations: IdMap<BlobId, Vec<(PackId, String)>>,
     /// Blobs lost for a reason that is not a location: in no index segment, or an unreadable
     /// tree.
-    lost: HashMap<BlobId, String>,
+    lost: IdMap<BlobId, String>,
 }
 
 impl Damage {
@@ -253,7 +253,7 @@ impl Damage {
     }
 
     /// Every blob with no good copy left, and the reason to show.
-    fn lost_blobs(&self, inventory: &Inventory) -> HashMap<BlobId, String> {
+    fn lost_blobs(&self, inventory: &Inventory) -> IdMap<BlobId, String> {
         let mut lost = self.lost.clone();
         for (blob, bad) in &self.locations {
             if bad.len() >= inventory.locations(blob).count() {
@@ -303,6 +303,7 @@ fn run_in_pool(
     report.stats.blobs = inventory.blob_count();
     compare_local_index(repo, local, &inventory, &mut report)?;
 
+    tracing::debug!("check: index segments read, local index compared");
     let stored = repo.stored_packs()?;
     let to_read: HashSet<PackId> = match &opts.read_data {
         Some(subset) => subset.select(&inventory, &stored),
@@ -318,19 +319,39 @@ fn run_in_pool(
         progress,
     );
 
-    let snapshots = trees::load_snapshots(repo, &mut report)?;
-    let graph = trees::walk(
-        repo,
-        &inventory,
-        &snapshots,
-        &mut report,
-        &mut damage,
-        progress,
+    tracing::debug!("check: packs checked");
+    // The tree walk and the data reads run side by side: one is mostly latency, the other
+    // mostly throughput.
+    let loader = trees::TreeLoader::new(repo, &inventory);
+    let (walked, verified) = rayon::join(
+        || -> Result<_> {
+            let mut part = CheckReport::default();
+            let mut lost = Damage::default();
+            let snapshots = trees::load_snapshots(repo, &mut part)?;
+            let tree_progress: &dyn CheckProgress = match opts.read_data {
+                Some(_) => &NoProgress,
+                None => progress,
+            };
+            let graph = trees::walk(&loader, &snapshots, &mut part, &mut lost, tree_progress);
+            Ok((part, lost, snapshots, graph))
+        },
+        || {
+            opts.read_data
+                .as_ref()
+                .map(|_| data::read_packs(repo, &inventory, &to_read, progress))
+        },
     );
+    let (part, lost, snapshots, graph) = walked?;
+    report.problems.extend(part.problems);
+    report.stats.snapshots = part.stats.snapshots;
+    report.stats.trees = part.stats.trees;
+    damage.lost.extend(lost.lost);
+    tracing::debug!("check: trees walked, data read");
     unused(&inventory, &stored, &graph.referenced, &mut report);
 
-    if opts.read_data.is_some() {
-        let verified = data::read_packs(repo, &inventory, &to_read, &mut report, progress);
+    if let Some(verified) = verified {
+        report.stats.packs_read = verified.packs.len();
+        report.stats.bytes_read = verified.bytes;
         for (blob, pack, reason) in &verified.damaged {
             damage.location(*blob, *pack, reason.clone());
         }
@@ -340,7 +361,7 @@ fn run_in_pool(
 
     let lost = damage.lost_blobs(&inventory);
     if !lost.is_empty() {
-        report.affected = trees::affected(repo, &inventory, &snapshots, &graph, &lost);
+        report.affected = trees::affected(&loader, &snapshots, &graph, &lost);
     }
     Ok(report)
 }
@@ -348,7 +369,7 @@ fn run_in_pool(
 /// Damage found by reading data is a problem only where a snapshot needs it: a damaged blob
 /// nothing references, and a pack whose only damage is in such blobs, are warnings (prune
 /// removes them).
-fn sort_data_findings(found: Vec<Problem>, referenced: &HashSet<BlobId>, report: &mut CheckReport) {
+fn sort_data_findings(found: Vec<Problem>, referenced: &IdSet<BlobId>, report: &mut CheckReport) {
     let serious: HashSet<PackId> = found
         .iter()
         .filter_map(|p| match p {
@@ -380,7 +401,7 @@ fn compare_local_index(
     report: &mut CheckReport,
 ) -> Result<()> {
     let listed = local.blob_locations()?;
-    let distinct: HashSet<BlobId> = listed.iter().map(|(b, _)| *b).collect();
+    let distinct: IdSet<BlobId> = listed.iter().map(|(b, _)| *b).collect();
     let agrees = distinct.len() == inventory.blob_count()
         && listed
             .iter()
@@ -400,7 +421,7 @@ fn compare_local_index(
 fn unused(
     inventory: &Inventory,
     stored: &HashMap<PackId, u64>,
-    referenced: &HashSet<BlobId>,
+    referenced: &IdSet<BlobId>,
     report: &mut CheckReport,
 ) {
     let (mut count, mut bytes) = (0u64, 0u64);

@@ -2,13 +2,15 @@
 //! tree must load, every blob a tree names must be indexed. The tree graph kept from the walk
 //! lets the report trace lost blobs back to the snapshots and paths that need them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
 use super::{Affected, CheckProgress, CheckReport, Damage, Problem};
+use crate::blobs::lock;
 use crate::error::{Error, Result};
-use crate::ids::{BlobId, PackId, SnapshotId, TreeId};
+use crate::ids::{BlobId, IdMap, IdSet, PackId, SnapshotId, TreeId};
 use crate::index::Inventory;
 use crate::pack::{BlobEntry, open_blob};
 use crate::repo::{FileKind, Repository};
@@ -24,9 +26,9 @@ pub struct TreeEdges {
 
 #[derive(Default)]
 pub struct TreeGraph {
-    pub edges: HashMap<TreeId, TreeEdges>,
+    pub edges: IdMap<TreeId, TreeEdges>,
     /// Every blob (data and tree) some snapshot needs.
-    pub referenced: HashSet<BlobId>,
+    pub referenced: IdSet<BlobId>,
 }
 
 /// Every snapshot on storage that decrypts and decodes, oldest first; the others are reported.
@@ -64,49 +66,105 @@ pub fn load_snapshots(
     Ok(good)
 }
 
-/// Loads trees through the in-memory inventory, one range read per pack.
-fn load_trees(
-    repo: &Repository,
-    inventory: &Inventory,
-    ids: &[TreeId],
-) -> Vec<(TreeId, Result<Tree>)> {
-    let mut by_pack: HashMap<PackId, Vec<(TreeId, BlobEntry)>> = HashMap::new();
-    let mut out = Vec::new();
-    for id in ids {
-        match inventory.locations(id).next() {
-            Some((pack, entry)) => by_pack.entry(pack.id).or_default().push((*id, *entry)),
-            None => out.push((*id, Err(Error::BlobNotFound { blob: *id }))),
+/// Tree packs kept whole in memory while walking, at most this many bytes: a walk goes level
+/// by level and needs each tree pack at every level.
+const TREE_PACK_BUDGET: usize = 512 << 20;
+
+/// Loads trees through the in-memory inventory, reading each tree pack once (within budget).
+pub struct TreeLoader<'a> {
+    repo: &'a Repository,
+    inventory: &'a Inventory,
+    packs: Mutex<CachedPacks>,
+}
+
+#[derive(Default)]
+struct CachedPacks {
+    bytes: HashMap<PackId, Arc<Vec<u8>>>,
+    total: usize,
+}
+
+impl<'a> TreeLoader<'a> {
+    pub fn new(repo: &'a Repository, inventory: &'a Inventory) -> Self {
+        TreeLoader {
+            repo,
+            inventory,
+            packs: Mutex::new(CachedPacks::default()),
         }
     }
-    let groups: Vec<_> = by_pack.into_iter().collect();
-    let loaded: Vec<Vec<(TreeId, Result<Tree>)>> = groups
-        .into_par_iter()
-        .map(|(pack, wanted)| {
-            let start = wanted.iter().map(|(_, e)| e.offset).min().unwrap_or(0);
-            let end = wanted.iter().map(|(_, e)| e.end()).max().unwrap_or(0);
-            let span = repo.read_pack_range(&pack, start..end);
-            wanted
-                .into_par_iter()
-                .map(|(id, entry)| {
-                    let first = match &span {
-                        Ok(bytes) => {
-                            let sealed = &bytes
-                                [(entry.offset - start) as usize..(entry.end() - start) as usize];
-                            open_blob(repo.keys(), repo.id(), &pack, &entry, sealed)
-                                .and_then(|plain| Tree::decode(&id, &plain))
-                        }
-                        Err(e) => Err(clone_error(e)),
-                    };
-                    (
-                        id,
-                        first.or_else(|e| other_copies(repo, inventory, &id, &pack, e)),
-                    )
-                })
-                .collect()
-        })
-        .collect();
-    out.extend(loaded.into_iter().flatten());
-    out
+
+    /// The bytes `start..end` of a pack, from the cache or storage.
+    fn span(&self, pack: &PackId, start: u64, end: u64) -> Result<(Arc<Vec<u8>>, u64)> {
+        if let Some(bytes) = lock(&self.packs).bytes.get(pack) {
+            return Ok((Arc::clone(bytes), 0));
+        }
+        let size = self.inventory.pack(pack).map_or(0, |p| p.size);
+        if lock(&self.packs).total + size as usize <= TREE_PACK_BUDGET {
+            let bytes = Arc::new(self.repo.read_pack(pack)?);
+            let mut cache = lock(&self.packs);
+            cache.total += bytes.len();
+            cache.bytes.insert(*pack, Arc::clone(&bytes));
+            return Ok((bytes, 0));
+        }
+        Ok((
+            Arc::new(self.repo.read_pack_range(pack, start..end)?),
+            start,
+        ))
+    }
+
+    fn load(&self, ids: &[TreeId]) -> Vec<(TreeId, Result<Tree>)> {
+        let mut by_pack: HashMap<PackId, Vec<(TreeId, BlobEntry)>> = HashMap::new();
+        let mut out = Vec::new();
+        for id in ids {
+            match self.inventory.locations(id).next() {
+                Some((pack, entry)) => by_pack.entry(pack.id).or_default().push((*id, *entry)),
+                None => out.push((*id, Err(Error::BlobNotFound { blob: *id }))),
+            }
+        }
+        let groups: Vec<_> = by_pack.into_iter().collect();
+        let loaded: Vec<Vec<(TreeId, Result<Tree>)>> = groups
+            .into_par_iter()
+            .map(|(pack, wanted)| {
+                let start = wanted.iter().map(|(_, e)| e.offset).min().unwrap_or(0);
+                let end = wanted.iter().map(|(_, e)| e.end()).max().unwrap_or(0);
+                let span = self.span(&pack, start, end);
+                wanted
+                    .into_par_iter()
+                    .map(|(id, entry)| {
+                        let first = match &span {
+                            Ok((bytes, base)) => {
+                                let sealed = usize::try_from(entry.offset - base)
+                                    .ok()
+                                    .zip(usize::try_from(entry.end() - base).ok())
+                                    .and_then(|(a, b)| bytes.get(a..b))
+                                    .ok_or_else(|| Error::BlobIntegrity {
+                                        blob: id,
+                                        pack,
+                                        reason: "lies outside the pack".into(),
+                                    });
+                                sealed
+                                    .and_then(|s| {
+                                        open_blob(
+                                            self.repo.keys(),
+                                            self.repo.id(),
+                                            &pack,
+                                            &entry,
+                                            s,
+                                        )
+                                    })
+                                    .and_then(|plain| Tree::decode(&id, &plain))
+                            }
+                            Err(e) => Err(clone_error(e)),
+                        };
+                        let tree = first
+                            .or_else(|e| other_copies(self.repo, self.inventory, &id, &pack, e));
+                        (id, tree)
+                    })
+                    .collect()
+            })
+            .collect();
+        out.extend(loaded.into_iter().flatten());
+        out
+    }
 }
 
 /// A tree whose first copy failed: tries the copies in other packs.
@@ -148,13 +206,13 @@ fn clone_error(e: &Error) -> Error {
 
 /// Walks every tree reachable from the snapshots, level by level, each tree once.
 pub fn walk(
-    repo: &Repository,
-    inventory: &Inventory,
+    loader: &TreeLoader,
     snapshots: &[(SnapshotId, Snapshot)],
     report: &mut CheckReport,
     damage: &mut Damage,
     progress: &dyn CheckProgress,
 ) -> TreeGraph {
+    let inventory = loader.inventory;
     progress.phase("trees", 0);
     let mut graph = TreeGraph::default();
     let mut level: Vec<TreeId> = Vec::new();
@@ -165,7 +223,7 @@ pub fn walk(
     }
     while !level.is_empty() {
         let mut next = Vec::new();
-        for (id, tree) in load_trees(repo, inventory, &level) {
+        for (id, tree) in loader.load(&level) {
             progress.advance(1);
             let tree = match tree {
                 Ok(tree) => tree,
@@ -226,13 +284,12 @@ fn tree_failed(
 /// Every entry of every snapshot that needs a lost blob: files whose content is lost, folders
 /// whose listing is lost.
 pub fn affected(
-    repo: &Repository,
-    inventory: &Inventory,
+    loader: &TreeLoader,
     snapshots: &[(SnapshotId, Snapshot)],
     graph: &TreeGraph,
-    lost: &HashMap<BlobId, String>,
+    lost: &IdMap<BlobId, String>,
 ) -> Vec<Affected> {
-    let mut memo: HashMap<TreeId, bool> = HashMap::new();
+    let mut memo: IdMap<TreeId, bool> = IdMap::default();
     let mut out = Vec::new();
     for (sid, s) in snapshots {
         if let Some(reason) = lost.get(&s.tree) {
@@ -244,8 +301,7 @@ pub fn affected(
             });
         } else if leads_to_loss(&s.tree, graph, lost, &mut memo) {
             let mut walk = AffectedWalk {
-                repo,
-                inventory,
+                loader,
                 graph,
                 lost,
                 memo: &mut memo,
@@ -261,8 +317,8 @@ pub fn affected(
 fn leads_to_loss(
     id: &TreeId,
     graph: &TreeGraph,
-    lost: &HashMap<BlobId, String>,
-    memo: &mut HashMap<TreeId, bool>,
+    lost: &IdMap<BlobId, String>,
+    memo: &mut IdMap<TreeId, bool>,
 ) -> bool {
     if let Some(&known) = memo.get(id) {
         return known;
@@ -279,18 +335,17 @@ fn leads_to_loss(
 }
 
 struct AffectedWalk<'a> {
-    repo: &'a Repository,
-    inventory: &'a Inventory,
+    loader: &'a TreeLoader<'a>,
     graph: &'a TreeGraph,
-    lost: &'a HashMap<BlobId, String>,
-    memo: &'a mut HashMap<TreeId, bool>,
+    lost: &'a IdMap<BlobId, String>,
+    memo: &'a mut IdMap<TreeId, bool>,
     snapshot: SnapshotId,
     out: &'a mut Vec<Affected>,
 }
 
 impl AffectedWalk<'_> {
     fn tree(&mut self, id: &TreeId, prefix: &str) {
-        let Some((_, Ok(tree))) = load_trees(self.repo, self.inventory, &[*id]).pop() else {
+        let Some((_, Ok(tree))) = self.loader.load(&[*id]).pop() else {
             return;
         };
         for node in &tree.nodes {

@@ -171,7 +171,7 @@ impl Context {
         let params = KdfParams {
             memory_kib: kdf.kdf_memory * 1024,
             iterations: kdf.kdf_iterations,
-            parallelism: 1,
+            parallelism: 2,
         };
         Repository::init(storage, &password, params)
     }

@@ -6,13 +6,11 @@
 //! listed in `damaged_segments` and contributes nothing; a blob listed in several packs keeps
 //! every location.
 
-use std::collections::HashMap;
-
 use rayon::prelude::*;
 
 use super::segment::IndexSegment;
 use crate::error::{Error, Result};
-use crate::ids::{BlobId, IndexId, PackId};
+use crate::ids::{BlobId, IdMap, IndexId, PackId};
 use crate::pack::BlobEntry;
 use crate::repo::{FileKind, Repository};
 
@@ -29,9 +27,9 @@ pub struct Inventory {
     pub segments: Vec<IndexId>,
     pub damaged_segments: Vec<(IndexId, Error)>,
     pub packs: Vec<IndexedPack>,
-    pack_pos: HashMap<PackId, usize>,
+    pack_pos: IdMap<PackId, usize>,
     /// blob → (position in `packs`, position in its entries); every location.
-    blobs: HashMap<BlobId, Vec<(u32, u32)>>,
+    blobs: IdMap<BlobId, Vec<(u32, u32)>>,
 }
 
 impl Inventory {

@@ -26,7 +26,7 @@ impl Default for KdfParams {
         KdfParams {
             memory_kib: 64 * 1024,
             iterations: 3,
-            parallelism: 1,
+            parallelism: 2,
         }
     }
 }
