@@ -134,6 +134,7 @@ pub fn read_packs(
             outcome
         })
         .collect();
+    tracing::debug!("check: data read");
     let mut verified = Verified {
         packs: packs.iter().map(|p| p.id).collect(),
         ..Verified::default()

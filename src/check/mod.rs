@@ -282,6 +282,53 @@ pub fn run(
     pool.install(|| run_in_pool(repo, local, opts, progress))
 }
 
+/// What the structure checks found, with what the data check and the report need next.
+struct Structure {
+    report: CheckReport,
+    damage: Damage,
+    snapshots: Vec<(SnapshotId, crate::snapshot::Snapshot)>,
+    graph: trees::TreeGraph,
+}
+
+struct Scope<'a> {
+    repo: &'a Repository,
+    inventory: &'a Inventory,
+    stored: &'a std::collections::HashMap<PackId, u64>,
+    to_read: &'a HashSet<PackId>,
+}
+
+impl Scope<'_> {
+    /// Local index, packs, snapshots and trees (everything but reading data).
+    fn structure(
+        &self,
+        local: &mut LocalIndex,
+        loader: &trees::TreeLoader,
+        progress: &dyn CheckProgress,
+    ) -> Result<Structure> {
+        let mut report = CheckReport::default();
+        let mut damage = Damage::default();
+        compare_local_index(self.repo, local, self.inventory, &mut report)?;
+        packs::check_packs(
+            self.repo,
+            self.inventory,
+            self.stored,
+            self.to_read,
+            &mut report,
+            &mut damage,
+            progress,
+        );
+        let snapshots = trees::load_snapshots(self.repo, &mut report)?;
+        let graph = trees::walk(loader, &snapshots, &mut report, &mut damage, progress);
+        tracing::debug!("check: structure checked");
+        Ok(Structure {
+            report,
+            damage,
+            snapshots,
+            graph,
+        })
+    }
+}
+
 fn run_in_pool(
     repo: &Repository,
     local: &mut LocalIndex,
@@ -289,7 +336,6 @@ fn run_in_pool(
     progress: &dyn CheckProgress,
 ) -> Result<CheckReport> {
     let mut report = CheckReport::default();
-    let mut damage = Damage::default();
     progress.phase("index", 0);
     let inventory = Inventory::load(repo)?;
     for (segment, e) in &inventory.damaged_segments {
@@ -301,54 +347,46 @@ fn run_in_pool(
     report.stats.index_segments = inventory.segments.len() + inventory.damaged_segments.len();
     report.stats.packs = inventory.packs.len();
     report.stats.blobs = inventory.blob_count();
-    compare_local_index(repo, local, &inventory, &mut report)?;
-
-    tracing::debug!("check: index segments read, local index compared");
     let stored = repo.stored_packs()?;
     let to_read: HashSet<PackId> = match &opts.read_data {
         Some(subset) => subset.select(&inventory, &stored),
         None => HashSet::new(),
     };
-    packs::check_packs(
-        repo,
-        &inventory,
-        &stored,
-        &to_read,
-        &mut report,
-        &mut damage,
-        progress,
-    );
-
-    tracing::debug!("check: packs checked");
-    // The tree walk and the data reads run side by side: one is mostly latency, the other
-    // mostly throughput.
+    // The structure checks and the data reads run side by side: one is mostly latency, the
+    // other mostly throughput. The progress bar follows the data reads when there are any.
+    let structure_progress: &dyn CheckProgress = match opts.read_data {
+        Some(_) => &NoProgress,
+        None => progress,
+    };
     let loader = trees::TreeLoader::new(repo, &inventory);
-    let (walked, verified) = rayon::join(
-        || -> Result<_> {
-            let mut part = CheckReport::default();
-            let mut lost = Damage::default();
-            let snapshots = trees::load_snapshots(repo, &mut part)?;
-            let tree_progress: &dyn CheckProgress = match opts.read_data {
-                Some(_) => &NoProgress,
-                None => progress,
-            };
-            let graph = trees::walk(&loader, &snapshots, &mut part, &mut lost, tree_progress);
-            Ok((part, lost, snapshots, graph))
-        },
+    let scope = Scope {
+        repo,
+        inventory: &inventory,
+        stored: &stored,
+        to_read: &to_read,
+    };
+    let (structure, verified) = rayon::join(
+        || scope.structure(local, &loader, structure_progress),
         || {
             opts.read_data
                 .as_ref()
                 .map(|_| data::read_packs(repo, &inventory, &to_read, progress))
         },
     );
-    let (part, lost, snapshots, graph) = walked?;
+    let Structure {
+        report: part,
+        damage,
+        snapshots,
+        graph,
+    } = structure?;
     report.problems.extend(part.problems);
+    report.warnings.extend(part.warnings);
     report.stats.snapshots = part.stats.snapshots;
     report.stats.trees = part.stats.trees;
-    damage.lost.extend(lost.lost);
     tracing::debug!("check: trees walked, data read");
     unused(&inventory, &stored, &graph.referenced, &mut report);
 
+    let mut damage = damage;
     if let Some(verified) = verified {
         report.stats.packs_read = verified.packs.len();
         report.stats.bytes_read = verified.bytes;
