@@ -14,6 +14,7 @@ pub mod codec;
 pub mod compress;
 pub mod crypto;
 pub mod error;
+pub mod failpoint;
 pub mod host;
 pub mod ids;
 pub mod index;

@@ -623,3 +623,86 @@ fn blob_stored_in_two_packs_is_a_warning_naming_both() {
     assert!(packs.iter().any(|p| *p == file_name(&f.data_pack(0))));
     f.assert_all_restore();
 }
+
+/// Runs cairn with a failpoint armed and asserts that it died there.
+fn run_until(f: &Fixture, failpoint: &str, args: &[&str]) {
+    let out = f
+        .env
+        .cmd(args)
+        .env("CAIRN_FAILPOINT", failpoint)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.code().is_none(),
+        "cairn {args:?} should have died at {failpoint}: {:?}\n{}",
+        out.status,
+        stderr(&out)
+    );
+}
+
+#[test]
+fn interrupted_repair_index_loses_nothing_and_runs_again() {
+    for failpoint in [
+        "repair-index-salvaged",
+        "repair-index-segment-written",
+        "repair-index-segment-deleted:2",
+        "repair-index-pack-deleted",
+    ] {
+        let f = Fixture::new();
+        let pack = f.data_pack(1);
+        let len = std::fs::metadata(&pack).unwrap().len();
+        let file = std::fs::OpenOptions::new().write(true).open(&pack).unwrap();
+        file.set_len(len / 2).unwrap();
+        run_until(&f, failpoint, &["repair", "index"]);
+
+        let (code, report) = f.check(&[]);
+        assert_eq!(code, 17, "after dying at {failpoint}: {report:#}");
+        assert_only_b_affected(&report, &f);
+        f.assert_restores(2, "a");
+        f.assert_restores(2, "c");
+
+        f.env.ok(&["repair", "index"]);
+        let (code, report) = f.check(&["--read-data"]);
+        assert_eq!(code, 17);
+        assert!(
+            kinds(&report).iter().all(|k| k == "blob_missing"),
+            "after dying at {failpoint} and repairing again: {report:#}"
+        );
+        assert_only_b_affected(&report, &f);
+    }
+}
+
+#[test]
+fn interrupted_repair_snapshots_runs_again_without_duplicates() {
+    let f = Fixture::new();
+    flip_bit(&f.data_pack(1), 100);
+    let (code, _) = f.check(&["--read-data"]);
+    assert_eq!(code, 17);
+    run_until(
+        &f,
+        "repair-snapshots-written",
+        &["repair", "snapshots", "--forget"],
+    );
+    assert_eq!(
+        f.env.snapshots().len(),
+        4,
+        "one repaired, its original kept"
+    );
+    let out = f.env.ok(&["repair", "snapshots", "--forget"]);
+    assert!(out.contains("was repaired before"), "{out}");
+    let snapshots = f.env.snapshots();
+    assert_eq!(snapshots.len(), 3, "{out}");
+    assert_eq!(
+        snapshots
+            .iter()
+            .filter(|s| s["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t == "repaired"))
+            .count(),
+        2
+    );
+    f.assert_clean(&["--read-data"]);
+    f.assert_restores(0, "a");
+}

@@ -112,6 +112,16 @@ fn print_snapshots(report: &repair_snapshots::RepairSnapshotsReport, dry_run: bo
             println!("snapshot {original} cannot be repaired: {why}; it was left as it is");
             continue;
         }
+        if s.earlier {
+            let new = s.repaired.map(|id| id.short()).unwrap_or_default();
+            let forgotten = if s.forgotten {
+                "; the original was forgotten now"
+            } else {
+                ""
+            };
+            println!("snapshot {original} was repaired before, as {new}{forgotten}");
+            continue;
+        }
         for c in &s.changes {
             println!("snapshot {original} {} {}: {}", c.action, c.path, c.reason);
         }

@@ -17,6 +17,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::failpoint;
 use crate::ids::{BlobType, IndexId, PackId};
 use crate::index::{IndexSegment, IndexedPack, Inventory, PackRecord};
 use crate::pack::{self, BlobEntry, PackWriter, SealedBlob, open_blob};
@@ -128,6 +129,7 @@ pub fn run(repo: &Repository, dry_run: bool) -> Result<RepairIndexReport> {
         });
         records.extend(new_packs);
         salvaged_packs.push(pack.id);
+        failpoint::hit("repair-index-salvaged");
     }
     report.packs_indexed = records.len();
     if dry_run {
@@ -136,6 +138,7 @@ pub fn run(repo: &Repository, dry_run: bool) -> Result<RepairIndexReport> {
     for segment in segments(records) {
         repo.save_file(FileKind::Index, &segment.encode())?;
         report.segments_written += 1;
+        failpoint::hit("repair-index-segment-written");
     }
     let old_ids = old
         .segments
@@ -144,9 +147,11 @@ pub fn run(repo: &Repository, dry_run: bool) -> Result<RepairIndexReport> {
     for id in old_ids {
         delete_segment(repo, id)?;
         report.segments_removed += 1;
+        failpoint::hit("repair-index-segment-deleted");
     }
     for id in salvaged_packs {
         repo.storage().delete(&object_path(FileKind::Pack, &id.0))?;
+        failpoint::hit("repair-index-pack-deleted");
     }
     Ok(report)
 }

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::blobs::load_tree;
 use crate::error::Result;
+use crate::failpoint;
 use crate::ids::{BlobId, BlobType, PackId, SnapshotId, TreeId};
 use crate::index::LocalIndex;
 use crate::packer::Packer;
@@ -52,6 +53,8 @@ pub struct RepairedSnapshot {
     /// Why the snapshot cannot be repaired (its root listing is lost).
     pub unrepairable: Option<String>,
     pub forgotten: bool,
+    /// The repaired version was written by an earlier (perhaps interrupted) run.
+    pub earlier: bool,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -222,7 +225,12 @@ pub fn run(
     opts: &RepairSnapshotsOptions,
 ) -> Result<RepairSnapshotsReport> {
     let mut report = RepairSnapshotsReport::default();
-    let chosen: Vec<(SnapshotId, Snapshot)> = snapshot::list(index)?
+    let all = snapshot::list(index)?;
+    let repaired_before: HashMap<SnapshotId, SnapshotId> = all
+        .iter()
+        .filter_map(|(id, s)| s.original.map(|original| (original, *id)))
+        .collect();
+    let chosen: Vec<(SnapshotId, Snapshot)> = all
         .into_iter()
         .filter(|(id, _)| opts.snapshots.is_empty() || opts.snapshots.contains(id))
         .collect();
@@ -244,6 +252,22 @@ pub fn run(
     };
     let mut new_snapshots = Vec::new();
     for (id, s) in chosen {
+        if let Some(repaired) = repaired_before.get(&id) {
+            let forget = opts.forget && !opts.dry_run;
+            if forget {
+                repo.storage()
+                    .delete(&object_path(FileKind::Snapshot, &id.0))?;
+            }
+            report.snapshots.push(RepairedSnapshot {
+                original: id,
+                repaired: Some(*repaired),
+                changes: Vec::new(),
+                unrepairable: None,
+                forgotten: forget,
+                earlier: true,
+            });
+            continue;
+        }
         let fixed = match fixer.load(&s.tree)? {
             Err(reason) => {
                 report.snapshots.push(RepairedSnapshot {
@@ -252,6 +276,7 @@ pub fn run(
                     changes: Vec::new(),
                     unrepairable: Some(format!("its root listing is lost: {reason}")),
                     forgotten: false,
+                    earlier: false,
                 });
                 continue;
             }
@@ -282,6 +307,7 @@ pub fn run(
             changes,
             unrepairable: None,
             forgotten: false,
+            earlier: false,
         });
     }
     if opts.dry_run || new_snapshots.is_empty() {
@@ -300,6 +326,7 @@ pub fn run(
         index.add_snapshot(&id, snapshot.time_ns, &body)?;
         let entry = &mut report.snapshots[pos];
         entry.repaired = Some(id);
+        failpoint::hit("repair-snapshots-written");
         if opts.forget {
             repo.storage()
                 .delete(&object_path(FileKind::Snapshot, &entry.original.0))?;
