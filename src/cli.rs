@@ -35,6 +35,9 @@ pub struct GlobalArgs {
     /// Print nothing but errors and the requested data
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Wait this long for a conflicting lock to go away (e.g. 30s, 10m, 2h; 0 to fail at once)
+    #[arg(long, global = true, default_value = "1m", value_parser = parse_wait)]
+    pub retry_lock: std::time::Duration,
     /// More log output (repeat for more)
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
@@ -63,6 +66,108 @@ pub enum Command {
     /// Repair the index or snapshots after damage
     #[command(subcommand)]
     Repair(RepairCommand),
+    /// Remove snapshots by retention policy or by id (the data goes at the next prune)
+    Forget(Box<ForgetArgs>),
+    /// Delete data no snapshot needs, repacking packs with too much of it
+    Prune(PruneArgs),
+    /// Add, remove or set tags on snapshots
+    Tag(TagArgs),
+    /// Remove stale locks (left by processes that died)
+    Unlock(UnlockArgs),
+}
+
+#[derive(Args)]
+pub struct SnapshotFilterArgs {
+    /// Only snapshots of this host
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Only snapshots with this tag (repeatable: all must be present)
+    #[arg(long)]
+    pub tag: Vec<String>,
+    /// Only snapshots with this source path
+    #[arg(long)]
+    pub path: Option<String>,
+}
+
+#[derive(Args)]
+pub struct PruneArgs {
+    /// Repack a pack when more than this share of it is unused (e.g. 5%, 0%, 100%)
+    #[arg(long, default_value = "5%")]
+    pub max_unused: String,
+    /// Report what would be deleted and repacked; change nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+}
+
+#[derive(Args)]
+pub struct ForgetArgs {
+    /// Snapshots to forget (id prefixes), instead of a policy
+    pub snapshots: Vec<String>,
+    /// Keep the N newest snapshots
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_last: u32,
+    /// Keep the newest snapshot of each of the last N hours that have one
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_hourly: u32,
+    /// … days
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_daily: u32,
+    /// … ISO weeks
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_weekly: u32,
+    /// … months
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_monthly: u32,
+    /// … years
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_yearly: u32,
+    /// Keep every snapshot within this span of the newest one (e.g. 30d, 1y2m, 2w, 12h)
+    #[arg(long, value_name = "SPAN")]
+    pub keep_within: Option<String>,
+    /// Keep every snapshot with this tag (repeatable)
+    #[arg(long, value_name = "TAG")]
+    pub keep_tag: Vec<String>,
+    /// Apply the policy to each group of snapshots with equal values of these fields
+    #[arg(long, default_value = "host,paths")]
+    pub group_by: String,
+    #[command(flatten)]
+    pub filter: SnapshotFilterArgs,
+    /// Allow a policy to remove every snapshot of a group
+    #[arg(long)]
+    pub allow_remove_all: bool,
+    /// Print what would be kept (and why) and removed; change nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Run prune afterwards
+    #[arg(long)]
+    pub prune: bool,
+    /// For --prune: repack a pack when more than this share of it is unused
+    #[arg(long, default_value = "5%")]
+    pub max_unused: String,
+}
+
+#[derive(Args)]
+pub struct TagArgs {
+    /// Snapshots to change (id prefixes or `latest`; default: all that match the filters)
+    pub snapshots: Vec<String>,
+    /// Add this tag (repeatable)
+    #[arg(long)]
+    pub add: Vec<String>,
+    /// Remove this tag (repeatable)
+    #[arg(long)]
+    pub remove: Vec<String>,
+    /// Replace all tags with these (repeatable; `--set ''` clears them)
+    #[arg(long)]
+    pub set: Vec<String>,
+    #[command(flatten)]
+    pub filter: SnapshotFilterArgs,
+}
+
+#[derive(Args)]
+pub struct UnlockArgs {
+    /// Remove every lock, not only stale ones (only when no cairn is running on the repository)
+    #[arg(long)]
+    pub remove_all: bool,
 }
 
 #[derive(Subcommand)]
@@ -276,4 +381,23 @@ pub struct LsArgs {
     /// List everything below the folder
     #[arg(short = 'R', long)]
     pub recursive: bool,
+}
+
+/// `90`, `90s`, `10m`, `2h`.
+fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let (digits, unit) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&t[..i], c),
+        _ => (t, 's'),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?}: use a number of seconds, or 30s, 10m, 2h"))?;
+    let secs = match unit {
+        's' => n,
+        'm' => n * 60,
+        'h' => n * 3600,
+        _ => return Err(format!("{text:?}: the unit must be s, m or h")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
 }

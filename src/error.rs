@@ -93,6 +93,16 @@ pub enum Error {
         stderr_tail: String,
     },
 
+    #[error(
+        "the repository is locked by {holder}; nothing was changed. Try again later, wait longer with --retry-lock, or, if that process is gone, run `cairn unlock`"
+    )]
+    Locked { holder: String },
+
+    #[error(
+        "the repository lock was lost ({reason}); stopped before changing anything further. Run the command again"
+    )]
+    LockLost { reason: String },
+
     #[error("{0}")]
     Invalid(String),
 }

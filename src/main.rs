@@ -16,6 +16,7 @@ mod exit {
     pub const FAILURE: i32 = 1;
     pub const PARTIAL: i32 = 3;
     pub const REPOSITORY_NOT_FOUND: i32 = 10;
+    pub const LOCKED: i32 = 11;
     pub const WRONG_PASSWORD: i32 = 12;
     pub const NOT_A_REPOSITORY: i32 = 13;
     pub const NEWER_FORMAT: i32 = 14;
@@ -27,6 +28,7 @@ mod exit {
 fn exit_code(err: &Error) -> i32 {
     match err {
         Error::RepositoryNotFound { .. } => exit::REPOSITORY_NOT_FOUND,
+        Error::Locked { .. } => exit::LOCKED,
         Error::WrongPassword { .. } => exit::WRONG_PASSWORD,
         Error::NotARepository { .. } => exit::NOT_A_REPOSITORY,
         Error::NewerFormat { .. } => exit::NEWER_FORMAT,
@@ -77,6 +79,10 @@ fn main() {
         Command::Diff(a) => commands::diff::run(&ctx, a),
         Command::Check(a) => commands::check::run(&ctx, a),
         Command::Repair(a) => commands::repair::run(&ctx, a),
+        Command::Forget(a) => commands::forget::run(&ctx, a),
+        Command::Prune(a) => commands::prune::run(&ctx, a),
+        Command::Tag(a) => commands::tag::run(&ctx, a),
+        Command::Unlock(a) => commands::unlock::run(&ctx, a),
     };
     let code = match result {
         Ok(Outcome::Success) => exit::SUCCESS,

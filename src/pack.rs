@@ -76,6 +76,13 @@ impl BlobEntry {
     }
 }
 
+/// The entries sorted by offset (then id), for comparing two listings of one pack.
+pub fn by_offset(entries: &[BlobEntry]) -> Vec<BlobEntry> {
+    let mut v = entries.to_vec();
+    v.sort_by_key(|e| (e.offset, e.id));
+    v
+}
+
 pub fn encode_entries(entries: &[BlobEntry]) -> Vec<u8> {
     let mut out = Vec::with_capacity(4 + entries.len() * BlobEntry::ENCODED_LEN);
     out.extend_from_slice(&(entries.len() as u32).to_le_bytes());

@@ -48,6 +48,7 @@ fn craft(env: &Env, build: impl FnOnce(&mut Packer) -> Vec<Node>) -> SnapshotId 
         program_version: "evil".into(),
         original: None,
         repair_note: None,
+        supersedes: None,
     };
     SnapshotId(repo.save_file(FileKind::Snapshot, &snap.encode()).unwrap())
 }

@@ -30,6 +30,7 @@ use crate::host;
 use crate::ids::{SnapshotId, TreeId};
 use crate::index::LocalIndex;
 use crate::packer::Packer;
+use crate::repo::lock::RepositoryLock;
 use crate::repo::{FileKind, Repository};
 use crate::snapshot::{self, Snapshot, Summary};
 use crate::tree::{Node, NodeKind, Tree};
@@ -146,6 +147,7 @@ pub fn run(
     index: &mut LocalIndex,
     opts: &BackupOptions,
     reporter: &dyn Reporter,
+    lock: Option<&RepositoryLock>,
 ) -> Result<BackupOutcome> {
     let started = Instant::now();
     let time_ns = opts.time_ns.unwrap_or_else(host::now_ns);
@@ -234,6 +236,7 @@ pub fn run(
         program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
         original: None,
         repair_note: None,
+        supersedes: None,
     };
     let parent = parent.map(|(id, _)| id);
     if opts.dry_run {
@@ -242,6 +245,11 @@ pub fn run(
             snapshot,
             parent,
         });
+    }
+    // Everything the snapshot needs is stored and indexed; commit only while the lock still
+    // keeps prune away from what this backup deduplicated against.
+    if let Some(lock) = lock {
+        lock.check()?;
     }
     let body = snapshot.encode();
     let id = SnapshotId(repo.save_file(FileKind::Snapshot, &body)?);

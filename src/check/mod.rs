@@ -267,6 +267,28 @@ impl Damage {
     }
 }
 
+/// Every blob (tree and data) the snapshots on storage need, and how many snapshots there
+/// are. Errors when a snapshot or tree cannot be read or a needed blob is not indexed: what is
+/// needed is then unknown, and `prune` must not delete anything.
+pub fn used_blobs(repo: &Repository, inventory: &Inventory) -> Result<(usize, IdSet<BlobId>)> {
+    let mut report = CheckReport::default();
+    let mut damage = Damage::default();
+    let snapshots = trees::load_snapshots(repo, &mut report)?;
+    let loader = trees::TreeLoader::new(repo, inventory);
+    let graph = trees::walk(&loader, &snapshots, &mut report, &mut damage, &NoProgress);
+    let first = report
+        .problems
+        .first()
+        .map(ToString::to_string)
+        .or_else(|| damage.lost.values().next().cloned());
+    if let Some(problem) = first {
+        return Err(Error::Invalid(format!(
+            "{problem}: the repository is damaged, so what the snapshots need cannot be known; nothing was deleted. Run `cairn check`, then `cairn repair index` / `cairn repair snapshots`"
+        )));
+    }
+    Ok((snapshots.len(), graph.referenced))
+}
+
 /// Runs the check. `local` is the synced local index; it is rebuilt if it disagrees with the
 /// repository, and it receives the damaged blobs that reading data found.
 pub fn run(

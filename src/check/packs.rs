@@ -13,12 +13,7 @@ use crate::repo::Repository;
 
 /// Why two lists of blob entries (header and index) differ, if they do.
 pub fn entries_differ(header: &[BlobEntry], indexed: &[BlobEntry]) -> Option<String> {
-    let sorted = |e: &[BlobEntry]| {
-        let mut v = e.to_vec();
-        v.sort_by_key(|e| (e.offset, e.id));
-        v
-    };
-    let (h, i) = (sorted(header), sorted(indexed));
+    let (h, i) = (pack::by_offset(header), pack::by_offset(indexed));
     if h.len() != i.len() {
         return Some(format!(
             "the header lists {} blobs, the index {}",

@@ -195,13 +195,14 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> Result<Outcome> {
         cairn::walk::prepare_sources(p)?;
     }
     let repo = open_or_init(ctx, args)?;
+    let lock = ctx.lock(&repo, false)?;
     let mut index = ctx.open_index(&repo)?;
     let reporter = CliReporter {
         warnings: Mutex::new(Vec::new()),
         bar: progress_bar(ctx, &opts),
         list_files: opts.dry_run && !ctx.json,
     };
-    let result = backup::run(&repo, &mut index, &opts, &reporter);
+    let result = backup::run(&repo, &mut index, &opts, &reporter, Some(&lock));
     if let Some(bar) = &reporter.bar {
         bar.finish_and_clear();
     }

@@ -51,7 +51,7 @@ pub fn run(ctx: &Context, args: &CheckArgs) -> Result<Outcome> {
         threads: args.threads.unwrap_or_else(super::default_threads),
     };
     let started = Instant::now();
-    let (repo, mut index) = ctx.open()?;
+    let (repo, _lock, mut index) = ctx.open_locked(false)?;
     let bar = (!ctx.quiet && !ctx.json && std::io::stderr().is_terminal()).then(|| {
         let bar = ProgressBar::new(0);
         bar.enable_steady_tick(Duration::from_millis(200));

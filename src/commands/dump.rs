@@ -47,7 +47,7 @@ fn content<'r, 'a>(reader: &'r BlobReader<'a>, node: &'r Node) -> ContentReader<
 }
 
 pub fn run(ctx: &Context, args: &DumpArgs) -> Result<Outcome> {
-    let (repo, index) = ctx.open()?;
+    let (repo, _lock, index) = ctx.open_locked(false)?;
     let (id, snap) = snapshot::find(&index, &args.snapshot)?;
     let not_found = || Error::PathNotInSnapshot {
         snapshot: id.short(),

@@ -75,15 +75,14 @@ pub fn run(ctx: &Context, args: &FindArgs) -> Result<Outcome> {
         .build()
         .map_err(|e| Error::Invalid(format!("pattern {:?}: {e}", args.pattern)))?
         .compile_matcher();
+    let filter = snapshot::Filter {
+        host: args.host.clone(),
+        tags: args.tag.clone(),
+        path: args.path.clone(),
+    };
     let snapshots: Vec<_> = snapshot::list(&index)?
         .into_iter()
-        .filter(|(_, s)| args.host.as_ref().is_none_or(|h| &s.hostname == h))
-        .filter(|(_, s)| args.tag.iter().all(|t| s.tags.contains(t)))
-        .filter(|(_, s)| {
-            args.path
-                .as_ref()
-                .is_none_or(|p| s.paths.iter().any(|sp| sp == p.as_bytes()))
-        })
+        .filter(|(_, s)| filter.matches(s))
         .collect();
     let mut finder = Finder {
         reader: BlobReader::new(&repo, index.snapshot_reader()?),

@@ -6,17 +6,22 @@ pub mod check;
 pub mod diff;
 pub mod dump;
 pub mod find;
+pub mod forget;
 pub mod init;
 pub mod ls;
+pub mod prune;
 pub mod repair;
 pub mod restore;
 pub mod snapshots;
+pub mod tag;
+pub mod unlock;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use cairn::error::{Error, Result};
 use cairn::index::{LocalIndex, OpenReport};
+use cairn::repo::lock::RepositoryLock;
 use cairn::repo::{KdfParams, Repository};
 use cairn::storage::{self, Storage};
 
@@ -40,6 +45,8 @@ pub fn default_threads() -> usize {
 
 pub struct Context {
     pub repo: String,
+    /// How long to wait for a conflicting lock to go away.
+    pub retry_lock: std::time::Duration,
     pub cache_dir: PathBuf,
     pub password_file: Option<PathBuf>,
     pub json: bool,
@@ -59,6 +66,7 @@ fn xdg(var: &str, fallback: &str) -> PathBuf {
 impl Context {
     pub fn new(g: &GlobalArgs) -> Self {
         Context {
+            retry_lock: g.retry_lock,
             repo: g.repo.clone().unwrap_or_else(|| {
                 xdg("XDG_DATA_HOME", ".local/share")
                     .join("cairn/repository")
@@ -130,9 +138,25 @@ impl Context {
 
     /// Opens the repository and syncs its local index.
     pub fn open(&self) -> Result<(Repository, LocalIndex)> {
-        let repo = Repository::open(self.storage(false)?, || self.password(false))?;
+        let repo = self.open_repo()?;
         let index = self.open_index(&repo)?;
         Ok((repo, index))
+    }
+
+    pub fn open_repo(&self) -> Result<Repository> {
+        Repository::open(self.storage(false)?, || self.password(false))
+    }
+
+    /// Opens the repository, locks it (shared or exclusive), then syncs the local index.
+    pub fn open_locked(&self, exclusive: bool) -> Result<(Repository, RepositoryLock, LocalIndex)> {
+        let repo = self.open_repo()?;
+        let lock = self.lock(&repo, exclusive)?;
+        let index = self.open_index(&repo)?;
+        Ok((repo, lock, index))
+    }
+
+    pub fn lock(&self, repo: &Repository, exclusive: bool) -> Result<RepositoryLock> {
+        RepositoryLock::acquire(repo, exclusive, self.retry_lock)
     }
 
     pub fn open_index(&self, repo: &Repository) -> Result<LocalIndex> {

@@ -16,7 +16,8 @@ pub fn run(ctx: &Context, command: &RepairCommand) -> Result<Outcome> {
 }
 
 fn index(ctx: &Context, args: &RepairIndexArgs) -> Result<Outcome> {
-    let repo = cairn::repo::Repository::open(ctx.storage(false)?, || ctx.password(false))?;
+    let repo = ctx.open_repo()?;
+    let _lock = ctx.lock(&repo, true)?;
     let report = repair_index::run(&repo, args.dry_run)?;
     if !args.dry_run && report.changed {
         // The old segments are gone, so the local index rebuilds itself from the new ones.
@@ -77,7 +78,7 @@ fn index(ctx: &Context, args: &RepairIndexArgs) -> Result<Outcome> {
 }
 
 fn snapshots(ctx: &Context, args: &RepairSnapshotsArgs) -> Result<Outcome> {
-    let (repo, mut index) = ctx.open()?;
+    let (repo, _lock, mut index) = ctx.open_locked(true)?;
     let chosen = args
         .snapshots
         .iter()

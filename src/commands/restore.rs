@@ -26,7 +26,7 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<Outcome> {
         .snapshot
         .split_once(':')
         .unwrap_or((args.snapshot.as_str(), ""));
-    let (repo, index) = ctx.open()?;
+    let (repo, _lock, index) = ctx.open_locked(false)?;
     let (id, snap) = snapshot::find(&index, name)?;
     let path = path.trim_end_matches('/');
     let at = if path.is_empty() || path.starts_with('/') {

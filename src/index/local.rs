@@ -173,6 +173,34 @@ impl LocalIndex {
     }
 
     fn sync(&mut self, repo: &Repository, report: &mut OpenReport) -> Result<()> {
+        // A prune raises the generation before deleting anything: whatever this cache knew
+        // may point at deleted packs, so it starts over.
+        let generation = repo.generation()?.to_string();
+        let seen: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'generation'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(self.err())?;
+        if seen.as_deref() != Some(generation.as_str()) {
+            if seen.is_some() {
+                report.rebuilt.get_or_insert_with(|| {
+                    "the repository's generation changed (a prune deleted data)".into()
+                });
+            }
+            self.conn
+                .execute_batch(
+                    "DELETE FROM blobs; DELETE FROM packs; DELETE FROM segments; DELETE FROM damaged_blobs;",
+                )
+                .map_err(self.err())?;
+            self.conn
+                .execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('generation', ?1)",
+                    [&generation],
+                )
+                .map_err(self.err())?;
+        }
         let in_repo: HashSet<[u8; 32]> = repo.list_ids(FileKind::Index)?.into_iter().collect();
         let merged: HashSet<[u8; 32]> = self.ids_in("segments")?;
         if !merged.is_subset(&in_repo) {

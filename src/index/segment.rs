@@ -8,6 +8,10 @@ use crate::error::{Error, Result};
 use crate::ids::{IndexId, PackId};
 use crate::pack::{BlobEntry, decode_entries, encode_entries};
 
+/// Segments written in one go (`repair index`, `prune`) hold at most this many blob entries
+/// each (about 2.5 MB).
+pub const SEGMENT_BLOBS: usize = 50_000;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PackRecord {
     pub id: PackId,
@@ -55,6 +59,20 @@ impl IndexSegment {
             rest = after;
         }
         rest.is_empty().then_some(IndexSegment { packs })
+    }
+
+    /// Groups pack records into segments of at most `SEGMENT_BLOBS` entries each (a pack is
+    /// never split).
+    pub fn split(records: Vec<PackRecord>) -> Vec<IndexSegment> {
+        let mut out = vec![IndexSegment::default()];
+        for r in records {
+            let current = out.last_mut().expect("never empty");
+            if !current.packs.is_empty() && current.blob_count() + r.entries.len() > SEGMENT_BLOBS {
+                out.push(IndexSegment::default());
+            }
+            out.last_mut().expect("never empty").packs.push(r);
+        }
+        out
     }
 
     pub fn blob_count(&self) -> usize {

@@ -18,13 +18,11 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::failpoint;
-use crate::ids::{BlobType, IndexId, PackId};
+use crate::ids::{IndexId, PackId};
 use crate::index::{IndexSegment, IndexedPack, Inventory, PackRecord};
-use crate::pack::{self, BlobEntry, PackWriter, SealedBlob, open_blob};
+use crate::pack::{self, BlobEntry};
+use crate::repack::Repacker;
 use crate::repo::{FileKind, Repository, object_path};
-
-/// At most this many blob entries per new segment (about 2.5 MB).
-const SEGMENT_BLOBS: usize = 50_000;
 
 #[derive(Debug, Serialize)]
 pub struct Salvaged {
@@ -135,7 +133,7 @@ pub fn run(repo: &Repository, dry_run: bool) -> Result<RepairIndexReport> {
     if dry_run {
         return Ok(report);
     }
-    for segment in segments(records) {
+    for segment in IndexSegment::split(records) {
         repo.save_file(FileKind::Index, &segment.encode())?;
         report.segments_written += 1;
         failpoint::hit("repair-index-segment-written");
@@ -165,66 +163,33 @@ fn salvage(
     dry_run: bool,
 ) -> Result<(usize, usize, Vec<PackRecord>)> {
     let bytes = repo.read_pack_range(&pack.id, 0..size)?;
-    let mut writers = [
-        PackWriter::new(BlobType::Data),
-        PackWriter::new(BlobType::Tree),
-    ];
+    let mut repacker = Repacker::new(repo, dry_run);
     let mut lost = 0;
     for e in &pack.entries {
         let sealed = usize::try_from(e.offset)
             .ok()
             .zip(usize::try_from(e.end()).ok())
             .and_then(|(a, b)| bytes.get(a..b));
-        let good = sealed.filter(|s| open_blob(repo.keys(), repo.id(), &pack.id, e, s).is_ok());
-        let Some(sealed) = good else {
-            lost += 1;
-            continue;
+        let copied = match sealed {
+            Some(sealed) => repacker.add(&pack.id, e, sealed),
+            None => Err(crate::error::Error::BlobNotFound { blob: e.id }),
         };
-        let writer = &mut writers[usize::from(e.blob_type == BlobType::Tree)];
-        writer.add(SealedBlob {
-            id: e.id,
-            blob_type: e.blob_type,
-            compression: e.compression,
-            raw_len: e.raw_len,
-            bytes: sealed.to_vec(),
-        });
-    }
-    let mut records = Vec::new();
-    for writer in writers.into_iter().filter(|w| !w.is_empty()) {
-        let finished = writer.finish(repo.keys(), repo.id());
-        let record = PackRecord {
-            id: finished.id,
-            size: finished.bytes.len() as u64,
-            entries: finished.entries,
-        };
-        if !dry_run {
-            repo.storage()
-                .write(&object_path(FileKind::Pack, &finished.id.0), finished.bytes)?;
+        match copied {
+            Ok(()) => {}
+            Err(err)
+                if err.is_integrity()
+                    || matches!(err, crate::error::Error::BlobNotFound { .. }) =>
+            {
+                lost += 1
+            }
+            Err(err) => return Err(err),
         }
-        records.push(record);
     }
-    Ok((pack.entries.len() - lost, lost, records))
+    Ok((pack.entries.len() - lost, lost, repacker.finish()?))
 }
 
 fn same_entries(a: &[BlobEntry], b: &[BlobEntry]) -> bool {
-    let sorted = |e: &[BlobEntry]| {
-        let mut v = e.to_vec();
-        v.sort_by_key(|e| (e.offset, e.id));
-        v
-    };
-    sorted(a) == sorted(b)
-}
-
-fn segments(records: Vec<PackRecord>) -> Vec<IndexSegment> {
-    let mut out = vec![IndexSegment::default()];
-    for r in records {
-        let current = out.last_mut().expect("never empty");
-        if !current.packs.is_empty() && current.blob_count() + r.entries.len() > SEGMENT_BLOBS {
-            out.push(IndexSegment::default());
-        }
-        out.last_mut().expect("never empty").packs.push(r);
-    }
-    out
+    pack::by_offset(a) == pack::by_offset(b)
 }
 
 fn delete_segment(repo: &Repository, id: &IndexId) -> Result<()> {

@@ -24,6 +24,8 @@ pub enum FileKind {
     Pack,
     Index,
     Snapshot,
+    Lock,
+    Generation,
 }
 
 impl FileKind {
@@ -34,6 +36,8 @@ impl FileKind {
             FileKind::Pack => b"PACK",
             FileKind::Index => b"INDX",
             FileKind::Snapshot => b"SNAP",
+            FileKind::Lock => b"LOCK",
+            FileKind::Generation => b"GENR",
         }
     }
 
@@ -44,6 +48,8 @@ impl FileKind {
             FileKind::Pack => "pack",
             FileKind::Index => "index segment",
             FileKind::Snapshot => "snapshot",
+            FileKind::Lock => "lock",
+            FileKind::Generation => "generation",
         }
     }
 }

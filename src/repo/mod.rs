@@ -9,6 +9,7 @@
 pub mod config;
 pub mod file;
 pub mod keyfile;
+pub mod lock;
 
 use std::sync::Arc;
 
@@ -20,6 +21,9 @@ use crate::storage::Storage;
 pub use config::Config;
 pub use file::{FORMAT_VERSION, FileKind};
 pub use keyfile::{KdfParams, KeyFile};
+
+/// The one file besides `config` that is rewritten in place (atomically).
+pub const GENERATION_PATH: &str = "generation";
 
 pub struct Repository {
     storage: Arc<dyn Storage>,
@@ -34,6 +38,8 @@ fn dir_of(kind: FileKind) -> &'static str {
         FileKind::Pack => "packs",
         FileKind::Index => "index",
         FileKind::Snapshot => "snapshots",
+        FileKind::Lock => "locks",
+        FileKind::Generation => "",
     }
 }
 
@@ -205,6 +211,49 @@ impl Repository {
             .collect();
         ids.sort_unstable();
         Ok(ids)
+    }
+
+    /// Encrypts and stores a file of `kind` under its content hash; returns its storage path.
+    pub fn save_named(&self, kind: FileKind, plaintext: &[u8]) -> Result<String> {
+        let id = self.save_file(kind, plaintext)?;
+        Ok(object_path(kind, &id))
+    }
+
+    /// The repository's generation: a counter that `prune` raises before it deletes anything,
+    /// so every client knows to rebuild its local index. 0 if never raised.
+    pub fn generation(&self) -> Result<u64> {
+        let bytes = match self.storage.read(GENERATION_PATH) {
+            Ok(bytes) => bytes,
+            Err(Error::Storage {
+                not_found: true, ..
+            }) => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let plain = file::open_file(
+            &self.keys,
+            &self.config.id,
+            FileKind::Generation,
+            GENERATION_PATH,
+            &bytes,
+        )?;
+        plain
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+            .ok_or_else(|| Error::corrupt("generation", GENERATION_PATH, "malformed"))
+    }
+
+    /// Raises the generation by one (atomically replacing the file) and returns it.
+    pub fn raise_generation(&self) -> Result<u64> {
+        let next = self.generation()? + 1;
+        let sealed = file::seal_file(
+            &self.keys,
+            &self.config.id,
+            FileKind::Generation,
+            &next.to_le_bytes(),
+        );
+        self.storage.write(GENERATION_PATH, sealed)?;
+        Ok(next)
     }
 
     /// Every pack on storage with its size in bytes.

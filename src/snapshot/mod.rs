@@ -10,7 +10,7 @@
 //! `14 unchanged files`), `9 chunker` (nested: `1 min`, `2 avg`,
 //! `3 max`), `10 partial` (1 if some source entries could not be read), `11 program version`,
 //! `12 original snapshot id` and `13 repair note` (only in snapshots written by
-//! `repair snapshots`).
+//! `repair snapshots`), `14 superseded snapshot id` (only in snapshots written by `tag`).
 
 use crate::chunk::ChunkerParams;
 use crate::codec::{self, FieldWriter};
@@ -53,6 +53,9 @@ pub struct Snapshot {
     pub original: Option<SnapshotId>,
     /// tag 13: what the repair changed, in words.
     pub repair_note: Option<String>,
+    /// tag 14: the snapshot this one replaces (`tag` rewrites a snapshot this way): once this
+    /// one exists, the replaced one is hidden, even before it is deleted.
+    pub supersedes: Option<SnapshotId>,
 }
 
 impl Summary {
@@ -130,6 +133,9 @@ impl Snapshot {
         if let Some(note) = &self.repair_note {
             w.bytes(13, note.as_bytes());
         }
+        if let Some(old) = &self.supersedes {
+            w.bytes(14, &old.0);
+        }
         w.finish()
     }
 
@@ -153,6 +159,7 @@ impl Snapshot {
             program_version: String::new(),
             original: None,
             repair_note: None,
+            supersedes: None,
         };
         let mut tree = None;
         for f in codec::fields(bytes)? {
@@ -170,6 +177,7 @@ impl Snapshot {
                 11 => s.program_version = f.string()?,
                 12 => s.original = Some(SnapshotId::from_slice(f.value)?),
                 13 => s.repair_note = Some(f.string()?),
+                14 => s.supersedes = Some(SnapshotId::from_slice(f.value)?),
                 _ => {}
             }
         }
@@ -199,13 +207,48 @@ fn decode_chunker(bytes: &[u8]) -> Option<ChunkerParams> {
     p.is_valid().then_some(p)
 }
 
-/// All snapshots in the local catalog, oldest first.
+/// Which snapshots a command looks at: all given conditions must hold.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    pub host: Option<String>,
+    /// Every one of these tags.
+    pub tags: Vec<String>,
+    /// This source path.
+    pub path: Option<String>,
+}
+
+impl Filter {
+    pub fn matches(&self, s: &Snapshot) -> bool {
+        self.host.as_ref().is_none_or(|h| &s.hostname == h)
+            && self.tags.iter().all(|t| s.tags.contains(t))
+            && self
+                .path
+                .as_ref()
+                .is_none_or(|p| s.paths.iter().any(|sp| sp == p.as_bytes()))
+    }
+}
+
+/// All snapshots in the local catalog, oldest first, without those another one supersedes.
 pub fn list(index: &LocalIndex) -> Result<Vec<(SnapshotId, Snapshot)>> {
-    index
+    let (visible, _) = list_with_superseded(index)?;
+    Ok(visible)
+}
+
+/// Snapshots with their ids.
+pub type Listed = Vec<(SnapshotId, Snapshot)>;
+
+/// The visible snapshots (as `list`), and the ids of superseded ones still stored.
+pub fn list_with_superseded(index: &LocalIndex) -> Result<(Listed, Vec<SnapshotId>)> {
+    let all = index
         .snapshot_bodies()?
         .into_iter()
         .map(|(id, body)| Snapshot::decode(&id, &body).map(|s| (id, s)))
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    let replaced: std::collections::HashSet<SnapshotId> =
+        all.iter().filter_map(|(_, s)| s.supersedes).collect();
+    let (hidden, visible): (Vec<_>, Vec<_>) =
+        all.into_iter().partition(|(id, _)| replaced.contains(id));
+    Ok((visible, hidden.into_iter().map(|(id, _)| id).collect()))
 }
 
 /// Resolves `latest` or a unique hex prefix of a snapshot id.
@@ -232,13 +275,13 @@ pub fn find(index: &LocalIndex, name: &str) -> Result<(SnapshotId, Snapshot)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    #[test]
-    fn round_trip() {
-        let s = Snapshot {
+    /// A snapshot with every field set, for tests elsewhere in the crate.
+    pub(crate) fn sample() -> Snapshot {
+        Snapshot {
             time_ns: 1_763_700_000_123_456_789,
             utc_offset_s: 3600,
             hostname: "db1".into(),
@@ -256,7 +299,13 @@ mod tests {
             program_version: "cairn 0.1.0".into(),
             original: Some(SnapshotId([7; 32])),
             repair_note: Some("removed 1 file".into()),
-        };
+            supersedes: Some(SnapshotId([8; 32])),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let s = sample();
         let id = SnapshotId::default();
         assert_eq!(Snapshot::decode(&id, &s.encode()).unwrap(), s);
     }

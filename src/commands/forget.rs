@@ -1,0 +1,151 @@
+//! `cairn forget`: removes snapshots by retention policy (see `cairn::retention`) or by id,
+//! then optionally prunes.
+
+use cairn::error::{Error, Result};
+use cairn::host::format_time;
+use cairn::prune::PruneOptions;
+use cairn::retention::forget::{self, ForgetOptions, GroupPlan, Removed};
+use cairn::retention::{CalendarSpan, GroupBy, Policy};
+use cairn::snapshot::{self, Filter};
+
+use super::{Context, Outcome};
+use crate::cli::{ForgetArgs, SnapshotFilterArgs};
+
+pub fn filter(args: &SnapshotFilterArgs) -> Filter {
+    Filter {
+        host: args.host.clone(),
+        tags: args.tag.clone(),
+        path: args.path.clone(),
+    }
+}
+
+fn options(args: &ForgetArgs) -> Result<ForgetOptions> {
+    let policy = Policy {
+        last: args.keep_last,
+        hourly: args.keep_hourly,
+        daily: args.keep_daily,
+        weekly: args.keep_weekly,
+        monthly: args.keep_monthly,
+        yearly: args.keep_yearly,
+        within: args
+            .keep_within
+            .as_deref()
+            .map(CalendarSpan::parse)
+            .transpose()?,
+        tags: args.keep_tag.clone(),
+    };
+    if !args.snapshots.is_empty() && !policy.is_empty() {
+        return Err(Error::Invalid(
+            "name snapshots to forget or give a policy (--keep-…), not both".into(),
+        ));
+    }
+    Ok(ForgetOptions {
+        policy,
+        group_by: GroupBy::parse(&args.group_by)?,
+        filter: filter(&args.filter),
+        allow_remove_all: args.allow_remove_all,
+    })
+}
+
+pub fn run(ctx: &Context, args: &ForgetArgs) -> Result<Outcome> {
+    let opts = options(args)?;
+    let prune = PruneOptions {
+        max_unused: super::prune::parse_share(&args.max_unused)?,
+        dry_run: args.dry_run,
+    };
+    let (repo, lock, index) = ctx.open_locked(true)?;
+    let (all, superseded) = snapshot::list_with_superseded(&index)?;
+    let plans = if args.snapshots.is_empty() {
+        forget::plan(&all, &opts)?
+    } else {
+        named(&index, &args.snapshots)?
+    };
+    if ctx.json {
+        super::print_json(&plans)?;
+    } else {
+        print_plans(&plans, &all, args.dry_run);
+    }
+    if args.dry_run {
+        if args.prune {
+            ctx.note("dry run: prune skipped (it would see the snapshots still there)");
+        }
+        return Ok(Outcome::Success);
+    }
+    // Superseded snapshots (left by an interrupted `tag`) are hidden already; they go too.
+    let mut doomed: Vec<_> = plans
+        .iter()
+        .flat_map(|p| p.remove.iter().map(|r| r.id))
+        .collect();
+    doomed.extend(superseded);
+    lock.check()?;
+    forget::remove(&repo, &doomed)?;
+    ctx.note(&format!("{} snapshot(s) removed", doomed.len()));
+    if args.prune {
+        return super::prune::run_locked(ctx, &repo, &lock, &prune);
+    }
+    Ok(Outcome::Success)
+}
+
+/// `forget ID...`: one pseudo-group of the named snapshots.
+fn named(index: &cairn::index::LocalIndex, names: &[String]) -> Result<Vec<GroupPlan>> {
+    let mut remove = Vec::new();
+    for name in names {
+        let (id, s) = snapshot::find(index, name)?;
+        if !remove.iter().any(|r: &Removed| r.id == id) {
+            remove.push(Removed {
+                id,
+                time_ns: s.time_ns,
+            });
+        }
+    }
+    Ok(vec![GroupPlan {
+        group: cairn::retention::GroupKey {
+            host: String::new(),
+            paths: Vec::new(),
+            tags: Vec::new(),
+        },
+        keep: Vec::new(),
+        remove,
+    }])
+}
+
+fn print_plans(
+    plans: &[GroupPlan],
+    all: &[(cairn::ids::SnapshotId, snapshot::Snapshot)],
+    dry_run: bool,
+) {
+    let time = |id: &cairn::ids::SnapshotId, ns: i64| {
+        let offset = all
+            .iter()
+            .find(|(i, _)| i == id)
+            .map_or(0, |(_, s)| s.utc_offset_s);
+        format_time(ns - ns % 1_000_000_000, offset)
+    };
+    for plan in plans {
+        let g = &plan.group;
+        if !(g.host.is_empty() && g.paths.is_empty() && g.tags.is_empty()) {
+            println!(
+                "host {:?}, paths [{}], tags [{}]:",
+                g.host,
+                g.paths.join(", "),
+                g.tags.join(", ")
+            );
+        }
+        for k in &plan.keep {
+            println!(
+                "  keep    {}  {}  {}",
+                k.id.short(),
+                time(&k.id, k.time_ns),
+                k.reasons.join(", ")
+            );
+        }
+        for r in &plan.remove {
+            println!(
+                "  {}  {}  {}",
+                if dry_run { "remove" } else { "removed" },
+                r.id.short(),
+                time(&r.id, r.time_ns)
+            );
+        }
+    }
+}

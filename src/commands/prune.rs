@@ -1,0 +1,84 @@
+//! `cairn prune`: frees the space of data no snapshot needs (see `cairn::prune`).
+
+use cairn::error::{Error, Result};
+use cairn::prune::{self, PruneOptions, PruneReport};
+use cairn::repo::Repository;
+use cairn::repo::lock::RepositoryLock;
+
+use super::{Context, Outcome, human_bytes};
+use crate::cli::PruneArgs;
+
+/// Parses `5%` (or `0.05`) into a share.
+pub fn parse_share(text: &str) -> Result<f64> {
+    let bad = || {
+        Error::Invalid(format!(
+            "--max-unused {text:?}: use a percentage such as 5%"
+        ))
+    };
+    let share = match text.trim().strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map_err(|_| bad())? / 100.0,
+        None => text.trim().parse::<f64>().map_err(|_| bad())?,
+    };
+    if !(0.0..=1.0).contains(&share) {
+        return Err(bad());
+    }
+    Ok(share)
+}
+
+pub fn run(ctx: &Context, args: &PruneArgs) -> Result<Outcome> {
+    let opts = PruneOptions {
+        max_unused: parse_share(&args.max_unused)?,
+        dry_run: args.dry_run,
+    };
+    let repo = ctx.open_repo()?;
+    let lock = ctx.lock(&repo, true)?;
+    run_locked(ctx, &repo, &lock, &opts)
+}
+
+/// Prunes under a lock the caller holds (`forget --prune` keeps its own).
+pub fn run_locked(
+    ctx: &Context,
+    repo: &Repository,
+    lock: &RepositoryLock,
+    opts: &PruneOptions,
+) -> Result<Outcome> {
+    let report = prune::run(repo, lock, opts)?;
+    if !opts.dry_run {
+        // The generation changed: the local index starts over now rather than at the next run.
+        ctx.open_index(repo)?;
+    }
+    if ctx.json {
+        super::print_json(&report)?;
+    } else {
+        print_report(&report);
+    }
+    Ok(Outcome::Success)
+}
+
+fn print_report(r: &PruneReport) {
+    let would = if r.dry_run { "would be " } else { "" };
+    println!(
+        "{} snapshots; {} packs ({}) before",
+        r.snapshots,
+        r.packs_before,
+        human_bytes(r.bytes_before)
+    );
+    println!(
+        "{} packs ({}) {would}deleted, {} of them in no index; {} packs ({}) {would}repacked into {} new ({}); {} unused blobs {would}removed",
+        r.packs_deleted + r.packs_unindexed_deleted,
+        human_bytes(r.bytes_deleted),
+        r.packs_unindexed_deleted,
+        r.packs_repacked,
+        human_bytes(r.bytes_repacked),
+        r.packs_written,
+        human_bytes(r.bytes_written),
+        r.blobs_removed
+    );
+    let after = r.bytes_before - r.bytes_deleted - r.bytes_repacked + r.bytes_written;
+    println!(
+        "{}{} freed in {:.1} s",
+        if r.dry_run { "dry run: " } else { "" },
+        human_bytes(r.bytes_before.saturating_sub(after)),
+        r.duration_ns as f64 / 1e9
+    );
+}

@@ -1,0 +1,210 @@
+//! `prune`: frees the space of data no snapshot needs.
+//!
+//! Under an exclusive lock: every blob reachable from the snapshots is marked; packs with no
+//! needed blob are deleted; packs whose unneeded share exceeds `max_unused` are repacked (their
+//! needed blobs verified and copied into new packs first); packs no index lists (left by
+//! interrupted backups) are deleted.
+//!
+//! Order (the commit protocol): new packs; new index segments listing every pack kept or
+//! written; the generation raised (every client's local index starts over); the old segments
+//! deleted; last the packs. Killed at any point, the repository is as before or as after, plus
+//! packs no segment lists, which the next prune deletes. It refuses to delete anything when a
+//! snapshot, tree or index segment cannot be read.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::failpoint;
+use crate::ids::{BlobId, IdSet, PackId};
+use crate::index::{IndexSegment, IndexedPack, Inventory, PackRecord};
+use crate::repack::Repacker;
+use crate::repo::lock::RepositoryLock;
+use crate::repo::{FileKind, Repository, object_path};
+
+pub struct PruneOptions {
+    /// Repack a pack when more than this share of its bytes is unneeded (0.05 = 5%).
+    pub max_unused: f64,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct PruneReport {
+    pub snapshots: usize,
+    pub packs_before: usize,
+    pub bytes_before: u64,
+    pub packs_deleted: usize,
+    pub bytes_deleted: u64,
+    pub packs_repacked: usize,
+    pub bytes_repacked: u64,
+    pub packs_written: usize,
+    pub bytes_written: u64,
+    /// Packs on storage that no index segment listed.
+    pub packs_unindexed_deleted: usize,
+    pub blobs_removed: usize,
+    pub duration_ns: u64,
+    pub dry_run: bool,
+}
+
+/// What happens to one pack.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Fate {
+    Keep,
+    Repack,
+    Delete,
+}
+
+/// Assigns every needed blob to one pack (the first that holds it, packs with the most needed
+/// data first), so duplicates count as unneeded; returns each pack's fate.
+fn plan(
+    inventory: &Inventory,
+    stored: &HashMap<PackId, u64>,
+    used: &IdSet<BlobId>,
+    max_unused: f64,
+) -> Result<Vec<(usize, Fate, Vec<usize>)>> {
+    let mut order: Vec<usize> = (0..inventory.packs.len()).collect();
+    let used_bytes = |p: &IndexedPack| -> u64 {
+        p.entries
+            .iter()
+            .filter(|e| used.contains(&e.id))
+            .map(|e| u64::from(e.stored_len))
+            .sum()
+    };
+    order.sort_by_key(|&i| std::cmp::Reverse(used_bytes(&inventory.packs[i])));
+    let mut claimed: IdSet<BlobId> = IdSet::default();
+    let mut fates = Vec::new();
+    for i in order {
+        let pack = &inventory.packs[i];
+        let keep: Vec<usize> = pack
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| used.contains(&e.id) && !claimed.contains(&e.id))
+            .map(|(n, _)| n)
+            .collect();
+        if !stored.contains_key(&pack.id) {
+            if !keep.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "pack {} is missing but holds data snapshots need; nothing was deleted. Run `cairn check`, then `cairn repair index`",
+                    pack.id
+                )));
+            }
+            fates.push((i, Fate::Delete, keep));
+            continue;
+        }
+        for &n in &keep {
+            claimed.insert(pack.entries[n].id);
+        }
+        let kept_bytes: u64 = keep
+            .iter()
+            .map(|&n| u64::from(pack.entries[n].stored_len))
+            .sum();
+        let blob_bytes: u64 = pack.entries.iter().map(|e| u64::from(e.stored_len)).sum();
+        let fate = if keep.is_empty() {
+            Fate::Delete
+        } else if (blob_bytes - kept_bytes) as f64 > max_unused * pack.size as f64 {
+            Fate::Repack
+        } else {
+            Fate::Keep
+        };
+        fates.push((i, fate, keep));
+    }
+    Ok(fates)
+}
+
+pub fn run(repo: &Repository, lock: &RepositoryLock, opts: &PruneOptions) -> Result<PruneReport> {
+    let started = Instant::now();
+    let inventory = Inventory::load(repo)?;
+    if let Some((id, e)) = inventory.damaged_segments.first() {
+        return Err(Error::Invalid(format!(
+            "index segment {id} cannot be read ({e}); nothing was deleted. Run `cairn repair index` first"
+        )));
+    }
+    let stored = repo.stored_packs()?;
+    let (snapshots, used) = crate::check::used_blobs(repo, &inventory)?;
+    let fates = plan(&inventory, &stored, &used, opts.max_unused)?;
+    let mut report = PruneReport {
+        snapshots,
+        packs_before: stored.len(),
+        bytes_before: stored.values().sum(),
+        dry_run: opts.dry_run,
+        ..PruneReport::default()
+    };
+    let mut doomed: Vec<PackId> = stored
+        .keys()
+        .filter(|id| inventory.pack(id).is_none())
+        .copied()
+        .collect();
+    report.packs_unindexed_deleted = doomed.len();
+    report.bytes_deleted = doomed.iter().map(|id| stored[id]).sum();
+    let mut kept: Vec<PackRecord> = Vec::new();
+    let mut repacker = Repacker::new(repo, opts.dry_run);
+    for (i, fate, keep) in &fates {
+        let pack = &inventory.packs[*i];
+        let size = stored.get(&pack.id).copied().unwrap_or(0);
+        match fate {
+            Fate::Keep => kept.push(PackRecord {
+                id: pack.id,
+                size: pack.size,
+                entries: pack.entries.clone(),
+            }),
+            Fate::Delete => {
+                report.packs_deleted += usize::from(size > 0);
+                report.bytes_deleted += size;
+                report.blobs_removed += pack.entries.len();
+                doomed.push(pack.id);
+            }
+            Fate::Repack => {
+                let bytes = repo.read_pack(&pack.id)?;
+                for &n in keep {
+                    let e = &pack.entries[n];
+                    let sealed = usize::try_from(e.offset)
+                        .ok()
+                        .zip(usize::try_from(e.end()).ok())
+                        .and_then(|(a, b)| bytes.get(a..b))
+                        .ok_or_else(|| Error::BlobIntegrity {
+                            blob: e.id,
+                            pack: pack.id,
+                            reason: "lies beyond the end of the pack".into(),
+                        })?;
+                    repacker.add(&pack.id, e, sealed)?;
+                }
+                report.packs_repacked += 1;
+                report.bytes_repacked += size;
+                report.blobs_removed += pack.entries.len() - keep.len();
+                doomed.push(pack.id);
+            }
+        }
+    }
+    let written = repacker.finish()?;
+    failpoint::hit("prune-packs-written");
+    report.packs_written = written.len();
+    report.bytes_written = written.iter().map(|r| r.size).sum();
+    if opts.dry_run || (doomed.is_empty() && written.is_empty()) {
+        report.duration_ns = started.elapsed().as_nanos() as u64;
+        return Ok(report);
+    }
+    kept.extend(written);
+    lock.check()?;
+    for segment in IndexSegment::split(kept) {
+        repo.save_file(FileKind::Index, &segment.encode())?;
+        failpoint::hit("prune-segment-written");
+    }
+    lock.check()?;
+    repo.raise_generation()?;
+    failpoint::hit("prune-generation-raised");
+    for id in &inventory.segments {
+        repo.storage()
+            .delete(&object_path(FileKind::Index, &id.0))?;
+        failpoint::hit("prune-segment-deleted");
+    }
+    for id in &doomed {
+        lock.check()?;
+        repo.storage().delete(&object_path(FileKind::Pack, &id.0))?;
+        failpoint::hit("prune-pack-deleted");
+    }
+    report.duration_ns = started.elapsed().as_nanos() as u64;
+    Ok(report)
+}

@@ -1,0 +1,356 @@
+//! Repository locks: how backups, checks and prunes from many processes and hosts share one
+//! repository safely.
+//!
+//! A lock is an encrypted file `locks/<id>` saying who holds it, whether it is exclusive, and
+//! when it was last refreshed. To take a lock a process writes its lock file first, then lists
+//! the others; if any live lock conflicts (an exclusive one, or any one when it wants exclusive),
+//! it deletes its own and waits or gives up. Because every process writes before it looks, two
+//! conflicting processes can never both proceed.
+//!
+//! Backups, checks and restores take shared locks; prune, forget, tag and repairs exclusive
+//! ones. A holder refreshes its lock every `REFRESH` (a new file, then the old one deleted). A
+//! lock is stale, and ignored and removed by others, when it was not refreshed for `STALE`, or
+//! when it was taken on this host by a process that no longer exists. A holder whose refresh
+//! failed, or which could not refresh for too long (suspended, disconnected), is told so by
+//! `check`, and must stop before it commits or deletes anything.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::{FileKind, Repository};
+use crate::blobs::lock as lock_mutex;
+use crate::codec::{self, FieldWriter};
+use crate::error::{Error, Result};
+use crate::host;
+
+/// How often a holder rewrites its lock.
+const REFRESH: Duration = Duration::from_secs(5 * 60);
+/// A lock not refreshed for this long is stale.
+const STALE_NS: i64 = 30 * 60 * 1_000_000_000;
+/// A holder stops trusting its own lock this long before others would call it stale.
+const MARGIN_NS: i64 = 5 * 60 * 1_000_000_000;
+
+/// What a lock file says (encoding: `1 exclusive`, `2 host`, `3 user`, `4 pid`, `5 created ns`,
+/// `6 refreshed ns`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockInfo {
+    pub exclusive: bool,
+    pub hostname: String,
+    pub username: String,
+    pub pid: u32,
+    pub created_ns: i64,
+    pub refreshed_ns: i64,
+}
+
+impl LockInfo {
+    fn encode(&self) -> Vec<u8> {
+        let mut w = FieldWriter::new();
+        w.uint(1, self.exclusive.into())
+            .bytes(2, self.hostname.as_bytes())
+            .bytes(3, self.username.as_bytes())
+            .uint(4, self.pid.into())
+            .int(5, self.created_ns)
+            .int(6, self.refreshed_ns);
+        w.finish()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let mut l = LockInfo {
+            exclusive: false,
+            hostname: String::new(),
+            username: String::new(),
+            pid: 0,
+            created_ns: 0,
+            refreshed_ns: 0,
+        };
+        for f in codec::fields(bytes)? {
+            match f.tag {
+                1 => l.exclusive = f.uint()? != 0,
+                2 => l.hostname = f.string()?,
+                3 => l.username = f.string()?,
+                4 => l.pid = u32::try_from(f.uint()?).ok()?,
+                5 => l.created_ns = f.int()?,
+                6 => l.refreshed_ns = f.int()?,
+                _ => {}
+            }
+        }
+        Some(l)
+    }
+
+    /// Why this lock no longer counts, if it does not.
+    pub fn stale(&self, now_ns: i64) -> Option<String> {
+        if now_ns - self.refreshed_ns > STALE_NS {
+            return Some("not refreshed for over 30 minutes".into());
+        }
+        if self.hostname == host::hostname() && !process_alive(self.pid) {
+            return Some(format!("process {} on this host is gone", self.pid));
+        }
+        None
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "{} lock of {}@{} (pid {}) since {}",
+            if self.exclusive {
+                "an exclusive"
+            } else {
+                "a shared"
+            },
+            self.username,
+            self.hostname,
+            self.pid,
+            host::format_time(self.created_ns, host::local_offset_s(self.created_ns))
+        )
+    }
+}
+
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only asks whether the process exists; nothing is sent.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// Every lock file in the repository with what it says (`None`: unreadable).
+pub fn list(repo: &Repository) -> Result<Vec<(String, Option<LockInfo>)>> {
+    let mut out = Vec::new();
+    for listed in repo.storage().list("locks", true)? {
+        let info = match repo.storage().read(&listed.path) {
+            Ok(bytes) => {
+                super::file::open_file(repo.keys(), repo.id(), FileKind::Lock, &listed.path, &bytes)
+                    .ok()
+                    .and_then(|plain| LockInfo::decode(&plain))
+            }
+            Err(Error::Storage {
+                not_found: true, ..
+            }) => continue, // released meanwhile
+            Err(e) => return Err(e),
+        };
+        out.push((listed.path, info));
+    }
+    Ok(out)
+}
+
+/// A held lock. Dropping it stops the refresher and deletes the lock file.
+pub struct RepositoryLock {
+    inner: Arc<Held>,
+    refresher: Option<JoinHandle<()>>,
+}
+
+struct Held {
+    storage: Arc<dyn crate::storage::Storage>,
+    keys: crate::crypto::Keys,
+    repo_id: crate::ids::RepositoryId,
+    info: Mutex<LockInfo>,
+    path: Mutex<String>,
+    last_refresh_ns: AtomicI64,
+    lost: Mutex<Option<String>>,
+    stop: AtomicBool,
+}
+
+impl Held {
+    fn write(&self, info: &LockInfo) -> Result<String> {
+        let sealed =
+            super::file::seal_file(&self.keys, &self.repo_id, FileKind::Lock, &info.encode());
+        let id = *blake3::hash(&sealed).as_bytes();
+        let path = super::object_path(FileKind::Lock, &id);
+        self.storage.write(&path, sealed)?;
+        Ok(path)
+    }
+
+    fn refresh(&self) {
+        let mut info = lock_mutex(&self.info).clone();
+        info.refreshed_ns = host::now_ns();
+        match self.write(&info) {
+            Ok(new_path) => {
+                let old = std::mem::replace(&mut *lock_mutex(&self.path), new_path);
+                let _ = self.storage.delete(&old);
+                *lock_mutex(&self.info) = info.clone();
+                self.last_refresh_ns
+                    .store(info.refreshed_ns, Ordering::SeqCst);
+            }
+            Err(e) => {
+                lock_mutex(&self.lost)
+                    .get_or_insert_with(|| format!("refreshing the lock failed: {e}"));
+            }
+        }
+    }
+}
+
+impl RepositoryLock {
+    /// Takes a lock, retrying for up to `wait` while a conflicting live lock exists.
+    pub fn acquire(repo: &Repository, exclusive: bool, wait: Duration) -> Result<Self> {
+        let now = host::now_ns();
+        let info = LockInfo {
+            exclusive,
+            hostname: host::hostname(),
+            username: host::username(),
+            pid: std::process::id(),
+            created_ns: now,
+            refreshed_ns: now,
+        };
+        let held = Arc::new(Held {
+            storage: repo.shared_storage(),
+            keys: repo.keys().clone(),
+            repo_id: *repo.id(),
+            info: Mutex::new(info.clone()),
+            path: Mutex::new(String::new()),
+            last_refresh_ns: AtomicI64::new(now),
+            lost: Mutex::new(None),
+            stop: AtomicBool::new(false),
+        });
+        let deadline = std::time::Instant::now() + wait;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let mine = held.write(&info)?;
+            crate::failpoint::hit("lock-written");
+            let conflict = conflicting(repo, &mine, exclusive)?;
+            let Some(conflict) = conflict else {
+                *lock_mutex(&held.path) = mine;
+                break;
+            };
+            repo.storage().delete(&mine)?;
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::Locked { holder: conflict });
+            }
+            // Random jitter, so two processes that collided do not collide again.
+            let jitter = Duration::from_millis(u64::from(crate::crypto::random_bytes::<1>()[0]));
+            std::thread::sleep(pause + jitter);
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+        let refresher = {
+            let held = Arc::clone(&held);
+            std::thread::Builder::new()
+                .name("cairn-lock".into())
+                .spawn(move || {
+                    let step = Duration::from_millis(200);
+                    let mut waited = Duration::ZERO;
+                    while !held.stop.load(Ordering::SeqCst) {
+                        std::thread::sleep(step);
+                        waited += step;
+                        if waited >= REFRESH {
+                            waited = Duration::ZERO;
+                            held.refresh();
+                        }
+                    }
+                })
+                .map_err(|e| Error::io("lock refresh thread", e))?
+        };
+        Ok(RepositoryLock {
+            inner: held,
+            refresher: Some(refresher),
+        })
+    }
+
+    /// Errors if the lock can no longer be trusted: a refresh failed, or it was not refreshed
+    /// for so long that others may have called it stale. Call before committing or deleting.
+    pub fn check(&self) -> Result<()> {
+        if let Some(why) = lock_mutex(&self.inner.lost).clone() {
+            return Err(Error::LockLost { reason: why });
+        }
+        let age = host::now_ns() - self.inner.last_refresh_ns.load(Ordering::SeqCst);
+        if age > STALE_NS - MARGIN_NS {
+            return Err(Error::LockLost {
+                reason: format!("it was not refreshed for {} s", age / 1_000_000_000),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RepositoryLock {
+    fn drop(&mut self) {
+        self.inner.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.refresher.take() {
+            let _ = t.join();
+        }
+        let path = lock_mutex(&self.inner.path).clone();
+        if !path.is_empty() {
+            let _ = self.inner.storage.delete(&path);
+        }
+    }
+}
+
+/// The first live lock other than `mine` that conflicts with the wanted mode; stale ones are
+/// removed on the way.
+fn conflicting(repo: &Repository, mine: &str, exclusive: bool) -> Result<Option<String>> {
+    let now = host::now_ns();
+    for (path, info) in list(repo)? {
+        if path == mine {
+            continue;
+        }
+        let Some(info) = info else {
+            tracing::warn!("ignoring unreadable lock file {path}");
+            continue;
+        };
+        if let Some(why) = info.stale(now) {
+            tracing::info!("removing stale lock {path}: {why}");
+            let _ = repo.storage().delete(&path);
+            continue;
+        }
+        if exclusive || info.exclusive {
+            return Ok(Some(info.describe()));
+        }
+    }
+    Ok(None)
+}
+
+/// Removes stale locks (all locks with `all`); returns what was removed.
+pub fn unlock(repo: &Repository, all: bool) -> Result<Vec<String>> {
+    let now = host::now_ns();
+    let mut removed = Vec::new();
+    for (path, info) in list(repo)? {
+        let why = match &info {
+            None => Some("unreadable".to_string()),
+            Some(info) => info.stale(now),
+        };
+        if all || why.is_some() {
+            repo.storage().delete(&path)?;
+            removed.push(match info {
+                Some(i) => i.describe(),
+                None => path,
+            });
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_info_round_trips_and_goes_stale() {
+        let now = host::now_ns();
+        let info = LockInfo {
+            exclusive: true,
+            hostname: "elsewhere".into(),
+            username: "backup".into(),
+            pid: 1,
+            created_ns: now,
+            refreshed_ns: now,
+        };
+        assert_eq!(LockInfo::decode(&info.encode()), Some(info.clone()));
+        assert!(
+            info.stale(now).is_none(),
+            "another host's fresh lock is live"
+        );
+        assert!(info.stale(now + STALE_NS + 1).is_some());
+        let here = LockInfo {
+            hostname: host::hostname(),
+            pid: std::process::id(),
+            ..info.clone()
+        };
+        assert!(here.stale(now).is_none(), "this process is alive");
+        let dead = LockInfo {
+            hostname: host::hostname(),
+            pid: u32::MAX - 1,
+            ..info
+        };
+        assert!(dead.stale(now).is_some());
+    }
+}

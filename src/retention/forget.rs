@@ -1,0 +1,121 @@
+//! `forget`: applies a retention policy (or a list of ids) to the snapshots and removes the
+//! ones it does not keep. Removing a snapshot deletes one file, atomically; the data it alone
+//! referenced stays until `prune`.
+//!
+//! Guarantees: every check that can refuse (an unknown `--keep-tag`, a group that would lose
+//! every snapshot) runs before anything is deleted.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{GroupBy, GroupKey, Policy, apply};
+use crate::error::{Error, Result};
+use crate::failpoint;
+use crate::ids::SnapshotId;
+use crate::repo::{FileKind, Repository, object_path};
+use crate::snapshot::{Filter, Snapshot};
+
+pub struct ForgetOptions {
+    pub policy: Policy,
+    pub group_by: GroupBy,
+    pub filter: Filter,
+    pub allow_remove_all: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Kept {
+    pub id: SnapshotId,
+    pub time_ns: i64,
+    pub reasons: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Removed {
+    pub id: SnapshotId,
+    pub time_ns: i64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct GroupPlan {
+    pub group: GroupKey,
+    /// Newest first.
+    pub keep: Vec<Kept>,
+    /// Newest first.
+    pub remove: Vec<Removed>,
+}
+
+/// Decides, group by group, what the policy keeps. Refuses before anything is removed.
+pub fn plan(snapshots: &[(SnapshotId, Snapshot)], opts: &ForgetOptions) -> Result<Vec<GroupPlan>> {
+    if opts.policy.is_empty() {
+        return Err(Error::Invalid(
+            "no policy given: use --keep-last, --keep-daily, … or name snapshots to forget".into(),
+        ));
+    }
+    let chosen: Vec<&(SnapshotId, Snapshot)> = snapshots
+        .iter()
+        .filter(|(_, s)| opts.filter.matches(s))
+        .collect();
+    for tag in &opts.policy.tags {
+        if !chosen.iter().any(|(_, s)| s.tags.contains(tag)) {
+            return Err(Error::Invalid(format!(
+                "--keep-tag {tag:?}: no snapshot has this tag, so it would keep nothing; check the spelling"
+            )));
+        }
+    }
+    let mut groups: BTreeMap<GroupKey, Vec<(SnapshotId, &Snapshot)>> = BTreeMap::new();
+    for (id, s) in chosen {
+        groups
+            .entry(opts.group_by.key(s))
+            .or_default()
+            .push((*id, s));
+    }
+    let mut plans = Vec::new();
+    for (group, members) in groups {
+        let decisions = apply(&opts.policy, &members);
+        let mut plan = GroupPlan {
+            group,
+            keep: Vec::new(),
+            remove: Vec::new(),
+        };
+        for ((id, s), d) in members.iter().zip(decisions) {
+            if d.keep {
+                plan.keep.push(Kept {
+                    id: *id,
+                    time_ns: s.time_ns,
+                    reasons: d.reasons,
+                });
+            } else {
+                plan.remove.push(Removed {
+                    id: *id,
+                    time_ns: s.time_ns,
+                });
+            }
+        }
+        plan.keep
+            .sort_by_key(|k| std::cmp::Reverse((k.time_ns, k.id)));
+        plan.remove
+            .sort_by_key(|r| std::cmp::Reverse((r.time_ns, r.id)));
+        if plan.keep.is_empty() && !opts.allow_remove_all {
+            return Err(Error::Invalid(format!(
+                "the policy would remove all {} snapshots of the group (host {:?}, paths {:?}, tags {:?}); nothing was removed. Pass --allow-remove-all if that is meant",
+                plan.remove.len(),
+                plan.group.host,
+                plan.group.paths,
+                plan.group.tags
+            )));
+        }
+        plans.push(plan);
+    }
+    Ok(plans)
+}
+
+/// Deletes snapshot files, one atomic delete each.
+pub fn remove(repo: &Repository, ids: &[SnapshotId]) -> Result<()> {
+    for id in ids {
+        repo.storage()
+            .delete(&object_path(FileKind::Snapshot, &id.0))?;
+        failpoint::hit("forget-removed");
+    }
+    Ok(())
+}

@@ -1,0 +1,258 @@
+//! Policy tables: every expected list below was worked out by hand from a calendar (UTC, so
+//! the tables do not depend on the machine's time zone).
+
+use chrono::{NaiveDate, Utc};
+
+use super::*;
+use crate::snapshot::Snapshot;
+
+fn snapshot_at(y: i32, m: u32, d: u32, h: u32, tags: &[&str]) -> Snapshot {
+    let t = NaiveDate::from_ymd_opt(y, m, d)
+        .unwrap()
+        .and_hms_opt(h, 0, 0)
+        .unwrap()
+        .and_utc();
+    let mut s = crate::snapshot::tests::sample();
+    s.time_ns = t.timestamp_nanos_opt().unwrap();
+    s.tags = tags.iter().map(|t| t.to_string()).collect();
+    s
+}
+
+/// Every night of 2025 at 02:00.
+fn year_of_nights() -> Vec<Snapshot> {
+    let mut out = Vec::new();
+    let mut day = NaiveDate::from_ymd_opt(2025, 1, 1).unwrap();
+    while day.year() == 2025 {
+        let tags: &[&str] = if day == NaiveDate::from_ymd_opt(2025, 6, 15).unwrap() {
+            &["special"]
+        } else {
+            &[]
+        };
+        out.push(snapshot_at(2025, day.month(), day.day(), 2, tags));
+        day = day.succ_opt().unwrap();
+    }
+    out
+}
+
+/// The kept snapshots as `MM-DD HH` (or `YYYY-MM-DD` with `full`), oldest first, with reasons.
+fn kept(policy: &Policy, snapshots: &[Snapshot]) -> Vec<(String, Vec<String>)> {
+    let group: Vec<(SnapshotId, &Snapshot)> = snapshots
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (SnapshotId([i as u8; 32]), s))
+        .collect();
+    let decisions = apply_in(policy, &group, &Utc);
+    let mut out: Vec<(i64, String, Vec<String>)> = group
+        .iter()
+        .zip(decisions)
+        .filter(|(_, d)| d.keep)
+        .map(|((_, s), d)| {
+            let t = Utc.timestamp_nanos(s.time_ns);
+            (s.time_ns, t.format("%Y-%m-%d %H").to_string(), d.reasons)
+        })
+        .collect();
+    out.sort();
+    out.into_iter().map(|(_, t, r)| (t, r)).collect()
+}
+
+fn dates(kept: &[(String, Vec<String>)]) -> Vec<String> {
+    kept.iter().map(|(t, _)| t[5..10].to_string()).collect()
+}
+
+fn days(month: &str, from: u32, to: u32) -> Vec<String> {
+    (from..=to).map(|d| format!("{month}-{d:02}")).collect()
+}
+
+#[test]
+fn seven_daily_four_weekly_twelve_monthly_over_a_year() {
+    let policy = Policy {
+        daily: 7,
+        weekly: 4,
+        monthly: 12,
+        ..Policy::default()
+    };
+    let result = kept(&policy, &year_of_nights());
+    // Monthly: the last night of each month from January to December (12). Weekly: the last
+    // night of each ISO week: Wed 31 Dec (week 1 of 2026), Sun 28, 21 and 14 Dec. Daily: 25-31
+    // Dec.
+    let mut expected: Vec<String> = [
+        "01-31", "02-28", "03-31", "04-30", "05-31", "06-30", "07-31", "08-31", "09-30", "10-31",
+        "11-30", "12-14", "12-21",
+    ]
+    .map(String::from)
+    .to_vec();
+    expected.extend(days("12", 25, 31));
+    assert_eq!(dates(&result), expected);
+    let reasons = |date: &str| {
+        result
+            .iter()
+            .find(|(t, _)| &t[5..10] == date)
+            .map(|(_, r)| r.clone())
+            .unwrap()
+    };
+    assert_eq!(reasons("12-31"), ["daily", "weekly", "monthly"]);
+    assert_eq!(reasons("12-28"), ["daily", "weekly"]);
+    assert_eq!(reasons("12-21"), ["weekly"]);
+    assert_eq!(reasons("11-30"), ["monthly"]);
+    assert_eq!(reasons("12-25"), ["daily"]);
+}
+
+#[test]
+fn each_rule_alone_over_a_year() {
+    let nights = year_of_nights();
+    let cases: Vec<(Policy, Vec<String>)> = vec![
+        (
+            Policy {
+                last: 3,
+                ..Policy::default()
+            },
+            days("12", 29, 31),
+        ),
+        (
+            Policy {
+                hourly: 5,
+                ..Policy::default()
+            },
+            days("12", 27, 31),
+        ),
+        (
+            Policy {
+                daily: 3,
+                ..Policy::default()
+            },
+            days("12", 29, 31),
+        ),
+        (
+            Policy {
+                weekly: 2,
+                ..Policy::default()
+            },
+            vec!["12-28".into(), "12-31".into()],
+        ),
+        (
+            Policy {
+                monthly: 2,
+                ..Policy::default()
+            },
+            vec!["11-30".into(), "12-31".into()],
+        ),
+        // One year holds one bucket; the count left keeps the oldest night too.
+        (
+            Policy {
+                yearly: 3,
+                ..Policy::default()
+            },
+            vec!["01-01".into(), "12-31".into()],
+        ),
+        // Newer than 31 Dec 02:00 minus 10 days, i.e. after 21 Dec 02:00.
+        (
+            Policy {
+                within: Some(CalendarSpan::parse("10d").unwrap()),
+                ..Policy::default()
+            },
+            days("12", 22, 31),
+        ),
+        // Newer than 30 Nov 02:00.
+        (
+            Policy {
+                within: Some(CalendarSpan::parse("1m").unwrap()),
+                ..Policy::default()
+            },
+            days("12", 1, 31),
+        ),
+        (
+            Policy {
+                tags: vec!["special".into()],
+                ..Policy::default()
+            },
+            vec!["06-15".into()],
+        ),
+    ];
+    for (policy, expected) in cases {
+        assert_eq!(dates(&kept(&policy, &nights)), expected, "{policy:?}");
+    }
+}
+
+#[test]
+fn irregular_snapshots_gaps_several_a_day_and_a_clock_going_back() {
+    // In the order they were made: d was made after c with a clock an hour behind.
+    let snapshots = vec![
+        snapshot_at(2025, 3, 1, 10, &[]),  // a
+        snapshot_at(2025, 3, 1, 22, &[]),  // b: same day as a
+        snapshot_at(2025, 3, 3, 9, &[]),   // c: after a day's gap
+        snapshot_at(2025, 3, 3, 8, &[]),   // d: made after c, dated before it
+        snapshot_at(2025, 3, 10, 12, &[]), // e
+        snapshot_at(2025, 4, 2, 12, &[]),  // f
+    ];
+    let keep = |policy: Policy| -> Vec<String> {
+        kept(&policy, &snapshots)
+            .into_iter()
+            .map(|(t, _)| t[5..].to_string())
+            .collect()
+    };
+    let p = Policy::default;
+    assert_eq!(
+        keep(Policy { daily: 3, ..p() }),
+        ["03-03 09", "03-10 12", "04-02 12"]
+    );
+    assert_eq!(
+        keep(Policy { hourly: 10, ..p() }),
+        [
+            "03-01 10", "03-01 22", "03-03 08", "03-03 09", "03-10 12", "04-02 12"
+        ]
+    );
+    // 2 Apr is in ISO week 14, 10 Mar in week 11.
+    assert_eq!(keep(Policy { weekly: 2, ..p() }), ["03-10 12", "04-02 12"]);
+    assert_eq!(keep(Policy { monthly: 1, ..p() }), ["04-02 12"]);
+    // March's newest (10 Mar) is kept, and with a count left the oldest snapshot too.
+    assert_eq!(
+        keep(Policy { monthly: 3, ..p() }),
+        ["03-01 10", "03-10 12", "04-02 12"]
+    );
+    assert_eq!(keep(Policy { last: 2, ..p() }), ["03-10 12", "04-02 12"]);
+    // Within a week of the newest (2 Apr 12:00): nothing else.
+    assert_eq!(
+        keep(Policy {
+            within: Some(CalendarSpan::parse("1w").unwrap()),
+            ..p()
+        }),
+        ["04-02 12"]
+    );
+}
+
+#[test]
+fn a_snapshot_dated_in_the_future_is_never_removed_by_duration() {
+    let snapshots = vec![
+        snapshot_at(2025, 1, 1, 0, &[]),
+        snapshot_at(2025, 6, 1, 0, &[]),
+        snapshot_at(2099, 1, 1, 0, &[]),
+    ];
+    let policy = Policy {
+        within: Some(CalendarSpan::parse("30d").unwrap()),
+        ..Policy::default()
+    };
+    let result = kept(&policy, &snapshots);
+    assert_eq!(result.len(), 1);
+    assert!(result[0].0.starts_with("2099-01-01"));
+    assert_eq!(result[0].1, ["within 30d"]);
+}
+
+#[test]
+fn spans_and_groupings_parse() {
+    assert_eq!(
+        CalendarSpan::parse("1y2m3d4h").unwrap(),
+        CalendarSpan {
+            years: 1,
+            months: 2,
+            days: 3,
+            hours: 4
+        }
+    );
+    assert_eq!(CalendarSpan::parse("2w").unwrap().days, 14);
+    for bad in ["", "30", "d", "3x", "1y2"] {
+        assert!(CalendarSpan::parse(bad).is_err(), "{bad:?}");
+    }
+    let g = GroupBy::parse("host,tags").unwrap();
+    assert!(g.host && g.tags && !g.paths);
+    assert!(GroupBy::parse("hosts").is_err());
+}
