@@ -14,7 +14,8 @@
 //! failed, or which could not refresh for too long (suspended, disconnected), is told so by
 //! `check`, and must stop before it commits or deletes anything.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -139,6 +140,8 @@ pub fn list(repo: &Repository) -> Result<Vec<(String, Option<LockInfo>)>> {
 pub struct RepositoryLock {
     inner: Arc<Held>,
     refresher: Option<JoinHandle<()>>,
+    /// Dropping this wakes the refresher to stop.
+    stop: Option<std::sync::mpsc::Sender<()>>,
 }
 
 struct Held {
@@ -149,7 +152,6 @@ struct Held {
     path: Mutex<String>,
     last_refresh_ns: AtomicI64,
     lost: Mutex<Option<String>>,
-    stop: AtomicBool,
 }
 
 impl Held {
@@ -201,7 +203,6 @@ impl RepositoryLock {
             path: Mutex::new(String::new()),
             last_refresh_ns: AtomicI64::new(now),
             lost: Mutex::new(None),
-            stop: AtomicBool::new(false),
         });
         let deadline = std::time::Instant::now() + wait;
         let mut pause = Duration::from_millis(50);
@@ -222,20 +223,14 @@ impl RepositoryLock {
             std::thread::sleep(pause + jitter);
             pause = (pause * 2).min(Duration::from_secs(2));
         }
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let refresher = {
             let held = Arc::clone(&held);
             std::thread::Builder::new()
                 .name("cairn-lock".into())
                 .spawn(move || {
-                    let step = Duration::from_millis(200);
-                    let mut waited = Duration::ZERO;
-                    while !held.stop.load(Ordering::SeqCst) {
-                        std::thread::sleep(step);
-                        waited += step;
-                        if waited >= REFRESH {
-                            waited = Duration::ZERO;
-                            held.refresh();
-                        }
+                    while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(REFRESH) {
+                        held.refresh();
                     }
                 })
                 .map_err(|e| Error::io("lock refresh thread", e))?
@@ -243,6 +238,7 @@ impl RepositoryLock {
         Ok(RepositoryLock {
             inner: held,
             refresher: Some(refresher),
+            stop: Some(stop),
         })
     }
 
@@ -264,7 +260,7 @@ impl RepositoryLock {
 
 impl Drop for RepositoryLock {
     fn drop(&mut self) {
-        self.inner.stop.store(true, Ordering::SeqCst);
+        self.stop.take();
         if let Some(t) = self.refresher.take() {
             let _ = t.join();
         }
