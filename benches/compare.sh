@@ -9,7 +9,7 @@
 #           and pg/night-<n>.sql    (../shared/bench/make-pgdumps.sh CORPUS/pg 1000000 5)
 #   WORK    scratch folder for repositories and restores (emptied first)
 #   TOOLS   comma-separated, default cairn,restic,rustic,borg (missing ones are skipped)
-#   STEPS   comma-separated, default a,b,c,d,restore,check,check-data:
+#   STEPS   comma-separated, default a,b,c,d,restore,check,check-data,forget-prune:
 #             a  initial backup of the first kernel release
 #             b  the same backup again, nothing changed
 #             c  backups of the second and third releases on top
@@ -18,12 +18,16 @@
 #             check       structure check of the repository as the steps before left it
 #             check-data  check that reads and verifies all data (also prints MB/s of
 #                         repository verified)
+#             forget-prune  forget --keep-last 1 and prune, on what the steps before left
+#                         (restic and rustic group by host and paths, so each kernel release
+#                         keeps its snapshot; borg prunes archives without grouping, then
+#                         compacts)
 # COLD=0 keeps the page cache between steps (default: drop it before every step, as after a
 # night of other work; needs root).
 # Peers: ../shared/bench/install-peers.sh. cairn: built with `cargo build --release`.
 set -euo pipefail
 corpus=$(realpath "$1"); work=$(realpath -m "$2")
-tools=${3:-cairn,restic,rustic,borg}; steps=${4:-a,b,c,d,restore,check,check-data}
+tools=${3:-cairn,restic,rustic,borg}; steps=${4:-a,b,c,d,restore,check,check-data,forget-prune}
 here=$(cd "$(dirname "$0")/.." && pwd)
 cairn_bin=${CAIRN_BIN:-$here/target/release/cairn}
 mapfile -t releases < <(ls -d "$corpus"/kernel/*/ | sort -V)
@@ -104,6 +108,14 @@ for tool in ${tools//,/ }; do
     read -r wall _ < "$work/time"
     printf "%-7s %-12s %8.0f MB/s of repository verified\n" "$tool" check-data \
       "$(echo "$(du -sb "$work/$tool-repo" | cut -f1) / 1000000 / $wall" | bc -l)"
+  fi
+  if has forget-prune; then
+    case $tool in
+      cairn) run "$tool" forget-prune "$cairn_bin" -q -r "$work/cairn-repo" --cache-dir "$work/cairn-cache" forget --keep-last 1 --prune;;
+      restic) run "$tool" forget-prune restic -q -r "$work/restic-repo" forget --keep-last 1 --prune;;
+      rustic) run "$tool" forget-prune rustic -r "$work/rustic-repo" forget --keep-last 1 --prune;;
+      borg) run "$tool" forget-prune bash -c "borg prune --keep-last 1 $work/borg-repo && borg compact $work/borg-repo";;
+    esac
   fi
   if has restore; then
     t="$work/$tool-restore"; rm -rf "$t"; mkdir -p "$t"

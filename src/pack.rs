@@ -231,6 +231,31 @@ pub fn verify_blob(
     })
 }
 
+/// Checks that a sealed blob is exactly what was written for `entry` (authentication only:
+/// no decompression, no hashing). Enough to copy it elsewhere as it is: whatever it held when
+/// written, it still holds.
+pub fn authenticate_blob(
+    keys: &Keys,
+    repo: &RepositoryId,
+    pack: &PackId,
+    entry: &BlobEntry,
+    sealed: &[u8],
+) -> Result<()> {
+    VERIFY_BUFFERS.with(|cell| {
+        let (copy, _) = &mut *cell.borrow_mut();
+        copy.clear();
+        copy.extend_from_slice(sealed);
+        let ad = blob_ad(repo, entry.blob_type, entry.compression, &entry.id);
+        keys.open_in_place(&ad, copy)
+            .map(|_| ())
+            .ok_or_else(|| Error::BlobIntegrity {
+                blob: entry.id,
+                pack: *pack,
+                reason: "fails authentication".into(),
+            })
+    })
+}
+
 /// Accumulates sealed blobs of one type into a pack.
 pub struct PackWriter {
     blob_type: BlobType,

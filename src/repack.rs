@@ -2,7 +2,8 @@
 //! re-encrypted. Used by `prune` (packs with too much unused data) and by `repair index`
 //! (salvaging packs whose header is damaged).
 //!
-//! Guarantees: only blobs that verify against their id are copied; every new pack is written
+//! Guarantees: only blobs that authenticate (exactly the bytes written for that id, type and
+//! repository) are copied; every new pack is written
 //! (durably, see `Storage::write`) before `finish` returns its record, and full packs are
 //! written as they fill, so memory stays at about two packs.
 
@@ -10,7 +11,7 @@ use crate::error::Result;
 use crate::ids::BlobType;
 use crate::ids::PackId;
 use crate::index::PackRecord;
-use crate::pack::{BlobEntry, PackWriter, SealedBlob, verify_blob};
+use crate::pack::{BlobEntry, PackWriter, SealedBlob, authenticate_blob};
 use crate::repo::{FileKind, Repository, object_path};
 
 pub struct Repacker<'a> {
@@ -35,9 +36,9 @@ impl<'a> Repacker<'a> {
         }
     }
 
-    /// Verifies the blob `entry` describes in `sealed` (read from `pack`) and copies it.
+    /// Authenticates the blob `entry` describes in `sealed` (read from `pack`) and copies it.
     pub fn add(&mut self, pack: &PackId, entry: &BlobEntry, sealed: &[u8]) -> Result<()> {
-        verify_blob(self.repo.keys(), self.repo.id(), pack, entry, sealed)?;
+        authenticate_blob(self.repo.keys(), self.repo.id(), pack, entry, sealed)?;
         let slot = usize::from(entry.blob_type == BlobType::Tree);
         self.writers[slot].add(SealedBlob {
             id: entry.id,

@@ -275,7 +275,14 @@ pub fn used_blobs(repo: &Repository, inventory: &Inventory) -> Result<(usize, Id
     let mut damage = Damage::default();
     let snapshots = trees::load_snapshots(repo, &mut report)?;
     let loader = trees::TreeLoader::new(repo, inventory);
-    let graph = trees::walk(&loader, &snapshots, &mut report, &mut damage, &NoProgress);
+    let graph = trees::walk(
+        &loader,
+        &snapshots,
+        &mut report,
+        &mut damage,
+        &NoProgress,
+        false,
+    );
     let first = report
         .problems
         .first()
@@ -340,7 +347,7 @@ impl Scope<'_> {
             progress,
         );
         let snapshots = trees::load_snapshots(self.repo, &mut report)?;
-        let graph = trees::walk(loader, &snapshots, &mut report, &mut damage, progress);
+        let graph = trees::walk(loader, &snapshots, &mut report, &mut damage, progress, true);
         tracing::debug!("check: structure checked");
         Ok(Structure {
             report,

@@ -3,12 +3,10 @@
 //! lets the report trace lost blobs back to the snapshots and paths that need them.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
 use super::{Affected, CheckProgress, CheckReport, Damage, Problem};
-use crate::blobs::lock;
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, IdMap, IdSet, PackId, SnapshotId, TreeId};
 use crate::index::Inventory;
@@ -22,6 +20,17 @@ use crate::tree::{NodeKind, Tree};
 pub struct TreeEdges {
     subtrees: Vec<TreeId>,
     blobs: Vec<BlobId>,
+}
+
+impl TreeEdges {
+    fn of(tree: Tree) -> Self {
+        let mut edges = TreeEdges::default();
+        for node in tree.nodes {
+            edges.subtrees.extend(node.subtree);
+            edges.blobs.extend(node.content);
+        }
+        edges
+    }
 }
 
 #[derive(Default)]
@@ -66,52 +75,33 @@ pub fn load_snapshots(
     Ok(good)
 }
 
-/// Tree packs kept whole in memory while walking, at most this many bytes: a walk goes level
-/// by level and needs each tree pack at every level.
-const TREE_PACK_BUDGET: usize = 512 << 20;
+/// Trees of one pack closer than this to each other are read in one range read.
+const READ_GAP: u64 = 256 * 1024;
 
-/// Loads trees through the in-memory inventory, reading each tree pack once (within budget).
+/// Loads trees through the in-memory inventory: per pack, the wanted trees sorted by offset
+/// and read in a few coalesced range reads, so a walk reads each tree's bytes about once.
 pub struct TreeLoader<'a> {
     repo: &'a Repository,
     inventory: &'a Inventory,
-    packs: Mutex<CachedPacks>,
-}
-
-#[derive(Default)]
-struct CachedPacks {
-    bytes: HashMap<PackId, Arc<Vec<u8>>>,
-    total: usize,
 }
 
 impl<'a> TreeLoader<'a> {
     pub fn new(repo: &'a Repository, inventory: &'a Inventory) -> Self {
-        TreeLoader {
-            repo,
-            inventory,
-            packs: Mutex::new(CachedPacks::default()),
-        }
-    }
-
-    /// The bytes `start..end` of a pack, from the cache or storage.
-    fn span(&self, pack: &PackId, start: u64, end: u64) -> Result<(Arc<Vec<u8>>, u64)> {
-        if let Some(bytes) = lock(&self.packs).bytes.get(pack) {
-            return Ok((Arc::clone(bytes), 0));
-        }
-        let size = self.inventory.pack(pack).map_or(0, |p| p.size);
-        if lock(&self.packs).total + size as usize <= TREE_PACK_BUDGET {
-            let bytes = Arc::new(self.repo.read_pack(pack)?);
-            let mut cache = lock(&self.packs);
-            cache.total += bytes.len();
-            cache.bytes.insert(*pack, Arc::clone(&bytes));
-            return Ok((bytes, 0));
-        }
-        Ok((
-            Arc::new(self.repo.read_pack_range(pack, start..end)?),
-            start,
-        ))
+        TreeLoader { repo, inventory }
     }
 
     fn load(&self, ids: &[TreeId]) -> Vec<(TreeId, Result<Tree>)> {
+        self.load_with(ids, &|tree| tree)
+    }
+
+    /// Loads trees and turns each into a `T` on the worker that decoded it, so a level of
+    /// decoded trees is never held at once.
+    fn load_with<T: Send>(
+        &self,
+        ids: &[TreeId],
+        f: &(dyn Fn(Tree) -> T + Sync),
+    ) -> Vec<(TreeId, Result<T>)> {
+        let mut runs: Vec<(PackId, Vec<(TreeId, BlobEntry)>)> = Vec::new();
         let mut by_pack: HashMap<PackId, Vec<(TreeId, BlobEntry)>> = HashMap::new();
         let mut out = Vec::new();
         for id in ids {
@@ -120,50 +110,54 @@ impl<'a> TreeLoader<'a> {
                 None => out.push((*id, Err(Error::BlobNotFound { blob: *id }))),
             }
         }
-        let groups: Vec<_> = by_pack.into_iter().collect();
-        let loaded: Vec<Vec<(TreeId, Result<Tree>)>> = groups
+        for (pack, mut wanted) in by_pack {
+            wanted.sort_by_key(|(_, e)| e.offset);
+            let mut run: Vec<(TreeId, BlobEntry)> = Vec::new();
+            for w in wanted {
+                let far = run
+                    .last()
+                    .is_some_and(|(_, last)| w.1.offset > last.end() + READ_GAP);
+                if far {
+                    runs.push((pack, std::mem::take(&mut run)));
+                }
+                run.push(w);
+            }
+            runs.push((pack, run));
+        }
+        let loaded: Vec<Vec<(TreeId, Result<T>)>> = runs
             .into_par_iter()
-            .map(|(pack, wanted)| {
-                let start = wanted.iter().map(|(_, e)| e.offset).min().unwrap_or(0);
-                let end = wanted.iter().map(|(_, e)| e.end()).max().unwrap_or(0);
-                let span = self.span(&pack, start, end);
-                wanted
-                    .into_par_iter()
-                    .map(|(id, entry)| {
-                        let first = match &span {
-                            Ok((bytes, base)) => {
-                                let sealed = usize::try_from(entry.offset - base)
-                                    .ok()
-                                    .zip(usize::try_from(entry.end() - base).ok())
-                                    .and_then(|(a, b)| bytes.get(a..b))
-                                    .ok_or_else(|| Error::BlobIntegrity {
-                                        blob: id,
-                                        pack,
-                                        reason: "lies outside the pack".into(),
-                                    });
-                                sealed
-                                    .and_then(|s| {
-                                        open_blob(
-                                            self.repo.keys(),
-                                            self.repo.id(),
-                                            &pack,
-                                            &entry,
-                                            s,
-                                        )
-                                    })
-                                    .and_then(|plain| Tree::decode(&id, &plain))
-                            }
-                            Err(e) => Err(clone_error(e)),
-                        };
-                        let tree = first
-                            .or_else(|e| other_copies(self.repo, self.inventory, &id, &pack, e));
-                        (id, tree)
-                    })
-                    .collect()
-            })
+            .map(|(pack, run)| self.load_run(pack, run, f))
             .collect();
         out.extend(loaded.into_iter().flatten());
         out
+    }
+
+    /// Trees lying close together in one pack, read with one range read.
+    fn load_run<T: Send>(
+        &self,
+        pack: PackId,
+        run: Vec<(TreeId, BlobEntry)>,
+        f: &(dyn Fn(Tree) -> T + Sync),
+    ) -> Vec<(TreeId, Result<T>)> {
+        let start = run.iter().map(|(_, e)| e.offset).min().unwrap_or(0);
+        let end = run.iter().map(|(_, e)| e.end()).max().unwrap_or(0);
+        let span = self.repo.read_pack_range(&pack, start..end);
+        run.into_par_iter()
+            .map(|(id, entry)| {
+                let first = match &span {
+                    Ok(bytes) => {
+                        let sealed =
+                            &bytes[(entry.offset - start) as usize..(entry.end() - start) as usize];
+                        open_blob(self.repo.keys(), self.repo.id(), &pack, &entry, sealed)
+                            .and_then(|plain| Tree::decode(&id, &plain))
+                    }
+                    Err(e) => Err(clone_error(e)),
+                };
+                let tree =
+                    first.or_else(|e| other_copies(self.repo, self.inventory, &id, &pack, e));
+                (id, tree.map(f))
+            })
+            .collect()
     }
 }
 
@@ -211,11 +205,13 @@ pub fn walk(
     report: &mut CheckReport,
     damage: &mut Damage,
     progress: &dyn CheckProgress,
+    keep_edges: bool,
 ) -> TreeGraph {
     let inventory = loader.inventory;
     progress.phase("trees", 0);
     let mut graph = TreeGraph::default();
     let mut level: Vec<TreeId> = Vec::new();
+    let mut trees = 0;
     for (_, s) in snapshots {
         if graph.referenced.insert(s.tree) {
             level.push(s.tree);
@@ -223,38 +219,36 @@ pub fn walk(
     }
     while !level.is_empty() {
         let mut next = Vec::new();
-        for (id, tree) in loader.load(&level) {
+        for (id, edges) in loader.load_with(&level, &TreeEdges::of) {
             progress.advance(1);
-            let tree = match tree {
-                Ok(tree) => tree,
+            let edges = match edges {
+                Ok(edges) => edges,
                 Err(e) => {
                     tree_failed(inventory, id, e, report, damage);
                     continue;
                 }
             };
-            let mut edges = TreeEdges::default();
-            for node in tree.nodes {
-                if let Some(sub) = node.subtree {
-                    edges.subtrees.push(sub);
-                    if graph.referenced.insert(sub) {
-                        next.push(sub);
-                    }
-                }
-                for blob in node.content {
-                    if graph.referenced.insert(blob) && !inventory.contains(&blob) {
-                        report.problems.push(Problem::BlobMissing { blob });
-                        damage
-                            .lost
-                            .insert(blob, format!("blob {blob} is in no index segment"));
-                    }
-                    edges.blobs.push(blob);
+            trees += 1;
+            for sub in &edges.subtrees {
+                if graph.referenced.insert(*sub) {
+                    next.push(*sub);
                 }
             }
-            graph.edges.insert(id, edges);
+            for blob in &edges.blobs {
+                if graph.referenced.insert(*blob) && !inventory.contains(blob) {
+                    report.problems.push(Problem::BlobMissing { blob: *blob });
+                    damage
+                        .lost
+                        .insert(*blob, format!("blob {blob} is in no index segment"));
+                }
+            }
+            if keep_edges {
+                graph.edges.insert(id, edges);
+            }
         }
         level = next;
     }
-    report.stats.trees = graph.edges.len();
+    report.stats.trees = trees;
     graph
 }
 

@@ -42,11 +42,8 @@ pub fn run_locked(
     lock: &RepositoryLock,
     opts: &PruneOptions,
 ) -> Result<Outcome> {
+    // The generation changes: this machine's local index starts over at its next use.
     let report = prune::run(repo, lock, opts)?;
-    if !opts.dry_run {
-        // The generation changed: the local index starts over now rather than at the next run.
-        ctx.open_index(repo)?;
-    }
     if ctx.json {
         super::print_json(&report)?;
     } else {

@@ -28,8 +28,10 @@ pub struct Inventory {
     pub damaged_segments: Vec<(IndexId, Error)>,
     pub packs: Vec<IndexedPack>,
     pack_pos: IdMap<PackId, usize>,
-    /// blob → (position in `packs`, position in its entries); every location.
-    blobs: IdMap<BlobId, Vec<(u32, u32)>>,
+    /// Every location as (blob, position in `packs`, position in its entries), sorted by
+    /// blob: a sorted vector takes a third of the memory of a hash map of this size.
+    blobs: Vec<(BlobId, u32, u32)>,
+    distinct: usize,
 }
 
 impl Inventory {
@@ -46,18 +48,17 @@ impl Inventory {
                 (id, segment)
             })
             .collect();
+        let mut packs = Vec::new();
         let mut inventory = Inventory::default();
         for (id, segment) in loaded {
             match segment {
                 Ok(segment) => {
                     inventory.segments.push(id);
-                    for p in segment.packs {
-                        inventory.add_pack(IndexedPack {
-                            id: p.id,
-                            size: p.size,
-                            entries: p.entries,
-                        });
-                    }
+                    packs.extend(segment.packs.into_iter().map(|p| IndexedPack {
+                        id: p.id,
+                        size: p.size,
+                        entries: p.entries,
+                    }));
                 }
                 // Deleted since listed, by a concurrent repair or prune.
                 Err(Error::Storage {
@@ -67,23 +68,37 @@ impl Inventory {
                 Err(e) => return Err(e),
             }
         }
+        inventory.set_packs(packs);
         Ok(inventory)
     }
 
-    /// Adds a pack; a pack already present (listed by two segments) keeps its first record.
-    pub fn add_pack(&mut self, pack: IndexedPack) {
-        if self.pack_pos.contains_key(&pack.id) {
-            return;
+    /// Sets the packs (a pack listed twice keeps its first record) and indexes their blobs.
+    pub fn set_packs(&mut self, packs: Vec<IndexedPack>) {
+        self.packs.clear();
+        self.pack_pos.clear();
+        for pack in packs {
+            if !self.pack_pos.contains_key(&pack.id) {
+                self.pack_pos.insert(pack.id, self.packs.len());
+                self.packs.push(pack);
+            }
         }
-        let pos = self.packs.len();
-        for (i, e) in pack.entries.iter().enumerate() {
-            self.blobs
-                .entry(e.id)
-                .or_default()
-                .push((pos as u32, i as u32));
+        let count = self.packs.iter().map(|p| p.entries.len()).sum();
+        let mut blobs = Vec::with_capacity(count);
+        for (p, pack) in self.packs.iter().enumerate() {
+            for (e, entry) in pack.entries.iter().enumerate() {
+                blobs.push((entry.id, p as u32, e as u32));
+            }
         }
-        self.pack_pos.insert(pack.id, pos);
-        self.packs.push(pack);
+        blobs.sort_unstable_by_key(|(id, _, _)| *id);
+        self.distinct = blobs.chunk_by(|a, b| a.0 == b.0).count();
+        self.blobs = blobs;
+    }
+
+    /// The positions in `blobs` of a blob's locations.
+    fn span(&self, id: &BlobId) -> &[(BlobId, u32, u32)] {
+        let start = self.blobs.partition_point(|(b, _, _)| b < id);
+        let end = start + self.blobs[start..].partition_point(|(b, _, _)| b == id);
+        &self.blobs[start..end]
     }
 
     pub fn pack(&self, id: &PackId) -> Option<&IndexedPack> {
@@ -92,22 +107,25 @@ impl Inventory {
 
     /// Every place a blob is stored.
     pub fn locations(&self, id: &BlobId) -> impl Iterator<Item = (&IndexedPack, &BlobEntry)> {
-        self.blobs.get(id).into_iter().flatten().map(|&(p, e)| {
+        self.span(id).iter().map(|&(_, p, e)| {
             let pack = &self.packs[p as usize];
             (pack, &pack.entries[e as usize])
         })
     }
 
     pub fn contains(&self, id: &BlobId) -> bool {
-        self.blobs.contains_key(id)
+        !self.span(id).is_empty()
     }
 
+    /// The number of distinct blobs.
     pub fn blob_count(&self) -> usize {
-        self.blobs.len()
+        self.distinct
     }
 
-    /// Every blob with its locations.
+    /// Every distinct blob with its number of locations.
     pub fn blobs(&self) -> impl Iterator<Item = (&BlobId, usize)> {
-        self.blobs.iter().map(|(id, locs)| (id, locs.len()))
+        self.blobs
+            .chunk_by(|a, b| a.0 == b.0)
+            .map(|group| (&group[0].0, group.len()))
     }
 }

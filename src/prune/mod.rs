@@ -124,6 +124,7 @@ pub fn run(repo: &Repository, lock: &RepositoryLock, opts: &PruneOptions) -> Res
     }
     let stored = repo.stored_packs()?;
     let (snapshots, used) = crate::check::used_blobs(repo, &inventory)?;
+    tracing::debug!(blobs = used.len(), "prune: needed blobs marked");
     let fates = plan(&inventory, &stored, &used, opts.max_unused)?;
     let mut report = PruneReport {
         snapshots,
@@ -179,6 +180,7 @@ pub fn run(repo: &Repository, lock: &RepositoryLock, opts: &PruneOptions) -> Res
         }
     }
     let written = repacker.finish()?;
+    tracing::debug!("prune: repacked");
     failpoint::hit("prune-packs-written");
     report.packs_written = written.len();
     report.bytes_written = written.iter().map(|r| r.size).sum();
@@ -205,6 +207,7 @@ pub fn run(repo: &Repository, lock: &RepositoryLock, opts: &PruneOptions) -> Res
         repo.storage().delete(&object_path(FileKind::Pack, &id.0))?;
         failpoint::hit("prune-pack-deleted");
     }
+    tracing::debug!("prune: deleted");
     report.duration_ns = started.elapsed().as_nanos() as u64;
     Ok(report)
 }
