@@ -39,6 +39,9 @@ CREATE TABLE snapshots (id BLOB PRIMARY KEY, time_ns INTEGER NOT NULL, body BLOB
 CREATE TABLE damaged_blobs (id BLOB PRIMARY KEY, pack BLOB NOT NULL, reason TEXT NOT NULL);
 ";
 
+/// Empties everything merged from index segments (not the snapshot catalog).
+const CLEAR: &str = "DELETE FROM blobs; DELETE FROM packs; DELETE FROM segments;";
+
 pub struct LocalIndex {
     conn: Connection,
     path: PathBuf,
@@ -120,6 +123,31 @@ fn connect(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
+/// Creates an empty index with its schema under a temporary name and links it into place, so
+/// another process opening the cache at the same moment never sees a file without tables. If
+/// another process linked its own first, that one is used.
+fn create_atomically(dir: &Path, path: &Path, repo_hex: &str) -> Result<()> {
+    let tmp = dir.join(format!("index.sqlite.new-{}", std::process::id()));
+    remove_db_files(&tmp);
+    {
+        let c = connect(&tmp)?;
+        c.execute_batch("PRAGMA journal_mode=WAL;")
+            .map_err(sql_err(&tmp))?;
+        c.execute_batch(SCHEMA).map_err(sql_err(&tmp))?;
+        c.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', ?1), ('repository_id', ?2)",
+            params![SCHEMA_VERSION.to_string(), repo_hex],
+        )
+        .map_err(sql_err(&tmp))?;
+    }
+    let linked = match std::fs::hard_link(&tmp, path) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(Error::io(path, e)),
+        _ => Ok(()),
+    };
+    remove_db_files(&tmp);
+    linked
+}
+
 impl LocalIndex {
     /// Opens (creating or rebuilding as needed) the local index of `repo` under `cache_dir`,
     /// then merges the repository's index segments and snapshots it has not seen.
@@ -148,17 +176,11 @@ impl LocalIndex {
             None
         };
         if conn.is_none() {
-            remove_db_files(&path);
-            let c = connect(&path)?;
-            c.execute_batch("PRAGMA journal_mode=WAL;")
-                .map_err(sql_err(&path))?;
-            c.execute_batch(SCHEMA).map_err(sql_err(&path))?;
-            c.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', ?1), ('repository_id', ?2)",
-                params![SCHEMA_VERSION.to_string(), repo_hex],
-            )
-            .map_err(sql_err(&path))?;
-            conn = Some(c);
+            if existed {
+                remove_db_files(&path);
+            }
+            create_atomically(&dir, &path, &repo_hex)?;
+            conn = Some(connect(&path)?);
         }
         let conn = conn.expect("set above");
         conn.execute_batch("PRAGMA synchronous=NORMAL;")
@@ -189,17 +211,17 @@ impl LocalIndex {
                     "the repository's generation changed (a prune deleted data)".into()
                 });
             }
-            self.conn
-                .execute_batch(
-                    "DELETE FROM blobs; DELETE FROM packs; DELETE FROM segments; DELETE FROM damaged_blobs;",
-                )
-                .map_err(self.err())?;
-            self.conn
-                .execute(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('generation', ?1)",
-                    [&generation],
-                )
-                .map_err(self.err())?;
+            let tx = self.conn.transaction().map_err(sql_err(&self.path))?;
+            tx.execute_batch(CLEAR)
+                .and_then(|()| tx.execute_batch("DELETE FROM damaged_blobs;"))
+                .and_then(|()| {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES ('generation', ?1)",
+                        [&generation],
+                    )
+                })
+                .and_then(|_| tx.commit())
+                .map_err(sql_err(&self.path))?;
         }
         let in_repo: HashSet<[u8; 32]> = repo.list_ids(FileKind::Index)?.into_iter().collect();
         let merged: HashSet<[u8; 32]> = self.ids_in("segments")?;
@@ -207,9 +229,7 @@ impl LocalIndex {
             report.rebuilt.get_or_insert_with(|| {
                 "index segments it had merged are gone from the repository".into()
             });
-            self.conn
-                .execute_batch("DELETE FROM blobs; DELETE FROM packs; DELETE FROM segments;")
-                .map_err(self.err())?;
+            self.clear()?;
         }
         let merged = self.ids_in("segments")?;
         let mut missing: Vec<_> = in_repo.difference(&merged).copied().collect();
@@ -229,6 +249,14 @@ impl LocalIndex {
             }
         }
         self.sync_snapshots(repo, report)
+    }
+
+    /// Forgets every merged segment, in one transaction.
+    fn clear(&mut self) -> Result<()> {
+        let tx = self.conn.transaction().map_err(sql_err(&self.path))?;
+        tx.execute_batch(CLEAR)
+            .and_then(|()| tx.commit())
+            .map_err(sql_err(&self.path))
     }
 
     fn ids_in(&self, table: &str) -> Result<HashSet<[u8; 32]>> {
@@ -458,9 +486,7 @@ impl LocalIndex {
 
     /// Forgets every merged segment and merges the repository's segments again.
     pub fn rebuild(&mut self, repo: &Repository, why: String) -> Result<OpenReport> {
-        self.conn
-            .execute_batch("DELETE FROM blobs; DELETE FROM packs; DELETE FROM segments;")
-            .map_err(self.err())?;
+        self.clear()?;
         let mut report = OpenReport {
             rebuilt: Some(why),
             ..OpenReport::default()
