@@ -117,3 +117,36 @@ fn vanished_segment_is_not_trusted_for_dedup() {
     env.restore("latest", &target);
     assert_eq!(describe(&src), describe(&restored(&target, &src)));
 }
+
+/// Regression: processes opening a fresh cache at the same moment used to see each other's
+/// half-created index file ("no such table: blobs").
+#[test]
+fn processes_creating_the_local_index_at_once_all_succeed() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    write(&src.join("f"), b"content");
+    env.ok(&["backup", src.to_str().unwrap()]);
+    for round in 0..5 {
+        let cache = env.path(&format!("fresh-cache-{round}"));
+        let children: Vec<_> = (0..4)
+            .map(|_| {
+                std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+                    .arg("--repo")
+                    .arg(&env.repo)
+                    .arg("--cache-dir")
+                    .arg(&cache)
+                    .args(["--json", "snapshots"])
+                    .env("CAIRN_PASSWORD", PASSWORD)
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "{}", stderr(&out));
+        }
+    }
+}
