@@ -3,9 +3,9 @@
 //! (salvaging packs whose header is damaged).
 //!
 //! Guarantees: only blobs that authenticate (exactly the bytes written for that id, type and
-//! repository) are copied; every new pack is written
-//! (durably, see `Storage::write`) before `finish` returns its record, and full packs are
-//! written as they fill, so memory stays at about two packs.
+//! repository) are copied; every new pack is written (durably, see `Storage::write`) before
+//! `finish` returns; full packs are written by a background thread as they fill, so memory
+//! stays at about three packs.
 
 use crate::error::Result;
 use crate::ids::BlobType;
@@ -14,26 +14,86 @@ use crate::index::PackRecord;
 use crate::pack::{BlobEntry, PackWriter, SealedBlob, authenticate_blob};
 use crate::repo::{FileKind, Repository, object_path};
 
+/// Blobs of one pack closer than this are read in one range read.
+const READ_GAP: u64 = 256 * 1024;
+
 pub struct Repacker<'a> {
     repo: &'a Repository,
     /// Data and tree blobs go to separate packs, as in a backup.
     writers: [PackWriter; 2],
     records: Vec<PackRecord>,
-    dry_run: bool,
+    /// Writes full packs while the next ones are read and filled (`None` in a dry run).
+    upload: Option<Upload>,
+}
+
+/// A thread that writes finished packs, one at a time, while the caller goes on.
+struct Upload {
+    jobs: Option<std::sync::mpsc::SyncSender<(String, Vec<u8>)>>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl Upload {
+    fn start(repo: &Repository) -> Result<Self> {
+        let storage = repo.shared_storage();
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<(String, Vec<u8>)>(1);
+        let thread = std::thread::Builder::new()
+            .name("cairn-repack".into())
+            .spawn(move || {
+                for (path, bytes) in queue {
+                    storage.write(&path, bytes)?;
+                }
+                Ok(())
+            })
+            .map_err(|e| crate::error::Error::io("repack upload thread", e))?;
+        Ok(Upload {
+            jobs: Some(jobs),
+            thread: Some(thread),
+        })
+    }
+
+    fn send(&mut self, path: String, bytes: Vec<u8>) -> Result<()> {
+        let sent = self
+            .jobs
+            .as_ref()
+            .is_some_and(|j| j.send((path, bytes)).is_ok());
+        if sent { Ok(()) } else { self.finish() }
+    }
+
+    /// Waits for every write; the first error, if any.
+    fn finish(&mut self) -> Result<()> {
+        self.jobs.take();
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(crate::error::Error::Invalid(
+                "the repack upload thread failed".into(),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
 }
 
 impl<'a> Repacker<'a> {
     /// A repacker; with `dry_run` it builds packs but writes none.
-    pub fn new(repo: &'a Repository, dry_run: bool) -> Self {
-        Repacker {
+    pub fn new(repo: &'a Repository, dry_run: bool) -> Result<Self> {
+        Ok(Repacker {
             repo,
             writers: [
                 PackWriter::new(BlobType::Data),
                 PackWriter::new(BlobType::Tree),
             ],
             records: Vec::new(),
-            dry_run,
-        }
+            upload: if dry_run {
+                None
+            } else {
+                Some(Upload::start(repo)?)
+            },
+        })
     }
 
     /// Authenticates the blob `entry` describes in `sealed` (read from `pack`) and copies it.
@@ -55,6 +115,30 @@ impl<'a> Repacker<'a> {
         Ok(())
     }
 
+    /// Copies the blobs `entries` of `pack`, reading only their bytes (neighbours closer than
+    /// `READ_GAP` in one read). Stops at the first blob that does not authenticate.
+    pub fn copy_from(&mut self, pack: &PackId, entries: &[BlobEntry]) -> Result<()> {
+        let mut sorted = entries.to_vec();
+        sorted.sort_by_key(|e| e.offset);
+        let mut start = 0;
+        while start < sorted.len() {
+            let mut end = start + 1;
+            while end < sorted.len() && sorted[end].offset <= sorted[end - 1].end() + READ_GAP {
+                end += 1;
+            }
+            let run = &sorted[start..end];
+            let base = run[0].offset;
+            let last = run.iter().map(BlobEntry::end).max().unwrap_or(base);
+            let bytes = self.repo.read_pack_range(pack, base..last)?;
+            for e in run {
+                let sealed = &bytes[(e.offset - base) as usize..(e.end() - base) as usize];
+                self.add(pack, e, sealed)?;
+            }
+            start = end;
+        }
+        Ok(())
+    }
+
     fn write(&mut self, writer: PackWriter) -> Result<()> {
         let finished = writer.finish(self.repo.keys(), self.repo.id());
         let record = PackRecord {
@@ -62,10 +146,8 @@ impl<'a> Repacker<'a> {
             size: finished.bytes.len() as u64,
             entries: finished.entries,
         };
-        if !self.dry_run {
-            self.repo
-                .storage()
-                .write(&object_path(FileKind::Pack, &finished.id.0), finished.bytes)?;
+        if let Some(upload) = &mut self.upload {
+            upload.send(object_path(FileKind::Pack, &finished.id.0), finished.bytes)?;
         }
         self.records.push(record);
         Ok(())
@@ -83,6 +165,9 @@ impl<'a> Repacker<'a> {
         for w in writers.into_iter().filter(|w| !w.is_empty()) {
             self.write(w)?;
         }
-        Ok(self.records)
+        if let Some(upload) = &mut self.upload {
+            upload.finish()?;
+        }
+        Ok(std::mem::take(&mut self.records))
     }
 }

@@ -141,7 +141,7 @@ pub fn run(repo: &Repository, lock: &RepositoryLock, opts: &PruneOptions) -> Res
     report.packs_unindexed_deleted = doomed.len();
     report.bytes_deleted = doomed.iter().map(|id| stored[id]).sum();
     let mut kept: Vec<PackRecord> = Vec::new();
-    let mut repacker = Repacker::new(repo, opts.dry_run);
+    let mut repacker = Repacker::new(repo, opts.dry_run)?;
     for (i, fate, keep) in &fates {
         let pack = &inventory.packs[*i];
         let size = stored.get(&pack.id).copied().unwrap_or(0);
@@ -158,20 +158,8 @@ pub fn run(repo: &Repository, lock: &RepositoryLock, opts: &PruneOptions) -> Res
                 doomed.push(pack.id);
             }
             Fate::Repack => {
-                let bytes = repo.read_pack(&pack.id)?;
-                for &n in keep {
-                    let e = &pack.entries[n];
-                    let sealed = usize::try_from(e.offset)
-                        .ok()
-                        .zip(usize::try_from(e.end()).ok())
-                        .and_then(|(a, b)| bytes.get(a..b))
-                        .ok_or_else(|| Error::BlobIntegrity {
-                            blob: e.id,
-                            pack: pack.id,
-                            reason: "lies beyond the end of the pack".into(),
-                        })?;
-                    repacker.add(&pack.id, e, sealed)?;
-                }
+                let needed: Vec<_> = keep.iter().map(|&n| pack.entries[n]).collect();
+                repacker.copy_from(&pack.id, &needed)?;
                 report.packs_repacked += 1;
                 report.bytes_repacked += size;
                 report.blobs_removed += pack.entries.len() - keep.len();

@@ -163,7 +163,7 @@ fn salvage(
     dry_run: bool,
 ) -> Result<(usize, usize, Vec<PackRecord>)> {
     let bytes = repo.read_pack_range(&pack.id, 0..size)?;
-    let mut repacker = Repacker::new(repo, dry_run);
+    let mut repacker = Repacker::new(repo, dry_run)?;
     let mut lost = 0;
     for e in &pack.entries {
         let sealed = usize::try_from(e.offset)
