@@ -24,6 +24,9 @@ use crate::repack::Repacker;
 use crate::repo::lock::RepositoryLock;
 use crate::repo::{FileKind, Repository, object_path};
 
+/// Threads that read and decode trees while marking.
+const MARK_THREADS: usize = 8;
+
 pub struct PruneOptions {
     /// Repack a pack when more than this share of its bytes is unneeded (0.05 = 5%).
     pub max_unused: f64,
@@ -123,7 +126,13 @@ pub fn run(repo: &Repository, lock: &RepositoryLock, opts: &PruneOptions) -> Res
         )));
     }
     let stored = repo.stored_packs()?;
-    let (snapshots, used) = crate::check::used_blobs(repo, &inventory)?;
+    // Marking reads trees level by level; more reads in flight than cores keeps a cold disk
+    // (or a remote store) busy.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(MARK_THREADS)
+        .build()
+        .map_err(|e| Error::Invalid(format!("cannot start worker threads: {e}")))?;
+    let (snapshots, used) = pool.install(|| crate::check::used_blobs(repo, &inventory))?;
     tracing::debug!(blobs = used.len(), "prune: needed blobs marked");
     let fates = plan(&inventory, &stored, &used, opts.max_unused)?;
     let mut report = PruneReport {
