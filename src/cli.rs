@@ -89,6 +89,16 @@ pub struct SnapshotFilterArgs {
     pub path: Option<String>,
 }
 
+impl SnapshotFilterArgs {
+    pub fn filter(&self) -> cairn::snapshot::Filter {
+        cairn::snapshot::Filter {
+            host: self.host.clone(),
+            tags: self.tag.clone(),
+            path: self.path.clone(),
+        }
+    }
+}
+
 #[derive(Args)]
 pub struct PruneArgs {
     /// Repack a pack when more than this share of it is unused (e.g. 5%, 0%, 100%)
@@ -320,15 +330,8 @@ pub struct FindArgs {
     /// Glob: without `/` it matches names (`contract*.pdf`), with `/` whole paths
     /// (`/srv/uploads/**/*.pdf`)
     pub pattern: String,
-    /// Only snapshots of this host
-    #[arg(long)]
-    pub host: Option<String>,
-    /// Only snapshots with this tag (repeatable: all must be present)
-    #[arg(long)]
-    pub tag: Vec<String>,
-    /// Only snapshots with this source path
-    #[arg(long)]
-    pub path: Option<String>,
+    #[command(flatten)]
+    pub filter: SnapshotFilterArgs,
 }
 
 #[derive(Args)]

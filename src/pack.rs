@@ -190,6 +190,36 @@ thread_local! {
         const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
+/// Decrypts a copy of `sealed` in this thread's buffer and hands the payload (and the
+/// plaintext buffer) to `then`; no allocation per blob.
+fn with_payload<T>(
+    keys: &Keys,
+    repo: &RepositoryId,
+    pack: &PackId,
+    entry: &BlobEntry,
+    sealed: &[u8],
+    then: impl FnOnce(&[u8], &mut Vec<u8>) -> Result<T>,
+) -> Result<T> {
+    VERIFY_BUFFERS.with(|cell| {
+        let (copy, plain) = &mut *cell.borrow_mut();
+        copy.clear();
+        copy.extend_from_slice(sealed);
+        let ad = blob_ad(repo, entry.blob_type, entry.compression, &entry.id);
+        let payload = keys
+            .open_in_place(&ad, copy)
+            .ok_or_else(|| blob_failure(pack, entry, "fails authentication"))?;
+        then(payload, plain)
+    })
+}
+
+fn blob_failure(pack: &PackId, entry: &BlobEntry, reason: &str) -> Error {
+    Error::BlobIntegrity {
+        blob: entry.id,
+        pack: *pack,
+        reason: reason.to_string(),
+    }
+}
+
 /// Checks one blob exactly as `open_blob` does, without allocating per blob (for
 /// `check --read-data`, which verifies every stored byte).
 pub fn verify_blob(
@@ -199,19 +229,8 @@ pub fn verify_blob(
     entry: &BlobEntry,
     sealed: &[u8],
 ) -> Result<()> {
-    let fail = |reason: &str| Error::BlobIntegrity {
-        blob: entry.id,
-        pack: *pack,
-        reason: reason.to_string(),
-    };
-    VERIFY_BUFFERS.with(|cell| {
-        let (copy, plain) = &mut *cell.borrow_mut();
-        copy.clear();
-        copy.extend_from_slice(sealed);
-        let ad = blob_ad(repo, entry.blob_type, entry.compression, &entry.id);
-        let payload = keys
-            .open_in_place(&ad, copy)
-            .ok_or_else(|| fail("fails authentication"))?;
+    let fail = |reason: &str| blob_failure(pack, entry, reason);
+    with_payload(keys, repo, pack, entry, sealed, |payload, plain| {
         let plain: &[u8] = match entry.compression {
             COMPRESSION_NONE => payload,
             COMPRESSION_ZSTD => {
@@ -241,19 +260,7 @@ pub fn authenticate_blob(
     entry: &BlobEntry,
     sealed: &[u8],
 ) -> Result<()> {
-    VERIFY_BUFFERS.with(|cell| {
-        let (copy, _) = &mut *cell.borrow_mut();
-        copy.clear();
-        copy.extend_from_slice(sealed);
-        let ad = blob_ad(repo, entry.blob_type, entry.compression, &entry.id);
-        keys.open_in_place(&ad, copy)
-            .map(|_| ())
-            .ok_or_else(|| Error::BlobIntegrity {
-                blob: entry.id,
-                pack: *pack,
-                reason: "fails authentication".into(),
-            })
-    })
+    with_payload(keys, repo, pack, entry, sealed, |_, _| Ok(()))
 }
 
 /// Accumulates sealed blobs of one type into a pack.

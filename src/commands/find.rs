@@ -75,11 +75,7 @@ pub fn run(ctx: &Context, args: &FindArgs) -> Result<Outcome> {
         .build()
         .map_err(|e| Error::Invalid(format!("pattern {:?}: {e}", args.pattern)))?
         .compile_matcher();
-    let filter = snapshot::Filter {
-        host: args.host.clone(),
-        tags: args.tag.clone(),
-        path: args.path.clone(),
-    };
+    let filter = args.filter.filter();
     let snapshots: Vec<_> = snapshot::list(&index)?
         .into_iter()
         .filter(|(_, s)| filter.matches(s))

@@ -6,18 +6,10 @@ use cairn::host::format_time;
 use cairn::prune::PruneOptions;
 use cairn::retention::forget::{self, ForgetOptions, GroupPlan, Removed};
 use cairn::retention::{CalendarSpan, GroupBy, Policy};
-use cairn::snapshot::{self, Filter};
+use cairn::snapshot;
 
 use super::{Context, Outcome};
-use crate::cli::{ForgetArgs, SnapshotFilterArgs};
-
-pub fn filter(args: &SnapshotFilterArgs) -> Filter {
-    Filter {
-        host: args.host.clone(),
-        tags: args.tag.clone(),
-        path: args.path.clone(),
-    }
-}
+use crate::cli::ForgetArgs;
 
 fn options(args: &ForgetArgs) -> Result<ForgetOptions> {
     let policy = Policy {
@@ -42,7 +34,7 @@ fn options(args: &ForgetArgs) -> Result<ForgetOptions> {
     Ok(ForgetOptions {
         policy,
         group_by: GroupBy::parse(&args.group_by)?,
-        filter: filter(&args.filter),
+        filter: args.filter.filter(),
         allow_remove_all: args.allow_remove_all,
     })
 }

@@ -31,7 +31,7 @@ pub fn run(ctx: &Context, args: &TagArgs) -> Result<Outcome> {
         ));
     }
     let (repo, lock, index) = ctx.open_locked(true)?;
-    let filter = super::forget::filter(&args.filter);
+    let filter = args.filter.filter();
     let chosen: Vec<_> = if args.snapshots.is_empty() {
         snapshot::list(&index)?
             .into_iter()

@@ -440,41 +440,32 @@ impl LocalIndex {
         Ok(out)
     }
 
-    /// All cached snapshots, oldest first: id and decrypted body.
-    pub fn snapshot_bodies(&self) -> Result<Vec<(SnapshotId, Vec<u8>)>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, body FROM snapshots ORDER BY time_ns, id")
-            .map_err(self.err())?;
+    /// The rows of a query selecting two byte columns.
+    fn byte_pairs(&self, sql: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut stmt = self.conn.prepare(sql).map_err(self.err())?;
         let rows = stmt
             .query_map([], |r| {
                 Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
             })
             .map_err(self.err())?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, body) = row.map_err(self.err())?;
-            if let Some(id) = SnapshotId::from_slice(&id) {
-                out.push((id, body));
-            }
-        }
-        Ok(out)
+        rows.collect::<rusqlite::Result<_>>().map_err(self.err())
+    }
+
+    /// All cached snapshots, oldest first: id and decrypted body.
+    pub fn snapshot_bodies(&self) -> Result<Vec<(SnapshotId, Vec<u8>)>> {
+        let rows = self.byte_pairs("SELECT id, body FROM snapshots ORDER BY time_ns, id")?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, body)| SnapshotId::from_slice(&id).map(|id| (id, body)))
+            .collect())
     }
 
     /// Every (blob, pack) pair the index lists.
     pub fn blob_locations(&self) -> Result<Vec<(BlobId, PackId)>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT b.id, p.id FROM blobs b JOIN packs p ON p.seq = b.pack")
-            .map_err(self.err())?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
-            })
-            .map_err(self.err())?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (blob, pack) = row.map_err(self.err())?;
+        let rows =
+            self.byte_pairs("SELECT b.id, p.id FROM blobs b JOIN packs p ON p.seq = b.pack")?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (blob, pack) in rows {
             let pair = BlobId::from_slice(&blob).zip(PackId::from_slice(&pack));
             out.push(pair.ok_or_else(|| Error::Index {
                 path: self.path.clone(),
