@@ -1,4 +1,5 @@
-//! Metadata fidelity beyond content: hard links and sparse files.
+//! Metadata fidelity beyond content: hard links, sparse files, extended attributes, special
+//! files and owners, access times.
 
 mod common;
 
@@ -155,4 +156,43 @@ fn special_files_and_owners() {
     ]);
     let b = restored(&numeric, &src);
     assert_eq!(std::fs::metadata(b.join("by-number")).unwrap().gid(), 54321);
+}
+
+#[test]
+fn access_times_round_trip() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("read-long-ago"), b"content");
+    let at = |secs: u64, nanos: u32| std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos);
+    let file = std::fs::File::options()
+        .write(true)
+        .open(src.join("read-long-ago"))
+        .unwrap();
+    file.set_times(
+        std::fs::FileTimes::new()
+            .set_accessed(at(981_173_106, 123_456_789))
+            .set_modified(at(1_600_000_000, 5)),
+    )
+    .unwrap();
+    drop(file);
+    env.init();
+    env.backup_json(&[&src]);
+    let source = std::fs::metadata(src.join("read-long-ago")).unwrap();
+    assert_eq!(
+        (source.atime(), source.atime_nsec()),
+        (981_173_106, 123_456_789),
+        "backup must not touch the source's access time"
+    );
+    let out = env.path("out");
+    env.restore("latest", &out);
+    // Only stat the restored file: reading it could update its access time.
+    let restored_meta = std::fs::metadata(restored(&out, &src).join("read-long-ago")).unwrap();
+    assert_eq!(
+        (restored_meta.atime(), restored_meta.atime_nsec()),
+        (981_173_106, 123_456_789)
+    );
+    assert_eq!(
+        (restored_meta.mtime(), restored_meta.mtime_nsec()),
+        (1_600_000_000, 5)
+    );
 }
