@@ -27,6 +27,9 @@ use crate::snapshot::Summary;
 use crate::tree::{Node, NodeKind, Tree};
 use crate::walk;
 
+/// The warning for an entry that disappeared between being listed and being read.
+const VANISHED: &str = "vanished before it could be read; skipped";
+
 #[derive(Default)]
 pub struct Counters {
     files: AtomicU64,
@@ -119,6 +122,8 @@ fn same_file(a: &Node, b: &Node) -> bool {
 }
 
 impl Walker<'_, '_, '_> {
+    /// Warns and counts an entry left out of the snapshot that was there (the snapshot is
+    /// then partial).
     fn skip(&self, path: &Path, message: String) {
         Counters::bump(&self.counters.skipped, 1);
         self.warn(path, message);
@@ -159,8 +164,10 @@ impl Walker<'_, '_, '_> {
     ) -> Result<Option<Node>> {
         let meta = match meta.unwrap_or_else(|| std::fs::symlink_metadata(path)) {
             Ok(m) => m,
+            // Gone between listing and looking: the snapshot shows the folder as it is now,
+            // so this is not a partial snapshot.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.skip(path, "vanished before it could be read; skipped".into());
+                self.warn(path, VANISHED.into());
                 return Ok(None);
             }
             Err(e) => {
@@ -235,6 +242,10 @@ impl Walker<'_, '_, '_> {
     ) -> Result<Option<TreeId>> {
         let entries = match walk::read_dir_sorted(path) {
             Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.warn(path, VANISHED.into());
+                return Ok(None);
+            }
             Err(e) => {
                 self.skip(path, format!("cannot list directory: {e}; skipped"));
                 return Ok(None);
@@ -286,6 +297,10 @@ impl Walker<'_, '_, '_> {
         };
         let stored = match stored {
             Ok(s) => s,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.warn(path, VANISHED.into());
+                return Ok(false);
+            }
             Err(e) => {
                 self.skip(path, format!("cannot read: {e}; skipped"));
                 return Ok(false);
