@@ -193,8 +193,10 @@ fn forget_named_snapshots_and_prune_frees_their_data() {
     assert!(dry.contains("would be"), "{dry}");
     assert_eq!(env.repo_size(), size_before, "a dry run deletes nothing");
     let out: Value = serde_json::from_str(&env.ok(&["--json", "prune"])).unwrap();
-    // `gone` (3 MiB) shared a pack with `shared`: that pack is repacked or deleted.
-    assert!(out["packs_repacked"].as_u64().unwrap() + out["packs_deleted"].as_u64().unwrap() >= 1);
+    // `gone` (3 MiB) shared a data pack with `shared`: that pack is 75% unused and repacked;
+    // the first snapshot's tree pack is needed no more and deleted.
+    assert_eq!(out["packs_repacked"], 1, "{out}");
+    assert!(out["packs_deleted"].as_u64().unwrap() >= 1, "{out}");
     assert!(
         env.repo_size() < size_before - (2 << 20),
         "{} -> {}",
@@ -207,6 +209,23 @@ fn forget_named_snapshots_and_prune_frees_their_data() {
     let again: Value = serde_json::from_str(&env.ok(&["--json", "prune"])).unwrap();
     assert_eq!(again["packs_deleted"], 0);
     assert_eq!(again["packs_repacked"], 0);
+
+    // A pack with less than the default 5% unused is kept as it is; `--max-unused 0%`
+    // repacks it.
+    write(&src.join("big"), &noise(4, 4 << 20));
+    write(&src.join("tiny"), &noise(5, 100_000));
+    let third = backup_at(&env, &src, "2026-10-03T02:00:00Z");
+    std::fs::remove_file(src.join("tiny")).unwrap();
+    let fourth = backup_at(&env, &src, "2026-10-04T02:00:00Z");
+    expected.insert(fourth, describe(&src));
+    env.ok(&["forget", &third[..8]]);
+    let kept: Value = serde_json::from_str(&env.ok(&["--json", "prune"])).unwrap();
+    assert_eq!(kept["packs_repacked"], 0, "{kept}");
+    let repacked: Value =
+        serde_json::from_str(&env.ok(&["--json", "prune", "--max-unused", "0%"])).unwrap();
+    assert_eq!(repacked["packs_repacked"], 1, "{repacked}");
+    check_passes(&env, &["--read-data"]);
+    assert_snapshots_restore(&env, &src, &expected);
 }
 
 #[test]
@@ -370,9 +389,18 @@ fn prune_and_forget_killed_at_random_moments_lose_nothing() {
         seed ^= seed << 17;
         seed % below
     };
-    for round in 0..50u64 {
+    let mut round = 0u64;
+    while killed < 50 {
+        assert!(
+            round < 150,
+            "only {killed} of {round} runs were killed before they finished"
+        );
         change_source(&src, round);
-        let id = backup_at(&env, &src, &format!("2026-10-01T02:{:02}:00Z", round));
+        let id = backup_at(
+            &env,
+            &src,
+            &format!("2026-10-01T{:02}:{:02}:00Z", round / 60, round % 60),
+        );
         expected.insert(id, describe(&src));
         let command: &[&str] = if round % 3 == 0 {
             &["forget", "--keep-last", "3"]
@@ -396,11 +424,8 @@ fn prune_and_forget_killed_at_random_moments_lose_nothing() {
         check_passes(&env, &[]);
         assert_snapshots_restore(&env, &src, &expected);
         env.ok(&["prune"]);
+        round += 1;
     }
-    assert!(
-        killed >= 25,
-        "only {killed} of 50 runs were killed before they finished"
-    );
     env.ok(&[
         "forget",
         "--keep-last",
@@ -412,6 +437,63 @@ fn prune_and_forget_killed_at_random_moments_lose_nothing() {
     check_passes(&env, &["--read-data"]);
     assert_snapshots_restore(&env, &src, &expected);
     assert_eq!(snapshot_ids(&env).len(), 3);
+}
+
+/// Forget and prune stopped at each of their steps (the process aborts there, as under
+/// `kill -9`): removing snapshots, after the repacked packs are written, after each new index
+/// segment, after the generation is raised, after each old segment and each pack is deleted.
+#[test]
+fn prune_and_forget_stopped_at_every_step_lose_nothing() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    let mut expected = Expected::new();
+    let stops = [
+        "forget-removed:1",
+        "forget-removed:2",
+        "prune-packs-written:1",
+        "prune-segment-written:1",
+        "prune-generation-raised:1",
+        "prune-segment-deleted:1",
+        "prune-segment-deleted:2",
+        "prune-pack-deleted:1",
+        "prune-pack-deleted:2",
+        "prune-pack-deleted:3",
+    ];
+    let mut round = 0u64;
+    for stop in stops {
+        for _ in 0..3 {
+            round += 1;
+            change_source(&src, round);
+            let id = backup_at(&env, &src, &format!("2026-10-{round:02}T02:00:00Z"));
+            expected.insert(id, describe(&src));
+        }
+        let out = env
+            .cmd(&[
+                "forget",
+                "--keep-last",
+                "2",
+                "--prune",
+                "--max-unused",
+                "0%",
+            ])
+            .env("CAIRN_FAILPOINT", stop)
+            .output()
+            .unwrap();
+        let name = stop.split(':').next().unwrap();
+        assert!(
+            stderr(&out).contains(&format!("failpoint {name} reached")),
+            "{stop} was not reached: {}",
+            stderr(&out)
+        );
+        assert_eq!(out.status.code(), None, "{stop}: the process did not abort");
+        check_passes(&env, &[]);
+        assert_snapshots_restore(&env, &src, &expected);
+        env.ok(&["prune", "--max-unused", "0%"]);
+        check_passes(&env, &[]);
+        assert_snapshots_restore(&env, &src, &expected);
+    }
+    check_passes(&env, &["--read-data"]);
 }
 
 #[test]

@@ -164,9 +164,34 @@ impl Held {
         Ok(path)
     }
 
+    /// Renews the lock file, unless the lock may already have been lost: a holder that was
+    /// silent for so long that others may have called it stale (suspended, disconnected), or
+    /// whose lock file was removed by someone else, must not renew it as if nothing happened,
+    /// since a prune may have run meanwhile.
     fn refresh(&self) {
+        let now = host::now_ns();
+        let silent = now - self.last_refresh_ns.load(Ordering::SeqCst);
+        if silent > STALE_NS - MARGIN_NS {
+            self.mark_lost(format!(
+                "it could not be refreshed for {} s",
+                silent / 1_000_000_000
+            ));
+            return;
+        }
+        let current = lock_mutex(&self.path).clone();
+        match self.storage.exists(&current) {
+            Ok(true) => {}
+            Ok(false) => {
+                self.mark_lost("its lock file was removed by another process".into());
+                return;
+            }
+            Err(e) => {
+                self.mark_lost(format!("refreshing the lock failed: {e}"));
+                return;
+            }
+        }
         let mut info = lock_mutex(&self.info).clone();
-        info.refreshed_ns = host::now_ns();
+        info.refreshed_ns = now;
         match self.write(&info) {
             Ok(new_path) => {
                 let old = std::mem::replace(&mut *lock_mutex(&self.path), new_path);
@@ -175,11 +200,12 @@ impl Held {
                 self.last_refresh_ns
                     .store(info.refreshed_ns, Ordering::SeqCst);
             }
-            Err(e) => {
-                lock_mutex(&self.lost)
-                    .get_or_insert_with(|| format!("refreshing the lock failed: {e}"));
-            }
+            Err(e) => self.mark_lost(format!("refreshing the lock failed: {e}")),
         }
+    }
+
+    fn mark_lost(&self, why: String) {
+        lock_mutex(&self.lost).get_or_insert(why);
     }
 }
 
@@ -318,6 +344,60 @@ pub fn unlock(repo: &Repository, all: bool) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::repo::KdfParams;
+    use crate::storage::OpendalStorage;
+
+    fn memory_repository() -> Repository {
+        let fast = KdfParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let storage = OpendalStorage::memory().unwrap();
+        Repository::init(Box::new(storage), b"pw", fast).unwrap()
+    }
+
+    #[test]
+    fn a_refresh_renews_a_live_lock() {
+        let repo = memory_repository();
+        let lock = RepositoryLock::acquire(&repo, false, Duration::ZERO).unwrap();
+        let before = lock_mutex(&lock.inner.path).clone();
+        lock.inner.refresh();
+        lock.check().unwrap();
+        let after = lock_mutex(&lock.inner.path).clone();
+        assert_ne!(before, after);
+        let paths: Vec<String> = list(&repo).unwrap().into_iter().map(|l| l.0).collect();
+        assert_eq!(paths, vec![after], "the old lock file is replaced");
+    }
+
+    /// Regression: a holder suspended for longer than the stale time renewed its lock on
+    /// waking and went on to commit, although a prune may have run meanwhile.
+    #[test]
+    fn a_holder_silent_for_too_long_loses_its_lock_instead_of_renewing_it() {
+        let repo = memory_repository();
+        let lock = RepositoryLock::acquire(&repo, false, Duration::ZERO).unwrap();
+        lock.inner
+            .last_refresh_ns
+            .fetch_sub(STALE_NS, Ordering::SeqCst);
+        lock.inner.refresh();
+        assert!(matches!(lock.check(), Err(Error::LockLost { .. })));
+        let last = lock.inner.last_refresh_ns.load(Ordering::SeqCst);
+        assert!(host::now_ns() - last >= STALE_NS, "the lock was renewed");
+    }
+
+    #[test]
+    fn a_holder_whose_lock_file_was_removed_loses_its_lock() {
+        let repo = memory_repository();
+        let lock = RepositoryLock::acquire(&repo, true, Duration::ZERO).unwrap();
+        assert_eq!(unlock(&repo, true).unwrap().len(), 1);
+        lock.inner.refresh();
+        let err = lock.check().unwrap_err().to_string();
+        assert!(err.contains("removed by another process"), "{err}");
+        assert!(
+            list(&repo).unwrap().is_empty(),
+            "a lost lock is not written again"
+        );
+    }
 
     #[test]
     fn lock_info_round_trips_and_goes_stale() {

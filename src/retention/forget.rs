@@ -72,7 +72,7 @@ pub fn plan(snapshots: &[(SnapshotId, Snapshot)], opts: &ForgetOptions) -> Resul
     }
     let mut plans = Vec::new();
     for (group, members) in groups {
-        let decisions = apply(&opts.policy, &members);
+        let decisions = apply(&opts.policy, &members, crate::host::now_ns());
         let mut plan = GroupPlan {
             group,
             keep: Vec::new(),

@@ -7,12 +7,13 @@
 //!   hold one; while a rule has count left, the oldest snapshot is kept too (it stands for the
 //!   oldest bucket).
 //! - `within D` keeps every snapshot newer than the newest snapshot's time minus D (calendar
-//!   years, months, days, then hours), so a snapshot dated in the future is never removed by
-//!   it and neither are those near it.
+//!   years, months, days, then hours). Snapshots dated after now (a clock gone wrong) are
+//!   always kept by it and do not count as the newest, so they neither go nor push the
+//!   window past the real snapshots.
 //! - `tag T` keeps every snapshot carrying tag T.
 //! - The rules combine by union; a snapshot's reasons list every rule that kept it.
 //!
-//! Guarantees: `apply` is pure (time zone from the process, nothing else); it never keeps
+//! Guarantees: `apply` is pure (time zone from the process and the `now` given); it never keeps
 //! nothing when the policy has a rule with a count, unless the group is empty.
 
 use chrono::{DateTime, Datelike, Local, Months, NaiveDateTime, TimeZone, Timelike};
@@ -161,9 +162,10 @@ fn within_label(s: &CalendarSpan) -> String {
 }
 
 /// Decides for each snapshot of one group (in the order given) whether the policy keeps it,
-/// with calendar buckets in the local time zone.
-pub fn apply(policy: &Policy, group: &[(SnapshotId, &Snapshot)]) -> Vec<Decision> {
-    apply_in(policy, group, &Local)
+/// with calendar buckets in the local time zone; `now_ns` tells which snapshots are dated in
+/// the future.
+pub fn apply(policy: &Policy, group: &[(SnapshotId, &Snapshot)], now_ns: i64) -> Vec<Decision> {
+    apply_in(policy, group, &Local, now_ns)
 }
 
 /// `apply` with calendar buckets in the time zone `tz`.
@@ -171,6 +173,7 @@ pub fn apply_in<Tz: TimeZone>(
     policy: &Policy,
     group: &[(SnapshotId, &Snapshot)],
     tz: &Tz,
+    now_ns: i64,
 ) -> Vec<Decision> {
     let at = |ns: i64| tz.timestamp_nanos(ns);
     let mut order: Vec<usize> = (0..group.len()).collect();
@@ -182,7 +185,12 @@ pub fn apply_in<Tz: TimeZone>(
         };
         group.len()
     ];
-    let newest = order.first().map(|&i| at(group[i].1.time_ns));
+    let newest_ns = order
+        .iter()
+        .map(|&i| group[i].1.time_ns)
+        .find(|&t| t <= now_ns)
+        .unwrap_or(now_ns);
+    let within_since = policy.within.map(|span| span.before(at(newest_ns)));
     let mut rules = buckets(policy);
     for (nr, &i) in order.iter().enumerate() {
         let snapshot = group[i].1;
@@ -193,10 +201,12 @@ pub fn apply_in<Tz: TimeZone>(
                 reasons.push(format!("tag {tag}"));
             }
         }
-        if let (Some(span), Some(newest)) = (&policy.within, &newest)
-            && time > span.before(newest.clone())
-        {
-            reasons.push(within_label(span));
+        if let (Some(span), Some(since)) = (&policy.within, &within_since) {
+            if snapshot.time_ns > now_ns {
+                reasons.push(format!("{} (dated in the future)", within_label(span)));
+            } else if time > *since {
+                reasons.push(within_label(span));
+            }
         }
         let oldest = nr + 1 == order.len();
         for rule in rules.iter_mut().filter(|r| r.left > 0) {

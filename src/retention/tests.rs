@@ -34,6 +34,11 @@ fn year_of_nights() -> Vec<Snapshot> {
     out
 }
 
+/// The time the tables are computed at: after every snapshot but those dated in the future.
+fn now() -> i64 {
+    snapshot_at(2026, 1, 1, 0, &[]).time_ns
+}
+
 /// The kept snapshots as `MM-DD HH` (or `YYYY-MM-DD` with `full`), oldest first, with reasons.
 fn kept(policy: &Policy, snapshots: &[Snapshot]) -> Vec<(String, Vec<String>)> {
     let group: Vec<(SnapshotId, &Snapshot)> = snapshots
@@ -41,7 +46,7 @@ fn kept(policy: &Policy, snapshots: &[Snapshot]) -> Vec<(String, Vec<String>)> {
         .enumerate()
         .map(|(i, s)| (SnapshotId([i as u8; 32]), s))
         .collect();
-    let decisions = apply_in(policy, &group, &Utc);
+    let decisions = apply_in(policy, &group, &Utc, now());
     let mut out: Vec<(i64, String, Vec<String>)> = group
         .iter()
         .zip(decisions)
@@ -220,11 +225,15 @@ fn irregular_snapshots_gaps_several_a_day_and_a_clock_going_back() {
     );
 }
 
+/// Regression: a snapshot dated in the future that was not the newest was removed by
+/// `--keep-within`, and one dated in the future moved the window past every real snapshot.
 #[test]
-fn a_snapshot_dated_in_the_future_is_never_removed_by_duration() {
+fn snapshots_dated_in_the_future_are_never_removed_by_duration() {
     let snapshots = vec![
         snapshot_at(2025, 1, 1, 0, &[]),
         snapshot_at(2025, 6, 1, 0, &[]),
+        snapshot_at(2025, 6, 20, 0, &[]),
+        snapshot_at(2030, 1, 1, 0, &[]),
         snapshot_at(2099, 1, 1, 0, &[]),
     ];
     let policy = Policy {
@@ -232,9 +241,16 @@ fn a_snapshot_dated_in_the_future_is_never_removed_by_duration() {
         ..Policy::default()
     };
     let result = kept(&policy, &snapshots);
-    assert_eq!(result.len(), 1);
-    assert!(result[0].0.starts_with("2099-01-01"));
-    assert_eq!(result[0].1, ["within 30d"]);
+    let future = vec!["within 30d (dated in the future)".to_string()];
+    assert_eq!(
+        result,
+        [
+            ("2025-06-01 00".to_string(), vec!["within 30d".to_string()]),
+            ("2025-06-20 00".to_string(), vec!["within 30d".to_string()]),
+            ("2030-01-01 00".to_string(), future.clone()),
+            ("2099-01-01 00".to_string(), future),
+        ]
+    );
 }
 
 #[test]
