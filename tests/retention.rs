@@ -402,7 +402,7 @@ fn prune_and_forget_killed_at_random_moments_lose_nothing() {
             &format!("2026-10-01T{:02}:{:02}:00Z", round / 60, round % 60),
         );
         expected.insert(id, describe(&src));
-        let command: &[&str] = if round % 3 == 0 {
+        let command: &[&str] = if round.is_multiple_of(3) {
             &["forget", "--keep-last", "3"]
         } else {
             &[
