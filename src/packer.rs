@@ -46,6 +46,8 @@ pub struct StoredBlobs {
     added: RwLock<HashSet<BlobId>>,
     readers: ThreadLocal<LocalIndex>,
     template: Mutex<LocalIndex>,
+    /// Some locations are known lost or damaged: lookups must skip them.
+    careful: bool,
 }
 
 impl StoredBlobs {
@@ -54,6 +56,7 @@ impl StoredBlobs {
             added: RwLock::new(HashSet::new()),
             readers: ThreadLocal::new(),
             template: Mutex::new(index.another_connection()?),
+            careful: index.has_unusable()?,
         })
     }
 
@@ -70,7 +73,7 @@ impl StoredBlobs {
         let reader = self
             .readers
             .get_or_try(|| lock(&self.template).snapshot_reader())?;
-        reader.contains(id)
+        reader.contains(id, self.careful)
     }
 
     /// Records an added blob; false if it was added before.

@@ -287,6 +287,68 @@ fn missing_pack_is_reported_and_healed_by_repair_index_and_the_next_backup() {
     f.assert_all_restore();
 }
 
+/// Regression: after a pack was lost, the next backup trusted the index and stored nothing
+/// again, so the lost data stayed lost until `repair index` ran.
+#[test]
+fn the_next_backup_after_a_pack_was_lost_stores_its_blobs_again_without_repair() {
+    let mut f = Fixture::new();
+    let pack = f.data_pack(1);
+    std::fs::remove_file(&pack).unwrap();
+    let summary = f.env.backup_json(&[&f.src]);
+    assert_eq!(summary["lost_packs"], serde_json::json!([file_name(&pack)]));
+    assert!(
+        summary["summary"]["bytes_added_raw"].as_u64().unwrap() >= 3 << 20,
+        "b/big.bin is stored again: {summary:#}"
+    );
+    f.snapshots
+        .push(summary["snapshot_id"].as_str().unwrap().to_string());
+    // Nothing any snapshot needs is lost any more: the missing pack is only a warning.
+    let report = f.assert_clean(&["--read-data"]);
+    assert!(has_warning(&report, "pack_replaced"), "{report:#}");
+    assert!(report["affected"].as_array().unwrap().is_empty());
+    f.assert_all_restore();
+    // A machine with no local index reads the new copy as well.
+    std::fs::remove_dir_all(&f.env.cache).unwrap();
+    f.assert_restores(1, "b");
+    // prune drops the missing pack from the index.
+    f.env.ok(&["prune"]);
+    let report = f.assert_clean(&["--read-data"]);
+    assert!(!has_warning(&report, "pack_replaced"), "{report:#}");
+    f.assert_all_restore();
+}
+
+/// A blob that `check --read-data` found damaged is stored again by the next backup of the
+/// same data; restores then read the good copy.
+#[test]
+fn the_next_backup_after_check_found_a_damaged_blob_stores_it_again() {
+    let mut f = Fixture::new();
+    let pack = f.data_pack(1);
+    flip_bit(&pack, 100);
+    let (code, _) = f.check(&["--read-data"]);
+    assert_eq!(code, 17);
+    let summary = f.env.backup_json(&[&f.src]);
+    assert!(
+        summary["summary"]["data_blobs_added"].as_u64().unwrap() >= 1,
+        "the damaged blob is stored again: {summary:#}"
+    );
+    f.snapshots
+        .push(summary["snapshot_id"].as_str().unwrap().to_string());
+    f.assert_all_restore();
+    let report = f.assert_clean(&["--read-data"]);
+    assert!(has_warning(&report, "damaged_copy"), "{report:#}");
+    assert!(report["affected"].as_array().unwrap().is_empty());
+    // prune keeps the intact copy and repacks the damaged one away.
+    let pruned: Value = serde_json::from_str(&f.env.ok(&["--json", "prune"])).unwrap();
+    assert!(
+        pruned["packs_repacked"].as_u64().unwrap() >= 1,
+        "{pruned:#}"
+    );
+    let report = f.assert_clean(&["--read-data"]);
+    assert!(!has_warning(&report, "damaged_copy"), "{report:#}");
+    assert!(!has_warning(&report, "pack_content_differs"), "{report:#}");
+    f.assert_all_restore();
+}
+
 #[test]
 fn truncated_pack_is_salvaged_by_repair_index() {
     let f = Fixture::new();

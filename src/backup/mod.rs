@@ -27,7 +27,7 @@ use crate::blobs::BlobReader;
 use crate::chunk::{Chunker, ChunkerParams};
 use crate::error::{Error, Result};
 use crate::host;
-use crate::ids::{SnapshotId, TreeId};
+use crate::ids::{PackId, SnapshotId, TreeId};
 use crate::index::LocalIndex;
 use crate::packer::Packer;
 use crate::repo::lock::RepositoryLock;
@@ -98,6 +98,9 @@ pub struct BackupOutcome {
     pub id: Option<SnapshotId>,
     pub snapshot: Snapshot,
     pub parent: Option<SnapshotId>,
+    /// Indexed packs missing from storage or cut short: what this backup needed of them was
+    /// stored again.
+    pub lost_packs: Vec<PackId>,
 }
 
 /// The directories leading to the sources: each name maps to a child; `is_source` marks a
@@ -169,6 +172,9 @@ pub fn run(
             (Vec::new(), vec![format!("/{name}").into_bytes()])
         }
     };
+    // Design rule 1: the index is checked against the packs on storage before the backup
+    // deduplicates against it, so blobs of a lost pack are stored again (self-healing).
+    let lost_packs = index.validate_packs(repo)?;
     let parent = find_parent(index, &opts.parent, &opts.hostname, &paths)?;
     tracing::debug!(parent = ?parent.as_ref().map(|p| p.0), "backup starts");
     let default_params = match opts.source {
@@ -244,6 +250,7 @@ pub fn run(
             id: None,
             snapshot,
             parent,
+            lost_packs,
         });
     }
     // Everything the snapshot needs is stored and indexed; commit only while the lock still
@@ -258,6 +265,7 @@ pub fn run(
         id: Some(id),
         snapshot,
         parent,
+        lost_packs,
     })
 }
 

@@ -153,10 +153,20 @@ pub enum Warning {
         pack: PackId,
         reason: String,
     },
-    /// A pack whose bytes changed, but only inside blobs no snapshot needs.
+    /// A damaged blob that is also stored intact in another pack.
+    DamagedCopy {
+        blob: BlobId,
+        pack: PackId,
+        reason: String,
+    },
+    /// A pack whose bytes changed, but only inside blobs no snapshot needs or that are
+    /// stored intact elsewhere.
     PackContentDiffers { pack: PackId },
     /// The local index cache disagreed with the repository and was rebuilt.
     LocalIndexRebuilt { reason: String },
+    /// An indexed pack is missing or cut short, but every blob in it is stored in another
+    /// pack as well: `prune` or `repair index` drops it from the index.
+    PackReplaced { pack: PackId },
 }
 
 impl std::fmt::Display for Warning {
@@ -188,6 +198,10 @@ impl std::fmt::Display for Warning {
                 f,
                 "blob {blob} in pack {pack} {reason}, but no snapshot needs it; prune removes it"
             ),
+            Warning::DamagedCopy { blob, pack, reason } => write!(
+                f,
+                "blob {blob} in pack {pack} {reason}, but it is stored intact in another pack; prune removes the damaged copy"
+            ),
             Warning::PackContentDiffers { pack } => write!(
                 f,
                 "pack {pack} does not match its name, but only blobs no snapshot needs are damaged"
@@ -195,6 +209,10 @@ impl std::fmt::Display for Warning {
             Warning::LocalIndexRebuilt { reason } => {
                 write!(f, "the local index cache was rebuilt: {reason}")
             }
+            Warning::PackReplaced { pack } => write!(
+                f,
+                "pack {pack} is missing or cut short, but every blob in it is stored again in another pack; `cairn prune` or `cairn repair index` drops it from the index"
+            ),
         }
     }
 }
@@ -416,31 +434,74 @@ fn run_in_pool(
     unused(&inventory, &stored, &graph.referenced, &mut report);
 
     let mut damage = damage;
+    let mut verified_problems = None;
     if let Some(verified) = verified {
+        verified_problems = Some(verified.problems);
         report.stats.packs_read = verified.packs.len();
         report.stats.bytes_read = verified.bytes;
         for (blob, pack, reason) in &verified.damaged {
             damage.location(*blob, *pack, reason.clone());
         }
         local.record_verified_packs(&verified.packs, &verified.damaged)?;
-        sort_data_findings(verified.problems, &graph.referenced, &mut report);
     }
-
     let lost = damage.lost_blobs(&inventory);
+    if let Some(verified) = verified_problems {
+        sort_data_findings(verified, &graph.referenced, &lost, &mut report);
+    }
+    demote_replaced_packs(&inventory, &lost, &mut report);
     if !lost.is_empty() {
         report.affected = trees::affected(&loader, &snapshots, &graph, &lost);
     }
     Ok(report)
 }
 
+/// A missing (or cut short) pack every blob of which is stored in another pack too — a
+/// backup stored them again — loses nothing: a warning, not damage.
+fn demote_replaced_packs(
+    inventory: &Inventory,
+    lost: &IdMap<BlobId, String>,
+    report: &mut CheckReport,
+) {
+    let replaced = |pack: &PackId| {
+        inventory.pack(pack).is_some_and(|p| {
+            p.entries
+                .iter()
+                .all(|e| !lost.contains_key(&e.id) && inventory.locations(&e.id).count() > 1)
+        })
+    };
+    let (demoted, kept): (Vec<Problem>, Vec<Problem>) = std::mem::take(&mut report.problems)
+        .into_iter()
+        .partition(|p| match p {
+            Problem::PackMissing { pack, .. } | Problem::PackSizeDiffers { pack, .. } => {
+                replaced(pack)
+            }
+            _ => false,
+        });
+    report.problems = kept;
+    for p in demoted {
+        if let Problem::PackMissing { pack, .. } | Problem::PackSizeDiffers { pack, .. } = p {
+            report.warnings.push(Warning::PackReplaced { pack });
+        }
+    }
+}
+
 /// Damage found by reading data is a problem only where a snapshot needs it: a damaged blob
 /// nothing references, and a pack whose only damage is in such blobs, are warnings (prune
 /// removes them).
-fn sort_data_findings(found: Vec<Problem>, referenced: &IdSet<BlobId>, report: &mut CheckReport) {
+fn sort_data_findings(
+    found: Vec<Problem>,
+    referenced: &IdSet<BlobId>,
+    lost: &IdMap<BlobId, String>,
+    report: &mut CheckReport,
+) {
     let serious: HashSet<PackId> = found
         .iter()
         .filter_map(|p| match p {
-            Problem::BlobDamaged { blob, pack, .. } if referenced.contains(blob) => Some(*pack),
+            Problem::BlobDamaged { blob, pack, .. }
+                if referenced.contains(blob) && lost.contains_key(blob) =>
+            {
+                Some(*pack)
+            }
             Problem::PackHeaderDamaged { pack, .. } | Problem::PackHeaderDisagrees { pack, .. } => {
                 Some(*pack)
             }
@@ -452,6 +513,9 @@ fn sort_data_findings(found: Vec<Problem>, referenced: &IdSet<BlobId>, report: &
             Problem::BlobDamaged { blob, pack, reason } if !referenced.contains(&blob) => report
                 .warnings
                 .push(Warning::UnusedBlobDamaged { blob, pack, reason }),
+            Problem::BlobDamaged { blob, pack, reason } if !lost.contains_key(&blob) => report
+                .warnings
+                .push(Warning::DamagedCopy { blob, pack, reason }),
             Problem::PackContentDiffers { pack } if !serious.contains(&pack) => {
                 report.warnings.push(Warning::PackContentDiffers { pack })
             }

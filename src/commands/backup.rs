@@ -207,6 +207,10 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> Result<Outcome> {
         bar.finish_and_clear();
     }
     let outcome = result?;
+    ctx.warn_lost_packs(
+        &outcome.lost_packs,
+        "what this backup needed of them was stored again",
+    );
     let warnings = reporter.warnings.into_inner().unwrap_or_default();
     print_summary(ctx, &outcome, &warnings)?;
     Ok(if outcome.snapshot.partial {
@@ -236,6 +240,7 @@ fn print_summary(
             "partial": outcome.snapshot.partial,
             "summary": s,
             "dedup_ratio": dedup_ratio,
+            "lost_packs": outcome.lost_packs.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
             "warnings": warnings.iter().map(|w| serde_json::json!({
                 "path": w.path.to_string_lossy(),
                 "message": w.message,

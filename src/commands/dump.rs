@@ -47,7 +47,9 @@ fn content<'r, 'a>(reader: &'r BlobReader<'a>, node: &'r Node) -> ContentReader<
 }
 
 pub fn run(ctx: &Context, args: &DumpArgs) -> Result<Outcome> {
-    let (repo, _lock, index) = ctx.open_locked(false)?;
+    let repo = ctx.open_repo()?;
+    let _lock = ctx.lock(&repo, false)?;
+    let index = ctx.open_index_for_reading(&repo)?;
     let (id, snap) = snapshot::find(&index, &args.snapshot)?;
     let not_found = || Error::PathNotInSnapshot {
         snapshot: id.short(),

@@ -3,7 +3,6 @@
 
 use cairn::error::{Error, Result};
 use cairn::host::format_time;
-use cairn::prune::PruneOptions;
 use cairn::retention::forget::{self, ForgetOptions, GroupPlan, Removed};
 use cairn::retention::{CalendarSpan, GroupBy, Policy};
 use cairn::snapshot;
@@ -41,11 +40,9 @@ fn options(args: &ForgetArgs) -> Result<ForgetOptions> {
 
 pub fn run(ctx: &Context, args: &ForgetArgs) -> Result<Outcome> {
     let opts = options(args)?;
-    let prune = PruneOptions {
-        max_unused: super::prune::parse_share(&args.max_unused)?,
-        dry_run: args.dry_run,
-    };
+    super::prune::parse_share(&args.max_unused)?;
     let (repo, lock, index) = ctx.open_locked(true)?;
+    let prune = super::prune::options(&index, &args.max_unused, args.dry_run)?;
     let (all, superseded) = snapshot::list_with_superseded(&index)?;
     let plans = if args.snapshots.is_empty() {
         forget::plan(&all, &opts)?

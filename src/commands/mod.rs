@@ -20,6 +20,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use cairn::error::{Error, Result};
+use cairn::ids::PackId;
 use cairn::index::{LocalIndex, OpenReport};
 use cairn::repo::lock::RepositoryLock;
 use cairn::repo::{KdfParams, Repository};
@@ -167,6 +168,24 @@ impl Context {
             "local index ready"
         );
         self.report_index_open(&report);
+        Ok(index)
+    }
+
+    /// Says which indexed packs are missing from storage (or cut short), and what follows.
+    pub fn warn_lost_packs(&self, lost: &[PackId], consequence: &str) {
+        for pack in lost {
+            eprintln!(
+                "cairn: warning: pack {pack} is listed in the index but missing from the repository or cut short; {consequence}. Run `cairn check` to see what it affects"
+            );
+        }
+    }
+
+    /// Syncs the local index and checks it against the packs on storage, for commands that
+    /// read data: a blob stored in a lost pack and again elsewhere is then read from there.
+    pub fn open_index_for_reading(&self, repo: &Repository) -> Result<LocalIndex> {
+        let mut index = self.open_index(repo)?;
+        let lost = index.validate_packs(repo)?;
+        self.warn_lost_packs(&lost, "files whose data was only there cannot be restored");
         Ok(index)
     }
 

@@ -1,6 +1,7 @@
 //! `cairn prune`: frees the space of data no snapshot needs (see `cairn::prune`).
 
 use cairn::error::{Error, Result};
+use cairn::index::LocalIndex;
 use cairn::prune::{self, PruneOptions, PruneReport};
 use cairn::repo::Repository;
 use cairn::repo::lock::RepositoryLock;
@@ -25,13 +26,24 @@ pub fn parse_share(text: &str) -> Result<f64> {
     Ok(share)
 }
 
+/// Prune's options; the damaged blob locations come from the last `check --read-data` on this
+/// machine, as the local index recorded them.
+pub fn options(index: &LocalIndex, max_unused: &str, dry_run: bool) -> Result<PruneOptions> {
+    Ok(PruneOptions {
+        max_unused: parse_share(max_unused)?,
+        dry_run,
+        damaged: index
+            .damaged_blobs()?
+            .into_iter()
+            .map(|(blob, pack, _)| (blob, pack))
+            .collect(),
+    })
+}
+
 pub fn run(ctx: &Context, args: &PruneArgs) -> Result<Outcome> {
-    let opts = PruneOptions {
-        max_unused: parse_share(&args.max_unused)?,
-        dry_run: args.dry_run,
-    };
-    let repo = ctx.open_repo()?;
-    let lock = ctx.lock(&repo, true)?;
+    parse_share(&args.max_unused)?;
+    let (repo, lock, index) = ctx.open_locked(true)?;
+    let opts = options(&index, &args.max_unused, args.dry_run)?;
     run_locked(ctx, &repo, &lock, &opts)
 }
 

@@ -26,7 +26,9 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<Outcome> {
         .snapshot
         .split_once(':')
         .unwrap_or((args.snapshot.as_str(), ""));
-    let (repo, _lock, index) = ctx.open_locked(false)?;
+    let repo = ctx.open_repo()?;
+    let _lock = ctx.lock(&repo, false)?;
+    let index = ctx.open_index_for_reading(&repo)?;
     let (id, snap) = snapshot::find(&index, name)?;
     let path = path.trim_end_matches('/');
     let at = if path.is_empty() || path.starts_with('/') {

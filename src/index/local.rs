@@ -7,7 +7,11 @@
 //!   last synced: if a segment it merged has gone (prune, repair), it is emptied and rebuilt;
 //! - a missing file, a file failing `PRAGMA quick_check`, another schema version or another
 //!   repository's file is discarded and rebuilt, never trusted;
-//! - so a blob it reports as stored is in a pack that an index segment lists.
+//! - so a blob it reports as stored is in a pack that an index segment lists;
+//! - a blob may have several locations (stored again after its pack was lost, or by two
+//!   backups at once); packs that `validate_packs` found missing or cut short, and locations
+//!   the last `check --read-data` found damaged, are never reported as stored and are the
+//!   last choice of `lookup`.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -20,20 +24,26 @@ use crate::ids::{BlobId, BlobType, IndexId, PackId, SnapshotId};
 use crate::pack::BlobEntry;
 use crate::repo::{FileKind, Repository};
 
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE segments (id BLOB PRIMARY KEY);
-CREATE TABLE packs (seq INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, size INTEGER NOT NULL);
+CREATE TABLE packs (
+    seq INTEGER PRIMARY KEY,
+    id BLOB NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    lost INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE blobs (
-    id BLOB PRIMARY KEY,
+    id BLOB NOT NULL,
     pack INTEGER NOT NULL,
     type INTEGER NOT NULL,
     compression INTEGER NOT NULL,
     offset INTEGER NOT NULL,
     stored_len INTEGER NOT NULL,
-    raw_len INTEGER NOT NULL
+    raw_len INTEGER NOT NULL,
+    PRIMARY KEY (id, pack)
 ) WITHOUT ROWID;
 CREATE TABLE snapshots (id BLOB PRIMARY KEY, time_ns INTEGER NOT NULL, body BLOB NOT NULL);
 CREATE TABLE damaged_blobs (id BLOB PRIMARY KEY, pack BLOB NOT NULL, reason TEXT NOT NULL);
@@ -364,13 +374,18 @@ impl LocalIndex {
             .map_err(self.err())
     }
 
-    /// Where a blob is stored, if an index segment lists it.
+    /// Where a blob is stored, if an index segment lists it: a location in a pack known to be
+    /// lost, or found damaged, only when there is no other.
     pub fn lookup(&self, id: &BlobId) -> Result<Option<(PackId, BlobEntry)>> {
         let mut stmt = self
             .conn
             .prepare_cached(
                 "SELECT p.id, b.type, b.compression, b.offset, b.stored_len, b.raw_len
-                 FROM blobs b JOIN packs p ON p.seq = b.pack WHERE b.id = ?1",
+                 FROM blobs b JOIN packs p ON p.seq = b.pack WHERE b.id = ?1
+                 ORDER BY p.lost + EXISTS (SELECT 1 FROM damaged_blobs d
+                                           WHERE d.id = b.id AND d.pack = p.id),
+                          b.pack DESC
+                 LIMIT 1",
             )
             .map_err(self.err())?;
         let row = stmt
@@ -406,12 +421,70 @@ impl LocalIndex {
         )))
     }
 
-    pub fn contains(&self, id: &BlobId) -> Result<bool> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT 1 FROM blobs WHERE id = ?1")
-            .map_err(self.err())?;
+    /// True if the blob has a location that is not known to be lost or damaged.
+    /// `careful = false` skips that test: only for callers that saw `has_unusable() == false`.
+    pub fn contains(&self, id: &BlobId, careful: bool) -> Result<bool> {
+        let sql = if careful {
+            "SELECT 1 FROM blobs b JOIN packs p ON p.seq = b.pack
+             WHERE b.id = ?1 AND p.lost = 0
+               AND NOT EXISTS (SELECT 1 FROM damaged_blobs d WHERE d.id = b.id AND d.pack = p.id)"
+        } else {
+            "SELECT 1 FROM blobs WHERE id = ?1"
+        };
+        let mut stmt = self.conn.prepare_cached(sql).map_err(self.err())?;
         stmt.exists([&id.0[..]]).map_err(self.err())
+    }
+
+    /// True if some location is known to be lost or damaged, so `contains` must be careful.
+    pub fn has_unusable(&self) -> Result<bool> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM packs WHERE lost != 0)
+                     OR EXISTS (SELECT 1 FROM damaged_blobs)",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(self.err())
+    }
+
+    /// Compares the indexed packs with the packs on storage (one listing) and marks those
+    /// missing or of another size as lost, so their blobs count as not stored: a backup
+    /// then stores them again, and restores read another copy where there is one. Returns
+    /// the lost packs. Call after syncing; packs an index segment lists were written before
+    /// it, so a pack written meanwhile by another backup is never taken for lost.
+    pub fn validate_packs(&mut self, repo: &Repository) -> Result<Vec<PackId>> {
+        let stored = repo.stored_packs()?;
+        let indexed: Vec<(Vec<u8>, i64, bool)> = {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT id, size, lost FROM packs")
+                .map_err(self.err())?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0)))
+                .and_then(|rows| rows.collect::<rusqlite::Result<_>>())
+                .map_err(self.err())?
+        };
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(sql_err(&path))?;
+        let mut lost = Vec::new();
+        for (id, size, was_lost) in indexed {
+            let Some(pack) = PackId::from_slice(&id) else {
+                continue;
+            };
+            let is_lost = stored.get(&pack).is_none_or(|&s| s as i64 != size);
+            if is_lost != was_lost {
+                tx.execute(
+                    "UPDATE packs SET lost = ?1 WHERE id = ?2",
+                    params![i64::from(is_lost), &id],
+                )
+                .map_err(sql_err(&path))?;
+            }
+            if is_lost {
+                lost.push(pack);
+            }
+        }
+        tx.commit().map_err(sql_err(&path))?;
+        lost.sort();
+        Ok(lost)
     }
 
     /// The number of blobs the index lists.
@@ -542,7 +615,7 @@ impl LocalIndex {
     pub fn snapshot_reader(&self) -> Result<LocalIndex> {
         let reader = self.another_connection()?;
         reader.conn.execute_batch("BEGIN").map_err(reader.err())?;
-        reader.contains(&BlobId::default())?;
+        reader.contains(&BlobId::default(), false)?;
         Ok(reader)
     }
 

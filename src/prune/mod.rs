@@ -11,7 +11,7 @@
 //! packs no segment lists, which the next prune deletes. It refuses to delete anything when a
 //! snapshot, tree or index segment cannot be read.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -31,6 +31,10 @@ pub struct PruneOptions {
     /// Repack a pack when more than this share of its bytes is unneeded (0.05 = 5%).
     pub max_unused: f64,
     pub dry_run: bool,
+    /// Blob locations found damaged (by the last `check --read-data` on this machine). A
+    /// damaged copy of a blob that is also stored intact elsewhere counts as unneeded, so the
+    /// intact copy is the one kept.
+    pub damaged: HashSet<(BlobId, PackId)>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -60,13 +64,21 @@ enum Fate {
 }
 
 /// Assigns every needed blob to one pack (the first that holds it, packs with the most needed
-/// data first), so duplicates count as unneeded; returns each pack's fate.
+/// data first, missing packs last), so duplicates count as unneeded; returns each pack's fate.
+/// A missing pack whose needed blobs are all stored again elsewhere is dropped from the index.
 fn plan(
     inventory: &Inventory,
     stored: &HashMap<PackId, u64>,
     used: &IdSet<BlobId>,
-    max_unused: f64,
+    opts: &PruneOptions,
 ) -> Result<Vec<(usize, Fate, Vec<usize>)>> {
+    let intact = |blob: &BlobId, pack: &PackId| {
+        stored.contains_key(pack) && !opts.damaged.contains(&(*blob, *pack))
+    };
+    let replaced_copy = |blob: &BlobId, pack: &PackId| {
+        opts.damaged.contains(&(*blob, *pack))
+            && inventory.locations(blob).any(|(p, _)| intact(blob, &p.id))
+    };
     let mut order: Vec<usize> = (0..inventory.packs.len()).collect();
     let used_bytes = |p: &IndexedPack| -> u64 {
         p.entries
@@ -75,7 +87,13 @@ fn plan(
             .map(|e| u64::from(e.stored_len))
             .sum()
     };
-    order.sort_by_key(|&i| std::cmp::Reverse(used_bytes(&inventory.packs[i])));
+    order.sort_by_key(|&i| {
+        let pack = &inventory.packs[i];
+        (
+            !stored.contains_key(&pack.id),
+            std::cmp::Reverse(used_bytes(pack)),
+        )
+    });
     let mut claimed: IdSet<BlobId> = IdSet::default();
     let mut fates = Vec::new();
     for i in order {
@@ -84,7 +102,9 @@ fn plan(
             .entries
             .iter()
             .enumerate()
-            .filter(|(_, e)| used.contains(&e.id) && !claimed.contains(&e.id))
+            .filter(|(_, e)| {
+                used.contains(&e.id) && !claimed.contains(&e.id) && !replaced_copy(&e.id, &pack.id)
+            })
             .map(|(n, _)| n)
             .collect();
         if !stored.contains_key(&pack.id) {
@@ -107,7 +127,9 @@ fn plan(
         let blob_bytes: u64 = pack.entries.iter().map(|e| u64::from(e.stored_len)).sum();
         let fate = if keep.is_empty() {
             Fate::Delete
-        } else if (blob_bytes - kept_bytes) as f64 > max_unused * pack.size as f64 {
+        } else if (blob_bytes - kept_bytes) as f64 > opts.max_unused * pack.size as f64
+            || pack.entries.iter().any(|e| replaced_copy(&e.id, &pack.id))
+        {
             Fate::Repack
         } else {
             Fate::Keep
@@ -134,7 +156,7 @@ pub fn run(repo: &Repository, lock: &RepositoryLock, opts: &PruneOptions) -> Res
         .map_err(|e| Error::Invalid(format!("cannot start worker threads: {e}")))?;
     let (snapshots, used) = pool.install(|| crate::check::used_blobs(repo, &inventory))?;
     tracing::debug!(blobs = used.len(), "prune: needed blobs marked");
-    let fates = plan(&inventory, &stored, &used, opts.max_unused)?;
+    let fates = plan(&inventory, &stored, &used, opts)?;
     let mut report = PruneReport {
         snapshots,
         packs_before: stored.len(),
