@@ -7,8 +7,15 @@
 //!
 //! Files are read with `read`, not memory-mapped: a file truncated by another process while
 //! mapped would kill the backup with SIGBUS, and the copy costs far less than hashing.
+//!
+//! Sparse files (fewer blocks allocated than their size) are read by data region
+//! (`SEEK_DATA`/`SEEK_HOLE`): holes are never read, but stored as blobs of zeros of the
+//! chunker's maximal size, whose id is computed once per length. Restore leaves zero blobs
+//! unwritten, so the holes come back as holes.
 
-use std::io::{self, Read};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -40,6 +47,8 @@ pub struct ContentWriter<'p, 'a> {
     pub chunker: Chunker,
     zstd_level: i32,
     pub bytes_read: AtomicU64,
+    /// Ids of all-zero blobs by length (holes of sparse files).
+    zero_blobs: Mutex<HashMap<usize, BlobId>>,
 }
 
 impl<'p, 'a> ContentWriter<'p, 'a> {
@@ -55,7 +64,75 @@ impl<'p, 'a> ContentWriter<'p, 'a> {
             chunker,
             zstd_level,
             bytes_read: AtomicU64::new(0),
+            zero_blobs: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Stores a sparse file region by region: data regions through the chunker, holes as
+    /// zero blobs, without reading them. A file that shrinks meanwhile ends where it ends.
+    pub fn store_sparse(
+        &self,
+        mut file: File,
+        len: u64,
+        on_bytes: &(dyn Fn(u64) + Sync),
+    ) -> Result<io::Result<StoredContent>> {
+        let mut blobs = Vec::new();
+        let mut pos = 0u64;
+        while pos < len {
+            let data = match seek_region(&file, pos, libc::SEEK_DATA) {
+                Ok(Some(at)) => at.min(len),
+                Ok(None) => len,
+                Err(e) => return Ok(Err(e)),
+            };
+            if data > pos {
+                blobs.extend(self.hole(data - pos, on_bytes)?);
+                pos = data;
+            }
+            if pos >= len {
+                break;
+            }
+            let end = match seek_region(&file, pos, libc::SEEK_HOLE) {
+                Ok(Some(at)) => at.min(len),
+                Ok(None) => len,
+                Err(e) => return Ok(Err(e)),
+            };
+            if let Err(e) = file.seek(SeekFrom::Start(pos)) {
+                return Ok(Err(e));
+            }
+            let region = match self.store((&mut file).take(end - pos), end - pos, on_bytes)? {
+                Ok(r) => r,
+                Err(e) => return Ok(Err(e)),
+            };
+            blobs.extend(region.blobs);
+            pos += region.size;
+            if pos < end {
+                break; // cut short while being read
+            }
+        }
+        Ok(Ok(StoredContent { blobs, size: pos }))
+    }
+
+    /// `len` bytes of zeros as blobs of at most the chunker's maximal size.
+    fn hole(&self, len: u64, on_bytes: &(dyn Fn(u64) + Sync)) -> Result<Vec<BlobId>> {
+        let max = u64::from(self.chunker.params().max);
+        let mut out = Vec::new();
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(max) as usize;
+            out.push(self.zero_blob(n)?);
+            on_bytes(n as u64);
+            left -= n as u64;
+        }
+        Ok(out)
+    }
+
+    fn zero_blob(&self, len: usize) -> Result<BlobId> {
+        if let Some(id) = lock(&self.zero_blobs).get(&len) {
+            return Ok(*id);
+        }
+        let id = self.store_blob(BlobType::Data, &vec![0u8; len])?;
+        lock(&self.zero_blobs).insert(len, id);
+        Ok(id)
     }
 
     /// Stores everything `source` yields. `on_bytes` hears of progress. The outer error is
@@ -143,5 +220,23 @@ impl<'p, 'a> ContentWriter<'p, 'a> {
         let sealed = seal_blob(keys, self.repo.id(), blob_type, id, data, self.zstd_level);
         lock(self.packer).add_sealed(sealed)?;
         Ok(id)
+    }
+}
+
+/// The next offset at or after `from` where data (`SEEK_DATA`) or a hole (`SEEK_HOLE`)
+/// starts; `None` past the end of the file.
+fn seek_region(file: &File, from: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
+    use std::os::unix::io::AsRawFd;
+    let from = libc::off_t::try_from(from).map_err(io::Error::other)?;
+    // SAFETY: lseek on an open descriptor; it only moves the file offset, which the caller
+    // sets again before reading.
+    let at = unsafe { libc::lseek(file.as_raw_fd(), from, whence) };
+    if at >= 0 {
+        return Ok(Some(at as u64));
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::ENXIO) => Ok(None),
+        _ => Err(err),
     }
 }

@@ -111,6 +111,11 @@ fn prefetch(entries: &[walk::DirEntry], parent: Option<&Tree>) {
     }
 }
 
+/// A file with fewer bytes allocated than its size has holes worth skipping.
+fn is_sparse(meta: &Metadata) -> bool {
+    meta.len() >= 1024 * 1024 && meta.blocks().saturating_mul(512) < meta.len()
+}
+
 fn same_file(a: &Node, b: &Node) -> bool {
     a.kind == NodeKind::File
         && b.kind == NodeKind::File
@@ -289,10 +294,10 @@ impl Walker<'_, '_, '_> {
             FileStatus::New
         };
         self.reporter.file_started(path);
+        let on_bytes = |n| self.reporter.bytes_read(n);
         let stored = match open_source(path) {
-            Ok(f) => self
-                .content
-                .store(f, meta.len(), &|n| self.reporter.bytes_read(n))?,
+            Ok(f) if is_sparse(meta) => self.content.store_sparse(f, meta.len(), &on_bytes)?,
+            Ok(f) => self.content.store(f, meta.len(), &on_bytes)?,
             Err(e) => Err(e),
         };
         let stored = match stored {
