@@ -40,9 +40,9 @@ fn options(args: &ForgetArgs) -> Result<ForgetOptions> {
 
 pub fn run(ctx: &Context, args: &ForgetArgs) -> Result<Outcome> {
     let opts = options(args)?;
-    super::prune::parse_share(&args.max_unused)?;
+    let max_unused = super::prune::parse_share(&args.max_unused)?;
     let (repo, lock, index) = ctx.open_locked(true)?;
-    let prune = super::prune::options(&index, &args.max_unused, args.dry_run)?;
+    let prune = super::prune::options(&index, max_unused, args.dry_run)?;
     let (all, superseded) = snapshot::list_with_superseded(&index)?;
     let plans = if args.snapshots.is_empty() {
         forget::plan(&all, &opts)?

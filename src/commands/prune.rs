@@ -28,9 +28,9 @@ pub fn parse_share(text: &str) -> Result<f64> {
 
 /// Prune's options; the damaged blob locations come from the last `check --read-data` on this
 /// machine, as the local index recorded them.
-pub fn options(index: &LocalIndex, max_unused: &str, dry_run: bool) -> Result<PruneOptions> {
+pub fn options(index: &LocalIndex, max_unused: f64, dry_run: bool) -> Result<PruneOptions> {
     Ok(PruneOptions {
-        max_unused: parse_share(max_unused)?,
+        max_unused,
         dry_run,
         damaged: index
             .damaged_blobs()?
@@ -41,9 +41,9 @@ pub fn options(index: &LocalIndex, max_unused: &str, dry_run: bool) -> Result<Pr
 }
 
 pub fn run(ctx: &Context, args: &PruneArgs) -> Result<Outcome> {
-    parse_share(&args.max_unused)?;
+    let max_unused = parse_share(&args.max_unused)?;
     let (repo, lock, index) = ctx.open_locked(true)?;
-    let opts = options(&index, &args.max_unused, args.dry_run)?;
+    let opts = options(&index, max_unused, args.dry_run)?;
     run_locked(ctx, &repo, &lock, &opts)
 }
 
