@@ -46,8 +46,6 @@ pub struct StoredBlobs {
     added: RwLock<HashSet<BlobId>>,
     readers: ThreadLocal<LocalIndex>,
     template: Mutex<LocalIndex>,
-    /// Some locations are known lost or damaged: lookups must skip them.
-    careful: bool,
 }
 
 impl StoredBlobs {
@@ -56,7 +54,6 @@ impl StoredBlobs {
             added: RwLock::new(HashSet::new()),
             readers: ThreadLocal::new(),
             template: Mutex::new(index.another_connection()?),
-            careful: index.has_unusable()?,
         })
     }
 
@@ -73,7 +70,7 @@ impl StoredBlobs {
         let reader = self
             .readers
             .get_or_try(|| lock(&self.template).snapshot_reader())?;
-        reader.contains(id, self.careful)
+        reader.contains(id)
     }
 
     /// Records an added blob; false if it was added before.

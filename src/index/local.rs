@@ -55,6 +55,10 @@ const CLEAR: &str = "DELETE FROM blobs; DELETE FROM packs; DELETE FROM segments;
 pub struct LocalIndex {
     conn: Connection,
     path: PathBuf,
+    /// Some location is known lost or damaged, so lookups must pass over those: kept in step
+    /// by `sync`, `validate_packs` and `record_verified_packs`, and inherited by the other
+    /// connections made from this one.
+    careful: bool,
 }
 
 /// What `LocalIndex::open` had to do, for the user to hear about.
@@ -195,7 +199,11 @@ impl LocalIndex {
         let conn = conn.expect("set above");
         conn.execute_batch("PRAGMA synchronous=NORMAL;")
             .map_err(sql_err(&path))?;
-        let mut index = LocalIndex { conn, path };
+        let mut index = LocalIndex {
+            conn,
+            path,
+            careful: false,
+        };
         index.sync(repo, &mut report)?;
         Ok((index, report))
     }
@@ -258,7 +266,9 @@ impl LocalIndex {
                 Err(e) => return Err(e),
             }
         }
-        self.sync_snapshots(repo, report)
+        self.sync_snapshots(repo, report)?;
+        self.careful = self.has_unusable()?;
+        Ok(())
     }
 
     /// Forgets every merged segment, in one transaction.
@@ -377,17 +387,18 @@ impl LocalIndex {
     /// Where a blob is stored, if an index segment lists it: a location in a pack known to be
     /// lost, or found damaged, only when there is no other.
     pub fn lookup(&self, id: &BlobId) -> Result<Option<(PackId, BlobEntry)>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT p.id, b.type, b.compression, b.offset, b.stored_len, b.raw_len
-                 FROM blobs b JOIN packs p ON p.seq = b.pack WHERE b.id = ?1
-                 ORDER BY p.lost + EXISTS (SELECT 1 FROM damaged_blobs d
-                                           WHERE d.id = b.id AND d.pack = p.id),
-                          b.pack DESC
-                 LIMIT 1",
-            )
-            .map_err(self.err())?;
+        let sql = if self.careful {
+            "SELECT p.id, b.type, b.compression, b.offset, b.stored_len, b.raw_len
+             FROM blobs b JOIN packs p ON p.seq = b.pack WHERE b.id = ?1
+             ORDER BY p.lost + EXISTS (SELECT 1 FROM damaged_blobs d
+                                       WHERE d.id = b.id AND d.pack = p.id),
+                      b.pack DESC
+             LIMIT 1"
+        } else {
+            "SELECT p.id, b.type, b.compression, b.offset, b.stored_len, b.raw_len
+             FROM blobs b JOIN packs p ON p.seq = b.pack WHERE b.id = ?1 LIMIT 1"
+        };
+        let mut stmt = self.conn.prepare_cached(sql).map_err(self.err())?;
         let row = stmt
             .query_row([&id.0[..]], |r| {
                 Ok((
@@ -422,9 +433,8 @@ impl LocalIndex {
     }
 
     /// True if the blob has a location that is not known to be lost or damaged.
-    /// `careful = false` skips that test: only for callers that saw `has_unusable() == false`.
-    pub fn contains(&self, id: &BlobId, careful: bool) -> Result<bool> {
-        let sql = if careful {
+    pub fn contains(&self, id: &BlobId) -> Result<bool> {
+        let sql = if self.careful {
             "SELECT 1 FROM blobs b JOIN packs p ON p.seq = b.pack
              WHERE b.id = ?1 AND p.lost = 0
                AND NOT EXISTS (SELECT 1 FROM damaged_blobs d WHERE d.id = b.id AND d.pack = p.id)"
@@ -435,8 +445,8 @@ impl LocalIndex {
         stmt.exists([&id.0[..]]).map_err(self.err())
     }
 
-    /// True if some location is known to be lost or damaged, so `contains` must be careful.
-    pub fn has_unusable(&self) -> Result<bool> {
+    /// True if some location is known to be lost or damaged.
+    fn has_unusable(&self) -> Result<bool> {
         self.conn
             .query_row(
                 "SELECT EXISTS (SELECT 1 FROM packs WHERE lost != 0)
@@ -483,6 +493,7 @@ impl LocalIndex {
             }
         }
         tx.commit().map_err(sql_err(&path))?;
+        self.careful = self.has_unusable()?;
         lost.sort();
         Ok(lost)
     }
@@ -580,7 +591,9 @@ impl LocalIndex {
             )
             .map_err(&err)?;
         }
-        tx.commit().map_err(&err)
+        tx.commit().map_err(&err)?;
+        self.careful = self.has_unusable()?;
+        Ok(())
     }
 
     /// Blobs that the last `check --read-data` on this machine found damaged: blob, pack,
@@ -615,7 +628,7 @@ impl LocalIndex {
     pub fn snapshot_reader(&self) -> Result<LocalIndex> {
         let reader = self.another_connection()?;
         reader.conn.execute_batch("BEGIN").map_err(reader.err())?;
-        reader.contains(&BlobId::default(), false)?;
+        reader.contains(&BlobId::default())?;
         Ok(reader)
     }
 
@@ -624,6 +637,7 @@ impl LocalIndex {
         Ok(LocalIndex {
             conn: connect(&self.path)?,
             path: self.path.clone(),
+            careful: self.careful,
         })
     }
 
