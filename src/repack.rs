@@ -7,6 +7,8 @@
 //! `finish` returns; full packs are written by a background thread as they fill, so memory
 //! stays at about three packs.
 
+use rayon::prelude::*;
+
 use crate::error::Result;
 use crate::ids::BlobType;
 use crate::ids::PackId;
@@ -99,6 +101,10 @@ impl<'a> Repacker<'a> {
     /// Authenticates the blob `entry` describes in `sealed` (read from `pack`) and copies it.
     pub fn add(&mut self, pack: &PackId, entry: &BlobEntry, sealed: &[u8]) -> Result<()> {
         authenticate_blob(self.repo.keys(), self.repo.id(), pack, entry, sealed)?;
+        self.add_authenticated(entry, sealed)
+    }
+
+    fn add_authenticated(&mut self, entry: &BlobEntry, sealed: &[u8]) -> Result<()> {
         let slot = usize::from(entry.blob_type == BlobType::Tree);
         self.writers[slot].add(SealedBlob {
             id: entry.id,
@@ -115,26 +121,30 @@ impl<'a> Repacker<'a> {
         Ok(())
     }
 
-    /// Copies the blobs `entries` of `pack`, reading only their bytes (neighbours closer than
-    /// `READ_GAP` in one read). Stops at the first blob that does not authenticate.
-    pub fn copy_from(&mut self, pack: &PackId, entries: &[BlobEntry]) -> Result<()> {
-        let mut sorted = entries.to_vec();
-        sorted.sort_by_key(|e| e.offset);
-        let mut start = 0;
-        while start < sorted.len() {
-            let mut end = start + 1;
-            while end < sorted.len() && sorted[end].offset <= sorted[end - 1].end() + READ_GAP {
-                end += 1;
+    /// Copies, for each `(pack, entries)`, those blobs of that pack, reading only their bytes
+    /// (neighbours closer than `READ_GAP` in one read). The next pack is read and
+    /// authenticated while the current one is copied, so at most two packs' worth of needed
+    /// blobs are held. Stops at the first blob that does not authenticate.
+    pub fn copy_from(&mut self, jobs: &[(PackId, Vec<BlobEntry>)]) -> Result<()> {
+        let repo = self.repo;
+        let mut fetched = jobs.first().map(|job| fetch(repo, job));
+        for (i, job) in jobs.iter().enumerate() {
+            let current = fetched.take().unwrap_or_else(|| fetch(repo, job))?;
+            let (copied, next) = rayon::join(
+                || self.copy_fetched(&current),
+                || jobs.get(i + 1).map(|next| fetch(repo, next)),
+            );
+            copied?;
+            fetched = next;
+        }
+        Ok(())
+    }
+
+    fn copy_fetched(&mut self, runs: &[FetchedRun]) -> Result<()> {
+        for run in runs {
+            for e in &run.entries {
+                self.add_authenticated(e, run.sealed(e))?;
             }
-            let run = &sorted[start..end];
-            let base = run[0].offset;
-            let last = run.iter().map(BlobEntry::end).max().unwrap_or(base);
-            let bytes = self.repo.read_pack_range(pack, base..last)?;
-            for e in run {
-                let sealed = &bytes[(e.offset - base) as usize..(e.end() - base) as usize];
-                self.add(pack, e, sealed)?;
-            }
-            start = end;
         }
         Ok(())
     }
@@ -170,4 +180,46 @@ impl<'a> Repacker<'a> {
         }
         Ok(std::mem::take(&mut self.records))
     }
+}
+
+/// Needed blobs of one pack read in one range: the bytes from the first one's offset.
+struct FetchedRun {
+    base: u64,
+    bytes: Vec<u8>,
+    entries: Vec<BlobEntry>,
+}
+
+impl FetchedRun {
+    fn sealed(&self, e: &BlobEntry) -> &[u8] {
+        &self.bytes[(e.offset - self.base) as usize..(e.end() - self.base) as usize]
+    }
+}
+
+/// Reads the needed blobs of a pack in a few range reads and authenticates them all (on all
+/// cores: that is most of the work).
+fn fetch(repo: &Repository, (pack, entries): &(PackId, Vec<BlobEntry>)) -> Result<Vec<FetchedRun>> {
+    let mut sorted = entries.clone();
+    sorted.sort_by_key(|e| e.offset);
+    let mut runs = Vec::new();
+    let mut start = 0;
+    while start < sorted.len() {
+        let mut end = start + 1;
+        while end < sorted.len() && sorted[end].offset <= sorted[end - 1].end() + READ_GAP {
+            end += 1;
+        }
+        let entries = sorted[start..end].to_vec();
+        let base = entries[0].offset;
+        let last = entries.iter().map(BlobEntry::end).max().unwrap_or(base);
+        let run = FetchedRun {
+            base,
+            bytes: repo.read_pack_range(pack, base..last)?,
+            entries,
+        };
+        run.entries
+            .par_iter()
+            .try_for_each(|e| authenticate_blob(repo.keys(), repo.id(), pack, e, run.sealed(e)))?;
+        runs.push(run);
+        start = end;
+    }
+    Ok(runs)
 }

@@ -292,6 +292,7 @@ pub fn used_blobs(repo: &Repository, inventory: &Inventory) -> Result<(usize, Id
     let mut report = CheckReport::default();
     let mut damage = Damage::default();
     let snapshots = trees::load_snapshots(repo, &mut report)?;
+    tracing::debug!(snapshots = snapshots.len(), "snapshots read");
     let loader = trees::TreeLoader::new(repo, inventory);
     let graph = trees::walk(
         &loader,

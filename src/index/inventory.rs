@@ -117,6 +117,20 @@ impl Inventory {
         !self.span(id).is_empty()
     }
 
+    /// The ids of `sorted` (ascending) that no segment lists, in one merge pass: far cheaper
+    /// than a binary search each when there are many.
+    pub fn unindexed(&self, sorted: &[BlobId]) -> Vec<BlobId> {
+        let mut out = Vec::new();
+        let mut listed = self.blobs.iter().map(|(id, _, _)| id).peekable();
+        for id in sorted {
+            while listed.next_if(|l| *l < id).is_some() {}
+            if listed.peek() != Some(&id) {
+                out.push(*id);
+            }
+        }
+        out
+    }
+
     /// The number of distinct blobs.
     pub fn blob_count(&self) -> usize {
         self.distinct
@@ -127,5 +141,48 @@ impl Inventory {
         self.blobs
             .chunk_by(|a, b| a.0 == b.0)
             .map(|group| (&group[0].0, group.len()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::BlobType;
+    use proptest::prelude::*;
+
+    fn entry(id: BlobId) -> BlobEntry {
+        BlobEntry {
+            id,
+            blob_type: BlobType::Data,
+            compression: 0,
+            offset: 0,
+            stored_len: 1,
+            raw_len: 1,
+        }
+    }
+
+    proptest! {
+        /// The merge finds exactly what a lookup per id finds.
+        #[test]
+        fn unindexed_agrees_with_contains(
+            indexed in proptest::collection::vec(any::<[u8; 2]>(), 0..60),
+            asked in proptest::collection::btree_set(any::<[u8; 2]>(), 0..60),
+        ) {
+            let id = |b: [u8; 2]| {
+                let mut full = [0u8; 32];
+                full[..2].copy_from_slice(&b);
+                BlobId(full)
+            };
+            let mut inventory = Inventory::default();
+            inventory.set_packs(vec![IndexedPack {
+                id: PackId([7; 32]),
+                size: 0,
+                entries: indexed.iter().map(|&b| entry(id(b))).collect(),
+            }]);
+            let asked: Vec<BlobId> = asked.into_iter().map(id).collect();
+            let expected: Vec<BlobId> =
+                asked.iter().filter(|b| !inventory.contains(b)).copied().collect();
+            prop_assert_eq!(inventory.unindexed(&asked), expected);
+        }
     }
 }

@@ -148,6 +148,10 @@ pub fn run(repo: &Repository, lock: &RepositoryLock, opts: &PruneOptions) -> Res
         )));
     }
     let stored = repo.stored_packs()?;
+    tracing::debug!(
+        packs = stored.len(),
+        "prune: index segments read, packs listed"
+    );
     // Marking reads trees level by level; more reads in flight than cores keeps a cold disk
     // (or a remote store) busy.
     let pool = rayon::ThreadPoolBuilder::new()
@@ -173,6 +177,7 @@ pub fn run(repo: &Repository, lock: &RepositoryLock, opts: &PruneOptions) -> Res
     report.bytes_deleted = doomed.iter().map(|id| stored[id]).sum();
     let mut kept: Vec<PackRecord> = Vec::new();
     let mut repacker = Repacker::new(repo, opts.dry_run)?;
+    let mut to_repack = Vec::new();
     for (i, fate, keep) in &fates {
         let pack = &inventory.packs[*i];
         let size = stored.get(&pack.id).copied().unwrap_or(0);
@@ -190,7 +195,7 @@ pub fn run(repo: &Repository, lock: &RepositoryLock, opts: &PruneOptions) -> Res
             }
             Fate::Repack => {
                 let needed: Vec<_> = keep.iter().map(|&n| pack.entries[n]).collect();
-                repacker.copy_from(&pack.id, &needed)?;
+                to_repack.push((pack.id, needed));
                 report.packs_repacked += 1;
                 report.bytes_repacked += size;
                 report.blobs_removed += pack.entries.len() - keep.len();
@@ -198,6 +203,7 @@ pub fn run(repo: &Repository, lock: &RepositoryLock, opts: &PruneOptions) -> Res
             }
         }
     }
+    repacker.copy_from(&to_repack)?;
     let written = repacker.finish()?;
     tracing::debug!("prune: repacked");
     failpoint::hit("prune-packs-written");
@@ -216,6 +222,7 @@ pub fn run(repo: &Repository, lock: &RepositoryLock, opts: &PruneOptions) -> Res
     lock.check()?;
     repo.raise_generation()?;
     failpoint::hit("prune-generation-raised");
+    tracing::debug!("prune: new index written, generation raised");
     for id in &inventory.segments {
         repo.storage()
             .delete(&object_path(FileKind::Index, &id.0))?;
