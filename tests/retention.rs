@@ -228,6 +228,57 @@ fn forget_named_snapshots_and_prune_frees_their_data() {
     assert_snapshots_restore(&env, &src, &expected);
 }
 
+/// `forget --dry-run --prune` reports what the prune would free as if the snapshots were gone,
+/// changes nothing, and takes only a shared lock; with `--json`, forget and prune print one
+/// object.
+#[test]
+fn forget_dry_run_with_prune_reports_what_would_be_freed() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    write(&src.join("gone"), &noise(11, 3 << 20));
+    backup_at(&env, &src, "2026-10-01T02:00:00Z");
+    std::fs::remove_file(src.join("gone")).unwrap();
+    write(&src.join("kept"), b"kept");
+    let second = backup_at(&env, &src, "2026-10-02T02:00:00Z");
+    foreign_lock(&env, false, "elsewhere");
+    let size_before = env.repo_size();
+
+    let args = [
+        "--json",
+        "--retry-lock",
+        "0",
+        "forget",
+        "--keep-last",
+        "1",
+        "--prune",
+    ];
+    let mut dry_args = args.to_vec();
+    dry_args.push("--dry-run");
+    let dry: Value = serde_json::from_str(&env.ok(&dry_args)).unwrap();
+    assert_eq!(
+        dry["forget"][0]["remove"].as_array().unwrap().len(),
+        1,
+        "{dry:#}"
+    );
+    assert_eq!(dry["prune"]["dry_run"], true);
+    assert_eq!(dry["prune"]["snapshots"], 1, "{dry:#}");
+    let freed = dry["prune"]["bytes_deleted"].as_u64().unwrap()
+        + dry["prune"]["bytes_repacked"].as_u64().unwrap();
+    assert!(freed >= 3 << 20, "{dry:#}");
+    assert_eq!(env.repo_size(), size_before, "a dry run changes nothing");
+    assert_eq!(snapshot_ids(&env).len(), 2);
+
+    // The real one needs the exclusive lock.
+    assert_eq!(env.run(&args).status.code(), Some(11));
+    env.ok(&["unlock", "--remove-all"]);
+    let done: Value = serde_json::from_str(&env.ok(&args)).unwrap();
+    assert_eq!(done["prune"]["dry_run"], false);
+    assert_eq!(snapshot_ids(&env), vec![second]);
+    assert!(env.repo_size() < size_before - (2 << 20));
+    check_passes(&env, &["--read-data"]);
+}
+
 #[test]
 fn tag_replaces_snapshots_and_an_interrupted_tag_shows_one_version() {
     let env = Env::new();

@@ -285,13 +285,18 @@ impl Damage {
     }
 }
 
-/// Every blob (tree and data) the snapshots on storage need, and how many snapshots there
-/// are. Errors when a snapshot or tree cannot be read or a needed blob is not indexed: what is
+/// Every blob (tree and data) the snapshots on storage need, but those in `without` (as if
+/// removed already), and how many snapshots that is. Errors when a snapshot or tree cannot be read or a needed blob is not indexed: what is
 /// needed is then unknown, and `prune` must not delete anything.
-pub fn used_blobs(repo: &Repository, inventory: &Inventory) -> Result<(usize, IdSet<BlobId>)> {
+pub fn used_blobs(
+    repo: &Repository,
+    inventory: &Inventory,
+    without: &[SnapshotId],
+) -> Result<(usize, IdSet<BlobId>)> {
     let mut report = CheckReport::default();
     let mut damage = Damage::default();
-    let snapshots = trees::load_snapshots(repo, &mut report)?;
+    let mut snapshots = trees::load_snapshots(repo, &mut report)?;
+    snapshots.retain(|(id, _)| !without.contains(id));
     tracing::debug!(snapshots = snapshots.len(), "snapshots read");
     let loader = trees::TreeLoader::new(repo, inventory);
     let graph = trees::walk(

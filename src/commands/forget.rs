@@ -41,24 +41,17 @@ fn options(args: &ForgetArgs) -> Result<ForgetOptions> {
 pub fn run(ctx: &Context, args: &ForgetArgs) -> Result<Outcome> {
     let opts = options(args)?;
     let max_unused = super::prune::parse_share(&args.max_unused)?;
-    let (repo, lock, index) = ctx.open_locked(true)?;
-    let prune = super::prune::options(&index, max_unused, args.dry_run)?;
+    // A dry run changes nothing, so it does not keep backups out.
+    let (repo, lock, index) = ctx.open_locked(!args.dry_run)?;
+    let mut prune = super::prune::options(&index, max_unused, args.dry_run)?;
     let (all, superseded) = snapshot::list_with_superseded(&index)?;
     let plans = if args.snapshots.is_empty() {
         forget::plan(&all, &opts)?
     } else {
         named(&index, &args.snapshots)?
     };
-    if ctx.json {
-        super::print_json(&plans)?;
-    } else {
+    if !ctx.json {
         print_plans(&plans, &all, args.dry_run);
-    }
-    if args.dry_run {
-        if args.prune {
-            ctx.note("dry run: prune skipped (it would see the snapshots still there)");
-        }
-        return Ok(Outcome::Success);
     }
     // Superseded snapshots (left by an interrupted `tag`) are hidden already; they go too.
     let mut doomed: Vec<_> = plans
@@ -66,11 +59,25 @@ pub fn run(ctx: &Context, args: &ForgetArgs) -> Result<Outcome> {
         .flat_map(|p| p.remove.iter().map(|r| r.id))
         .collect();
     doomed.extend(superseded);
-    lock.check()?;
-    forget::remove(&repo, &doomed)?;
-    ctx.note(&format!("{} snapshot(s) removed", doomed.len()));
-    if args.prune {
-        return super::prune::run_locked(ctx, &repo, &lock, &prune);
+    if args.dry_run {
+        prune.without = doomed;
+    } else {
+        lock.check()?;
+        forget::remove(&repo, &doomed)?;
+        ctx.note(&format!("{} snapshot(s) removed", doomed.len()));
+    }
+    let pruned = if args.prune {
+        Some(cairn::prune::run(&repo, &lock, &prune)?)
+    } else {
+        None
+    };
+    match (&pruned, ctx.json) {
+        (None, true) => super::print_json(&plans)?,
+        (Some(report), true) => {
+            super::print_json(&serde_json::json!({ "forget": plans, "prune": report }))?
+        }
+        (Some(report), false) => super::prune::print_report(report),
+        (None, false) => {}
     }
     Ok(Outcome::Success)
 }

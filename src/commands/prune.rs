@@ -3,8 +3,6 @@
 use cairn::error::{Error, Result};
 use cairn::index::LocalIndex;
 use cairn::prune::{self, PruneOptions, PruneReport};
-use cairn::repo::Repository;
-use cairn::repo::lock::RepositoryLock;
 
 use super::{Context, Outcome, human_bytes};
 use crate::cli::PruneArgs;
@@ -37,6 +35,7 @@ pub fn options(index: &LocalIndex, max_unused: f64, dry_run: bool) -> Result<Pru
             .into_iter()
             .map(|(blob, pack, _)| (blob, pack))
             .collect(),
+        without: Vec::new(),
     })
 }
 
@@ -44,18 +43,8 @@ pub fn run(ctx: &Context, args: &PruneArgs) -> Result<Outcome> {
     let max_unused = parse_share(&args.max_unused)?;
     let (repo, lock, index) = ctx.open_locked(true)?;
     let opts = options(&index, max_unused, args.dry_run)?;
-    run_locked(ctx, &repo, &lock, &opts)
-}
-
-/// Prunes under a lock the caller holds (`forget --prune` keeps its own).
-pub fn run_locked(
-    ctx: &Context,
-    repo: &Repository,
-    lock: &RepositoryLock,
-    opts: &PruneOptions,
-) -> Result<Outcome> {
     // The generation changes: this machine's local index starts over at its next use.
-    let report = prune::run(repo, lock, opts)?;
+    let report = prune::run(&repo, &lock, &opts)?;
     if ctx.json {
         super::print_json(&report)?;
     } else {
@@ -64,7 +53,7 @@ pub fn run_locked(
     Ok(Outcome::Success)
 }
 
-fn print_report(r: &PruneReport) {
+pub fn print_report(r: &PruneReport) {
     let would = if r.dry_run { "would be " } else { "" };
     println!(
         "{} snapshots; {} packs ({}) before",

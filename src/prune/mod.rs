@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::failpoint;
-use crate::ids::{BlobId, IdSet, PackId};
+use crate::ids::{BlobId, IdSet, PackId, SnapshotId};
 use crate::index::{IndexSegment, IndexedPack, Inventory, PackRecord};
 use crate::repack::Repacker;
 use crate::repo::lock::RepositoryLock;
@@ -35,6 +35,8 @@ pub struct PruneOptions {
     /// damaged copy of a blob that is also stored intact elsewhere counts as unneeded, so the
     /// intact copy is the one kept.
     pub damaged: HashSet<(BlobId, PackId)>,
+    /// Snapshots to count as removed (a dry run of `forget --prune`).
+    pub without: Vec<SnapshotId>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -158,7 +160,8 @@ pub fn run(repo: &Repository, lock: &RepositoryLock, opts: &PruneOptions) -> Res
         .num_threads(MARK_THREADS)
         .build()
         .map_err(|e| Error::Invalid(format!("cannot start worker threads: {e}")))?;
-    let (snapshots, used) = pool.install(|| crate::check::used_blobs(repo, &inventory))?;
+    let (snapshots, used) =
+        pool.install(|| crate::check::used_blobs(repo, &inventory, &opts.without))?;
     tracing::debug!(blobs = used.len(), "prune: needed blobs marked");
     let fates = plan(&inventory, &stored, &used, opts)?;
     let mut report = PruneReport {
