@@ -500,6 +500,7 @@ fn prune_and_forget_stopped_at_every_step_lose_nothing() {
     let src = env.path("src");
     let mut expected = Expected::new();
     let stops = [
+        "forget-recorded:1",
         "forget-removed:1",
         "forget-removed:2",
         "prune-packs-written:1",
@@ -516,7 +517,8 @@ fn prune_and_forget_stopped_at_every_step_lose_nothing() {
         for _ in 0..3 {
             round += 1;
             change_source(&src, round);
-            let id = backup_at(&env, &src, &format!("2026-10-{round:02}T02:00:00Z"));
+            let time = format!("2026-10-{:02}T{:02}:00:00Z", 1 + round / 24, round % 24);
+            let id = backup_at(&env, &src, &time);
             expected.insert(id, describe(&src));
         }
         let out = env
@@ -538,9 +540,27 @@ fn prune_and_forget_stopped_at_every_step_lose_nothing() {
             stderr(&out)
         );
         assert_eq!(out.status.code(), None, "{stop}: the process did not abort");
+        // Past its removal record, a forget shows as done even before its files are gone.
+        assert_eq!(
+            snapshot_ids(&env).len(),
+            2,
+            "{stop}: forget is all or nothing"
+        );
+        if name.starts_with("forget") {
+            let report: Value = serde_json::from_str(&env.ok(&["--json", "check"])).unwrap();
+            let kinds: Vec<&str> = report["warnings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|w| w["kind"].as_str().unwrap())
+                .collect();
+            assert!(kinds.contains(&"removal_pending"), "{stop}: {report:#}");
+        }
         check_passes(&env, &[]);
         assert_snapshots_restore(&env, &src, &expected);
         env.ok(&["prune", "--max-unused", "0%"]);
+        assert_eq!(files_below(&env.repo.join("snapshots")).len(), 2, "{stop}");
+        assert!(files_below(&env.repo.join("removals")).is_empty(), "{stop}");
         check_passes(&env, &[]);
         assert_snapshots_restore(&env, &src, &expected);
     }

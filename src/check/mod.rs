@@ -87,6 +87,11 @@ pub enum Problem {
         tree: TreeId,
         reason: String,
     },
+    /// A removal record left by an interrupted `forget` cannot be read: the snapshots it
+    /// names are visible again.
+    RemovalRecordDamaged {
+        reason: String,
+    },
 }
 
 impl std::fmt::Display for Problem {
@@ -131,6 +136,10 @@ impl std::fmt::Display for Problem {
             Problem::TreeDamaged { tree, reason } => {
                 write!(f, "tree {tree} cannot be read: {reason}")
             }
+            Problem::RemovalRecordDamaged { reason } => write!(
+                f,
+                "{reason}; the snapshots an interrupted forget was removing are visible again: run that forget again"
+            ),
         }
     }
 }
@@ -167,6 +176,8 @@ pub enum Warning {
     /// An indexed pack is missing or cut short, but every blob in it is stored in another
     /// pack as well: `prune` or `repair index` drops it from the index.
     PackReplaced { pack: PackId },
+    /// Snapshots an interrupted `forget` committed to removing, whose files are still there.
+    RemovalPending { snapshots: usize },
 }
 
 impl std::fmt::Display for Warning {
@@ -209,6 +220,10 @@ impl std::fmt::Display for Warning {
             Warning::LocalIndexRebuilt { reason } => {
                 write!(f, "the local index cache was rebuilt: {reason}")
             }
+            Warning::RemovalPending { snapshots } => write!(
+                f,
+                "an interrupted forget left {snapshots} snapshot file(s) to delete; the next forget or prune deletes them"
+            ),
             Warning::PackReplaced { pack } => write!(
                 f,
                 "pack {pack} is missing or cut short, but every blob in it is stored again in another pack; `cairn prune` or `cairn repair index` drops it from the index"
@@ -396,6 +411,17 @@ fn run_in_pool(
             segment: *segment,
             reason: e.to_string(),
         });
+    }
+    let pending = crate::snapshot::removal::pending(repo, &mut |e| {
+        report.problems.push(Problem::RemovalRecordDamaged {
+            reason: e.to_string(),
+        })
+    })?;
+    let pending: usize = pending.iter().map(|(_, ids)| ids.len()).sum();
+    if pending > 0 {
+        report
+            .warnings
+            .push(Warning::RemovalPending { snapshots: pending });
     }
     report.stats.index_segments = inventory.segments.len() + inventory.damaged_segments.len();
     report.stats.packs = inventory.packs.len();

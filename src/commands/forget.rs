@@ -43,6 +43,14 @@ pub fn run(ctx: &Context, args: &ForgetArgs) -> Result<Outcome> {
     let max_unused = super::prune::parse_share(&args.max_unused)?;
     // A dry run changes nothing, so it does not keep backups out.
     let (repo, lock, index) = ctx.open_locked(!args.dry_run)?;
+    if !args.dry_run {
+        let finished = forget::finish_pending(&repo)?;
+        if finished > 0 {
+            ctx.note(&format!(
+                "finished an interrupted forget: {finished} snapshot file(s) deleted"
+            ));
+        }
+    }
     let mut prune = super::prune::options(&index, max_unused, args.dry_run)?;
     let (all, superseded) = snapshot::list_with_superseded(&index)?;
     let plans = if args.snapshots.is_empty() {

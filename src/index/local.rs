@@ -297,7 +297,14 @@ impl LocalIndex {
     }
 
     fn sync_snapshots(&mut self, repo: &Repository, report: &mut OpenReport) -> Result<()> {
-        let in_repo: HashSet<[u8; 32]> = repo.list_ids(FileKind::Snapshot)?.into_iter().collect();
+        let mut in_repo: HashSet<[u8; 32]> =
+            repo.list_ids(FileKind::Snapshot)?.into_iter().collect();
+        // Snapshots an interrupted `forget` committed to removing are gone already.
+        let pending =
+            crate::snapshot::removal::pending(repo, &mut |e| report.skipped.push(e.to_string()))?;
+        for id in pending.iter().flat_map(|(_, ids)| ids) {
+            in_repo.remove(&id.0);
+        }
         let cached = self.ids_in("snapshots")?;
         let tx = self.conn.transaction().map_err(sql_err(&self.path))?;
         for gone in cached.difference(&in_repo) {

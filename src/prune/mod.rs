@@ -143,6 +143,16 @@ fn plan(
 
 pub fn run(repo: &Repository, lock: &RepositoryLock, opts: &PruneOptions) -> Result<PruneReport> {
     let started = Instant::now();
+    // Snapshots an interrupted forget committed to removing are removed first (or, in a dry
+    // run, counted as removed).
+    let mut without = opts.without.clone();
+    if opts.dry_run {
+        let pending = crate::snapshot::removal::pending(repo, &mut |_| {})?;
+        without.extend(pending.into_iter().flat_map(|(_, ids)| ids));
+    } else {
+        lock.check()?;
+        crate::retention::forget::finish_pending(repo)?;
+    }
     let inventory = Inventory::load(repo)?;
     if let Some((id, e)) = inventory.damaged_segments.first() {
         return Err(Error::Invalid(format!(
@@ -161,7 +171,7 @@ pub fn run(repo: &Repository, lock: &RepositoryLock, opts: &PruneOptions) -> Res
         .build()
         .map_err(|e| Error::Invalid(format!("cannot start worker threads: {e}")))?;
     let (snapshots, used) =
-        pool.install(|| crate::check::used_blobs(repo, &inventory, &opts.without))?;
+        pool.install(|| crate::check::used_blobs(repo, &inventory, &without))?;
     tracing::debug!(blobs = used.len(), "prune: needed blobs marked");
     let fates = plan(&inventory, &stored, &used, opts)?;
     let mut report = PruneReport {

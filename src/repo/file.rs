@@ -26,6 +26,8 @@ pub enum FileKind {
     Snapshot,
     Lock,
     Generation,
+    /// The snapshots one `forget` removes, written before it deletes any of them.
+    Removal,
 }
 
 impl FileKind {
@@ -38,6 +40,7 @@ impl FileKind {
             FileKind::Snapshot => b"SNAP",
             FileKind::Lock => b"LOCK",
             FileKind::Generation => b"GENR",
+            FileKind::Removal => b"RMVL",
         }
     }
 
@@ -50,6 +53,7 @@ impl FileKind {
             FileKind::Snapshot => "snapshot",
             FileKind::Lock => "lock",
             FileKind::Generation => "generation",
+            FileKind::Removal => "removal record",
         }
     }
 }

@@ -40,6 +40,7 @@ fn dir_of(kind: FileKind) -> &'static str {
         FileKind::Snapshot => "snapshots",
         FileKind::Lock => "locks",
         FileKind::Generation => "",
+        FileKind::Removal => "removals",
     }
 }
 

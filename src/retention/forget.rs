@@ -1,9 +1,12 @@
 //! `forget`: applies a retention policy (or a list of ids) to the snapshots and removes the
-//! ones it does not keep. Removing a snapshot deletes one file, atomically; the data it alone
-//! referenced stays until `prune`.
+//! ones it does not keep; the data they alone referenced stays until `prune`.
 //!
 //! Guarantees: every check that can refuse (an unknown `--keep-tag`, a group that would lose
-//! every snapshot) runs before anything is deleted.
+//! every snapshot) runs before anything is deleted. A removal is atomic as a whole: one
+//! removal record naming every snapshot to go is written first (the commit point: from then
+//! on the snapshots it names are hidden from every listing), then the snapshot files are
+//! deleted, then the record. Killed in between, the repository shows the state after; the
+//! next `forget` or `prune` finishes the deletions.
 
 use std::collections::BTreeMap;
 
@@ -14,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::ids::SnapshotId;
 use crate::repo::{FileKind, Repository, object_path};
-use crate::snapshot::{Filter, Snapshot};
+use crate::snapshot::{Filter, Snapshot, removal};
 
 pub struct ForgetOptions {
     pub policy: Policy,
@@ -110,12 +113,39 @@ pub fn plan(snapshots: &[(SnapshotId, Snapshot)], opts: &ForgetOptions) -> Resul
     Ok(plans)
 }
 
-/// Deletes snapshot files, one atomic delete each.
+/// Removes snapshots: the removal record first, then each snapshot file, then the record.
 pub fn remove(repo: &Repository, ids: &[SnapshotId]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut sorted = ids.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    let record = repo.save_file(FileKind::Removal, &removal::encode(&sorted))?;
+    failpoint::hit("forget-recorded");
+    delete_removed(repo, &record, &sorted)
+}
+
+fn delete_removed(repo: &Repository, record: &[u8; 32], ids: &[SnapshotId]) -> Result<()> {
     for id in ids {
         repo.storage()
             .delete(&object_path(FileKind::Snapshot, &id.0))?;
         failpoint::hit("forget-removed");
     }
-    Ok(())
+    repo.storage()
+        .delete(&object_path(FileKind::Removal, record))
+}
+
+/// Finishes removals an interrupted `forget` committed; returns how many snapshots went.
+/// Needs the exclusive lock.
+pub fn finish_pending(repo: &Repository) -> Result<usize> {
+    let mut count = 0;
+    let pending = removal::pending(repo, &mut |e| {
+        tracing::warn!("unreadable removal record left alone: {e}")
+    })?;
+    for (record, ids) in pending {
+        delete_removed(repo, &record, &ids)?;
+        count += ids.len();
+    }
+    Ok(count)
 }

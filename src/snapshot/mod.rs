@@ -12,6 +12,8 @@
 //! `12 original snapshot id` and `13 repair note` (only in snapshots written by
 //! `repair snapshots`), `14 superseded snapshot id` (only in snapshots written by `tag`).
 
+pub mod removal;
+
 use crate::chunk::ChunkerParams;
 use crate::codec::{self, FieldWriter};
 use crate::error::{Error, Result};
