@@ -134,7 +134,7 @@ pub struct ForgetArgs {
     /// Keep every snapshot within this span of the newest one (e.g. 30d, 1y2m, 2w, 12h)
     #[arg(long, value_name = "SPAN")]
     pub keep_within: Option<String>,
-    /// Keep every snapshot with this tag (repeatable)
+    /// Keep every snapshot with this tag; `a,b` keeps those with both (repeatable)
     #[arg(long, value_name = "TAG")]
     pub keep_tag: Vec<String>,
     /// Apply the policy to each group of snapshots with equal values of these fields

@@ -60,9 +60,12 @@ pub fn plan(snapshots: &[(SnapshotId, Snapshot)], opts: &ForgetOptions) -> Resul
         .filter(|(_, s)| opts.filter.matches(s))
         .collect();
     for tag in &opts.policy.tags {
-        if !chosen.iter().any(|(_, s)| s.tags.contains(tag)) {
+        if tag.split(',').all(|t| t.trim().is_empty()) {
+            return Err(Error::Invalid("--keep-tag needs a tag".into()));
+        }
+        if !chosen.iter().any(|(_, s)| super::has_tags(s, tag)) {
             return Err(Error::Invalid(format!(
-                "--keep-tag {tag:?}: no snapshot has this tag, so it would keep nothing; check the spelling"
+                "--keep-tag {tag:?}: no snapshot has this tag (or all of these tags), so it would keep nothing; check the spelling"
             )));
         }
     }

@@ -10,7 +10,7 @@
 //!   years, months, days, then hours). Snapshots dated after now (a clock gone wrong) are
 //!   always kept by it and do not count as the newest, so they neither go nor push the
 //!   window past the real snapshots.
-//! - `tag T` keeps every snapshot carrying tag T.
+//! - `tag T` keeps every snapshot carrying tag T (`tag a,b`: carrying both).
 //! - The rules combine by union; a snapshot's reasons list every rule that kept it.
 //!
 //! Guarantees: `apply` is pure (time zone from the process and the `now` given); it never keeps
@@ -146,6 +146,14 @@ fn buckets(p: &Policy) -> Vec<Bucketed> {
         .collect()
 }
 
+/// True if the snapshot has every tag of `list` (`a,b` means both, as in restic).
+pub fn has_tags(snapshot: &Snapshot, list: &str) -> bool {
+    list.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .all(|t| snapshot.tags.iter().any(|s| s == t))
+}
+
 fn within_label(s: &CalendarSpan) -> String {
     let mut out = String::from("within ");
     for (n, unit) in [
@@ -197,7 +205,7 @@ pub fn apply_in<Tz: TimeZone>(
         let time = at(snapshot.time_ns);
         let reasons = &mut decisions[i].reasons;
         for tag in &policy.tags {
-            if snapshot.tags.contains(tag) {
+            if has_tags(snapshot, tag) {
                 reasons.push(format!("tag {tag}"));
             }
         }

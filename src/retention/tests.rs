@@ -272,3 +272,23 @@ fn spans_and_groupings_parse() {
     assert!(g.host && g.tags && !g.paths);
     assert!(GroupBy::parse("hosts").is_err());
 }
+
+#[test]
+fn a_tag_list_keeps_only_snapshots_with_every_tag() {
+    let snapshots = vec![
+        snapshot_at(2025, 1, 1, 0, &["db"]),
+        snapshot_at(2025, 1, 2, 0, &["db", "monthly"]),
+        snapshot_at(2025, 1, 3, 0, &["monthly"]),
+    ];
+    let policy = Policy {
+        tags: vec!["db,monthly".into()],
+        ..Policy::default()
+    };
+    assert_eq!(
+        kept(&policy, &snapshots),
+        [(
+            "2025-01-02 00".to_string(),
+            vec!["tag db,monthly".to_string()]
+        )]
+    );
+}
