@@ -292,3 +292,85 @@ fn a_tag_list_keeps_only_snapshots_with_every_tag() {
         )]
     );
 }
+
+/// A year with gaps (no August, nothing 20-23 Dec), two snapshots on 30 Dec and one on 31 Dec
+/// made after midnight by a clock an hour behind: the 7-daily/4-weekly/12-monthly policy.
+#[test]
+fn seven_daily_four_weekly_twelve_monthly_over_an_irregular_year() {
+    let mut snapshots: Vec<Snapshot> = year_of_nights()
+        .into_iter()
+        .filter(|s| {
+            let t = Utc.timestamp_nanos(s.time_ns);
+            t.month() != 8 && !(t.month() == 12 && (20..=23).contains(&t.day()))
+        })
+        .collect();
+    snapshots.push(snapshot_at(2025, 12, 30, 14, &[]));
+    snapshots.push(snapshot_at(2025, 12, 31, 1, &[]));
+    let policy = Policy {
+        daily: 7,
+        weekly: 4,
+        monthly: 12,
+        ..Policy::default()
+    };
+    let result = kept(&policy, &snapshots);
+    let at = |t: &str| format!("2025-{t}");
+    let expected: Vec<(String, Vec<&str>)> = vec![
+        // Eleven months have snapshots, so monthly has a count left for the oldest one.
+        (at("01-01 02"), vec!["monthly"]),
+        (at("01-31 02"), vec!["monthly"]),
+        (at("02-28 02"), vec!["monthly"]),
+        (at("03-31 02"), vec!["monthly"]),
+        (at("04-30 02"), vec!["monthly"]),
+        (at("05-31 02"), vec!["monthly"]),
+        (at("06-30 02"), vec!["monthly"]),
+        (at("07-31 02"), vec!["monthly"]),
+        (at("09-30 02"), vec!["monthly"]),
+        (at("10-31 02"), vec!["monthly"]),
+        (at("11-30 02"), vec!["monthly"]),
+        // ISO weeks: 2026-W01 (31 Dec), W52 (28 Dec), W51 (its newest is Fri 19 Dec), W50.
+        (at("12-14 02"), vec!["weekly"]),
+        (at("12-19 02"), vec!["weekly"]),
+        (at("12-25 02"), vec!["daily"]),
+        (at("12-26 02"), vec!["daily"]),
+        (at("12-27 02"), vec!["daily"]),
+        (at("12-28 02"), vec!["daily", "weekly"]),
+        (at("12-29 02"), vec!["daily"]),
+        // The newest of the day counts: 14:00 on 30 Dec, 02:00 (not 01:00) on 31 Dec.
+        (at("12-30 14"), vec!["daily"]),
+        (at("12-31 02"), vec!["daily", "weekly", "monthly"]),
+    ];
+    let expected: Vec<(String, Vec<String>)> = expected
+        .into_iter()
+        .map(|(t, r)| (t, r.into_iter().map(String::from).collect()))
+        .collect();
+    assert_eq!(result, expected);
+}
+
+/// Calendar buckets follow the time zone given: 15:00 UTC is already the next day at +10:00.
+#[test]
+fn buckets_are_days_of_the_time_zone() {
+    let snapshots = [
+        snapshot_at(2025, 3, 1, 10, &[]),
+        snapshot_at(2025, 3, 1, 15, &[]),
+        snapshot_at(2025, 3, 2, 10, &[]),
+    ];
+    let group: Vec<(SnapshotId, &Snapshot)> = snapshots
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (SnapshotId([i as u8; 32]), s))
+        .collect();
+    let policy = Policy {
+        daily: 2,
+        ..Policy::default()
+    };
+    let keep = |decisions: Vec<Decision>| decisions.iter().map(|d| d.keep).collect::<Vec<_>>();
+    assert_eq!(
+        keep(apply_in(&policy, &group, &Utc, now())),
+        [false, true, true]
+    );
+    let east = chrono::FixedOffset::east_opt(10 * 3600).unwrap();
+    assert_eq!(
+        keep(apply_in(&policy, &group, &east, now())),
+        [true, false, true]
+    );
+}
