@@ -138,6 +138,80 @@ fn forget_by_policy_dry_run_then_for_real() {
     check_passes(&env, &[]);
 }
 
+/// `--host`, `--tag` and `--path` narrow what forget looks at; `--group-by tags` makes groups
+/// of equal tags.
+#[test]
+fn forget_filters_and_grouping() {
+    let env = Env::new();
+    env.init();
+    let (one, two) = (env.path("one"), env.path("two"));
+    write(&one.join("f"), b"1");
+    write(&two.join("f"), b"2");
+    let backup = |host: &str, tag: &str, src: &Path, day: u32| -> String {
+        let time = format!("2026-10-{day:02}T02:00:00Z");
+        let args = [
+            "backup",
+            "--json",
+            "--host",
+            host,
+            "--tag",
+            tag,
+            "--time",
+            &time,
+            src.to_str().unwrap(),
+        ];
+        let v: Value = serde_json::from_str(&env.ok(&args)).unwrap();
+        v["snapshot_id"].as_str().unwrap().to_string()
+    };
+    let a1 = backup("alpha", "daily", &one, 1);
+    let a2 = backup("alpha", "daily", &one, 2);
+    let a3 = backup("alpha", "weekly", &one, 3);
+    let b1 = backup("beta", "daily", &one, 1);
+    let b2 = backup("beta", "daily", &one, 2);
+    let t1 = backup("alpha", "daily", &two, 4);
+    let t2 = backup("alpha", "daily", &two, 5);
+    let left = |env: &Env| -> std::collections::BTreeSet<String> {
+        snapshot_ids(env).into_iter().collect()
+    };
+    let all: std::collections::BTreeSet<String> = [&a1, &a2, &a3, &b1, &b2, &t1, &t2]
+        .map(String::clone)
+        .into();
+
+    // Only host beta: its older snapshot goes.
+    env.ok(&["forget", "--keep-last", "1", "--host", "beta"]);
+    let mut want = all.clone();
+    want.remove(&b1);
+    assert_eq!(left(&env), want);
+    // Only the path `two`: its older snapshot goes.
+    env.ok(&[
+        "forget",
+        "--keep-last",
+        "1",
+        "--path",
+        two.to_str().unwrap(),
+    ]);
+    want.remove(&t1);
+    assert_eq!(left(&env), want);
+    // Only tag daily of host alpha, grouped by host and tags (not paths): of alpha's daily
+    // snapshots (a1, a2, t2) the newest stays; the weekly a3 is not looked at.
+    env.ok(&[
+        "forget",
+        "--keep-last",
+        "1",
+        "--host",
+        "alpha",
+        "--tag",
+        "daily",
+        "--group-by",
+        "host,tags",
+    ]);
+    want.remove(&a1);
+    want.remove(&a2);
+    assert_eq!(left(&env), want);
+    assert!(want.contains(&a3) && want.contains(&t2) && want.contains(&b2));
+    check_passes(&env, &[]);
+}
+
 #[test]
 fn forget_refuses_unknown_keep_tag_and_removing_a_whole_group() {
     let env = Env::new();
