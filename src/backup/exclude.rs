@@ -74,7 +74,7 @@ impl Excludes {
     pub fn has_marker(&self, dir: &Path) -> bool {
         self.if_present
             .iter()
-            .any(|m| std::fs::symlink_metadata(dir.join(m)).is_ok())
+            .any(|m| crate::walk::long_path::symlink_metadata(&dir.join(m)).is_ok())
     }
 }
 

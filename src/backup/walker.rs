@@ -72,12 +72,13 @@ pub struct Walker<'w, 'p, 'a> {
 /// the file or are root), so reading does not change what the next backup sees.
 fn open_source(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
+    let path = walk::long_path::reachable(path)?;
     match File::options()
         .read(true)
         .custom_flags(libc::O_NOATIME)
-        .open(path)
+        .open(&*path)
     {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(&*path),
         other => other,
     }
 }
@@ -167,7 +168,7 @@ impl Walker<'_, '_, '_> {
         parent: Option<&Node>,
         device: Option<u64>,
     ) -> Result<Option<Node>> {
-        let meta = match meta.unwrap_or_else(|| std::fs::symlink_metadata(path)) {
+        let meta = match meta.unwrap_or_else(|| walk::long_path::symlink_metadata(path)) {
             Ok(m) => m,
             // Gone between listing and looking: the snapshot shows the folder as it is now,
             // so this is not a partial snapshot.
@@ -223,7 +224,7 @@ impl Walker<'_, '_, '_> {
                     return Ok(None);
                 }
             }
-            NodeKind::Symlink => match std::fs::read_link(path) {
+            NodeKind::Symlink => match walk::long_path::read_link(path) {
                 Ok(target) => {
                     node.link_target = Some(walk::name_bytes(target.as_os_str()));
                     Counters::bump(&self.counters.other, 1);
@@ -311,7 +312,7 @@ impl Walker<'_, '_, '_> {
                 return Ok(false);
             }
         };
-        if let Ok(after) = std::fs::symlink_metadata(path)
+        if let Ok(after) = walk::long_path::symlink_metadata(path)
             && (after.len() != meta.len()
                 || after.mtime_nsec() != meta.mtime_nsec()
                 || after.mtime() != meta.mtime()

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::tree::{Node, NodeKind};
+use crate::walk::long_path;
 
 fn c_path(path: &Path) -> Result<CString> {
     CString::new(path.as_os_str().as_bytes())
@@ -39,14 +40,26 @@ fn timespec(ns: i64) -> libc::timespec {
 
 /// Owner (only as root), mode (not for symlinks), then atime and mtime.
 pub fn apply(path: &Path, node: &Node, is_root: bool, numeric_owner: bool) -> Result<()> {
+    let reached = long_path::reachable(path).map_err(|e| Error::io(path, e))?;
+    apply_reachable(&reached, path, node, is_root, numeric_owner)
+}
+
+/// `apply` on `at`, a path the kernel accepts for the entry `path` names.
+fn apply_reachable(
+    at: &Path,
+    path: &Path,
+    node: &Node,
+    is_root: bool,
+    numeric_owner: bool,
+) -> Result<()> {
     if is_root {
         let (uid, gid) = owner_ids(node, numeric_owner);
-        std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|e| Error::io(path, e))?;
+        std::os::unix::fs::lchown(at, Some(uid), Some(gid)).map_err(|e| Error::io(path, e))?;
     }
-    set_xattrs(path, node)?;
+    set_xattrs(at, path, node)?;
     if node.kind != NodeKind::Symlink {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode))
+        std::fs::set_permissions(at, std::fs::Permissions::from_mode(node.mode))
             .map_err(|e| Error::io(path, e))?;
     }
     let mut atime = timespec(node.atime_ns);
@@ -54,7 +67,7 @@ pub fn apply(path: &Path, node: &Node, is_root: bool, numeric_owner: bool) -> Re
         atime.tv_nsec = libc::UTIME_OMIT; // not recorded for folders
     }
     let times = [atime, timespec(node.mtime_ns)];
-    let c = c_path(path)?;
+    let c = c_path(at)?;
     // SAFETY: `c` is a valid NUL-terminated path and `times` points at two timespecs.
     let rc = unsafe {
         libc::utimensat(
@@ -73,13 +86,13 @@ pub fn apply(path: &Path, node: &Node, is_root: bool, numeric_owner: bool) -> Re
 /// Extended attributes, before the mode is set (a read-only mode would forbid them): `user.*`
 /// must succeed unless the file system has no extended attributes at all; other namespaces
 /// (`security.*`, `trusted.*`) are set when permitted and skipped otherwise.
-fn set_xattrs(path: &Path, node: &Node) -> Result<()> {
+fn set_xattrs(at: &Path, path: &Path, node: &Node) -> Result<()> {
     if node.kind == NodeKind::Symlink {
         return Ok(());
     }
     for (name, value) in &node.xattrs {
         let name = std::ffi::OsStr::from_bytes(name);
-        match xattr::set(path, name, value) {
+        match xattr::set(at, name, value) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => {}
             Err(e) if name.as_bytes().starts_with(b"user.") => {
@@ -102,7 +115,8 @@ pub fn make_special(path: &Path, node: &Node) -> Result<()> {
         NodeKind::BlockDevice => libc::S_IFBLK,
         _ => return Ok(()),
     };
-    let c = c_path(path)?;
+    let reached = long_path::reachable(path).map_err(|e| Error::io(path, e))?;
+    let c = c_path(&reached)?;
     // SAFETY: `c` is a valid NUL-terminated path.
     let rc = unsafe {
         libc::mknod(

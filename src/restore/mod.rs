@@ -33,7 +33,7 @@ use crate::ids::TreeId;
 use crate::index::LocalIndex;
 use crate::repo::Repository;
 use crate::tree::{Node, NodeKind};
-use crate::walk::os_string;
+use crate::walk::{long_path, os_string};
 use plan::{Plan, PlannedFile};
 pub use select::{Overwrite, Selection};
 
@@ -253,10 +253,7 @@ impl Walk<'_> {
                         .insert((node.device, node.inode), path.to_path_buf());
                 }
                 let tmp = temp_name(path);
-                let f = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&tmp)
+                let f = long_path::open(OpenOptions::new().write(true).create_new(true), &tmp)
                     .map_err(|e| Error::io(path, e))?;
                 f.set_len(node.size).map_err(|e| Error::io(path, e))?;
                 let planned = PlannedFile {
@@ -266,14 +263,13 @@ impl Walk<'_> {
                     failed: AtomicBool::new(false),
                 };
                 self.plan.add_file(&self.index, planned).inspect_err(|_| {
-                    let _ = fs::remove_file(&tmp);
+                    let _ = long_path::remove_file(&tmp);
                 })?;
             }
             NodeKind::Symlink => {
                 let target = node.link_target.as_deref().unwrap_or_default();
                 let tmp = temp_name(path);
-                std::os::unix::fs::symlink(os_string(target), &tmp)
-                    .map_err(|e| Error::io(path, e))?;
+                long_path::symlink(&os_string(target), &tmp).map_err(|e| Error::io(path, e))?;
                 self.place(&tmp, path, &node)?;
             }
             _ => {
@@ -294,7 +290,7 @@ impl Walk<'_> {
         wanted: bool,
         fresh: bool,
     ) -> Result<bool> {
-        let existed = !fresh && fs::symlink_metadata(path).is_ok();
+        let existed = !fresh && long_path::symlink_metadata(path).is_ok();
         if !self.opts.dry_run {
             make_dir(path)?;
         }
@@ -312,7 +308,7 @@ impl Walk<'_> {
         let keep = below || wanted;
         if !keep {
             if !existed && !self.opts.dry_run {
-                let _ = fs::remove_dir(path);
+                let _ = long_path::remove_dir(path);
             }
             return Ok(false);
         }
@@ -325,7 +321,7 @@ impl Walk<'_> {
 
     /// True if an existing entry at `path` is to be left alone.
     fn keep_existing(&self, node: &Node, path: &Path) -> Result<bool> {
-        let Ok(existing) = fs::symlink_metadata(path) else {
+        let Ok(existing) = long_path::symlink_metadata(path) else {
             return Ok(false);
         };
         Ok(match self.opts.overwrite {
@@ -335,7 +331,7 @@ impl Walk<'_> {
                 NodeKind::File => select::same_content(self.repo, &self.trees, path, node)?,
                 NodeKind::Symlink => {
                     existing.file_type().is_symlink()
-                        && fs::read_link(path).is_ok_and(|t| {
+                        && long_path::read_link(path).is_ok_and(|t| {
                             use std::os::unix::ffi::OsStrExt;
                             Some(t.as_os_str().as_bytes()) == node.link_target.as_deref()
                         })
@@ -373,9 +369,9 @@ impl Walk<'_> {
     /// Applies metadata to a finished temporary entry and renames it into place.
     fn place(&mut self, tmp: &Path, path: &Path, node: &Node) -> Result<()> {
         let result = metadata::apply(tmp, node, self.is_root, self.opts.numeric_owner)
-            .and_then(|()| fs::rename(tmp, path).map_err(|e| Error::io(path, e)));
+            .and_then(|()| long_path::rename(tmp, path).map_err(|e| Error::io(path, e)));
         if result.is_err() {
-            let _ = fs::remove_file(tmp);
+            let _ = long_path::remove_file(tmp);
         }
         result?;
         self.stats.other_entries += 1;
@@ -391,22 +387,20 @@ impl Walk<'_> {
             .par_iter()
             .map(|f| {
                 if f.failed.load(Ordering::Relaxed) {
-                    let _ = fs::remove_file(&f.tmp);
+                    let _ = long_path::remove_file(&f.tmp);
                     return 0;
                 }
-                let result = OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .open(&f.tmp)
+                let result = long_path::open(OpenOptions::new().write(true), &f.tmp)
                     .and_then(|file| file.set_len(f.node.size))
                     .map_err(|e| Error::io(&f.path, e))
                     .and_then(|()| metadata::apply(&f.tmp, &f.node, is_root, numeric))
-                    .and_then(|()| fs::rename(&f.tmp, &f.path).map_err(|e| Error::io(&f.path, e)));
+                    .and_then(|()| {
+                        long_path::rename(&f.tmp, &f.path).map_err(|e| Error::io(&f.path, e))
+                    });
                 match result {
                     Ok(()) => 1,
                     Err(e) => {
-                        let _ = fs::remove_file(&f.tmp);
+                        let _ = long_path::remove_file(&f.tmp);
                         lock(failures).push((f.path.clone(), e));
                         0
                     }
@@ -420,13 +414,13 @@ impl Walk<'_> {
     fn finish_links(&mut self) {
         for (link, first) in std::mem::take(&mut self.links) {
             let tmp = temp_name(&link);
-            let result = fs::hard_link(&first, &tmp)
-                .and_then(|()| fs::rename(&tmp, &link))
+            let result = long_path::hard_link(&first, &tmp)
+                .and_then(|()| long_path::rename(&tmp, &link))
                 .map_err(|e| Error::io(&link, e));
             match result {
                 Ok(()) => self.stats.files += 1,
                 Err(e) => {
-                    let _ = fs::remove_file(&tmp);
+                    let _ = long_path::remove_file(&tmp);
                     self.fail(&link, e);
                 }
             }
@@ -452,10 +446,10 @@ fn temp_name(path: &Path) -> PathBuf {
 
 /// Creates a directory, or accepts an existing real one; refuses anything else in the way.
 fn make_dir(path: &Path) -> Result<()> {
-    match fs::create_dir(path) {
+    match long_path::create_dir(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let meta = fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
+            let meta = long_path::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
             if meta.is_dir() {
                 Ok(())
             } else {

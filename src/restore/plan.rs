@@ -21,6 +21,7 @@ use crate::index::LocalIndex;
 use crate::pack::{BlobEntry, open_blob};
 use crate::repo::Repository;
 use crate::tree::Node;
+use crate::walk::long_path;
 
 /// Blobs closer than this in a pack are fetched in one read (the gap is read and dropped).
 const MAX_GAP: u64 = 256 * 1024;
@@ -142,11 +143,7 @@ impl Plan {
                 written.fetch_add(data.len() as u64, Ordering::Relaxed);
                 continue;
             }
-            let result = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&file.tmp)
+            let result = long_path::open(OpenOptions::new().write(true), &file.tmp)
                 .and_then(|f| f.write_all_at(data, t.offset));
             match result {
                 Ok(()) => {

@@ -91,13 +91,14 @@ pub fn same_content(
     path: &Path,
     node: &Node,
 ) -> Result<bool> {
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
+    let Ok(meta) = crate::walk::long_path::symlink_metadata(path) else {
         return Ok(false);
     };
     if !meta.is_file() || meta.len() != node.size {
         return Ok(false);
     }
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut file = crate::walk::long_path::open(std::fs::File::options().read(true), path)
+        .map_err(|e| Error::io(path, e))?;
     let mut buf = Vec::new();
     for id in &node.content {
         let len = blobs.raw_len(id)? as usize;

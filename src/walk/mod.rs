@@ -10,6 +10,8 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
+pub mod long_path;
+
 use crate::error::{Error, Result};
 use crate::host;
 use crate::tree::{Node, NodeKind};
@@ -36,7 +38,7 @@ pub fn prepare_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
         let n = normalize(p)?;
-        if std::fs::symlink_metadata(&n).is_err() {
+        if long_path::symlink_metadata(&n).is_err() {
             return Err(Error::SourceNotFound { path: p.clone() });
         }
         out.push(n);
@@ -59,11 +61,11 @@ pub struct DirEntry {
 
 /// The entries of a directory, sorted by name bytes.
 pub fn read_dir_sorted(dir: &Path) -> std::io::Result<Vec<DirEntry>> {
-    let mut entries: Vec<DirEntry> = std::fs::read_dir(dir)?
+    let mut entries: Vec<DirEntry> = long_path::read_dir(dir)?
         .map(|e| {
             e.map(|e| DirEntry {
+                path: dir.join(e.file_name()),
                 name: e.file_name().into_vec(),
-                path: e.path(),
                 metadata: e.metadata(),
             })
         })
@@ -121,6 +123,10 @@ pub fn node_from_metadata(name: Vec<u8>, meta: &Metadata) -> Node {
 /// The extended attributes of an entry (not following symlinks), sorted by name. A file
 /// system without them, or an attribute that vanishes meanwhile, gives none.
 pub fn read_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let Ok(path) = long_path::reachable(path) else {
+        return Vec::new();
+    };
+    let path: &Path = &path;
     let Ok(names) = xattr::list(path) else {
         return Vec::new();
     };
