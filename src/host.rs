@@ -59,6 +59,33 @@ pub fn format_time(ns: i64, offset_s: i32) -> String {
 thread_local! {
     static USERS: RefCell<HashMap<u32, Option<String>>> = RefCell::new(HashMap::new());
     static GROUPS: RefCell<HashMap<u32, Option<String>>> = RefCell::new(HashMap::new());
+    static UIDS: RefCell<HashMap<String, Option<u32>>> = RefCell::new(HashMap::new());
+    static GIDS: RefCell<HashMap<String, Option<u32>>> = RefCell::new(HashMap::new());
+}
+
+/// The uid of a user name on this machine, looked up once per thread (a restore asks for the
+/// same few names for every file; each lookup reads the user database).
+pub fn cached_uid(name: &str) -> Option<u32> {
+    UIDS.with(|m| {
+        *m.borrow_mut().entry(name.to_string()).or_insert_with(|| {
+            nix::unistd::User::from_name(name)
+                .ok()
+                .flatten()
+                .map(|u| u.uid.as_raw())
+        })
+    })
+}
+
+/// The gid of a group name on this machine, looked up once per thread.
+pub fn cached_gid(name: &str) -> Option<u32> {
+    GIDS.with(|m| {
+        *m.borrow_mut().entry(name.to_string()).or_insert_with(|| {
+            nix::unistd::Group::from_name(name)
+                .ok()
+                .flatten()
+                .map(|g| g.gid.as_raw())
+        })
+    })
 }
 
 /// The user name of `uid`, looked up once per thread (a walk asks for the same few ids

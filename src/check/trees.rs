@@ -23,15 +23,26 @@ pub struct TreeEdges {
 }
 
 impl TreeEdges {
-    fn of(tree: Tree) -> Self {
+    /// The links of a fully decoded tree: `check` decodes every tree whole, so damage
+    /// anywhere in it is found.
+    fn decoded(id: &TreeId, plain: &[u8]) -> Result<Self> {
         let mut edges = TreeEdges::default();
-        for node in tree.nodes {
+        for node in Tree::decode(id, plain)?.nodes {
             edges.subtrees.extend(node.subtree);
             edges.blobs.extend(node.content);
         }
-        edges
+        Ok(edges)
+    }
+
+    /// Only the links (prune's marking needs no more, and skips decoding the rest).
+    fn links(id: &TreeId, plain: &[u8]) -> Result<Self> {
+        let (subtrees, blobs) = Tree::links(id, plain)?;
+        Ok(TreeEdges { subtrees, blobs })
     }
 }
+
+/// Turns a tree's plaintext into what a walk keeps of it.
+type Decoder<'d, T> = &'d (dyn Fn(&TreeId, &[u8]) -> Result<T> + Sync);
 
 #[derive(Default)]
 pub struct TreeGraph {
@@ -91,16 +102,12 @@ impl<'a> TreeLoader<'a> {
     }
 
     fn load(&self, ids: &[TreeId]) -> Vec<(TreeId, Result<Tree>)> {
-        self.load_with(ids, &|tree| tree)
+        self.load_with(ids, &Tree::decode)
     }
 
-    /// Loads trees and turns each into a `T` on the worker that decoded it, so a level of
+    /// Loads trees and turns each into a `T` on the worker that decrypted it, so a level of
     /// decoded trees is never held at once.
-    fn load_with<T: Send>(
-        &self,
-        ids: &[TreeId],
-        f: &(dyn Fn(Tree) -> T + Sync),
-    ) -> Vec<(TreeId, Result<T>)> {
+    fn load_with<T: Send>(&self, ids: &[TreeId], f: Decoder<T>) -> Vec<(TreeId, Result<T>)> {
         let mut runs: Vec<(PackId, Vec<(TreeId, BlobEntry)>)> = Vec::new();
         let mut by_pack: HashMap<PackId, Vec<(TreeId, BlobEntry)>> = HashMap::new();
         let mut out = Vec::new();
@@ -137,7 +144,7 @@ impl<'a> TreeLoader<'a> {
         &self,
         pack: PackId,
         run: Vec<(TreeId, BlobEntry)>,
-        f: &(dyn Fn(Tree) -> T + Sync),
+        f: Decoder<T>,
     ) -> Vec<(TreeId, Result<T>)> {
         let start = run.iter().map(|(_, e)| e.offset).min().unwrap_or(0);
         let end = run.iter().map(|(_, e)| e.end()).max().unwrap_or(0);
@@ -149,31 +156,32 @@ impl<'a> TreeLoader<'a> {
                         let sealed =
                             &bytes[(entry.offset - start) as usize..(entry.end() - start) as usize];
                         open_blob(self.repo.keys(), self.repo.id(), &pack, &entry, sealed)
-                            .and_then(|plain| Tree::decode(&id, &plain))
+                            .and_then(|plain| f(&id, &plain))
                     }
                     Err(e) => Err(clone_error(e)),
                 };
                 let tree =
-                    first.or_else(|e| other_copies(self.repo, self.inventory, &id, &pack, e));
-                (id, tree.map(f))
+                    first.or_else(|e| other_copies(self.repo, self.inventory, &id, &pack, e, f));
+                (id, tree)
             })
             .collect()
     }
 }
 
 /// A tree whose first copy failed: tries the copies in other packs.
-fn other_copies(
+fn other_copies<T>(
     repo: &Repository,
     inventory: &Inventory,
     id: &TreeId,
     failed: &PackId,
     first_error: Error,
-) -> Result<Tree> {
+    f: Decoder<T>,
+) -> Result<T> {
     for (pack, entry) in inventory.locations(id).filter(|(p, _)| p.id != *failed) {
         let tree = repo
             .read_pack_range(&pack.id, entry.offset..entry.end())
             .and_then(|sealed| open_blob(repo.keys(), repo.id(), &pack.id, entry, &sealed))
-            .and_then(|plain| Tree::decode(id, &plain));
+            .and_then(|plain| f(id, &plain));
         if tree.is_ok() {
             return tree;
         }
@@ -198,7 +206,9 @@ fn clone_error(e: &Error) -> Error {
     }
 }
 
-/// Walks every tree reachable from the snapshots, level by level, each tree once.
+/// Walks every tree reachable from the snapshots, level by level, each tree once. With
+/// `keep_edges` (check) every tree is decoded whole and its links are kept for tracing damage
+/// to paths; without (prune's marking) only the links are read.
 pub fn walk(
     loader: &TreeLoader,
     snapshots: &[(SnapshotId, Snapshot)],
@@ -219,7 +229,12 @@ pub fn walk(
     }
     while !level.is_empty() {
         let mut next = Vec::new();
-        for (id, edges) in loader.load_with(&level, &TreeEdges::of) {
+        let decoder: Decoder<TreeEdges> = if keep_edges {
+            &TreeEdges::decoded
+        } else {
+            &TreeEdges::links
+        };
+        for (id, edges) in loader.load_with(&level, decoder) {
             progress.advance(1);
             let edges = match edges {
                 Ok(edges) => edges,

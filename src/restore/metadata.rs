@@ -21,13 +21,13 @@ fn owner_ids(node: &Node, numeric: bool) -> (u32, u32) {
     let uid = node
         .user
         .as_deref()
-        .and_then(|n| nix::unistd::User::from_name(n).ok().flatten())
-        .map_or(node.uid, |u| u.uid.as_raw());
+        .and_then(crate::host::cached_uid)
+        .unwrap_or(node.uid);
     let gid = node
         .group
         .as_deref()
-        .and_then(|n| nix::unistd::Group::from_name(n).ok().flatten())
-        .map_or(node.gid, |g| g.gid.as_raw());
+        .and_then(crate::host::cached_gid)
+        .unwrap_or(node.gid);
     (uid, gid)
 }
 

@@ -141,10 +141,17 @@ pub fn run(
             }
         }
     }
+    tracing::debug!(
+        files = walk.plan.files.len(),
+        "restore: planned, folders made"
+    );
     walk.stats.bytes += walk.plan.execute(repo, &plan::record(&walk.failures));
+    tracing::debug!("restore: data written");
     walk.finish_files();
     walk.finish_links();
+    tracing::debug!("restore: files in place");
     walk.finish_dirs();
+    tracing::debug!("restore: folder metadata set");
     if opts.verify {
         walk.verify();
     }
@@ -390,13 +397,10 @@ impl Walk<'_> {
                     let _ = long_path::remove_file(&f.tmp);
                     return 0;
                 }
-                let result = long_path::open(OpenOptions::new().write(true), &f.tmp)
-                    .and_then(|file| file.set_len(f.node.size))
-                    .map_err(|e| Error::io(&f.path, e))
-                    .and_then(|()| metadata::apply(&f.tmp, &f.node, is_root, numeric))
-                    .and_then(|()| {
-                        long_path::rename(&f.tmp, &f.path).map_err(|e| Error::io(&f.path, e))
-                    });
+                // The temporary file was given its size when it was made.
+                let result = metadata::apply(&f.tmp, &f.node, is_root, numeric).and_then(|()| {
+                    long_path::rename(&f.tmp, &f.path).map_err(|e| Error::io(&f.path, e))
+                });
                 match result {
                     Ok(()) => 1,
                     Err(e) => {

@@ -247,6 +247,30 @@ impl Tree {
         Ok(Tree { nodes })
     }
 
+    /// Only what a tree links to, without decoding the rest of its nodes: the subtrees and the
+    /// content blobs, in node order. The framing is checked as strictly as by `decode`, so a
+    /// tree that yields links yields all of them; prune's marking reads trees this way.
+    pub fn links(id: &TreeId, bytes: &[u8]) -> Result<(Vec<TreeId>, Vec<BlobId>)> {
+        let bad = || Error::corrupt("tree", id, "malformed encoding");
+        let (mut subtrees, mut blobs) = (Vec::new(), Vec::new());
+        for f in codec::fields(bytes).ok_or_else(bad)? {
+            if f.tag != 1 {
+                continue;
+            }
+            for g in codec::fields(f.value).ok_or_else(bad)? {
+                match g.tag {
+                    12 if g.value.len() % 32 == 0 => {
+                        blobs.extend(g.value.chunks_exact(32).filter_map(BlobId::from_slice))
+                    }
+                    13 => subtrees.push(BlobId(g.id().ok_or_else(bad)?)),
+                    12 => return Err(bad()),
+                    _ => {}
+                }
+            }
+        }
+        Ok((subtrees, blobs))
+    }
+
     pub fn find(&self, name: &[u8]) -> Option<&Node> {
         self.nodes
             .binary_search_by(|n| n.name.as_slice().cmp(name))
@@ -290,6 +314,21 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn links_are_the_subtrees_and_content_of_the_decoded_tree(
+            nodes in proptest::collection::vec(arb_node(), 0..20)
+        ) {
+            let tree = Tree { nodes };
+            let id = BlobId::default();
+            let (subtrees, blobs) = Tree::links(&id, &tree.encode()).unwrap();
+            let decoded = Tree::decode(&id, &tree.encode()).unwrap();
+            let want_subtrees: Vec<BlobId> = decoded.nodes.iter().filter_map(|n| n.subtree).collect();
+            let want_blobs: Vec<BlobId> =
+                decoded.nodes.iter().flat_map(|n| n.content.iter().copied()).collect();
+            prop_assert_eq!(subtrees, want_subtrees);
+            prop_assert_eq!(blobs, want_blobs);
+        }
+
         #[test]
         fn trees_round_trip(nodes in proptest::collection::vec(arb_node(), 0..20)) {
             let mut nodes = nodes;
