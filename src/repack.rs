@@ -5,8 +5,9 @@
 //! Guarantees: only blobs that authenticate (exactly the bytes written for that id, type and
 //! repository) are copied; every new pack is written (durably, see `Storage::write`) before
 //! `finish` returns; full packs are written by a background thread as they fill, and the
-//! next source pack is read while the current one is copied, so memory stays at about five
-//! packs (two being filled, one being written, one queued, the needed blobs of two sources).
+//! next source pack is read while the current one is copied, so memory stays at about six
+//! packs (two being filled, one being written, one queued, one waiting to be queued, and
+//! the needed blobs of two sources).
 
 use rayon::prelude::*;
 

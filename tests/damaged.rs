@@ -337,6 +337,10 @@ fn the_next_backup_after_check_found_a_damaged_blob_stores_it_again() {
     let report = f.assert_clean(&["--read-data"]);
     assert!(has_warning(&report, "damaged_copy"), "{report:#}");
     assert!(report["affected"].as_array().unwrap().is_empty());
+    // Regression: repair snapshots took a healed blob for lost and cut the files using it.
+    let repair: Value =
+        serde_json::from_str(&f.env.ok(&["--json", "repair", "snapshots", "--dry-run"])).unwrap();
+    assert_eq!(repair["unchanged"], 4, "{repair:#}");
     // prune keeps the intact copy and repacks the damaged one away.
     let pruned: Value = serde_json::from_str(&f.env.ok(&["--json", "prune"])).unwrap();
     assert!(
@@ -346,6 +350,45 @@ fn the_next_backup_after_check_found_a_damaged_blob_stores_it_again() {
     let report = f.assert_clean(&["--read-data"]);
     assert!(!has_warning(&report, "damaged_copy"), "{report:#}");
     assert!(!has_warning(&report, "pack_content_differs"), "{report:#}");
+    f.assert_all_restore();
+}
+
+/// Regression: prune took a pack cut short for sound, kept it for the blobs it claimed and
+/// deleted the copies the next backup had stored again.
+#[test]
+fn after_a_pack_was_cut_short_the_next_backup_heals_and_prune_keeps_the_new_copies() {
+    let mut f = Fixture::new();
+    let pack = f.data_pack(1);
+    let len = std::fs::metadata(&pack).unwrap().len();
+    let file = std::fs::OpenOptions::new().write(true).open(&pack).unwrap();
+    file.set_len(len / 2).unwrap();
+    let summary = f.env.backup_json(&[&f.src]);
+    assert_eq!(summary["lost_packs"], serde_json::json!([file_name(&pack)]));
+    f.snapshots
+        .push(summary["snapshot_id"].as_str().unwrap().to_string());
+    let report = f.assert_clean(&["--read-data"]);
+    assert!(has_warning(&report, "pack_replaced"), "{report:#}");
+    f.env.ok(&["prune"]);
+    let report = f.assert_clean(&["--read-data"]);
+    assert!(!has_warning(&report, "pack_replaced"), "{report:#}");
+    f.assert_all_restore();
+}
+
+/// A removal record that cannot be read is damage `check` reports; the next prune deletes
+/// it, and the snapshots it named stay (visible, as before that forget).
+#[test]
+fn an_unreadable_removal_record_is_reported_and_cleared_by_prune() {
+    let f = Fixture::new();
+    let removals = f.env.repo.join("removals");
+    std::fs::create_dir_all(&removals).unwrap();
+    std::fs::write(removals.join("ab".repeat(32)), b"not a removal record").unwrap();
+    let (code, report) = f.check(&[]);
+    assert_eq!(code, 17, "{report:#}");
+    assert!(kinds(&report).contains(&"removal_record_damaged".to_string()));
+    assert_eq!(f.env.snapshots().len(), 3);
+    f.env.ok(&["prune"]);
+    assert!(files_below(&removals).is_empty());
+    f.assert_clean(&[]);
     f.assert_all_restore();
 }
 

@@ -81,7 +81,17 @@ impl<'p, 'a> ContentWriter<'p, 'a> {
         while pos < len {
             let data = match seek_region(&file, pos, libc::SEEK_DATA) {
                 Ok(Some(at)) => at.min(len),
-                Ok(None) => len,
+                // No data after `pos`: a hole up to the end of the file as it is now (it
+                // may have been cut short while being read).
+                Ok(None) => match file.metadata() {
+                    Ok(now) if now.len() > pos => now.len().min(len),
+                    Ok(_) => break,
+                    Err(e) => return Ok(Err(e)),
+                },
+                // A file system without SEEK_DATA: read it all.
+                Err(e) if pos == 0 && e.raw_os_error() == Some(libc::EINVAL) => {
+                    return self.store(file, len, on_bytes);
+                }
                 Err(e) => return Ok(Err(e)),
             };
             if data > pos {

@@ -2,8 +2,8 @@
 //! through the packer, store one tree per directory, then — after the packer has written
 //! every pack and the index segment that lists them — write the snapshot, the commit point.
 //!
-//! Guarantees: problems with source entries (vanished, unreadable) skip that entry with a
-//! warning and mark the snapshot partial; problems with the repository, or a failed stream
+//! Guarantees: a source entry that vanished is skipped with a warning; one that cannot be
+//! read is skipped with a warning and marks the snapshot partial; problems with the repository, or a failed stream
 //! command, abort the backup before the snapshot is written, leaving at most unreferenced
 //! packs for prune. A dry run writes nothing.
 //!

@@ -94,6 +94,21 @@ pub enum Problem {
     },
 }
 
+impl Problem {
+    /// The pack a problem is about, if it is about one pack.
+    fn pack(&self) -> Option<PackId> {
+        match self {
+            Problem::PackMissing { pack, .. }
+            | Problem::PackSizeDiffers { pack, .. }
+            | Problem::PackHeaderDamaged { pack, .. }
+            | Problem::PackHeaderDisagrees { pack, .. }
+            | Problem::PackContentDiffers { pack }
+            | Problem::BlobDamaged { pack, .. } => Some(*pack),
+            _ => None,
+        }
+    }
+}
+
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -138,7 +153,7 @@ impl std::fmt::Display for Problem {
             }
             Problem::RemovalRecordDamaged { reason } => write!(
                 f,
-                "{reason}; the snapshots an interrupted forget was removing are visible again: run that forget again"
+                "{reason}; the snapshots an interrupted forget was removing are visible again: the next forget or prune deletes the record, then run that forget again"
             ),
         }
     }
@@ -173,8 +188,8 @@ pub enum Warning {
     PackContentDiffers { pack: PackId },
     /// The local index cache disagreed with the repository and was rebuilt.
     LocalIndexRebuilt { reason: String },
-    /// An indexed pack is missing or cut short, but every blob in it is stored in another
-    /// pack as well: `prune` or `repair index` drops it from the index.
+    /// An indexed pack is missing, cut short or damaged, but every blob in it is stored in
+    /// another pack as well: `prune` or `repair index` drops it.
     PackReplaced { pack: PackId },
     /// Snapshots an interrupted `forget` committed to removing, whose files are still there.
     RemovalPending { snapshots: usize },
@@ -215,7 +230,7 @@ impl std::fmt::Display for Warning {
             ),
             Warning::PackContentDiffers { pack } => write!(
                 f,
-                "pack {pack} does not match its name, but only blobs no snapshot needs are damaged"
+                "pack {pack} does not match its name, but its damaged blobs are needed by no snapshot or stored intact elsewhere"
             ),
             Warning::LocalIndexRebuilt { reason } => {
                 write!(f, "the local index cache was rebuilt: {reason}")
@@ -226,7 +241,7 @@ impl std::fmt::Display for Warning {
             ),
             Warning::PackReplaced { pack } => write!(
                 f,
-                "pack {pack} is missing or cut short, but every blob in it is stored again in another pack; `cairn prune` or `cairn repair index` drops it from the index"
+                "pack {pack} is missing, cut short or damaged, but every blob in it is stored again in another pack; `cairn prune` or `cairn repair index` drops it"
             ),
         }
     }
@@ -412,7 +427,7 @@ fn run_in_pool(
             reason: e.to_string(),
         });
     }
-    let pending = crate::snapshot::removal::pending(repo, &mut |e| {
+    let pending = crate::snapshot::removal::pending(repo, &mut |_, e| {
         report.problems.push(Problem::RemovalRecordDamaged {
             reason: e.to_string(),
         })
@@ -487,8 +502,8 @@ fn run_in_pool(
     Ok(report)
 }
 
-/// A missing (or cut short) pack every blob of which is stored in another pack too — a
-/// backup stored them again — loses nothing: a warning, not damage.
+/// A missing, cut short or damaged pack every blob of which is stored in another pack too —
+/// a backup stored them again — loses nothing: its problems become one warning.
 fn demote_replaced_packs(
     inventory: &Inventory,
     lost: &IdMap<BlobId, String>,
@@ -501,19 +516,18 @@ fn demote_replaced_packs(
                 .all(|e| !lost.contains_key(&e.id) && inventory.locations(&e.id).count() > 1)
         })
     };
-    let (demoted, kept): (Vec<Problem>, Vec<Problem>) = std::mem::take(&mut report.problems)
-        .into_iter()
-        .partition(|p| match p {
-            Problem::PackMissing { pack, .. } | Problem::PackSizeDiffers { pack, .. } => {
-                replaced(pack)
+    let mut demoted: Vec<PackId> = Vec::new();
+    report.problems.retain(|p| match p.pack() {
+        Some(pack) if replaced(&pack) => {
+            if !demoted.contains(&pack) {
+                demoted.push(pack);
             }
-            _ => false,
-        });
-    report.problems = kept;
-    for p in demoted {
-        if let Problem::PackMissing { pack, .. } | Problem::PackSizeDiffers { pack, .. } = p {
-            report.warnings.push(Warning::PackReplaced { pack });
+            false
         }
+        _ => true,
+    });
+    for pack in demoted {
+        report.warnings.push(Warning::PackReplaced { pack });
     }
 }
 

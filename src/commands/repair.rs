@@ -78,7 +78,10 @@ fn index(ctx: &Context, args: &RepairIndexArgs) -> Result<Outcome> {
 }
 
 fn snapshots(ctx: &Context, args: &RepairSnapshotsArgs) -> Result<Outcome> {
-    let (repo, _lock, mut index) = ctx.open_locked(true)?;
+    let repo = ctx.open_repo()?;
+    let _lock = ctx.lock(&repo, true)?;
+    // Lookups then prefer a copy stored again over one in a lost pack.
+    let mut index = ctx.open_index_for_reading(&repo)?;
     let chosen = args
         .snapshots
         .iter()

@@ -46,7 +46,12 @@ CREATE TABLE blobs (
     PRIMARY KEY (id, pack)
 ) WITHOUT ROWID;
 CREATE TABLE snapshots (id BLOB PRIMARY KEY, time_ns INTEGER NOT NULL, body BLOB NOT NULL);
-CREATE TABLE damaged_blobs (id BLOB PRIMARY KEY, pack BLOB NOT NULL, reason TEXT NOT NULL);
+CREATE TABLE damaged_blobs (
+    id BLOB NOT NULL,
+    pack BLOB NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (id, pack)
+);
 ";
 
 /// Empties everything merged from index segments (not the snapshot catalog).
@@ -300,8 +305,9 @@ impl LocalIndex {
         let mut in_repo: HashSet<[u8; 32]> =
             repo.list_ids(FileKind::Snapshot)?.into_iter().collect();
         // Snapshots an interrupted `forget` committed to removing are gone already.
-        let pending =
-            crate::snapshot::removal::pending(repo, &mut |e| report.skipped.push(e.to_string()))?;
+        let pending = crate::snapshot::removal::pending(repo, &mut |_, e| {
+            report.skipped.push(e.to_string())
+        })?;
         for id in pending.iter().flat_map(|(_, ids)| ids) {
             in_repo.remove(&id.0);
         }
@@ -503,32 +509,6 @@ impl LocalIndex {
         self.careful = self.has_unusable()?;
         lost.sort();
         Ok(lost)
-    }
-
-    /// The number of blobs the index lists.
-    pub fn blob_count(&self) -> Result<u64> {
-        self.conn
-            .query_row("SELECT count(*) FROM blobs", [], |r| r.get::<_, i64>(0))
-            .map(|n| n.max(0) as u64)
-            .map_err(self.err())
-    }
-
-    /// Every blob id the index lists, in ascending byte order.
-    pub fn all_blob_ids(&self) -> Result<Vec<BlobId>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id FROM blobs ORDER BY id")
-            .map_err(self.err())?;
-        let rows = stmt
-            .query_map([], |r| r.get::<_, Vec<u8>>(0))
-            .map_err(self.err())?;
-        let mut out = Vec::new();
-        for row in rows {
-            if let Some(id) = BlobId::from_slice(&row.map_err(self.err())?) {
-                out.push(id);
-            }
-        }
-        Ok(out)
     }
 
     /// The rows of a query selecting two byte columns.

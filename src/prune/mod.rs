@@ -74,12 +74,14 @@ fn plan(
     used: &IdSet<BlobId>,
     opts: &PruneOptions,
 ) -> Result<Vec<(usize, Fate, Vec<usize>)>> {
-    let intact = |blob: &BlobId, pack: &PackId| {
-        stored.contains_key(pack) && !opts.damaged.contains(&(*blob, *pack))
+    // A pack cut short counts as missing: blobs past its end are gone.
+    let present = |pack: &IndexedPack| stored.get(&pack.id) == Some(&pack.size);
+    let intact = |blob: &BlobId, pack: &IndexedPack| {
+        present(pack) && !opts.damaged.contains(&(*blob, pack.id))
     };
     let replaced_copy = |blob: &BlobId, pack: &PackId| {
         opts.damaged.contains(&(*blob, *pack))
-            && inventory.locations(blob).any(|(p, _)| intact(blob, &p.id))
+            && inventory.locations(blob).any(|(p, _)| intact(blob, p))
     };
     let mut order: Vec<usize> = (0..inventory.packs.len()).collect();
     let used_bytes = |p: &IndexedPack| -> u64 {
@@ -91,10 +93,7 @@ fn plan(
     };
     order.sort_by_key(|&i| {
         let pack = &inventory.packs[i];
-        (
-            !stored.contains_key(&pack.id),
-            std::cmp::Reverse(used_bytes(pack)),
-        )
+        (!present(pack), std::cmp::Reverse(used_bytes(pack)))
     });
     let mut claimed: IdSet<BlobId> = IdSet::default();
     let mut fates = Vec::new();
@@ -109,10 +108,10 @@ fn plan(
             })
             .map(|(n, _)| n)
             .collect();
-        if !stored.contains_key(&pack.id) {
+        if !present(pack) {
             if !keep.is_empty() {
                 return Err(Error::Invalid(format!(
-                    "pack {} is missing but holds data snapshots need; nothing was deleted. Run `cairn check`, then `cairn repair index`",
+                    "pack {} is missing or cut short but holds data snapshots need; nothing was deleted. Run `cairn check`, then `cairn repair index`",
                     pack.id
                 )));
             }
@@ -147,7 +146,7 @@ pub fn run(repo: &Repository, lock: &RepositoryLock, opts: &PruneOptions) -> Res
     // run, counted as removed).
     let mut without = opts.without.clone();
     if opts.dry_run {
-        let pending = crate::snapshot::removal::pending(repo, &mut |_| {})?;
+        let pending = crate::snapshot::removal::pending(repo, &mut |_, _| {})?;
         without.extend(pending.into_iter().flat_map(|(_, ids)| ids));
     } else {
         lock.check()?;

@@ -67,7 +67,8 @@ pub struct RepairSnapshotsReport {
 struct LostBlobs<'a> {
     index: &'a LocalIndex,
     stored: HashMap<PackId, u64>,
-    damaged: HashMap<BlobId, String>,
+    /// Damaged locations, as the last `check --read-data` found them.
+    damaged: HashMap<(BlobId, PackId), String>,
 }
 
 impl LostBlobs<'_> {
@@ -89,7 +90,7 @@ impl LostBlobs<'_> {
                 blob.short(),
                 pack.short()
             ),
-            Some(_) => match self.damaged.get(blob) {
+            Some(_) => match self.damaged.get(&(*blob, pack)) {
                 Some(reason) => format!("blob {} in pack {} {reason}", blob.short(), pack.short()),
                 None => return Ok(None),
             },
@@ -242,7 +243,7 @@ pub fn run(
             damaged: index
                 .damaged_blobs()?
                 .into_iter()
-                .map(|(blob, _, reason)| (blob, reason))
+                .map(|(blob, pack, reason)| ((blob, pack), reason))
                 .collect(),
         },
         truncate: opts.truncate,

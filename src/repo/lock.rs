@@ -232,7 +232,14 @@ impl RepositoryLock {
         });
         let deadline = std::time::Instant::now() + wait;
         let mut pause = Duration::from_millis(50);
+        let mut info = info;
         loop {
+            // Each attempt writes a fresh time: a long wait must not leave a lock that is
+            // nearly stale when it is finally taken.
+            info.refreshed_ns = host::now_ns();
+            *lock_mutex(&held.info) = info.clone();
+            held.last_refresh_ns
+                .store(info.refreshed_ns, Ordering::SeqCst);
             let mine = held.write(&info)?;
             crate::failpoint::hit("lock-written");
             let conflict = conflicting(repo, &mine, exclusive)?;

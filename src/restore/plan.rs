@@ -131,7 +131,7 @@ impl Plan {
         written: &AtomicU64,
         fail: &(dyn Fn(&PathBuf, Error) + Sync),
     ) {
-        // Files are given their full size when finished (`set_len`), which leaves unwritten
+        // Files are given their full size when made (`set_len`), which leaves unwritten
         // ranges as holes, so a blob of zeros is not written: sparse files stay sparse.
         let zeros = data.iter().all(|&b| b == 0);
         for t in &blob.targets {

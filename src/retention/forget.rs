@@ -140,12 +140,19 @@ fn delete_removed(repo: &Repository, record: &[u8; 32], ids: &[SnapshotId]) -> R
 }
 
 /// Finishes removals an interrupted `forget` committed; returns how many snapshots went.
-/// Needs the exclusive lock.
+/// A record that cannot be read is deleted (the snapshots it names are visible, as before
+/// that forget). Needs the exclusive lock.
 pub fn finish_pending(repo: &Repository) -> Result<usize> {
     let mut count = 0;
-    let pending = removal::pending(repo, &mut |e| {
-        tracing::warn!("unreadable removal record left alone: {e}")
+    let mut unreadable = Vec::new();
+    let pending = removal::pending(repo, &mut |record, e| {
+        tracing::warn!("deleting an unreadable removal record: {e}");
+        unreadable.push(record);
     })?;
+    for record in unreadable {
+        repo.storage()
+            .delete(&object_path(FileKind::Removal, &record))?;
+    }
     for (record, ids) in pending {
         delete_removed(repo, &record, &ids)?;
         count += ids.len();

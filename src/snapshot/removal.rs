@@ -10,10 +10,11 @@ use crate::ids::SnapshotId;
 use crate::repo::{FileKind, Repository};
 
 /// Every snapshot that a removal record names: removed, even while its file is still there.
-/// A record that cannot be read is reported through `skipped` and ignored.
+/// A record that cannot be read is reported through `skipped` (with its id) and ignored: the
+/// snapshots it names stay visible.
 pub fn pending(
     repo: &Repository,
-    skipped: &mut dyn FnMut(Error),
+    skipped: &mut dyn FnMut([u8; 32], Error),
 ) -> Result<Vec<([u8; 32], Vec<SnapshotId>)>> {
     let mut out = Vec::new();
     for record in repo.list_ids(FileKind::Removal)? {
@@ -25,7 +26,7 @@ pub fn pending(
             Err(Error::Storage {
                 not_found: true, ..
             }) => {} // finished meanwhile
-            Err(e) if e.is_integrity() => skipped(e),
+            Err(e) if e.is_integrity() => skipped(record, e),
             Err(e) => return Err(e),
         }
     }
