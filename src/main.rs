@@ -23,6 +23,8 @@ mod exit {
     pub const SOURCE_NOT_FOUND: i32 = 15;
     pub const REPOSITORY_EXISTS: i32 = 16;
     pub const DAMAGED: i32 = 17;
+    /// `check` could not run to the end (whatever the reason), so it says nothing of damage.
+    pub const CHECK_NOT_RUN: i32 = 18;
 }
 
 fn exit_code(err: &Error) -> i32 {
@@ -88,6 +90,10 @@ fn main() {
         Ok(Outcome::Success) => exit::SUCCESS,
         Ok(Outcome::Partial) => exit::PARTIAL,
         Ok(Outcome::Damaged) => exit::DAMAGED,
+        Err(e) if matches!(cli.command, Command::Check(_)) => {
+            eprintln!("cairn: error: the check could not run: {e}");
+            exit::CHECK_NOT_RUN
+        }
         Err(e) => {
             eprintln!("cairn: error: {e}");
             if e.is_integrity() {

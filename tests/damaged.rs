@@ -242,7 +242,28 @@ fn read_data_subsets_cover_every_pack_once() {
         "one pack already exceeds 1 KiB"
     );
     let out = f.env.run(&["check", "--read-data-subset", "4/3"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(18), "{}", stderr(&out));
+}
+
+/// `check` has one exit code for "could not run", whatever stopped it, distinct from 17.
+#[test]
+fn a_check_that_cannot_run_exits_18() {
+    let f = Fixture::new();
+    let wrong = f
+        .env
+        .cmd(&["check"])
+        .env("CAIRN_PASSWORD", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(18), "{}", stderr(&wrong));
+    assert!(
+        stderr(&wrong).contains("could not run"),
+        "{}",
+        stderr(&wrong)
+    );
+    std::fs::remove_file(f.env.repo.join("config")).unwrap();
+    let gone = f.env.run(&["check"]);
+    assert_eq!(gone.status.code(), Some(18), "{}", stderr(&gone));
 }
 
 #[test]
