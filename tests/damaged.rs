@@ -501,7 +501,52 @@ fn flipped_bit_in_a_data_blob_needs_read_data_and_is_repaired_by_repair_snapshot
     assert!(out.contains("truncated"), "{out}");
     let report = f.assert_clean(&["--read-data"]);
     assert!(has_warning(&report, "unused_blob_damaged"), "{report:#}");
-    assert_eq!(f.env.snapshots().len(), 3);
+    let snapshots = f.env.snapshots();
+    assert_eq!(snapshots.len(), 3);
+    // The repairs record what they repair and why; the originals are gone (--forget).
+    let repaired: Vec<&Value> = snapshots
+        .iter()
+        .filter(|s| !s["original"].is_null())
+        .collect();
+    assert_eq!(repaired.len(), 2, "{snapshots:#?}");
+    for s in &repaired {
+        assert!(
+            [&f.snapshots[1], &f.snapshots[2]]
+                .contains(&&s["original"].as_str().unwrap().to_string()),
+            "{s:#}"
+        );
+        let note = s["repair_note"].as_str().unwrap();
+        assert!(note.contains("1 truncated"), "{note}");
+    }
+    // The one truncated file keeps its readable start: a shorter prefix of the original;
+    // every other file of b/ is whole.
+    let target = f.env.path("truncated");
+    let spec = format!(
+        "{}:{}",
+        repaired[0]["id"].as_str().unwrap(),
+        f.src.join("b").display()
+    );
+    f.env
+        .ok(&["restore", &spec, "--target", target.to_str().unwrap()]);
+    let mut cut = 0;
+    for name in [
+        "small0.txt",
+        "small1.txt",
+        "small2.txt",
+        "small3.txt",
+        "big.bin",
+    ] {
+        let back = std::fs::read(target.join(name)).unwrap();
+        let whole = std::fs::read(f.src.join("b").join(name)).unwrap();
+        if back != whole {
+            assert!(
+                back.len() < whole.len() && whole.starts_with(&back),
+                "{name}"
+            );
+            cut += 1;
+        }
+    }
+    assert_eq!(cut, 1);
 }
 
 #[test]
@@ -574,14 +619,28 @@ fn missing_index_segments_are_rebuilt_from_pack_headers() {
         "{report:#}"
     );
     assert!(has_warning(&report, "pack_not_indexed"));
+    // Backup 2's segment listed its trees and b/: snapshot 1 is untouched and restores.
+    let snaps: HashSet<String> = affected(&report, &f).into_iter().map(|(s, _)| s).collect();
+    assert!(snaps.contains(&f.snapshots[1]), "{report:#}");
+    assert!(!snaps.contains(&f.snapshots[0]), "{report:#}");
+    f.assert_restores(0, "a");
     f.env.ok(&["repair", "index"]);
     f.assert_clean(&[]);
 
     for s in files_below(&f.env.repo.join("index")) {
         std::fs::remove_file(s).unwrap();
     }
-    let (code, _) = f.check(&[]);
+    let (code, report) = f.check(&[]);
     assert_eq!(code, 17);
+    assert!(
+        kinds(&report).iter().all(|k| k == "blob_missing"),
+        "{report:#}"
+    );
+    // Nothing is indexed: every snapshot's root listing is lost.
+    let roots: HashSet<(String, String)> = affected(&report, &f).into_iter().collect();
+    for s in &f.snapshots {
+        assert!(roots.contains(&(s.clone(), "/".to_string())), "{report:#}");
+    }
     let dry = f.env.ok(&["repair", "index", "--dry-run"]);
     assert!(dry.contains("would be added"), "{dry}");
     assert!(

@@ -27,6 +27,8 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
                     "program_version": s.program_version,
                     "chunker": { "min": s.chunker.min, "avg": s.chunker.avg, "max": s.chunker.max },
                     "summary": s.summary,
+                    "original": s.original.map(|o| o.to_hex()),
+                    "repair_note": s.repair_note,
                 })
             })
             .collect();
