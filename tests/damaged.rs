@@ -788,6 +788,54 @@ fn pack_in_no_index_segment_is_a_warning_until_repair_index_adds_it() {
     assert!(has_warning(&report, "pack_unused"), "{report:#}");
 }
 
+/// An index segment whose record of a pack differs from the pack's own header.
+#[test]
+fn a_pack_header_that_disagrees_with_the_index_is_reported_and_repaired() {
+    let f = Fixture::new();
+    let repo = f.open_repo();
+    let (pack, _) = store_pack(&repo, b"an extra blob", false);
+    let path = f.env.repo.join(object_path(FileKind::Pack, &pack.0));
+    let size = std::fs::metadata(path).unwrap().len();
+    let mut entries = cairn::pack::read_header(&repo, &pack, size).unwrap();
+    entries[0].raw_len += 1;
+    let segment = IndexSegment {
+        packs: vec![PackRecord {
+            id: pack,
+            size,
+            entries,
+        }],
+    };
+    repo.save_file(FileKind::Index, &segment.encode()).unwrap();
+    let (code, report) = f.check(&[]);
+    assert_eq!(code, 17, "{report:#}");
+    assert!(has_problem(
+        &report,
+        "pack_header_disagrees",
+        "pack",
+        &pack.to_hex()
+    ));
+    f.assert_all_restore();
+    f.env.ok(&["repair", "index"]);
+    f.assert_clean(&["--read-data"]);
+}
+
+/// Data only a forgotten snapshot needed is reported as unused (prune's business), not as
+/// damage.
+#[test]
+fn unused_blobs_and_packs_are_warnings() {
+    let f = Fixture::new();
+    f.env.ok(&["forget", &f.snapshots[2][..8]]);
+    let report = f.assert_clean(&[]);
+    let unused = report["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["kind"] == "blobs_unused")
+        .unwrap_or_else(|| panic!("no unused blobs reported: {report:#}"));
+    assert!(unused["count"].as_u64().unwrap() >= 1);
+    assert!(has_warning(&report, "pack_unused"), "{report:#}");
+}
+
 #[test]
 fn blob_stored_in_two_packs_is_a_warning_naming_both() {
     let f = Fixture::new();
