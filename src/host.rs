@@ -63,48 +63,45 @@ thread_local! {
     static GIDS: RefCell<HashMap<String, Option<u32>>> = RefCell::new(HashMap::new());
 }
 
-/// The uid of a user name on this machine, looked up once per thread (a restore asks for the
-/// same few names for every file; each lookup reads the user database).
+type Cache<K, V> = std::thread::LocalKey<RefCell<HashMap<K, V>>>;
+
+/// Looks `key` up in a per-thread cache, computing it with `find` the first time: a walk or a
+/// restore asks for the same few ids and names for every entry, from many threads, and each
+/// uncached lookup reads the user database.
+fn cached<K, V>(cache: &'static Cache<K, V>, key: K, find: impl FnOnce() -> V) -> V
+where
+    K: std::hash::Hash + Eq,
+    V: Clone,
+{
+    cache.with(|m| m.borrow_mut().entry(key).or_insert_with(find).clone())
+}
+
+/// The uid of a user name on this machine, looked up once per thread.
 pub fn cached_uid(name: &str) -> Option<u32> {
-    UIDS.with(|m| {
-        *m.borrow_mut().entry(name.to_string()).or_insert_with(|| {
-            nix::unistd::User::from_name(name)
-                .ok()
-                .flatten()
-                .map(|u| u.uid.as_raw())
-        })
+    cached(&UIDS, name.to_string(), || {
+        nix::unistd::User::from_name(name)
+            .ok()
+            .flatten()
+            .map(|u| u.uid.as_raw())
     })
 }
 
 /// The gid of a group name on this machine, looked up once per thread.
 pub fn cached_gid(name: &str) -> Option<u32> {
-    GIDS.with(|m| {
-        *m.borrow_mut().entry(name.to_string()).or_insert_with(|| {
-            nix::unistd::Group::from_name(name)
-                .ok()
-                .flatten()
-                .map(|g| g.gid.as_raw())
-        })
+    cached(&GIDS, name.to_string(), || {
+        nix::unistd::Group::from_name(name)
+            .ok()
+            .flatten()
+            .map(|g| g.gid.as_raw())
     })
 }
 
-/// The user name of `uid`, looked up once per thread (a walk asks for the same few ids
-/// thousands of times, from many threads).
+/// The user name of `uid`, looked up once per thread.
 pub fn cached_user_name(uid: u32) -> Option<String> {
-    USERS.with(|m| {
-        m.borrow_mut()
-            .entry(uid)
-            .or_insert_with(|| user_name(uid))
-            .clone()
-    })
+    cached(&USERS, uid, || user_name(uid))
 }
 
 /// The group name of `gid`, looked up once per thread.
 pub fn cached_group_name(gid: u32) -> Option<String> {
-    GROUPS.with(|m| {
-        m.borrow_mut()
-            .entry(gid)
-            .or_insert_with(|| group_name(gid))
-            .clone()
-    })
+    cached(&GROUPS, gid, || group_name(gid))
 }
