@@ -4,6 +4,10 @@
 //! `CAIRN_FAILPOINT=NAME` aborts the process the first time it reaches `hit("NAME")`;
 //! `CAIRN_FAILPOINT=NAME:N` the N-th time. Unset (always, outside tests), `hit` costs one
 //! lookup of a value read once per process.
+//!
+//! Hooks let a test change the world at a named place instead: `CAIRN_HOOK=NAME:COMMAND` runs
+//! `sh -c COMMAND sh PATH` each time `hook("NAME", PATH)` is reached (a source file vanishing
+//! between being listed and being read, or changing while it is read).
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,5 +43,27 @@ pub fn hit(name: &str) {
     {
         eprintln!("cairn: failpoint {name} reached: aborting");
         std::process::abort();
+    }
+}
+
+fn armed_hook() -> Option<&'static (String, String)> {
+    static HOOK: OnceLock<Option<(String, String)>> = OnceLock::new();
+    HOOK.get_or_init(|| {
+        let spec = std::env::var("CAIRN_HOOK").ok()?;
+        let (name, command) = spec.split_once(':')?;
+        Some((name.to_string(), command.to_string()))
+    })
+    .as_ref()
+}
+
+/// Runs the test hook armed for this place, if any, with `path` as its argument.
+pub fn hook(name: &str, path: &std::path::Path) {
+    if let Some((_, command)) = armed_hook().filter(|(n, _)| n == name) {
+        let _ = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .arg("sh")
+            .arg(path)
+            .status();
     }
 }

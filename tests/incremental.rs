@@ -306,3 +306,51 @@ fn one_file_system_stops_at_mount_points() {
     let listed = env.ok(&["ls", snaps[1]["short_id"].as_str().unwrap(), "/dev/shm"]);
     assert!(listed.contains(&marker), "{listed}");
 }
+
+/// Sources that move: a file that vanishes after it was listed is left out with a warning,
+/// without marking the snapshot partial; one that changes while it is read is stored as read,
+/// with a warning. Neither aborts the backup.
+#[test]
+fn files_that_vanish_or_change_while_read_are_warned_about() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    write(&src.join("stays"), b"stays");
+    write(&src.join("victim"), b"goes away");
+    let backup = |hook: &str| -> serde_json::Value {
+        let out = env
+            .cmd(&["backup", "--json", src.to_str().unwrap()])
+            .env("CAIRN_HOOK", hook)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let warned = |v: &serde_json::Value, name: &str, text: &str| {
+        v["warnings"].as_array().unwrap().iter().any(|w| {
+            w["path"].as_str().unwrap().ends_with(name)
+                && w["message"].as_str().unwrap().contains(text)
+        })
+    };
+
+    let v = backup(r#"file-listed:case "$1" in *victim) rm -f "$1";; esac"#);
+    assert!(warned(&v, "victim", "vanished"), "{v:#}");
+    assert_eq!(v["partial"], false);
+    assert_eq!(summary(&v, "files"), 1);
+
+    let original = noise(5, 2 << 20);
+    write(&src.join("growing"), &original);
+    let v = backup(r#"file-read:case "$1" in *growing) echo more >> "$1";; esac"#);
+    assert!(warned(&v, "growing", "changed while it was read"), "{v:#}");
+    assert_eq!(v["partial"], false);
+
+    let out = env.path("out");
+    env.restore("latest", &out);
+    let back = restored(&out, &src);
+    assert!(!back.join("victim").exists());
+    assert_eq!(std::fs::read(back.join("stays")).unwrap(), b"stays");
+    assert!(
+        std::fs::read(back.join("growing")).unwrap() == original,
+        "stored as read"
+    );
+}

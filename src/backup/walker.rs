@@ -295,12 +295,14 @@ impl Walker<'_, '_, '_> {
             FileStatus::New
         };
         self.reporter.file_started(path);
+        crate::failpoint::hook("file-listed", path);
         let on_bytes = |n| self.reporter.bytes_read(n);
         let stored = match open_source(path) {
             Ok(f) if is_sparse(meta) => self.content.store_sparse(f, meta.len(), &on_bytes)?,
             Ok(f) => self.content.store(f, meta.len(), &on_bytes)?,
             Err(e) => Err(e),
         };
+        crate::failpoint::hook("file-read", path);
         let stored = match stored {
             Ok(s) => s,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
