@@ -187,7 +187,7 @@ pub fn run(
         .unwrap_or(default_params);
     let excludes = Excludes::new(&opts.excludes)?;
     let parent_reader = match &parent {
-        Some(_) => Some(BlobReader::new(repo, index.another_connection()?)),
+        Some(_) => Some(BlobReader::new(repo, index.snapshot_reader()?)),
         None => None,
     };
     let packer = if opts.dry_run {
