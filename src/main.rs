@@ -41,21 +41,31 @@ fn exit_code(err: &Error) -> i32 {
     }
 }
 
-fn main() {
-    // Large buffers (chunks, packs) are allocated and freed all the time on several threads;
-    // glibc's adaptive mmap threshold would keep them in per-thread heaps and let the resident
-    // size grow with the thread count. A fixed threshold returns them to the system.
+/// Large buffers (chunks, packs) are allocated and freed all the time on several threads.
+/// A backup's memory is capped, and glibc's adaptive threshold would let the resident size grow
+/// with the thread count, so there a fixed 1 MiB threshold returns them to the system. Reading
+/// commands have room to spare, and reusing heap memory spares them the page faults of fresh
+/// mappings (about 5% of a restore's time; 20 MB more resident).
+fn set_mmap_threshold(command: &Command) {
+    let threshold = match command {
+        Command::Restore(_) | Command::Check(_) | Command::Dump(_) => 32 << 20,
+        _ => 1 << 20,
+    };
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tuning; called before any other thread exists.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, threshold);
     }
+}
+
+fn main() {
     // Die quietly on a closed pipe (`cairn ls latest | head`), as command-line tools do.
     // SAFETY: setting a signal disposition to the default before any threads start.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
+    set_mmap_threshold(&cli.command);
     let level = match (cli.global.quiet, cli.global.verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
