@@ -676,18 +676,35 @@ fn backups_beside_prune_and_beside_each_other_are_all_kept() {
         }
         let out = prune.wait_with_output().unwrap();
         assert!(out.status.success(), "forget --prune: {}", stderr(&out));
+        // Every round, not only at the end: whatever is left must be whole.
+        check_passes(&env, &[]);
+        restore_all(&env, &expected, round);
     }
     // The last round's forget may have run before that round's backups committed.
     env.ok(&["forget", "--keep-last", "2", "--prune"]);
     check_passes(&env, &["--read-data"]);
-    let left = snapshot_ids(&env);
-    assert_eq!(left.len(), 4, "two per source");
-    for id in left {
+    assert_eq!(restore_all(&env, &expected, 99), 4, "two per source");
+}
+
+/// Restores every snapshot left and compares it with what its source held; returns how many.
+fn restore_all(
+    env: &Env,
+    expected: &HashMap<String, (std::path::PathBuf, BTreeMap<Vec<u8>, Entry>)>,
+    round: u64,
+) -> usize {
+    let left = snapshot_ids(env);
+    for id in &left {
         let (path, tree) = expected
-            .get(&id)
+            .get(id)
             .unwrap_or_else(|| panic!("snapshot {id} was never committed"));
-        let target = env.path(&format!("r-{}", &id[..8]));
-        env.restore(&id, &target);
-        assert_eq!(&describe(&restored(&target, path)), tree, "snapshot {id}");
+        let target = env.path(&format!("r-{round}-{}", &id[..8]));
+        env.restore(id, &target);
+        assert_eq!(
+            &describe(&restored(&target, path)),
+            tree,
+            "snapshot {id} after round {round}"
+        );
+        std::fs::remove_dir_all(&target).unwrap();
     }
+    left.len()
 }
