@@ -395,29 +395,35 @@ pub fn read_header(repo: &Repository, pack: &PackId, size: u64) -> Result<Vec<Bl
     open_header(repo.keys(), repo.id(), pack, version, &tail, header_start)
 }
 
-/// Parses a whole pack's header (used by `check --read-data` and `repair index`).
-pub fn read_header_from_bytes(
+/// Parses the header of a pack from its last bytes, `tail`, which start at `tail_start` in the
+/// pack (0 for a whole pack); `check --read-data` streams packs and keeps only their end.
+pub fn read_header_from_tail(
     keys: &Keys,
     repo: &RepositoryId,
     pack: &PackId,
-    bytes: &[u8],
+    tail: &[u8],
+    tail_start: u64,
 ) -> Result<Vec<BlobEntry>> {
     let name = pack.to_hex();
-    if bytes.len() < TRAILER_LEN {
+    if tail.len() < TRAILER_LEN {
         return Err(Error::corrupt("pack", &name, "shorter than its trailer"));
     }
-    let (len, version) = header_len_from_trailer(pack, &bytes[bytes.len() - TRAILER_LEN..])?;
-    let header_end = bytes.len() - TRAILER_LEN;
-    let header_start = header_end
-        .checked_sub(len as usize)
-        .ok_or_else(|| Error::corrupt("pack", &name, "header longer than the pack"))?;
+    let (len, version) = header_len_from_trailer(pack, &tail[tail.len() - TRAILER_LEN..])?;
+    let header_end = tail.len() - TRAILER_LEN;
+    let header_start = header_end.checked_sub(len as usize).ok_or_else(|| {
+        Error::corrupt(
+            "pack",
+            &name,
+            "header longer than the pack or overlapping its blobs",
+        )
+    })?;
     open_header(
         keys,
         repo,
         pack,
         version,
-        &bytes[header_start..header_end],
-        header_start as u64,
+        &tail[header_start..header_end],
+        tail_start + header_start as u64,
     )
 }
 
@@ -481,7 +487,7 @@ mod tests {
         let pack = w.finish(&keys, &repo);
         assert_eq!(pack.entries[0].compression, COMPRESSION_ZSTD);
         assert_eq!(pack.entries[1].compression, COMPRESSION_NONE);
-        let entries = read_header_from_bytes(&keys, &repo, &pack.id, &pack.bytes).unwrap();
+        let entries = read_header_from_tail(&keys, &repo, &pack.id, &pack.bytes, 0).unwrap();
         assert_eq!(entries, pack.entries);
         for (e, b) in entries.iter().zip(&blobs) {
             let sealed = &pack.bytes[e.offset as usize..e.end() as usize];
@@ -508,6 +514,6 @@ mod tests {
         let mut bytes = pack.bytes.clone();
         let n = bytes.len();
         bytes[n - TRAILER_LEN - 5] ^= 1;
-        assert!(read_header_from_bytes(&keys, &repo, &pack.id, &bytes).is_err());
+        assert!(read_header_from_tail(&keys, &repo, &pack.id, &bytes, 0).is_err());
     }
 }

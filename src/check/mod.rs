@@ -464,7 +464,7 @@ fn run_in_pool(
         || {
             opts.read_data
                 .as_ref()
-                .map(|_| data::read_packs(repo, &inventory, &to_read, progress))
+                .map(|_| data::read_packs(repo, &inventory, &to_read, &stored, progress))
         },
     );
     let Structure {

@@ -351,18 +351,7 @@ pub fn unlock(repo: &Repository, all: bool) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repo::KdfParams;
-    use crate::storage::OpendalStorage;
-
-    fn memory_repository() -> Repository {
-        let fast = KdfParams {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        };
-        let storage = OpendalStorage::memory().unwrap();
-        Repository::init(Box::new(storage), b"pw", fast).unwrap()
-    }
+    use crate::repo::memory_repository;
 
     #[test]
     fn a_refresh_renews_a_live_lock() {

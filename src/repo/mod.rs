@@ -283,3 +283,15 @@ impl Repository {
         self.storage.read(&object_path(FileKind::Pack, &pack.0))
     }
 }
+
+/// A repository in memory with a fast key derivation, for unit tests.
+#[cfg(test)]
+pub fn memory_repository() -> Repository {
+    let fast = KdfParams {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
+    let storage = crate::storage::OpendalStorage::memory().expect("memory storage");
+    Repository::init(Box::new(storage), b"pw", fast).expect("repository in memory")
+}
