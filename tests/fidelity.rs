@@ -160,6 +160,13 @@ fn special_files_and_owners() {
         std::os::unix::fs::chown(src.join("by-name"), Some(65534), Some(65534)).unwrap();
         write(&src.join("by-number"), b"owned by a uid without a name");
         std::os::unix::fs::chown(src.join("by-number"), Some(54321), Some(54321)).unwrap();
+        // Restore skips an owner or mode the new file already has; these need both, in order
+        // (a chown after the chmod would clear the setuid bit).
+        write(&src.join("setuid-nobody"), b"#!/bin/sh\n");
+        std::os::unix::fs::chown(src.join("setuid-nobody"), Some(65534), Some(65534)).unwrap();
+        set_mode(&src.join("setuid-nobody"), 0o4755);
+        write(&src.join("private"), b"root only");
+        set_mode(&src.join("private"), 0o600);
     }
     env.init();
     env.backup_json(&[&src]);
@@ -183,6 +190,11 @@ fn special_files_and_owners() {
         std::fs::metadata(base.join("by-number")).unwrap().uid(),
         54321
     );
+    let setuid = std::fs::metadata(base.join("setuid-nobody")).unwrap();
+    assert_eq!((setuid.uid(), setuid.gid()), (65534, 65534));
+    assert_eq!(setuid.mode() & 0o7777, 0o4755);
+    let private = std::fs::metadata(base.join("private")).unwrap();
+    assert_eq!((private.uid(), private.mode() & 0o7777), (0, 0o600));
     let numeric = env.path("numeric");
     env.ok(&[
         "restore",
@@ -283,4 +295,9 @@ fn paths_longer_than_path_max_round_trip() {
     );
     // Restoring again finds everything in place (if-changed compares content).
     env.restore("latest", &out);
+}
+
+fn set_mode(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }

@@ -38,26 +38,49 @@ fn timespec(ns: i64) -> libc::timespec {
     }
 }
 
-/// Owner (only as root), mode (not for symlinks), then atime and mtime.
-pub fn apply(path: &Path, node: &Node, is_root: bool, numeric_owner: bool) -> Result<()> {
-    let reached = long_path::reachable(path).map_err(|e| Error::io(path, e))?;
-    apply_reachable(&reached, path, node, is_root, numeric_owner)
+/// The owner and mode an entry already has (read from the descriptor that created it).
+#[derive(Clone, Copy, Debug)]
+pub struct Current {
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
 }
 
-/// `apply` on `at`, a path the kernel accepts for the entry `path` names.
-fn apply_reachable(
-    at: &Path,
+impl Current {
+    pub fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Current {
+            uid: meta.uid(),
+            gid: meta.gid(),
+            mode: meta.mode(),
+        }
+    }
+}
+
+/// Owner (only as root), mode (not for symlinks), then atime and mtime.
+pub fn apply(path: &Path, node: &Node, is_root: bool, numeric_owner: bool) -> Result<()> {
+    apply_over(path, node, is_root, numeric_owner, None)
+}
+
+/// `apply` on an entry whose owner and mode are known: those already right are not set again.
+pub fn apply_over(
     path: &Path,
     node: &Node,
     is_root: bool,
     numeric_owner: bool,
+    current: Option<Current>,
 ) -> Result<()> {
+    let reached = long_path::reachable(path).map_err(|e| Error::io(path, e))?;
+    let at: &Path = &reached;
     if is_root {
         let (uid, gid) = owner_ids(node, numeric_owner);
-        std::os::unix::fs::lchown(at, Some(uid), Some(gid)).map_err(|e| Error::io(path, e))?;
+        if current.is_none_or(|c| (c.uid, c.gid) != (uid, gid)) {
+            std::os::unix::fs::lchown(at, Some(uid), Some(gid)).map_err(|e| Error::io(path, e))?;
+        }
     }
     set_xattrs(at, path, node)?;
-    if node.kind != NodeKind::Symlink {
+    let mode_is_set = current.is_some_and(|c| c.mode & 0o7777 == node.mode & 0o7777);
+    if node.kind != NodeKind::Symlink && !mode_is_set {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(at, std::fs::Permissions::from_mode(node.mode))
             .map_err(|e| Error::io(path, e))?;

@@ -268,6 +268,7 @@ impl Walk<'_> {
                     tmp: tmp.clone(),
                     node,
                     failed: AtomicBool::new(false),
+                    current: f.metadata().ok().map(|m| metadata::Current::of(&m)),
                 };
                 self.plan.add_file(&self.index, planned).inspect_err(|_| {
                     let _ = long_path::remove_file(&tmp);
@@ -398,7 +399,8 @@ impl Walk<'_> {
                     return 0;
                 }
                 // The temporary file was given its size when it was made.
-                let result = metadata::apply(&f.tmp, &f.node, is_root, numeric).and_then(|()| {
+                let result = metadata::apply_over(&f.tmp, &f.node, is_root, numeric, f.current);
+                let result = result.and_then(|()| {
                     long_path::rename(&f.tmp, &f.path).map_err(|e| Error::io(&f.path, e))
                 });
                 match result {

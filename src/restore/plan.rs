@@ -35,6 +35,8 @@ pub struct PlannedFile {
     pub tmp: PathBuf,
     pub node: Node,
     pub failed: AtomicBool,
+    /// Owner and mode the temporary file was created with, if known.
+    pub current: Option<super::metadata::Current>,
 }
 
 struct Placement {
