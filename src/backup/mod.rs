@@ -217,8 +217,10 @@ pub fn run(
     let mut summary = Summary::default();
     walker.counters.fill(&mut summary);
     summary.bytes_read = content.bytes_read.load(Ordering::Relaxed);
-    // The content writer borrows the packer; it ends here.
+    // The content writer borrows the packer; it ends here, and the parent's read
+    // transaction with it.
     drop(content);
+    drop(parent_reader);
     let stats = packer
         .into_inner()
         .map_err(|_| Error::Invalid("a backup worker panicked".into()))?

@@ -9,10 +9,14 @@ use rayon::prelude::*;
 
 use super::packs::entries_differ;
 use super::{CheckProgress, Problem};
+use crate::crypto::SEAL_OVERHEAD;
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, PackId};
 use crate::index::{IndexedPack, Inventory};
-use crate::pack::{BlobEntry, read_header_from_tail, verify_blob};
+use crate::pack::{
+    self, BlobEntry, MAX_BLOB_LEN, TRAILER_LEN, header_len_from_trailer, read_header_from_tail,
+    verify_blob,
+};
 use crate::repo::Repository;
 
 /// Which packs `--read-data` reads.
@@ -152,6 +156,10 @@ pub fn read_packs(
     verified
 }
 
+/// How much of a pack's end is kept while streaming it, for its header; a larger header is
+/// fetched again with range reads.
+const TAIL_KEEP: u64 = 1024 * 1024;
+
 /// Streams one pack of `size` stored bytes in reads of `piece` bytes: hashes it against its
 /// name, verifies each blob the index places in it as soon as its bytes are in, and opens the
 /// header at the end.
@@ -167,76 +175,59 @@ fn verify_pack(
         damaged: Vec::new(),
         bytes: 0,
     };
-    let mut entries = pack.entries.clone();
-    entries.sort_unstable_by_key(|e| e.offset);
-    let mut hasher = blake3::Hasher::new();
-    // `buf` holds the pack's bytes from `buf_start` to `pos`.
-    let (mut buf, mut buf_start, mut pos) = (Vec::new(), 0u64, 0u64);
-    let mut next = 0;
-    while pos < size {
-        let end = size.min(pos + piece);
-        let piece = match repo.read_pack_range(&pack.id, pos..end) {
-            Ok(piece) => piece,
-            Err(e) => {
-                let reason = format!("cannot be read: {e}");
-                out.problems.push(Problem::PackHeaderDamaged {
-                    pack: pack.id,
-                    reason: reason.clone(),
-                });
-                out.damaged.extend(
-                    entries[next..]
-                        .iter()
-                        .map(|e| (e.id, pack.id, reason.clone())),
-                );
-                return out;
-            }
-        };
-        hasher.update(&piece);
-        buf.extend_from_slice(&piece);
-        progress.advance(end - pos);
-        pos = end;
-        out.bytes = pos;
-        while next < entries.len() && entries[next].end() <= pos {
-            let e = &entries[next];
-            let at = (e.offset - buf_start) as usize;
-            verify_entry(repo, &pack.id, e, &buf[at..], &mut out.damaged);
-            next += 1;
-        }
-        // Keep what the blobs still to come need; once all are verified, keep the rest: the
-        // header and trailer.
-        if let Some(e) = entries.get(next) {
-            let drop = (e.offset.min(pos) - buf_start) as usize;
-            buf.drain(..drop);
-            buf_start += drop as u64;
-        }
-    }
-    // Left: blobs reaching beyond the end, and any a longer one before them held back.
-    for e in &entries[next..] {
-        if e.end() <= pos {
-            let at = (e.offset - buf_start) as usize;
-            verify_entry(repo, &pack.id, e, &buf[at..], &mut out.damaged);
-        } else {
+    let mut entries = Vec::with_capacity(pack.entries.len());
+    for e in &pack.entries {
+        if e.end() > size {
             let reason = "lies beyond the end of the pack".to_string();
             out.damaged.push((e.id, pack.id, reason));
+        } else if e.stored_len as usize > MAX_BLOB_LEN as usize + SEAL_OVERHEAD {
+            let reason = "is longer than any blob can be".to_string();
+            out.damaged.push((e.id, pack.id, reason));
+        } else {
+            entries.push(*e);
         }
     }
-    if hasher.finalize().as_bytes() != &pack.id.0 {
-        out.problems
-            .push(Problem::PackContentDiffers { pack: pack.id });
-    }
-    match read_header_from_tail(repo.keys(), repo.id(), &pack.id, &buf, buf_start) {
-        Ok(header) => {
-            if let Some(reason) = entries_differ(&header, &pack.entries) {
-                out.problems.push(Problem::PackHeaderDisagrees {
+    entries.sort_unstable_by_key(|e| e.offset);
+    match stream(
+        repo,
+        &pack.id,
+        size,
+        piece,
+        &entries,
+        progress,
+        &mut out.damaged,
+    ) {
+        Ok(streamed) => {
+            out.bytes = size;
+            if streamed.hash.as_bytes() != &pack.id.0 {
+                out.problems
+                    .push(Problem::PackContentDiffers { pack: pack.id });
+            }
+            match open_header(repo, &pack.id, size, &streamed) {
+                Ok(header) => {
+                    if let Some(reason) = entries_differ(&header, &pack.entries) {
+                        out.problems.push(Problem::PackHeaderDisagrees {
+                            pack: pack.id,
+                            reason,
+                        });
+                    }
+                }
+                Err(e) => out.problems.push(Problem::PackHeaderDamaged {
                     pack: pack.id,
-                    reason,
-                });
+                    reason: e.to_string(),
+                }),
             }
         }
-        Err(e) => out.problems.push(Problem::PackHeaderDamaged {
-            pack: pack.id,
-            reason: e.to_string(),
-        }),
+        Err((e, verified)) => {
+            let reason = format!("cannot be read: {e}");
+            out.problems.push(Problem::PackHeaderDamaged {
+                pack: pack.id,
+                reason: reason.clone(),
+            });
+            let unverified = entries[verified..].iter();
+            out.damaged
+                .extend(unverified.map(|e| (e.id, pack.id, reason.clone())));
+        }
     }
     for (blob, pack, reason) in &out.damaged {
         out.problems.push(Problem::BlobDamaged {
@@ -246,6 +237,78 @@ fn verify_pack(
         });
     }
     out
+}
+
+/// A pack read to its end: its hash, and its last bytes (from `tail_start`).
+struct Streamed {
+    hash: blake3::Hash,
+    tail: Vec<u8>,
+    tail_start: u64,
+}
+
+/// Reads a pack in pieces and verifies `entries` (sorted by offset, all within `size`) as
+/// their bytes come in. Memory: one piece, the longest blob not yet verified, and the tail.
+/// A failed read returns the error and how many entries were verified before it.
+fn stream(
+    repo: &Repository,
+    id: &PackId,
+    size: u64,
+    piece: u64,
+    entries: &[BlobEntry],
+    progress: &dyn CheckProgress,
+    damaged: &mut Vec<(BlobId, PackId, String)>,
+) -> std::result::Result<Streamed, (Error, usize)> {
+    let mut hasher = blake3::Hasher::new();
+    let tail_start = size.saturating_sub(TAIL_KEEP);
+    let mut tail = Vec::new();
+    // `buf` holds the pack's bytes from `buf_start` to `pos`, trimmed to what the entries
+    // not yet verified need.
+    let (mut buf, mut buf_start, mut pos) = (Vec::new(), 0u64, 0u64);
+    let mut next = 0;
+    while pos < size {
+        let end = size.min(pos + piece);
+        let bytes = repo.read_pack_range(id, pos..end).map_err(|e| (e, next))?;
+        hasher.update(&bytes);
+        if end > tail_start {
+            tail.extend_from_slice(&bytes[(tail_start.max(pos) - pos) as usize..]);
+        }
+        buf.extend_from_slice(&bytes);
+        progress.advance(end - pos);
+        pos = end;
+        while next < entries.len() && entries[next].end() <= pos {
+            let e = &entries[next];
+            let at = (e.offset - buf_start) as usize;
+            verify_entry(repo, id, e, &buf[at..], damaged);
+            next += 1;
+        }
+        let keep_from = entries.get(next).map_or(pos, |e| e.offset.min(pos));
+        buf.drain(..(keep_from - buf_start) as usize);
+        buf_start = keep_from;
+    }
+    Ok(Streamed {
+        hash: hasher.finalize(),
+        tail,
+        tail_start,
+    })
+}
+
+/// Opens the header of a streamed pack from its kept tail, or with range reads when the
+/// header is longer than the tail (or the trailer unreadable, for the error).
+fn open_header(
+    repo: &Repository,
+    id: &PackId,
+    size: u64,
+    streamed: &Streamed,
+) -> Result<Vec<BlobEntry>> {
+    let tail = &streamed.tail;
+    let in_tail = tail.len() >= TRAILER_LEN
+        && header_len_from_trailer(id, &tail[tail.len() - TRAILER_LEN..])
+            .is_ok_and(|(len, _)| len as usize + TRAILER_LEN <= tail.len());
+    if in_tail {
+        read_header_from_tail(repo.keys(), repo.id(), id, tail, streamed.tail_start)
+    } else {
+        pack::read_header(repo, id, size)
+    }
 }
 
 /// Verifies the blob `e`, whose sealed bytes start `from`, and records it if damaged.
@@ -314,7 +377,7 @@ mod tests {
             assert_eq!(out.bytes, size);
         }
         // One byte flipped inside the 17th blob: that blob and the pack's name, nothing else.
-        let victim = crate::pack::by_offset(&pack.entries)[16];
+        let victim = pack::by_offset(&pack.entries)[16];
         bytes[victim.offset as usize + 100] ^= 1;
         let path = object_path(FileKind::Pack, &pack.id.0);
         repo.storage().write(&path, bytes).unwrap();
@@ -331,6 +394,87 @@ mod tests {
             );
             assert_eq!(out.problems.len(), 2, "piece {piece}: {:?}", out.problems);
         }
+    }
+
+    fn kinds(out: &PackOutcome) -> Vec<&'static str> {
+        let mut kinds: Vec<&str> = out
+            .problems
+            .iter()
+            .map(|p| match p {
+                Problem::PackContentDiffers { .. } => "content",
+                Problem::PackHeaderDamaged { .. } => "header damaged",
+                Problem::PackHeaderDisagrees { .. } => "header disagrees",
+                Problem::BlobDamaged { .. } => "blob",
+                _ => "other",
+            })
+            .collect();
+        kinds.sort();
+        kinds.dedup();
+        kinds
+    }
+
+    /// Regression (review): an index entry placed in or past the header made the streamed
+    /// check drop the header's bytes and call an intact pack's header damaged.
+    #[test]
+    fn index_entries_in_or_past_the_header_leave_the_header_readable() {
+        let repo = memory_repository();
+        let (mut pack, bytes) = stored_pack(&repo);
+        let size = bytes.len() as u64;
+        let last_end = pack.entries.iter().map(|e| e.end()).max().unwrap();
+        let mut inside = pack.entries[0];
+        inside.offset = last_end + 10;
+        inside.stored_len = 20;
+        let mut beyond = pack.entries[1];
+        beyond.offset = size + 100;
+        pack.entries.push(inside);
+        pack.entries.push(beyond);
+        for piece in [1000, last_end + 5, size] {
+            let out = verify_pack(&repo, &pack, size, piece, &NoProgress);
+            assert_eq!(
+                kinds(&out),
+                ["blob", "header disagrees"],
+                "piece {piece}: {:?}",
+                out.problems
+            );
+            assert_eq!(out.damaged.len(), 2, "piece {piece}");
+        }
+    }
+
+    /// Regression (review): a read failing partway lost the damage found before it from the
+    /// report; and bytes appended to a pack are found without keeping them.
+    #[test]
+    fn damage_before_a_failed_read_is_reported_and_appended_bytes_found() {
+        let repo = memory_repository();
+        let (pack, mut bytes) = stored_pack(&repo);
+        let victim = pack::by_offset(&pack.entries)[2];
+        bytes[victim.offset as usize + 5] ^= 1;
+        let path = object_path(FileKind::Pack, &pack.id.0);
+        repo.storage().write(&path, bytes.clone()).unwrap();
+        // The listing claims more bytes than there are: the last read fails.
+        let size = bytes.len() as u64;
+        let out = verify_pack(&repo, &pack, size + 10, 4096, &NoProgress);
+        let reported: Vec<BlobId> = out
+            .problems
+            .iter()
+            .filter_map(|p| match p {
+                Problem::BlobDamaged { blob, .. } => Some(*blob),
+                _ => None,
+            })
+            .collect();
+        assert!(reported.contains(&victim.id), "{:?}", out.problems);
+        assert!(kinds(&out).contains(&"header damaged"));
+        // Garbage after the trailer: the name no longer matches and the trailer is gone.
+        bytes[victim.offset as usize + 5] ^= 1;
+        bytes.extend_from_slice(&[0xEE; 50_000]);
+        repo.storage().write(&path, bytes.clone()).unwrap();
+        let out = verify_pack(&repo, &pack, bytes.len() as u64, 4096, &NoProgress);
+        assert_eq!(
+            kinds(&out),
+            ["content", "header damaged"],
+            "{:?}",
+            out.problems
+        );
+        assert!(out.damaged.is_empty());
     }
 
     #[test]
