@@ -262,12 +262,12 @@ impl Walk<'_> {
                 let tmp = temp_name(path);
                 let f = long_path::open(OpenOptions::new().write(true).create_new(true), &tmp)
                     .map_err(|e| Error::io(path, e))?;
-                f.set_len(node.size).map_err(|e| Error::io(path, e))?;
                 let planned = PlannedFile {
                     path: path.to_path_buf(),
                     tmp: tmp.clone(),
                     node,
                     failed: AtomicBool::new(false),
+                    sized: AtomicBool::new(false),
                     current: f.metadata().ok().map(|m| metadata::Current::of(&m)),
                 };
                 self.plan.add_file(&self.index, planned).inspect_err(|_| {
@@ -398,7 +398,7 @@ impl Walk<'_> {
                     let _ = long_path::remove_file(&f.tmp);
                     return 0;
                 }
-                // The temporary file was given its size when it was made.
+                // The temporary file has its full size: from its writes, or its first hole.
                 let result = metadata::apply_over(&f.tmp, &f.node, is_root, numeric, f.current);
                 let result = result.and_then(|()| {
                     long_path::rename(&f.tmp, &f.path).map_err(|e| Error::io(&f.path, e))

@@ -35,6 +35,8 @@ pub struct PlannedFile {
     pub tmp: PathBuf,
     pub node: Node,
     pub failed: AtomicBool,
+    /// The file was given its full size (it has holes).
+    pub sized: AtomicBool,
     /// Owner and mode the temporary file was created with, if known.
     pub current: Option<super::metadata::Current>,
 }
@@ -133,20 +135,23 @@ impl Plan {
         written: &AtomicU64,
         fail: &(dyn Fn(&PathBuf, Error) + Sync),
     ) {
-        // Files are given their full size when made (`set_len`), which leaves unwritten
-        // ranges as holes, so a blob of zeros is not written: sparse files stay sparse.
+        // A blob of zeros is not written but left a hole, so sparse files stay sparse: the
+        // first one gives its file its full size (no write reaches past it), which the
+        // other blobs' writes reach by themselves.
         let zeros = data.iter().all(|&b| b == 0);
         for t in &blob.targets {
             let file = &self.files[t.file];
             if file.failed.load(Ordering::Relaxed) {
                 continue;
             }
-            if zeros {
-                written.fetch_add(data.len() as u64, Ordering::Relaxed);
-                continue;
-            }
-            let result = long_path::open(OpenOptions::new().write(true), &file.tmp)
-                .and_then(|f| f.write_all_at(data, t.offset));
+            let open = || long_path::open(OpenOptions::new().write(true), &file.tmp);
+            let result = if !zeros {
+                open().and_then(|f| f.write_all_at(data, t.offset))
+            } else if !file.sized.swap(true, Ordering::Relaxed) {
+                open().and_then(|f| f.set_len(file.node.size))
+            } else {
+                Ok(())
+            };
             match result {
                 Ok(()) => {
                     written.fetch_add(data.len() as u64, Ordering::Relaxed);
