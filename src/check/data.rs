@@ -102,7 +102,7 @@ impl DataSubset {
     }
 }
 
-/// What reading data established: the packs read whole, what is wrong with them, and the
+/// What reading data established: the packs read (each streamed once), what is wrong with them, and the
 /// damaged blobs in them.
 #[derive(Default)]
 pub struct Verified {
