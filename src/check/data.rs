@@ -102,8 +102,8 @@ impl DataSubset {
     }
 }
 
-/// What reading data established: the packs read (each streamed once), what is wrong with them, and the
-/// damaged blobs in them.
+/// What reading data established: the packs read (each streamed once), what is wrong with
+/// them, and the damaged blobs in them.
 #[derive(Default)]
 pub struct Verified {
     pub packs: Vec<PackId>,
