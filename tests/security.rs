@@ -71,3 +71,37 @@ fn flipped_byte_in_a_pack_fails_restore_naming_the_pack() {
             .all(|p| !p.to_string_lossy().contains(".cairn-restore-"))
     );
 }
+
+/// Regression: a temporary file is made by the first blob written to it, so damage found
+/// after that must still remove it.
+#[test]
+fn damage_late_in_a_large_file_leaves_no_temporary_file() {
+    let env = Env::new();
+    let src = env.path("src");
+    let content = noise(5, 24 * 1024 * 1024); // several blobs, two packs
+    write(&src.join("big.bin"), &content);
+    write(&src.join("small.txt"), b"kept");
+    env.init();
+    env.backup_json(&[&src]);
+    let mut packs: Vec<_> = files_below(&env.repo.join("packs"));
+    packs.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
+    let full_pack = packs.last().unwrap().clone();
+    let mut bytes = std::fs::read(&full_pack).unwrap();
+    assert!(bytes.len() > 12 * 1024 * 1024);
+    // Blobs are at most 8 MiB, so this byte is in one that follows another blob of big.bin.
+    bytes[12 * 1024 * 1024] ^= 0x01;
+    std::fs::write(&full_pack, bytes).unwrap();
+    let target = env.path("out");
+    let out = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("big.bin"), "{}", stderr(&out));
+    let base = restored(&target, &src);
+    assert!(!base.join("big.bin").exists());
+    assert_eq!(std::fs::read(base.join("small.txt")).unwrap(), b"kept");
+    let left: Vec<_> = files_below(&base);
+    assert!(
+        left.iter()
+            .all(|p| !p.to_string_lossy().contains(".cairn-restore-")),
+        "{left:?}"
+    );
+}

@@ -14,6 +14,13 @@ fn c_path(path: &Path) -> Result<CString> {
         .map_err(|_| Error::io(path, std::io::Error::other("path contains NUL")))
 }
 
+/// Whose ownership a restore may set: all (as root) or none, by name or by number.
+#[derive(Clone, Copy)]
+pub struct Owners {
+    pub is_root: bool,
+    pub numeric: bool,
+}
+
 fn owner_ids(node: &Node, numeric: bool) -> (u32, u32) {
     if numeric {
         return (node.uid, node.gid);
@@ -57,30 +64,17 @@ impl Current {
     }
 }
 
-/// Owner (only as root), mode (not for symlinks), then atime and mtime.
-pub fn apply(path: &Path, node: &Node, is_root: bool, numeric_owner: bool) -> Result<()> {
-    apply_over(path, node, is_root, numeric_owner, None)
-}
-
-/// `apply` on an entry whose owner and mode are known: those already right are not set again.
-pub fn apply_over(
-    path: &Path,
-    node: &Node,
-    is_root: bool,
-    numeric_owner: bool,
-    current: Option<Current>,
-) -> Result<()> {
+/// Owner (only as root), extended attributes and mode (not for symlinks), then atime and
+/// mtime, all by path.
+pub fn apply(path: &Path, node: &Node, owners: Owners) -> Result<()> {
     let reached = long_path::reachable(path).map_err(|e| Error::io(path, e))?;
     let at: &Path = &reached;
-    if is_root {
-        let (uid, gid) = owner_ids(node, numeric_owner);
-        if current.is_none_or(|c| (c.uid, c.gid) != (uid, gid)) {
-            std::os::unix::fs::lchown(at, Some(uid), Some(gid)).map_err(|e| Error::io(path, e))?;
-        }
+    if owners.is_root {
+        let (uid, gid) = owner_ids(node, owners.numeric);
+        std::os::unix::fs::lchown(at, Some(uid), Some(gid)).map_err(|e| Error::io(path, e))?;
     }
     set_xattrs(at, path, node)?;
-    let mode_is_set = current.is_some_and(|c| c.mode & 0o7777 == node.mode & 0o7777);
-    if node.kind != NodeKind::Symlink && !mode_is_set {
+    if node.kind != NodeKind::Symlink {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(at, std::fs::Permissions::from_mode(node.mode))
             .map_err(|e| Error::io(path, e))?;
@@ -106,6 +100,41 @@ pub fn apply_over(
     Ok(())
 }
 
+/// `apply` for a regular file, through a descriptor open on it (no path is looked up); an
+/// owner or mode it already has (`current`, read when it was made) is not set again.
+pub fn apply_to_file(
+    file: &std::fs::File,
+    path: &Path,
+    node: &Node,
+    owners: Owners,
+    current: Option<Current>,
+) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::PermissionsExt;
+    use xattr::FileExt;
+    if owners.is_root {
+        let (uid, gid) = owner_ids(node, owners.numeric);
+        if current.is_none_or(|c| (c.uid, c.gid) != (uid, gid)) {
+            std::os::unix::fs::fchown(file, Some(uid), Some(gid))
+                .map_err(|e| Error::io(path, e))?;
+        }
+    }
+    for (name, value) in &node.xattrs {
+        let name = std::ffi::OsStr::from_bytes(name);
+        xattr_set(path, name, file.set_xattr(name, value))?;
+    }
+    if current.is_none_or(|c| c.mode & 0o7777 != node.mode & 0o7777) {
+        file.set_permissions(std::fs::Permissions::from_mode(node.mode))
+            .map_err(|e| Error::io(path, e))?;
+    }
+    let times = [timespec(node.atime_ns), timespec(node.mtime_ns)];
+    // SAFETY: the descriptor is open for the call and `times` points at two timespecs.
+    if unsafe { libc::futimens(file.as_raw_fd(), times.as_ptr()) } != 0 {
+        return Err(Error::io(path, std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
 /// Extended attributes, before the mode is set (a read-only mode would forbid them): `user.*`
 /// must succeed unless the file system has no extended attributes at all; other namespaces
 /// (`security.*`, `trusted.*`) are set when permitted and skipped otherwise.
@@ -115,19 +144,23 @@ fn set_xattrs(at: &Path, path: &Path, node: &Node) -> Result<()> {
     }
     for (name, value) in &node.xattrs {
         let name = std::ffi::OsStr::from_bytes(name);
-        match xattr::set(at, name, value) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => {}
-            Err(e) if name.as_bytes().starts_with(b"user.") => {
-                return Err(Error::io(
-                    path,
-                    std::io::Error::new(e.kind(), format!("extended attribute {name:?}: {e}")),
-                ));
-            }
-            Err(_) => {}
-        }
+        xattr_set(path, name, xattr::set(at, name, value))?;
     }
     Ok(())
+}
+
+/// The outcome of setting one extended attribute: `user.*` must succeed unless the file
+/// system has none at all; others are skipped when not permitted.
+fn xattr_set(path: &Path, name: &std::ffi::OsStr, result: std::io::Result<()>) -> Result<()> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => Ok(()),
+        Err(e) if name.as_bytes().starts_with(b"user.") => Err(Error::io(
+            path,
+            std::io::Error::new(e.kind(), format!("extended attribute {name:?}: {e}")),
+        )),
+        Err(_) => Ok(()),
+    }
 }
 
 /// Creates a FIFO or device node.

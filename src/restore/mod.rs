@@ -1,9 +1,10 @@
 //! Restore: recreate a snapshot's tree under a target directory.
 //!
-//! Three phases: walk the trees, creating folders, links and special files and an empty
-//! temporary file for each regular file (`plan`); read the needed packs in parallel and write
-//! each verified blob where it belongs (`plan::Plan::execute`); then, in parallel, set each
-//! file's metadata and rename it into place, and finally set folder metadata, deepest first.
+//! Three phases: walk the trees, creating folders, links and special files and planning each
+//! regular file (`plan`); read the needed packs in parallel and write each verified blob
+//! where it belongs, each file under a temporary name that it is renamed from once complete,
+//! with its metadata (`plan::Plan::execute`); finally hard links, then folder metadata,
+//! deepest first.
 //!
 //! Guarantees:
 //! - nothing is written outside the target: every entry name is checked (no `/`, NUL, `.`,
@@ -20,10 +21,10 @@ mod plan;
 mod select;
 
 use std::collections::HashMap;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use rayon::prelude::*;
 
@@ -145,11 +146,14 @@ pub fn run(
         files = walk.plan.files.len(),
         "restore: planned, folders made"
     );
-    walk.stats.bytes += walk.plan.execute(repo, &plan::record(&walk.failures));
-    tracing::debug!("restore: data written");
-    walk.finish_files();
+    let written = walk
+        .plan
+        .execute(repo, walk.owners(), &plan::record(&walk.failures));
+    walk.stats.bytes += written.bytes;
+    walk.stats.files += written.files;
+    tracing::debug!("restore: data written, files in place");
     walk.finish_links();
-    tracing::debug!("restore: files in place");
+    tracing::debug!("restore: links in place");
     walk.finish_dirs();
     tracing::debug!("restore: folder metadata set");
     if opts.verify {
@@ -259,20 +263,8 @@ impl Walk<'_> {
                     self.link_targets
                         .insert((node.device, node.inode), path.to_path_buf());
                 }
-                let tmp = temp_name(path);
-                let f = long_path::open(OpenOptions::new().write(true).create_new(true), &tmp)
-                    .map_err(|e| Error::io(path, e))?;
-                let planned = PlannedFile {
-                    path: path.to_path_buf(),
-                    tmp: tmp.clone(),
-                    node,
-                    failed: AtomicBool::new(false),
-                    sized: AtomicBool::new(false),
-                    current: f.metadata().ok().map(|m| metadata::Current::of(&m)),
-                };
-                self.plan.add_file(&self.index, planned).inspect_err(|_| {
-                    let _ = long_path::remove_file(&tmp);
-                })?;
+                let planned = PlannedFile::new(path.to_path_buf(), temp_name(path), node);
+                self.plan.add_file(&self.index, planned)?;
             }
             NodeKind::Symlink => {
                 let target = node.link_target.as_deref().unwrap_or_default();
@@ -376,7 +368,7 @@ impl Walk<'_> {
 
     /// Applies metadata to a finished temporary entry and renames it into place.
     fn place(&mut self, tmp: &Path, path: &Path, node: &Node) -> Result<()> {
-        let result = metadata::apply(tmp, node, self.is_root, self.opts.numeric_owner)
+        let result = metadata::apply(tmp, node, self.owners())
             .and_then(|()| long_path::rename(tmp, path).map_err(|e| Error::io(path, e)));
         if result.is_err() {
             let _ = long_path::remove_file(tmp);
@@ -386,34 +378,11 @@ impl Walk<'_> {
         Ok(())
     }
 
-    fn finish_files(&mut self) {
-        let (is_root, numeric) = (self.is_root, self.opts.numeric_owner);
-        let failures = &self.failures;
-        let done: u64 = self
-            .plan
-            .files
-            .par_iter()
-            .map(|f| {
-                if f.failed.load(Ordering::Relaxed) {
-                    let _ = long_path::remove_file(&f.tmp);
-                    return 0;
-                }
-                // The temporary file has its full size: from its writes, or its first hole.
-                let result = metadata::apply_over(&f.tmp, &f.node, is_root, numeric, f.current);
-                let result = result.and_then(|()| {
-                    long_path::rename(&f.tmp, &f.path).map_err(|e| Error::io(&f.path, e))
-                });
-                match result {
-                    Ok(()) => 1,
-                    Err(e) => {
-                        let _ = long_path::remove_file(&f.tmp);
-                        lock(failures).push((f.path.clone(), e));
-                        0
-                    }
-                }
-            })
-            .sum();
-        self.stats.files += done;
+    fn owners(&self) -> metadata::Owners {
+        metadata::Owners {
+            is_root: self.is_root,
+            numeric: self.opts.numeric_owner,
+        }
     }
 
     /// Hard links within the restored set become hard links again.
@@ -437,7 +406,7 @@ impl Walk<'_> {
         let mut dirs = std::mem::take(&mut self.dirs);
         dirs.sort_by_key(|d| std::cmp::Reverse(d.2));
         for (path, node, _) in &dirs {
-            if let Err(e) = metadata::apply(path, node, self.is_root, self.opts.numeric_owner) {
+            if let Err(e) = metadata::apply(path, node, self.owners()) {
                 self.fail(path, e);
             }
         }

@@ -4,16 +4,22 @@
 //! ranges in offset order (neighbouring blobs closer than `MAX_GAP` share one read), packs in
 //! parallel. A blob used by several files (or several times) is read and verified once and
 //! written to every place that needs it.
+//!
+//! A file's temporary file is made by the first write that reaches it. Whoever settles the
+//! file's last placement (written or failed) finishes it: metadata through the descriptor it
+//! holds, then the rename into place; or, if anything failed, removal of the temporary file.
+//! So a file whose blobs arrive in one read is opened once.
 
 use std::collections::HashMap;
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
+use super::metadata::{self, Current, Owners};
 use crate::blobs::lock;
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, PackId};
@@ -36,9 +42,67 @@ pub struct PlannedFile {
     pub node: Node,
     pub failed: AtomicBool,
     /// The file was given its full size (it has holes).
-    pub sized: AtomicBool,
-    /// Owner and mode the temporary file was created with, if known.
-    pub current: Option<super::metadata::Current>,
+    sized: AtomicBool,
+    /// Placements not yet written or failed.
+    pending: AtomicUsize,
+    temp: Mutex<Temp>,
+}
+
+/// Whether the temporary file exists yet, and the owner and mode it was made with.
+#[derive(Clone, Copy)]
+enum Temp {
+    NotMade,
+    Made(Option<Current>),
+}
+
+impl PlannedFile {
+    pub fn new(path: PathBuf, tmp: PathBuf, node: Node) -> Self {
+        PlannedFile {
+            path,
+            tmp,
+            node,
+            failed: AtomicBool::new(false),
+            sized: AtomicBool::new(false),
+            pending: AtomicUsize::new(0),
+            temp: Mutex::new(Temp::NotMade),
+        }
+    }
+
+    /// Makes the temporary file unless it exists; returns the descriptor if it made it.
+    fn make(&self) -> std::io::Result<Option<File>> {
+        let mut temp = lock(&self.temp);
+        if let Temp::Made(_) = *temp {
+            return Ok(None);
+        }
+        let f = long_path::open(OpenOptions::new().write(true).create_new(true), &self.tmp)?;
+        *temp = Temp::Made(f.metadata().ok().map(|m| Current::of(&m)));
+        Ok(Some(f))
+    }
+
+    fn reopen(&self) -> std::io::Result<File> {
+        long_path::open(OpenOptions::new().write(true), &self.tmp)
+    }
+
+    /// Writes one placement; returns the descriptor used, if one was opened.
+    fn write(&self, data: &[u8], offset: u64, zeros: bool) -> std::io::Result<Option<File>> {
+        let made = self.make()?;
+        // A blob of zeros is not written but left a hole, so sparse files stay sparse: the
+        // first one gives the file its full size (no write reaches past it), which the
+        // other blobs' writes reach by themselves.
+        if zeros && self.sized.swap(true, Ordering::Relaxed) {
+            return Ok(made);
+        }
+        let f = match made {
+            Some(f) => f,
+            None => self.reopen()?,
+        };
+        if zeros {
+            f.set_len(self.node.size)?;
+        } else {
+            f.write_all_at(data, offset)?;
+        }
+        Ok(Some(f))
+    }
 }
 
 struct Placement {
@@ -58,9 +122,19 @@ pub struct Plan {
     where_is: HashMap<BlobId, (PackId, usize)>,
 }
 
+/// What `Plan::execute` did.
+#[derive(Default)]
+pub struct Written {
+    pub bytes: u64,
+    /// Files renamed into place.
+    pub files: u64,
+}
+
+type Fail<'a> = &'a (dyn Fn(&PathBuf, Error) + Sync);
+
 impl Plan {
-    /// Adds a file whose temporary file exists; returns an error (and adds nothing) if one of
-    /// its blobs is not in the index.
+    /// Adds a file; returns an error (and adds nothing) if one of its blobs is not in the
+    /// index.
     pub fn add_file(&mut self, index: &LocalIndex, file: PlannedFile) -> Result<()> {
         let mut placements = Vec::with_capacity(file.node.content.len());
         let mut offset = 0u64;
@@ -82,6 +156,7 @@ impl Plan {
             placements.push((pack, i, offset));
             offset += u64::from(self.packs[&pack][i].entry.raw_len);
         }
+        file.pending.store(placements.len(), Ordering::Relaxed);
         let file_index = self.files.len();
         for (pack, i, offset) in placements {
             if let Some(blobs) = self.packs.get_mut(&pack) {
@@ -95,10 +170,11 @@ impl Plan {
         Ok(())
     }
 
-    /// Reads every pack and writes the blobs into the temporary files. Failures mark the
-    /// files they touch and are reported through `fail`; the returned count is bytes written.
-    pub fn execute(&self, repo: &Repository, fail: &(dyn Fn(&PathBuf, Error) + Sync)) -> u64 {
-        let written = AtomicU64::new(0);
+    /// Reads every pack, writes the blobs into the temporary files and puts each finished
+    /// file in place. Failures mark the files they touch and are reported through `fail`.
+    pub fn execute(&self, repo: &Repository, owners: Owners, fail: Fail) -> Written {
+        let bytes = AtomicU64::new(0);
+        let files = AtomicU64::new(0);
         let packs: Vec<_> = self.packs.iter().collect();
         packs.par_iter().for_each(|(pack, blobs)| {
             let mut order: Vec<&PlannedBlob> = blobs.iter().collect();
@@ -106,85 +182,119 @@ impl Plan {
             for span in spans(&order) {
                 let start = span[0].entry.offset;
                 let end = span.last().map_or(start, |b| b.entry.end());
-                match repo.read_pack_range(pack, start..end) {
-                    Ok(bytes) => {
-                        for blob in span {
+                let read = repo.read_pack_range(pack, start..end);
+                for blob in span {
+                    let data = match &read {
+                        Ok(packed) => {
                             let at = (blob.entry.offset - start) as usize;
-                            let sealed = &bytes[at..at + blob.entry.stored_len as usize];
-                            match open_blob(repo.keys(), repo.id(), pack, &blob.entry, sealed) {
-                                Ok(data) => self.write(blob, &data, &written, fail),
-                                Err(e) => self.fail_targets(blob, &e, fail),
-                            }
+                            let sealed = &packed[at..at + blob.entry.stored_len as usize];
+                            open_blob(repo.keys(), repo.id(), pack, &blob.entry, sealed)
                         }
-                    }
-                    Err(e) => {
-                        for blob in span {
-                            self.fail_targets(blob, &e, fail);
+                        Err(e) => Err(describe(e)),
+                    };
+                    for t in &blob.targets {
+                        let file = &self.files[t.file];
+                        let handle = match &data {
+                            Ok(data) => self.write(file, data, t.offset, &bytes, fail),
+                            Err(e) => {
+                                self.fail_file(file, describe(e), fail);
+                                None
+                            }
+                        };
+                        if file.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+                            let done = self.finish(file, handle, owners, fail);
+                            files.fetch_add(done, Ordering::Relaxed);
                         }
                     }
                 }
             }
         });
-        written.into_inner()
+        let empty = self.files.par_iter().filter(|f| f.node.content.is_empty());
+        let made = empty.map(|file| match file.make() {
+            Ok(handle) => self.finish(file, handle, owners, fail),
+            Err(e) => {
+                self.fail_file(file, Error::io(&file.path, e), fail);
+                0
+            }
+        });
+        files.fetch_add(made.sum(), Ordering::Relaxed);
+        Written {
+            bytes: bytes.into_inner(),
+            files: files.into_inner(),
+        }
     }
 
     fn write(
         &self,
-        blob: &PlannedBlob,
+        file: &PlannedFile,
         data: &[u8],
+        offset: u64,
         written: &AtomicU64,
-        fail: &(dyn Fn(&PathBuf, Error) + Sync),
-    ) {
-        // A blob of zeros is not written but left a hole, so sparse files stay sparse: the
-        // first one gives its file its full size (no write reaches past it), which the
-        // other blobs' writes reach by themselves.
+        fail: Fail,
+    ) -> Option<File> {
+        if file.failed.load(Ordering::Relaxed) {
+            return None;
+        }
         let zeros = data.iter().all(|&b| b == 0);
-        for t in &blob.targets {
-            let file = &self.files[t.file];
-            if file.failed.load(Ordering::Relaxed) {
-                continue;
+        match file.write(data, offset, zeros) {
+            Ok(handle) => {
+                written.fetch_add(data.len() as u64, Ordering::Relaxed);
+                handle
             }
-            let open = || long_path::open(OpenOptions::new().write(true), &file.tmp);
-            let result = if !zeros {
-                open().and_then(|f| f.write_all_at(data, t.offset))
-            } else if !file.sized.swap(true, Ordering::Relaxed) {
-                open().and_then(|f| f.set_len(file.node.size))
-            } else {
-                Ok(())
-            };
-            match result {
-                Ok(()) => {
-                    written.fetch_add(data.len() as u64, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    if !file.failed.swap(true, Ordering::Relaxed) {
-                        fail(&file.path, Error::io(&file.path, e));
-                    }
-                }
+            Err(e) => {
+                self.fail_file(file, Error::io(&file.path, e), fail);
+                None
             }
         }
     }
 
-    fn fail_targets(
-        &self,
-        blob: &PlannedBlob,
-        err: &Error,
-        fail: &(dyn Fn(&PathBuf, Error) + Sync),
-    ) {
-        for t in &blob.targets {
-            let file = &self.files[t.file];
-            if !file.failed.swap(true, Ordering::Relaxed) {
-                let described = match err {
-                    Error::BlobIntegrity { blob, pack, reason } => Error::BlobIntegrity {
-                        blob: *blob,
-                        pack: *pack,
-                        reason: reason.clone(),
-                    },
-                    other => Error::Invalid(other.to_string()),
-                };
-                fail(&file.path, described);
+    /// Puts a file whose placements are all settled in place (1), or removes its temporary
+    /// file if anything failed (0).
+    fn finish(&self, file: &PlannedFile, handle: Option<File>, owners: Owners, fail: Fail) -> u64 {
+        let Temp::Made(current) = *lock(&file.temp) else {
+            return 0; // failed before anything was written
+        };
+        let result = if file.failed.load(Ordering::Acquire) {
+            Err(None)
+        } else {
+            handle
+                .map_or_else(|| file.reopen(), Ok)
+                .map_err(|e| Error::io(&file.path, e))
+                .and_then(|f| metadata::apply_to_file(&f, &file.path, &file.node, owners, current))
+                .and_then(|()| {
+                    long_path::rename(&file.tmp, &file.path).map_err(|e| Error::io(&file.path, e))
+                })
+                .map_err(Some)
+        };
+        match result {
+            Ok(()) => 1,
+            Err(e) => {
+                let _ = long_path::remove_file(&file.tmp);
+                if let Some(e) = e {
+                    self.fail_file(file, e, fail);
+                }
+                0
             }
         }
+    }
+
+    /// Marks a file failed; the first failure is the one reported.
+    fn fail_file(&self, file: &PlannedFile, err: Error, fail: Fail) {
+        if !file.failed.swap(true, Ordering::AcqRel) {
+            fail(&file.path, err);
+        }
+    }
+}
+
+/// The error to report for each file a failed read or blob touches.
+fn describe(err: &Error) -> Error {
+    match err {
+        Error::BlobIntegrity { blob, pack, reason } => Error::BlobIntegrity {
+            blob: *blob,
+            pack: *pack,
+            reason: reason.clone(),
+        },
+        other => Error::Invalid(other.to_string()),
     }
 }
 
