@@ -82,6 +82,34 @@ fn lost_pack_is_healed_by_the_next_backup() {
     assert_eq!(describe(&src), describe(&restored(&target, &src)));
 }
 
+/// A backup whose parent the local index vouches for skips looking up each reused blob; once
+/// `check --read-data` found one of them damaged, that vouching must be gone, so the next
+/// backup stores the blob again.
+#[test]
+fn a_damaged_blob_is_stored_again_even_below_a_parent_known_complete() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("a"), &noise(3, 300_000));
+    write(&src.join("b"), &noise(4, 300_000));
+    env.init();
+    env.backup_json(&[&src]);
+    let unchanged = env.backup_json(&[&src]);
+    assert_eq!(summary(&unchanged, "files_unchanged"), 2, "{unchanged}");
+    let mut packs = files_below(&env.repo.join("packs"));
+    packs.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
+    let data_pack = packs.last().unwrap();
+    let mut bytes = std::fs::read(data_pack).unwrap();
+    bytes[100] ^= 0x01;
+    std::fs::write(data_pack, bytes).unwrap();
+    let check = env.run(&["check", "--read-data"]);
+    assert_eq!(check.status.code(), Some(17), "{}", stderr(&check));
+    let healed = env.backup_json(&[&src]);
+    assert_eq!(summary(&healed, "data_blobs_added"), 1, "{healed}");
+    let target = env.path("out");
+    env.restore("latest", &target);
+    assert_eq!(describe(&src), describe(&restored(&target, &src)));
+}
+
 fn backup_stdin(env: &Env, data: &[u8], extra: &[&str]) -> serde_json::Value {
     let mut args = vec!["backup", "--json", "--stdin", "--stdin-name", "db.sql"];
     args.extend_from_slice(extra);

@@ -176,7 +176,6 @@ pub fn run(
     // deduplicates against it, so blobs of a lost pack are stored again (self-healing).
     let lost_packs = index.validate_packs(repo)?;
     let parent = find_parent(index, &opts.parent, &opts.hostname, &paths)?;
-    tracing::debug!(parent = ?parent.as_ref().map(|p| p.0), "backup starts");
     let default_params = match opts.source {
         Source::Paths(_) => ChunkerParams::FILES,
         Source::Stream { .. } => ChunkerParams::SMALL,
@@ -186,6 +185,11 @@ pub fn run(
         .or(parent.as_ref().map(|(_, p)| p.chunker))
         .unwrap_or(default_params);
     let excludes = Excludes::new(&opts.excludes)?;
+    let parent_complete = match &parent {
+        Some((_, p)) => index.is_complete(&p.tree)?,
+        None => false,
+    };
+    tracing::debug!(parent = ?parent.as_ref().map(|p| p.0), parent_complete, "backup starts");
     let parent_reader = match &parent {
         Some(_) => Some(BlobReader::new(repo, index.snapshot_reader()?)),
         None => None,
@@ -204,6 +208,7 @@ pub fn run(
     let walker = Walker {
         content: &content,
         parent: parent_reader.as_ref(),
+        parent_complete,
         excludes: &excludes,
         reporter,
         counters: Counters::default(),
@@ -263,6 +268,8 @@ pub fn run(
     let body = snapshot.encode();
     let id = SnapshotId(repo.save_file(FileKind::Snapshot, &body)?);
     index.add_snapshot(&id, snapshot.time_ns, &body)?;
+    // Each blob below the root was found in the index or stored (and indexed) by this run.
+    index.record_complete(&snapshot.tree)?;
     Ok(BackupOutcome {
         id: Some(id),
         snapshot,

@@ -8,6 +8,7 @@
 //! With a parent snapshot, a file whose size, mtime, ctime, inode and device equal the
 //! parent's entry reuses the parent's blob list without being opened — but only if every one
 //! of those blobs is in the index, so a backup after data loss stores the lost blobs again.
+//! (Looked up one by one, unless the index vouches for the parent's whole tree.)
 
 use std::fs::{File, Metadata};
 use std::io;
@@ -63,6 +64,9 @@ impl Counters {
 pub struct Walker<'w, 'p, 'a> {
     pub content: &'w ContentWriter<'p, 'a>,
     pub parent: Option<&'w BlobReader<'a>>,
+    /// Every blob below the parent's tree is known to be in the index
+    /// (`LocalIndex::is_complete`), so reused files need no lookups.
+    pub parent_complete: bool,
     pub excludes: &'w Excludes,
     pub reporter: &'w dyn Reporter,
     pub counters: Counters,
@@ -330,6 +334,9 @@ impl Walker<'_, '_, '_> {
     }
 
     fn all_stored(&self, parent: &Node) -> Result<bool> {
+        if self.parent_complete {
+            return Ok(true);
+        }
         for id in &parent.content {
             if !self.content.stored.contains(id)? {
                 return Ok(false);

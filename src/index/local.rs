@@ -20,7 +20,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::segment::IndexSegment;
 use crate::error::{Error, Result};
-use crate::ids::{BlobId, BlobType, IndexId, PackId, SnapshotId};
+use crate::ids::{BlobId, BlobType, IndexId, PackId, SnapshotId, TreeId};
 use crate::pack::BlobEntry;
 use crate::repo::{FileKind, Repository};
 
@@ -52,6 +52,25 @@ CREATE TABLE damaged_blobs (
     reason TEXT NOT NULL,
     PRIMARY KEY (id, pack)
 );
+";
+
+/// Trees all of whose blobs (below them, at any depth) were in the index when a finished
+/// backup recorded them. A backup whose parent's tree is here need not look up, one by one,
+/// the blobs of the files it reuses from it. Anything that takes a blob out of the index or
+/// makes one unusable forgets them all, by trigger, whatever statement does it. Created
+/// where missing, so caches made before it gain it.
+const COMPLETE_TREES: &str = "
+CREATE TABLE IF NOT EXISTS complete_trees (id BLOB PRIMARY KEY);
+CREATE TRIGGER IF NOT EXISTS complete_trees_blob_removed AFTER DELETE ON blobs
+    BEGIN DELETE FROM complete_trees; END;
+CREATE TRIGGER IF NOT EXISTS complete_trees_blob_moved AFTER UPDATE ON blobs
+    BEGIN DELETE FROM complete_trees; END;
+CREATE TRIGGER IF NOT EXISTS complete_trees_pack_removed AFTER DELETE ON packs
+    BEGIN DELETE FROM complete_trees; END;
+CREATE TRIGGER IF NOT EXISTS complete_trees_pack_lost AFTER UPDATE OF lost ON packs
+    WHEN NEW.lost != 0 BEGIN DELETE FROM complete_trees; END;
+CREATE TRIGGER IF NOT EXISTS complete_trees_blob_damaged AFTER INSERT ON damaged_blobs
+    BEGIN DELETE FROM complete_trees; END;
 ";
 
 /// Empties everything merged from index segments (not the snapshot catalog).
@@ -211,6 +230,7 @@ impl LocalIndex {
         }
         let conn = conn.expect("set above");
         conn.execute_batch("PRAGMA synchronous=NORMAL;")
+            .and_then(|()| conn.execute_batch(COMPLETE_TREES))
             .map_err(sql_err(&path))?;
         let mut index = LocalIndex {
             conn,
@@ -466,6 +486,27 @@ impl LocalIndex {
         stmt.exists([&id.0[..]]).map_err(self.err())
     }
 
+    /// Records that every blob below `tree` is in this index (see `COMPLETE_TREES`).
+    pub fn record_complete(&self, tree: &TreeId) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO complete_trees (id) VALUES (?1)",
+                [&tree.0[..]],
+            )
+            .map(drop)
+            .map_err(self.err())
+    }
+
+    /// True if every blob below `tree` was recorded in this index and none has been taken
+    /// out or become unusable since.
+    pub fn is_complete(&self, tree: &TreeId) -> Result<bool> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT 1 FROM complete_trees WHERE id = ?1")
+            .map_err(self.err())?;
+        stmt.exists([&tree.0[..]]).map_err(self.err())
+    }
+
     /// True if some location is known to be lost or damaged.
     fn has_unusable(&self) -> Result<bool> {
         self.conn
@@ -653,5 +694,59 @@ mod tests {
         let conn = connect(&dir.path().join("index.sqlite")).unwrap();
         let qpsg = rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG;
         assert!(conn.db_config(qpsg).unwrap());
+    }
+
+    /// A tree recorded complete stays so while blobs are only added or healed, and is
+    /// forgotten by whatever takes a blob out or makes one unusable.
+    #[test]
+    fn complete_trees_are_forgotten_when_a_blob_becomes_unusable() {
+        let repo = crate::repo::memory_repository();
+        let cache = tempfile::tempdir().unwrap();
+        let (index, _) = LocalIndex::open(cache.path(), &repo).unwrap();
+        let tree = BlobId([7; 32]);
+        let insert_pack = "INSERT INTO packs (seq, id, size) VALUES (1, x'01', 10);
+             INSERT INTO blobs VALUES (x'02', 1, 0, 0, 0, 10, 10);";
+        let record = |index: &LocalIndex| {
+            index.record_complete(&tree).unwrap();
+            assert!(index.is_complete(&tree).unwrap());
+        };
+        index.conn.execute_batch(insert_pack).unwrap();
+        let kept = [
+            "INSERT INTO blobs VALUES (x'03', 1, 0, 0, 10, 10, 10);",
+            "UPDATE packs SET lost = 0 WHERE seq = 1;",
+            "INSERT INTO segments VALUES (x'04');",
+        ];
+        record(&index);
+        for sql in kept {
+            index.conn.execute_batch(sql).unwrap();
+            assert!(index.is_complete(&tree).unwrap(), "forgotten by {sql}");
+        }
+        let forget = [
+            "UPDATE packs SET lost = 1 WHERE seq = 1;",
+            "INSERT INTO damaged_blobs VALUES (x'02', x'01', 'flipped');",
+            "UPDATE blobs SET pack = 2 WHERE id = x'03';",
+            "DELETE FROM blobs WHERE id = x'02';",
+            "DELETE FROM packs WHERE seq = 1;",
+            CLEAR,
+        ];
+        for sql in forget {
+            index
+                .conn
+                .execute_batch("DELETE FROM packs; DELETE FROM blobs;")
+                .unwrap();
+            index.conn.execute_batch(insert_pack).unwrap();
+            index.conn.execute_batch(kept[0]).unwrap();
+            record(&index);
+            index.conn.execute_batch(sql).unwrap();
+            assert!(!index.is_complete(&tree).unwrap(), "kept after {sql}");
+        }
+        // A cache made before the table existed gains it on opening.
+        index
+            .conn
+            .execute_batch("DROP TABLE complete_trees;")
+            .unwrap();
+        drop(index);
+        let (index, _) = LocalIndex::open(cache.path(), &repo).unwrap();
+        record(&index);
     }
 }
