@@ -172,6 +172,9 @@ pub fn run(
             (Vec::new(), vec![format!("/{name}").into_bytes()])
         }
     };
+    // Read first: if anything makes a blob unusable from here on, in this process or another,
+    // this backup's view of the index may be stale and its tree is not recorded complete.
+    let complete_epoch = index.complete_epoch()?;
     // Design rule 1: the index is checked against the packs on storage before the backup
     // deduplicates against it, so blobs of a lost pack are stored again (self-healing).
     let lost_packs = index.validate_packs(repo)?;
@@ -269,7 +272,10 @@ pub fn run(
     let id = SnapshotId(repo.save_file(FileKind::Snapshot, &body)?);
     index.add_snapshot(&id, snapshot.time_ns, &body)?;
     // Each blob below the root was found in the index or stored (and indexed) by this run.
-    index.record_complete(&snapshot.tree)?;
+    // Only a shortcut for the next backup, so a failure here must not fail this one.
+    if let Err(e) = index.record_complete(&snapshot.tree, complete_epoch) {
+        tracing::warn!("could not note the snapshot as complete in the local index: {e}");
+    }
     Ok(BackupOutcome {
         id: Some(id),
         snapshot,

@@ -11,7 +11,9 @@
 //! - a blob may have several locations (stored again after its pack was lost, or by two
 //!   backups at once); packs that `validate_packs` found missing or cut short, and locations
 //!   the last `check --read-data` found damaged, are never reported as stored and are the
-//!   last choice of `lookup`.
+//!   last choice of `lookup`;
+//! - a tree it lists as complete has every blob below it indexed and usable: whatever takes
+//!   a blob out or makes one unusable empties that list (`COMPLETE_TREES`).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -57,20 +59,25 @@ CREATE TABLE damaged_blobs (
 /// Trees all of whose blobs (below them, at any depth) were in the index when a finished
 /// backup recorded them. A backup whose parent's tree is here need not look up, one by one,
 /// the blobs of the files it reuses from it. Anything that takes a blob out of the index or
-/// makes one unusable forgets them all, by trigger, whatever statement does it. Created
-/// where missing, so caches made before it gain it.
+/// makes one unusable forgets them all and raises `complete_epoch`, by trigger, whatever
+/// statement (and process) does it; a backup records its tree only if the epoch is still the
+/// one it read before it first looked at the index. Created where missing, so caches made
+/// before it gain it.
+///
+/// Blob rows leave the index only with their pack's row (`CLEAR`), so the trigger is on
+/// `packs`: one on `blobs` would make SQLite delete its millions of rows one by one.
 const COMPLETE_TREES: &str = "
 CREATE TABLE IF NOT EXISTS complete_trees (id BLOB PRIMARY KEY);
-CREATE TRIGGER IF NOT EXISTS complete_trees_blob_removed AFTER DELETE ON blobs
-    BEGIN DELETE FROM complete_trees; END;
 CREATE TRIGGER IF NOT EXISTS complete_trees_blob_moved AFTER UPDATE ON blobs
-    BEGIN DELETE FROM complete_trees; END;
+    BEGIN DELETE FROM complete_trees; UPDATE meta SET value = value + 1 WHERE key = 'complete_epoch'; END;
 CREATE TRIGGER IF NOT EXISTS complete_trees_pack_removed AFTER DELETE ON packs
-    BEGIN DELETE FROM complete_trees; END;
+    BEGIN DELETE FROM complete_trees; UPDATE meta SET value = value + 1 WHERE key = 'complete_epoch'; END;
 CREATE TRIGGER IF NOT EXISTS complete_trees_pack_lost AFTER UPDATE OF lost ON packs
-    WHEN NEW.lost != 0 BEGIN DELETE FROM complete_trees; END;
+    WHEN NEW.lost != 0
+    BEGIN DELETE FROM complete_trees; UPDATE meta SET value = value + 1 WHERE key = 'complete_epoch'; END;
 CREATE TRIGGER IF NOT EXISTS complete_trees_blob_damaged AFTER INSERT ON damaged_blobs
-    BEGIN DELETE FROM complete_trees; END;
+    BEGIN DELETE FROM complete_trees; UPDATE meta SET value = value + 1 WHERE key = 'complete_epoch'; END;
+INSERT OR IGNORE INTO meta (key, value) VALUES ('complete_epoch', 0);
 ";
 
 /// Empties everything merged from index segments (not the snapshot catalog).
@@ -486,14 +493,28 @@ impl LocalIndex {
         stmt.exists([&id.0[..]]).map_err(self.err())
     }
 
-    /// Records that every blob below `tree` is in this index (see `COMPLETE_TREES`).
-    pub fn record_complete(&self, tree: &TreeId) -> Result<()> {
+    /// Where the record of complete trees stands; read before a backup first looks at the
+    /// index, and handed back to `record_complete`.
+    pub fn complete_epoch(&self) -> Result<i64> {
+        self.conn
+            .query_row(
+                "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'complete_epoch'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(self.err())
+    }
+
+    /// Records that every blob below `tree` is in this index (see `COMPLETE_TREES`), unless
+    /// some blob was taken out or became unusable since `epoch` was read. True if recorded.
+    pub fn record_complete(&self, tree: &TreeId, epoch: i64) -> Result<bool> {
         self.conn
             .execute(
-                "INSERT OR IGNORE INTO complete_trees (id) VALUES (?1)",
-                [&tree.0[..]],
+                "INSERT OR IGNORE INTO complete_trees (id) SELECT ?1
+                 WHERE (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'complete_epoch') = ?2",
+                params![&tree.0[..], epoch],
             )
-            .map(drop)
+            .map(|n| n == 1)
             .map_err(self.err())
     }
 
@@ -703,12 +724,14 @@ mod tests {
         let repo = crate::repo::memory_repository();
         let cache = tempfile::tempdir().unwrap();
         let (index, _) = LocalIndex::open(cache.path(), &repo).unwrap();
-        let tree = BlobId([7; 32]);
+        let tree: TreeId = BlobId([7; 32]);
         let insert_pack = "INSERT INTO packs (seq, id, size) VALUES (1, x'01', 10);
              INSERT INTO blobs VALUES (x'02', 1, 0, 0, 0, 10, 10);";
         let record = |index: &LocalIndex| {
-            index.record_complete(&tree).unwrap();
+            let epoch = index.complete_epoch().unwrap();
+            assert!(index.record_complete(&tree, epoch).unwrap());
             assert!(index.is_complete(&tree).unwrap());
+            epoch
         };
         index.conn.execute_batch(insert_pack).unwrap();
         let kept = [
@@ -725,7 +748,6 @@ mod tests {
             "UPDATE packs SET lost = 1 WHERE seq = 1;",
             "INSERT INTO damaged_blobs VALUES (x'02', x'01', 'flipped');",
             "UPDATE blobs SET pack = 2 WHERE id = x'03';",
-            "DELETE FROM blobs WHERE id = x'02';",
             "DELETE FROM packs WHERE seq = 1;",
             CLEAR,
         ];

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -74,7 +74,12 @@ impl PlannedFile {
         if let Temp::Made(_) = *temp {
             return Ok(None);
         }
-        let f = long_path::open(OpenOptions::new().write(true).create_new(true), &self.tmp)?;
+        // No one but its owner gets more access while it is written than it will have after.
+        let mode = (self.node.mode & 0o777) | 0o200;
+        let f = long_path::open(
+            OpenOptions::new().write(true).create_new(true).mode(mode),
+            &self.tmp,
+        )?;
         *temp = Temp::Made(f.metadata().ok().map(|m| Current::of(&m)));
         Ok(Some(f))
     }
@@ -184,18 +189,20 @@ impl Plan {
                 let end = span.last().map_or(start, |b| b.entry.end());
                 let read = repo.read_pack_range(pack, start..end);
                 for blob in span {
+                    let opened;
                     let data = match &read {
                         Ok(packed) => {
                             let at = (blob.entry.offset - start) as usize;
                             let sealed = &packed[at..at + blob.entry.stored_len as usize];
-                            open_blob(repo.keys(), repo.id(), pack, &blob.entry, sealed)
+                            opened = open_blob(repo.keys(), repo.id(), pack, &blob.entry, sealed);
+                            opened.as_deref()
                         }
-                        Err(e) => Err(describe(e)),
+                        Err(e) => Err(e),
                     };
                     for t in &blob.targets {
                         let file = &self.files[t.file];
-                        let handle = match &data {
-                            Ok(data) => self.write(file, data, t.offset, &bytes, fail),
+                        let handle = match data {
+                            Ok(data) => self.write_placement(file, data, t.offset, &bytes, fail),
                             Err(e) => {
                                 self.fail_file(file, describe(e), fail);
                                 None
@@ -224,7 +231,7 @@ impl Plan {
         }
     }
 
-    fn write(
+    fn write_placement(
         &self,
         file: &PlannedFile,
         data: &[u8],
@@ -252,6 +259,7 @@ impl Plan {
     /// file if anything failed (0).
     fn finish(&self, file: &PlannedFile, handle: Option<File>, owners: Owners, fail: Fail) -> u64 {
         let Temp::Made(current) = *lock(&file.temp) else {
+            debug_assert!(file.failed.load(Ordering::Acquire), "unmade but not failed");
             return 0; // failed before anything was written
         };
         let result = if file.failed.load(Ordering::Acquire) {
@@ -321,4 +329,33 @@ pub type Failures = Mutex<Vec<(PathBuf, Error)>>;
 
 pub fn record(failures: &Failures) -> impl Fn(&PathBuf, Error) + Sync + '_ {
     move |path, err| lock(failures).push((path.clone(), err))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::NodeKind;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Regression: temporary files were made 0666 less the umask, so a private file being
+    /// restored could be read by others until its mode was set at the end.
+    #[test]
+    fn a_temporary_file_gives_no_one_else_more_access_than_the_file_will_have() {
+        let dir = tempfile::tempdir().unwrap();
+        for (mode, most) in [
+            (0o600, 0o600),
+            (0o400, 0o600),
+            (0o640, 0o640),
+            (0o4755, 0o755),
+        ] {
+            let mut node = Node::new(b"f".to_vec(), NodeKind::File);
+            node.mode = mode;
+            let path = dir.path().join(format!("f{mode:o}"));
+            let file = PlannedFile::new(path.clone(), path.with_extension("tmp"), node);
+            assert!(file.make().unwrap().is_some());
+            assert!(file.make().unwrap().is_none(), "made twice");
+            let made = std::fs::metadata(&file.tmp).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(made & !most, 0, "{mode:o} made as {made:o}");
+        }
+    }
 }
