@@ -55,6 +55,7 @@ fn set_mmap_threshold(command: &Command) {
     // SAFETY: mallopt only changes allocator tuning; called before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, threshold);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 2 * threshold);
     }
 }
 
