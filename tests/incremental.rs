@@ -381,4 +381,16 @@ fn files_that_vanish_or_change_while_read_are_warned_about() {
         std::fs::read(back.join("growing")).unwrap() == original,
         "stored as read"
     );
+
+    // Replaced under its name while read: the stat after reading is of the file read, and
+    // its inode tells it from the new one.
+    let before = noise(6, 100_000);
+    write(&src.join("replaced"), &before);
+    let v =
+        backup(r#"file-read:case "$1" in *replaced) echo new > "$1.n" && mv "$1.n" "$1";; esac"#);
+    assert!(warned(&v, "replaced", "changed while it was read"), "{v:#}");
+    let out = env.path("out2");
+    env.restore("latest", &out);
+    let back = restored(&out, &src);
+    assert_eq!(std::fs::read(back.join("replaced")).unwrap(), before);
 }

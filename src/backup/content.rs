@@ -72,14 +72,14 @@ impl<'p, 'a> ContentWriter<'p, 'a> {
     /// zero blobs, without reading them. A file that shrinks meanwhile ends where it ends.
     pub fn store_sparse(
         &self,
-        mut file: File,
+        mut file: &File,
         len: u64,
         on_bytes: &(dyn Fn(u64) + Sync),
     ) -> Result<io::Result<StoredContent>> {
         let mut blobs = Vec::new();
         let mut pos = 0u64;
         while pos < len {
-            let data = match seek_region(&file, pos, libc::SEEK_DATA) {
+            let data = match seek_region(file, pos, libc::SEEK_DATA) {
                 Ok(Some(at)) => at.min(len),
                 // No data after `pos`: a hole up to the end of the file as it is now (it
                 // may have been cut short while being read).
@@ -101,7 +101,7 @@ impl<'p, 'a> ContentWriter<'p, 'a> {
             if pos >= len {
                 break;
             }
-            let end = match seek_region(&file, pos, libc::SEEK_HOLE) {
+            let end = match seek_region(file, pos, libc::SEEK_HOLE) {
                 Ok(Some(at)) => at.min(len),
                 Ok(None) => len,
                 Err(e) => return Ok(Err(e)),

@@ -301,14 +301,20 @@ impl Walker<'_, '_, '_> {
         self.reporter.file_started(path);
         crate::failpoint::hook("file-listed", path);
         let on_bytes = |n| self.reporter.bytes_read(n);
-        let stored = match open_source(path) {
-            Ok(f) if is_sparse(meta) => self.content.store_sparse(f, meta.len(), &on_bytes)?,
-            Ok(f) => self.content.store(f, meta.len(), &on_bytes)?,
+        let read = match open_source(path) {
+            Ok(f) if is_sparse(meta) => self
+                .content
+                .store_sparse(&f, meta.len(), &on_bytes)?
+                .map(|s| (s, f)),
+            Ok(f) => self
+                .content
+                .store(&f, meta.len(), &on_bytes)?
+                .map(|s| (s, f)),
             Err(e) => Err(e),
         };
         crate::failpoint::hook("file-read", path);
-        let stored = match stored {
-            Ok(s) => s,
+        let (stored, file) = match read {
+            Ok(read) => read,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.warn(path, VANISHED.into());
                 return Ok(false);
@@ -318,8 +324,11 @@ impl Walker<'_, '_, '_> {
                 return Ok(false);
             }
         };
-        if let Ok(after) = walk::long_path::symlink_metadata(path)
-            && (after.len() != meta.len()
+        // Through the descriptor read from: no path lookup, and a file replaced under the
+        // same name meanwhile is told apart by its inode.
+        if let Ok(after) = file.metadata()
+            && (after.ino() != meta.ino()
+                || after.len() != meta.len()
                 || after.mtime_nsec() != meta.mtime_nsec()
                 || after.mtime() != meta.mtime()
                 || after.ctime() != meta.ctime()
