@@ -94,6 +94,8 @@ struct Walk<'a> {
     index: LocalIndex,
     opts: &'a RestoreOptions,
     is_root: bool,
+    /// The last suffix given to a file's temporary name.
+    temp_suffix: u64,
     plan: Plan,
     dirs: Vec<(PathBuf, Node, usize)>,
     /// The first path restored for each (device, inode) of a file with several links.
@@ -122,6 +124,7 @@ pub fn run(
         index: index.snapshot_reader()?,
         opts,
         is_root: crate::host::is_root(),
+        temp_suffix: u64::from_le_bytes(crate::crypto::random_bytes::<8>()),
         plan: Plan::default(),
         dirs: Vec::new(),
         link_targets: HashMap::new(),
@@ -263,7 +266,9 @@ impl Walk<'_> {
                     self.link_targets
                         .insert((node.device, node.inode), path.to_path_buf());
                 }
-                let planned = PlannedFile::new(path.to_path_buf(), temp_name(path), node);
+                // Counted from a random start: no random draw, and no stored name, per file.
+                self.temp_suffix = self.temp_suffix.wrapping_add(1);
+                let planned = PlannedFile::new(path.to_path_buf(), self.temp_suffix, node);
                 self.plan.add_file(&self.index, planned)?;
             }
             NodeKind::Symlink => {
@@ -415,8 +420,12 @@ impl Walk<'_> {
 
 /// A fresh name beside `path` for building an entry before renaming it into place.
 fn temp_name(path: &Path) -> PathBuf {
-    let suffix = crate::ids::to_hex(&crate::crypto::random_bytes::<8>());
-    path.with_file_name(format!(".cairn-restore-{suffix}.tmp"))
+    temp_name_with(path, u64::from_le_bytes(crate::crypto::random_bytes::<8>()))
+}
+
+/// The name beside `path` that `suffix` gives: random, or counted up from a random start.
+fn temp_name_with(path: &Path, suffix: u64) -> PathBuf {
+    path.with_file_name(format!(".cairn-restore-{suffix:016x}.tmp"))
 }
 
 /// Creates a directory, or accepts an existing real one; refuses anything else in the way.

@@ -38,7 +38,8 @@ const MAX_READ: u64 = 8 * 1024 * 1024;
 /// whether anything failed.
 pub struct PlannedFile {
     pub path: PathBuf,
-    pub tmp: PathBuf,
+    /// Names the temporary file (`tmp`).
+    temp_suffix: u64,
     pub node: Node,
     pub failed: AtomicBool,
     /// The file was given its full size (it has holes).
@@ -56,16 +57,20 @@ enum Temp {
 }
 
 impl PlannedFile {
-    pub fn new(path: PathBuf, tmp: PathBuf, node: Node) -> Self {
+    pub fn new(path: PathBuf, temp_suffix: u64, node: Node) -> Self {
         PlannedFile {
             path,
-            tmp,
+            temp_suffix,
             node,
             failed: AtomicBool::new(false),
             sized: AtomicBool::new(false),
             pending: AtomicUsize::new(0),
             temp: Mutex::new(Temp::NotMade),
         }
+    }
+
+    pub fn tmp(&self) -> PathBuf {
+        super::temp_name_with(&self.path, self.temp_suffix)
     }
 
     /// Makes the temporary file unless it exists; returns the descriptor if it made it.
@@ -78,14 +83,14 @@ impl PlannedFile {
         let mode = (self.node.mode & 0o777) | 0o200;
         let f = long_path::open(
             OpenOptions::new().write(true).create_new(true).mode(mode),
-            &self.tmp,
+            &self.tmp(),
         )?;
         *temp = Temp::Made(f.metadata().ok().map(|m| Current::of(&m)));
         Ok(Some(f))
     }
 
     fn reopen(&self) -> std::io::Result<File> {
-        long_path::open(OpenOptions::new().write(true), &self.tmp)
+        long_path::open(OpenOptions::new().write(true), &self.tmp())
     }
 
     /// Writes one placement; returns the descriptor used, if one was opened.
@@ -270,14 +275,14 @@ impl Plan {
                 .map_err(|e| Error::io(&file.path, e))
                 .and_then(|f| metadata::apply_to_file(&f, &file.path, &file.node, owners, current))
                 .and_then(|()| {
-                    long_path::rename(&file.tmp, &file.path).map_err(|e| Error::io(&file.path, e))
+                    long_path::rename(&file.tmp(), &file.path).map_err(|e| Error::io(&file.path, e))
                 })
                 .map_err(Some)
         };
         match result {
             Ok(()) => 1,
             Err(e) => {
-                let _ = long_path::remove_file(&file.tmp);
+                let _ = long_path::remove_file(&file.tmp());
                 if let Some(e) = e {
                     self.fail_file(file, e, fail);
                 }
@@ -351,10 +356,10 @@ mod tests {
             let mut node = Node::new(b"f".to_vec(), NodeKind::File);
             node.mode = mode;
             let path = dir.path().join(format!("f{mode:o}"));
-            let file = PlannedFile::new(path.clone(), path.with_extension("tmp"), node);
+            let file = PlannedFile::new(path.clone(), u64::from(mode), node);
             assert!(file.make().unwrap().is_some());
             assert!(file.make().unwrap().is_none(), "made twice");
-            let made = std::fs::metadata(&file.tmp).unwrap().permissions().mode() & 0o7777;
+            let made = std::fs::metadata(file.tmp()).unwrap().permissions().mode() & 0o7777;
             assert_eq!(made & !most, 0, "{mode:o} made as {made:o}");
         }
     }
