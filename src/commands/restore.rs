@@ -21,6 +21,7 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<Outcome> {
         },
         dry_run: args.dry_run,
         verify: args.verify,
+        batch_files: args.batch_files as usize,
     };
     let (name, path) = args
         .snapshot

@@ -4,7 +4,8 @@
 //! regular file (`plan`); read the needed packs in parallel and write each verified blob
 //! where it belongs, each file under a temporary name that it is renamed from once complete,
 //! with its metadata (`plan::Plan::execute`); finally hard links, then folder metadata,
-//! deepest first.
+//! deepest first. The first two alternate in batches of at most `batch_files` files, so
+//! memory is bounded whatever the size of the tree.
 //!
 //! Guarantees:
 //! - nothing is written outside the target: every entry name is checked (no `/`, NUL, `.`,
@@ -48,6 +49,9 @@ pub struct RestoreOptions {
     pub dry_run: bool,
     /// Read every restored file back and check it against its blob ids.
     pub verify: bool,
+    /// Files planned before their data is written. Bounds the plan's memory whatever the
+    /// size of the tree; a blob that files of two batches share is read once for each.
+    pub batch_files: usize,
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -145,23 +149,11 @@ pub fn run(
             }
         }
     }
-    tracing::debug!(
-        files = walk.plan.files.len(),
-        "restore: planned, folders made"
-    );
-    let written = walk
-        .plan
-        .execute(repo, walk.owners(), &plan::record(&walk.failures));
-    walk.stats.bytes += written.bytes;
-    walk.stats.files += written.files;
-    tracing::debug!("restore: data written, files in place");
+    walk.write_planned();
     walk.finish_links();
     tracing::debug!("restore: links in place");
     walk.finish_dirs();
     tracing::debug!("restore: folder metadata set");
-    if opts.verify {
-        walk.verify();
-    }
     let failures = walk.failures.into_inner().unwrap_or_default();
     walk.stats.errors = failures.len() as u64;
     for (path, err) in &failures {
@@ -171,6 +163,20 @@ pub fn run(
 }
 
 impl Walk<'_> {
+    /// Writes the data of the files planned so far and puts them in place (and, with
+    /// `verify`, reads them back), then starts a new plan.
+    fn write_planned(&mut self) {
+        let plan = std::mem::take(&mut self.plan);
+        tracing::debug!(files = plan.files.len(), "restore: planned, folders made");
+        let written = plan.execute(self.repo, self.owners(), &plan::record(&self.failures));
+        self.stats.bytes += written.bytes;
+        self.stats.files += written.files;
+        tracing::debug!("restore: data written, files in place");
+        if self.opts.verify {
+            self.verify(&plan);
+        }
+    }
+
     fn fail(&self, path: &Path, err: Error) {
         lock(&self.failures).push((path.to_path_buf(), err));
     }
@@ -270,6 +276,9 @@ impl Walk<'_> {
                 self.temp_suffix = self.temp_suffix.wrapping_add(1);
                 let planned = PlannedFile::new(path.to_path_buf(), self.temp_suffix, node);
                 self.plan.add_file(&self.index, planned)?;
+                if self.plan.files.len() >= self.opts.batch_files {
+                    self.write_planned();
+                }
             }
             NodeKind::Symlink => {
                 let target = node.link_target.as_deref().unwrap_or_default();
@@ -347,15 +356,15 @@ impl Walk<'_> {
     }
 
     /// Reads every restored file back and checks it against its blob ids.
-    fn verify(&mut self) {
-        let bad: Vec<PathBuf> = self
-            .plan
+    fn verify(&self, plan: &Plan) {
+        let (repo, trees) = (self.repo, &self.trees);
+        let bad: Vec<PathBuf> = plan
             .files
             .par_iter()
             .filter(|f| !f.failed.load(Ordering::Relaxed))
             .filter(|f| {
                 !matches!(
-                    select::same_content(self.repo, &self.trees, &f.path, &f.node),
+                    select::same_content(repo, trees, &f.path, &f.node),
                     Ok(true)
                 )
             })
