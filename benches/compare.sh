@@ -14,7 +14,8 @@
 #             b  the same backup again, nothing changed
 #             c  backups of the second and third releases on top
 #             d  the pg_dump nights, each piped through standard input
-#             restore  full restore of the first release
+#             restore  full restore of the first release (runs after check-data and before
+#                      forget-prune, which leaves borg, pruning without grouping, without it)
 #             check       structure check of the repository as the steps before left it
 #             check-data  check that reads and verifies all data (also prints MB/s of
 #                         repository verified)
@@ -109,14 +110,6 @@ for tool in ${tools//,/ }; do
     printf "%-7s %-12s %8.0f MB/s of repository verified\n" "$tool" check-data \
       "$(echo "$(du -sb "$work/$tool-repo" | cut -f1) / 1000000 / $wall" | bc -l)"
   fi
-  if has forget-prune; then
-    case $tool in
-      cairn) run "$tool" forget-prune "$cairn_bin" -q -r "$work/cairn-repo" --cache-dir "$work/cairn-cache" forget --keep-last 1 --prune;;
-      restic) run "$tool" forget-prune restic -q -r "$work/restic-repo" forget --keep-last 1 --prune;;
-      rustic) run "$tool" forget-prune rustic -r "$work/rustic-repo" forget --keep-last 1 --prune;;
-      borg) run "$tool" forget-prune bash -c "borg prune --keep-last 1 $work/borg-repo && borg compact $work/borg-repo";;
-    esac
-  fi
   if has restore; then
     t="$work/$tool-restore"; rm -rf "$t"; mkdir -p "$t"
     case $tool in
@@ -130,5 +123,13 @@ for tool in ${tools//,/ }; do
             run "$tool" restore bash -c "cd $t && borg extract $work/borg-repo::$arch";;
     esac
     rm -rf "$t"
+  fi
+  if has forget-prune; then
+    case $tool in
+      cairn) run "$tool" forget-prune "$cairn_bin" -q -r "$work/cairn-repo" --cache-dir "$work/cairn-cache" forget --keep-last 1 --prune;;
+      restic) run "$tool" forget-prune restic -q -r "$work/restic-repo" forget --keep-last 1 --prune;;
+      rustic) run "$tool" forget-prune rustic -r "$work/rustic-repo" forget --keep-last 1 --prune;;
+      borg) run "$tool" forget-prune bash -c "borg prune --keep-last 1 $work/borg-repo && borg compact $work/borg-repo";;
+    esac
   fi
 done
