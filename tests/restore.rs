@@ -262,3 +262,32 @@ fn small_batches_restore_the_same_tree() {
     let bad = env.run(&["restore", "latest", "--target", t, "--batch-files", "0"]);
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
 }
+
+/// Regression: a hard link whose first path failed was made anyway, to whatever was at that
+/// path (with `--overwrite always`, a stale file left from before).
+#[test]
+fn a_link_whose_first_path_failed_is_not_made() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("a/p"), &noise(9, 200_000));
+    std::fs::create_dir_all(src.join("b")).unwrap();
+    std::fs::hard_link(src.join("a/p"), src.join("b/l")).unwrap();
+    env.init();
+    env.backup_json(&[&src]);
+    let mut packs = files_below(&env.repo.join("packs"));
+    packs.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
+    let data_pack = packs.last().unwrap();
+    let mut bytes = std::fs::read(data_pack).unwrap();
+    bytes[100] ^= 0x01;
+    std::fs::write(data_pack, bytes).unwrap();
+    let target = env.path("out");
+    let base = restored(&target, &src);
+    write(&base.join("a/p"), b"stale");
+    write(&base.join("b/l"), b"other");
+    let t = target.to_str().unwrap();
+    let out = env.run(&["restore", "latest", "--target", t, "--overwrite", "always"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not linked"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(base.join("a/p")).unwrap(), b"stale");
+    assert_eq!(std::fs::read(base.join("b/l")).unwrap(), b"other");
+}

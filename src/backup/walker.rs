@@ -324,8 +324,9 @@ impl Walker<'_, '_, '_> {
                 return Ok(false);
             }
         };
-        // Through the descriptor read from: no path lookup, and a file replaced under the
-        // same name meanwhile is told apart by its inode.
+        // Through the descriptor read from, so no path lookup. A file renamed over while it
+        // was read shows a new ctime (its link count dropped); another inode means it was
+        // replaced between being listed and being opened.
         if let Ok(after) = file.metadata()
             && (after.ino() != meta.ino()
                 || after.len() != meta.len()

@@ -5,7 +5,8 @@
 //! where it belongs, each file under a temporary name that it is renamed from once complete,
 //! with its metadata (`plan::Plan::execute`); finally hard links, then folder metadata,
 //! deepest first. The first two alternate in batches of at most `batch_files` files, so
-//! memory is bounded whatever the size of the tree.
+//! the plan's memory is bounded whatever the size of the tree (folders and hard links are
+//! still kept for the end).
 //!
 //! Guarantees:
 //! - nothing is written outside the target: every entry name is checked (no `/`, NUL, `.`,
@@ -21,7 +22,7 @@ mod metadata;
 mod plan;
 mod select;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -98,8 +99,8 @@ struct Walk<'a> {
     index: LocalIndex,
     opts: &'a RestoreOptions,
     is_root: bool,
-    /// The last suffix given to a file's temporary name.
-    temp_suffix: u64,
+    /// Counts the files given a temporary name, from a random start.
+    temp_count: u64,
     plan: Plan,
     dirs: Vec<(PathBuf, Node, usize)>,
     /// The first path restored for each (device, inode) of a file with several links.
@@ -128,7 +129,7 @@ pub fn run(
         index: index.snapshot_reader()?,
         opts,
         is_root: crate::host::is_root(),
-        temp_suffix: u64::from_le_bytes(crate::crypto::random_bytes::<8>()),
+        temp_count: u64::from_le_bytes(crate::crypto::random_bytes::<8>()),
         plan: Plan::default(),
         dirs: Vec::new(),
         link_targets: HashMap::new(),
@@ -272,9 +273,11 @@ impl Walk<'_> {
                     self.link_targets
                         .insert((node.device, node.inode), path.to_path_buf());
                 }
-                // Counted from a random start: no random draw, and no stored name, per file.
-                self.temp_suffix = self.temp_suffix.wrapping_add(1);
-                let planned = PlannedFile::new(path.to_path_buf(), self.temp_suffix, node);
+                // Counted from a random start (no random draw, and no stored name, per file),
+                // then scrambled, so one name seen does not tell the next.
+                self.temp_count = self.temp_count.wrapping_add(1);
+                let suffix = scramble(self.temp_count);
+                let planned = PlannedFile::new(path.to_path_buf(), suffix, node);
                 self.plan.add_file(&self.index, planned)?;
                 if self.plan.files.len() >= self.opts.batch_files {
                     self.write_planned();
@@ -399,19 +402,29 @@ impl Walk<'_> {
         }
     }
 
-    /// Hard links within the restored set become hard links again.
+    /// Hard links within the restored set become hard links again; a link whose first path
+    /// failed is not made (it would link to whatever is at that path), and fails too.
     fn finish_links(&mut self) {
+        let failed: HashSet<PathBuf> = lock(&self.failures)
+            .iter()
+            .map(|(p, _)| p.clone())
+            .collect();
         for (link, first) in std::mem::take(&mut self.links) {
+            if failed.contains(&first) {
+                let why = format!("not linked: {} could not be restored", first.display());
+                self.fail(&link, Error::Invalid(why));
+                continue;
+            }
             let tmp = temp_name(&link);
-            let result = long_path::hard_link(&first, &tmp)
-                .and_then(|()| long_path::rename(&tmp, &link))
-                .map_err(|e| Error::io(&link, e));
+            let result = long_path::hard_link(&first, &tmp).and_then(|()| {
+                // Only a link made here is removed again: the name may be someone else's.
+                long_path::rename(&tmp, &link).inspect_err(|_| {
+                    let _ = long_path::remove_file(&tmp);
+                })
+            });
             match result {
                 Ok(()) => self.stats.files += 1,
-                Err(e) => {
-                    let _ = long_path::remove_file(&tmp);
-                    self.fail(&link, e);
-                }
+                Err(e) => self.fail(&link, Error::io(&link, e)),
             }
         }
     }
@@ -430,6 +443,13 @@ impl Walk<'_> {
 /// A fresh name beside `path` for building an entry before renaming it into place.
 fn temp_name(path: &Path) -> PathBuf {
     temp_name_with(path, u64::from_le_bytes(crate::crypto::random_bytes::<8>()))
+}
+
+/// A bijection of `u64` (the SplitMix64 finaliser): distinct counts give distinct suffixes.
+fn scramble(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 /// The name beside `path` that `suffix` gives: random, or counted up from a random start.
