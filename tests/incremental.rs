@@ -95,12 +95,7 @@ fn a_damaged_blob_is_stored_again_even_below_a_parent_known_complete() {
     env.backup_json(&[&src]);
     let unchanged = env.backup_json(&[&src]);
     assert_eq!(summary(&unchanged, "files_unchanged"), 2, "{unchanged}");
-    let mut packs = files_below(&env.repo.join("packs"));
-    packs.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
-    let data_pack = packs.last().unwrap();
-    let mut bytes = std::fs::read(data_pack).unwrap();
-    bytes[100] ^= 0x01;
-    std::fs::write(data_pack, bytes).unwrap();
+    flip_in_largest_pack(&env.repo, 100);
     let check = env.run(&["check", "--read-data"]);
     assert_eq!(check.status.code(), Some(17), "{}", stderr(&check));
     let healed = env.backup_json(&[&src]);

@@ -274,12 +274,7 @@ fn a_link_whose_first_path_failed_is_not_made() {
     std::fs::hard_link(src.join("a/p"), src.join("b/l")).unwrap();
     env.init();
     env.backup_json(&[&src]);
-    let mut packs = files_below(&env.repo.join("packs"));
-    packs.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
-    let data_pack = packs.last().unwrap();
-    let mut bytes = std::fs::read(data_pack).unwrap();
-    bytes[100] ^= 0x01;
-    std::fs::write(data_pack, bytes).unwrap();
+    flip_in_largest_pack(&env.repo, 100);
     let target = env.path("out");
     let base = restored(&target, &src);
     write(&base.join("a/p"), b"stale");

@@ -38,13 +38,8 @@ fn flipped_byte_in_a_pack_fails_restore_naming_the_pack() {
     env.init();
     env.backup_json(&[&src]);
     // The data pack is the larger one; flip a byte early in it (inside the first blob).
-    let mut packs: Vec<_> = files_below(&env.repo.join("packs"));
-    packs.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
-    let data_pack = packs.last().unwrap().clone();
+    let data_pack = flip_in_largest_pack(&env.repo, 100);
     let pack_name = data_pack.file_name().unwrap().to_str().unwrap().to_string();
-    let mut bytes = std::fs::read(&data_pack).unwrap();
-    bytes[100] ^= 0x01;
-    std::fs::write(&data_pack, bytes).unwrap();
     let target = env.path("out");
     let out = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
     let err = stderr(&out);
@@ -83,14 +78,8 @@ fn damage_late_in_a_large_file_leaves_no_temporary_file() {
     write(&src.join("small.txt"), b"kept");
     env.init();
     env.backup_json(&[&src]);
-    let mut packs: Vec<_> = files_below(&env.repo.join("packs"));
-    packs.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
-    let full_pack = packs.last().unwrap().clone();
-    let mut bytes = std::fs::read(&full_pack).unwrap();
-    assert!(bytes.len() > 12 * 1024 * 1024);
     // Blobs are at most 8 MiB, so this byte is in one that follows another blob of big.bin.
-    bytes[12 * 1024 * 1024] ^= 0x01;
-    std::fs::write(&full_pack, bytes).unwrap();
+    flip_in_largest_pack(&env.repo, 12 * 1024 * 1024);
     let target = env.path("out");
     let out = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));

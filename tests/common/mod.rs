@@ -113,6 +113,24 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Deterministic pseudo-random bytes.
+/// Flips one bit of the byte at `offset` in the repository's largest pack (the data pack, in
+/// a repository of one backup); returns that pack.
+pub fn flip_in_largest_pack(repo: &Path, offset: usize) -> PathBuf {
+    let mut packs = files_below(&repo.join("packs"));
+    packs.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
+    let pack = packs.pop().expect("a pack");
+    let mut bytes = std::fs::read(&pack).unwrap();
+    assert!(
+        bytes.len() > offset,
+        "{} is only {} bytes",
+        pack.display(),
+        bytes.len()
+    );
+    bytes[offset] ^= 0x01;
+    std::fs::write(&pack, bytes).unwrap();
+    pack
+}
+
 pub fn noise(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     let mut out = Vec::with_capacity(len + 8);
