@@ -99,7 +99,9 @@ struct Walk<'a> {
     index: LocalIndex,
     opts: &'a RestoreOptions,
     is_root: bool,
-    /// Counts the files given a temporary name, from a random start.
+    /// Temporary names of files: the keyed hash of a count, so no random draw (and no stored
+    /// name) per file, and no name seen tells another.
+    temp_key: [u8; 32],
     temp_count: u64,
     plan: Plan,
     dirs: Vec<(PathBuf, Node, usize)>,
@@ -129,7 +131,8 @@ pub fn run(
         index: index.snapshot_reader()?,
         opts,
         is_root: crate::host::is_root(),
-        temp_count: u64::from_le_bytes(crate::crypto::random_bytes::<8>()),
+        temp_key: crate::crypto::random_bytes::<32>(),
+        temp_count: 0,
         plan: Plan::default(),
         dirs: Vec::new(),
         link_targets: HashMap::new(),
@@ -176,6 +179,14 @@ impl Walk<'_> {
         if self.opts.verify {
             self.verify(&plan);
         }
+    }
+
+    fn temp_suffix(&mut self) -> u64 {
+        self.temp_count += 1;
+        let hash = blake3::keyed_hash(&self.temp_key, &self.temp_count.to_le_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&hash.as_bytes()[..8]);
+        u64::from_le_bytes(first)
     }
 
     fn fail(&self, path: &Path, err: Error) {
@@ -273,11 +284,7 @@ impl Walk<'_> {
                     self.link_targets
                         .insert((node.device, node.inode), path.to_path_buf());
                 }
-                // Counted from a random start (no random draw, and no stored name, per file),
-                // then scrambled, so one name seen does not tell the next.
-                self.temp_count = self.temp_count.wrapping_add(1);
-                let suffix = scramble(self.temp_count);
-                let planned = PlannedFile::new(path.to_path_buf(), suffix, node);
+                let planned = PlannedFile::new(path.to_path_buf(), self.temp_suffix(), node);
                 self.plan.add_file(&self.index, planned)?;
                 if self.plan.files.len() >= self.opts.batch_files {
                     self.write_planned();
@@ -443,13 +450,6 @@ impl Walk<'_> {
 /// A fresh name beside `path` for building an entry before renaming it into place.
 fn temp_name(path: &Path) -> PathBuf {
     temp_name_with(path, u64::from_le_bytes(crate::crypto::random_bytes::<8>()))
-}
-
-/// A bijection of `u64` (the SplitMix64 finaliser): distinct counts give distinct suffixes.
-fn scramble(mut x: u64) -> u64 {
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 /// The name beside `path` that `suffix` gives: random, or counted up from a random start.
