@@ -122,7 +122,6 @@ for tool in ${tools//,/ }; do
       borg) arch=$(borg list --short "$work/borg-repo" | head -1)
             run "$tool" restore bash -c "cd $t && borg extract $work/borg-repo::$arch";;
     esac
-    rm -rf "$t"
   fi
   if has forget-prune; then
     case $tool in
@@ -133,3 +132,6 @@ for tool in ${tools//,/ }; do
     esac
   fi
 done
+# Restores are deleted only now: ext4 passes over inodes freed in the last minutes one by one
+# when it allocates, which would slow the next tool's restore and not the first one's.
+rm -rf "$work"/*-restore
