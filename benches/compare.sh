@@ -133,5 +133,6 @@ for tool in ${tools//,/ }; do
   fi
 done
 # Restores are deleted only now: ext4 passes over inodes freed in the last minutes one by one
-# when it allocates, which would slow the next tool's restore and not the first one's.
+# when it allocates, which would slow the next tool's restore and not the first one's. (So
+# leave some minutes between two runs that restore.)
 rm -rf "$work"/*-restore
