@@ -89,8 +89,14 @@ impl PlannedFile {
         Ok(Some(f))
     }
 
+    /// Opens the temporary file again, never through a symlink: in a folder others can write
+    /// to, one swapped in for it would otherwise take the writes elsewhere.
     fn reopen(&self) -> std::io::Result<File> {
-        long_path::open(OpenOptions::new().write(true), &self.tmp())
+        let options = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .clone();
+        long_path::open(&options, &self.tmp())
     }
 
     /// Writes one placement; returns the descriptor used, if one was opened.
@@ -362,5 +368,22 @@ mod tests {
             let made = std::fs::metadata(file.tmp()).unwrap().permissions().mode() & 0o7777;
             assert_eq!(made & !most, 0, "{mode:o} made as {made:o}");
         }
+    }
+
+    /// A symlink swapped in for a temporary file (a folder others can write to) must not
+    /// take the writes of a file whose blobs come in several reads.
+    #[test]
+    fn a_symlink_swapped_in_for_a_temporary_file_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, b"keep").unwrap();
+        let mut node = Node::new(b"f".to_vec(), NodeKind::File);
+        node.mode = 0o644;
+        let file = PlannedFile::new(dir.path().join("f"), 1, node);
+        file.write(b"first", 0, false).unwrap();
+        std::fs::remove_file(file.tmp()).unwrap();
+        std::os::unix::fs::symlink(&outside, file.tmp()).unwrap();
+        assert!(file.write(b"second", 5, false).is_err());
+        assert_eq!(std::fs::read(&outside).unwrap(), b"keep");
     }
 }
