@@ -99,8 +99,8 @@ struct Walk<'a> {
     index: LocalIndex,
     opts: &'a RestoreOptions,
     is_root: bool,
-    /// Temporary names of files: the keyed hash of a count, so no random draw (and no stored
-    /// name) per file, and no name seen tells another.
+    /// Temporary names: the keyed hash of a count, so no random draw (and, for planned files,
+    /// no stored name) per entry, and no name seen tells another.
     temp_key: [u8; 32],
     temp_count: u64,
     plan: Plan,
@@ -292,12 +292,12 @@ impl Walk<'_> {
             }
             NodeKind::Symlink => {
                 let target = node.link_target.as_deref().unwrap_or_default();
-                let tmp = temp_name(path);
+                let tmp = temp_name(path, self.temp_suffix());
                 long_path::symlink(&os_string(target), &tmp).map_err(|e| Error::io(path, e))?;
                 self.place(&tmp, path, &node)?;
             }
             _ => {
-                let tmp = temp_name(path);
+                let tmp = temp_name(path, self.temp_suffix());
                 metadata::make_special(&tmp, &node)?;
                 self.place(&tmp, path, &node)?;
             }
@@ -422,7 +422,7 @@ impl Walk<'_> {
                 self.fail(&link, Error::Invalid(why));
                 continue;
             }
-            let tmp = temp_name(&link);
+            let tmp = temp_name(&link, self.temp_suffix());
             let result = long_path::hard_link(&first, &tmp).and_then(|()| {
                 // Only a link made here is removed again: the name may be someone else's.
                 long_path::rename(&tmp, &link).inspect_err(|_| {
@@ -447,13 +447,9 @@ impl Walk<'_> {
     }
 }
 
-/// A fresh name beside `path` for building an entry before renaming it into place.
-fn temp_name(path: &Path) -> PathBuf {
-    temp_name_with(path, u64::from_le_bytes(crate::crypto::random_bytes::<8>()))
-}
-
-/// The name beside `path` that `suffix` gives: random, or counted up from a random start.
-fn temp_name_with(path: &Path, suffix: u64) -> PathBuf {
+/// The name beside `path` for building an entry before renaming it into place; `suffix`
+/// comes from `Walk::temp_suffix`.
+fn temp_name(path: &Path, suffix: u64) -> PathBuf {
     path.with_file_name(format!(".cairn-restore-{suffix:016x}.tmp"))
 }
 

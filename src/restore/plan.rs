@@ -69,8 +69,8 @@ impl PlannedFile {
         }
     }
 
-    pub fn tmp(&self) -> PathBuf {
-        super::temp_name_with(&self.path, self.temp_suffix)
+    fn tmp(&self) -> PathBuf {
+        super::temp_name(&self.path, self.temp_suffix)
     }
 
     /// Makes the temporary file unless it exists; returns the descriptor if it made it.
@@ -210,10 +210,14 @@ impl Plan {
                         }
                         Err(e) => Err(e),
                     };
+                    // A blob of zeros is left a hole in every file that has it.
+                    let zeros = data.is_ok_and(|d| d.iter().all(|&b| b == 0));
                     for t in &blob.targets {
                         let file = &self.files[t.file];
                         let handle = match data {
-                            Ok(data) => self.write_placement(file, data, t.offset, &bytes, fail),
+                            Ok(data) => {
+                                self.write_placement(file, data, t.offset, zeros, &bytes, fail)
+                            }
                             Err(e) => {
                                 self.fail_file(file, describe(e), fail);
                                 None
@@ -247,13 +251,13 @@ impl Plan {
         file: &PlannedFile,
         data: &[u8],
         offset: u64,
+        zeros: bool,
         written: &AtomicU64,
         fail: Fail,
     ) -> Option<File> {
         if file.failed.load(Ordering::Relaxed) {
             return None;
         }
-        let zeros = data.iter().all(|&b| b == 0);
         match file.write(data, offset, zeros) {
             Ok(handle) => {
                 written.fetch_add(data.len() as u64, Ordering::Relaxed);
