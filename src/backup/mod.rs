@@ -14,6 +14,7 @@
 
 mod content;
 pub mod exclude;
+mod prescan;
 pub mod stream;
 mod walker;
 
@@ -37,6 +38,7 @@ use crate::tree::{Node, NodeKind, Tree};
 use crate::walk;
 use content::ContentWriter;
 pub use exclude::{ExcludeOptions, Excludes};
+pub use prescan::prescan;
 pub use stream::StreamSource;
 use walker::{Counters, Walker};
 

@@ -150,38 +150,20 @@ fn progress_bar(ctx: &Context, opts: &BackupOptions) -> Option<ProgressBar> {
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     if let Source::Paths(paths) = &opts.source {
-        spawn_prescan(bar.clone(), paths.clone(), opts.excludes.clone());
+        spawn_prescan(bar.clone(), paths, &opts.excludes);
     }
     Some(bar)
 }
 
 /// Counts the bytes to read alongside the backup, so the bar can show an ETA.
-fn spawn_prescan(bar: ProgressBar, paths: Vec<PathBuf>, excludes: ExcludeOptions) {
-    std::thread::spawn(move || {
-        let Ok(excludes) = backup::Excludes::new(&excludes) else {
-            return;
-        };
-        let mut stack = paths;
-        while let Some(p) = stack.pop() {
-            let Ok(meta) = std::fs::symlink_metadata(&p) else {
-                continue;
-            };
-            let name = p
-                .file_name()
-                .map(|n| n.as_encoded_bytes().to_vec())
-                .unwrap_or_default();
-            if excludes.excludes(&p, &name, meta.is_file().then_some(meta.len())) {
-                continue;
-            }
-            if meta.is_file() {
-                bar.inc_length(meta.len());
-            } else if meta.is_dir()
-                && let Ok(rd) = std::fs::read_dir(&p)
-            {
-                stack.extend(rd.flatten().map(|e| e.path()));
-            }
-        }
-    });
+fn spawn_prescan(bar: ProgressBar, paths: &[PathBuf], excludes: &ExcludeOptions) {
+    let (Ok(sources), Ok(excludes)) = (
+        cairn::walk::prepare_sources(paths),
+        backup::Excludes::new(excludes),
+    ) else {
+        return;
+    };
+    std::thread::spawn(move || backup::prescan(&sources, &excludes, |n| bar.inc_length(n)));
 }
 
 pub fn run(ctx: &Context, args: &BackupArgs) -> Result<Outcome> {
