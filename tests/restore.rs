@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use common::*;
@@ -241,6 +241,11 @@ fn small_batches_restore_the_same_tree() {
     }
     write(&src.join("c/large.bin"), &noise(8, 5 << 20));
     std::fs::hard_link(src.join("a/own.txt"), src.join("c/link-to-a")).unwrap();
+    // Folders are finished batch by batch: one that is read-only, and one holding a link to
+    // a file of an earlier batch, must still end with their own mode and times.
+    std::fs::create_dir_all(src.join("d/e")).unwrap();
+    std::fs::hard_link(src.join("a/own.txt"), src.join("d/e/link")).unwrap();
+    std::fs::set_permissions(src.join("a"), std::fs::Permissions::from_mode(0o555)).unwrap();
     env.init();
     env.backup_json(&[&src]);
     let target = env.path("out");
@@ -259,6 +264,7 @@ fn small_batches_restore_the_same_tree() {
     assert_eq!(describe(&src), describe(&back));
     let ino = |p: &str| std::fs::metadata(back.join(p)).unwrap().ino();
     assert_eq!(ino("a/own.txt"), ino("c/link-to-a"));
+    assert_eq!(ino("a/own.txt"), ino("d/e/link"));
     let bad = env.run(&["restore", "latest", "--target", t, "--batch-files", "0"]);
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
 }

@@ -3,10 +3,10 @@
 //! Three phases: walk the trees, creating folders, links and special files and planning each
 //! regular file (`plan`); read the needed packs in parallel and write each verified blob
 //! where it belongs, each file under a temporary name that it is renamed from once complete,
-//! with its metadata (`plan::Plan::execute`); finally hard links, then folder metadata,
-//! deepest first. The first two alternate in batches of at most `batch_files` files, so
-//! the plan's memory is bounded whatever the size of the tree (folders and hard links are
-//! still kept for the end).
+//! with its metadata (`plan::Plan::execute`); then the hard links planned so far, then the
+//! metadata of every folder the walk has left. The three alternate in batches of at most
+//! `batch_files` files and folders, so memory is bounded whatever the size of the tree (only
+//! the first path of each file with several links is kept to the end).
 //!
 //! Guarantees:
 //! - nothing is written outside the target: every entry name is checked (no `/`, NUL, `.`,
@@ -16,7 +16,8 @@
 //! - every byte written was verified against its blob id first (`pack::open_blob`);
 //! - a damaged or missing blob fails only the files that need it: the error names the file
 //!   and the pack, the file is not left behind, and the rest of the restore goes on;
-//! - directory metadata is applied after the directory's contents.
+//! - directory metadata is applied after the directory's contents: a folder is finished
+//!   only once the walk has left it and every file and link in it is in place.
 
 mod metadata;
 mod plan;
@@ -50,8 +51,9 @@ pub struct RestoreOptions {
     pub dry_run: bool,
     /// Read every restored file back and check it against its blob ids.
     pub verify: bool,
-    /// Files planned before their data is written. Bounds the plan's memory whatever the
-    /// size of the tree; a blob that files of two batches share is read once for each.
+    /// Files and folders held before their data and metadata are written. Bounds memory
+    /// whatever the size of the tree; a blob that files of two batches share is read once
+    /// for each.
     pub batch_files: usize,
 }
 
@@ -104,7 +106,8 @@ struct Walk<'a> {
     temp_key: [u8; 32],
     temp_count: u64,
     plan: Plan,
-    dirs: Vec<(PathBuf, Node, usize)>,
+    /// Folders the walk has left, children before parents, waiting for their metadata.
+    dirs: Vec<(PathBuf, Node)>,
     /// The first path restored for each (device, inode) of a file with several links.
     link_targets: HashMap<(u64, u64), PathBuf>,
     /// Further links to create once their first path is in place: (link, first path).
@@ -143,21 +146,17 @@ pub fn run(
     let target = opts.target.clone();
     match start {
         Start::Tree(tree, at) => {
-            walk.dir_contents(&tree, &target, &at, 0, false, false);
+            walk.dir_contents(&tree, &target, &at, false, false);
         }
         Start::Entry(node, at) => {
             let path = target.join(os_string(&node.name));
             let forced = walk.opts.selection.included(&at);
-            if let Err(e) = walk.entry(*node, &path, &at, 0, forced, false) {
+            if let Err(e) = walk.entry(*node, &path, &at, forced, false) {
                 walk.fail(&path, e);
             }
         }
     }
     walk.write_planned();
-    walk.finish_links();
-    tracing::debug!("restore: links in place");
-    walk.finish_dirs();
-    tracing::debug!("restore: folder metadata set");
     let failures = walk.failures.into_inner().unwrap_or_default();
     walk.stats.errors = failures.len() as u64;
     for (path, err) in &failures {
@@ -168,7 +167,8 @@ pub fn run(
 
 impl Walk<'_> {
     /// Writes the data of the files planned so far and puts them in place (and, with
-    /// `verify`, reads them back), then starts a new plan.
+    /// `verify`, reads them back), then makes the links planned so far and finishes the
+    /// folders the walk has left; then starts a new plan.
     fn write_planned(&mut self) {
         let plan = std::mem::take(&mut self.plan);
         tracing::debug!(files = plan.files.len(), "restore: planned, folders made");
@@ -178,6 +178,15 @@ impl Walk<'_> {
         tracing::debug!("restore: data written, files in place");
         if self.opts.verify {
             self.verify(&plan);
+        }
+        self.finish_links();
+        self.finish_dirs();
+    }
+
+    /// Writes what is planned once the files and folders held reach a batch.
+    fn end_batch_if_full(&mut self) {
+        if self.plan.files.len() + self.dirs.len() >= self.opts.batch_files {
+            self.write_planned();
         }
     }
 
@@ -201,7 +210,6 @@ impl Walk<'_> {
         tree: &TreeId,
         dir: &Path,
         at: &[u8],
-        depth: usize,
         forced: bool,
         fresh: bool,
     ) -> bool {
@@ -222,7 +230,7 @@ impl Walk<'_> {
             let mut child_at = at.to_vec();
             child_at.push(b'/');
             child_at.extend_from_slice(&node.name);
-            match self.entry(node, &path, &child_at, depth, forced, fresh) {
+            match self.entry(node, &path, &child_at, forced, fresh) {
                 Ok(restored) => any |= restored,
                 Err(e) => self.fail(&path, e),
             }
@@ -236,7 +244,6 @@ impl Walk<'_> {
         node: Node,
         path: &Path,
         at: &[u8],
-        depth: usize,
         forced: bool,
         fresh: bool,
     ) -> Result<bool> {
@@ -246,7 +253,7 @@ impl Walk<'_> {
         }
         let wanted = forced || select.included(at);
         if node.kind == NodeKind::Dir {
-            return self.dir(node, path, at, depth, wanted, fresh);
+            return self.dir(node, path, at, wanted, fresh);
         }
         if !wanted || (node.kind == NodeKind::Socket) {
             return Ok(false);
@@ -286,9 +293,7 @@ impl Walk<'_> {
                 }
                 let planned = PlannedFile::new(path.to_path_buf(), self.temp_suffix(), node);
                 self.plan.add_file(&self.index, planned)?;
-                if self.plan.files.len() >= self.opts.batch_files {
-                    self.write_planned();
-                }
+                self.end_batch_if_full();
             }
             NodeKind::Symlink => {
                 let target = node.link_target.as_deref().unwrap_or_default();
@@ -310,7 +315,6 @@ impl Walk<'_> {
         node: Node,
         path: &Path,
         at: &[u8],
-        depth: usize,
         wanted: bool,
         fresh: bool,
     ) -> Result<bool> {
@@ -323,7 +327,6 @@ impl Walk<'_> {
                 sub,
                 path,
                 at,
-                depth + 1,
                 wanted && self.opts.selection.has_includes(),
                 !existed && !self.opts.dry_run,
             ),
@@ -338,7 +341,8 @@ impl Walk<'_> {
         }
         self.stats.dirs += 1;
         if !self.opts.dry_run {
-            self.dirs.push((path.to_path_buf(), node, depth));
+            self.dirs.push((path.to_path_buf(), node));
+            self.end_batch_if_full();
         }
         Ok(true)
     }
@@ -436,12 +440,11 @@ impl Walk<'_> {
         }
     }
 
+    /// Folder metadata, children before parents (the order the walk left them in).
     fn finish_dirs(&mut self) {
-        let mut dirs = std::mem::take(&mut self.dirs);
-        dirs.sort_by_key(|d| std::cmp::Reverse(d.2));
-        for (path, node, _) in &dirs {
-            if let Err(e) = metadata::apply(path, node, self.owners()) {
-                self.fail(path, e);
+        for (path, node) in std::mem::take(&mut self.dirs) {
+            if let Err(e) = metadata::apply(&path, &node, self.owners()) {
+                self.fail(&path, e);
             }
         }
     }
