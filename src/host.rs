@@ -15,6 +15,19 @@ pub fn username() -> String {
     user_name(nix::unistd::getuid().as_raw()).unwrap_or_else(|| "unknown".into())
 }
 
+/// What makes a process id on this machine mean one process: the boot (process ids are
+/// reused after a reboot) and the process-id namespace (containers sharing a host name each
+/// have their own). Empty where either is unknown, so no process id can be judged by it.
+pub fn process_namespace() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id");
+    let ns = std::fs::metadata("/proc/self/ns/pid");
+    match (boot, ns) {
+        (Ok(boot), Ok(ns)) => format!("{}/{}:{}", boot.trim(), ns.dev(), ns.ino()),
+        _ => String::new(),
+    }
+}
+
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }

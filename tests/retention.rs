@@ -315,7 +315,7 @@ fn forget_dry_run_with_prune_reports_what_would_be_freed() {
     std::fs::remove_file(src.join("gone")).unwrap();
     write(&src.join("kept"), b"kept");
     let second = backup_at(&env, &src, "2026-10-02T02:00:00Z");
-    foreign_lock(&env, false, "elsewhere");
+    foreign_lock(&env, false, "elsewhere", "");
     let size_before = env.repo_size();
 
     let args = [
@@ -388,7 +388,7 @@ fn tag_replaces_snapshots_and_an_interrupted_tag_shows_one_version() {
 }
 
 /// Writes a lock file through the library, as another host would.
-fn foreign_lock(env: &Env, exclusive: bool, hostname: &str) {
+fn foreign_lock(env: &Env, exclusive: bool, hostname: &str, namespace: &str) {
     use cairn::repo::{FileKind, Repository};
     let storage = cairn::storage::OpendalStorage::local(env.repo.to_str().unwrap()).unwrap();
     let repo = Repository::open(Box::new(storage), || Ok(PASSWORD.as_bytes().to_vec())).unwrap();
@@ -399,7 +399,8 @@ fn foreign_lock(env: &Env, exclusive: bool, hostname: &str) {
         .bytes(3, b"other")
         .uint(4, 4_000_000)
         .int(5, now)
-        .int(6, now);
+        .int(6, now)
+        .bytes(7, namespace.as_bytes());
     repo.save_named(FileKind::Lock, &w.finish()).unwrap();
 }
 
@@ -412,7 +413,7 @@ fn locks_keep_prune_and_backups_apart() {
     env.ok(&["backup", src.to_str().unwrap()]);
 
     // Another host holds an exclusive lock: a backup waits, then gives up with code 11.
-    foreign_lock(&env, true, "elsewhere");
+    foreign_lock(&env, true, "elsewhere", "");
     let out = env.run(&["--retry-lock", "1s", "backup", src.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(11), "{}", stderr(&out));
     assert!(stderr(&out).contains("elsewhere"), "{}", stderr(&out));
@@ -426,7 +427,7 @@ fn locks_keep_prune_and_backups_apart() {
     env.ok(&["unlock", "--remove-all"]);
 
     // A shared lock from elsewhere lets backups run but keeps prune out.
-    foreign_lock(&env, false, "elsewhere");
+    foreign_lock(&env, false, "elsewhere", "");
     env.ok(&["--retry-lock", "0", "backup", src.to_str().unwrap()]);
     assert_eq!(
         env.run(&["--retry-lock", "0", "prune"]).status.code(),
@@ -434,8 +435,18 @@ fn locks_keep_prune_and_backups_apart() {
     );
     env.ok(&["unlock", "--remove-all"]);
 
+    // Regression: a lock of another container with this host name (its own process ids) was
+    // removed as stale because its pid does not exist here.
+    let here = cairn::host::hostname();
+    foreign_lock(&env, true, &here, "other-boot/1:2");
+    assert_eq!(
+        env.run(&["--retry-lock", "0", "prune"]).status.code(),
+        Some(11)
+    );
+    env.ok(&["unlock", "--remove-all"]);
+
     // A lock of a process on this host that is gone is stale and ignored.
-    foreign_lock(&env, true, &cairn::host::hostname());
+    foreign_lock(&env, true, &here, &cairn::host::process_namespace());
     env.ok(&["--retry-lock", "0", "prune"]);
     assert!(
         files_below(&env.repo.join("locks")).is_empty(),

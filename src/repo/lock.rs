@@ -10,9 +10,12 @@
 //! Backups, checks and restores take shared locks; prune, forget, tag and repairs exclusive
 //! ones. A holder refreshes its lock every `REFRESH` (a new file, then the old one deleted). A
 //! lock is stale, and ignored and removed by others, when it was not refreshed for `STALE`, or
-//! when it was taken on this host by a process that no longer exists. A holder whose refresh
-//! failed, or which could not refresh for too long (suspended, disconnected), is told so by
-//! `check`, and must stop before it commits or deletes anything.
+//! when it was taken in this boot and process-id namespace by a process that no longer exists
+//! (a host name alone is not enough: containers and cloned machines share them). A lock that
+//! vanishes while the others are read may be a refresh whose new file the listing missed, so
+//! the listing is taken again; an unreadable lock counts as a conflict. A holder whose refresh
+//! failed, whose lock file was removed, or which could not refresh for too long (suspended,
+//! disconnected), is told so by `check`, and must stop before it commits or deletes anything.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
@@ -34,7 +37,7 @@ const STALE_NS: i64 = 30 * 60 * 1_000_000_000;
 const MARGIN_NS: i64 = 5 * 60 * 1_000_000_000;
 
 /// What a lock file says (encoding: `1 exclusive`, `2 host`, `3 user`, `4 pid`, `5 created ns`,
-/// `6 refreshed ns`).
+/// `6 refreshed ns`, `7 process namespace`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LockInfo {
     pub exclusive: bool,
@@ -43,6 +46,8 @@ pub struct LockInfo {
     pub pid: u32,
     pub created_ns: i64,
     pub refreshed_ns: i64,
+    /// `host::process_namespace` of the holder; empty in locks of older versions.
+    pub process_namespace: String,
 }
 
 impl LockInfo {
@@ -53,7 +58,8 @@ impl LockInfo {
             .bytes(3, self.username.as_bytes())
             .uint(4, self.pid.into())
             .int(5, self.created_ns)
-            .int(6, self.refreshed_ns);
+            .int(6, self.refreshed_ns)
+            .bytes(7, self.process_namespace.as_bytes());
         w.finish()
     }
 
@@ -65,6 +71,7 @@ impl LockInfo {
             pid: 0,
             created_ns: 0,
             refreshed_ns: 0,
+            process_namespace: String::new(),
         };
         for f in codec::fields(bytes)? {
             match f.tag {
@@ -74,6 +81,7 @@ impl LockInfo {
                 4 => l.pid = u32::try_from(f.uint()?).ok()?,
                 5 => l.created_ns = f.int()?,
                 6 => l.refreshed_ns = f.int()?,
+                7 => l.process_namespace = f.string()?,
                 _ => {}
             }
         }
@@ -85,7 +93,10 @@ impl LockInfo {
         if now_ns - self.refreshed_ns > STALE_NS {
             return Some("not refreshed for over 30 minutes".into());
         }
-        if self.hostname == host::hostname() && !process_alive(self.pid) {
+        let same_namespace = !self.process_namespace.is_empty()
+            && self.hostname == host::hostname()
+            && self.process_namespace == host::process_namespace();
+        if same_namespace && !process_alive(self.pid) {
             return Some(format!("process {} on this host is gone", self.pid));
         }
         None
@@ -116,9 +127,21 @@ fn process_alive(pid: u32) -> bool {
     r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
-/// Every lock file in the repository with what it says (`None`: unreadable).
-pub fn list(repo: &Repository) -> Result<Vec<(String, Option<LockInfo>)>> {
-    let mut out = Vec::new();
+/// The lock files of one listing.
+pub struct LockListing {
+    /// Each lock file with what it says (`None`: unreadable).
+    pub locks: Vec<(String, Option<LockInfo>)>,
+    /// A listed lock was gone when read: released, or replaced by a refresh whose new file
+    /// the listing may have missed.
+    pub vanished: bool,
+}
+
+/// Every lock file in the repository with what it says.
+pub fn list(repo: &Repository) -> Result<LockListing> {
+    let mut out = LockListing {
+        locks: Vec::new(),
+        vanished: false,
+    };
     for listed in repo.storage().list("locks", true)? {
         let info = match repo.storage().read(&listed.path) {
             Ok(bytes) => {
@@ -128,10 +151,13 @@ pub fn list(repo: &Repository) -> Result<Vec<(String, Option<LockInfo>)>> {
             }
             Err(Error::Storage {
                 not_found: true, ..
-            }) => continue, // released meanwhile
+            }) => {
+                out.vanished = true;
+                continue;
+            }
             Err(e) => return Err(e),
         };
-        out.push((listed.path, info));
+        out.locks.push((listed.path, info));
     }
     Ok(out)
 }
@@ -220,6 +246,7 @@ impl RepositoryLock {
             pid: std::process::id(),
             created_ns: now,
             refreshed_ns: now,
+            process_namespace: host::process_namespace(),
         };
         let held = Arc::new(Held {
             storage: repo.shared_storage(),
@@ -242,7 +269,13 @@ impl RepositoryLock {
                 .store(info.refreshed_ns, Ordering::SeqCst);
             let mine = held.write(&info)?;
             crate::failpoint::hit("lock-written");
-            let conflict = conflicting(repo, &mine, exclusive)?;
+            let conflict = match conflicting(repo, &mine, exclusive) {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = repo.storage().delete(&mine);
+                    return Err(e);
+                }
+            };
             let Some(conflict) = conflict else {
                 *lock_mutex(&held.path) = mine;
                 break;
@@ -275,8 +308,9 @@ impl RepositoryLock {
         })
     }
 
-    /// Errors if the lock can no longer be trusted: a refresh failed, or it was not refreshed
-    /// for so long that others may have called it stale. Call before committing or deleting.
+    /// Errors if the lock can no longer be trusted: a refresh failed, it was not refreshed
+    /// for so long that others may have called it stale, or its file is gone (another process
+    /// called it stale). Call before committing or deleting.
     pub fn check(&self) -> Result<()> {
         if let Some(why) = lock_mutex(&self.inner.lost).clone() {
             return Err(Error::LockLost { reason: why });
@@ -286,6 +320,12 @@ impl RepositoryLock {
             return Err(Error::LockLost {
                 reason: format!("it was not refreshed for {} s", age / 1_000_000_000),
             });
+        }
+        let path = lock_mutex(&self.inner.path).clone();
+        if !self.inner.storage.exists(&path)? {
+            let why = "its lock file was removed by another process".to_string();
+            self.inner.mark_lost(why.clone());
+            return Err(Error::LockLost { reason: why });
         }
         Ok(())
     }
@@ -304,17 +344,38 @@ impl Drop for RepositoryLock {
     }
 }
 
+/// How often the locks are listed again when one vanished while they were read.
+const LIST_ATTEMPTS: usize = 5;
+
 /// The first live lock other than `mine` that conflicts with the wanted mode; stale ones are
 /// removed on the way.
 fn conflicting(repo: &Repository, mine: &str, exclusive: bool) -> Result<Option<String>> {
+    for _ in 0..LIST_ATTEMPTS {
+        let listing = list(repo)?;
+        if let Some(conflict) = first_conflict(repo, listing.locks, mine, exclusive) {
+            return Ok(Some(conflict));
+        }
+        if !listing.vanished {
+            return Ok(None);
+        }
+    }
+    Ok(Some("locks that kept changing while they were read".into()))
+}
+
+fn first_conflict(
+    repo: &Repository,
+    locks: Vec<(String, Option<LockInfo>)>,
+    mine: &str,
+    exclusive: bool,
+) -> Option<String> {
     let now = host::now_ns();
-    for (path, info) in list(repo)? {
+    for (path, info) in locks {
         if path == mine {
             continue;
         }
+        // Not knowing what it guards, it is assumed to guard everything.
         let Some(info) = info else {
-            tracing::warn!("ignoring unreadable lock file {path}");
-            continue;
+            return Some(format!("an unreadable lock file {path}"));
         };
         if let Some(why) = info.stale(now) {
             tracing::info!("removing stale lock {path}: {why}");
@@ -322,17 +383,17 @@ fn conflicting(repo: &Repository, mine: &str, exclusive: bool) -> Result<Option<
             continue;
         }
         if exclusive || info.exclusive {
-            return Ok(Some(info.describe()));
+            return Some(info.describe());
         }
     }
-    Ok(None)
+    None
 }
 
 /// Removes stale locks (all locks with `all`); returns what was removed.
 pub fn unlock(repo: &Repository, all: bool) -> Result<Vec<String>> {
     let now = host::now_ns();
     let mut removed = Vec::new();
-    for (path, info) in list(repo)? {
+    for (path, info) in list(repo)?.locks {
         let why = match &info {
             None => Some("unreadable".to_string()),
             Some(info) => info.stale(now),
@@ -362,7 +423,12 @@ mod tests {
         lock.check().unwrap();
         let after = lock_mutex(&lock.inner.path).clone();
         assert_ne!(before, after);
-        let paths: Vec<String> = list(&repo).unwrap().into_iter().map(|l| l.0).collect();
+        let paths: Vec<String> = list(&repo)
+            .unwrap()
+            .locks
+            .into_iter()
+            .map(|l| l.0)
+            .collect();
         assert_eq!(paths, vec![after], "the old lock file is replaced");
     }
 
@@ -386,11 +452,13 @@ mod tests {
         let repo = memory_repository();
         let lock = RepositoryLock::acquire(&repo, true, Duration::ZERO).unwrap();
         assert_eq!(unlock(&repo, true).unwrap().len(), 1);
+        let err = lock.check().unwrap_err().to_string();
+        assert!(err.contains("removed by another process"), "{err}");
         lock.inner.refresh();
         let err = lock.check().unwrap_err().to_string();
         assert!(err.contains("removed by another process"), "{err}");
         assert!(
-            list(&repo).unwrap().is_empty(),
+            list(&repo).unwrap().locks.is_empty(),
             "a lost lock is not written again"
         );
     }
@@ -405,6 +473,7 @@ mod tests {
             pid: 1,
             created_ns: now,
             refreshed_ns: now,
+            process_namespace: host::process_namespace(),
         };
         assert_eq!(LockInfo::decode(&info.encode()), Some(info.clone()));
         assert!(
@@ -424,5 +493,129 @@ mod tests {
             ..info
         };
         assert!(dead.stale(now).is_some());
+        // Regression: a lock of another container (same host name, its own process ids) was
+        // removed as stale whenever its pid did not exist here.
+        let other_container = LockInfo {
+            process_namespace: "another boot or container".into(),
+            ..dead.clone()
+        };
+        assert!(other_container.stale(now).is_none());
+        let older_version = LockInfo {
+            process_namespace: String::new(),
+            ..dead
+        };
+        assert!(older_version.stale(now).is_none());
+    }
+
+    /// What the test storage does besides storing: a hook run before reading a lock file,
+    /// and failing to list.
+    #[derive(Default)]
+    struct Hooks {
+        before_lock_read: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+        fail_list: std::sync::atomic::AtomicBool,
+    }
+
+    struct Hooked {
+        inner: crate::storage::OpendalStorage,
+        hooks: Arc<Hooks>,
+    }
+
+    impl crate::storage::Storage for Hooked {
+        fn location(&self) -> &str {
+            self.inner.location()
+        }
+        fn read(&self, path: &str) -> Result<Vec<u8>> {
+            if path.starts_with("locks/")
+                && let Some(hook) = lock_mutex(&self.hooks.before_lock_read).take()
+            {
+                hook();
+            }
+            self.inner.read(path)
+        }
+        fn read_range(&self, path: &str, range: std::ops::Range<u64>) -> Result<Vec<u8>> {
+            self.inner.read_range(path, range)
+        }
+        fn write(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
+            self.inner.write(path, bytes)
+        }
+        fn list(&self, dir: &str, recursive: bool) -> Result<Vec<crate::storage::ListedObject>> {
+            if self.hooks.fail_list.load(Ordering::SeqCst) {
+                return Err(Error::Invalid("listing failed".into()));
+            }
+            self.inner.list(dir, recursive)
+        }
+        fn exists(&self, path: &str) -> Result<bool> {
+            self.inner.exists(path)
+        }
+        fn size(&self, path: &str) -> Result<u64> {
+            self.inner.size(path)
+        }
+        fn delete(&self, path: &str) -> Result<()> {
+            self.inner.delete(path)
+        }
+    }
+
+    fn hooked_repository() -> (Repository, Arc<Hooks>) {
+        let hooks = Arc::new(Hooks::default());
+        let storage = Hooked {
+            inner: crate::storage::OpendalStorage::memory().unwrap(),
+            hooks: hooks.clone(),
+        };
+        let fast = crate::repo::keyfile::KdfParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let repo = Repository::init(Box::new(storage), b"pw", fast).unwrap();
+        (repo, hooks)
+    }
+
+    /// Regression: a lock refreshed between the listing and the reading of the locks (its old
+    /// file deleted, its new one not listed) went unseen, so a backup could start beside a
+    /// prune, or two prunes run at once.
+    #[test]
+    fn a_lock_refreshed_while_the_locks_are_read_still_conflicts() {
+        let (repo, hooked) = hooked_repository();
+        let prune = RepositoryLock::acquire(&repo, true, Duration::ZERO).unwrap();
+        let held = Arc::clone(&prune.inner);
+        *lock_mutex(&hooked.before_lock_read) = Some(Box::new(move || held.refresh()));
+        let backup = RepositoryLock::acquire(&repo, false, Duration::ZERO);
+        assert!(
+            matches!(backup, Err(Error::Locked { .. })),
+            "the prune went unseen"
+        );
+        assert!(
+            lock_mutex(&hooked.before_lock_read).is_none(),
+            "no refresh ran"
+        );
+        prune.check().unwrap();
+    }
+
+    #[test]
+    fn an_unreadable_lock_conflicts_until_unlock_removes_it() {
+        let repo = memory_repository();
+        repo.storage()
+            .write("locks/0123", b"garbage".to_vec())
+            .unwrap();
+        let err = RepositoryLock::acquire(&repo, false, Duration::ZERO)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("unreadable"), "{err}");
+        assert_eq!(
+            unlock(&repo, false).unwrap(),
+            vec!["locks/0123".to_string()]
+        );
+        RepositoryLock::acquire(&repo, false, Duration::ZERO).unwrap();
+    }
+
+    /// Regression: a failure while looking for conflicts left the new lock file behind, where
+    /// it blocked everyone else for up to 30 minutes.
+    #[test]
+    fn a_failed_acquire_leaves_no_lock_file() {
+        let (repo, hooked) = hooked_repository();
+        hooked.fail_list.store(true, Ordering::SeqCst);
+        assert!(RepositoryLock::acquire(&repo, true, Duration::ZERO).is_err());
+        hooked.fail_list.store(false, Ordering::SeqCst);
+        assert!(list(&repo).unwrap().locks.is_empty());
     }
 }
