@@ -103,11 +103,7 @@ fn named(index: &cairn::index::LocalIndex, names: &[String]) -> Result<Vec<Group
         }
     }
     Ok(vec![GroupPlan {
-        group: cairn::retention::GroupKey {
-            host: String::new(),
-            paths: Vec::new(),
-            tags: Vec::new(),
-        },
+        group: cairn::retention::GroupKey::default(),
         keep: Vec::new(),
         remove,
     }])

@@ -64,13 +64,27 @@ impl CalendarSpan {
         Ok(span)
     }
 
-    /// `t` minus this span.
+    /// `t` minus this span, on the local calendar: the months are taken from the wall-clock
+    /// time, so a result that falls in a daylight-saving change is still a time (the earlier
+    /// of two, or the moment after a skipped hour) and never drops the months.
     fn before<Tz: TimeZone>(&self, t: DateTime<Tz>) -> DateTime<Tz> {
-        let months = self.years * 12 + self.months;
-        let t = t
-            .clone()
-            .checked_sub_months(Months::new(months))
-            .unwrap_or(t);
+        let months = Months::new(self.years.saturating_mul(12).saturating_add(self.months));
+        let tz = t.timezone();
+        let shifted = t
+            .naive_local()
+            .checked_sub_months(months)
+            .and_then(|local| {
+                let mapped = tz.from_local_datetime(&local);
+                mapped.earliest().or_else(|| {
+                    // In a skipped hour: an hour later is past the gap.
+                    let later = local + chrono::Duration::hours(1);
+                    tz.from_local_datetime(&later).earliest()
+                })
+            });
+        // Out of chrono's range: everything is within.
+        let Some(t) = shifted else {
+            return tz.timestamp_nanos(i64::MIN);
+        };
         t - chrono::Duration::days(self.days.into()) - chrono::Duration::hours(self.hours.into())
     }
 }
@@ -263,12 +277,16 @@ impl GroupBy {
 
     /// The group key of a snapshot: host, sorted paths, sorted tags (empty when not grouped by).
     pub fn key(&self, s: &Snapshot) -> GroupKey {
-        let mut paths = if self.paths {
-            s.paths_lossy()
+        let mut raw_paths = if self.paths {
+            s.paths.clone()
         } else {
             Vec::new()
         };
-        paths.sort();
+        raw_paths.sort();
+        let paths = raw_paths
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect();
         let mut tags = if self.tags {
             s.tags.clone()
         } else {
@@ -282,15 +300,21 @@ impl GroupBy {
                 String::new()
             },
             paths,
+            raw_paths,
             tags,
         }
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct GroupKey {
     pub host: String,
+    /// For display: `raw_paths` as UTF-8, invalid bytes replaced.
     pub paths: Vec<String>,
+    /// What groups: two sources whose names differ only in bytes that are not UTF-8 stay
+    /// apart.
+    #[serde(skip)]
+    pub raw_paths: Vec<Vec<u8>>,
     pub tags: Vec<String>,
 }
 

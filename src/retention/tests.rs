@@ -374,3 +374,133 @@ fn buckets_are_days_of_the_time_zone() {
         [true, false, true]
     );
 }
+
+/// Central European time in 2026, enough of it for the tests: UTC+1, and UTC+2 from
+/// 29 March 01:00 UTC to 25 October 01:00 UTC (so 02:00-03:00 local is skipped in March and
+/// happens twice in October).
+#[derive(Clone, Copy, Debug)]
+struct Cet2026;
+
+impl Cet2026 {
+    fn winter() -> chrono::FixedOffset {
+        chrono::FixedOffset::east_opt(3600).unwrap()
+    }
+    fn summer() -> chrono::FixedOffset {
+        chrono::FixedOffset::east_opt(7200).unwrap()
+    }
+    fn utc_switches() -> (NaiveDateTime, NaiveDateTime) {
+        let at = |m, d| {
+            NaiveDate::from_ymd_opt(2026, m, d)
+                .unwrap()
+                .and_hms_opt(1, 0, 0)
+                .unwrap()
+        };
+        (at(3, 29), at(10, 25))
+    }
+}
+
+impl TimeZone for Cet2026 {
+    type Offset = chrono::FixedOffset;
+
+    fn from_offset(_: &chrono::FixedOffset) -> Self {
+        Cet2026
+    }
+
+    fn offset_from_local_date(
+        &self,
+        local: &NaiveDate,
+    ) -> chrono::LocalResult<chrono::FixedOffset> {
+        self.offset_from_local_datetime(&local.and_hms_opt(12, 0, 0).unwrap())
+    }
+
+    fn offset_from_local_datetime(
+        &self,
+        local: &NaiveDateTime,
+    ) -> chrono::LocalResult<chrono::FixedOffset> {
+        let fits = |o: chrono::FixedOffset| {
+            let utc = *local - chrono::Duration::seconds(o.local_minus_utc().into());
+            self.offset_from_utc_datetime(&utc) == o
+        };
+        match (fits(Self::winter()), fits(Self::summer())) {
+            (true, true) => chrono::LocalResult::Ambiguous(Self::summer(), Self::winter()),
+            (true, false) => chrono::LocalResult::Single(Self::winter()),
+            (false, true) => chrono::LocalResult::Single(Self::summer()),
+            (false, false) => chrono::LocalResult::None,
+        }
+    }
+
+    fn offset_from_utc_date(&self, utc: &NaiveDate) -> chrono::FixedOffset {
+        self.offset_from_utc_datetime(&utc.and_hms_opt(12, 0, 0).unwrap())
+    }
+
+    fn offset_from_utc_datetime(&self, utc: &NaiveDateTime) -> chrono::FixedOffset {
+        let (spring, autumn) = Self::utc_switches();
+        if *utc >= spring && *utc < autumn {
+            Self::summer()
+        } else {
+            Self::winter()
+        }
+    }
+}
+
+/// Regression: `within` a number of months kept nothing but the newest snapshot when that many
+/// months earlier the wall clock read a time that happens twice (or never) that day.
+#[test]
+fn within_months_survives_daylight_saving_changes() {
+    let nightly = |from: NaiveDate, to: NaiveDate| {
+        let mut out = Vec::new();
+        let mut day = from;
+        while day <= to {
+            let local = day.and_hms_opt(2, 30, 0).unwrap();
+            let t = Cet2026
+                .from_local_datetime(&local)
+                .earliest()
+                .unwrap_or_else(|| {
+                    Cet2026
+                        .from_local_datetime(&(local + chrono::Duration::hours(1)))
+                        .unwrap()
+                });
+            let mut s = crate::snapshot::tests::sample();
+            s.time_ns = t.timestamp_nanos_opt().unwrap();
+            out.push(s);
+            day = day.succ_opt().unwrap();
+        }
+        out
+    };
+    let date = |m, d| NaiveDate::from_ymd_opt(2026, m, d).unwrap();
+    let policy = Policy {
+        within: Some(CalendarSpan::parse("1m").unwrap()),
+        ..Policy::default()
+    };
+    let now = snapshot_at(2027, 1, 1, 0, &[]).time_ns;
+    // A month before 25 November 02:30 is 25 October 02:30, which happens twice (the first
+    // counts); a month before 29 April 02:30 is 29 March 02:30, which never happens (03:30
+    // counts). Either way the 31 nights after it are kept.
+    for (first, newest, expected) in [
+        (date(9, 1), date(11, 25), 31),
+        (date(2, 1), date(4, 29), 31),
+    ] {
+        let snapshots = nightly(first, newest);
+        let group: Vec<(SnapshotId, &Snapshot)> =
+            snapshots.iter().map(|s| (SnapshotId([0; 32]), s)).collect();
+        let kept = apply_in(&policy, &group, &Cet2026, now)
+            .iter()
+            .filter(|d| d.keep)
+            .count();
+        assert_eq!(kept, expected, "within 1m up to {newest}");
+    }
+}
+
+/// Regression: sources whose names differ only in bytes that are not UTF-8 were one group
+/// (their names compared after replacing those bytes), so a policy removed one source's
+/// snapshots for the other's.
+#[test]
+fn sources_named_apart_only_by_invalid_utf8_are_separate_groups() {
+    let mut a = crate::snapshot::tests::sample();
+    let mut b = a.clone();
+    a.paths = vec![b"/srv/\xff".to_vec()];
+    b.paths = vec![b"/srv/\xfe".to_vec()];
+    let by = GroupBy::parse("host,paths").unwrap();
+    assert_eq!(by.key(&a).paths, by.key(&b).paths, "both display alike");
+    assert_ne!(by.key(&a), by.key(&b));
+}
