@@ -280,7 +280,11 @@ fn tree_failed(
     let reason = if !inventory.contains(&id) {
         report.problems.push(Problem::BlobMissing { blob: id });
         format!("its listing (tree {}) is in no index segment", id.short())
-    } else if matches!(e, Error::Storage { .. }) {
+    } else if matches!(e, Error::Storage { .. })
+        && inventory
+            .locations(&id)
+            .all(|(pack, _)| pack_reported(report, &pack.id))
+    {
         // A missing or short pack, reported by the pack check already.
         format!("its listing (tree {}) cannot be read: {e}", id.short())
     } else {
@@ -291,6 +295,16 @@ fn tree_failed(
         format!("its listing (tree {}) is damaged", id.short())
     };
     damage.lost.insert(id, reason);
+}
+
+/// True if the pack check found the pack missing or of the wrong size.
+fn pack_reported(report: &CheckReport, pack: &PackId) -> bool {
+    report.problems.iter().any(|p| match p {
+        Problem::PackMissing { pack: p, .. } | Problem::PackSizeDiffers { pack: p, .. } => {
+            p == pack
+        }
+        _ => false,
+    })
 }
 
 /// Every entry of every snapshot that needs a lost blob: files whose content is lost, folders
@@ -383,5 +397,52 @@ impl AffectedWalk<'_> {
             node,
             reason: reason.to_string(),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::BlobType;
+    use crate::index::inventory::IndexedPack;
+
+    /// Regression: a tree that could not be read for a reason other than a missing or short
+    /// pack (an I/O error in the middle of the pack, a failing object store) was counted as
+    /// lost but not as a problem, so `check` said "no damage found".
+    #[test]
+    fn an_unreadable_tree_is_a_problem_unless_its_pack_was_reported() {
+        let tree = BlobId([7; 32]);
+        let pack = PackId([9; 32]);
+        let mut inventory = Inventory::default();
+        inventory.set_packs(vec![IndexedPack {
+            id: pack,
+            size: 1000,
+            entries: vec![BlobEntry {
+                id: tree,
+                blob_type: BlobType::Tree,
+                compression: 0,
+                offset: 0,
+                stored_len: 100,
+                raw_len: 60,
+            }],
+        }]);
+        let io_error = || Error::Storage {
+            op: "read",
+            path: format!("packs/{pack}"),
+            message: "Input/output error".into(),
+            not_found: false,
+        };
+        let mut report = CheckReport::default();
+        let mut damage = Damage::default();
+        tree_failed(&inventory, tree, io_error(), &mut report, &mut damage);
+        assert!(!report.is_clean());
+        assert!(damage.lost.contains_key(&tree));
+
+        let mut report = CheckReport::default();
+        report
+            .problems
+            .push(Problem::PackMissing { pack, blobs: 1 });
+        tree_failed(&inventory, tree, io_error(), &mut report, &mut damage);
+        assert_eq!(report.problems.len(), 1, "the missing pack says it all");
     }
 }
