@@ -389,3 +389,53 @@ fn files_that_vanish_or_change_while_read_are_warned_about() {
     let back = restored(&out, &src);
     assert_eq!(std::fs::read(back.join("replaced")).unwrap(), before);
 }
+
+/// Regression: a source file swapped for a symlink between being listed and being opened was
+/// followed (a root backup stored the target, perhaps a file the user may not read, under the
+/// user's name), and one swapped for a FIFO made the backup wait forever.
+#[test]
+fn a_file_swapped_for_a_symlink_or_fifo_is_neither_followed_nor_waited_on() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    let secret = env.path("secret");
+    write(&secret, b"top secret");
+    write(&src.join("stays"), b"stays");
+    write(&src.join("to-link"), b"harmless");
+    write(&src.join("to-fifo"), b"harmless");
+    let hook = format!(
+        r#"file-listed:case "$1" in *to-link) rm "$1" && ln -s {} "$1";; *to-fifo) rm "$1" && mkfifo "$1";; esac"#,
+        secret.display()
+    );
+    let mut child = env
+        .cmd(&["backup", "--json", src.to_str().unwrap()])
+        .env("CAIRN_HOOK", hook)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the backup waited on the FIFO");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for name in ["to-link", "to-fifo"] {
+        let warned = v["warnings"].as_array().unwrap().iter().any(|w| {
+            w["path"].as_str().unwrap().ends_with(name)
+                && w["message"].as_str().unwrap().contains("replaced")
+        });
+        assert!(warned, "{name}: {v:#}");
+    }
+    assert_eq!(summary(&v, "files"), 1);
+    let out = env.path("out");
+    env.restore("latest", &out);
+    let back = restored(&out, &src);
+    assert_eq!(std::fs::read(back.join("stays")).unwrap(), b"stays");
+    assert!(!back.join("to-link").exists() && !back.join("to-fifo").exists());
+}

@@ -30,6 +30,8 @@ use crate::walk;
 
 /// The warning for an entry that disappeared between being listed and being read.
 const VANISHED: &str = "vanished before it could be read; skipped";
+/// The warning for a file replaced by a symlink, FIFO or the like after it was listed.
+const REPLACED: &str = "was replaced by something that is not a regular file; skipped";
 
 #[derive(Default)]
 pub struct Counters {
@@ -73,17 +75,32 @@ pub struct Walker<'w, 'p, 'a> {
 }
 
 /// Opens a source file without updating its access time where the kernel allows it (we own
-/// the file or are root), so reading does not change what the next backup sees.
+/// the file or are root), so reading does not change what the next backup sees. Never
+/// follows a symlink, and never waits to open: what was listed as a file may have been
+/// replaced by a symlink (to a file its owner may not read) or a FIFO meanwhile.
 fn open_source(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     let path = walk::long_path::reachable(path)?;
-    match File::options()
-        .read(true)
-        .custom_flags(libc::O_NOATIME)
-        .open(&*path)
-    {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(&*path),
+    let open = |flags| {
+        File::options()
+            .read(true)
+            .custom_flags(flags | libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&*path)
+    };
+    match open(libc::O_NOATIME) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0),
         other => other,
+    }
+}
+
+/// Opens a listed source file; `None` if a symlink or anything else than a regular file is
+/// now at its path (the file listed is gone).
+fn open_listed(path: &Path) -> io::Result<Option<File>> {
+    match open_source(path) {
+        Ok(file) if file.metadata()?.is_file() => Ok(Some(file)),
+        Ok(_) => Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -301,15 +318,19 @@ impl Walker<'_, '_, '_> {
         self.reporter.file_started(path);
         crate::failpoint::hook("file-listed", path);
         let on_bytes = |n| self.reporter.bytes_read(n);
-        let read = match open_source(path) {
-            Ok(f) if is_sparse(meta) => self
+        let read = match open_listed(path) {
+            Ok(Some(f)) if is_sparse(meta) => self
                 .content
                 .store_sparse(&f, meta.len(), &on_bytes)?
                 .map(|s| (s, f)),
-            Ok(f) => self
+            Ok(Some(f)) => self
                 .content
                 .store(&f, meta.len(), &on_bytes)?
                 .map(|s| (s, f)),
+            Ok(None) => {
+                self.warn(path, REPLACED.into());
+                return Ok(false);
+            }
             Err(e) => Err(e),
         };
         crate::failpoint::hook("file-read", path);
