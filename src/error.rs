@@ -103,6 +103,14 @@ pub enum Error {
     )]
     LockLost { reason: String },
 
+    #[error(
+        "a {blob_type:?} blob of {len} bytes is over the 1 GiB a blob may hold; nothing was committed. A folder's listing holds 32 bytes per chunk of each file in it, so a file of more than about 33 million chunks (512 GiB with the small chunk profile of streams) cannot be stored: back it up with --chunk-profile files"
+    )]
+    BlobTooLarge {
+        blob_type: crate::ids::BlobType,
+        len: usize,
+    },
+
     #[error("{0}")]
     Invalid(String),
 }

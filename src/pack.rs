@@ -127,7 +127,17 @@ pub struct SealedBlob {
     pub bytes: Vec<u8>,
 }
 
-/// Compresses (when that helps) and encrypts one blob. Pure: safe to run on any thread.
+/// Refuses a blob too large for the format (`raw_len` is read back only up to
+/// `MAX_BLOB_LEN`). Only a tree can be: it lists 32 bytes per chunk of each file in it.
+pub fn check_blob_len(blob_type: BlobType, len: usize) -> Result<()> {
+    if len > MAX_BLOB_LEN as usize {
+        return Err(Error::BlobTooLarge { blob_type, len });
+    }
+    Ok(())
+}
+
+/// Compresses (when that helps) and encrypts one blob (`check_blob_len` first). Pure: safe
+/// to run on any thread.
 pub fn seal_blob(
     keys: &Keys,
     repo: &RepositoryId,

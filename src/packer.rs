@@ -216,6 +216,7 @@ impl<'a> Packer<'a> {
 
     /// Stores a blob unless it is already stored; returns its id.
     pub fn add(&mut self, blob_type: BlobType, plaintext: &[u8]) -> Result<BlobId> {
+        crate::pack::check_blob_len(blob_type, plaintext.len())?;
         let id = self.repo.keys().blob_id(plaintext);
         if !self.has(&id)? {
             let sealed = seal_blob(
@@ -307,5 +308,29 @@ impl<'a> Packer<'a> {
         self.flush(BlobType::Data)?;
         self.write_segment()?;
         Ok(self.stats.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pack::MAX_BLOB_LEN;
+
+    /// Regression: a tree over the 1 GiB a blob may hold (a folder with a file of more than
+    /// about 33 million chunks) was stored, with its length wrapped past 4 GiB, in a pack
+    /// whose header no reader accepts, so the backup succeeded but could not be restored.
+    #[test]
+    fn a_blob_over_the_limit_is_refused_before_anything_is_written() {
+        let repo = crate::repo::memory_repository();
+        let cache = tempfile::tempdir().unwrap();
+        let (mut index, _) = LocalIndex::open(cache.path(), &repo).unwrap();
+        let mut packer = Packer::new(&repo, &mut index, 3).unwrap();
+        // Zeroed pages from calloc are not touched: the check comes before any hashing.
+        let huge = vec![0u8; MAX_BLOB_LEN as usize + 1];
+        let err = packer.add(BlobType::Tree, &huge).unwrap_err();
+        assert!(matches!(err, Error::BlobTooLarge { .. }), "{err}");
+        drop(huge);
+        packer.add(BlobType::Tree, b"small").unwrap();
+        packer.finish().unwrap();
     }
 }

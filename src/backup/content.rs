@@ -222,6 +222,7 @@ impl<'p, 'a> ContentWriter<'p, 'a> {
     /// Stores one blob unless it is already stored; hashing and sealing happen outside the
     /// packer's lock.
     pub fn store_blob(&self, blob_type: BlobType, data: &[u8]) -> Result<BlobId> {
+        crate::pack::check_blob_len(blob_type, data.len())?;
         let keys = self.repo.keys();
         let id = keys.blob_id(data);
         if self.stored.contains(&id)? {
