@@ -49,6 +49,7 @@ fn craft(env: &Env, build: impl FnOnce(&mut Packer) -> Vec<Node>) -> SnapshotId 
         original: None,
         repair_note: None,
         supersedes: None,
+        started_ns: None,
     };
     SnapshotId(repo.save_file(FileKind::Snapshot, &snap.encode()).unwrap())
 }

@@ -155,7 +155,8 @@ pub fn run(
     lock: Option<&RepositoryLock>,
 ) -> Result<BackupOutcome> {
     let started = Instant::now();
-    let time_ns = opts.time_ns.unwrap_or_else(host::now_ns);
+    let started_ns = host::now_ns();
+    let time_ns = opts.time_ns.unwrap_or(started_ns);
     let (sources, paths) = match &opts.source {
         Source::Paths(p) => {
             let sources = walk::prepare_sources(p)?;
@@ -214,6 +215,9 @@ pub fn run(
         content: &content,
         parent: parent_reader.as_ref(),
         parent_complete,
+        parent_started_ns: parent
+            .as_ref()
+            .map_or(i64::MIN, |(_, p)| p.started_ns.unwrap_or(p.time_ns)),
         excludes: &excludes,
         reporter,
         counters: Counters::default(),
@@ -255,6 +259,7 @@ pub fn run(
         original: None,
         repair_note: None,
         supersedes: None,
+        started_ns: Some(started_ns),
     };
     let parent = parent.map(|(id, _)| id);
     if opts.dry_run {

@@ -8,7 +8,10 @@
 //! With a parent snapshot, a file whose size, mtime, ctime, inode and device equal the
 //! parent's entry reuses the parent's blob list without being opened — but only if every one
 //! of those blobs is in the index, so a backup after data loss stores the lost blobs again.
-//! (Looked up one by one, unless the index vouches for the parent's whole tree.)
+//! (Looked up one by one, unless the index vouches for the parent's whole tree.) Nor if the
+//! parent's entry was changed less than `RACY_NS` before the parent backup started, or after:
+//! timestamps move in ticks (milliseconds, more on some file systems), so a file written again
+//! in the tick after it was read keeps the timestamps that were read with the old content.
 
 use std::fs::{File, Metadata};
 use std::io;
@@ -27,6 +30,10 @@ use crate::ids::{BlobType, TreeId};
 use crate::snapshot::Summary;
 use crate::tree::{Node, NodeKind, Tree};
 use crate::walk;
+
+/// How long before a parent backup started a file must have last changed for its entry to be
+/// trusted: covers the timestamp tick of any local file system, with room to spare.
+const RACY_NS: i64 = 1_000_000_000;
 
 /// The warning for an entry that disappeared between being listed and being read.
 const VANISHED: &str = "vanished before it could be read; skipped";
@@ -69,6 +76,8 @@ pub struct Walker<'w, 'p, 'a> {
     /// Every blob below the parent's tree is known to be in the index
     /// (`LocalIndex::is_complete`), so reused files need no lookups.
     pub parent_complete: bool,
+    /// When the parent backup started (`Snapshot::started_ns`).
+    pub parent_started_ns: i64,
     pub excludes: &'w Excludes,
     pub reporter: &'w dyn Reporter,
     pub counters: Counters,
@@ -303,7 +312,7 @@ impl Walker<'_, '_, '_> {
         meta: &Metadata,
         parent: Option<&Node>,
     ) -> Result<bool> {
-        if let Some(p) = parent.filter(|p| same_file(p, node))
+        if let Some(p) = parent.filter(|p| same_file(p, node) && !self.racy(p))
             && self.all_stored(p)?
         {
             node.content = p.content.clone();
@@ -362,6 +371,13 @@ impl Walker<'_, '_, '_> {
         node.size = stored.size;
         self.count_file(stored.size, status, path);
         Ok(true)
+    }
+
+    /// True if the parent's entry may not match what was read: it changed too close to the
+    /// parent backup's start, or later. The ctime, which only the kernel sets (an mtime in
+    /// the future, say from an archive, would make a file be read every night).
+    fn racy(&self, parent: &Node) -> bool {
+        parent.ctime_ns >= self.parent_started_ns.saturating_sub(RACY_NS)
     }
 
     fn all_stored(&self, parent: &Node) -> Result<bool> {

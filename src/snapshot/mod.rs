@@ -58,6 +58,10 @@ pub struct Snapshot {
     /// tag 14: the snapshot this one replaces (`tag` rewrites a snapshot this way): once this
     /// one exists, the replaced one is hidden, even before it is deleted.
     pub supersedes: Option<SnapshotId>,
+    /// tag 15: when the backup began reading its sources, if that was recorded (`time_ns` can
+    /// be set to another time with `--time`). A file whose ctime is not well before it may have
+    /// changed while it was read without changing its timestamps (see the backup walker).
+    pub started_ns: Option<i64>,
 }
 
 impl Summary {
@@ -138,6 +142,9 @@ impl Snapshot {
         if let Some(old) = &self.supersedes {
             w.bytes(14, &old.0);
         }
+        if let Some(started) = self.started_ns {
+            w.int(15, started);
+        }
         w.finish()
     }
 
@@ -162,6 +169,7 @@ impl Snapshot {
             original: None,
             repair_note: None,
             supersedes: None,
+            started_ns: None,
         };
         let mut tree = None;
         for f in codec::fields(bytes)? {
@@ -180,6 +188,7 @@ impl Snapshot {
                 12 => s.original = Some(SnapshotId::from_slice(f.value)?),
                 13 => s.repair_note = Some(f.string()?),
                 14 => s.supersedes = Some(SnapshotId::from_slice(f.value)?),
+                15 => s.started_ns = Some(f.int()?),
                 _ => {}
             }
         }
@@ -302,6 +311,7 @@ pub(crate) mod tests {
             original: Some(SnapshotId([7; 32])),
             repair_note: Some("removed 1 file".into()),
             supersedes: Some(SnapshotId([8; 32])),
+            started_ns: Some(1_700_000_000_000_000_001),
         }
     }
 
