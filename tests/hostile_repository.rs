@@ -11,6 +11,7 @@ use cairn::snapshot::{Snapshot, Summary};
 use cairn::storage::OpendalStorage;
 use cairn::tree::{Node, NodeKind, Tree};
 use common::*;
+use std::os::unix::fs::MetadataExt;
 
 const FAST: KdfParams = KdfParams {
     memory_kib: 64,
@@ -124,4 +125,34 @@ fn symlink_followed_by_a_folder_of_the_same_name_is_not_written_through() {
         std::fs::read_dir(&outside).unwrap().next().is_none(),
         "wrote through the symlink"
     );
+}
+
+/// Regression: entries were made hard links of each other by (device, inode) alone, so two
+/// files that only shared an inode number (reused while a long backup ran, or unstable on a
+/// network file system) were restored with the first one's content.
+#[test]
+fn files_sharing_an_inode_number_but_not_content_are_not_linked() {
+    let env = Env::new();
+    craft(&env, |p| {
+        let mut nodes = Vec::new();
+        for (name, content) in [
+            (&b"a"[..], &b"first"[..]),
+            (b"b", b"other"),
+            (b"c", b"first"),
+        ] {
+            let mut n = file_node(p, name, content);
+            n.nlink = 2;
+            n.device = 7;
+            n.inode = 42;
+            nodes.push(n);
+        }
+        nodes
+    });
+    let target = env.path("target");
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(std::fs::read(target.join("a")).unwrap(), b"first");
+    assert_eq!(std::fs::read(target.join("b")).unwrap(), b"other");
+    let ino = |n: &str| std::fs::metadata(target.join(n)).unwrap().ino();
+    assert_ne!(ino("a"), ino("b"));
+    assert_eq!(ino("a"), ino("c"), "true links are still links");
 }

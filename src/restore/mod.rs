@@ -108,8 +108,9 @@ struct Walk<'a> {
     plan: Plan,
     /// Folders the walk has left, children before parents, waiting for their metadata.
     dirs: Vec<(PathBuf, Node)>,
-    /// The first path restored for each (device, inode) of a file with several links.
-    link_targets: HashMap<(u64, u64), PathBuf>,
+    /// The first path restored for each (device, inode) of a file with several links, with
+    /// what its content must be for a later entry to be linked to it.
+    link_targets: HashMap<(u64, u64), (PathBuf, LinkedContent)>,
     /// Further links to create once their first path is in place: (link, first path).
     links: Vec<(PathBuf, PathBuf)>,
     stats: RestoreStats,
@@ -280,16 +281,14 @@ impl Walk<'_> {
             return Ok(true);
         }
         match node.kind {
-            NodeKind::File
-                if node.nlink > 1 && self.link_targets.contains_key(&(node.device, node.inode)) =>
-            {
-                let first = self.link_targets[&(node.device, node.inode)].clone();
+            NodeKind::File if let Some(first) = self.link_target(&node) => {
                 self.links.push((path.to_path_buf(), first));
             }
             NodeKind::File => {
                 if node.nlink > 1 {
                     self.link_targets
-                        .insert((node.device, node.inode), path.to_path_buf());
+                        .entry((node.device, node.inode))
+                        .or_insert_with(|| (path.to_path_buf(), LinkedContent::of(&node)));
                 }
                 let planned = PlannedFile::new(path.to_path_buf(), self.temp_suffix(), node);
                 self.plan.add_file(&self.index, planned)?;
@@ -308,6 +307,17 @@ impl Walk<'_> {
             }
         }
         Ok(true)
+    }
+
+    /// The path an entry is to be a hard link to: an earlier file of the same (device, inode)
+    /// with the same content. Inode numbers alone can mislead (reused while a long backup
+    /// ran, or unstable on some network file systems); such an entry is restored on its own.
+    fn link_target(&self, node: &Node) -> Option<PathBuf> {
+        if node.nlink < 2 {
+            return None;
+        }
+        let (first, content) = self.link_targets.get(&(node.device, node.inode))?;
+        (*content == LinkedContent::of(node)).then(|| first.clone())
     }
 
     fn dir(
@@ -446,6 +456,29 @@ impl Walk<'_> {
             if let Err(e) = metadata::apply(&path, &node, self.owners()) {
                 self.fail(&path, e);
             }
+        }
+    }
+}
+
+/// What two entries of one inode must share to be restored as links: size, mtime and a
+/// hash of the blob list.
+#[derive(PartialEq, Eq)]
+struct LinkedContent {
+    size: u64,
+    mtime_ns: i64,
+    blobs: [u8; 32],
+}
+
+impl LinkedContent {
+    fn of(node: &Node) -> Self {
+        let mut hasher = blake3::Hasher::new();
+        for id in &node.content {
+            hasher.update(&id.0);
+        }
+        LinkedContent {
+            size: node.size,
+            mtime_ns: node.mtime_ns,
+            blobs: *hasher.finalize().as_bytes(),
         }
     }
 }
