@@ -74,17 +74,15 @@ pub fn apply(path: &Path, node: &Node, owners: Owners) -> Result<()> {
         std::os::unix::fs::lchown(at, Some(uid), Some(gid)).map_err(|e| Error::io(path, e))?;
     }
     set_xattrs(at, path, node)?;
+    let c = c_path(at)?;
     if node.kind != NodeKind::Symlink {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(at, std::fs::Permissions::from_mode(node.mode))
-            .map_err(|e| Error::io(path, e))?;
+        chmod_no_follow(&c, at, node.mode & 0o7777).map_err(|e| Error::io(path, e))?;
     }
     let mut atime = timespec(node.atime_ns);
     if node.kind == NodeKind::Dir && node.atime_ns == 0 {
         atime.tv_nsec = libc::UTIME_OMIT; // not recorded for folders
     }
     let times = [atime, timespec(node.mtime_ns)];
-    let c = c_path(at)?;
     // SAFETY: `c` is a valid NUL-terminated path and `times` points at two timespecs.
     let rc = unsafe {
         libc::utimensat(
@@ -98,6 +96,28 @@ pub fn apply(path: &Path, node: &Node, owners: Owners) -> Result<()> {
         return Err(Error::io(path, std::io::Error::last_os_error()));
     }
     Ok(())
+}
+
+/// Sets the mode without following a symlink: one put in the entry's place (in a target
+/// others can write to) must not pass the mode on to what it points at.
+fn chmod_no_follow(c: &CString, at: &Path, mode: u32) -> std::io::Result<()> {
+    // SAFETY: `c` is a valid NUL-terminated path.
+    let rc = unsafe { libc::fchmodat(libc::AT_FDCWD, c.as_ptr(), mode, libc::AT_SYMLINK_NOFOLLOW) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EOPNOTSUPP) {
+        return Err(err);
+    }
+    if std::fs::symlink_metadata(at)?.file_type().is_symlink() {
+        return Err(std::io::Error::other(
+            "was replaced by a symlink; not followed",
+        ));
+    }
+    // Without fchmodat2 glibc needs /proc for this; where it has neither, it was looked at.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(at, std::fs::Permissions::from_mode(mode))
 }
 
 /// `apply` for a regular file, through a descriptor open on it (no path is looked up); an
@@ -185,4 +205,38 @@ pub fn make_special(path: &Path, node: &Node) -> Result<()> {
         return Err(Error::io(path, std::io::Error::last_os_error()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Regression: folder and special-file modes were set with a chmod that follows symlinks,
+    /// so a symlink put in a restored folder's place passed the mode on to its target.
+    #[test]
+    fn a_symlink_in_an_entrys_place_does_not_get_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, b"x").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let swapped = dir.path().join("restored-folder");
+        std::os::unix::fs::symlink(&secret, &swapped).unwrap();
+        let mut node = Node::new(b"restored-folder".to_vec(), NodeKind::Dir);
+        node.mode = 0o777;
+        let owners = Owners {
+            is_root: false,
+            numeric: false,
+        };
+        assert!(apply(&swapped, &node, owners).is_err());
+        let mode = std::fs::metadata(&secret).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        node.mode = 0o750;
+        apply(&real, &node, owners).unwrap();
+        let mode = std::fs::metadata(&real).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o750);
+    }
 }
