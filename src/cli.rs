@@ -357,8 +357,9 @@ pub struct RestoreArgs {
     /// Leave out entries matching GLOB (repeatable)
     #[arg(long = "exclude", value_name = "GLOB")]
     pub excludes: Vec<String>,
-    /// What to do with entries that exist already: `if-changed` leaves identical files alone
-    /// (so an interrupted restore can be run again), `always` replaces, `never` keeps
+    /// What to do with entries that exist already: `if-changed` keeps the content of identical
+    /// files (so an interrupted restore can be run again) and sets their metadata, `always`
+    /// replaces, `never` keeps as is
     #[arg(long, default_value = "if-changed", value_parser = ["always", "if-changed", "never"])]
     pub overwrite: String,
     /// List what would be written; write nothing

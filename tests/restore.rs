@@ -110,9 +110,15 @@ fn an_interrupted_restore_resumes_and_leaves_identical_files_alone() {
     let untouched = std::fs::metadata(base.join("media/photo.jpg"))
         .unwrap()
         .ino();
-    // As if the first run had stopped half-way: one file damaged, one missing.
+    // As if the first run had stopped half-way: one file damaged, one missing. And one left
+    // alone whose mode was changed since: it gets the snapshot's again.
     std::fs::write(base.join("docs/contract.pdf"), b"half written").unwrap();
     std::fs::remove_file(base.join("readme.txt")).unwrap();
+    std::fs::set_permissions(
+        base.join("media/photo.jpg"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
     let json: serde_json::Value = serde_json::from_str(&env.ok(&[
         "restore",
         "latest",
@@ -164,6 +170,27 @@ fn an_interrupted_restore_resumes_and_leaves_identical_files_alone() {
             .ino(),
         untouched
     );
+}
+
+/// Regression: a restore resumed after its first path of a hard link was written (and kept
+/// as identical) made the other paths separate copies instead of links.
+#[test]
+fn a_resumed_restore_still_links() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("a/p"), &noise(11, 50_000));
+    std::fs::create_dir_all(src.join("b")).unwrap();
+    std::fs::hard_link(src.join("a/p"), src.join("b/l")).unwrap();
+    env.init();
+    env.backup_json(&[&src]);
+    let out = env.path("out");
+    let base = restored(&out, &src);
+    env.restore("latest", &out);
+    std::fs::remove_file(base.join("b/l")).unwrap();
+    env.restore("latest", &out);
+    let ino = |p: &str| std::fs::metadata(base.join(p)).unwrap().ino();
+    assert_eq!(ino("a/p"), ino("b/l"));
+    assert_eq!(describe(&src), describe(&base));
 }
 
 #[test]

@@ -267,7 +267,7 @@ impl Walk<'_> {
             return Ok(false);
         }
         if !fresh && self.keep_existing(&node, path)? {
-            self.stats.skipped += 1;
+            self.keep(&node, path)?;
             return Ok(true);
         }
         if self.opts.dry_run {
@@ -355,6 +355,22 @@ impl Walk<'_> {
             self.end_batch_if_full();
         }
         Ok(true)
+    }
+
+    /// An existing entry left alone keeps its content but gets the snapshot's metadata (a
+    /// restore that undoes a mass `chmod`), and a file with several links stands for its
+    /// inode, so a restore resumed after the first path of a link was written still links.
+    fn keep(&mut self, node: &Node, path: &Path) -> Result<()> {
+        self.stats.skipped += 1;
+        if self.opts.dry_run || self.opts.overwrite == Overwrite::Never {
+            return Ok(());
+        }
+        if node.kind == NodeKind::File && node.nlink > 1 {
+            self.link_targets
+                .entry((node.device, node.inode))
+                .or_insert_with(|| (path.to_path_buf(), LinkedContent::of(node)));
+        }
+        metadata::apply(path, node, self.owners())
     }
 
     /// True if an existing entry at `path` is to be left alone.
