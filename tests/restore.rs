@@ -173,9 +173,10 @@ fn an_interrupted_restore_resumes_and_leaves_identical_files_alone() {
 }
 
 /// Regression: a restore resumed after its first path of a hard link was written (and kept
-/// as identical) made the other paths separate copies instead of links.
+/// as identical) made the other paths separate copies instead of links; and the temporary
+/// files of the interrupted run stayed in the restored tree.
 #[test]
-fn a_resumed_restore_still_links() {
+fn a_resumed_restore_still_links_and_leaves_no_temporary_files() {
     let env = Env::new();
     let src = env.path("src");
     write(&src.join("a/p"), &noise(11, 50_000));
@@ -187,9 +188,18 @@ fn a_resumed_restore_still_links() {
     let base = restored(&out, &src);
     env.restore("latest", &out);
     std::fs::remove_file(base.join("b/l")).unwrap();
+    let stale = base.join("a/.cairn-restore-0123456789abcdef.tmp");
+    let not_ours = out.join(".cairn-restore-mine.tmp");
+    write(&stale, b"half");
+    write(&not_ours, b"mine");
     env.restore("latest", &out);
     let ino = |p: &str| std::fs::metadata(base.join(p)).unwrap().ino();
     assert_eq!(ino("a/p"), ino("b/l"));
+    assert!(!stale.exists());
+    assert!(
+        not_ours.exists(),
+        "a name restore does not make is not its to remove"
+    );
     assert_eq!(describe(&src), describe(&base));
 }
 

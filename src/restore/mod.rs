@@ -221,6 +221,9 @@ impl Walk<'_> {
                 return false;
             }
         };
+        if !fresh && !self.opts.dry_run {
+            remove_stale_temps(dir);
+        }
         let mut any = false;
         for node in tree.nodes {
             if let Err(e) = check_name(dir, &node.name) {
@@ -502,7 +505,29 @@ impl LinkedContent {
 /// The name beside `path` for building an entry before renaming it into place; `suffix`
 /// comes from `Walk::temp_suffix`.
 fn temp_name(path: &Path, suffix: u64) -> PathBuf {
-    path.with_file_name(format!(".cairn-restore-{suffix:016x}.tmp"))
+    path.with_file_name(format!("{TEMP_PREFIX}{suffix:016x}{TEMP_SUFFIX}"))
+}
+
+const TEMP_PREFIX: &str = ".cairn-restore-";
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// Removes what an interrupted restore left under temporary names in a folder restored into
+/// again (only names `temp_name` makes: a dot, the prefix, 16 hex digits, `.tmp`).
+fn remove_stale_temps(dir: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(entries) = long_path::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let digits = name
+            .as_bytes()
+            .strip_prefix(TEMP_PREFIX.as_bytes())
+            .and_then(|n| n.strip_suffix(TEMP_SUFFIX.as_bytes()));
+        if digits.is_some_and(|d| d.len() == 16 && d.iter().all(u8::is_ascii_hexdigit)) {
+            let _ = long_path::remove_file(&entry.path());
+        }
+    }
 }
 
 /// Creates a directory, or accepts an existing real one; refuses anything else in the way.
