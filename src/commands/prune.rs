@@ -73,6 +73,12 @@ pub fn print_report(r: &PruneReport) {
         r.blobs_removed
     );
     let after = r.bytes_before - r.bytes_deleted - r.bytes_repacked + r.bytes_written;
+    if r.leftovers_removed > 0 {
+        println!(
+            "{} temporary files of failed writes removed",
+            r.leftovers_removed
+        );
+    }
     println!(
         "{}{} freed in {:.1} s",
         if r.dry_run { "dry run: " } else { "" },

@@ -53,9 +53,14 @@ pub struct PruneReport {
     /// Packs on storage that no index segment listed.
     pub packs_unindexed_deleted: usize,
     pub blobs_removed: usize,
+    /// Files that failed writes left behind (local disk: in `tmp/`).
+    pub leftovers_removed: usize,
     pub duration_ns: u64,
     pub dry_run: bool,
 }
+
+/// Leftovers of failed writes younger than this are left alone.
+const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// What happens to one pack.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -152,6 +157,12 @@ pub fn run(repo: &Repository, lock: &RepositoryLock, opts: &PruneOptions) -> Res
         lock.check()?;
         crate::retention::forget::finish_pending(repo)?;
     }
+    // Under the exclusive lock only writes of processes waiting for a lock can be under way:
+    // seconds, not hours.
+    let leftovers_removed = match opts.dry_run {
+        true => 0,
+        false => repo.storage().remove_leftovers(LEFTOVER_AGE)?,
+    };
     let inventory = Inventory::load(repo)?;
     if let Some((id, e)) = inventory.damaged_segments.first() {
         return Err(Error::Invalid(format!(
@@ -177,6 +188,7 @@ pub fn run(repo: &Repository, lock: &RepositoryLock, opts: &PruneOptions) -> Res
         snapshots,
         packs_before: stored.len(),
         bytes_before: stored.values().sum(),
+        leftovers_removed,
         dry_run: opts.dry_run,
         ..PruneReport::default()
     };

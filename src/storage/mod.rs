@@ -45,6 +45,13 @@ pub trait Storage: Send + Sync {
     fn size(&self, path: &str) -> Result<u64>;
     /// Removes an object; removing a missing object is not an error.
     fn delete(&self, path: &str) -> Result<()>;
+    /// Removes what writes that failed left behind and no write in progress can still need
+    /// (on local disk: temporary files older than `age`); returns how many. Object stores
+    /// leave nothing behind a failed PUT.
+    fn remove_leftovers(&self, age: std::time::Duration) -> Result<usize> {
+        let _ = age;
+        Ok(0)
+    }
 }
 
 /// Opens the storage a repository location names: a local path, `file://PATH` or `fs://PATH`.

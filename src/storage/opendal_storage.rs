@@ -13,6 +13,8 @@ pub struct OpendalStorage {
     location: String,
     /// For local disk: the root, so a write can fsync the folder that received the rename.
     local_root: Option<PathBuf>,
+    /// Local folders whose own entry is known to be durable (synced in their parent).
+    durable_dirs: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
     operator: Operator,
     runtime: tokio::runtime::Runtime,
 }
@@ -84,6 +86,7 @@ impl OpendalStorage {
         Ok(Self {
             location,
             local_root: None,
+            durable_dirs: Default::default(),
             operator,
             runtime,
         })
@@ -132,14 +135,13 @@ impl Storage for OpendalStorage {
             .block_on(self.operator.write(path, bytes))
             .map_err(|e| storage_error("write", path, e))?;
         // opendal fsyncs the file before renaming it into place; the rename itself is durable
-        // only once the folder holding it is synced too.
-        if let Some(root) = &self.local_root {
-            let full = root.join(path);
-            if let Some(dir) = full.parent() {
-                std::fs::File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(|e| Error::io(dir, e))?;
-            }
+        // only once the folder holding it is synced too, and a folder opendal just created
+        // only once its own parent is.
+        if let Some(root) = &self.local_root
+            && let Some(dir) = root.join(path).parent()
+        {
+            sync_dir(dir)?;
+            self.make_durable_up_to(root, dir)?;
         }
         Ok(())
     }
@@ -191,6 +193,54 @@ impl Storage for OpendalStorage {
             .block_on(self.operator.delete(path))
             .map_err(|e| storage_error("delete", path, e))
     }
+
+    fn remove_leftovers(&self, age: std::time::Duration) -> Result<usize> {
+        let Some(root) = &self.local_root else {
+            return Ok(0);
+        };
+        let tmp = root.join("tmp");
+        let entries = match std::fs::read_dir(&tmp) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(Error::io(&tmp, e)),
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|e| e > age));
+            if old && std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+impl OpendalStorage {
+    /// Syncs each parent of `dir` up to `root` whose entry for the folder below it is not yet
+    /// known to be durable (once per folder and process).
+    fn make_durable_up_to(&self, root: &Path, dir: &Path) -> Result<()> {
+        let mut below = dir;
+        while below != root
+            && let Some(parent) = below.parent()
+        {
+            if crate::blobs::lock(&self.durable_dirs).contains(below) {
+                break;
+            }
+            sync_dir(parent)?;
+            crate::blobs::lock(&self.durable_dirs).insert(below.to_path_buf());
+            below = parent;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -217,5 +267,30 @@ mod tests {
             Err(Error::Storage { not_found, .. }) => assert!(not_found),
             other => panic!("expected not-found, got {other:?}"),
         }
+    }
+
+    /// Regression: a write that failed (a full disk) left its temporary file in `tmp/`
+    /// forever; prune now removes those older than it can still matter.
+    #[test]
+    fn old_leftovers_of_failed_writes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = OpendalStorage::local(dir.path().to_str().unwrap()).unwrap();
+        s.write("packs/ab/abc", b"kept".to_vec()).unwrap();
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        let old = std::fs::File::create(tmp.join("old")).unwrap();
+        let two_hours = std::time::Duration::from_secs(7200);
+        old.set_modified(std::time::SystemTime::now() - two_hours)
+            .unwrap();
+        std::fs::write(tmp.join("in-progress"), b"x").unwrap();
+        let hour = std::time::Duration::from_secs(3600);
+        assert_eq!(s.remove_leftovers(hour).unwrap(), 1);
+        assert!(!tmp.join("old").exists());
+        assert!(tmp.join("in-progress").exists());
+        assert_eq!(s.read("packs/ab/abc").unwrap(), b"kept");
+        assert!(
+            crate::blobs::lock(&s.durable_dirs).contains(&dir.path().join("packs/ab")),
+            "a new pack folder is synced in its parent"
+        );
     }
 }
