@@ -1,5 +1,6 @@
 //! Reading blobs back: index lookup, a range read, then decryption and verification against
-//! the blob id (see `pack::open_blob`). Nothing unverified leaves this module.
+//! the blob id (see `pack::open_blob`). Nothing unverified leaves this module. A copy that
+//! cannot be read or fails verification gives way to another copy the index lists, if any.
 //!
 //! `BlobReader` is the shareable form: it can be used from many threads, and it keeps the
 //! last few tree packs whole in memory, because trees are read many at a time and sit
@@ -62,6 +63,14 @@ impl<'a> BlobReader<'a> {
 
     pub fn blob(&self, id: &BlobId) -> Result<Vec<u8>> {
         let (pack, entry) = self.locate(id)?;
+        self.blob_at(&pack, &entry).or_else(|first_error| {
+            let copies = lock(&self.index).locations(id);
+            other_copy(self.repo, copies, &pack, first_error)
+        })
+    }
+
+    fn blob_at(&self, pack: &PackId, entry: &BlobEntry) -> Result<Vec<u8>> {
+        let (id, pack) = (&entry.id, *pack);
         if entry.blob_type == BlobType::Tree {
             let bytes = self.tree_pack(&pack)?;
             let sealed = usize::try_from(entry.offset)
@@ -73,12 +82,12 @@ impl<'a> BlobReader<'a> {
                     pack,
                     reason: "lies outside the pack".into(),
                 })?;
-            return open_blob(self.repo.keys(), self.repo.id(), &pack, &entry, sealed);
+            return open_blob(self.repo.keys(), self.repo.id(), &pack, entry, sealed);
         }
         let sealed = self
             .repo
             .read_pack_range(&pack, entry.offset..entry.end())?;
-        open_blob(self.repo.keys(), self.repo.id(), &pack, &entry, &sealed)
+        open_blob(self.repo.keys(), self.repo.id(), &pack, entry, &sealed)
     }
 
     pub fn tree(&self, id: &TreeId) -> Result<Tree> {
@@ -97,6 +106,29 @@ impl<'a> BlobReader<'a> {
         cache.push_back((*pack, Arc::clone(&bytes)));
         Ok(bytes)
     }
+}
+
+/// A blob whose copy in `failed` could not be used, read from another of `copies` (its
+/// locations in the index); `first_error` if none serves.
+pub fn other_copy(
+    repo: &Repository,
+    copies: Result<Vec<(PackId, BlobEntry)>>,
+    failed: &PackId,
+    first_error: Error,
+) -> Result<Vec<u8>> {
+    let Ok(copies) = copies else {
+        return Err(first_error);
+    };
+    for (pack, entry) in copies.iter().filter(|(p, _)| p != failed) {
+        let blob = repo
+            .read_pack_range(pack, entry.offset..entry.end())
+            .and_then(|sealed| open_blob(repo.keys(), repo.id(), pack, entry, &sealed));
+        if blob.is_ok() {
+            tracing::warn!("{first_error}; read the copy in pack {pack} instead");
+            return blob;
+        }
+    }
+    Err(first_error)
 }
 
 /// The node at `path` (components separated by `/`) below the root tree, or `None` for the

@@ -939,3 +939,40 @@ fn interrupted_repair_snapshots_runs_again_without_duplicates() {
     f.assert_clean(&["--read-data"]);
     f.assert_restores(0, "a");
 }
+
+/// Regression: a blob stored in two packs whose first copy turned out damaged failed its
+/// files, although the index listed an intact copy; restore and dump now read the other copy.
+#[test]
+fn restore_reads_another_copy_of_a_damaged_blob() {
+    let f = Fixture::new();
+    let repo = f.open_repo();
+    let content = std::fs::read(f.src.join("a/small0.txt")).unwrap();
+    let (copy, blob) = store_pack(&repo, &content, true);
+    let inventory = cairn::index::Inventory::load(&repo).unwrap();
+    let (original, entry) = inventory
+        .locations(&blob)
+        .find(|(p, _)| p.id != copy)
+        .unwrap();
+    let original = f.env.repo.join(object_path(FileKind::Pack, &original.id.0));
+    flip_bit(&original, entry.offset as usize + 40);
+    let target = f.env.path("out");
+    let out = f.env.run(&[
+        "restore",
+        &format!("{}:{}", f.snapshots[0], f.src.join("a").display()),
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(target.join("small0.txt")).unwrap(), content);
+    assert!(
+        stderr(&out).contains("read the copy in pack"),
+        "{}",
+        stderr(&out)
+    );
+    let path = f.src.join("a/small0.txt");
+    let dump = f
+        .env
+        .run(&["dump", &f.snapshots[0], path.to_str().unwrap()]);
+    assert!(dump.status.success(), "{}", stderr(&dump));
+    assert_eq!(dump.stdout, content);
+}

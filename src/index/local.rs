@@ -157,6 +157,47 @@ fn remove_db_files(path: &Path) {
     }
 }
 
+/// One row of a blob's location, as stored.
+struct LocationRow {
+    pack: Vec<u8>,
+    blob_type: u8,
+    compression: u8,
+    offset: i64,
+    stored_len: u32,
+    raw_len: u32,
+}
+
+impl LocationRow {
+    fn read(r: &rusqlite::Row) -> rusqlite::Result<Self> {
+        Ok(LocationRow {
+            pack: r.get(0)?,
+            blob_type: r.get(1)?,
+            compression: r.get(2)?,
+            offset: r.get(3)?,
+            stored_len: r.get(4)?,
+            raw_len: r.get(5)?,
+        })
+    }
+
+    fn location(self, id: &BlobId, path: &Path) -> Result<(PackId, BlobEntry)> {
+        let bad = || Error::Index {
+            path: path.to_path_buf(),
+            message: format!("malformed row for blob {id}"),
+        };
+        Ok((
+            PackId::from_slice(&self.pack).ok_or_else(bad)?,
+            BlobEntry {
+                id: *id,
+                blob_type: BlobType::from_code(self.blob_type).ok_or_else(bad)?,
+                compression: self.compression,
+                offset: u64::try_from(self.offset).map_err(|_| bad())?,
+                stored_len: self.stored_len,
+                raw_len: self.raw_len,
+            },
+        ))
+    }
+}
+
 fn connect(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path).map_err(sql_err(path))?;
     conn.busy_timeout(std::time::Duration::from_secs(60))
@@ -448,36 +489,28 @@ impl LocalIndex {
         };
         let mut stmt = self.conn.prepare_cached(sql).map_err(self.err())?;
         let row = stmt
-            .query_row([&id.0[..]], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, u8>(1)?,
-                    r.get::<_, u8>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, u32>(4)?,
-                    r.get::<_, u32>(5)?,
-                ))
-            })
+            .query_row([&id.0[..]], LocationRow::read)
             .optional()
             .map_err(self.err())?;
-        let Some((pack, t, compression, offset, stored_len, raw_len)) = row else {
-            return Ok(None);
-        };
-        let bad = || Error::Index {
-            path: self.path.clone(),
-            message: format!("malformed row for blob {id}"),
-        };
-        Ok(Some((
-            PackId::from_slice(&pack).ok_or_else(bad)?,
-            BlobEntry {
-                id: *id,
-                blob_type: BlobType::from_code(t).ok_or_else(bad)?,
-                compression,
-                offset: u64::try_from(offset).map_err(|_| bad())?,
-                stored_len,
-                raw_len,
-            },
-        )))
+        row.map(|r| r.location(id, &self.path)).transpose()
+    }
+
+    /// Every location of a blob, those not known to be lost or damaged first.
+    pub fn locations(&self, id: &BlobId) -> Result<Vec<(PackId, BlobEntry)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT p.id, b.type, b.compression, b.offset, b.stored_len, b.raw_len
+                 FROM blobs b JOIN packs p ON p.seq = b.pack WHERE b.id = ?1
+                 ORDER BY p.lost + EXISTS (SELECT 1 FROM damaged_blobs d
+                                           WHERE d.id = b.id AND d.pack = p.id)",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([&id.0[..]], LocationRow::read)
+            .map_err(self.err())?;
+        rows.map(|r| r.map_err(self.err())?.location(id, &self.path))
+            .collect()
     }
 
     /// True if the blob has a location that is not known to be lost or damaged.

@@ -173,7 +173,18 @@ impl Walk<'_> {
     fn write_planned(&mut self) {
         let plan = std::mem::take(&mut self.plan);
         tracing::debug!(files = plan.files.len(), "restore: planned, folders made");
-        let written = plan.execute(self.repo, self.owners(), &plan::record(&self.failures));
+        // Asked only when a blob fails, from any worker: its own connection, behind a lock.
+        let copies_index = self.index.another_connection().map(Mutex::new);
+        let copies = |id: &crate::ids::BlobId| match &copies_index {
+            Ok(index) => lock(index).locations(id),
+            Err(e) => Err(Error::Invalid(e.to_string())),
+        };
+        let written = plan.execute(
+            self.repo,
+            self.owners(),
+            &plan::record(&self.failures),
+            &copies,
+        );
         self.stats.bytes += written.bytes;
         self.stats.files += written.files;
         tracing::debug!("restore: data written, files in place");

@@ -9,6 +9,9 @@
 //! file's last placement (written or failed) finishes it: metadata through the descriptor it
 //! holds, then the rename into place; or, if anything failed, removal of the temporary file.
 //! So a file whose blobs arrive in one read is opened once.
+//!
+//! A blob that cannot be read or fails verification where the plan looked for it is read from
+//! the other packs the index lists it in, if any, before the files that need it fail.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -147,6 +150,8 @@ pub struct Written {
 }
 
 type Fail<'a> = &'a (dyn Fn(&PathBuf, Error) + Sync);
+/// Every location of a blob, for reading another copy when one fails.
+pub type Copies<'a> = &'a (dyn Fn(&BlobId) -> Result<Vec<(PackId, BlobEntry)>> + Sync);
 
 impl Plan {
     /// Adds a file; returns an error (and adds nothing) if one of its blobs is not in the
@@ -188,7 +193,13 @@ impl Plan {
 
     /// Reads every pack, writes the blobs into the temporary files and puts each finished
     /// file in place. Failures mark the files they touch and are reported through `fail`.
-    pub fn execute(&self, repo: &Repository, owners: Owners, fail: Fail) -> Written {
+    pub fn execute(
+        &self,
+        repo: &Repository,
+        owners: Owners,
+        fail: Fail,
+        copies: Copies,
+    ) -> Written {
         let bytes = AtomicU64::new(0);
         let files = AtomicU64::new(0);
         let packs: Vec<_> = self.packs.iter().collect();
@@ -200,16 +211,18 @@ impl Plan {
                 let end = span.last().map_or(start, |b| b.entry.end());
                 let read = repo.read_pack_range(pack, start..end);
                 for blob in span {
-                    let opened;
-                    let data = match &read {
+                    let opened = match &read {
                         Ok(packed) => {
                             let at = (blob.entry.offset - start) as usize;
                             let sealed = &packed[at..at + blob.entry.stored_len as usize];
-                            opened = open_blob(repo.keys(), repo.id(), pack, &blob.entry, sealed);
-                            opened.as_deref()
+                            open_blob(repo.keys(), repo.id(), pack, &blob.entry, sealed)
                         }
-                        Err(e) => Err(e),
+                        Err(e) => Err(describe(e)),
                     };
+                    let opened = opened.or_else(|e| {
+                        crate::blobs::other_copy(repo, copies(&blob.entry.id), pack, e)
+                    });
+                    let data = opened.as_deref();
                     // A blob of zeros is left a hole in every file that has it.
                     let zeros = data.is_ok_and(|d| d.iter().all(|&b| b == 0));
                     for t in &blob.targets {
