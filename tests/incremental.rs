@@ -425,7 +425,8 @@ fn files_that_vanish_or_change_while_read_are_warned_about() {
 
 /// Regression: a source file swapped for a symlink between being listed and being opened was
 /// followed (a root backup stored the target, perhaps a file the user may not read, under the
-/// user's name), and one swapped for a FIFO made the backup wait forever.
+/// user's name), so was a folder above it, and a file swapped for a FIFO made the backup wait
+/// forever.
 #[test]
 fn a_file_swapped_for_a_symlink_or_fifo_is_neither_followed_nor_waited_on() {
     let env = Env::new();
@@ -436,9 +437,13 @@ fn a_file_swapped_for_a_symlink_or_fifo_is_neither_followed_nor_waited_on() {
     write(&src.join("stays"), b"stays");
     write(&src.join("to-link"), b"harmless");
     write(&src.join("to-fifo"), b"harmless");
+    write(&src.join("folder/in-folder"), b"harmless");
+    let secrets = env.path("secrets");
+    write(&secrets.join("in-folder"), b"top secret");
     let hook = format!(
-        r#"file-listed:case "$1" in *to-link) rm "$1" && ln -s {} "$1";; *to-fifo) rm "$1" && mkfifo "$1";; esac"#,
-        secret.display()
+        r#"file-listed:case "$1" in *to-link) rm "$1" && ln -s {} "$1";; *to-fifo) rm "$1" && mkfifo "$1";; */folder/in-folder) d="${{1%/in-folder}}"; mv "$d" "$d.moved" && ln -s {} "$d";; esac"#,
+        secret.display(),
+        secrets.display()
     );
     let mut child = env
         .cmd(&["backup", "--json", src.to_str().unwrap()])
@@ -458,7 +463,7 @@ fn a_file_swapped_for_a_symlink_or_fifo_is_neither_followed_nor_waited_on() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for name in ["to-link", "to-fifo"] {
+    for name in ["to-link", "to-fifo", "in-folder"] {
         let warned = v["warnings"].as_array().unwrap().iter().any(|w| {
             w["path"].as_str().unwrap().ends_with(name)
                 && w["message"].as_str().unwrap().contains("replaced")
@@ -471,4 +476,47 @@ fn a_file_swapped_for_a_symlink_or_fifo_is_neither_followed_nor_waited_on() {
     let back = restored(&out, &src);
     assert_eq!(std::fs::read(back.join("stays")).unwrap(), b"stays");
     assert!(!back.join("to-link").exists() && !back.join("to-fifo").exists());
+    assert!(!back.join("folder/in-folder").exists());
+}
+
+/// Regression: since source files are opened without blocking (so a FIFO swapped in cannot
+/// hang the backup), a file under a lease (an NFS delegation, a Samba oplock) was skipped at
+/// once instead of waited for.
+#[test]
+fn a_file_under_a_lease_is_waited_for_not_skipped() {
+    use std::os::unix::io::AsRawFd;
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    write(&src.join("leased"), b"served over SMB");
+    let holder = std::fs::OpenOptions::new()
+        .write(true)
+        .open(src.join("leased"))
+        .unwrap();
+    // SAFETY: ignoring SIGIO (the lease-break notice) and taking a lease on our descriptor.
+    let leased = unsafe {
+        libc::signal(libc::SIGIO, libc::SIG_IGN);
+        libc::fcntl(holder.as_raw_fd(), libc::F_SETLEASE, libc::F_WRLCK)
+    };
+    if leased != 0 {
+        eprintln!(
+            "skipped: no leases here: {}",
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    let child = env
+        .cmd(&["backup", "--json", src.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The holder lets go once the backup asked, as a file server does.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: releasing the lease on our own descriptor.
+    unsafe { libc::fcntl(holder.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary(&v, "files"), 1, "{v:#}");
 }

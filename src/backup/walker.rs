@@ -85,7 +85,7 @@ pub struct Walker<'w, 'p, 'a> {
 
 /// Opens a source file without updating its access time where the kernel allows it (we own
 /// the file or are root), so reading does not change what the next backup sees. Never
-/// follows a symlink, and never waits to open: what was listed as a file may have been
+/// follows a symlink, and does not wait for a FIFO: what was listed as a file may have been
 /// replaced by a symlink (to a file its owner may not read) or a FIFO meanwhile.
 fn open_source(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -93,24 +93,48 @@ fn open_source(path: &Path) -> io::Result<File> {
     let open = |flags| {
         File::options()
             .read(true)
-            .custom_flags(flags | libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .custom_flags(flags | libc::O_NOFOLLOW)
             .open(&*path)
     };
-    match open(libc::O_NOATIME) {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0),
+    let open_noatime = |flags| match open(flags | libc::O_NOATIME) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(flags),
+        other => other,
+    };
+    match open_noatime(libc::O_NONBLOCK) {
+        // Only a regular file under a lease (an NFS delegation, a Samba oplock) refuses a
+        // non-blocking open: wait for its holder, as a plain open does.
+        Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => open_noatime(0),
         other => other,
     }
 }
 
 /// Opens a listed source file; `None` if a symlink or anything else than a regular file is
-/// now at its path (the file listed is gone).
-fn open_listed(path: &Path) -> io::Result<Option<File>> {
-    match open_source(path) {
-        Ok(file) if file.metadata()?.is_file() => Ok(Some(file)),
-        Ok(_) => Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Ok(None),
-        Err(e) => Err(e),
+/// now at its path, or another file reached through a folder swapped for a symlink (the file
+/// listed is gone either way).
+fn open_listed(path: &Path, listed: &Metadata) -> io::Result<Option<File>> {
+    let file = match open_source(path) {
+        Ok(file) => file,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Ok(None);
     }
+    // Another inode is a file renamed over the listed one (stored, with a warning), unless
+    // it was reached by another way than the path (a folder on it is now a symlink).
+    let same = (meta.dev(), meta.ino()) == (listed.dev(), listed.ino());
+    if !same && !opened_at(&file, path) {
+        return Ok(None);
+    }
+    Ok(Some(file))
+}
+
+/// True if the kernel names `file` by `path` (no symlink was followed to reach it).
+fn opened_at(file: &File, path: &Path) -> bool {
+    use std::os::unix::io::AsRawFd;
+    let link = format!("/proc/self/fd/{}", file.as_raw_fd());
+    std::fs::read_link(link).is_ok_and(|named| named == path)
 }
 
 /// Files larger than this are not prefetched (their own sequential readahead suffices).
@@ -327,7 +351,7 @@ impl Walker<'_, '_, '_> {
         self.reporter.file_started(path);
         crate::failpoint::hook("file-listed", path);
         let on_bytes = |n| self.reporter.bytes_read(n);
-        let read = match open_listed(path) {
+        let read = match open_listed(path, meta) {
             Ok(Some(f)) if is_sparse(meta) => self
                 .content
                 .store_sparse(&f, meta.len(), &on_bytes)?
