@@ -13,7 +13,8 @@
 //! when it was taken in this boot and process-id namespace by a process that no longer exists
 //! (a host name alone is not enough: containers and cloned machines share them). A lock that
 //! vanishes while the others are read may be a refresh whose new file the listing missed, so
-//! the listing is taken again; an unreadable lock counts as a conflict. A holder whose refresh
+//! the listing is taken again; an unreadable lock counts as a conflict until the storage says
+//! it was written longer than `STALE` ago. A holder whose refresh
 //! failed, whose lock file was removed, or which could not refresh for too long (suspended,
 //! disconnected), is told so by `check`, and must stop before it commits or deletes anything.
 
@@ -290,17 +291,18 @@ impl RepositoryLock {
             pause = (pause * 2).min(Duration::from_secs(2));
         }
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        let refresher = {
-            let held = Arc::clone(&held);
-            std::thread::Builder::new()
-                .name("cairn-lock".into())
-                .spawn(move || {
-                    while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(REFRESH) {
-                        held.refresh();
-                    }
-                })
-                .map_err(|e| Error::io("lock refresh thread", e))?
-        };
+        let refreshed = Arc::clone(&held);
+        let refresher = std::thread::Builder::new()
+            .name("cairn-lock".into())
+            .spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(REFRESH) {
+                    refreshed.refresh();
+                }
+            })
+            .map_err(|e| {
+                let _ = repo.storage().delete(&lock_mutex(&held.path));
+                Error::io("lock refresh thread", e)
+            })?;
         Ok(RepositoryLock {
             inner: held,
             refresher: Some(refresher),
@@ -321,11 +323,16 @@ impl RepositoryLock {
                 reason: format!("it was not refreshed for {} s", age / 1_000_000_000),
             });
         }
-        let path = lock_mutex(&self.inner.path).clone();
-        if !self.inner.storage.exists(&path)? {
-            let why = "its lock file was removed by another process".to_string();
-            self.inner.mark_lost(why.clone());
-            return Err(Error::LockLost { reason: why });
+        // The refresher may replace the file between our reading its name and looking for it.
+        let mut path = lock_mutex(&self.inner.path).clone();
+        while !self.inner.storage.exists(&path)? {
+            let now = lock_mutex(&self.inner.path).clone();
+            if now == path {
+                let why = "its lock file was removed by another process".to_string();
+                self.inner.mark_lost(why.clone());
+                return Err(Error::LockLost { reason: why });
+            }
+            path = now;
         }
         Ok(())
     }
@@ -373,8 +380,13 @@ fn first_conflict(
         if path == mine {
             continue;
         }
-        // Not knowing what it guards, it is assumed to guard everything.
+        // Not knowing what it guards, it is assumed to guard everything while it is young.
         let Some(info) = info else {
+            if unreadable_is_stale(repo, &path) {
+                tracing::info!("removing stale lock {path}: unreadable and over 30 minutes old");
+                let _ = repo.storage().delete(&path);
+                continue;
+            }
             return Some(format!("an unreadable lock file {path}"));
         };
         if let Some(why) = info.stale(now) {
@@ -387,6 +399,12 @@ fn first_conflict(
         }
     }
     None
+}
+
+/// True if the storage says an (unreadable) lock file was written more than `STALE` ago.
+fn unreadable_is_stale(repo: &Repository, path: &str) -> bool {
+    let stale = Duration::from_nanos(STALE_NS as u64);
+    matches!(repo.storage().modified(path), Ok(Some(t)) if t.elapsed().is_ok_and(|age| age > stale))
 }
 
 /// Removes stale locks (all locks with `all`); returns what was removed.
@@ -512,6 +530,7 @@ mod tests {
     #[derive(Default)]
     struct Hooks {
         before_lock_read: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+        before_exists: Mutex<Option<Box<dyn FnOnce() + Send>>>,
         fail_list: std::sync::atomic::AtomicBool,
     }
 
@@ -525,10 +544,12 @@ mod tests {
             self.inner.location()
         }
         fn read(&self, path: &str) -> Result<Vec<u8>> {
-            if path.starts_with("locks/")
-                && let Some(hook) = lock_mutex(&self.hooks.before_lock_read).take()
-            {
-                hook();
+            let hook = lock_mutex(&self.hooks.before_lock_read).take();
+            match hook {
+                Some(hook) if path.starts_with("locks/") => hook(),
+                // Not yet: put it back for the lock file it waits for.
+                Some(hook) => *lock_mutex(&self.hooks.before_lock_read) = Some(hook),
+                None => {}
             }
             self.inner.read(path)
         }
@@ -545,6 +566,10 @@ mod tests {
             self.inner.list(dir, recursive)
         }
         fn exists(&self, path: &str) -> Result<bool> {
+            let hook = lock_mutex(&self.hooks.before_exists).take();
+            if let Some(hook) = hook {
+                hook();
+            }
             self.inner.exists(path)
         }
         fn size(&self, path: &str) -> Result<u64> {
@@ -589,6 +614,46 @@ mod tests {
             "no refresh ran"
         );
         prune.check().unwrap();
+    }
+
+    /// Regression: `check` read its lock file's name, the refresher then replaced the file,
+    /// and `check` found the old name gone and declared the lock lost for good.
+    #[test]
+    fn a_refresh_during_check_is_not_a_lost_lock() {
+        let (repo, hooks) = hooked_repository();
+        let lock = RepositoryLock::acquire(&repo, true, Duration::ZERO).unwrap();
+        let held = Arc::clone(&lock.inner);
+        *lock_mutex(&hooks.before_exists) = Some(Box::new(move || held.refresh()));
+        lock.check().unwrap();
+        assert!(lock_mutex(&hooks.before_exists).is_none(), "no refresh ran");
+        lock.check().unwrap();
+    }
+
+    /// An unreadable lock guards everything while young, and is stale once the storage says
+    /// it is older than a lock that nobody refreshed.
+    #[test]
+    fn an_old_unreadable_lock_is_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = crate::storage::OpendalStorage::local(dir.path().to_str().unwrap()).unwrap();
+        let fast = crate::repo::keyfile::KdfParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let repo = Repository::init(Box::new(storage), b"pw", fast).unwrap();
+        repo.storage()
+            .write("locks/0123", b"garbage".to_vec())
+            .unwrap();
+        assert!(RepositoryLock::acquire(&repo, true, Duration::ZERO).is_err());
+        let file = std::fs::File::options()
+            .write(true)
+            .open(dir.path().join("locks/0123"))
+            .unwrap();
+        let hour = Duration::from_secs(3600);
+        file.set_modified(std::time::SystemTime::now() - hour)
+            .unwrap();
+        RepositoryLock::acquire(&repo, true, Duration::ZERO).unwrap();
+        assert!(!dir.path().join("locks/0123").exists());
     }
 
     #[test]

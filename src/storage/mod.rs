@@ -45,6 +45,11 @@ pub trait Storage: Send + Sync {
     fn size(&self, path: &str) -> Result<u64>;
     /// Removes an object; removing a missing object is not an error.
     fn delete(&self, path: &str) -> Result<()>;
+    /// When the object was last written, by the storage's clock, where the storage says.
+    fn modified(&self, path: &str) -> Result<Option<std::time::SystemTime>> {
+        let _ = path;
+        Ok(None)
+    }
     /// Removes what writes that failed left behind and no write in progress can still need
     /// (on local disk: temporary files older than `age`); returns how many. Object stores
     /// leave nothing behind a failed PUT.

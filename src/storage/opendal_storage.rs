@@ -194,6 +194,13 @@ impl Storage for OpendalStorage {
             .map_err(|e| storage_error("delete", path, e))
     }
 
+    fn modified(&self, path: &str) -> Result<Option<std::time::SystemTime>> {
+        self.runtime
+            .block_on(self.operator.stat(path))
+            .map(|m| m.last_modified().map(std::time::SystemTime::from))
+            .map_err(|e| storage_error("stat", path, e))
+    }
+
     fn remove_leftovers(&self, age: std::time::Duration) -> Result<usize> {
         let Some(root) = &self.local_root else {
             return Ok(0);
