@@ -21,8 +21,9 @@ const CACHED_TREE_PACKS: usize = 2;
 
 pub fn load_blob(repo: &Repository, index: &LocalIndex, id: &BlobId) -> Result<Vec<u8>> {
     let (pack, entry) = index.lookup(id)?.ok_or(Error::BlobNotFound { blob: *id })?;
-    let sealed = repo.read_pack_range(&pack, entry.offset..entry.end())?;
-    open_blob(repo.keys(), repo.id(), &pack, &entry, &sealed)
+    repo.read_pack_range(&pack, entry.offset..entry.end())
+        .and_then(|sealed| open_blob(repo.keys(), repo.id(), &pack, &entry, &sealed))
+        .or_else(|e| other_copy(repo, index.locations(id), &pack, e))
 }
 
 pub fn load_tree(repo: &Repository, index: &LocalIndex, id: &TreeId) -> Result<Tree> {

@@ -976,3 +976,54 @@ fn restore_reads_another_copy_of_a_damaged_blob() {
     assert!(dump.status.success(), "{}", stderr(&dump));
     assert_eq!(dump.stdout, content);
 }
+
+/// Trees too: with every tree of the first backup damaged where it was first stored but
+/// intact in a second pack, every snapshot still lists and restores.
+#[test]
+fn trees_are_read_from_another_copy_when_the_first_is_damaged() {
+    let f = Fixture::new();
+    let repo = f.open_repo();
+    let original = f.tree_pack(0);
+    let inventory = cairn::index::Inventory::load(&repo).unwrap();
+    let pack = inventory
+        .pack(&PackId::from_hex(&file_name(&original)).unwrap())
+        .unwrap();
+    let bytes = std::fs::read(&original).unwrap();
+    let mut writer = PackWriter::new(BlobType::Tree);
+    for e in &pack.entries {
+        let sealed = &bytes[e.offset as usize..e.end() as usize];
+        let plain = cairn::pack::open_blob(repo.keys(), repo.id(), &pack.id, e, sealed).unwrap();
+        writer.add(seal_blob(
+            repo.keys(),
+            repo.id(),
+            BlobType::Tree,
+            e.id,
+            &plain,
+            3,
+        ));
+    }
+    let copy = writer.finish(repo.keys(), repo.id());
+    repo.storage()
+        .write(&object_path(FileKind::Pack, &copy.id.0), copy.bytes.clone())
+        .unwrap();
+    let segment = IndexSegment {
+        packs: vec![PackRecord {
+            id: copy.id,
+            size: copy.bytes.len() as u64,
+            entries: copy.entries,
+        }],
+    };
+    repo.save_file(FileKind::Index, &segment.encode()).unwrap();
+    for e in &pack.entries {
+        flip_bit(&original, e.offset as usize + 40);
+    }
+    let ls = f.env.run(&["ls", &f.snapshots[0], "--recursive"]);
+    assert!(ls.status.success(), "{}", stderr(&ls));
+    assert!(
+        stderr(&ls).contains("read the copy in pack"),
+        "{}",
+        stderr(&ls)
+    );
+    assert!(String::from_utf8_lossy(&ls.stdout).contains("small0.txt"));
+    f.assert_all_restore();
+}
