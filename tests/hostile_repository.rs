@@ -139,6 +139,7 @@ fn files_sharing_an_inode_number_but_not_content_are_not_linked() {
             (&b"a"[..], &b"first"[..]),
             (b"b", b"other"),
             (b"c", b"first"),
+            (b"d", b"other"),
         ] {
             let mut n = file_node(p, name, content);
             n.nlink = 2;
@@ -155,4 +156,5 @@ fn files_sharing_an_inode_number_but_not_content_are_not_linked() {
     let ino = |n: &str| std::fs::metadata(target.join(n)).unwrap().ino();
     assert_ne!(ino("a"), ino("b"));
     assert_eq!(ino("a"), ino("c"), "true links are still links");
+    assert_eq!(ino("b"), ino("d"), "so are those of the other content");
 }

@@ -120,6 +120,25 @@ fn chmod_no_follow(c: &CString, at: &Path, mode: u32) -> std::io::Result<()> {
     std::fs::set_permissions(at, std::fs::Permissions::from_mode(mode))
 }
 
+/// True if the entry at `path` lacks some of the node's metadata that `apply` would set
+/// (extended attributes are not compared: a node with any counts as differing).
+pub fn differs(path: &Path, node: &Node, owners: Owners) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = long_path::symlink_metadata(path) else {
+        return true;
+    };
+    let ns = |s: i64, n: i64| s * 1_000_000_000 + n;
+    let owner_differs =
+        owners.is_root && owner_ids(node, owners.numeric) != (meta.uid(), meta.gid());
+    let mode_differs = node.kind != NodeKind::Symlink && meta.mode() & 0o7777 != node.mode & 0o7777;
+    let atime_differs = node.atime_ns != 0 && ns(meta.atime(), meta.atime_nsec()) != node.atime_ns;
+    owner_differs
+        || mode_differs
+        || atime_differs
+        || ns(meta.mtime(), meta.mtime_nsec()) != node.mtime_ns
+        || !node.xattrs.is_empty()
+}
+
 /// `apply` for a regular file, through a descriptor open on it (no path is looked up); an
 /// owner or mode it already has (`current`, read when it was made) is not set again.
 pub fn apply_to_file(

@@ -105,12 +105,14 @@ struct Walk<'a> {
     /// no stored name) per entry, and no name seen tells another.
     temp_key: [u8; 32],
     temp_count: u64,
+    /// Temporary files older than this are an interrupted restore's, not another running one's.
+    started: std::time::SystemTime,
     plan: Plan,
     /// Folders the walk has left, children before parents, waiting for their metadata.
     dirs: Vec<(PathBuf, Node)>,
-    /// The first path restored for each (device, inode) of a file with several links, with
-    /// what its content must be for a later entry to be linked to it.
-    link_targets: HashMap<(u64, u64), (PathBuf, LinkedContent)>,
+    /// The first path restored for each file with several links: its (device, inode) and
+    /// content, since inode numbers alone can mislead (see `link_target`).
+    link_targets: HashMap<LinkedFile, PathBuf>,
     /// Further links to create once their first path is in place: (link, first path).
     links: Vec<(PathBuf, PathBuf)>,
     stats: RestoreStats,
@@ -137,6 +139,7 @@ pub fn run(
         is_root: crate::host::is_root(),
         temp_key: crate::crypto::random_bytes::<32>(),
         temp_count: 0,
+        started: std::time::SystemTime::now(),
         plan: Plan::default(),
         dirs: Vec::new(),
         link_targets: HashMap::new(),
@@ -233,7 +236,7 @@ impl Walk<'_> {
             }
         };
         if !fresh && !self.opts.dry_run {
-            remove_stale_temps(dir);
+            remove_stale_temps(dir, self.started);
         }
         let mut any = false;
         for node in tree.nodes {
@@ -301,8 +304,8 @@ impl Walk<'_> {
             NodeKind::File => {
                 if node.nlink > 1 {
                     self.link_targets
-                        .entry((node.device, node.inode))
-                        .or_insert_with(|| (path.to_path_buf(), LinkedContent::of(&node)));
+                        .entry(LinkedFile::of(&node))
+                        .or_insert_with(|| path.to_path_buf());
                 }
                 let planned = PlannedFile::new(path.to_path_buf(), self.temp_suffix(), node);
                 self.plan.add_file(&self.index, planned)?;
@@ -330,8 +333,7 @@ impl Walk<'_> {
         if node.nlink < 2 {
             return None;
         }
-        let (first, content) = self.link_targets.get(&(node.device, node.inode))?;
-        (*content == LinkedContent::of(node)).then(|| first.clone())
+        self.link_targets.get(&LinkedFile::of(node)).cloned()
     }
 
     fn dir(
@@ -381,10 +383,21 @@ impl Walk<'_> {
         }
         if node.kind == NodeKind::File && node.nlink > 1 {
             self.link_targets
-                .entry((node.device, node.inode))
-                .or_insert_with(|| (path.to_path_buf(), LinkedContent::of(node)));
+                .entry(LinkedFile::of(node))
+                .or_insert_with(|| path.to_path_buf());
         }
-        metadata::apply(path, node, self.owners())
+        if !metadata::differs(path, node, self.owners()) {
+            return Ok(());
+        }
+        match metadata::apply(path, node, self.owners()) {
+            // Not root: another user's file keeps its metadata, as ownership is skipped.
+            Err(Error::Io { source, .. })
+                if !self.is_root && source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// True if an existing entry at `path` is to be left alone.
@@ -490,22 +503,26 @@ impl Walk<'_> {
     }
 }
 
-/// What two entries of one inode must share to be restored as links: size, mtime and a
-/// hash of the blob list.
-#[derive(PartialEq, Eq)]
-struct LinkedContent {
+/// What entries must share to be restored as links of one file: device and inode, size,
+/// mtime and a hash of the blob list.
+#[derive(PartialEq, Eq, Hash)]
+struct LinkedFile {
+    device: u64,
+    inode: u64,
     size: u64,
     mtime_ns: i64,
     blobs: [u8; 32],
 }
 
-impl LinkedContent {
+impl LinkedFile {
     fn of(node: &Node) -> Self {
         let mut hasher = blake3::Hasher::new();
         for id in &node.content {
             hasher.update(&id.0);
         }
-        LinkedContent {
+        LinkedFile {
+            device: node.device,
+            inode: node.inode,
             size: node.size,
             mtime_ns: node.mtime_ns,
             blobs: *hasher.finalize().as_bytes(),
@@ -523,8 +540,9 @@ const TEMP_PREFIX: &str = ".cairn-restore-";
 const TEMP_SUFFIX: &str = ".tmp";
 
 /// Removes what an interrupted restore left under temporary names in a folder restored into
-/// again (only names `temp_name` makes: a dot, the prefix, 16 hex digits, `.tmp`).
-fn remove_stale_temps(dir: &Path) {
+/// again (only names `temp_name` makes: a dot, the prefix, 16 hex digits, `.tmp`; and only
+/// entries last changed before `started`, so not those of a restore running beside).
+fn remove_stale_temps(dir: &Path, started: std::time::SystemTime) {
     use std::os::unix::ffi::OsStrExt;
     let Ok(entries) = long_path::read_dir(dir) else {
         return;
@@ -535,7 +553,12 @@ fn remove_stale_temps(dir: &Path) {
             .as_bytes()
             .strip_prefix(TEMP_PREFIX.as_bytes())
             .and_then(|n| n.strip_suffix(TEMP_SUFFIX.as_bytes()));
-        if digits.is_some_and(|d| d.len() == 16 && d.iter().all(u8::is_ascii_hexdigit)) {
+        let ours = digits.is_some_and(|d| d.len() == 16 && d.iter().all(u8::is_ascii_hexdigit));
+        let old = || {
+            let meta = entry.metadata();
+            meta.and_then(|m| m.modified()).is_ok_and(|t| t < started)
+        };
+        if ours && old() {
             let _ = long_path::remove_file(&entry.path());
         }
     }
