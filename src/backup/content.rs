@@ -172,6 +172,9 @@ impl<'p, 'a> ContentWriter<'p, 'a> {
                 blobs.extend(self.store_chunks(&batch, on_bytes)?);
                 batch.clear();
                 batch_bytes = 0;
+                // Fail now, not after reading the rest of a stream its folder's tree could
+                // never hold.
+                crate::pack::check_blob_len(BlobType::Tree, blobs.len() * 32)?;
             }
         }
         blobs.extend(self.store_chunks(&batch, on_bytes)?);

@@ -32,8 +32,9 @@ use crate::tree::{Node, NodeKind, Tree};
 use crate::walk;
 
 /// How long before a parent backup started a file must have last changed for its entry to be
-/// trusted: covers the timestamp tick of any local file system, with room to spare.
-const RACY_NS: i64 = 1_000_000_000;
+/// trusted: covers the timestamp tick of local file systems (FAT's is 2 s). Not the clock of
+/// a file server that is behind this machine's by more.
+const RACY_NS: i64 = 2_000_000_000;
 
 /// The warning for an entry that disappeared between being listed and being read.
 const VANISHED: &str = "vanished before it could be read; skipped";

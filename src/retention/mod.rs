@@ -68,7 +68,14 @@ impl CalendarSpan {
     /// time, so a result that falls in a daylight-saving change is still a time (the earlier
     /// of two, or the moment after a skipped hour) and never drops the months.
     fn before<Tz: TimeZone>(&self, t: DateTime<Tz>) -> DateTime<Tz> {
-        let months = Months::new(self.years.saturating_mul(12).saturating_add(self.months));
+        let days_hours =
+            chrono::Duration::days(self.days.into()) + chrono::Duration::hours(self.hours.into());
+        let months = self.years.saturating_mul(12).saturating_add(self.months);
+        if months == 0 {
+            // No detour through the wall clock, which would move a time in a repeated hour.
+            return t - days_hours;
+        }
+        let months = Months::new(months);
         let tz = t.timezone();
         let shifted = t
             .naive_local()
@@ -85,7 +92,7 @@ impl CalendarSpan {
         let Some(t) = shifted else {
             return tz.timestamp_nanos(i64::MIN);
         };
-        t - chrono::Duration::days(self.days.into()) - chrono::Duration::hours(self.hours.into())
+        t - days_hours
     }
 }
 

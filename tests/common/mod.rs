@@ -145,10 +145,10 @@ pub fn noise(seed: u64, len: usize) -> Vec<u8> {
 }
 
 /// Waits until files just written are old enough for a backup to trust their timestamps in
-/// the next one: a file changed less than a second before a backup started is read again
+/// the next one: a file changed less than two seconds before a backup started is read again
 /// by the backup after it.
 pub fn settle() {
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::thread::sleep(std::time::Duration::from_millis(2100));
 }
 
 pub fn write(path: &Path, bytes: &[u8]) {
