@@ -742,15 +742,20 @@ fn damaged_local_index_is_rebuilt_not_reported() {
 /// Writes one pack holding `data` as a data blob; with `indexed`, also a segment listing it.
 fn store_pack(repo: &Repository, data: &[u8], indexed: bool) -> (PackId, BlobId) {
     let id = repo.keys().blob_id(data);
-    let mut writer = PackWriter::new(BlobType::Data);
-    writer.add(seal_blob(
-        repo.keys(),
-        repo.id(),
-        BlobType::Data,
-        id,
-        data,
-        3,
-    ));
+    (write_pack(repo, BlobType::Data, &[(id, data)], indexed), id)
+}
+
+/// Writes a pack of `blobs` (listed in a segment of its own if `indexed`).
+fn write_pack(
+    repo: &Repository,
+    blob_type: BlobType,
+    blobs: &[(BlobId, &[u8])],
+    indexed: bool,
+) -> PackId {
+    let mut writer = PackWriter::new(blob_type);
+    for (id, data) in blobs {
+        writer.add(seal_blob(repo.keys(), repo.id(), blob_type, *id, data, 3));
+    }
     let pack = writer.finish(repo.keys(), repo.id());
     repo.storage()
         .write(&object_path(FileKind::Pack, &pack.id.0), pack.bytes.clone())
@@ -765,7 +770,7 @@ fn store_pack(repo: &Repository, data: &[u8], indexed: bool) -> (PackId, BlobId)
         };
         repo.save_file(FileKind::Index, &segment.encode()).unwrap();
     }
-    (pack.id, id)
+    pack.id
 }
 
 #[test]
@@ -989,31 +994,17 @@ fn trees_are_read_from_another_copy_when_the_first_is_damaged() {
         .pack(&PackId::from_hex(&file_name(&original)).unwrap())
         .unwrap();
     let bytes = std::fs::read(&original).unwrap();
-    let mut writer = PackWriter::new(BlobType::Tree);
-    for e in &pack.entries {
-        let sealed = &bytes[e.offset as usize..e.end() as usize];
-        let plain = cairn::pack::open_blob(repo.keys(), repo.id(), &pack.id, e, sealed).unwrap();
-        writer.add(seal_blob(
-            repo.keys(),
-            repo.id(),
-            BlobType::Tree,
-            e.id,
-            &plain,
-            3,
-        ));
-    }
-    let copy = writer.finish(repo.keys(), repo.id());
-    repo.storage()
-        .write(&object_path(FileKind::Pack, &copy.id.0), copy.bytes.clone())
-        .unwrap();
-    let segment = IndexSegment {
-        packs: vec![PackRecord {
-            id: copy.id,
-            size: copy.bytes.len() as u64,
-            entries: copy.entries,
-        }],
-    };
-    repo.save_file(FileKind::Index, &segment.encode()).unwrap();
+    let trees: Vec<(BlobId, Vec<u8>)> = pack
+        .entries
+        .iter()
+        .map(|e| {
+            let sealed = &bytes[e.offset as usize..e.end() as usize];
+            let plain = cairn::pack::open_blob(repo.keys(), repo.id(), &pack.id, e, sealed);
+            (e.id, plain.unwrap())
+        })
+        .collect();
+    let trees: Vec<(BlobId, &[u8])> = trees.iter().map(|(id, t)| (*id, &t[..])).collect();
+    write_pack(&repo, BlobType::Tree, &trees, true);
     for e in &pack.entries {
         flip_bit(&original, e.offset as usize + 40);
     }
