@@ -479,6 +479,33 @@ fn a_file_swapped_for_a_symlink_or_fifo_is_neither_followed_nor_waited_on() {
     assert!(!back.join("folder/in-folder").exists());
 }
 
+/// Regression: a file renamed over between being listed and being opened, under a source
+/// reached through a symlink (a data folder moved to another disk), was skipped as if a
+/// folder had been swapped for a symlink; it is stored, with a warning.
+#[test]
+fn a_file_renamed_over_under_a_symlinked_source_is_stored() {
+    let env = Env::new();
+    env.init();
+    write(&env.path("disk/data/edited"), b"old");
+    std::os::unix::fs::symlink(env.path("disk"), env.path("via")).unwrap();
+    let src = env.path("via/data");
+    let out = env
+        .cmd(&["backup", "--json", src.to_str().unwrap()])
+        .env(
+            "CAIRN_HOOK",
+            r#"file-listed:printf new > "$1.n" && mv "$1.n" "$1""#,
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary(&v, "files"), 1, "{v:#}");
+    let target = env.path("out");
+    env.restore("latest", &target);
+    let back = restored(&target, &src);
+    assert_eq!(std::fs::read(back.join("edited")).unwrap(), b"new");
+}
+
 /// Regression: since source files are opened without blocking (so a FIFO swapped in cannot
 /// hang the backup), a file under a lease (an NFS delegation, a Samba oplock) was skipped at
 /// once instead of waited for.
@@ -511,8 +538,17 @@ fn a_file_under_a_lease_is_waited_for_not_skipped() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // The holder lets go once the backup asked, as a file server does.
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // The holder lets go once the backup asked (the lease break is pending), as a file
+    // server does.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // SAFETY: asking which lease our own descriptor holds.
+    while unsafe { libc::fcntl(holder.as_raw_fd(), libc::F_GETLEASE) } == libc::F_WRLCK {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backup never asked"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     // SAFETY: releasing the lease on our own descriptor.
     unsafe { libc::fcntl(holder.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) };
     let out = child.wait_with_output().unwrap();

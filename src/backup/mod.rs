@@ -221,6 +221,15 @@ pub fn run(
         excludes: &excludes,
         reporter,
         counters: Counters::default(),
+        resolved_sources: sources
+            .iter()
+            .map(|s| {
+                (
+                    s.clone(),
+                    std::fs::canonicalize(s).unwrap_or_else(|_| s.clone()),
+                )
+            })
+            .collect(),
     };
     let parent_root = parent.as_ref().map(|(_, s)| s.tree);
     let root = match &opts.source {

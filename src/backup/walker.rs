@@ -16,7 +16,7 @@
 use std::fs::{File, Metadata};
 use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
@@ -82,6 +82,8 @@ pub struct Walker<'w, 'p, 'a> {
     pub excludes: &'w Excludes,
     pub reporter: &'w dyn Reporter,
     pub counters: Counters,
+    /// Each source as walked and with the symlinks on its way resolved (see `open_listed`).
+    pub resolved_sources: Vec<(PathBuf, PathBuf)>,
 }
 
 /// Opens a source file without updating its access time where the kernel allows it (we own
@@ -101,18 +103,32 @@ fn open_source(path: &Path) -> io::Result<File> {
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(flags),
         other => other,
     };
-    match open_noatime(libc::O_NONBLOCK) {
-        // Only a regular file under a lease (an NFS delegation, a Samba oplock) refuses a
-        // non-blocking open: wait for its holder, as a plain open does.
-        Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => open_noatime(0),
-        other => other,
+    // Only a file under a lease (an NFS delegation, a Samba oplock) refuses a non-blocking
+    // open; the refusal asks its holder to let go, so ask again until the kernel's lease break
+    // time is over. (A blocking open would let the holder swap a FIFO in and hang us.)
+    let deadline = std::time::Instant::now() + LEASE_WAIT;
+    loop {
+        match open_noatime(libc::O_NONBLOCK) {
+            Err(e)
+                if e.raw_os_error() == Some(libc::EWOULDBLOCK)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
     }
 }
 
+/// How long to wait for the holder of a lease on a source file: longer than the kernel's
+/// default lease break time (45 s), after which it breaks the lease itself.
+const LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Opens a listed source file; `None` if a symlink or anything else than a regular file is
 /// now at its path, or another file reached through a folder swapped for a symlink (the file
-/// listed is gone either way).
-fn open_listed(path: &Path, listed: &Metadata) -> io::Result<Option<File>> {
+/// listed is gone either way). `resolved` is the path with the symlinks above the source
+/// resolved, as the kernel names the file.
+fn open_listed(path: &Path, resolved: &Path, listed: &Metadata) -> io::Result<Option<File>> {
     let file = match open_source(path) {
         Ok(file) => file,
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
@@ -125,7 +141,7 @@ fn open_listed(path: &Path, listed: &Metadata) -> io::Result<Option<File>> {
     // Another inode is a file renamed over the listed one (stored, with a warning), unless
     // it was reached by another way than the path (a folder on it is now a symlink).
     let same = (meta.dev(), meta.ino()) == (listed.dev(), listed.ino());
-    if !same && !opened_at(&file, path) {
+    if !same && !opened_at(&file, resolved) {
         return Ok(None);
     }
     Ok(Some(file))
@@ -352,7 +368,7 @@ impl Walker<'_, '_, '_> {
         self.reporter.file_started(path);
         crate::failpoint::hook("file-listed", path);
         let on_bytes = |n| self.reporter.bytes_read(n);
-        let read = match open_listed(path, meta) {
+        let read = match open_listed(path, &self.resolved(path), meta) {
             Ok(Some(f)) if is_sparse(meta) => self
                 .content
                 .store_sparse(&f, meta.len(), &on_bytes)?
@@ -403,6 +419,17 @@ impl Walker<'_, '_, '_> {
     /// the future, say from an archive, would make a file be read every night).
     fn racy(&self, parent: &Node) -> bool {
         parent.ctime_ns >= self.parent_started_ns.saturating_sub(RACY_NS)
+    }
+
+    /// `path` below the source it belongs to, as the kernel names it.
+    fn resolved(&self, path: &Path) -> PathBuf {
+        self.resolved_sources
+            .iter()
+            .find_map(|(source, resolved)| {
+                let below = path.strip_prefix(source).ok()?;
+                Some(resolved.join(below))
+            })
+            .unwrap_or_else(|| path.to_path_buf())
     }
 
     fn all_stored(&self, parent: &Node) -> Result<bool> {

@@ -392,7 +392,9 @@ impl Walk<'_> {
         match metadata::apply(path, node, self.owners()) {
             // Not root: another user's file keeps its metadata, as ownership is skipped.
             Err(Error::Io { source, .. })
-                if !self.is_root && source.kind() == std::io::ErrorKind::PermissionDenied =>
+                if source.kind() == std::io::ErrorKind::PermissionDenied
+                    && !self.is_root
+                    && !owned_by_us(path) =>
             {
                 Ok(())
             }
@@ -539,9 +541,16 @@ fn temp_name(path: &Path, suffix: u64) -> PathBuf {
 const TEMP_PREFIX: &str = ".cairn-restore-";
 const TEMP_SUFFIX: &str = ".tmp";
 
+fn owned_by_us(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let euid = nix::unistd::geteuid().as_raw();
+    long_path::symlink_metadata(path).is_ok_and(|m| m.uid() == euid)
+}
+
 /// Removes what an interrupted restore left under temporary names in a folder restored into
 /// again (only names `temp_name` makes: a dot, the prefix, 16 hex digits, `.tmp`; and only
-/// entries last changed before `started`, so not those of a restore running beside).
+/// entries unchanged since `started`: the ctime, since a temporary file's mtime may already
+/// be the snapshot's). Two restores into one folder at once are not supported.
 fn remove_stale_temps(dir: &Path, started: std::time::SystemTime) {
     use std::os::unix::ffi::OsStrExt;
     let Ok(entries) = long_path::read_dir(dir) else {
@@ -555,8 +564,13 @@ fn remove_stale_temps(dir: &Path, started: std::time::SystemTime) {
             .and_then(|n| n.strip_suffix(TEMP_SUFFIX.as_bytes()));
         let ours = digits.is_some_and(|d| d.len() == 16 && d.iter().all(u8::is_ascii_hexdigit));
         let old = || {
-            let meta = entry.metadata();
-            meta.and_then(|m| m.modified()).is_ok_and(|t| t < started)
+            use std::os::unix::fs::MetadataExt;
+            let changed = |m: std::fs::Metadata| {
+                let secs = u64::try_from(m.ctime()).unwrap_or(0);
+                let nanos = u32::try_from(m.ctime_nsec()).unwrap_or(0);
+                std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos)
+            };
+            entry.metadata().map(changed).is_ok_and(|t| t < started)
         };
         if ours && old() {
             let _ = long_path::remove_file(&entry.path());

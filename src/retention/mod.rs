@@ -48,14 +48,15 @@ impl CalendarSpan {
             }
             let n: u32 = digits.parse().map_err(|_| bad())?;
             digits.clear();
-            match c {
-                'y' => span.years += n,
-                'm' => span.months += n,
-                'w' => span.days += 7 * n,
-                'd' => span.days += n,
-                'h' => span.hours += n,
+            let (field, n) = match c {
+                'y' => (&mut span.years, n),
+                'm' => (&mut span.months, n),
+                'w' => (&mut span.days, n.checked_mul(7).ok_or_else(bad)?),
+                'd' => (&mut span.days, n),
+                'h' => (&mut span.hours, n),
                 _ => return Err(bad()),
-            }
+            };
+            *field = field.checked_add(n).ok_or_else(bad)?;
             any = true;
         }
         if !digits.is_empty() || !any {
@@ -68,15 +69,23 @@ impl CalendarSpan {
     /// time, so a result that falls in a daylight-saving change is still a time (the earlier
     /// of two, or the moment after a skipped hour) and never drops the months.
     fn before<Tz: TimeZone>(&self, t: DateTime<Tz>) -> DateTime<Tz> {
-        let days_hours =
-            chrono::Duration::days(self.days.into()) + chrono::Duration::hours(self.hours.into());
+        let days_hours = chrono::Duration::try_days(self.days.into())
+            .zip(chrono::Duration::try_hours(self.hours.into()))
+            .and_then(|(d, h)| d.checked_add(&h));
+        // Out of chrono's range: everything is within.
+        let tz = t.timezone();
+        let all = || tz.timestamp_nanos(i64::MIN);
+        let minus = |t: DateTime<Tz>| {
+            days_hours
+                .and_then(|span| t.checked_sub_signed(span))
+                .unwrap_or_else(all)
+        };
         let months = self.years.saturating_mul(12).saturating_add(self.months);
         if months == 0 {
             // No detour through the wall clock, which would move a time in a repeated hour.
-            return t - days_hours;
+            return minus(t);
         }
         let months = Months::new(months);
-        let tz = t.timezone();
         let shifted = t
             .naive_local()
             .checked_sub_months(months)
@@ -88,11 +97,7 @@ impl CalendarSpan {
                     tz.from_local_datetime(&later).earliest()
                 })
             });
-        // Out of chrono's range: everything is within.
-        let Some(t) = shifted else {
-            return tz.timestamp_nanos(i64::MIN);
-        };
-        t - days_hours
+        shifted.map_or_else(all, minus)
     }
 }
 

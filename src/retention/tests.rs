@@ -265,7 +265,15 @@ fn spans_and_groupings_parse() {
         }
     );
     assert_eq!(CalendarSpan::parse("2w").unwrap().days, 14);
-    for bad in ["", "30", "d", "3x", "1y2"] {
+    for bad in [
+        "",
+        "30",
+        "d",
+        "3x",
+        "1y2",
+        "4000000000w",
+        "4000000000d4000000000d",
+    ] {
         assert!(CalendarSpan::parse(bad).is_err(), "{bad:?}");
     }
     let g = GroupBy::parse("host,tags").unwrap();
@@ -503,4 +511,17 @@ fn sources_named_apart_only_by_invalid_utf8_are_separate_groups() {
     let by = GroupBy::parse("host,paths").unwrap();
     assert_eq!(by.key(&a).paths, by.key(&b).paths, "both display alike");
     assert_ne!(by.key(&a), by.key(&b));
+}
+
+/// Regression: a span beyond the calendar's range panicked instead of keeping everything.
+#[test]
+fn a_huge_within_keeps_everything() {
+    let snapshots = year_of_nights();
+    for span in ["4000000000d", "4000000000y", "4000000000h"] {
+        let policy = Policy {
+            within: Some(CalendarSpan::parse(span).unwrap()),
+            ..Policy::default()
+        };
+        assert_eq!(kept(&policy, &snapshots).len(), snapshots.len(), "{span}");
+    }
 }
