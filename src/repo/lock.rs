@@ -52,7 +52,7 @@ pub struct LockInfo {
 }
 
 impl LockInfo {
-    fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Vec<u8> {
         let mut w = FieldWriter::new();
         w.uint(1, self.exclusive.into())
             .bytes(2, self.hostname.as_bytes())
@@ -64,7 +64,8 @@ impl LockInfo {
         w.finish()
     }
 
-    fn decode(bytes: &[u8]) -> Option<Self> {
+    /// The record from a lock file's plaintext; `None` if malformed.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
         let mut l = LockInfo {
             exclusive: false,
             hostname: String::new(),
