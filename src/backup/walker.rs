@@ -13,7 +13,7 @@
 //! timestamps move in ticks (milliseconds, more on some file systems), so a file written again
 //! in the tick after it was read keeps the timestamps that were read with the old content.
 
-use std::fs::{File, Metadata};
+use std::fs::Metadata;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -23,6 +23,7 @@ use rayon::prelude::*;
 
 use super::content::ContentWriter;
 use super::exclude::Excludes;
+use super::source_file;
 use super::{FileStatus, Reporter, Warning};
 use crate::blobs::BlobReader;
 use crate::error::Result;
@@ -82,76 +83,9 @@ pub struct Walker<'w, 'p, 'a> {
     pub excludes: &'w Excludes,
     pub reporter: &'w dyn Reporter,
     pub counters: Counters,
-    /// Each source as walked and with the symlinks on its way resolved (see `open_listed`).
+    /// Each source as walked and with the symlinks on its way resolved
+    /// (see `source_file::open_listed`).
     pub resolved_sources: Vec<(PathBuf, PathBuf)>,
-}
-
-/// Opens a source file without updating its access time where the kernel allows it (we own
-/// the file or are root), so reading does not change what the next backup sees. Never
-/// follows a symlink, and does not wait for a FIFO: what was listed as a file may have been
-/// replaced by a symlink (to a file its owner may not read) or a FIFO meanwhile.
-fn open_source(path: &Path) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = walk::long_path::reachable(path)?;
-    let open = |flags| {
-        File::options()
-            .read(true)
-            .custom_flags(flags | libc::O_NOFOLLOW)
-            .open(&*path)
-    };
-    let open_noatime = |flags| match open(flags | libc::O_NOATIME) {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(flags),
-        other => other,
-    };
-    // Only a file under a lease (an NFS delegation, a Samba oplock) refuses a non-blocking
-    // open; the refusal asks its holder to let go, so ask again until the kernel's lease break
-    // time is over. (A blocking open would let the holder swap a FIFO in and hang us.)
-    let deadline = std::time::Instant::now() + LEASE_WAIT;
-    loop {
-        match open_noatime(libc::O_NONBLOCK) {
-            Err(e)
-                if e.raw_os_error() == Some(libc::EWOULDBLOCK)
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            other => return other,
-        }
-    }
-}
-
-/// How long to wait for the holder of a lease on a source file: longer than the kernel's
-/// default lease break time (45 s), after which it breaks the lease itself.
-const LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Opens a listed source file; `None` if a symlink or anything else than a regular file is
-/// now at its path, or another file reached through a folder swapped for a symlink (the file
-/// listed is gone either way). `resolved` is the path with the symlinks above the source
-/// resolved, as the kernel names the file.
-fn open_listed(path: &Path, resolved: &Path, listed: &Metadata) -> io::Result<Option<File>> {
-    let file = match open_source(path) {
-        Ok(file) => file,
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Ok(None);
-    }
-    // Another inode is a file renamed over the listed one (stored, with a warning), unless
-    // it was reached by another way than the path (a folder on it is now a symlink).
-    let same = (meta.dev(), meta.ino()) == (listed.dev(), listed.ino());
-    if !same && !opened_at(&file, resolved) {
-        return Ok(None);
-    }
-    Ok(Some(file))
-}
-
-/// True if the kernel names `file` by `path` (no symlink was followed to reach it).
-fn opened_at(file: &File, path: &Path) -> bool {
-    use std::os::unix::io::AsRawFd;
-    let link = format!("/proc/self/fd/{}", file.as_raw_fd());
-    std::fs::read_link(link).is_ok_and(|named| named == path)
 }
 
 /// Files larger than this are not prefetched (their own sequential readahead suffices).
@@ -174,7 +108,7 @@ fn prefetch(entries: &[walk::DirEntry], parent: Option<&Tree>) {
         if unchanged {
             continue;
         }
-        if let Ok(f) = open_source(&e.path) {
+        if let Ok(f) = source_file::open(&e.path, false) {
             // SAFETY: the descriptor is open for the duration of the call.
             unsafe {
                 libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED);
@@ -368,7 +302,7 @@ impl Walker<'_, '_, '_> {
         self.reporter.file_started(path);
         crate::failpoint::hook("file-listed", path);
         let on_bytes = |n| self.reporter.bytes_read(n);
-        let read = match open_listed(path, &self.resolved(path), meta) {
+        let read = match source_file::open_listed(path, &self.resolved(path), meta) {
             Ok(Some(f)) if is_sparse(meta) => self
                 .content
                 .store_sparse(&f, meta.len(), &on_bytes)?
