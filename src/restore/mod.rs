@@ -105,7 +105,7 @@ struct Walk<'a> {
     /// no stored name) per entry, and no name seen tells another.
     temp_key: [u8; 32],
     temp_count: u64,
-    /// Temporary files older than this are an interrupted restore's, not another running one's.
+    /// When this restore began: temporary files unchanged since are an interrupted one's.
     started: std::time::SystemTime,
     plan: Plan,
     /// Folders the walk has left, children before parents, waiting for their metadata.
