@@ -22,6 +22,7 @@
 mod metadata;
 mod plan;
 mod select;
+mod temp;
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -236,7 +237,7 @@ impl Walk<'_> {
             }
         };
         if !fresh && !self.opts.dry_run {
-            remove_stale_temps(dir, self.started);
+            temp::remove_stale(dir, self.started);
         }
         let mut any = false;
         for node in tree.nodes {
@@ -313,12 +314,12 @@ impl Walk<'_> {
             }
             NodeKind::Symlink => {
                 let target = node.link_target.as_deref().unwrap_or_default();
-                let tmp = temp_name(path, self.temp_suffix());
+                let tmp = temp::name(path, self.temp_suffix());
                 long_path::symlink(&os_string(target), &tmp).map_err(|e| Error::io(path, e))?;
                 self.place(&tmp, path, &node)?;
             }
             _ => {
-                let tmp = temp_name(path, self.temp_suffix());
+                let tmp = temp::name(path, self.temp_suffix());
                 metadata::make_special(&tmp, &node)?;
                 self.place(&tmp, path, &node)?;
             }
@@ -481,7 +482,7 @@ impl Walk<'_> {
                 self.fail(&link, Error::Invalid(why));
                 continue;
             }
-            let tmp = temp_name(&link, self.temp_suffix());
+            let tmp = temp::name(&link, self.temp_suffix());
             let result = long_path::hard_link(&first, &tmp).and_then(|()| {
                 // Only a link made here is removed again: the name may be someone else's.
                 long_path::rename(&tmp, &link).inspect_err(|_| {
@@ -532,50 +533,10 @@ impl LinkedFile {
     }
 }
 
-/// The name beside `path` for building an entry before renaming it into place; `suffix`
-/// comes from `Walk::temp_suffix`.
-fn temp_name(path: &Path, suffix: u64) -> PathBuf {
-    path.with_file_name(format!("{TEMP_PREFIX}{suffix:016x}{TEMP_SUFFIX}"))
-}
-
-const TEMP_PREFIX: &str = ".cairn-restore-";
-const TEMP_SUFFIX: &str = ".tmp";
-
 fn owned_by_us(path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     let euid = nix::unistd::geteuid().as_raw();
     long_path::symlink_metadata(path).is_ok_and(|m| m.uid() == euid)
-}
-
-/// Removes what an interrupted restore left under temporary names in a folder restored into
-/// again (only names `temp_name` makes: a dot, the prefix, 16 hex digits, `.tmp`; and only
-/// entries unchanged since `started`: the ctime, since a temporary file's mtime may already
-/// be the snapshot's). Two restores into one folder at once are not supported.
-fn remove_stale_temps(dir: &Path, started: std::time::SystemTime) {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(entries) = long_path::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let digits = name
-            .as_bytes()
-            .strip_prefix(TEMP_PREFIX.as_bytes())
-            .and_then(|n| n.strip_suffix(TEMP_SUFFIX.as_bytes()));
-        let ours = digits.is_some_and(|d| d.len() == 16 && d.iter().all(u8::is_ascii_hexdigit));
-        let old = || {
-            use std::os::unix::fs::MetadataExt;
-            let changed = |m: std::fs::Metadata| {
-                let secs = u64::try_from(m.ctime()).unwrap_or(0);
-                let nanos = u32::try_from(m.ctime_nsec()).unwrap_or(0);
-                std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos)
-            };
-            entry.metadata().map(changed).is_ok_and(|t| t < started)
-        };
-        if ours && old() {
-            let _ = long_path::remove_file(&entry.path());
-        }
-    }
 }
 
 /// Creates a directory, or accepts an existing real one; refuses anything else in the way.

@@ -73,7 +73,7 @@ impl PlannedFile {
     }
 
     fn tmp(&self) -> PathBuf {
-        super::temp_name(&self.path, self.temp_suffix)
+        super::temp::name(&self.path, self.temp_suffix)
     }
 
     /// Makes the temporary file unless it exists; returns the descriptor if it made it.

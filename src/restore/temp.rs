@@ -1,0 +1,49 @@
+//! Temporary names: every entry a restore writes is built under a name beside its final one
+//! and renamed into place, so a partly written entry never carries the final name. The names
+//! are a fixed prefix, 16 hex digits (a keyed hash of a count, `Walk::temp_suffix`) and
+//! `.tmp`, so what an interrupted restore left can be told apart and removed.
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::walk::long_path;
+
+const PREFIX: &str = ".cairn-restore-";
+const SUFFIX: &str = ".tmp";
+
+/// The name beside `path` for building an entry before renaming it into place; `suffix`
+/// comes from `Walk::temp_suffix`.
+pub fn name(path: &Path, suffix: u64) -> PathBuf {
+    path.with_file_name(format!("{PREFIX}{suffix:016x}{SUFFIX}"))
+}
+
+/// Removes what an interrupted restore left under temporary names in a folder restored into
+/// again (only names `name` makes: a dot, the prefix, 16 hex digits, `.tmp`; and only
+/// entries unchanged since `started`: the ctime, since a temporary file's mtime may already
+/// be the snapshot's). Two restores into one folder at once are not supported.
+pub fn remove_stale(dir: &Path, started: SystemTime) {
+    let Ok(entries) = long_path::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let digits = name
+            .as_bytes()
+            .strip_prefix(PREFIX.as_bytes())
+            .and_then(|n| n.strip_suffix(SUFFIX.as_bytes()));
+        let ours = digits.is_some_and(|d| d.len() == 16 && d.iter().all(u8::is_ascii_hexdigit));
+        let old = || {
+            let changed = |m: std::fs::Metadata| {
+                let secs = u64::try_from(m.ctime()).unwrap_or(0);
+                let nanos = u32::try_from(m.ctime_nsec()).unwrap_or(0);
+                UNIX_EPOCH + Duration::new(secs, nanos)
+            };
+            entry.metadata().map(changed).is_ok_and(|t| t < started)
+        };
+        if ours && old() {
+            let _ = long_path::remove_file(&entry.path());
+        }
+    }
+}
