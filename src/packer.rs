@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::ids::{BlobId, BlobType, IndexId};
 use crate::index::{IndexSegment, LocalIndex, PackRecord};
 use crate::pack::{PackWriter, SealedBlob, seal_blob};
+use crate::repo::lock::RepositoryLock;
 use crate::repo::{FileKind, Repository, object_path};
 
 /// After this many packs without a segment, a segment is written, so an interrupted backup
@@ -160,9 +161,18 @@ pub struct Packer<'a> {
     uploader: Option<Uploader>,
     unindexed: Vec<PackRecord>,
     stats: PackerStats,
+    /// Checked before each index segment is written (see `guarded_by`).
+    lock: Option<&'a RepositoryLock>,
 }
 
 impl<'a> Packer<'a> {
+    /// Writes no index segment once `lock` can no longer be trusted: a prune may have deleted
+    /// the packs it would list meanwhile (they were in no segment yet).
+    pub fn guarded_by(mut self, lock: Option<&'a RepositoryLock>) -> Self {
+        self.lock = lock;
+        self
+    }
+
     pub fn new(repo: &'a Repository, index: &'a mut LocalIndex, zstd_level: i32) -> Result<Self> {
         Self::with_mode(repo, index, zstd_level, false)
     }
@@ -197,6 +207,7 @@ impl<'a> Packer<'a> {
             },
             unindexed: Vec::new(),
             stats: PackerStats::default(),
+            lock: None,
         })
     }
 
@@ -292,6 +303,9 @@ impl<'a> Packer<'a> {
         if self.unindexed.is_empty() {
             return Ok(());
         }
+        if let Some(lock) = self.lock {
+            lock.check()?;
+        }
         let segment = IndexSegment {
             packs: std::mem::take(&mut self.unindexed),
         };
@@ -332,5 +346,23 @@ mod tests {
         drop(huge);
         packer.add(BlobType::Tree, b"small").unwrap();
         packer.finish().unwrap();
+    }
+
+    /// Regression: a backup suspended past the lock's stale time, whose unindexed packs a
+    /// prune deleted meanwhile, still wrote an index segment listing them.
+    #[test]
+    fn no_segment_is_written_once_the_lock_is_lost() {
+        let repo = crate::repo::memory_repository();
+        let cache = tempfile::tempdir().unwrap();
+        let (mut index, _) = LocalIndex::open(cache.path(), &repo).unwrap();
+        let held = RepositoryLock::acquire(&repo, false, std::time::Duration::ZERO).unwrap();
+        crate::repo::lock::unlock(&repo, true).unwrap();
+        let mut packer = Packer::new(&repo, &mut index, 3)
+            .unwrap()
+            .guarded_by(Some(&held));
+        packer.add(BlobType::Data, b"data").unwrap();
+        let err = packer.finish().unwrap_err();
+        assert!(matches!(err, Error::LockLost { .. }), "{err}");
+        assert!(repo.storage().list("index", true).unwrap().is_empty());
     }
 }

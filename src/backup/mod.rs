@@ -204,7 +204,7 @@ pub fn run(
     let packer = if opts.dry_run {
         Packer::dry_run(repo, index, opts.zstd_level)?
     } else {
-        Packer::new(repo, index, opts.zstd_level)?
+        Packer::new(repo, index, opts.zstd_level)?.guarded_by(lock)
     };
     let packer = Mutex::new(packer);
     let content = ContentWriter::new(
