@@ -120,16 +120,30 @@ pub fn other_copy(
     let Ok(copies) = copies else {
         return Err(first_error);
     };
-    for (pack, entry) in copies.iter().filter(|(p, _)| p != failed) {
-        let blob = repo
-            .read_pack_range(pack, entry.offset..entry.end())
-            .and_then(|sealed| open_blob(repo.keys(), repo.id(), pack, entry, &sealed));
-        if blob.is_ok() {
+    match first_good_copy(repo, copies.iter().map(|(p, e)| (p, e)), failed) {
+        Some((pack, blob)) => {
             tracing::warn!("{first_error}; read the copy in pack {pack} instead");
-            return blob;
+            Ok(blob)
         }
+        None => Err(first_error),
     }
-    Err(first_error)
+}
+
+/// The first of `copies` outside `failed` that reads and verifies, with its pack. (Any that
+/// verifies has the same plaintext: the blob id is its keyed hash.)
+pub fn first_good_copy<'c>(
+    repo: &Repository,
+    copies: impl IntoIterator<Item = (&'c PackId, &'c BlobEntry)>,
+    failed: &PackId,
+) -> Option<(PackId, Vec<u8>)> {
+    copies
+        .into_iter()
+        .filter(|(pack, _)| *pack != failed)
+        .find_map(|(pack, entry)| {
+            let sealed = repo.read_pack_range(pack, entry.offset..entry.end()).ok()?;
+            let blob = open_blob(repo.keys(), repo.id(), pack, entry, &sealed).ok()?;
+            Some((*pack, blob))
+        })
 }
 
 /// The node at `path` (components separated by `/`) below the root tree, or `None` for the

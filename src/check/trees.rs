@@ -177,16 +177,13 @@ fn other_copies<T>(
     first_error: Error,
     f: Decoder<T>,
 ) -> Result<T> {
-    for (pack, entry) in inventory.locations(id).filter(|(p, _)| p.id != *failed) {
-        let tree = repo
-            .read_pack_range(&pack.id, entry.offset..entry.end())
-            .and_then(|sealed| open_blob(repo.keys(), repo.id(), &pack.id, entry, &sealed))
-            .and_then(|plain| f(id, &plain));
-        if tree.is_ok() {
-            return tree;
-        }
+    let copies = inventory
+        .locations(id)
+        .map(|(pack, entry)| (&pack.id, entry));
+    match crate::blobs::first_good_copy(repo, copies, failed) {
+        Some((_, plain)) => f(id, &plain),
+        None => Err(first_error),
     }
-    Err(first_error)
 }
 
 fn clone_error(e: &Error) -> Error {
