@@ -10,7 +10,7 @@
 use std::fs::{File, Metadata};
 use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::walk;
@@ -56,9 +56,13 @@ const LEASE_WAIT: Duration = Duration::from_secs(60);
 
 /// Opens a listed source file; `None` if a symlink or anything else than a regular file is
 /// now at its path, or another file reached through a folder swapped for a symlink (the file
-/// listed is gone either way). `resolved` is the path with the symlinks above the source
-/// resolved, as the kernel names the file.
-pub fn open_listed(path: &Path, resolved: &Path, listed: &Metadata) -> io::Result<Option<File>> {
+/// listed is gone either way). `resolved` gives the path with the symlinks above the source
+/// resolved, as the kernel names the file (asked only when the inode differs).
+pub fn open_listed(
+    path: &Path,
+    resolved: impl FnOnce() -> PathBuf,
+    listed: &Metadata,
+) -> io::Result<Option<File>> {
     let file = match open(path, true) {
         Ok(file) => file,
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
@@ -71,7 +75,7 @@ pub fn open_listed(path: &Path, resolved: &Path, listed: &Metadata) -> io::Resul
     // Another inode is a file renamed over the listed one (stored, with a warning), unless
     // it was reached by another way than the path (a folder on it is now a symlink).
     let same = (meta.dev(), meta.ino()) == (listed.dev(), listed.ino());
-    if !same && !opened_at(&file, resolved) {
+    if !same && !opened_at(&file, &resolved()) {
         return Ok(None);
     }
     Ok(Some(file))

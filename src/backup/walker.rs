@@ -302,7 +302,7 @@ impl Walker<'_, '_, '_> {
         self.reporter.file_started(path);
         crate::failpoint::hook("file-listed", path);
         let on_bytes = |n| self.reporter.bytes_read(n);
-        let read = match source_file::open_listed(path, &self.resolved(path), meta) {
+        let read = match source_file::open_listed(path, || self.resolved(path), meta) {
             Ok(Some(f)) if is_sparse(meta) => self
                 .content
                 .store_sparse(&f, meta.len(), &on_bytes)?
