@@ -100,6 +100,8 @@ struct Walk<'a> {
     trees: BlobReader<'a>,
     /// A read-transaction connection: the many lookups skip per-statement locking.
     index: LocalIndex,
+    /// Asked, from any worker, only when a blob fails where the plan looked for it.
+    copies_index: Result<Mutex<LocalIndex>>,
     opts: &'a RestoreOptions,
     is_root: bool,
     /// Temporary names: the keyed hash of a count, so no random draw (and, for planned files,
@@ -136,6 +138,7 @@ pub fn run(
         repo,
         trees: BlobReader::new(repo, index.snapshot_reader()?),
         index: index.snapshot_reader()?,
+        copies_index: index.another_connection().map(Mutex::new),
         opts,
         is_root: crate::host::is_root(),
         temp_key: crate::crypto::random_bytes::<32>(),
@@ -177,9 +180,7 @@ impl Walk<'_> {
     fn write_planned(&mut self) {
         let plan = std::mem::take(&mut self.plan);
         tracing::debug!(files = plan.files.len(), "restore: planned, folders made");
-        // Asked only when a blob fails, from any worker: its own connection, behind a lock.
-        let copies_index = self.index.another_connection().map(Mutex::new);
-        let copies = |id: &crate::ids::BlobId| match &copies_index {
+        let copies = |id: &crate::ids::BlobId| match &self.copies_index {
             Ok(index) => lock(index).locations(id),
             Err(e) => Err(Error::Invalid(e.to_string())),
         };
@@ -303,11 +304,7 @@ impl Walk<'_> {
                 self.links.push((path.to_path_buf(), first));
             }
             NodeKind::File => {
-                if node.nlink > 1 {
-                    self.link_targets
-                        .entry(LinkedFile::of(&node))
-                        .or_insert_with(|| path.to_path_buf());
-                }
+                self.remember_link_target(&node, path);
                 let planned = PlannedFile::new(path.to_path_buf(), self.temp_suffix(), node);
                 self.plan.add_file(&self.index, planned)?;
                 self.end_batch_if_full();
@@ -335,6 +332,15 @@ impl Walk<'_> {
             return None;
         }
         self.link_targets.get(&LinkedFile::of(node)).cloned()
+    }
+
+    /// Makes `path` the one later links of this file are made to, unless one is known.
+    fn remember_link_target(&mut self, node: &Node, path: &Path) {
+        if node.nlink > 1 {
+            self.link_targets
+                .entry(LinkedFile::of(node))
+                .or_insert_with(|| path.to_path_buf());
+        }
     }
 
     fn dir(
@@ -382,10 +388,8 @@ impl Walk<'_> {
         if self.opts.dry_run || self.opts.overwrite == Overwrite::Never {
             return Ok(());
         }
-        if node.kind == NodeKind::File && node.nlink > 1 {
-            self.link_targets
-                .entry(LinkedFile::of(node))
-                .or_insert_with(|| path.to_path_buf());
+        if node.kind == NodeKind::File {
+            self.remember_link_target(node, path);
         }
         if !metadata::differs(path, node, self.owners()) {
             return Ok(());
