@@ -72,15 +72,10 @@ fn files_changed_around_the_parent_backup_are_read_again() {
     env.init();
     // One thread walks `a` before `b`: `b/second` changes after the backup started, then
     // is listed and read as changed.
-    let first = env
-        .cmd(&["backup", "--json", "--threads", "1", src.to_str().unwrap()])
-        .env(
-            "CAIRN_HOOK",
-            r#"file-listed:case "$1" in */a/first) printf SECOND > "${1%/a/first}/b/second";; esac"#,
-        )
-        .output()
-        .unwrap();
-    assert!(first.status.success(), "{}", stderr(&first));
+    env.backup_hooked(
+        &["--threads", "1", src.to_str().unwrap()],
+        r#"file-listed:case "$1" in */a/first) printf SECOND > "${1%/a/first}/b/second";; esac"#,
+    );
     let second = env.backup_json(&[&src]);
     assert_eq!(summary(&second, "files_unchanged"), 1, "{second}");
     assert_eq!(summary(&second, "files_changed"), 1, "{second}");
@@ -373,15 +368,7 @@ fn files_that_vanish_or_change_while_read_are_warned_about() {
     let src = env.path("src");
     write(&src.join("stays"), b"stays");
     write(&src.join("victim"), b"goes away");
-    let backup = |hook: &str| -> serde_json::Value {
-        let out = env
-            .cmd(&["backup", "--json", src.to_str().unwrap()])
-            .env("CAIRN_HOOK", hook)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
+    let backup = |hook: &str| env.backup_hooked(&[src.to_str().unwrap()], hook);
     let warned = |v: &serde_json::Value, name: &str, text: &str| {
         v["warnings"].as_array().unwrap().iter().any(|w| {
             w["path"].as_str().unwrap().ends_with(name)
@@ -489,16 +476,10 @@ fn a_file_renamed_over_under_a_symlinked_source_is_stored() {
     write(&env.path("disk/data/edited"), b"old");
     std::os::unix::fs::symlink(env.path("disk"), env.path("via")).unwrap();
     let src = env.path("via/data");
-    let out = env
-        .cmd(&["backup", "--json", src.to_str().unwrap()])
-        .env(
-            "CAIRN_HOOK",
-            r#"file-listed:printf new > "$1.n" && mv "$1.n" "$1""#,
-        )
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = env.backup_hooked(
+        &[src.to_str().unwrap()],
+        r#"file-listed:printf new > "$1.n" && mv "$1.n" "$1""#,
+    );
     assert_eq!(summary(&v, "files"), 1, "{v:#}");
     let target = env.path("out");
     env.restore("latest", &target);

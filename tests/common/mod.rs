@@ -76,6 +76,17 @@ impl Env {
         serde_json::from_str(&self.ok(&args)).expect("backup JSON")
     }
 
+    /// `backup --json ARGS` with a test hook armed (`CAIRN_HOOK`); it must exit 0.
+    pub fn backup_hooked(&self, args: &[&str], hook: &str) -> serde_json::Value {
+        let out = self
+            .cmd(&[&["backup", "--json"], args].concat())
+            .env("CAIRN_HOOK", hook)
+            .output()
+            .expect("run cairn");
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).expect("backup JSON")
+    }
+
     pub fn snapshots(&self) -> Vec<serde_json::Value> {
         serde_json::from_str(&self.ok(&["snapshots", "--json"])).expect("snapshots JSON")
     }
