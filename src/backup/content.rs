@@ -1,9 +1,9 @@
 //! File content into blobs: chunking, keyed hashing, compression and encryption, in parallel
 //! across the chunks of a file (and, through the walker, across files).
 //!
-//! Guarantees: memory per file in flight is bounded (a batch of at most `BATCH_BYTES` of
-//! chunks plus the chunker's window of `max` + 4 MiB); a chunk that is already stored is hashed but never
-//! compressed or encrypted again.
+//! Guarantees: memory per file in flight is bounded by the chunker's window (`max` + 4 MiB),
+//! whose chunks are sealed in parallel batches straight from it; a chunk that is already
+//! stored is hashed but never compressed or encrypted again.
 //!
 //! Files are read with `read`, not memory-mapped: a file truncated by another process while
 //! mapped would kill the backup with SIGBUS, and the copy costs far less than hashing.
@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use rayon::prelude::*;
 
 use crate::blobs::lock;
-use crate::chunk::Chunker;
+use crate::chunk::{ChunkReader, Chunker};
 use crate::error::Result;
 use crate::ids::{BlobId, BlobType};
 use crate::pack::seal_blob;
@@ -49,6 +49,28 @@ pub struct ContentWriter<'p, 'a> {
     pub bytes_read: AtomicU64,
     /// Ids of all-zero blobs by length (holes of sparse files).
     zero_blobs: Mutex<HashMap<usize, BlobId>>,
+    windows: WindowPool,
+}
+
+/// Chunker windows of files that were read, for the next ones: a window is megabytes, and
+/// allocating it afresh for each file costs a page fault per 4 KiB read.
+#[derive(Default)]
+struct WindowPool(Mutex<Vec<Vec<u8>>>);
+
+impl WindowPool {
+    /// Windows kept at most; more are only in use while several large files are read at once.
+    const KEEP: usize = 2;
+
+    fn take(&self) -> Vec<u8> {
+        lock(&self.0).pop().unwrap_or_default()
+    }
+
+    fn give_back(&self, window: Vec<u8>) {
+        let mut pool = lock(&self.0);
+        if pool.len() < Self::KEEP {
+            pool.push(window);
+        }
+    }
 }
 
 impl<'p, 'a> ContentWriter<'p, 'a> {
@@ -65,6 +87,7 @@ impl<'p, 'a> ContentWriter<'p, 'a> {
             zstd_level,
             bytes_read: AtomicU64::new(0),
             zero_blobs: Mutex::new(HashMap::new()),
+            windows: WindowPool::default(),
         }
     }
 
@@ -156,28 +179,32 @@ impl<'p, 'a> ContentWriter<'p, 'a> {
         if size_hint < READ_WHOLE_BELOW {
             return self.store_small(source, size_hint, on_bytes);
         }
+        let mut reader = self.chunker.reader_with_window(source, self.windows.take());
+        let stored = self.store_batches(&mut reader, on_bytes);
+        self.windows.give_back(reader.into_window());
+        stored
+    }
+
+    fn store_batches<R: Read>(
+        &self,
+        reader: &mut ChunkReader<'_, R>,
+        on_bytes: &(dyn Fn(u64) + Sync),
+    ) -> Result<io::Result<StoredContent>> {
         let mut blobs = Vec::new();
         let mut size = 0u64;
-        let mut batch: Vec<Vec<u8>> = Vec::new();
-        let mut batch_bytes = 0;
-        for chunk in self.chunker.reader(source) {
-            let chunk = match chunk {
-                Ok(c) => c,
+        loop {
+            let batch = match reader.next_batch(BATCH_BYTES) {
+                Ok(b) if b.is_empty() => break,
+                Ok(b) => b,
                 Err(e) => return Ok(Err(e)),
             };
-            size += chunk.len() as u64;
-            batch_bytes += chunk.len();
-            batch.push(chunk);
-            if batch_bytes >= BATCH_BYTES {
-                blobs.extend(self.store_chunks(&batch, on_bytes)?);
-                batch.clear();
-                batch_bytes = 0;
-                // Fail now, not after reading the rest of a stream its folder's tree could
-                // never hold.
-                crate::pack::check_blob_len(BlobType::Tree, blobs.len() * 32)?;
-            }
+            let chunks: Vec<&[u8]> = batch.into_iter().map(|r| &reader.window()[r]).collect();
+            size += chunks.iter().map(|c| c.len() as u64).sum::<u64>();
+            blobs.extend(self.store_chunks(&chunks, on_bytes)?);
+            // Fail now, not after reading the rest of a stream its folder's tree could
+            // never hold.
+            crate::pack::check_blob_len(BlobType::Tree, blobs.len() * 32)?;
         }
-        blobs.extend(self.store_chunks(&batch, on_bytes)?);
         Ok(Ok(StoredContent { blobs, size }))
     }
 

@@ -7,6 +7,7 @@
 //! most `max` bytes and at least `min` bytes except the last.
 
 use std::io::{self, Read};
+use std::ops::Range;
 
 use fastcdc::v2020::{Normalization, cut_gear, select_masks};
 
@@ -106,7 +107,7 @@ impl Chunker {
     }
 
     /// Chunk lengths of an in-memory input (e.g. a memory-mapped file).
-    pub fn cuts<'a>(&'a self, data: &'a [u8]) -> impl Iterator<Item = std::ops::Range<usize>> + 'a {
+    pub fn cuts<'a>(&'a self, data: &'a [u8]) -> impl Iterator<Item = Range<usize>> + 'a {
         let mut start = 0;
         std::iter::from_fn(move || {
             if start >= data.len() {
@@ -121,10 +122,21 @@ impl Chunker {
 
     /// Splits a reader into chunks, holding at most `max` + `READ_AHEAD` bytes at a time.
     pub fn reader<R: Read>(&self, source: R) -> ChunkReader<'_, R> {
+        self.reader_with_window(source, Vec::new())
+    }
+
+    /// Like `reader`, but reads through `window`, a buffer of an earlier reader (see
+    /// `ChunkReader::into_window`), so its pages need not be allocated again.
+    pub fn reader_with_window<R: Read>(
+        &self,
+        source: R,
+        mut window: Vec<u8>,
+    ) -> ChunkReader<'_, R> {
+        window.resize(self.params.max as usize + READ_AHEAD, 0);
         ChunkReader {
             chunker: self,
             source,
-            buf: vec![0; self.params.max as usize + READ_AHEAD],
+            buf: window,
             start: 0,
             end: 0,
             eof: false,
@@ -132,10 +144,11 @@ impl Chunker {
     }
 }
 
-/// How far a `ChunkReader` reads beyond one maximal chunk. Larger means fewer, but not
-/// larger, moves of the unconsumed tail to the front of the buffer.
+/// How far a `ChunkReader` reads beyond one maximal chunk.
 const READ_AHEAD: usize = 4 * 1024 * 1024;
 
+/// Chunks of a reader, cut in a window that is refilled only when the chunk at its front
+/// runs past what it holds, so that only that partial chunk is moved.
 pub struct ChunkReader<'a, R> {
     chunker: &'a Chunker,
     source: R,
@@ -146,11 +159,54 @@ pub struct ChunkReader<'a, R> {
 }
 
 impl<R: Read> ChunkReader<'_, R> {
-    fn fill(&mut self) -> io::Result<()> {
-        let max = self.chunker.params.max as usize;
-        if self.end - self.start >= max || self.eof {
-            return Ok(());
+    /// The next chunks, as ranges of `window()`, together `limit` bytes or more only by
+    /// their last chunk; empty at the end of the input. The ranges hold until the next call.
+    pub fn next_batch(&mut self, limit: usize) -> io::Result<Vec<Range<usize>>> {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while bytes < limit {
+            match self.cut() {
+                Some(r) => {
+                    bytes += r.len();
+                    batch.push(r);
+                }
+                None if !batch.is_empty() || (self.eof && self.start == self.end) => break,
+                None => self.refill()?,
+            }
         }
+        Ok(batch)
+    }
+
+    /// The buffer that `next_batch`'s ranges index.
+    pub fn window(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Gives the window back, for `Chunker::reader_with_window`.
+    pub fn into_window(self) -> Vec<u8> {
+        self.buf
+    }
+
+    /// The chunk at the front of the window, if the window holds enough to be sure where it
+    /// ends: a cut before the end of what is held is where a cut in the whole input would
+    /// be, as is one at `max`, or at the end of the input.
+    fn cut(&mut self) -> Option<Range<usize>> {
+        let held = self.end - self.start;
+        if held == 0 {
+            return None;
+        }
+        let len = self.chunker.next_cut(&self.buf[self.start..self.end]);
+        if len < held || held >= self.chunker.params.max as usize || self.eof {
+            let range = self.start..self.start + len;
+            self.start += len;
+            return Some(range);
+        }
+        None
+    }
+
+    /// Moves the unfinished chunk to the front and reads until the window is full or the
+    /// input ends.
+    fn refill(&mut self) -> io::Result<()> {
         self.buf.copy_within(self.start..self.end, 0);
         self.end -= self.start;
         self.start = 0;
@@ -173,16 +229,17 @@ impl<R: Read> Iterator for ChunkReader<'_, R> {
     type Item = io::Result<Vec<u8>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if let Err(e) = self.fill() {
-            return Some(Err(e));
+        loop {
+            if let Some(r) = self.cut() {
+                return Some(Ok(self.buf[r].to_vec()));
+            }
+            if self.eof && self.start == self.end {
+                return None;
+            }
+            if let Err(e) = self.refill() {
+                return Some(Err(e));
+            }
         }
-        if self.start == self.end {
-            return None;
-        }
-        let len = self.chunker.next_cut(&self.buf[self.start..self.end]);
-        let chunk = self.buf[self.start..self.start + len].to_vec();
-        self.start += len;
-        Some(Ok(chunk))
     }
 }
 
@@ -249,8 +306,45 @@ mod tests {
         assert_ne!(a, b);
     }
 
+    /// Every chunk of a reader's batches, reading through `window`; the window back.
+    fn batched(
+        chunker: &Chunker,
+        data: &[u8],
+        seed: usize,
+        window: Vec<u8>,
+    ) -> (Vec<Vec<u8>>, Vec<u8>) {
+        let mut reader = chunker.reader_with_window(Dribble(data, seed % 100), window);
+        // A window a little over one maximal chunk, so inputs span many refills.
+        reader
+            .buf
+            .truncate(chunker.params.max as usize + 1 + seed % 3000);
+        let mut out = Vec::new();
+        loop {
+            let batch = reader.next_batch(seed % 50_000 + 1).unwrap();
+            if batch.is_empty() {
+                return (out, reader.into_window());
+            }
+            out.extend(batch.into_iter().map(|r| reader.window()[r].to_vec()));
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn batches_match_slice_also_through_a_used_window(seed: u64, len in 0usize..200_000) {
+            let chunker = Chunker::new(&[5; 32], SMALL);
+            let data = seeded_bytes(seed, len);
+            let from_slice: Vec<Vec<u8>> =
+                chunker.cuts(&data).map(|r| data[r].to_vec()).collect();
+            let (first, window) = batched(&chunker, &data, seed as usize, Vec::new());
+            prop_assert_eq!(&from_slice, &first);
+            // A window left dirty by other input changes nothing.
+            let other = seeded_bytes(!seed, len / 2);
+            let (_, window) = batched(&chunker, &other, seed as usize + 7, window);
+            let (again, _) = batched(&chunker, &data, seed as usize + 3, window);
+            prop_assert_eq!(&from_slice, &again);
+        }
+
         #[test]
         fn reader_matches_slice(seed: u64, len in 0usize..200_000) {
             let chunker = Chunker::new(&[5; 32], SMALL);
