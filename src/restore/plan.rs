@@ -1,8 +1,8 @@
 //! The data half of a restore: which blobs go where, read pack by pack.
 //!
 //! Every needed blob is looked up once and grouped by pack; each pack is read in a few large
-//! ranges in offset order (neighbouring blobs closer than `MAX_GAP` share one read), packs in
-//! parallel. A blob used by several files (or several times) is read and verified once and
+//! ranges in offset order (neighbouring blobs closer than `MAX_GAP` share one read), the reads
+//! of all packs in parallel. A blob used by several files (or several times) is read and verified once and
 //! written to every place that needs it.
 //!
 //! A file's temporary file is made by the first write that reaches it. Whoever settles the
@@ -202,44 +202,50 @@ impl Plan {
     ) -> Written {
         let bytes = AtomicU64::new(0);
         let files = AtomicU64::new(0);
-        let packs: Vec<_> = self.packs.iter().collect();
-        packs.par_iter().for_each(|(pack, blobs)| {
-            let mut order: Vec<&PlannedBlob> = blobs.iter().collect();
-            order.sort_by_key(|b| b.entry.offset);
-            for span in spans(&order) {
-                let start = span[0].entry.offset;
-                let end = span.last().map_or(start, |b| b.entry.end());
-                let read = repo.read_pack_range(pack, start..end);
-                for blob in span {
-                    let opened = match &read {
-                        Ok(packed) => {
-                            let at = (blob.entry.offset - start) as usize;
-                            let sealed = &packed[at..at + blob.entry.stored_len as usize];
-                            open_blob(repo.keys(), repo.id(), pack, &blob.entry, sealed)
+        let orders: Vec<(&PackId, Vec<&PlannedBlob>)> = self
+            .packs
+            .iter()
+            .map(|(pack, blobs)| {
+                let mut order: Vec<&PlannedBlob> = blobs.iter().collect();
+                order.sort_by_key(|b| b.entry.offset);
+                (pack, order)
+            })
+            .collect();
+        // Reads, not packs, are shared out: the last pack is not left to one worker.
+        let reads: Vec<(&PackId, &[&PlannedBlob])> = orders
+            .iter()
+            .flat_map(|(pack, order)| spans(order).into_iter().map(move |span| (*pack, span)))
+            .collect();
+        reads.par_iter().for_each(|&(pack, span)| {
+            let start = span[0].entry.offset;
+            let end = span.last().map_or(start, |b| b.entry.end());
+            let read = repo.read_pack_range(pack, start..end);
+            for blob in span {
+                let opened = match &read {
+                    Ok(packed) => {
+                        let at = (blob.entry.offset - start) as usize;
+                        let sealed = &packed[at..at + blob.entry.stored_len as usize];
+                        open_blob(repo.keys(), repo.id(), pack, &blob.entry, sealed)
+                    }
+                    Err(e) => Err(describe(e)),
+                };
+                let opened = opened
+                    .or_else(|e| crate::blobs::other_copy(repo, copies(&blob.entry.id), pack, e));
+                let data = opened.as_deref();
+                // A blob of zeros is left a hole in every file that has it.
+                let zeros = data.is_ok_and(|d| d.iter().all(|&b| b == 0));
+                for t in &blob.targets {
+                    let file = &self.files[t.file];
+                    let handle = match data {
+                        Ok(data) => self.write_placement(file, data, t.offset, zeros, &bytes, fail),
+                        Err(e) => {
+                            self.fail_file(file, describe(e), fail);
+                            None
                         }
-                        Err(e) => Err(describe(e)),
                     };
-                    let opened = opened.or_else(|e| {
-                        crate::blobs::other_copy(repo, copies(&blob.entry.id), pack, e)
-                    });
-                    let data = opened.as_deref();
-                    // A blob of zeros is left a hole in every file that has it.
-                    let zeros = data.is_ok_and(|d| d.iter().all(|&b| b == 0));
-                    for t in &blob.targets {
-                        let file = &self.files[t.file];
-                        let handle = match data {
-                            Ok(data) => {
-                                self.write_placement(file, data, t.offset, zeros, &bytes, fail)
-                            }
-                            Err(e) => {
-                                self.fail_file(file, describe(e), fail);
-                                None
-                            }
-                        };
-                        if file.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
-                            let done = self.finish(file, handle, owners, fail);
-                            files.fetch_add(done, Ordering::Relaxed);
-                        }
+                    if file.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        let done = self.finish(file, handle, owners, fail);
+                        files.fetch_add(done, Ordering::Relaxed);
                     }
                 }
             }
