@@ -371,9 +371,9 @@ pub struct RestoreArgs {
     /// Set owners by numeric id even where the names exist here
     #[arg(long)]
     pub numeric_owner: bool,
-    /// Hold at most N files and folders before writing them (memory: about 0.5 KB a file
-    /// plus 40 bytes a chunk, 350 bytes a folder)
-    #[arg(long, value_name = "N", default_value_t = 100_000,
+    /// Write files and folders in batches of at most N, while the next batch is planned
+    /// (memory, for the two: about 0.5 KB a file plus 40 bytes a chunk, 350 bytes a folder)
+    #[arg(long, value_name = "N", default_value_t = 50_000,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_files: u32,
 }

@@ -1,12 +1,14 @@
 //! Restore: recreate a snapshot's tree under a target directory.
 //!
-//! Three phases: walk the trees, creating folders, links and special files and planning each
-//! regular file (`plan`); read the needed packs in parallel and write each verified blob
-//! where it belongs, each file under a temporary name that it is renamed from once complete,
-//! with its metadata (`plan::Plan::execute`); then the hard links planned so far, then the
-//! metadata of every folder the walk has left. The three alternate in batches of at most
-//! `batch_files` files and folders, so memory is bounded whatever the size of the tree (only
-//! the first path of each file with several links is kept to the end).
+//! Two halves that run at once: the walk of the trees, creating folders, symlinks and special
+//! files and planning each regular file (`plan`), hands batches of at most `batch_files`
+//! files and folders over to the finisher (`finish`), which reads the needed packs in
+//! parallel and writes each verified blob where it belongs, each file under a temporary name
+//! that it is renamed from once complete, with its metadata (`plan::Plan::execute`); then
+//! makes the batch's hard links and sets the metadata of the folders in it. The walk waits
+//! while the finisher is busy with the batch before, so two batches are held at most and
+//! memory is bounded whatever the size of the tree (only the first path of each file with
+//! several links is kept to the end).
 //!
 //! Guarantees:
 //! - nothing is written outside the target: every entry name is checked (no `/`, NUL, `.`,
@@ -19,18 +21,17 @@
 //! - directory metadata is applied after the directory's contents: a folder is finished
 //!   only once the walk has left it and every file and link in it is in place.
 
+mod finish;
 mod metadata;
 mod plan;
 mod select;
 mod temp;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::Ordering;
-
-use rayon::prelude::*;
+use std::sync::mpsc::{SyncSender, sync_channel};
 
 use crate::blobs::{BlobReader, lock};
 use crate::error::{Error, Result};
@@ -39,8 +40,10 @@ use crate::index::LocalIndex;
 use crate::repo::Repository;
 use crate::tree::{Node, NodeKind};
 use crate::walk::{long_path, os_string};
-use plan::{Plan, PlannedFile};
+use finish::{Batch, Finisher};
+use plan::{Failures, PlannedFile};
 pub use select::{Overwrite, Selection};
+use temp::TempNames;
 
 pub struct RestoreOptions {
     pub target: PathBuf,
@@ -52,9 +55,9 @@ pub struct RestoreOptions {
     pub dry_run: bool,
     /// Read every restored file back and check it against its blob ids.
     pub verify: bool,
-    /// Files and folders held before their data and metadata are written. Bounds memory
-    /// whatever the size of the tree; a blob that files of two batches share is read once
-    /// for each.
+    /// Files and folders handed over to be written at a time (two batches are held at
+    /// most). Bounds memory whatever the size of the tree; a blob that files of two batches
+    /// share is read once for each.
     pub batch_files: usize,
 }
 
@@ -95,31 +98,32 @@ pub fn check_name(parent: &Path, name: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Files and folders in the first batch.
+const FIRST_BATCH: usize = 1024;
+
 struct Walk<'a> {
     repo: &'a Repository,
     trees: BlobReader<'a>,
     /// A read-transaction connection: the many lookups skip per-statement locking.
     index: LocalIndex,
-    /// Asked, from any worker, only when a blob fails where the plan looked for it.
-    copies_index: Result<Mutex<LocalIndex>>,
     opts: &'a RestoreOptions,
     is_root: bool,
-    /// Temporary names: the keyed hash of a count, so no random draw (and, for planned files,
-    /// no stored name) per entry, and no name seen tells another.
-    temp_key: [u8; 32],
-    temp_count: u64,
+    temp: &'a TempNames,
     /// When this restore began: temporary files unchanged since are an interrupted one's.
     started: std::time::SystemTime,
-    plan: Plan,
-    /// Folders the walk has left, children before parents, waiting for their metadata.
-    dirs: Vec<(PathBuf, Node)>,
+    /// Files planned, links to make once their first path is in place, and folders the walk
+    /// has left (children before parents, waiting for their metadata).
+    batch: Batch,
+    /// Where batches go to be written.
+    finisher: SyncSender<Batch>,
+    /// Files and folders this batch may hold: small at first, so that writing starts soon,
+    /// then doubling up to `batch_files` (walking is several times faster than writing).
+    batch_limit: usize,
     /// The first path restored for each file with several links: its (device, inode) and
     /// content, since inode numbers alone can mislead (see `link_target`).
     link_targets: HashMap<LinkedFile, PathBuf>,
-    /// Further links to create once their first path is in place: (link, first path).
-    links: Vec<(PathBuf, PathBuf)>,
     stats: RestoreStats,
-    failures: plan::Failures,
+    failures: &'a Failures,
 }
 
 /// Restores from `start` into `opts.target`. Per-entry problems are passed to `on_error`
@@ -134,89 +138,107 @@ pub fn run(
     if !opts.dry_run {
         fs::create_dir_all(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
     }
-    let mut walk = Walk {
+    let temp = TempNames::new();
+    let failures = Failures::default();
+    let owners = metadata::Owners {
+        is_root: crate::host::is_root(),
+        numeric: opts.numeric_owner,
+    };
+    let mut finisher = Finisher {
         repo,
         trees: BlobReader::new(repo, index.snapshot_reader()?),
-        index: index.snapshot_reader()?,
         copies_index: index.another_connection().map(Mutex::new),
-        opts,
-        is_root: crate::host::is_root(),
-        temp_key: crate::crypto::random_bytes::<32>(),
-        temp_count: 0,
-        started: std::time::SystemTime::now(),
-        plan: Plan::default(),
-        dirs: Vec::new(),
-        link_targets: HashMap::new(),
-        links: Vec::new(),
-        stats: RestoreStats::default(),
-        failures: Mutex::new(Vec::new()),
+        verify: opts.verify,
+        owners,
+        temp: &temp,
+        failures: &failures,
+        files: 0,
+        bytes: 0,
     };
-    let target = opts.target.clone();
-    match start {
-        Start::Tree(tree, at) => {
-            walk.dir_contents(&tree, &target, &at, false, false);
-        }
-        Start::Entry(node, at) => {
-            let path = target.join(os_string(&node.name));
-            let forced = walk.opts.selection.included(&at);
-            if let Err(e) = walk.entry(*node, &path, &at, forced, false) {
-                walk.fail(&path, e);
+    let (trees, walk_index) = (index.snapshot_reader()?, index.snapshot_reader()?);
+    let mut stats = std::thread::scope(|scope| {
+        // No batch waits in between: the walk hands one over when the finisher takes it.
+        let (hand_over, batches) = sync_channel::<Batch>(0);
+        let finishing = scope.spawn(move || {
+            for batch in batches {
+                finisher.finish(batch);
             }
+            (finisher.files, finisher.bytes)
+        });
+        let walk = Walk {
+            repo,
+            trees: BlobReader::new(repo, trees),
+            index: walk_index,
+            opts,
+            is_root: owners.is_root,
+            temp: &temp,
+            started: std::time::SystemTime::now(),
+            batch: Batch::default(),
+            finisher: hand_over,
+            batch_limit: opts.batch_files.min(FIRST_BATCH),
+            link_targets: HashMap::new(),
+            stats: RestoreStats::default(),
+            failures: &failures,
+        };
+        let stats = walk.run(start);
+        let (files, bytes) = finishing
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        RestoreStats {
+            files: stats.files + files,
+            bytes: stats.bytes + bytes,
+            ..stats
         }
-    }
-    walk.write_planned();
-    let failures = walk.failures.into_inner().unwrap_or_default();
-    walk.stats.errors = failures.len() as u64;
+    });
+    let failures = failures.into_inner().unwrap_or_default();
+    stats.errors = failures.len() as u64;
     for (path, err) in &failures {
         on_error(path, err);
     }
-    Ok(walk.stats)
+    Ok(stats)
 }
 
 impl Walk<'_> {
-    /// Writes the data of the files planned so far and puts them in place (and, with
-    /// `verify`, reads them back), then makes the links planned so far and finishes the
-    /// folders the walk has left; then starts a new plan.
-    fn write_planned(&mut self) {
-        let plan = std::mem::take(&mut self.plan);
-        tracing::debug!(files = plan.files.len(), "restore: planned, folders made");
-        let copies = |id: &crate::ids::BlobId| match &self.copies_index {
-            Ok(index) => lock(index).locations(id),
-            Err(e) => Err(Error::Invalid(e.to_string())),
-        };
-        let written = plan.execute(
-            self.repo,
-            self.owners(),
-            &plan::record(&self.failures),
-            &copies,
+    /// Walks everything from `start`, hands the last batch over and returns what it counted.
+    fn run(mut self, start: Start) -> RestoreStats {
+        let target = self.opts.target.clone();
+        match start {
+            Start::Tree(tree, at) => {
+                self.dir_contents(&tree, &target, &at, false, false);
+            }
+            Start::Entry(node, at) => {
+                let path = target.join(os_string(&node.name));
+                let forced = self.opts.selection.included(&at);
+                if let Err(e) = self.entry(*node, &path, &at, forced, false) {
+                    self.fail(&path, e);
+                }
+            }
+        }
+        self.hand_over();
+        self.stats
+    }
+
+    /// Hands the batch over to be written, once the finisher is done with the one before.
+    fn hand_over(&mut self) {
+        let batch = std::mem::take(&mut self.batch);
+        tracing::debug!(
+            files = batch.plan.files.len(),
+            "restore: planned, folders made"
         );
-        self.stats.bytes += written.bytes;
-        self.stats.files += written.files;
-        tracing::debug!("restore: data written, files in place");
-        if self.opts.verify {
-            self.verify(&plan);
-        }
-        self.finish_links();
-        self.finish_dirs();
+        // Fails only if the finisher is gone (it panicked), which `run` passes on.
+        let _ = self.finisher.send(batch);
     }
 
-    /// Writes what is planned once the files and folders held reach a batch.
+    /// Hands the batch over once the files and folders held reach its limit.
     fn end_batch_if_full(&mut self) {
-        if self.plan.files.len() + self.dirs.len() >= self.opts.batch_files {
-            self.write_planned();
+        if self.batch.len() >= self.batch_limit {
+            self.hand_over();
+            self.batch_limit = (self.batch_limit * 2).min(self.opts.batch_files);
         }
-    }
-
-    fn temp_suffix(&mut self) -> u64 {
-        self.temp_count += 1;
-        let hash = blake3::keyed_hash(&self.temp_key, &self.temp_count.to_le_bytes());
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&hash.as_bytes()[..8]);
-        u64::from_le_bytes(first)
     }
 
     fn fail(&self, path: &Path, err: Error) {
-        lock(&self.failures).push((path.to_path_buf(), err));
+        lock(self.failures).push((path.to_path_buf(), err));
     }
 
     /// Restores a folder's entries; true if anything below was restored (or kept).
@@ -301,22 +323,22 @@ impl Walk<'_> {
         }
         match node.kind {
             NodeKind::File if let Some(first) = self.link_target(&node) => {
-                self.links.push((path.to_path_buf(), first));
+                self.batch.links.push((path.to_path_buf(), first));
             }
             NodeKind::File => {
                 self.remember_link_target(&node, path);
-                let planned = PlannedFile::new(path.to_path_buf(), self.temp_suffix(), node);
-                self.plan.add_file(&self.index, planned)?;
+                let planned = PlannedFile::new(path.to_path_buf(), self.temp.next(), node);
+                self.batch.plan.add_file(&self.index, planned)?;
                 self.end_batch_if_full();
             }
             NodeKind::Symlink => {
                 let target = node.link_target.as_deref().unwrap_or_default();
-                let tmp = temp::name(path, self.temp_suffix());
+                let tmp = temp::name(path, self.temp.next());
                 long_path::symlink(&os_string(target), &tmp).map_err(|e| Error::io(path, e))?;
                 self.place(&tmp, path, &node)?;
             }
             _ => {
-                let tmp = temp::name(path, self.temp_suffix());
+                let tmp = temp::name(path, self.temp.next());
                 metadata::make_special(&tmp, &node)?;
                 self.place(&tmp, path, &node)?;
             }
@@ -374,7 +396,7 @@ impl Walk<'_> {
         }
         self.stats.dirs += 1;
         if !self.opts.dry_run {
-            self.dirs.push((path.to_path_buf(), node));
+            self.batch.dirs.push((path.to_path_buf(), node));
             self.end_batch_if_full();
         }
         Ok(true)
@@ -429,31 +451,6 @@ impl Walk<'_> {
         })
     }
 
-    /// Reads every restored file back and checks it against its blob ids.
-    fn verify(&self, plan: &Plan) {
-        let (repo, trees) = (self.repo, &self.trees);
-        let bad: Vec<PathBuf> = plan
-            .files
-            .par_iter()
-            .filter(|f| !f.failed.load(Ordering::Relaxed))
-            .filter(|f| {
-                !matches!(
-                    select::same_content(repo, trees, &f.path, &f.node),
-                    Ok(true)
-                )
-            })
-            .map(|f| f.path.clone())
-            .collect();
-        for path in bad {
-            self.fail(
-                &path,
-                Error::Invalid(
-                    "verification failed: the file on disk differs from the snapshot".into(),
-                ),
-            );
-        }
-    }
-
     /// Applies metadata to a finished temporary entry and renames it into place.
     fn place(&mut self, tmp: &Path, path: &Path, node: &Node) -> Result<()> {
         let result = metadata::apply(tmp, node, self.owners())
@@ -470,42 +467,6 @@ impl Walk<'_> {
         metadata::Owners {
             is_root: self.is_root,
             numeric: self.opts.numeric_owner,
-        }
-    }
-
-    /// Hard links within the restored set become hard links again; a link whose first path
-    /// failed is not made (it would link to whatever is at that path), and fails too.
-    fn finish_links(&mut self) {
-        let failed: HashSet<PathBuf> = lock(&self.failures)
-            .iter()
-            .map(|(p, _)| p.clone())
-            .collect();
-        for (link, first) in std::mem::take(&mut self.links) {
-            if failed.contains(&first) {
-                let why = format!("not linked: {} could not be restored", first.display());
-                self.fail(&link, Error::Invalid(why));
-                continue;
-            }
-            let tmp = temp::name(&link, self.temp_suffix());
-            let result = long_path::hard_link(&first, &tmp).and_then(|()| {
-                // Only a link made here is removed again: the name may be someone else's.
-                long_path::rename(&tmp, &link).inspect_err(|_| {
-                    let _ = long_path::remove_file(&tmp);
-                })
-            });
-            match result {
-                Ok(()) => self.stats.files += 1,
-                Err(e) => self.fail(&link, Error::io(&link, e)),
-            }
-        }
-    }
-
-    /// Folder metadata, children before parents (the order the walk left them in).
-    fn finish_dirs(&mut self) {
-        for (path, node) in std::mem::take(&mut self.dirs) {
-            if let Err(e) = metadata::apply(&path, &node, self.owners()) {
-                self.fail(&path, e);
-            }
         }
     }
 }

@@ -1,11 +1,12 @@
 //! Temporary names: every entry a restore writes is built under a name beside its final one
 //! and renamed into place, so a partly written entry never carries the final name. The names
-//! are a fixed prefix, 16 hex digits (a keyed hash of a count, `Walk::temp_suffix`) and
-//! `.tmp`, so what an interrupted restore left can be told apart and removed.
+//! are a fixed prefix, 16 hex digits (`TempNames`) and `.tmp`, so what an interrupted restore
+//! left can be told apart and removed.
 
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::walk::long_path;
@@ -13,8 +14,32 @@ use crate::walk::long_path;
 const PREFIX: &str = ".cairn-restore-";
 const SUFFIX: &str = ".tmp";
 
+/// Suffixes for temporary names, for one restore: the keyed hash of a count, so no random
+/// draw (and, for planned files, no stored name) per entry, and no name seen tells another.
+pub struct TempNames {
+    key: [u8; 32],
+    count: AtomicU64,
+}
+
+impl TempNames {
+    pub fn new() -> Self {
+        TempNames {
+            key: crate::crypto::random_bytes::<32>(),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    pub fn next(&self) -> u64 {
+        let n = self.count.fetch_add(1, Ordering::Relaxed);
+        let hash = blake3::keyed_hash(&self.key, &n.to_le_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&hash.as_bytes()[..8]);
+        u64::from_le_bytes(first)
+    }
+}
+
 /// The name beside `path` for building an entry before renaming it into place; `suffix`
-/// comes from `Walk::temp_suffix`.
+/// comes from `TempNames::next`.
 pub fn name(path: &Path, suffix: u64) -> PathBuf {
     path.with_file_name(format!("{PREFIX}{suffix:016x}{SUFFIX}"))
 }

@@ -1,0 +1,147 @@
+//! The second half of a restore, on a thread of its own while the walk goes on: the batches
+//! the walk hands over, in order and each completely before the next. For each: the files'
+//! data (`plan::Plan::execute`), then with `verify` reading them back, then the hard links
+//! planned in it, then the metadata of the folders the walk had left when it handed it over.
+//!
+//! Guarantees: a folder's metadata is set only after every file and link in it is in place
+//! (the walk hands a folder over only after everything in it); a link is made only once its
+//! first path was written, in this batch or an earlier one, and not at all if that failed.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+
+use rayon::prelude::*;
+
+use super::metadata::{self, Owners};
+use super::plan::{self, Failures, Plan};
+use super::select;
+use super::temp::{self, TempNames};
+use crate::blobs::{BlobReader, lock};
+use crate::error::{Error, Result};
+use crate::ids::BlobId;
+use crate::index::LocalIndex;
+use crate::repo::Repository;
+use crate::tree::Node;
+use crate::walk::long_path;
+
+/// What the walk hands over: files to write, links to make once they are, and folders it has
+/// left, children before parents.
+#[derive(Default)]
+pub struct Batch {
+    pub plan: Plan,
+    /// (link, first path).
+    pub links: Vec<(PathBuf, PathBuf)>,
+    pub dirs: Vec<(PathBuf, Node)>,
+}
+
+impl Batch {
+    /// Files and folders held.
+    pub fn len(&self) -> usize {
+        self.plan.files.len() + self.dirs.len()
+    }
+}
+
+pub struct Finisher<'a> {
+    pub repo: &'a Repository,
+    /// For `verify`.
+    pub trees: BlobReader<'a>,
+    /// Asked, from any worker, only when a blob fails where the plan looked for it.
+    pub copies_index: Result<Mutex<LocalIndex>>,
+    pub verify: bool,
+    pub owners: Owners,
+    pub temp: &'a TempNames,
+    pub failures: &'a Failures,
+    /// Files (and links) put in place, and bytes written.
+    pub files: u64,
+    pub bytes: u64,
+}
+
+impl Finisher<'_> {
+    pub fn finish(&mut self, batch: Batch) {
+        let copies = |id: &BlobId| match &self.copies_index {
+            Ok(index) => lock(index).locations(id),
+            Err(e) => Err(Error::Invalid(e.to_string())),
+        };
+        let written = batch.plan.execute(
+            self.repo,
+            self.owners,
+            &plan::record(self.failures),
+            &copies,
+        );
+        self.bytes += written.bytes;
+        self.files += written.files;
+        tracing::debug!("restore: data written, files in place");
+        if self.verify {
+            self.verify(&batch.plan);
+        }
+        self.links(batch.links);
+        self.dirs(batch.dirs);
+    }
+
+    fn fail(&self, path: PathBuf, err: Error) {
+        lock(self.failures).push((path, err));
+    }
+
+    /// Reads every restored file back and checks it against its blob ids.
+    fn verify(&self, plan: &Plan) {
+        let (repo, trees) = (self.repo, &self.trees);
+        let bad: Vec<PathBuf> = plan
+            .files
+            .par_iter()
+            .filter(|f| !f.failed.load(Ordering::Relaxed))
+            .filter(|f| {
+                !matches!(
+                    select::same_content(repo, trees, &f.path, &f.node),
+                    Ok(true)
+                )
+            })
+            .map(|f| f.path.clone())
+            .collect();
+        for path in bad {
+            self.fail(
+                path,
+                Error::Invalid(
+                    "verification failed: the file on disk differs from the snapshot".into(),
+                ),
+            );
+        }
+    }
+
+    /// Hard links within the restored set become hard links again; a link whose first path
+    /// failed is not made (it would link to whatever is at that path), and fails too.
+    fn links(&mut self, links: Vec<(PathBuf, PathBuf)>) {
+        if links.is_empty() {
+            return;
+        }
+        let failed: HashSet<PathBuf> = lock(self.failures).iter().map(|(p, _)| p.clone()).collect();
+        for (link, first) in links {
+            if failed.contains(&first) {
+                let why = format!("not linked: {} could not be restored", first.display());
+                self.fail(link, Error::Invalid(why));
+                continue;
+            }
+            let tmp = temp::name(&link, self.temp.next());
+            let result = long_path::hard_link(&first, &tmp).and_then(|()| {
+                // Only a link made here is removed again: the name may be someone else's.
+                long_path::rename(&tmp, &link).inspect_err(|_| {
+                    let _ = long_path::remove_file(&tmp);
+                })
+            });
+            match result {
+                Ok(()) => self.files += 1,
+                Err(e) => self.fail(link.clone(), Error::io(&link, e)),
+            }
+        }
+    }
+
+    /// Folder metadata, children before parents (the order the walk left them in).
+    fn dirs(&self, dirs: Vec<(PathBuf, Node)>) {
+        for (path, node) in dirs {
+            if let Err(e) = metadata::apply(&path, &node, self.owners) {
+                self.fail(path, e);
+            }
+        }
+    }
+}
