@@ -6,6 +6,8 @@
 //! Guarantees: a folder's metadata is set only after every file and link in it is in place
 //! (the walk hands a folder over only after everything in it); a link is made only once its
 //! first path was written, in this batch or an earlier one, and not at all if that failed.
+//! A folder whose mode denies its owner search permission is finished last of all, so that
+//! links made later to files inside it need no privilege to reach them.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -56,6 +58,8 @@ pub struct Finisher<'a> {
     /// Files (and links) put in place, and bytes written.
     pub files: u64,
     pub bytes: u64,
+    /// Folders left for last (see the module comment), children before parents.
+    pub closed_dirs: Vec<(PathBuf, Node)>,
 }
 
 impl Finisher<'_> {
@@ -137,7 +141,19 @@ impl Finisher<'_> {
     }
 
     /// Folder metadata, children before parents (the order the walk left them in).
-    fn dirs(&self, dirs: Vec<(PathBuf, Node)>) {
+    fn dirs(&mut self, dirs: Vec<(PathBuf, Node)>) {
+        for (path, node) in dirs {
+            if node.mode & 0o100 == 0 {
+                self.closed_dirs.push((path, node));
+            } else if let Err(e) = metadata::apply(&path, &node, self.owners) {
+                self.fail(path, e);
+            }
+        }
+    }
+
+    /// Finishes the folders left for last, once every batch is done.
+    pub fn finish_closed_dirs(&mut self) {
+        let dirs = std::mem::take(&mut self.closed_dirs);
         for (path, node) in dirs {
             if let Err(e) = metadata::apply(&path, &node, self.owners) {
                 self.fail(path, e);

@@ -116,6 +116,7 @@ struct Walk<'a> {
     batch: Batch,
     /// Where batches go to be written.
     finisher: SyncSender<Batch>,
+    finisher_gone: bool,
     /// Files and folders this batch may hold: small at first, so that writing starts soon,
     /// then doubling up to `batch_files` (walking is several times faster than writing).
     batch_limit: usize,
@@ -154,6 +155,7 @@ pub fn run(
         failures: &failures,
         files: 0,
         bytes: 0,
+        closed_dirs: Vec::new(),
     };
     let (trees, walk_index) = (index.snapshot_reader()?, index.snapshot_reader()?);
     let mut stats = std::thread::scope(|scope| {
@@ -163,6 +165,7 @@ pub fn run(
             for batch in batches {
                 finisher.finish(batch);
             }
+            finisher.finish_closed_dirs();
             (finisher.files, finisher.bytes)
         });
         let walk = Walk {
@@ -175,6 +178,7 @@ pub fn run(
             started: std::time::SystemTime::now(),
             batch: Batch::default(),
             finisher: hand_over,
+            finisher_gone: false,
             batch_limit: opts.batch_files.min(FIRST_BATCH),
             link_targets: HashMap::new(),
             stats: RestoreStats::default(),
@@ -225,8 +229,9 @@ impl Walk<'_> {
             files = batch.plan.files.len(),
             "restore: planned, folders made"
         );
-        // Fails only if the finisher is gone (it panicked), which `run` passes on.
-        let _ = self.finisher.send(batch);
+        // Fails only if the finisher is gone (it panicked, which `run` passes on): the walk
+        // then stops.
+        self.finisher_gone |= self.finisher.send(batch).is_err();
     }
 
     /// Hands the batch over once the files and folders held reach its limit.
@@ -264,6 +269,9 @@ impl Walk<'_> {
         }
         let mut any = false;
         for node in tree.nodes {
+            if self.finisher_gone {
+                break;
+            }
             if let Err(e) = check_name(dir, &node.name) {
                 self.fail(dir, e);
                 continue;

@@ -217,9 +217,9 @@ impl Plan {
             .flat_map(|(pack, order)| spans(order).into_iter().map(move |span| (*pack, span)))
             .collect();
         reads.par_iter().for_each(|&(pack, span)| {
-            let start = span[0].entry.offset;
-            let end = span.last().map_or(start, |b| b.entry.end());
-            let read = repo.read_pack_range(pack, start..end);
+            let range = read_range(span);
+            let start = range.start;
+            let read = repo.read_pack_range(pack, range);
             for blob in span {
                 let opened = match &read {
                     Ok(packed) => {
@@ -358,6 +358,14 @@ fn spans<'b>(order: &'b [&'b PlannedBlob]) -> Vec<&'b [&'b PlannedBlob]> {
     out
 }
 
+/// The bytes of a pack that hold a span's blobs (sorted by offset): up to the largest end, not
+/// the last blob's, since entries of a damaged index may overlap.
+fn read_range(span: &[&PlannedBlob]) -> std::ops::Range<u64> {
+    let start = span.first().map_or(0, |b| b.entry.offset);
+    let end = span.iter().map(|b| b.entry.end()).max().unwrap_or(start);
+    start..end
+}
+
 /// Errors reported from worker threads, kept for the caller.
 pub type Failures = Mutex<Vec<(PathBuf, Error)>>;
 
@@ -370,6 +378,26 @@ mod tests {
     use super::*;
     use crate::tree::NodeKind;
     use std::os::unix::fs::PermissionsExt;
+
+    /// Regression: with overlapping index entries (a blob inside another), the read ended at
+    /// the last blob's end and cutting the first blob out of it panicked.
+    #[test]
+    fn a_read_covers_every_blob_of_its_span() {
+        let blob = |offset, stored_len| PlannedBlob {
+            entry: BlobEntry {
+                id: BlobId([0; 32]),
+                blob_type: crate::ids::BlobType::Data,
+                compression: 0,
+                offset,
+                stored_len,
+                raw_len: stored_len,
+            },
+            targets: Vec::new(),
+        };
+        let (outer, inner, next) = (blob(0, 100), blob(10, 5), blob(100, 20));
+        assert_eq!(read_range(&[&outer, &inner]), 0..100);
+        assert_eq!(read_range(&[&outer, &inner, &next]), 0..120);
+    }
 
     /// Regression: temporary files were made 0666 less the umask, so a private file being
     /// restored could be read by others until its mode was set at the end.
