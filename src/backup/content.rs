@@ -29,8 +29,6 @@ use crate::pack::seal_blob;
 use crate::packer::{Packer, StoredBlobs};
 use crate::repo::Repository;
 
-/// Chunks are sealed in parallel batches of about this many bytes.
-const BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// Inputs smaller than this are read whole; larger ones through the chunker's window.
 const READ_WHOLE_BELOW: u64 = 1024 * 1024;
 
@@ -193,7 +191,7 @@ impl<'p, 'a> ContentWriter<'p, 'a> {
         let mut blobs = Vec::new();
         let mut size = 0u64;
         loop {
-            let batch = match reader.next_batch(BATCH_BYTES) {
+            let batch = match reader.next_batch() {
                 Ok(b) if b.is_empty() => break,
                 Ok(b) => b,
                 Err(e) => return Ok(Err(e)),

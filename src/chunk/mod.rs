@@ -159,22 +159,15 @@ pub struct ChunkReader<'a, R> {
 }
 
 impl<R: Read> ChunkReader<'_, R> {
-    /// The next chunks, as ranges of `window()`, together `limit` bytes or more only by
-    /// their last chunk; empty at the end of the input. The ranges hold until the next call.
-    pub fn next_batch(&mut self, limit: usize) -> io::Result<Vec<Range<usize>>> {
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        while bytes < limit {
-            match self.cut() {
-                Some(r) => {
-                    bytes += r.len();
-                    batch.push(r);
-                }
-                None if !batch.is_empty() || (self.eof && self.start == self.end) => break,
-                None => self.refill()?,
-            }
+    /// Every chunk the window holds whole, as ranges of `window()`, refilling it first if
+    /// the chunks it held are taken; empty at the end of the input. The ranges hold until the
+    /// next call.
+    pub fn next_batch(&mut self) -> io::Result<Vec<Range<usize>>> {
+        // Less than a maximal chunk left, not at the end: what is left is a chunk cut short.
+        if self.end - self.start < self.chunker.params.max as usize && !self.eof {
+            self.refill()?;
         }
-        Ok(batch)
+        Ok(std::iter::from_fn(|| self.cut()).collect())
     }
 
     /// The buffer that `next_batch`'s ranges index.
@@ -320,7 +313,7 @@ mod tests {
             .truncate(chunker.params.max as usize + 1 + seed % 3000);
         let mut out = Vec::new();
         loop {
-            let batch = reader.next_batch(seed % 50_000 + 1).unwrap();
+            let batch = reader.next_batch().unwrap();
             if batch.is_empty() {
                 return (out, reader.into_window());
             }
