@@ -22,12 +22,12 @@
 //!   only once the walk has left it and every file and link in it is in place.
 
 mod finish;
+mod links;
 mod metadata;
 mod plan;
 mod select;
 mod temp;
 
-use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -41,6 +41,7 @@ use crate::repo::Repository;
 use crate::tree::{Node, NodeKind};
 use crate::walk::{long_path, os_string};
 use finish::{Batch, Finisher};
+use links::FirstPaths;
 use plan::{Failures, PlannedFile};
 pub use select::{Overwrite, Selection};
 use temp::TempNames;
@@ -120,9 +121,7 @@ struct Walk<'a> {
     /// Files and folders this batch may hold: small at first, so that writing starts soon,
     /// then doubling up to `batch_files` (walking is several times faster than writing).
     batch_limit: usize,
-    /// The first path restored for each file with several links: its (device, inode) and
-    /// content, since inode numbers alone can mislead (see `link_target`).
-    link_targets: HashMap<LinkedFile, PathBuf>,
+    first_paths: FirstPaths,
     stats: RestoreStats,
     failures: &'a Failures,
 }
@@ -180,7 +179,7 @@ pub fn run(
             finisher: hand_over,
             finisher_gone: false,
             batch_limit: opts.batch_files.min(FIRST_BATCH),
-            link_targets: HashMap::new(),
+            first_paths: FirstPaths::default(),
             stats: RestoreStats::default(),
             failures: &failures,
         };
@@ -330,11 +329,11 @@ impl Walk<'_> {
             return Ok(true);
         }
         match node.kind {
-            NodeKind::File if let Some(first) = self.link_target(&node) => {
+            NodeKind::File if let Some(first) = self.first_paths.get(&node) => {
                 self.batch.links.push((path.to_path_buf(), first));
             }
             NodeKind::File => {
-                self.remember_link_target(&node, path);
+                self.first_paths.remember(&node, path);
                 let planned = PlannedFile::new(path.to_path_buf(), self.temp.next(), node);
                 self.batch.plan.add_file(&self.index, planned)?;
                 self.end_batch_if_full();
@@ -352,25 +351,6 @@ impl Walk<'_> {
             }
         }
         Ok(true)
-    }
-
-    /// The path an entry is to be a hard link to: an earlier file of the same (device, inode)
-    /// with the same content. Inode numbers alone can mislead (reused while a long backup
-    /// ran, or unstable on some network file systems); such an entry is restored on its own.
-    fn link_target(&self, node: &Node) -> Option<PathBuf> {
-        if node.nlink < 2 {
-            return None;
-        }
-        self.link_targets.get(&LinkedFile::of(node)).cloned()
-    }
-
-    /// Makes `path` the one later links of this file are made to, unless one is known.
-    fn remember_link_target(&mut self, node: &Node, path: &Path) {
-        if node.nlink > 1 {
-            self.link_targets
-                .entry(LinkedFile::of(node))
-                .or_insert_with(|| path.to_path_buf());
-        }
     }
 
     fn dir(
@@ -419,7 +399,7 @@ impl Walk<'_> {
             return Ok(());
         }
         if node.kind == NodeKind::File {
-            self.remember_link_target(node, path);
+            self.first_paths.remember(node, path);
         }
         if !metadata::differs(path, node, self.owners()) {
             return Ok(());
@@ -475,33 +455,6 @@ impl Walk<'_> {
         metadata::Owners {
             is_root: self.is_root,
             numeric: self.opts.numeric_owner,
-        }
-    }
-}
-
-/// What entries must share to be restored as links of one file: device and inode, size,
-/// mtime and a hash of the blob list.
-#[derive(PartialEq, Eq, Hash)]
-struct LinkedFile {
-    device: u64,
-    inode: u64,
-    size: u64,
-    mtime_ns: i64,
-    blobs: [u8; 32],
-}
-
-impl LinkedFile {
-    fn of(node: &Node) -> Self {
-        let mut hasher = blake3::Hasher::new();
-        for id in &node.content {
-            hasher.update(&id.0);
-        }
-        LinkedFile {
-            device: node.device,
-            inode: node.inode,
-            size: node.size,
-            mtime_ns: node.mtime_ns,
-            blobs: *hasher.finalize().as_bytes(),
         }
     }
 }
