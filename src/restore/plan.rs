@@ -2,8 +2,8 @@
 //!
 //! Every needed blob is looked up once and grouped by pack; each pack is read in a few large
 //! ranges in offset order (neighbouring blobs closer than `MAX_GAP` share one read), the reads
-//! of all packs in parallel. A blob used by several files (or several times) is read and verified once and
-//! written to every place that needs it.
+//! of all packs in parallel. A blob used by several files (or several times) is read and
+//! verified once and written to every place that needs it.
 //!
 //! A file's temporary file is made by the first write that reaches it. Whoever settles the
 //! file's last placement (written or failed) finishes it: metadata through the descriptor it
