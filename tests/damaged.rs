@@ -9,6 +9,7 @@
 mod common;
 
 use std::collections::HashSet;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use cairn::ids::{BlobId, BlobType, PackId};
@@ -608,6 +609,47 @@ fn flipped_bit_in_an_index_segment_is_repaired_by_repair_index() {
     f.assert_all_restore();
 }
 
+/// Regression: a pack header that could not be read for another reason than damage (here:
+/// permission denied; on object storage, a timeout) counted as damaged. With every index
+/// segment gone, the pack was left out of the rebuilt index, for the next prune to delete
+/// with all its blobs. Now the repair stops and changes nothing.
+#[test]
+fn repair_index_stops_at_a_pack_it_cannot_read_and_deletes_nothing() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let f = Fixture::new();
+    for segment in files_below(&f.env.repo.join("index")) {
+        std::fs::remove_file(segment).unwrap();
+    }
+    let pack = f.data_pack(0);
+    let files = || files_below(f.env.dir.path());
+    f.env.give_to_nobody();
+    std::fs::set_permissions(&pack, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let before = files();
+    let out = f.env.run_as_nobody(&["repair", "index"]);
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("ermission denied"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::set_permissions(&pack, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let after: Vec<PathBuf> = files()
+        .into_iter()
+        .filter(|p| !p.starts_with(&f.env.cache) && !p.starts_with(f.env.repo.join("locks")))
+        .collect();
+    let before: Vec<PathBuf> = before
+        .into_iter()
+        .filter(|p| !p.starts_with(&f.env.cache) && !p.starts_with(f.env.repo.join("locks")))
+        .collect();
+    assert_eq!(before, after, "the repository is as it was");
+    f.env.ok(&["repair", "index"]);
+    f.assert_clean(&["--read-data"]);
+    f.assert_all_restore();
+}
+
 #[test]
 fn missing_index_segments_are_rebuilt_from_pack_headers() {
     let f = Fixture::new();
@@ -1017,4 +1059,41 @@ fn trees_are_read_from_another_copy_when_the_first_is_damaged() {
     );
     assert!(String::from_utf8_lossy(&ls.stdout).contains("small0.txt"));
     f.assert_all_restore();
+}
+
+/// Regression: a dump of a folder that met a damaged blob still ended its tar archive
+/// properly, so `cairn dump … | tar x` (without pipefail) unpacked a partial tree as if it
+/// were whole; and the damage was reported as an error writing standard output (exit 1).
+#[test]
+fn a_dump_that_meets_damage_fails_and_leaves_its_archive_cut_short() {
+    let f = Fixture::new();
+    flip_bit(&f.data_pack(0), 100);
+    let folder = f
+        .env
+        .run(&["dump", &f.snapshots[0], f.src.to_str().unwrap()]);
+    assert_eq!(folder.status.code(), Some(17), "{}", stderr(&folder));
+    assert!(stderr(&folder).contains("damaged"), "{}", stderr(&folder));
+    let mut tar = std::process::Command::new("tar")
+        .arg("-t")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    let _ = tar.stdin.take().unwrap().write_all(&folder.stdout);
+    assert!(!tar.wait().unwrap().success(), "the archive reads as whole");
+    let files: Vec<i32> = (0..4)
+        .map(|i| format!("a/small{i}.txt"))
+        .chain(["a/big.bin".to_string()])
+        .map(|p| {
+            let path = f.src.join(p);
+            let out = f
+                .env
+                .run(&["dump", &f.snapshots[0], path.to_str().unwrap()]);
+            out.status.code().unwrap()
+        })
+        .collect();
+    assert!(files.contains(&17), "{files:?}");
+    assert!(files.iter().all(|&c| c == 0 || c == 17), "{files:?}");
 }

@@ -336,7 +336,6 @@ fn a_link_whose_first_path_failed_is_not_made() {
 /// another user.
 #[test]
 fn a_user_restores_links_into_a_folder_finished_without_search_permission() {
-    use std::os::unix::process::CommandExt;
     if !nix::unistd::geteuid().is_root() {
         eprintln!("skipped: needs root");
         return;
@@ -349,43 +348,19 @@ fn a_user_restores_links_into_a_folder_finished_without_search_permission() {
     std::fs::set_permissions(src.join("d"), std::fs::Permissions::from_mode(0o600)).unwrap();
     env.init();
     env.backup_json(&[&src]);
-    for entry in walkdir_all(env.dir.path()) {
-        std::os::unix::fs::lchown(&entry, Some(65534), Some(65534)).unwrap();
-    }
+    env.give_to_nobody();
     let target = env.path("out");
-    let out = env
-        .cmd(&[
-            "restore",
-            "latest",
-            "--target",
-            target.to_str().unwrap(),
-            "--batch-files",
-            "1",
-        ])
-        .uid(65534)
-        .gid(65534)
-        .env("HOME", env.dir.path())
-        .output()
-        .unwrap();
+    let out = env.run_as_nobody(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+        "--batch-files",
+        "1",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let back = restored(&target, &src);
     let meta = |p: &str| std::fs::symlink_metadata(back.join(p)).unwrap();
     assert_eq!(meta("d/f").ino(), meta("z/g").ino());
     assert_eq!(meta("d").mode() & 0o7777, 0o600);
-}
-
-/// Every path below `dir`, `dir` included, not following symlinks.
-fn walkdir_all(dir: &Path) -> Vec<PathBuf> {
-    let mut out = vec![dir.to_path_buf()];
-    let mut i = 0;
-    while i < out.len() {
-        let p = out[i].clone();
-        if std::fs::symlink_metadata(&p).unwrap().is_dir() {
-            for e in std::fs::read_dir(&p).unwrap() {
-                out.push(e.unwrap().path());
-            }
-        }
-        i += 1;
-    }
-    out
 }

@@ -1,6 +1,10 @@
 //! `cairn dump SNAPSHOT PATH`: write one file of a snapshot to standard output, verified blob
 //! by blob (`cairn dump latest db.sql | psql mydb` restores a database); for a folder, a tar
 //! archive of it.
+//!
+//! A blob that cannot be read stops the dump with the repository's error (exit code "damaged"),
+//! and a tar archive is then left cut short, without the end-of-archive blocks, so that `tar`
+//! reading it fails too instead of unpacking a partial tree as if it were whole.
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -20,6 +24,17 @@ struct ContentReader<'r, 'a> {
     reader: &'r BlobReader<'a>,
     blobs: std::slice::Iter<'r, BlobId>,
     current: io::Cursor<Vec<u8>>,
+    /// The repository's error behind a failed read, to report instead of an I/O error.
+    failed: Option<Error>,
+}
+
+impl ContentReader<'_, '_> {
+    /// The error to report for a copy from this reader that failed with `e`.
+    fn error(&mut self, e: io::Error) -> Error {
+        self.failed
+            .take()
+            .unwrap_or_else(|| Error::io("standard output", e))
+    }
 }
 
 impl Read for ContentReader<'_, '_> {
@@ -32,8 +47,14 @@ impl Read for ContentReader<'_, '_> {
             let Some(id) = self.blobs.next() else {
                 return Ok(0);
             };
-            let data = self.reader.blob(id).map_err(io::Error::other)?;
-            self.current = io::Cursor::new(data);
+            match self.reader.blob(id) {
+                Ok(data) => self.current = io::Cursor::new(data),
+                Err(e) => {
+                    let message = e.to_string();
+                    self.failed = Some(e);
+                    return Err(io::Error::other(message));
+                }
+            }
         }
     }
 }
@@ -43,6 +64,7 @@ fn content<'r, 'a>(reader: &'r BlobReader<'a>, node: &'r Node) -> ContentReader<
         reader,
         blobs: node.content.iter(),
         current: io::Cursor::new(Vec::new()),
+        failed: None,
     }
 }
 
@@ -65,18 +87,17 @@ pub fn run(ctx: &Context, args: &DumpArgs) -> Result<Outcome> {
     let to_stdout = |e: io::Error| Error::io("standard output", e);
     match node {
         Some(n) if n.kind == NodeKind::File => {
-            io::copy(&mut content(&reader, &n), &mut out).map_err(to_stdout)?;
+            let mut file = content(&reader, &n);
+            io::copy(&mut file, &mut out).map_err(|e| file.error(e))?;
         }
         Some(n) if n.kind == NodeKind::Dir => {
-            let mut tar = tar::Builder::new(&mut out);
             let base = PathBuf::from(os_string(&n.name));
-            append_dir(&mut tar, &reader, &n, &base)?;
-            tar.into_inner().map_err(to_stdout)?;
+            write_archive(&mut out, |tar| append_dir(tar, &reader, &n, &base))?;
         }
         None => {
-            let mut tar = tar::Builder::new(&mut out);
-            append_tree(&mut tar, &reader, &snap.tree, &PathBuf::new())?;
-            tar.into_inner().map_err(to_stdout)?;
+            write_archive(&mut out, |tar| {
+                append_tree(tar, &reader, &snap.tree, &PathBuf::new())
+            })?;
         }
         Some(_) => {
             return Err(Error::Invalid(format!(
@@ -88,6 +109,22 @@ pub fn run(ctx: &Context, args: &DumpArgs) -> Result<Outcome> {
     }
     out.flush().map_err(to_stdout)?;
     Ok(Outcome::Success)
+}
+
+/// A tar archive of what `fill` appends, ended only if all of it was appended.
+fn write_archive<W: Write>(
+    out: W,
+    fill: impl FnOnce(&mut tar::Builder<W>) -> Result<()>,
+) -> Result<()> {
+    let mut tar = tar::Builder::new(out);
+    if let Err(e) = fill(&mut tar) {
+        // Dropped, the builder would write the end-of-archive blocks.
+        std::mem::forget(tar);
+        return Err(e);
+    }
+    tar.into_inner()
+        .map(drop)
+        .map_err(|e| Error::io("standard output", e))
 }
 
 fn header(node: &Node, kind: tar::EntryType, size: u64) -> tar::Header {
@@ -137,8 +174,9 @@ fn append_tree<W: Write>(
             NodeKind::Dir => append_dir(tar, reader, &node, &path)?,
             NodeKind::File => {
                 let mut h = header(&node, tar::EntryType::Regular, node.size);
-                tar.append_data(&mut h, &path, content(reader, &node))
-                    .map_err(to_stdout)?;
+                let mut file = content(reader, &node);
+                tar.append_data(&mut h, &path, &mut file)
+                    .map_err(|e| file.error(e))?;
             }
             NodeKind::Symlink => {
                 let mut h = header(&node, tar::EntryType::Symlink, 0);

@@ -5,7 +5,8 @@
 //! blobs the old segments place inside it are read, each verified against its id, and the good
 //! ones copied into a new pack; the damaged pack is then deleted. A damaged header therefore
 //! never costs a blob that is still readable. A pack neither readable nor indexed is reported
-//! and left alone.
+//! and left alone. A header that cannot be read for another reason than damage (a storage
+//! error) stops the repair before anything is written.
 //!
 //! Order: salvage packs, then the new segments, are written first; then the old segments (all
 //! those listed at the start) are deleted, and last the salvaged packs. Segments written
@@ -83,6 +84,9 @@ pub fn run(repo: &Repository, dry_run: bool) -> Result<RepairIndexReport> {
                 }
                 entries
             }
+            // Only damage is repaired: a pack that could not be read for another reason (a
+            // storage that failed to answer) may be whole, so nothing is changed.
+            Err(e) if !e.is_integrity() => return Err(e),
             Err(e) => {
                 if let Some(previous) = previous {
                     to_salvage.push((previous, size, e.to_string()));
@@ -100,7 +104,7 @@ pub fn run(repo: &Repository, dry_run: bool) -> Result<RepairIndexReport> {
         };
         records.push(PackRecord { id, size, entries });
     }
-    let on_storage: HashMap<PackId, ()> = records.iter().map(|r| (r.id, ())).collect();
+    let on_storage: HashMap<PackId, ()> = ids.iter().map(|&(id, _)| (id, ())).collect();
     report.packs_dropped = old
         .packs
         .iter()

@@ -6,14 +6,16 @@
 //!
 //! A blob counts as lost when the index does not list it, when its pack is gone from storage
 //! or too short to hold it, or when the last `check --read-data` on this machine found it
-//! damaged (recorded in the local index).
+//! damaged (recorded in the local index). A tree is lost too when reading it shows damage
+//! or its blob gone; any other error reading one (a storage that failed to answer) stops the
+//! repair before anything is written, so a folder is never emptied for a passing failure.
 
 use std::collections::HashMap;
 
 use serde::Serialize;
 
 use crate::blobs::load_tree;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::ids::{BlobId, BlobType, PackId, SnapshotId, TreeId};
 use crate::index::LocalIndex;
@@ -128,12 +130,17 @@ impl TreeFixer<'_> {
         id
     }
 
-    /// Why a tree cannot be loaded, or the tree.
+    /// Why a tree cannot be loaded, or the tree. An error that says nothing of the tree
+    /// (a storage that failed to answer) stops the repair: the folder may well be whole.
     fn load(&self, id: &TreeId) -> Result<std::result::Result<Tree, String>> {
         if let Some(why) = self.lost.why(id)? {
             return Ok(Err(why));
         }
-        Ok(load_tree(self.repo, self.lost.index, id).map_err(|e| e.to_string()))
+        match load_tree(self.repo, self.lost.index, id) {
+            Ok(tree) => Ok(Ok(tree)),
+            Err(e) if lost_for_good(&e) => Ok(Err(e.to_string())),
+            Err(e) => Err(e),
+        }
     }
 
     fn fix(&mut self, id: &TreeId, tree: Tree) -> Result<Option<(TreeId, Vec<Change>)>> {
@@ -208,6 +215,19 @@ impl TreeFixer<'_> {
         self.memo.insert(*id, fixed.clone());
         Ok(fixed)
     }
+}
+
+/// True if an error reading a blob shows it lost (damaged or gone), not merely unread.
+fn lost_for_good(e: &Error) -> bool {
+    e.is_integrity()
+        || matches!(
+            e,
+            Error::BlobNotFound { .. }
+                | Error::Storage {
+                    not_found: true,
+                    ..
+                }
+        )
 }
 
 fn note(changes: &[Change]) -> String {
@@ -335,4 +355,37 @@ pub fn run(
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: any error reading a tree counted as its listing lost, so one storage
+    /// timeout emptied a whole folder in the repaired snapshot (and `--forget` then deleted
+    /// the intact original).
+    #[test]
+    fn only_damage_or_absence_counts_a_tree_lost() {
+        let storage = |not_found| Error::Storage {
+            op: "read",
+            path: "packs/ab/abcd".into(),
+            message: "timed out".into(),
+            not_found,
+        };
+        assert!(!lost_for_good(&storage(false)));
+        assert!(lost_for_good(&storage(true)));
+        assert!(lost_for_good(&Error::BlobNotFound {
+            blob: BlobId([1; 32])
+        }));
+        assert!(lost_for_good(&Error::BlobIntegrity {
+            blob: BlobId([1; 32]),
+            pack: PackId([2; 32]),
+            reason: "fails authentication".into(),
+        }));
+        assert!(lost_for_good(&Error::Corrupt {
+            kind: "tree",
+            name: "abcd".into(),
+            reason: "bad field".into(),
+        }));
+    }
 }

@@ -50,6 +50,31 @@ impl Env {
         self.cmd(args).output().expect("run cairn")
     }
 
+    /// Gives the scratch folder itself, the repository and the cache to nobody (uid and gid
+    /// 65534), for `run_as_nobody`; needs root.
+    pub fn give_to_nobody(&self) {
+        let chown = |p: &Path| std::os::unix::fs::lchown(p, Some(65534), Some(65534)).unwrap();
+        chown(self.dir.path());
+        let mut paths = vec![self.repo.clone(), self.cache.clone()];
+        while let Some(p) = paths.pop() {
+            chown(&p);
+            if std::fs::symlink_metadata(&p).unwrap().is_dir() {
+                paths.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+            }
+        }
+    }
+
+    /// Runs as nobody (uid and gid 65534), with the scratch area as home; needs root.
+    pub fn run_as_nobody(&self, args: &[&str]) -> Output {
+        use std::os::unix::process::CommandExt;
+        self.cmd(args)
+            .uid(65534)
+            .gid(65534)
+            .env("HOME", self.dir.path())
+            .output()
+            .expect("run cairn")
+    }
+
     /// Runs and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
