@@ -59,6 +59,8 @@ fn diff_between_snapshots() {
     std::fs::remove_dir_all(src.join("gone")).unwrap();
     write(&src.join("new/file.bin"), &noise(1, 1000));
     std::fs::set_permissions(src.join("mode.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Regression: extended attributes were left out of the comparison.
+    let tagged = xattr::set(src.join("keep.txt"), "user.tag", b"x").is_ok();
     env.ok(&["backup", src.to_str().unwrap()]);
     let snaps = env.snapshots();
     let (a, b) = (
@@ -103,14 +105,15 @@ fn diff_between_snapshots() {
     );
     assert_eq!(d["bytes_added"], 1000);
     let with_meta = json(&env, &["diff", a, b, "--metadata", "--json"]);
-    assert!(
+    let metadata_changed = |name: &str| {
         with_meta["entries"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|e| e["change"] == "metadata" && e["path"].as_str().unwrap().ends_with("mode.sh")),
-        "{with_meta}"
-    );
+            .any(|e| e["change"] == "metadata" && e["path"].as_str().unwrap().ends_with(name))
+    };
+    assert!(metadata_changed("mode.sh"), "{with_meta}");
+    assert!(!tagged || metadata_changed("keep.txt"), "{with_meta}");
     // Limited to a folder.
     let sub = json(
         &env,
@@ -126,9 +129,13 @@ fn diff_with_the_disk() {
     write(&src.join("a.txt"), b"aaa");
     write(&src.join("b.txt"), b"bbb");
     write(&src.join("touched.txt"), b"same content");
+    std::os::unix::fs::symlink("a.txt", src.join("link")).unwrap();
     env.init();
     env.ok(&["backup", src.to_str().unwrap()]);
     write(&src.join("a.txt"), b"changed");
+    // Regression: a symlink pointed elsewhere counted as unchanged.
+    std::fs::remove_file(src.join("link")).unwrap();
+    std::os::unix::fs::symlink("c.txt", src.join("link")).unwrap();
     write(&src.join("c.txt"), b"new");
     std::fs::remove_file(src.join("b.txt")).unwrap();
     // Same content, new mtime: not a content change.
@@ -140,9 +147,17 @@ fn diff_with_the_disk() {
     let summary = |k: &str| d[k].as_u64().unwrap();
     assert_eq!(
         (summary("added"), summary("removed"), summary("modified")),
-        (1, 1, 1),
+        (1, 1, 2),
         "{d}"
     );
+    let modified: Vec<&str> = d["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["change"] == "modified")
+        .map(|e| e["path"].as_str().unwrap().rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(modified, ["a.txt", "link"], "{d}");
     let with_meta = json(
         &env,
         &[

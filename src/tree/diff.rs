@@ -2,8 +2,10 @@
 //!
 //! Guarantees: subtrees with equal ids are skipped without being read; file content is
 //! compared by blob ids, never by reading data from the repository. On disk, a file whose
-//! size and mtime match is taken as unchanged; otherwise it is chunked and hashed locally
-//! with the snapshot's chunker parameters and compared blob id by blob id.
+//! size and mtime match is taken as unchanged, one whose size differs as modified; otherwise
+//! it is chunked and hashed locally with the snapshot's chunker parameters and compared blob
+//! id by blob id. Symlinks compare by target, device nodes by device number; extended
+//! attributes count as metadata. Nothing on disk is followed through a symlink.
 
 use std::path::Path;
 
@@ -24,7 +26,8 @@ pub enum Change {
     Removed,
     /// Content (or type, or link target) differs.
     Modified,
-    /// Only metadata (mode, owner, mtime) differs; reported with `metadata`.
+    /// Only metadata (mode, owner, mtime, extended attributes) differs; reported with
+    /// `metadata`.
     Metadata,
 }
 
@@ -43,11 +46,19 @@ pub struct Differ<'r, 'a> {
 }
 
 fn same_metadata(a: &Node, b: &Node) -> bool {
-    a.mode == b.mode && a.uid == b.uid && a.gid == b.gid && a.mtime_ns == b.mtime_ns
+    a.mode == b.mode
+        && a.uid == b.uid
+        && a.gid == b.gid
+        && a.mtime_ns == b.mtime_ns
+        && a.xattrs == b.xattrs
 }
 
 fn same_content(a: &Node, b: &Node) -> bool {
-    a.kind == b.kind && a.size == b.size && a.content == b.content && a.link_target == b.link_target
+    a.kind == b.kind
+        && a.size == b.size
+        && a.content == b.content
+        && a.link_target == b.link_target
+        && a.rdev == b.rdev
 }
 
 impl Differ<'_, '_> {
@@ -122,7 +133,16 @@ impl Differ<'_, '_> {
         if let Ok(entries) = walk::read_dir_sorted(dir) {
             for e in entries {
                 let Ok(meta) = e.metadata else { continue };
-                disk.push((walk::node_from_metadata(e.name, &meta), e.path));
+                let mut node = walk::node_from_metadata(e.name, &meta);
+                if node.kind == NodeKind::Symlink {
+                    node.link_target = walk::long_path::read_link(&e.path)
+                        .ok()
+                        .map(|t| walk::name_bytes(t.as_os_str()));
+                }
+                if self.metadata {
+                    node.xattrs = walk::read_xattrs(&e.path);
+                }
+                disk.push((node, e.path));
             }
         }
         for (x, y) in pairs(&old, &disk, |(n, _)| &n.name) {
@@ -136,9 +156,12 @@ impl Differ<'_, '_> {
                 (None, Some((y, _))) => self.push(&path, Change::Added, None, Some(y)),
                 (Some(x), Some((y, p))) => {
                     let unchanged = x.kind == y.kind
+                        && x.link_target == y.link_target
+                        && x.rdev == y.rdev
                         && (x.kind != NodeKind::File
                             || (x.size == y.size && x.mtime_ns == y.mtime_ns)
-                            || hasher.content(p).as_deref() == Some(&x.content[..]));
+                            || (x.size == y.size
+                                && hasher.content(p).as_deref() == Some(&x.content[..])));
                     if !unchanged {
                         self.push(&path, Change::Modified, Some(x), Some(y));
                     } else if self.metadata && !same_metadata(x, y) {
@@ -195,7 +218,12 @@ pub struct LiveHasher<'k> {
 
 impl LiveHasher<'_> {
     fn content(&self, path: &Path) -> Option<Vec<BlobId>> {
-        let file = std::fs::File::open(path).ok()?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut options = std::fs::File::options();
+        options
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+        let file = walk::long_path::open(&options, path).ok()?;
         self.chunker
             .reader(file)
             .map(|c| c.ok().map(|c| self.keys.blob_id(&c)))
