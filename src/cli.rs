@@ -1,6 +1,7 @@
 //! Command-line flags (clap) and their validation into the options the library takes, before
 //! any work starts.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -316,7 +317,7 @@ pub struct DiffArgs {
     #[arg(required_unless_present = "live")]
     pub second: Option<String>,
     /// Compare only this folder
-    pub path: Option<String>,
+    pub path: Option<OsString>,
     /// Compare the first snapshot with this folder on disk now (what a restore would change)
     #[arg(long, conflicts_with_all = ["second", "path"])]
     pub live: Option<PathBuf>,
@@ -339,14 +340,14 @@ pub struct DumpArgs {
     /// Snapshot id prefix or `latest`
     pub snapshot: String,
     /// File inside the snapshot, e.g. `db.sql` or `/srv/uploads/a.pdf`
-    pub path: String,
+    pub path: OsString,
 }
 
 #[derive(Args)]
 pub struct RestoreArgs {
     /// Snapshot id prefix or `latest`, optionally with a path in it: `latest:/srv/uploads`
     /// restores that folder's contents (or that one file) into the target
-    pub snapshot: String,
+    pub snapshot: OsString,
     /// Folder to restore into (created if missing)
     #[arg(long, short = 't')]
     pub target: PathBuf,
@@ -383,7 +384,7 @@ pub struct LsArgs {
     /// Snapshot id prefix or `latest`
     pub snapshot: String,
     /// Folder inside the snapshot [default: /]
-    pub path: Option<String>,
+    pub path: Option<OsString>,
     /// Long listing: mode, owner, size, mtime
     #[arg(short = 'l', long)]
     pub long: bool,

@@ -179,3 +179,52 @@ fn diff_with_the_disk() {
         "{with_meta}"
     );
 }
+
+/// Regression: paths in a snapshot were taken as UTF-8 strings, so a file below a folder
+/// named in Latin-1 could not be dumped, listed or restored by its path, and `diff --live`
+/// on such a folder reported everything in it as added.
+#[test]
+fn paths_that_are_not_utf8_can_be_named() {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+    let env = Env::new();
+    let src = env.path("src");
+    let dir = src.join(os(b"caf\xe9"));
+    let file = dir.join("menu.txt");
+    write(&file, b"soup");
+    env.init();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let run = |args: &[&str], path: OsString| {
+        let out = env
+            .cmd(&args[..1])
+            .arg("latest")
+            .arg(path)
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        out.stdout
+    };
+    assert_eq!(run(&["dump"], file.clone().into_os_string()), b"soup");
+    let listed = run(&["ls"], dir.clone().into_os_string());
+    assert!(String::from_utf8_lossy(&listed).contains("menu.txt"));
+    let target = env.path("out");
+    let mut spec = b"latest:".to_vec();
+    spec.extend_from_slice(file.as_os_str().as_encoded_bytes());
+    let out = env
+        .cmd(&["restore"])
+        .arg(OsString::from_vec(spec))
+        .args(["--target", target.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(target.join("menu.txt")).unwrap(), b"soup");
+    let out = env
+        .cmd(&["--json", "diff", "latest", "--live"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(d["entries"].as_array().unwrap().len(), 0, "{d}");
+}

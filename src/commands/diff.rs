@@ -12,7 +12,7 @@ use cairn::snapshot::{self, Snapshot};
 use cairn::tree::NodeKind;
 use cairn::tree::diff::{Change, Differ, LiveHasher};
 
-use super::{Context, Outcome, human_bytes};
+use super::{Context, Outcome, human_bytes, path_in_snapshot};
 use crate::cli::DiffArgs;
 
 /// The tree at `path` in a snapshot (`None` if the path is absent there).
@@ -20,13 +20,14 @@ fn tree_at(
     repo: &Repository,
     index: &LocalIndex,
     snap: &Snapshot,
-    path: &str,
+    path: &[u8],
 ) -> Result<Option<TreeId>> {
-    match find_node(repo, index, &snap.tree, path.as_bytes()) {
+    match find_node(repo, index, &snap.tree, path) {
         Ok(None) => Ok(Some(snap.tree)),
         Ok(Some(n)) if n.kind == NodeKind::Dir => Ok(n.subtree),
         Ok(Some(_)) => Err(Error::Invalid(format!(
-            "{path} is not a folder in the snapshot"
+            "{} is not a folder in the snapshot",
+            String::from_utf8_lossy(path)
         ))),
         Err(Error::PathNotInSnapshot { .. }) => Ok(None),
         Err(e) => Err(e),
@@ -45,22 +46,20 @@ pub fn run(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
     match (&args.live, &args.second) {
         (Some(live), None) => {
             let live = cairn::walk::normalize(live)?;
-            let at = live.to_string_lossy().into_owned();
-            let tree = tree_at(&repo, &index, &first, &at)?;
+            let at = path_in_snapshot(live.as_os_str());
+            let tree = tree_at(&repo, &index, &first, at)?;
             let hasher = LiveHasher {
                 keys: repo.keys(),
                 chunker: Chunker::new(repo.keys().chunker_key(), first.chunker),
             };
-            let at = at.trim_end_matches('/').as_bytes().to_vec();
-            differ.live(tree, &live, &at, &hasher)?;
+            differ.live(tree, &live, at, &hasher)?;
         }
         (None, Some(second)) => {
             let (_, second) = snapshot::find(&index, second)?;
-            let path = args.path.clone().unwrap_or_default();
-            let path = path.trim_end_matches('/');
+            let path = path_in_snapshot(args.path.as_deref().unwrap_or_default());
             let old = tree_at(&repo, &index, &first, path)?;
             let new = tree_at(&repo, &index, &second, path)?;
-            differ.trees(old, new, path.as_bytes())?;
+            differ.trees(old, new, path)?;
         }
         _ => {
             return Err(Error::Invalid(

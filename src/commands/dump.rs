@@ -16,7 +16,7 @@ use cairn::snapshot;
 use cairn::tree::{Node, NodeKind};
 use cairn::walk::os_string;
 
-use super::{Context, Outcome};
+use super::{Context, Outcome, path_in_snapshot};
 use crate::cli::DumpArgs;
 
 /// A file's content as a reader, one verified blob at a time.
@@ -73,11 +73,13 @@ pub fn run(ctx: &Context, args: &DumpArgs) -> Result<Outcome> {
     let _lock = ctx.lock(&repo, false)?;
     let index = ctx.open_index_for_reading(&repo)?;
     let (id, snap) = snapshot::find(&index, &args.snapshot)?;
+    let path = path_in_snapshot(&args.path);
+    let shown = String::from_utf8_lossy(path);
     let not_found = || Error::PathNotInSnapshot {
         snapshot: id.short(),
-        path: args.path.clone(),
+        path: shown.to_string(),
     };
-    let node = find_node(&repo, &index, &snap.tree, args.path.as_bytes()).map_err(|e| match e {
+    let node = find_node(&repo, &index, &snap.tree, path).map_err(|e| match e {
         Error::PathNotInSnapshot { .. } => not_found(),
         other => other,
     })?;
@@ -101,8 +103,7 @@ pub fn run(ctx: &Context, args: &DumpArgs) -> Result<Outcome> {
         }
         Some(_) => {
             return Err(Error::Invalid(format!(
-                "{} in snapshot {} is neither a file nor a folder",
-                args.path,
+                "{shown} in snapshot {} is neither a file nor a folder",
                 id.short()
             )));
         }

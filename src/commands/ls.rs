@@ -9,7 +9,7 @@ use cairn::repo::Repository;
 use cairn::snapshot;
 use cairn::tree::{Node, NodeKind};
 
-use super::{Context, Outcome};
+use super::{Context, Outcome, path_in_snapshot};
 use crate::cli::LsArgs;
 
 struct Lister<'a> {
@@ -23,9 +23,8 @@ struct Lister<'a> {
 pub fn run(ctx: &Context, args: &LsArgs) -> Result<Outcome> {
     let (repo, index) = ctx.open()?;
     let (id, snap) = snapshot::find(&index, &args.snapshot)?;
-    let path = args.path.clone().unwrap_or_default();
-    let path = path.trim_end_matches('/');
-    let node = find_node(&repo, &index, &snap.tree, path.as_bytes()).map_err(|e| match e {
+    let path = path_in_snapshot(args.path.as_deref().unwrap_or_default());
+    let node = find_node(&repo, &index, &snap.tree, path).map_err(|e| match e {
         Error::PathNotInSnapshot { path, .. } => Error::PathNotInSnapshot {
             snapshot: id.short(),
             path,
@@ -39,10 +38,11 @@ pub fn run(ctx: &Context, args: &LsArgs) -> Result<Outcome> {
         json: Vec::new(),
         as_json: ctx.json,
     };
-    let prefix = if path.is_empty() || path.starts_with('/') {
-        path.to_string()
+    let shown = String::from_utf8_lossy(path);
+    let prefix = if shown.is_empty() || shown.starts_with('/') {
+        shown.into_owned()
     } else {
-        format!("/{path}")
+        format!("/{shown}")
     };
     match node {
         None => lister.dir(&snap.tree, "")?,

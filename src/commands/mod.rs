@@ -237,6 +237,17 @@ fn first_line(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// 1536 → "1.5 KiB".
+/// A path inside a snapshot as given on the command line: its bytes, which need not be
+/// UTF-8 (names are stored as bytes), without trailing slashes.
+pub fn path_in_snapshot(arg: &std::ffi::OsStr) -> &[u8] {
+    use std::os::unix::ffi::OsStrExt;
+    let mut path = arg.as_bytes();
+    while let [rest @ .., b'/'] = path {
+        path = rest;
+    }
+    path
+}
+
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut v = n as f64;

@@ -6,7 +6,7 @@ use cairn::restore::{self, Overwrite, RestoreOptions, Selection, Start};
 use cairn::snapshot;
 use cairn::tree::NodeKind;
 
-use super::{Context, Outcome, human_bytes};
+use super::{Context, Outcome, human_bytes, path_in_snapshot};
 use crate::cli::RestoreArgs;
 
 pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<Outcome> {
@@ -23,19 +23,25 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<Outcome> {
         verify: args.verify,
         batch_files: args.batch_files as usize,
     };
-    let (name, path) = args
-        .snapshot
-        .split_once(':')
-        .unwrap_or((args.snapshot.as_str(), ""));
+    let arg = path_in_snapshot(&args.snapshot);
+    let (name, path) = match arg.iter().position(|&b| b == b':') {
+        Some(colon) => (&arg[..colon], &arg[colon + 1..]),
+        None => (arg, &b""[..]),
+    };
+    let name = std::str::from_utf8(name).map_err(|_| {
+        Error::Invalid(format!(
+            "{}: a snapshot is named by an id prefix or `latest`",
+            String::from_utf8_lossy(name)
+        ))
+    })?;
     let repo = ctx.open_repo()?;
     let _lock = ctx.lock(&repo, false)?;
     let index = ctx.open_index_for_reading(&repo)?;
     let (id, snap) = snapshot::find(&index, name)?;
-    let path = path.trim_end_matches('/');
-    let at = if path.is_empty() || path.starts_with('/') {
-        path.as_bytes().to_vec()
+    let at = if path.is_empty() || path.starts_with(b"/") {
+        path.to_vec()
     } else {
-        format!("/{path}").into_bytes()
+        [&b"/"[..], path].concat()
     };
     let start = match find_node(&repo, &index, &snap.tree, &at) {
         Ok(None) => Start::Tree(snap.tree, Vec::new()),
