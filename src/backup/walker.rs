@@ -101,7 +101,7 @@ fn prefetch(entries: &[walk::DirEntry], parent: Option<&Tree>) {
         if !meta.is_file() || meta.len() == 0 || meta.len() >= PREFETCH_BELOW {
             continue;
         }
-        let mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
+        let mtime_ns = walk::nanos(meta.mtime(), meta.mtime_nsec());
         let unchanged = parent
             .and_then(|t| t.find(&e.name))
             .is_some_and(|p| p.size == meta.len() && p.mtime_ns == mtime_ns);

@@ -116,7 +116,9 @@ pub fn run(ctx: &Context, args: &FindArgs) -> Result<Outcome> {
                 "  {:>12}  {}  {}",
                 n.size,
                 format_time(
-                    n.mtime_ns - n.mtime_ns.rem_euclid(1_000_000_000),
+                    n.mtime_ns
+                        .div_euclid(1_000_000_000)
+                        .saturating_mul(1_000_000_000),
                     snap.utc_offset_s
                 ),
                 String::from_utf8_lossy(p)

@@ -118,7 +118,12 @@ impl Lister<'_> {
                 n.user.clone().unwrap_or_else(|| n.uid.to_string()),
                 n.group.clone().unwrap_or_else(|| n.gid.to_string()),
                 n.size,
-                format_time(n.mtime_ns - n.mtime_ns.rem_euclid(1_000_000_000), 0),
+                format_time(
+                    n.mtime_ns
+                        .div_euclid(1_000_000_000)
+                        .saturating_mul(1_000_000_000),
+                    0
+                ),
             );
         } else {
             println!("{path}");

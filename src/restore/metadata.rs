@@ -127,7 +127,7 @@ pub fn differs(path: &Path, node: &Node, owners: Owners) -> bool {
     let Ok(meta) = long_path::symlink_metadata(path) else {
         return true;
     };
-    let ns = |s: i64, n: i64| s * 1_000_000_000 + n;
+    let ns = crate::walk::nanos;
     let owner_differs =
         owners.is_root && owner_ids(node, owners.numeric) != (meta.uid(), meta.gid());
     let mode_differs = node.kind != NodeKind::Symlink && meta.mode() & 0o7777 != node.mode & 0o7777;

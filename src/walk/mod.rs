@@ -93,6 +93,12 @@ pub fn kind_of(meta: &Metadata) -> NodeKind {
     }
 }
 
+/// A time in nanoseconds since 1970 from seconds and nanoseconds, as stored in trees. Times
+/// beyond what that holds (before 1677 or after 2262) are clamped, not wrapped around.
+pub fn nanos(secs: i64, nsec: i64) -> i64 {
+    secs.saturating_mul(1_000_000_000).saturating_add(nsec)
+}
+
 /// A node carrying everything `meta` says; content, subtree and link target are filled later.
 pub fn node_from_metadata(name: Vec<u8>, meta: &Metadata) -> Node {
     let mut node = Node::new(name, kind_of(meta));
@@ -101,13 +107,13 @@ pub fn node_from_metadata(name: Vec<u8>, meta: &Metadata) -> Node {
     node.gid = meta.gid();
     node.user = host::cached_user_name(meta.uid());
     node.group = host::cached_group_name(meta.gid());
-    node.mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
+    node.mtime_ns = nanos(meta.mtime(), meta.mtime_nsec());
     // Listing a folder updates its atime, so recording it would make every backup store
     // new trees for unchanged folders; folders get atime 0 ("not recorded").
     if node.kind != NodeKind::Dir {
-        node.atime_ns = meta.atime() * 1_000_000_000 + meta.atime_nsec();
+        node.atime_ns = nanos(meta.atime(), meta.atime_nsec());
     }
-    node.ctime_ns = meta.ctime() * 1_000_000_000 + meta.ctime_nsec();
+    node.ctime_ns = nanos(meta.ctime(), meta.ctime_nsec());
     node.size = if node.kind == NodeKind::File {
         meta.size()
     } else {
@@ -151,6 +157,15 @@ pub fn os_string(bytes: &[u8]) -> OsString {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: times past 2262 (or before 1677) wrapped around to the other end of time.
+    #[test]
+    fn far_times_are_clamped_not_wrapped() {
+        assert_eq!(nanos(1_700_000_000, 5), 1_700_000_000_000_000_005);
+        assert_eq!(nanos(-1, 999_999_999), -1);
+        assert_eq!(nanos(20_000_000_000, 0), i64::MAX);
+        assert_eq!(nanos(-20_000_000_000, 0), i64::MIN);
+    }
 
     #[test]
     fn normalize_is_lexical() {
