@@ -228,3 +228,27 @@ fn paths_that_are_not_utf8_can_be_named() {
     let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(d["entries"].as_array().unwrap().len(), 0, "{d}");
 }
+
+/// Regression: `diff --live` took a folder it could not list for an empty one, and reported
+/// everything the snapshot has in it as removed, with exit code 0.
+#[test]
+fn diff_with_the_disk_says_what_it_could_not_read() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("open.txt"), b"open");
+    write(&src.join("locked/secret.txt"), b"secret");
+    env.init();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    std::fs::set_permissions(src.join("locked"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    env.give_to_nobody();
+    let out = env.run_as_nobody(&["--json", "diff", "latest", "--live", src.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("locked"), "{}", stderr(&out));
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(d["removed"], 0, "{d}");
+    assert_eq!(d["unreadable"].as_array().unwrap().len(), 1, "{d}");
+}

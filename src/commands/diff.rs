@@ -42,6 +42,7 @@ pub fn run(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
         reader: &reader,
         metadata: args.metadata,
         out: Vec::new(),
+        unreadable: Vec::new(),
     };
     match (&args.live, &args.second) {
         (Some(live), None) => {
@@ -89,6 +90,7 @@ pub fn run(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
             "metadata": count(Change::Metadata),
             "bytes_added": added_bytes,
             "bytes_removed": removed_bytes,
+            "unreadable": differ.unreadable,
         }))?;
     } else {
         for e in &differ.out {
@@ -110,5 +112,12 @@ pub fn run(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
             count(Change::Metadata)
         );
     }
-    Ok(Outcome::Success)
+    for warning in &differ.unreadable {
+        eprintln!("warning: {warning}; left out of the comparison");
+    }
+    Ok(if differ.unreadable.is_empty() {
+        Outcome::Success
+    } else {
+        Outcome::Partial
+    })
 }

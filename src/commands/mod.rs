@@ -39,7 +39,7 @@ pub enum Outcome {
 }
 
 /// Two workers per CPU (at most 16): a worker waiting for the disk leaves its CPU to
-/// another; each holds at most about 30 MiB (see README.md, "Memory and threads").
+/// another; each holds at most about 25 MiB (see README.md, "Memory and threads").
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(4, |n| (n.get() * 2).min(16))
 }

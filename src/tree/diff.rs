@@ -7,7 +7,7 @@
 //! id by blob id. Symlinks compare by target, device nodes by device number; extended
 //! attributes count as metadata. Nothing on disk is followed through a symlink.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -43,6 +43,9 @@ pub struct Differ<'r, 'a> {
     pub reader: &'r BlobReader<'a>,
     pub metadata: bool,
     pub out: Vec<DiffEntry>,
+    /// Folders and entries on disk that could not be looked at: left out of the comparison
+    /// rather than reported as removed.
+    pub unreadable: Vec<String>,
 }
 
 fn same_metadata(a: &Node, b: &Node) -> bool {
@@ -120,6 +123,48 @@ impl Differ<'_, '_> {
         Ok(())
     }
 
+    /// A folder's entries on disk as nodes (symlink targets read, extended attributes too
+    /// with `metadata`), and the names of those that could not be looked at; `None` if the
+    /// folder cannot be listed. A folder that is gone has no entries.
+    fn disk_entries(&mut self, dir: &Path) -> Option<DiskListing> {
+        let entries = match walk::read_dir_sorted(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                self.unreadable
+                    .push(format!("{}: cannot list: {e}", dir.display()));
+                return None;
+            }
+        };
+        let (mut disk, mut unlooked) = (Vec::new(), Vec::new());
+        for e in entries {
+            let meta = match e.metadata {
+                Ok(meta) => meta,
+                Err(err) => {
+                    let path = e.path.display();
+                    self.unreadable
+                        .push(format!("{path}: cannot read metadata: {err}"));
+                    unlooked.push(e.name);
+                    continue;
+                }
+            };
+            let mut node = walk::node_from_metadata(e.name, &meta);
+            if node.kind == NodeKind::Symlink {
+                node.link_target = walk::long_path::read_link(&e.path)
+                    .ok()
+                    .map(|t| walk::name_bytes(t.as_os_str()));
+            }
+            if self.metadata {
+                node.xattrs = walk::read_xattrs(&e.path);
+            }
+            disk.push((node, e.path));
+        }
+        Some(DiskListing {
+            entries: disk,
+            unlooked,
+        })
+    }
+
     /// Compares a tree with a folder on disk.
     pub fn live(
         &mut self,
@@ -129,22 +174,13 @@ impl Differ<'_, '_> {
         hasher: &LiveHasher,
     ) -> Result<()> {
         let old = self.tree(tree)?;
-        let mut disk: Vec<(Node, std::path::PathBuf)> = Vec::new();
-        if let Ok(entries) = walk::read_dir_sorted(dir) {
-            for e in entries {
-                let Ok(meta) = e.metadata else { continue };
-                let mut node = walk::node_from_metadata(e.name, &meta);
-                if node.kind == NodeKind::Symlink {
-                    node.link_target = walk::long_path::read_link(&e.path)
-                        .ok()
-                        .map(|t| walk::name_bytes(t.as_os_str()));
-                }
-                if self.metadata {
-                    node.xattrs = walk::read_xattrs(&e.path);
-                }
-                disk.push((node, e.path));
-            }
-        }
+        let Some(DiskListing {
+            entries: disk,
+            unlooked,
+        }) = self.disk_entries(dir)
+        else {
+            return Ok(());
+        };
         for (x, y) in pairs(&old, &disk, |(n, _)| &n.name) {
             let name = x
                 .map(|n| &n.name[..])
@@ -152,6 +188,7 @@ impl Differ<'_, '_> {
                 .unwrap_or_default();
             let path = [at, b"/", name].concat();
             match (x, y) {
+                (Some(x), None) if unlooked.contains(&x.name) => continue,
                 (Some(x), None) => self.push(&path, Change::Removed, Some(x), None),
                 (None, Some((y, _))) => self.push(&path, Change::Added, None, Some(y)),
                 (Some(x), Some((y, p))) => {
@@ -184,6 +221,12 @@ impl Differ<'_, '_> {
         }
         Ok(())
     }
+}
+
+/// A folder's entries on disk, and the names of those that could not be looked at.
+struct DiskListing {
+    entries: Vec<(Node, PathBuf)>,
+    unlooked: Vec<Vec<u8>>,
 }
 
 /// Pairs the entries of two name-sorted lists by name: `(old, new)`, either side absent when
