@@ -68,11 +68,18 @@ fn mode_string(n: &Node) -> String {
         NodeKind::File => '-',
     };
     let mut s = String::from(t);
-    for shift in [6, 3, 0] {
+    // Per class: its rwx bits, and the special bit shown in its x place as `ls -l` does
+    // (setuid, setgid: s or S; sticky: t or T).
+    for (shift, special, shown) in [(6, 0o4000, 's'), (3, 0o2000, 's'), (0, 0o1000, 't')] {
         let bits = (n.mode >> shift) & 7;
         s.push(if bits & 4 != 0 { 'r' } else { '-' });
         s.push(if bits & 2 != 0 { 'w' } else { '-' });
-        s.push(if bits & 1 != 0 { 'x' } else { '-' });
+        s.push(match (bits & 1 != 0, n.mode & special != 0) {
+            (true, true) => shown,
+            (false, true) => shown.to_ascii_uppercase(),
+            (true, false) => 'x',
+            (false, false) => '-',
+        });
     }
     s
 }
@@ -128,5 +135,25 @@ impl Lister<'_> {
         } else {
             println!("{path}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: setuid, setgid and sticky bits were not shown.
+    #[test]
+    fn modes_show_special_bits_as_ls_does() {
+        let mode = |kind, mode| {
+            let mut n = Node::new(b"x".to_vec(), kind);
+            n.mode = mode;
+            mode_string(&n)
+        };
+        assert_eq!(mode(NodeKind::File, 0o644), "-rw-r--r--");
+        assert_eq!(mode(NodeKind::File, 0o4755), "-rwsr-xr-x");
+        assert_eq!(mode(NodeKind::File, 0o2644), "-rw-r-Sr--");
+        assert_eq!(mode(NodeKind::Dir, 0o1777), "drwxrwxrwt");
+        assert_eq!(mode(NodeKind::Dir, 0o1770), "drwxrwx--T");
     }
 }
