@@ -233,6 +233,23 @@ fn dry_run_lists_and_writes_nothing() {
 fn dump_of_a_folder_is_a_tar_archive() {
     let (env, src) = setup();
     std::os::unix::fs::symlink("notes.txt", src.join("docs/link")).unwrap();
+    // Regression: FIFOs and device nodes were left out of the archive.
+    nix::unistd::mkfifo(
+        &src.join("docs/pipe"),
+        nix::sys::stat::Mode::from_bits_truncate(0o640),
+    )
+    .unwrap();
+    let root = nix::unistd::geteuid().is_root();
+    if root {
+        let dev = nix::sys::stat::makedev(1, 3);
+        nix::sys::stat::mknod(
+            &src.join("docs/null"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            dev,
+        )
+        .unwrap();
+    }
     env.ok(&["backup", src.to_str().unwrap()]);
     let out = env
         .cmd(&["dump", "latest", &format!("{}/docs", src.display())])
@@ -249,10 +266,18 @@ fn dump_of_a_folder_is_a_tar_archive() {
     use std::io::Write;
     tar.stdin.take().unwrap().write_all(&out.stdout).unwrap();
     assert!(tar.wait().unwrap().success());
-    assert_eq!(
-        names_below(&unpack.join("docs")),
-        vec!["contract.pdf", "link", "notes.txt", "old/draft.txt"]
-    );
+    let mut expected = vec!["contract.pdf", "link", "notes.txt", "old/draft.txt", "pipe"];
+    if root {
+        expected.insert(3, "null");
+    }
+    assert_eq!(names_below(&unpack.join("docs")), expected);
+    use std::os::unix::fs::FileTypeExt;
+    let kind = |name: &str| std::fs::symlink_metadata(unpack.join("docs").join(name)).unwrap();
+    assert!(kind("pipe").file_type().is_fifo());
+    if root {
+        assert!(kind("null").file_type().is_char_device());
+        assert_eq!(kind("null").rdev(), nix::sys::stat::makedev(1, 3));
+    }
     assert_eq!(
         std::fs::read(unpack.join("docs/contract.pdf")).unwrap(),
         noise(1, 200_000)

@@ -184,8 +184,24 @@ fn append_tree<W: Write>(
                 let target = os_string(node.link_target.as_deref().unwrap_or_default());
                 tar.append_link(&mut h, &path, target).map_err(to_stdout)?;
             }
-            // FIFOs, sockets and devices have no content; restore recreates them.
-            _ => {}
+            NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice => {
+                let kind = match node.kind {
+                    NodeKind::Fifo => tar::EntryType::Fifo,
+                    NodeKind::CharDevice => tar::EntryType::Char,
+                    _ => tar::EntryType::Block,
+                };
+                let mut h = header(&node, kind, 0);
+                if node.kind != NodeKind::Fifo {
+                    let rdev = node.rdev as libc::dev_t;
+                    h.set_device_major(libc::major(rdev))
+                        .and_then(|()| h.set_device_minor(libc::minor(rdev)))
+                        .map_err(to_stdout)?;
+                }
+                tar.append_data(&mut h, &path, io::empty())
+                    .map_err(to_stdout)?;
+            }
+            // A socket cannot be archived (tar has no type for it), as restore skips it.
+            NodeKind::Socket => {}
         }
     }
     Ok(())
