@@ -328,8 +328,8 @@ pub struct DiffArgs {
 
 #[derive(Args)]
 pub struct FindArgs {
-    /// Glob: without `/` it matches names (`contract*.pdf`), with `/` whole paths
-    /// (`/srv/uploads/**/*.pdf`)
+    /// Glob: without `/` it matches names (`contract*.pdf`), with `/` paths: from the root
+    /// if it starts with `/` (`/srv/uploads/**/*.pdf`), else their ends (`uploads/*.pdf`)
     pub pattern: String,
     #[command(flatten)]
     pub filter: SnapshotFilterArgs,

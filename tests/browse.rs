@@ -41,6 +41,9 @@ fn find_shows_when_a_file_changed() {
         1,
         "{by_path}"
     );
+    // Regression: a path pattern not starting at the root matched nothing.
+    let relative = json(&env, &["find", "docs/*.pdf", "--json"]);
+    assert_eq!(relative.as_array().unwrap().len(), 2, "{relative}");
     let human = env.ok(&["find", "contract.pdf"]);
     assert!(human.contains("contract.pdf"), "{human}");
 }

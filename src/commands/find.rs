@@ -70,7 +70,14 @@ impl Finder<'_> {
 pub fn run(ctx: &Context, args: &FindArgs) -> Result<Outcome> {
     let (repo, index) = ctx.open()?;
     let by_path = args.pattern.contains('/');
-    let pattern = GlobBuilder::new(&args.pattern)
+    // A path pattern that does not start at the root matches wherever it ends a path
+    // (`uploads/*.pdf` finds /srv/uploads/a.pdf), as a relative path would.
+    let glob = if by_path && !args.pattern.starts_with('/') && !args.pattern.starts_with("**") {
+        format!("**/{}", args.pattern)
+    } else {
+        args.pattern.clone()
+    };
+    let pattern = GlobBuilder::new(&glob)
         .literal_separator(by_path)
         .build()
         .map_err(|e| Error::Invalid(format!("pattern {:?}: {e}", args.pattern)))?
