@@ -236,7 +236,6 @@ fn first_line(bytes: &[u8]) -> Vec<u8> {
     line.strip_suffix(b"\r").unwrap_or(line).to_vec()
 }
 
-/// 1536 → "1.5 KiB".
 /// A path inside a snapshot as given on the command line: its bytes, which need not be
 /// UTF-8 (names are stored as bytes), without trailing slashes.
 pub fn path_in_snapshot(arg: &std::ffi::OsStr) -> &[u8] {
@@ -248,6 +247,7 @@ pub fn path_in_snapshot(arg: &std::ffi::OsStr) -> &[u8] {
     path
 }
 
+/// 1536 → "1.5 KiB".
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut v = n as f64;
