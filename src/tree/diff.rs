@@ -140,6 +140,8 @@ impl Differ<'_, '_> {
         for e in entries {
             let meta = match e.metadata {
                 Ok(meta) => meta,
+                // Gone since the listing: as if it had not been listed.
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(err) => {
                     let path = e.path.display();
                     self.unreadable
