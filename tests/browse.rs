@@ -255,3 +255,16 @@ fn diff_with_the_disk_says_what_it_could_not_read() {
     assert_eq!(d["removed"], 0, "{d}");
     assert_eq!(d["unreadable"].as_array().unwrap().len(), 1, "{d}");
 }
+
+/// Regression: `ls` printed names as they were, so a name holding a newline faked a line.
+#[test]
+fn ls_escapes_control_characters_in_names() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("evil\nfake"), b"x");
+    env.init();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let listed = env.ok(&["ls", "latest", src.to_str().unwrap()]);
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    assert!(listed.contains("evil\\nfake"), "{listed}");
+}

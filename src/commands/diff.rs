@@ -12,7 +12,7 @@ use cairn::snapshot::{self, Snapshot};
 use cairn::tree::NodeKind;
 use cairn::tree::diff::{Change, Differ, LiveHasher};
 
-use super::{Context, Outcome, human_bytes, path_in_snapshot};
+use super::{Context, Outcome, for_terminal, human_bytes, path_in_snapshot};
 use crate::cli::DiffArgs;
 
 /// The tree at `path` in a snapshot (`None` if the path is absent there).
@@ -100,7 +100,7 @@ pub fn run(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
                 Change::Modified => "M",
                 Change::Metadata => "U",
             };
-            println!("{mark}  {}", e.path);
+            println!("{mark}  {}", for_terminal(&e.path));
         }
         println!(
             "{} added ({}), {} removed ({}), {} modified, {} metadata only",

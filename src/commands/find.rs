@@ -16,7 +16,7 @@ use cairn::snapshot;
 use cairn::tree::{Node, NodeKind};
 use globset::{GlobBuilder, GlobMatcher};
 
-use super::{Context, Outcome};
+use super::{Context, Outcome, for_terminal};
 use crate::cli::FindArgs;
 
 /// A match below some tree: its path relative to that tree, and its node.
@@ -128,7 +128,7 @@ pub fn run(ctx: &Context, args: &FindArgs) -> Result<Outcome> {
                         .saturating_mul(1_000_000_000),
                     snap.utc_offset_s
                 ),
-                String::from_utf8_lossy(p)
+                for_terminal(&String::from_utf8_lossy(p))
             );
         }
     }

@@ -9,7 +9,7 @@ use cairn::repo::Repository;
 use cairn::snapshot;
 use cairn::tree::{Node, NodeKind};
 
-use super::{Context, Outcome, path_in_snapshot};
+use super::{Context, Outcome, for_terminal, path_in_snapshot};
 use crate::cli::LsArgs;
 
 struct Lister<'a> {
@@ -117,10 +117,10 @@ impl Lister<'_> {
             let link = n
                 .link_target
                 .as_ref()
-                .map(|t| format!(" -> {}", String::from_utf8_lossy(t)))
+                .map(|t| format!(" -> {}", for_terminal(&String::from_utf8_lossy(t))))
                 .unwrap_or_default();
             println!(
-                "{} {:>8} {:>8} {:>12} {} {path}{link}",
+                "{} {:>8} {:>8} {:>12} {} {}{link}",
                 mode_string(n),
                 n.user.clone().unwrap_or_else(|| n.uid.to_string()),
                 n.group.clone().unwrap_or_else(|| n.gid.to_string()),
@@ -131,9 +131,10 @@ impl Lister<'_> {
                         .saturating_mul(1_000_000_000),
                     0
                 ),
+                for_terminal(path),
             );
         } else {
-            println!("{path}");
+            println!("{}", for_terminal(path));
         }
     }
 }

@@ -247,6 +247,24 @@ pub fn path_in_snapshot(arg: &std::ffi::OsStr) -> &[u8] {
     path
 }
 
+/// A name or path for a terminal: control characters written as `\n`, `\t`, `\r` or `\xNN`
+/// and a backslash as `\\` (as `ls -b` does), so that a file name can neither fake lines of
+/// output nor send escape sequences to the terminal.
+pub fn for_terminal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// 1536 → "1.5 KiB".
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -268,4 +286,19 @@ pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
         .map_err(|e| Error::Invalid(format!("cannot encode JSON: {e}")))?;
     println!("{text}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: names went to the terminal as they were, so a name holding a newline or
+    /// an escape sequence could fake lines of `ls` output or drive the terminal.
+    #[test]
+    fn names_for_the_terminal_have_control_characters_escaped() {
+        assert_eq!(for_terminal("plain/ä.txt"), "plain/ä.txt");
+        assert_eq!(for_terminal("a\nb\tc\r"), "a\\nb\\tc\\r");
+        assert_eq!(for_terminal("\u{1b}[2J"), "\\x1b[2J");
+        assert_eq!(for_terminal("back\\slash"), "back\\\\slash");
+    }
 }
