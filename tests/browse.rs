@@ -236,8 +236,7 @@ fn paths_that_are_not_utf8_can_be_named() {
 /// everything the snapshot has in it as removed, with exit code 0.
 #[test]
 fn diff_with_the_disk_says_what_it_could_not_read() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root");
+    if !running_as_root() {
         return;
     }
     let env = Env::new();

@@ -615,8 +615,7 @@ fn flipped_bit_in_an_index_segment_is_repaired_by_repair_index() {
 /// with all its blobs. Now the repair stops and changes nothing.
 #[test]
 fn repair_index_stops_at_a_pack_it_cannot_read_and_deletes_nothing() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root");
+    if !running_as_root() {
         return;
     }
     let f = Fixture::new();

@@ -361,8 +361,7 @@ fn a_link_whose_first_path_failed_is_not_made() {
 /// another user.
 #[test]
 fn a_user_restores_links_into_a_folder_finished_without_search_permission() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root");
+    if !running_as_root() {
         return;
     }
     let env = Env::new();

@@ -268,6 +268,16 @@ pub fn restored(target: &Path, source: &Path) -> PathBuf {
     target.join(source.strip_prefix("/").unwrap())
 }
 
+/// True when the tests run as root; otherwise says that the calling test is skipped (it
+/// needs root to act as another user).
+pub fn running_as_root() -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    if !root {
+        eprintln!("skipped: needs root");
+    }
+    root
+}
+
 pub fn os(bytes: &[u8]) -> &OsStr {
     OsStr::from_bytes(bytes)
 }
