@@ -15,7 +15,7 @@
 mod content;
 pub mod exclude;
 mod prescan;
-mod source_file;
+pub(crate) mod source_file;
 pub mod stream;
 mod walker;
 

@@ -97,8 +97,14 @@ pub fn same_content(
     if !meta.is_file() || meta.len() != node.size {
         return Ok(false);
     }
-    let mut file = crate::walk::long_path::open(std::fs::File::options().read(true), path)
-        .map_err(|e| Error::io(path, e))?;
+    // As a backup opens a source: never through a symlink, never waiting on a FIFO, both
+    // of which may have been swapped in since the look above.
+    let mut file = match crate::backup::source_file::open(path, false) {
+        Ok(file) => file,
+        // A symlink now: not the file, so it is replaced (by a rename, never followed).
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(false),
+        Err(e) => return Err(Error::io(path, e)),
+    };
     let mut buf = Vec::new();
     for id in &node.content {
         let len = blobs.raw_len(id)? as usize;

@@ -263,12 +263,7 @@ pub struct LiveHasher<'k> {
 
 impl LiveHasher<'_> {
     fn content(&self, path: &Path) -> Option<Vec<BlobId>> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut options = std::fs::File::options();
-        options
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
-        let file = walk::long_path::open(&options, path).ok()?;
+        let file = crate::backup::source_file::open(path, false).ok()?;
         self.chunker
             .reader(file)
             .map(|c| c.ok().map(|c| self.keys.blob_id(&c)))
