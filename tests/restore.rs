@@ -288,6 +288,89 @@ fn dump_of_a_folder_is_a_tar_archive() {
     );
 }
 
+/// Regression: the tar archive of a dump lost what restore keeps: times before 1970 (written
+/// as 1970) and the nanoseconds of all times, hard links (written as copies), and extended
+/// attributes.
+#[test]
+fn dump_of_a_folder_keeps_times_links_and_attributes() {
+    let env = Env::new();
+    let src = env.path("src");
+    let docs = src.join("docs");
+    write(&docs.join("ancient.txt"), b"punched cards");
+    write(&docs.join("recent.txt"), b"recent");
+    std::fs::hard_link(docs.join("recent.txt"), docs.join("again.txt")).unwrap();
+    let deep = docs.join("d".repeat(120)).join("f".repeat(120));
+    write(&deep, b"deep");
+    let set_times = |path: &Path, accessed, modified| {
+        let file = std::fs::File::options().write(true).open(path).unwrap();
+        let times = std::fs::FileTimes::new()
+            .set_accessed(accessed)
+            .set_modified(modified);
+        file.set_times(times).unwrap();
+    };
+    let epoch = std::time::UNIX_EPOCH;
+    let before_1970 = epoch - std::time::Duration::new(1, 500_000_000);
+    set_times(&docs.join("ancient.txt"), before_1970, before_1970);
+    let recent = epoch + std::time::Duration::new(1_600_000_000, 123_456_789);
+    set_times(&docs.join("recent.txt"), recent, recent);
+    let xattrs = xattr::set(docs.join("recent.txt"), "user.origin", b"scanner\n7").is_ok();
+    env.init();
+    env.backup_json(&[&src]);
+
+    let out = env
+        .cmd(&["dump", "latest", docs.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let unpack = env.path("unpacked");
+    std::fs::create_dir_all(&unpack).unwrap();
+    let mut tar = std::process::Command::new("tar")
+        .args(["-x", "--xattrs", "--xattrs-include=*", "-C"])
+        .arg(&unpack)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    tar.stdin.take().unwrap().write_all(&out.stdout).unwrap();
+    assert!(tar.wait().unwrap().success());
+
+    let got = unpack.join("docs");
+    assert_eq!(describe(&got), describe(&docs));
+    let meta = |path: PathBuf| std::fs::symlink_metadata(path).unwrap();
+    assert_eq!(
+        meta(got.join("again.txt")).ino(),
+        meta(got.join("recent.txt")).ino(),
+        "hard links must stay links"
+    );
+    let ancient = meta(got.join("ancient.txt"));
+    assert_eq!((ancient.mtime(), ancient.mtime_nsec()), (-2, 500_000_000));
+    // GNU tar sets access times to the time it unpacks; the archive has them.
+    let mut archive = tar::Archive::new(&out.stdout[..]);
+    let mut entry = archive
+        .entries()
+        .unwrap()
+        .map(Result::unwrap)
+        .find(|e| e.path().unwrap().ends_with("ancient.txt"))
+        .unwrap();
+    let pax = entry.pax_extensions().unwrap().unwrap();
+    let records: Vec<(String, String)> = pax
+        .map(|r| {
+            let r = r.unwrap();
+            (r.key().unwrap().into(), r.value().unwrap().into())
+        })
+        .collect();
+    assert!(
+        records.contains(&("atime".into(), "-1.5".into())),
+        "{records:?}"
+    );
+    if xattrs {
+        assert_eq!(
+            xattr::get(got.join("again.txt"), "user.origin").unwrap(),
+            Some(b"scanner\n7".to_vec())
+        );
+    }
+}
+
 /// `--batch-files` bounds how many files are planned at once; batches of two must restore
 /// the same tree: blobs shared across batches, a hard link whose first path is in an
 /// earlier batch, empty and multi-blob files, folders' times set after all their files.

@@ -16,7 +16,11 @@ use cairn::snapshot;
 use cairn::tree::{Node, NodeKind};
 use cairn::walk::os_string;
 
+use cairn::restore::FirstPaths;
+
 use super::{Context, Outcome, path_in_snapshot};
+
+mod pax;
 use crate::cli::DumpArgs;
 
 /// A file's content as a reader, one verified blob at a time.
@@ -86,7 +90,6 @@ pub fn run(ctx: &Context, args: &DumpArgs) -> Result<Outcome> {
     let reader = BlobReader::new(&repo, index);
     let stdout = io::stdout();
     let mut out = io::BufWriter::with_capacity(1 << 20, stdout.lock());
-    let to_stdout = |e: io::Error| Error::io("standard output", e);
     match node {
         Some(n) if n.kind == NodeKind::File => {
             let mut file = content(&reader, &n);
@@ -94,11 +97,11 @@ pub fn run(ctx: &Context, args: &DumpArgs) -> Result<Outcome> {
         }
         Some(n) if n.kind == NodeKind::Dir => {
             let base = PathBuf::from(os_string(&n.name));
-            write_archive(&mut out, |tar| append_dir(tar, &reader, &n, &base))?;
+            write_archive(&mut out, &reader, |archive| archive.dir(&n, &base))?;
         }
         None => {
-            write_archive(&mut out, |tar| {
-                append_tree(tar, &reader, &snap.tree, &PathBuf::new())
+            write_archive(&mut out, &reader, |archive| {
+                archive.tree(&snap.tree, &PathBuf::new())
             })?;
         }
         Some(_) => {
@@ -113,96 +116,146 @@ pub fn run(ctx: &Context, args: &DumpArgs) -> Result<Outcome> {
 }
 
 /// A tar archive of what `fill` appends, ended only if all of it was appended.
-fn write_archive<W: Write>(
+fn write_archive<'r, 'a, W: Write>(
     out: W,
-    fill: impl FnOnce(&mut tar::Builder<W>) -> Result<()>,
+    reader: &'r BlobReader<'a>,
+    fill: impl FnOnce(&mut Archive<'r, 'a, W>) -> Result<()>,
 ) -> Result<()> {
-    let mut tar = tar::Builder::new(out);
-    if let Err(e) = fill(&mut tar) {
+    let mut archive = Archive {
+        tar: tar::Builder::new(out),
+        reader,
+        first_paths: FirstPaths::default(),
+    };
+    if let Err(e) = fill(&mut archive) {
         // Dropped, the builder would write the end-of-archive blocks.
-        std::mem::forget(tar);
+        std::mem::forget(archive.tar);
         return Err(e);
     }
-    tar.into_inner()
+    archive
+        .tar
+        .into_inner()
         .map(drop)
         .map_err(|e| Error::io("standard output", e))
 }
 
-fn header(node: &Node, kind: tar::EntryType, size: u64) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(kind);
-    h.set_size(size);
-    h.set_mode(node.mode);
-    h.set_uid(node.uid.into());
-    h.set_gid(node.gid.into());
-    h.set_mtime(node.mtime_ns.div_euclid(1_000_000_000).max(0) as u64);
-    if let Some(u) = &node.user {
-        let _ = h.set_username(u);
-    }
-    if let Some(g) = &node.group {
-        let _ = h.set_groupname(g);
-    }
-    h
+/// A tar archive being written: GNU headers (long names and link targets), each preceded by
+/// a PAX header when the entry has more to say (see `pax`); the later links of a file with
+/// several are hard links to its first path, as restore makes them.
+struct Archive<'r, 'a, W: Write> {
+    tar: tar::Builder<W>,
+    reader: &'r BlobReader<'a>,
+    first_paths: FirstPaths,
 }
 
-fn append_dir<W: Write>(
-    tar: &mut tar::Builder<W>,
-    reader: &BlobReader,
-    node: &Node,
-    path: &Path,
-) -> Result<()> {
-    let to_stdout = |e: io::Error| Error::io("standard output", e);
-    let mut h = header(node, tar::EntryType::Directory, 0);
-    tar.append_data(&mut h, path, io::empty())
-        .map_err(to_stdout)?;
-    match node.subtree {
-        Some(sub) => append_tree(tar, reader, &sub, path),
-        None => Ok(()),
-    }
-}
-
-fn append_tree<W: Write>(
-    tar: &mut tar::Builder<W>,
-    reader: &BlobReader,
-    tree: &TreeId,
-    at: &Path,
-) -> Result<()> {
-    let to_stdout = |e: io::Error| Error::io("standard output", e);
-    for node in reader.tree(tree)?.nodes {
-        cairn::restore::check_name(at, &node.name)?;
-        let path = at.join(os_string(&node.name));
-        match node.kind {
-            NodeKind::Dir => append_dir(tar, reader, &node, &path)?,
-            NodeKind::File => {
-                let mut h = header(&node, tar::EntryType::Regular, node.size);
-                let mut file = content(reader, &node);
-                tar.append_data(&mut h, &path, &mut file)
-                    .map_err(|e| file.error(e))?;
-            }
-            NodeKind::Symlink => {
-                let mut h = header(&node, tar::EntryType::Symlink, 0);
-                let target = os_string(node.link_target.as_deref().unwrap_or_default());
-                tar.append_link(&mut h, &path, target).map_err(to_stdout)?;
-            }
-            NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice => {
-                let kind = match node.kind {
-                    NodeKind::Fifo => tar::EntryType::Fifo,
-                    NodeKind::CharDevice => tar::EntryType::Char,
-                    _ => tar::EntryType::Block,
-                };
-                let mut h = header(&node, kind, 0);
-                if node.kind != NodeKind::Fifo {
-                    let rdev = node.rdev as libc::dev_t;
-                    h.set_device_major(libc::major(rdev))
-                        .and_then(|()| h.set_device_minor(libc::minor(rdev)))
-                        .map_err(to_stdout)?;
-                }
-                tar.append_data(&mut h, &path, io::empty())
-                    .map_err(to_stdout)?;
-            }
-            // A socket cannot be archived (tar has no type for it), as restore skips it.
-            NodeKind::Socket => {}
+impl<W: Write> Archive<'_, '_, W> {
+    fn dir(&mut self, node: &Node, path: &Path) -> Result<()> {
+        let mut h = self.header(node, tar::EntryType::Directory, 0, path)?;
+        self.tar
+            .append_data(&mut h, path, io::empty())
+            .map_err(to_stdout)?;
+        match node.subtree {
+            Some(sub) => self.tree(&sub, path),
+            None => Ok(()),
         }
     }
-    Ok(())
+
+    fn tree(&mut self, tree: &TreeId, at: &Path) -> Result<()> {
+        for node in self.reader.tree(tree)?.nodes {
+            cairn::restore::check_name(at, &node.name)?;
+            let path = at.join(os_string(&node.name));
+            match node.kind {
+                NodeKind::Dir => self.dir(&node, &path)?,
+                NodeKind::File => self.file(&node, &path)?,
+                NodeKind::Symlink => {
+                    let mut h = self.header(&node, tar::EntryType::Symlink, 0, &path)?;
+                    let target = os_string(node.link_target.as_deref().unwrap_or_default());
+                    self.tar
+                        .append_link(&mut h, &path, target)
+                        .map_err(to_stdout)?;
+                }
+                NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice => {
+                    self.special(&node, &path)?;
+                }
+                // A socket cannot be archived (tar has no type for it), as restore skips it.
+                NodeKind::Socket => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn file(&mut self, node: &Node, path: &Path) -> Result<()> {
+        if let Some(first) = self.first_paths.get(node) {
+            let mut h = self.header(node, tar::EntryType::Link, 0, path)?;
+            return self.tar.append_link(&mut h, path, first).map_err(to_stdout);
+        }
+        self.first_paths.remember(node, path);
+        let mut h = self.header(node, tar::EntryType::Regular, node.size, path)?;
+        let mut file = content(self.reader, node);
+        self.tar
+            .append_data(&mut h, path, &mut file)
+            .map_err(|e| file.error(e))
+    }
+
+    fn special(&mut self, node: &Node, path: &Path) -> Result<()> {
+        let kind = match node.kind {
+            NodeKind::Fifo => tar::EntryType::Fifo,
+            NodeKind::CharDevice => tar::EntryType::Char,
+            _ => tar::EntryType::Block,
+        };
+        let mut h = self.header(node, kind, 0, path)?;
+        if node.kind != NodeKind::Fifo {
+            let rdev = node.rdev as libc::dev_t;
+            h.set_device_major(libc::major(rdev))
+                .and_then(|()| h.set_device_minor(libc::minor(rdev)))
+                .map_err(to_stdout)?;
+        }
+        self.tar
+            .append_data(&mut h, path, io::empty())
+            .map_err(to_stdout)
+    }
+
+    /// The GNU header of an entry, after writing the PAX header it needs, if any.
+    fn header(
+        &mut self,
+        node: &Node,
+        kind: tar::EntryType,
+        size: u64,
+        path: &Path,
+    ) -> Result<tar::Header> {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_mode(node.mode);
+        h.set_uid(node.uid.into());
+        h.set_gid(node.gid.into());
+        h.set_mtime(node.mtime_ns.div_euclid(1_000_000_000).max(0) as u64);
+        let user = node.user.as_deref().filter(|u| h.set_username(u).is_err());
+        let group = node
+            .group
+            .as_deref()
+            .filter(|g| h.set_groupname(g).is_err());
+        let records = pax::records(node, user, group);
+        for (name, _) in node.xattrs.iter().filter(|(n, _)| !pax::can_hold(n)) {
+            eprintln!(
+                "warning: {}: extended attribute {} left out of the archive (PAX cannot \
+                 hold a name with '=')",
+                super::for_terminal(&path.to_string_lossy()),
+                super::for_terminal(&String::from_utf8_lossy(name)),
+            );
+        }
+        if !records.is_empty() {
+            let mut x = tar::Header::new_ustar();
+            x.set_entry_type(tar::EntryType::XHeader);
+            x.set_size(records.len() as u64);
+            x.set_mode(0o644);
+            x.set_path("././@PaxHeader").map_err(to_stdout)?;
+            x.set_cksum();
+            self.tar.append(&x, &records[..]).map_err(to_stdout)?;
+        }
+        Ok(h)
+    }
+}
+
+fn to_stdout(e: io::Error) -> Error {
+    Error::io("standard output", e)
 }

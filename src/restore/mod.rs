@@ -41,7 +41,7 @@ use crate::repo::Repository;
 use crate::tree::{Node, NodeKind};
 use crate::walk::{long_path, os_string};
 use finish::{Batch, Finisher};
-use links::FirstPaths;
+pub use links::FirstPaths;
 use plan::{Failures, PlannedFile};
 pub use select::{Overwrite, Selection};
 use temp::TempNames;
