@@ -94,7 +94,7 @@ pub enum Error {
     },
 
     #[error(
-        "the repository is locked by {holder}; nothing was changed. Try again later, wait longer with --retry-lock, or, if that process is gone, run `cairn unlock`"
+        "the repository is locked by {holder}; nothing was changed. Try again later or wait longer with --retry-lock. The lock goes stale 30 minutes after its last refresh (at once, on its own host, when its process is gone); if you know that no cairn is running on the repository, `cairn unlock --remove-all` removes it now"
     )]
     Locked { holder: String },
 

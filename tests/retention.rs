@@ -418,8 +418,9 @@ fn locks_keep_prune_and_backups_apart() {
     assert_eq!(out.status.code(), Some(11), "{}", stderr(&out));
     assert!(stderr(&out).contains("elsewhere"), "{}", stderr(&out));
     assert_eq!(snapshot_ids(&env).len(), 1);
-    // It is live (another host, fresh): unlock keeps it; --remove-all removes it.
-    env.ok(&["unlock"]);
+    // It is live (another host, fresh): unlock keeps it and says so; --remove-all removes it.
+    let kept = env.ok(&["unlock"]);
+    assert!(kept.contains("kept an exclusive lock"), "{kept}");
     assert_eq!(
         env.run(&["--retry-lock", "0", "prune"]).status.code(),
         Some(11)

@@ -8,10 +8,20 @@ use crate::cli::UnlockArgs;
 
 pub fn run(ctx: &Context, args: &UnlockArgs) -> Result<Outcome> {
     let repo = ctx.open_repo()?;
-    let removed = lock::unlock(&repo, args.remove_all)?;
-    for r in &removed {
+    let done = lock::unlock(&repo, args.remove_all)?;
+    for r in &done.removed {
         println!("removed {r}");
     }
-    ctx.note(&format!("{} lock(s) removed", removed.len()));
+    for k in &done.kept {
+        println!("kept {k}: it is live");
+    }
+    ctx.note(&format!("{} lock(s) removed", done.removed.len()));
+    if !done.kept.is_empty() {
+        ctx.note(
+            "a live lock goes stale once it is not refreshed for 30 minutes (or, on its own host, \
+             once its process is gone); `cairn unlock --remove-all` removes it now, which is \
+             safe only when no cairn is running on the repository",
+        );
+    }
     Ok(Outcome::Success)
 }

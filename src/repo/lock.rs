@@ -408,24 +408,36 @@ fn unreadable_is_stale(repo: &Repository, path: &str) -> bool {
     matches!(repo.storage().modified(path), Ok(Some(t)) if t.elapsed().is_ok_and(|age| age > stale))
 }
 
-/// Removes stale locks (all locks with `all`); returns what was removed.
-pub fn unlock(repo: &Repository, all: bool) -> Result<Vec<String>> {
+/// What `unlock` did: the locks it removed and the live ones it left.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Unlocked {
+    pub removed: Vec<String>,
+    pub kept: Vec<String>,
+}
+
+/// Removes stale locks (all locks with `all`). An unreadable lock is stale only once the
+/// storage says it is over 30 minutes old, as when acquiring: it may be the live lock of a
+/// newer version.
+pub fn unlock(repo: &Repository, all: bool) -> Result<Unlocked> {
     let now = host::now_ns();
-    let mut removed = Vec::new();
+    let mut done = Unlocked::default();
     for (path, info) in list(repo)?.locks {
-        let why = match &info {
-            None => Some("unreadable".to_string()),
-            Some(info) => info.stale(now),
+        let stale = match &info {
+            None => unreadable_is_stale(repo, &path),
+            Some(info) => info.stale(now).is_some(),
         };
-        if all || why.is_some() {
+        let described = match info {
+            Some(i) => i.describe(),
+            None => format!("an unreadable lock file {path}"),
+        };
+        if all || stale {
             repo.storage().delete(&path)?;
-            removed.push(match info {
-                Some(i) => i.describe(),
-                None => path,
-            });
+            done.removed.push(described);
+        } else {
+            done.kept.push(described);
         }
     }
-    Ok(removed)
+    Ok(done)
 }
 
 #[cfg(test)]
@@ -470,7 +482,7 @@ mod tests {
     fn a_holder_whose_lock_file_was_removed_loses_its_lock() {
         let repo = memory_repository();
         let lock = RepositoryLock::acquire(&repo, true, Duration::ZERO).unwrap();
-        assert_eq!(unlock(&repo, true).unwrap().len(), 1);
+        assert_eq!(unlock(&repo, true).unwrap().removed.len(), 1);
         let err = lock.check().unwrap_err().to_string();
         assert!(err.contains("removed by another process"), "{err}");
         lock.inner.refresh();
@@ -661,8 +673,10 @@ mod tests {
         assert!(!dir.path().join("locks/0123").exists());
     }
 
+    /// Regression: `unlock` removed every unreadable lock, also a young one, which may be
+    /// the live lock of a prune run by a newer version.
     #[test]
-    fn an_unreadable_lock_conflicts_until_unlock_removes_it() {
+    fn an_unreadable_lock_conflicts_until_unlock_remove_all_removes_it() {
         let repo = memory_repository();
         repo.storage()
             .write("locks/0123", b"garbage".to_vec())
@@ -671,10 +685,18 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.to_string().contains("unreadable"), "{err}");
-        assert_eq!(
-            unlock(&repo, false).unwrap(),
-            vec!["locks/0123".to_string()]
-        );
+        let described = "an unreadable lock file locks/0123".to_string();
+        let kept = Unlocked {
+            removed: vec![],
+            kept: vec![described.clone()],
+        };
+        assert_eq!(unlock(&repo, false).unwrap(), kept);
+        assert!(RepositoryLock::acquire(&repo, false, Duration::ZERO).is_err());
+        let removed = Unlocked {
+            removed: vec![described],
+            kept: vec![],
+        };
+        assert_eq!(unlock(&repo, true).unwrap(), removed);
         RepositoryLock::acquire(&repo, false, Duration::ZERO).unwrap();
     }
 
