@@ -25,8 +25,11 @@ pub enum Error {
     )]
     NewerFormat { found: u32, supported: u32 },
 
-    #[error("wrong password: none of the repository's {keys} key(s) opens with it")]
-    WrongPassword { keys: usize },
+    #[error(
+        "wrong password: none of the repository's {keys} key(s) opens with it{}; nothing was changed",
+        damaged_keys(*damaged)
+    )]
+    WrongPassword { keys: usize, damaged: usize },
 
     #[error("password: {0}")]
     Password(String),
@@ -134,5 +137,12 @@ impl Error {
     /// True for errors that mean stored bytes are damaged (as opposed to unavailable).
     pub fn is_integrity(&self) -> bool {
         matches!(self, Error::Corrupt { .. } | Error::BlobIntegrity { .. })
+    }
+}
+
+fn damaged_keys(n: usize) -> String {
+    match n {
+        0 => String::new(),
+        n => format!(" ({n} more key file(s) are damaged and could not be tried)"),
     }
 }

@@ -6,16 +6,20 @@
 
 use std::fmt;
 
-/// Parses 64 hex digits into 32 bytes.
+/// Parses 64 lowercase hex digits into 32 bytes (the one text form of an id, so that a name
+/// parsed from storage is the name the id is stored under).
 pub fn parse_hex32(text: &str) -> Option<[u8; 32]> {
     if text.len() != 64 {
         return None;
     }
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
     let mut out = [0u8; 32];
     for (i, pair) in text.as_bytes().chunks_exact(2).enumerate() {
-        let hi = (pair[0] as char).to_digit(16)?;
-        let lo = (pair[1] as char).to_digit(16)?;
-        out[i] = (hi * 16 + lo) as u8;
+        out[i] = digit(pair[0])? * 16 + digit(pair[1])?;
     }
     Some(out)
 }
@@ -173,5 +177,8 @@ mod tests {
         assert_eq!(id.short(), "abababab");
         assert!(BlobId::from_hex("zz").is_none());
         assert!(BlobId::from_hex(&"g".repeat(64)).is_none());
+        // Regression: uppercase names were listed as ids, but read and deleted under the
+        // lowercase name, so prune could never remove them.
+        assert!(BlobId::from_hex(&id.to_hex().to_uppercase()).is_none());
     }
 }

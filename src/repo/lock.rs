@@ -147,8 +147,18 @@ pub fn list(repo: &Repository) -> Result<LockListing> {
     for listed in repo.storage().list("locks", true)? {
         let info = match repo.storage().read(&listed.path) {
             Ok(bytes) => {
-                super::file::open_file(repo.keys(), repo.id(), FileKind::Lock, &listed.path, &bytes)
+                let named = super::id_at(FileKind::Lock, &listed.path)
+                    == Some(*blake3::hash(&bytes).as_bytes());
+                let opened = super::file::open_file(
+                    repo.keys(),
+                    repo.id(),
+                    FileKind::Lock,
+                    &listed.path,
+                    &bytes,
+                );
+                opened
                     .ok()
+                    .filter(|_| named)
                     .and_then(|plain| LockInfo::decode(&plain))
             }
             Err(Error::Storage {

@@ -53,6 +53,32 @@ pub fn object_path(kind: FileKind, id: &[u8; 32]) -> String {
     }
 }
 
+/// The keys the key file at `path` unwraps with `password`; `None` if it does not open with
+/// it. A file that does not match its name, or cannot be decoded, is damage.
+fn try_key(
+    storage: &dyn Storage,
+    path: &str,
+    repo: &RepositoryId,
+    password: &[u8],
+) -> Result<Option<Keys>> {
+    let bytes = storage.read(path)?;
+    if id_at(FileKind::Key, path) != Some(*blake3::hash(&bytes).as_bytes()) {
+        return Err(Error::corrupt(
+            "key",
+            path,
+            "content does not match its name",
+        ));
+    }
+    KeyFile::decode(path, &bytes)?.unwrap_keys(repo, password)
+}
+
+/// The id of the file of `kind` at `path`, if that is where the file of that id is stored
+/// (a stray elsewhere, or under another spelling, could be neither read nor deleted by id).
+fn id_at(kind: FileKind, path: &str) -> Option<[u8; 32]> {
+    let id = crate::ids::parse_hex32(path.rsplit('/').next()?)?;
+    (object_path(kind, &id) == path).then_some(id)
+}
+
 /// Reads the config, telling apart "nothing here", "something else here" and "too new".
 pub fn read_config(storage: &dyn Storage) -> Result<Config> {
     match storage.read("config") {
@@ -132,27 +158,32 @@ impl Repository {
             });
         }
         let password = password()?;
+        let (mut tried, mut damaged) = (0, Vec::new());
         for listed in &key_names {
-            let bytes = storage.read(&listed.path)?;
-            let key = match KeyFile::decode(&listed.path, &bytes) {
-                Ok(k) => k,
-                Err(e @ Error::NewerFormat { .. }) => return Err(e),
-                Err(e) => {
-                    tracing::warn!("skipping unreadable key file: {e}");
-                    continue;
+            match try_key(storage.as_ref(), &listed.path, &config.id, &password) {
+                Ok(Some(keys)) => {
+                    return Ok(Repository {
+                        storage: storage.into(),
+                        config,
+                        keys,
+                    });
                 }
-            };
-            if let Some(keys) = key.unwrap_keys(&config.id, &password)? {
-                return Ok(Repository {
-                    storage: storage.into(),
-                    config,
-                    keys,
-                });
+                Ok(None) => tried += 1,
+                Err(e @ (Error::NewerFormat { .. } | Error::Storage { .. })) => return Err(e),
+                Err(e) => {
+                    tracing::warn!("skipping a damaged key file: {e}");
+                    damaged.push(e);
+                }
             }
         }
-        Err(Error::WrongPassword {
-            keys: key_names.len(),
-        })
+        match damaged.into_iter().next() {
+            // Not one key could be tried: that is damage, not a wrong password.
+            Some(e) if tried == 0 => Err(e),
+            Some(_) | None => Err(Error::WrongPassword {
+                keys: tried,
+                damaged: key_names.len() - tried,
+            }),
+        }
     }
 
     pub fn id(&self) -> &RepositoryId {
@@ -208,7 +239,7 @@ impl Repository {
             .storage
             .list(dir_of(kind), true)?
             .into_iter()
-            .filter_map(|o| crate::ids::parse_hex32(o.path.rsplit('/').next()?))
+            .filter_map(|o| id_at(kind, &o.path))
             .collect();
         ids.sort_unstable();
         Ok(ids)
@@ -264,7 +295,7 @@ impl Repository {
         listed
             .into_par_iter()
             .filter_map(|o| {
-                let id = PackId(crate::ids::parse_hex32(o.path.rsplit('/').next()?)?);
+                let id = PackId(id_at(FileKind::Pack, &o.path)?);
                 Some((id, o))
             })
             .map(|(id, o)| match o.size {
@@ -294,4 +325,83 @@ pub fn memory_repository() -> Repository {
     };
     let storage = crate::storage::OpendalStorage::memory().expect("memory storage");
     Repository::init(Box::new(storage), b"pw", fast).expect("repository in memory")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::keyfile::KeyFile;
+
+    /// Regression: names in another spelling or folder were listed as stored files, which
+    /// could then be neither read nor deleted by id.
+    #[test]
+    fn only_files_where_their_id_puts_them_are_listed() {
+        let repo = memory_repository();
+        let id = [0xab; 32];
+        let hex = to_hex(&id);
+        for path in [
+            format!("packs/00/{hex}"),
+            format!("packs/ab/{}", hex.to_uppercase()),
+            format!("packs/{hex}"),
+            format!("snapshots/x/{hex}"),
+        ] {
+            repo.storage().write(&path, b"stray".to_vec()).unwrap();
+        }
+        assert!(repo.stored_packs().unwrap().is_empty());
+        assert!(repo.list_ids(FileKind::Snapshot).unwrap().is_empty());
+        repo.storage()
+            .write(&object_path(FileKind::Pack, &id), b"pack".to_vec())
+            .unwrap();
+        assert_eq!(repo.list_ids(FileKind::Pack).unwrap(), vec![id]);
+        assert_eq!(repo.stored_packs().unwrap()[&PackId(id)], 4);
+    }
+
+    /// Regression: a damaged key file was counted as a key the password did not open, so a
+    /// repository whose only key was damaged reported "wrong password"; a key file with
+    /// impossible derivation settings stopped the open before the other keys were tried.
+    #[test]
+    fn damaged_key_files_are_damage_not_a_wrong_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_str().unwrap();
+        let storage = || Box::new(crate::storage::OpendalStorage::local(root).unwrap());
+        let fast = KdfParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        };
+        Repository::init(storage(), b"pw", fast).unwrap();
+        let open = |pw: &'static [u8]| Repository::open(storage(), || Ok(pw.to_vec()));
+        let keys = dir.path().join("keys");
+        let good = std::fs::read_dir(&keys)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let mut bytes = std::fs::read(&good).unwrap();
+        // A second key file whose settings cannot be used (memory 0), named after its bytes.
+        let zero_memory = KeyFile::decode("k", &bytes).map(|mut k| {
+            k.params.memory_kib = 0;
+            k.encode()
+        });
+        let zero_memory = zero_memory.unwrap();
+        let name = to_hex(blake3::hash(&zero_memory).as_bytes());
+        std::fs::write(keys.join(name), &zero_memory).unwrap();
+        assert!(open(b"pw").is_ok());
+        let err = open(b"not it").err().unwrap();
+        assert!(
+            matches!(
+                err,
+                Error::WrongPassword {
+                    keys: 1,
+                    damaged: 1
+                }
+            ),
+            "{err}"
+        );
+        bytes[3] ^= 1;
+        std::fs::write(&good, &bytes).unwrap();
+        let err = open(b"pw").err().unwrap();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    }
 }

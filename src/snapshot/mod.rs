@@ -87,24 +87,25 @@ impl Summary {
     fn decode(bytes: &[u8]) -> Option<Self> {
         let mut s = Summary::default();
         for f in codec::fields(bytes)? {
-            let v = f.uint()?;
-            match f.tag {
-                1 => s.files = v,
-                2 => s.dirs = v,
-                3 => s.other_entries = v,
-                4 => s.bytes_read = v,
-                5 => s.data_blobs_added = v,
-                6 => s.tree_blobs_added = v,
-                7 => s.bytes_added_raw = v,
-                8 => s.bytes_added_stored = v,
-                9 => s.total_file_bytes = v,
-                10 => s.duration_ns = v,
-                11 => s.skipped = v,
-                12 => s.files_new = v,
-                13 => s.files_changed = v,
-                14 => s.files_unchanged = v,
-                _ => {}
-            }
+            let field = match f.tag {
+                1 => &mut s.files,
+                2 => &mut s.dirs,
+                3 => &mut s.other_entries,
+                4 => &mut s.bytes_read,
+                5 => &mut s.data_blobs_added,
+                6 => &mut s.tree_blobs_added,
+                7 => &mut s.bytes_added_raw,
+                8 => &mut s.bytes_added_stored,
+                9 => &mut s.total_file_bytes,
+                10 => &mut s.duration_ns,
+                11 => &mut s.skipped,
+                12 => &mut s.files_new,
+                13 => &mut s.files_changed,
+                14 => &mut s.files_unchanged,
+                // Unknown fields of a newer version, of any type, are skipped.
+                _ => continue,
+            };
+            *field = f.uint()?;
         }
         Some(s)
     }
@@ -207,13 +208,13 @@ impl Snapshot {
 fn decode_chunker(bytes: &[u8]) -> Option<ChunkerParams> {
     let mut p = ChunkerParams::FILES;
     for f in codec::fields(bytes)? {
-        let v = u32::try_from(f.uint()?).ok()?;
-        match f.tag {
-            1 => p.min = v,
-            2 => p.avg = v,
-            3 => p.max = v,
-            _ => {}
-        }
+        let field = match f.tag {
+            1 => &mut p.min,
+            2 => &mut p.avg,
+            3 => &mut p.max,
+            _ => continue,
+        };
+        *field = u32::try_from(f.uint()?).ok()?;
     }
     p.is_valid().then_some(p)
 }
@@ -320,6 +321,27 @@ pub(crate) mod tests {
         let s = sample();
         let id = SnapshotId::default();
         assert_eq!(Snapshot::decode(&id, &s.encode()).unwrap(), s);
+    }
+
+    /// Regression: the summary and the chunker parameters read every field as a number, so a
+    /// newer version's field of another type (bytes, a record) made the snapshot unreadable.
+    #[test]
+    fn unknown_fields_of_any_type_are_skipped() {
+        let s = sample();
+        let mut summary = s.summary.encode();
+        let mut chunker = FieldWriter::new();
+        chunker
+            .uint(1, u64::from(s.chunker.min))
+            .uint(2, u64::from(s.chunker.avg))
+            .uint(3, u64::from(s.chunker.max));
+        let mut chunker = chunker.finish();
+        for record in [&mut summary, &mut chunker] {
+            let mut extra = FieldWriter::new();
+            extra.bytes(99, b"from a newer version, not a number");
+            record.extend(extra.finish());
+        }
+        assert_eq!(Summary::decode(&summary), Some(s.summary.clone()));
+        assert_eq!(decode_chunker(&chunker), Some(s.chunker));
     }
 
     proptest! {

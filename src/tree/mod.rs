@@ -238,10 +238,15 @@ impl Tree {
 
     pub fn decode(id: &TreeId, bytes: &[u8]) -> Result<Self> {
         let bad = || Error::corrupt("tree", id, "malformed encoding");
-        let mut nodes = Vec::new();
+        let mut nodes: Vec<Node> = Vec::new();
         for f in codec::fields(bytes).ok_or_else(bad)? {
             if f.tag == 1 {
-                nodes.push(Node::decode(f.value).ok_or_else(bad)?);
+                let node = Node::decode(f.value).ok_or_else(bad)?;
+                // `find` searches by halves, so nodes out of order would be missed silently.
+                if nodes.last().is_some_and(|last| last.name >= node.name) {
+                    return Err(Error::corrupt("tree", id, "names not in ascending order"));
+                }
+                nodes.push(node);
             }
         }
         Ok(Tree { nodes })
@@ -361,5 +366,19 @@ mod tests {
         w.bytes(1, &enc).bytes(77, b"tree-level extension");
         let tree = Tree::decode(&BlobId::default(), &w.finish()).unwrap();
         assert_eq!(tree.nodes, vec![node]);
+    }
+
+    /// Regression: a tree whose nodes were out of order (or named twice) was accepted, and
+    /// lookups by name (`find`: parent reuse, paths in restore, dump, ls) then missed entries
+    /// without a word; `check` said nothing either.
+    #[test]
+    fn nodes_out_of_order_or_twice_are_damage() {
+        let [a, b] = [b"a", b"b"].map(|n| Node::new(n.to_vec(), NodeKind::File).encode());
+        for order in [[&b, &a], [&a, &a]] {
+            let mut w = FieldWriter::new();
+            w.bytes(1, order[0]).bytes(1, order[1]);
+            let err = Tree::decode(&BlobId::default(), &w.finish()).unwrap_err();
+            assert!(err.to_string().contains("ascending order"), "{err}");
+        }
     }
 }
