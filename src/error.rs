@@ -37,6 +37,15 @@ pub enum Error {
     #[error("source path {} does not exist", path.display())]
     SourceNotFound { path: PathBuf },
 
+    #[error(
+        "the repository's storage is full ({op} {path}: {message}). The command stopped before committing, so the repository holds what it held before, plus unreferenced files that `cairn prune` removes. Free space there (`cairn forget` and `cairn prune` free some) and run the command again"
+    )]
+    StorageFull {
+        op: &'static str,
+        path: String,
+        message: String,
+    },
+
     #[error("storage: {op} {path}: {message}")]
     Storage {
         op: &'static str,
@@ -138,11 +147,74 @@ impl Error {
     pub fn is_integrity(&self) -> bool {
         matches!(self, Error::Corrupt { .. } | Error::BlobIntegrity { .. })
     }
+
+    /// True for errors that mean stored data is damaged or gone for good: an integrity
+    /// failure, a blob the index does not hold, or a pack missing from storage.
+    pub fn is_damage(&self) -> bool {
+        self.is_integrity()
+            || match self {
+                Error::BlobNotFound { .. } => true,
+                Error::Storage {
+                    not_found, path, ..
+                } => *not_found && path.starts_with("packs/"),
+                _ => false,
+            }
+    }
 }
 
 fn damaged_keys(n: usize) -> String {
     match n {
         0 => String::new(),
         n => format!(" ({n} more key file(s) are damaged and could not be tried)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{BlobId, PackId};
+
+    /// Regression: any error reading a tree counted as its listing lost, so one storage
+    /// timeout emptied a whole folder in the repaired snapshot (and `--forget` then deleted
+    /// the intact original).
+    #[test]
+    fn only_damage_or_absence_counts_as_damage() {
+        let storage = |not_found| Error::Storage {
+            op: "read",
+            path: "packs/ab/abcd".into(),
+            message: "timed out".into(),
+            not_found,
+        };
+        assert!(!storage(false).is_damage());
+        assert!(storage(true).is_damage());
+        let snapshot_gone = Error::Storage {
+            op: "read",
+            path: "snapshots/abcd".into(),
+            message: "not found".into(),
+            not_found: true,
+        };
+        assert!(!snapshot_gone.is_damage());
+        assert!(
+            Error::BlobNotFound {
+                blob: BlobId([1; 32])
+            }
+            .is_damage()
+        );
+        assert!(
+            Error::BlobIntegrity {
+                blob: BlobId([1; 32]),
+                pack: PackId([2; 32]),
+                reason: "fails authentication".into(),
+            }
+            .is_damage()
+        );
+        assert!(
+            Error::Corrupt {
+                kind: "tree",
+                name: "abcd".into(),
+                reason: "bad field".into(),
+            }
+            .is_damage()
+        );
     }
 }

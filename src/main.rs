@@ -36,7 +36,7 @@ fn exit_code(err: &Error) -> i32 {
         Error::NewerFormat { .. } => exit::NEWER_FORMAT,
         Error::SourceNotFound { .. } => exit::SOURCE_NOT_FOUND,
         Error::RepositoryExists { .. } => exit::REPOSITORY_EXISTS,
-        e if e.is_integrity() => exit::DAMAGED,
+        e if e.is_damage() => exit::DAMAGED,
         _ => exit::FAILURE,
     }
 }
@@ -109,9 +109,9 @@ fn main() {
         }
         Err(e) => {
             eprintln!("cairn: error: {e}");
-            if e.is_integrity() {
+            if e.is_damage() {
                 eprintln!(
-                    "cairn: the repository holds damaged data; nothing was changed. Run `cairn check` to see what it affects, and keep a copy of the repository."
+                    "cairn: the repository holds damaged or missing data. `cairn check --read-data` finds all of it and what it affects; keep a copy of the repository before any repair."
                 );
             }
             exit_code(&e)

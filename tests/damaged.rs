@@ -292,6 +292,16 @@ fn missing_pack_is_reported_and_healed_by_repair_index_and_the_next_backup() {
     );
     f.assert_restores(2, "a");
     f.assert_restores(2, "c");
+    // Regression: reading a file whose pack is gone failed with a bare storage error and
+    // exit code 1 instead of "damaged" (17) and the advice that goes with it.
+    let big = f.src.join("b/big.bin");
+    let dump = f.env.run(&["dump", &f.snapshots[2], big.to_str().unwrap()]);
+    assert_eq!(dump.status.code(), Some(17), "{}", stderr(&dump));
+    assert!(
+        stderr(&dump).contains("check --read-data"),
+        "{}",
+        stderr(&dump)
+    );
 
     f.env.ok(&["repair", "index"]);
     let (code, report) = f.check(&[]);

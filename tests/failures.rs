@@ -186,3 +186,55 @@ fn unreadable_file_is_skipped_and_snapshot_marked_partial() {
     let snaps: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(snaps[0]["partial"], true);
 }
+
+/// A tmpfs mounted for the life of the guard (needs root).
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &std::path::Path, size: &str) -> Self {
+        std::fs::create_dir_all(at).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount a tmpfs at {}", at.display());
+        SmallDisk(at.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Regression: a full repository disk gave opendal's description of the error ("Unexpected
+/// (temporary) at write, context: …"), which said neither what was kept nor what to do.
+#[test]
+fn a_full_repository_disk_is_said_so_and_keeps_what_was_there() {
+    if !running_as_root() {
+        return;
+    }
+    let mut env = Env::new();
+    let disk = SmallDisk::mount(&env.path("small-disk"), "3m");
+    env.repo = disk.0.join("repo");
+    let src = env.path("src");
+    write(&src.join("small.txt"), b"kept");
+    env.init();
+    env.backup_json(&[&src]);
+    write(&src.join("big.bin"), &noise(3, 8 << 20));
+    let out = env.run(&["backup", src.to_str().unwrap()]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("storage is full"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("temporary"), "{}", stderr(&out));
+    // The failed write took its partial file away, or the disk would stay full of it.
+    assert!(files_below(&env.repo.join("tmp")).is_empty());
+    assert_eq!(env.snapshots().len(), 1);
+    env.ok(&["check", "--read-data"]);
+    std::fs::remove_file(src.join("big.bin")).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+}

@@ -2,6 +2,7 @@
 //! directory (`tmp/` inside the repository), so every write is temp file, fsync, rename.
 
 use std::ops::Range;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use opendal::{ErrorKind, Operator};
@@ -19,7 +20,17 @@ pub struct OpendalStorage {
     runtime: tokio::runtime::Runtime,
 }
 
+/// A storage error, with the operating system's error in place of opendal's description
+/// when there is one (opendal's adds context we already give, and calls every I/O error
+/// "temporary").
 fn storage_error(op: &'static str, path: &str, err: opendal::Error) -> Error {
+    let mut source = std::error::Error::source(&err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return local_error(op, path, io);
+        }
+        source = e.source();
+    }
     Error::Storage {
         op,
         path: path.to_string(),
@@ -28,16 +39,21 @@ fn storage_error(op: &'static str, path: &str, err: opendal::Error) -> Error {
     }
 }
 
-/// Local reads go straight to the file: one copy from the page cache instead of two, and no
-/// hop through the async runtime. Writes keep opendal's atomic temp-file-and-rename.
-fn local_error(op: &'static str, path: &str, err: std::io::Error) -> Error {
-    Error::Storage {
-        op,
-        path: path.to_string(),
-        not_found: err.kind() == std::io::ErrorKind::NotFound,
-        message: err.to_string(),
+fn local_error(op: &'static str, path: &str, err: &std::io::Error) -> Error {
+    let (path, message) = (path.to_string(), err.to_string());
+    match err.raw_os_error() {
+        Some(libc::ENOSPC | libc::EDQUOT) => Error::StorageFull { op, path, message },
+        _ => Error::Storage {
+            op,
+            path,
+            not_found: err.kind() == std::io::ErrorKind::NotFound,
+            message,
+        },
     }
 }
+
+/// Local reads go straight to the file: one copy from the page cache instead of two, and no
+/// hop through the async runtime. Writes keep opendal's atomic temp-file-and-rename.
 
 fn read_local_range(path: &Path, range: Range<u64>) -> std::io::Result<Vec<u8>> {
     use std::os::unix::fs::FileExt;
@@ -55,6 +71,24 @@ fn read_local_range(path: &Path, range: Range<u64>) -> std::io::Result<Vec<u8>> 
 }
 
 impl OpendalStorage {
+    /// Removes what a failed write of `path` left in `tmp/` (`<name>.<random suffix>`), so
+    /// that a full disk does not stay full of it. The name is the object's content hash (or
+    /// a fixed name written only under an exclusive lock), so no other write is using it.
+    fn remove_partial_write(&self, path: &str) {
+        let (Some(root), Some(name)) = (&self.local_root, path.rsplit('/').next()) else {
+            return;
+        };
+        let prefix = format!("{name}.");
+        let Ok(entries) = std::fs::read_dir(root.join("tmp")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry.file_name().as_bytes().starts_with(prefix.as_bytes()) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
     /// Local directory storage. The directory need not exist yet.
     pub fn local(root: &str) -> Result<Self> {
         let root = std::path::absolute(Path::new(root)).map_err(|e| Error::io(root, e))?;
@@ -100,7 +134,7 @@ impl Storage for OpendalStorage {
 
     fn read(&self, path: &str) -> Result<Vec<u8>> {
         if let Some(root) = &self.local_root {
-            return std::fs::read(root.join(path)).map_err(|e| local_error("read", path, e));
+            return std::fs::read(root.join(path)).map_err(|e| local_error("read", path, &e));
         }
         self.runtime
             .block_on(self.operator.read(path))
@@ -112,7 +146,7 @@ impl Storage for OpendalStorage {
         let want = range.end - range.start;
         if let Some(root) = &self.local_root {
             return read_local_range(&root.join(path), range)
-                .map_err(|e| local_error("read", path, e));
+                .map_err(|e| local_error("read", path, &e));
         }
         let bytes = self
             .runtime
@@ -131,9 +165,10 @@ impl Storage for OpendalStorage {
     }
 
     fn write(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
-        self.runtime
-            .block_on(self.operator.write(path, bytes))
-            .map_err(|e| storage_error("write", path, e))?;
+        if let Err(e) = self.runtime.block_on(self.operator.write(path, bytes)) {
+            self.remove_partial_write(path);
+            return Err(storage_error("write", path, e));
+        }
         // opendal fsyncs the file before renaming it into place; the rename itself is durable
         // only once the folder holding it is synced too, and a folder opendal just created
         // only once its own parent is.
@@ -253,6 +288,25 @@ impl OpendalStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: a full disk came out as opendal's description ("Unexpected (temporary)
+    /// at write, context: …"), which suggests a retry and says nothing of what was kept.
+    #[test]
+    fn a_full_disk_is_its_own_error_with_the_os_message() {
+        let io = |code| std::io::Error::from_raw_os_error(code);
+        let wrapped =
+            |code| opendal::Error::new(ErrorKind::Unexpected, "write failed").set_source(io(code));
+        for code in [libc::ENOSPC, libc::EDQUOT] {
+            let err = storage_error("write", "packs/ab/abc", wrapped(code));
+            assert!(matches!(err, Error::StorageFull { .. }), "{err:?}");
+            assert!(err.to_string().contains("storage is full"), "{err}");
+        }
+        let other = storage_error("write", "packs/ab/abc", wrapped(libc::EACCES));
+        assert_eq!(
+            other.to_string(),
+            format!("storage: write packs/ab/abc: {}", io(libc::EACCES))
+        );
+    }
 
     #[test]
     fn local_write_read_list_delete() {
