@@ -54,7 +54,6 @@ fn local_error(op: &'static str, path: &str, err: &std::io::Error) -> Error {
 
 /// Local reads go straight to the file: one copy from the page cache instead of two, and no
 /// hop through the async runtime. Writes keep opendal's atomic temp-file-and-rename.
-
 fn read_local_range(path: &Path, range: Range<u64>) -> std::io::Result<Vec<u8>> {
     use std::os::unix::fs::FileExt;
     let file = std::fs::File::open(path)?;
