@@ -46,6 +46,15 @@ pub enum Error {
         message: String,
     },
 
+    #[error(
+        "the restore stopped: the target can take no more ({reason}). {files} files were restored before; no temporary file is left. Make room (or make the target writable) and run the same restore again: files already in place are left alone"
+    )]
+    RestoreStopped {
+        path: PathBuf,
+        reason: String,
+        files: u64,
+    },
+
     #[error("storage: {op} {path}: {message}")]
     Storage {
         op: &'static str,

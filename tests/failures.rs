@@ -238,3 +238,46 @@ fn a_full_repository_disk_is_said_so_and_keeps_what_was_there() {
     std::fs::remove_file(src.join("big.bin")).unwrap();
     env.ok(&["backup", src.to_str().unwrap()]);
 }
+
+/// Regression: a restore onto a full disk went on reading every pack and failing every file
+/// left, one error each, and ended as "partial" (exit 3). It now stops at the first file
+/// that finds no room, says so (exit 1) and leaves no temporary file; run again with room,
+/// it completes.
+#[test]
+fn a_restore_onto_a_full_disk_stops_and_resumes_once_there_is_room() {
+    if !running_as_root() {
+        return;
+    }
+    let env = Env::new();
+    let src = env.path("src");
+    for i in 0..40 {
+        write(
+            &src.join(format!("d{}/f{i}.bin", i % 4)),
+            &noise(i, 200_000),
+        );
+    }
+    env.init();
+    env.backup_json(&[&src]);
+    let disk = SmallDisk::mount(&env.path("small-disk"), "2m");
+    let out = env.run(&["restore", "latest", "--target", disk.0.to_str().unwrap()]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("the restore stopped"), "{err}");
+    assert!(err.matches("No space left").count() == 1, "{err}");
+    let names: Vec<String> = files_below(&disk.0)
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.contains(".cairn-restore-")),
+        "{names:?}"
+    );
+    let grown = std::process::Command::new("mount")
+        .args(["-o", "remount,size=64m"])
+        .arg(&disk.0)
+        .status()
+        .unwrap();
+    assert!(grown.success());
+    env.ok(&["restore", "latest", "--target", disk.0.to_str().unwrap()]);
+    assert_eq!(describe(&restored(&disk.0, &src)), describe(&src));
+}

@@ -58,7 +58,12 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<Outcome> {
         Err(e) => return Err(e),
     };
     let stats = restore::run(&repo, &index, start, &opts, &|path, err| {
-        eprintln!("error: {}: {err}", path.display());
+        // An I/O error names its path already.
+        let reason = match err {
+            Error::Io { path: p, source } if p == path => source.to_string(),
+            other => other.to_string(),
+        };
+        eprintln!("error: {}: {reason}", path.display());
     })?;
     if ctx.json {
         super::print_json(

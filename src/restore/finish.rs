@@ -9,15 +9,15 @@
 //! A folder whose mode denies its owner search permission is finished last of all, so that
 //! links made later to files inside it need no privilege to reach them.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
 use rayon::prelude::*;
 
+use super::failures::Failures;
 use super::metadata::{self, Owners};
-use super::plan::{self, Failures, Plan};
+use super::plan::Plan;
 use super::select;
 use super::temp::{self, TempNames};
 use crate::blobs::{BlobReader, lock};
@@ -71,7 +71,8 @@ impl Finisher<'_> {
         let written = batch.plan.execute(
             self.repo,
             self.owners,
-            &plan::record(self.failures),
+            &|path, err| self.failures.record(path, err),
+            &|| self.failures.stopped(),
             &copies,
         );
         self.bytes += written.bytes;
@@ -85,7 +86,7 @@ impl Finisher<'_> {
     }
 
     fn fail(&self, path: PathBuf, err: Error) {
-        lock(self.failures).push((path, err));
+        self.failures.record(&path, err);
     }
 
     /// Reads every restored file back and checks it against its blob ids.
@@ -119,7 +120,7 @@ impl Finisher<'_> {
         if links.is_empty() {
             return;
         }
-        let failed: HashSet<PathBuf> = lock(self.failures).iter().map(|(p, _)| p.clone()).collect();
+        let failed = self.failures.paths();
         for (link, first) in links {
             if failed.contains(&first) {
                 let why = format!("not linked: {} could not be restored", first.display());

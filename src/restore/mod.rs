@@ -21,6 +21,7 @@
 //! - directory metadata is applied after the directory's contents: a folder is finished
 //!   only once the walk has left it and every file and link in it is in place.
 
+mod failures;
 mod finish;
 mod links;
 mod metadata;
@@ -33,16 +34,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::mpsc::{SyncSender, sync_channel};
 
-use crate::blobs::{BlobReader, lock};
+use crate::blobs::BlobReader;
 use crate::error::{Error, Result};
 use crate::ids::TreeId;
 use crate::index::LocalIndex;
 use crate::repo::Repository;
 use crate::tree::{Node, NodeKind};
 use crate::walk::{long_path, os_string};
+use failures::Failures;
 use finish::{Batch, Finisher};
 pub use links::FirstPaths;
-use plan::{Failures, PlannedFile};
+use plan::PlannedFile;
 pub use select::{Overwrite, Selection};
 use temp::TempNames;
 
@@ -193,12 +195,19 @@ pub fn run(
             ..stats
         }
     });
-    let failures = failures.into_inner().unwrap_or_default();
+    let (failures, stop) = failures.into_inner();
     stats.errors = failures.len() as u64;
     for (path, err) in &failures {
         on_error(path, err);
     }
-    Ok(stats)
+    match stop {
+        Some((path, err)) => Err(Error::RestoreStopped {
+            path,
+            reason: err.to_string(),
+            files: stats.files,
+        }),
+        None => Ok(stats),
+    }
 }
 
 impl Walk<'_> {
@@ -242,7 +251,7 @@ impl Walk<'_> {
     }
 
     fn fail(&self, path: &Path, err: Error) {
-        lock(self.failures).push((path.to_path_buf(), err));
+        self.failures.record(path, err);
     }
 
     /// Restores a folder's entries; true if anything below was restored (or kept).
@@ -268,7 +277,7 @@ impl Walk<'_> {
         }
         let mut any = false;
         for node in tree.nodes {
-            if self.finisher_gone {
+            if self.finisher_gone || self.failures.stopped() {
                 break;
             }
             if let Err(e) = check_name(dir, &node.name) {

@@ -198,6 +198,7 @@ impl Plan {
         repo: &Repository,
         owners: Owners,
         fail: Fail,
+        stop: &(dyn Fn() -> bool + Sync),
         copies: Copies,
     ) -> Written {
         let bytes = AtomicU64::new(0);
@@ -219,7 +220,12 @@ impl Plan {
         reads.par_iter().for_each(|&(pack, span)| {
             let range = read_range(span);
             let start = range.start;
-            let read = repo.read_pack_range(pack, range);
+            // Once the target is full, what is left is not read: its files fail (and their
+            // temporary files go) without being reported one by one.
+            let read = match stop() {
+                true => Err(Error::Invalid("the restore stopped".into())),
+                false => repo.read_pack_range(pack, range),
+            };
             for blob in span {
                 let opened = match &read {
                     Ok(packed) => {
@@ -364,13 +370,6 @@ fn read_range(span: &[&PlannedBlob]) -> std::ops::Range<u64> {
     let start = span.first().map_or(0, |b| b.entry.offset);
     let end = span.iter().map(|b| b.entry.end()).max().unwrap_or(start);
     start..end
-}
-
-/// Errors reported from worker threads, kept for the caller.
-pub type Failures = Mutex<Vec<(PathBuf, Error)>>;
-
-pub fn record(failures: &Failures) -> impl Fn(&PathBuf, Error) + Sync + '_ {
-    move |path, err| lock(failures).push((path.clone(), err))
 }
 
 #[cfg(test)]
