@@ -34,8 +34,15 @@ pub enum Error {
     #[error("password: {0}")]
     Password(String),
 
-    #[error("source path {} does not exist", path.display())]
+    #[error("source path {} does not exist; nothing was saved", path.display())]
     SourceNotFound { path: PathBuf },
+
+    #[error("cannot look at source path {}: {source}; nothing was saved", path.display())]
+    SourceUnreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 
     #[error(
         "the repository's storage is full ({op} {path}: {message}). The command stopped before committing, so the repository holds what it held before, plus unreferenced files that `cairn prune` removes. Free space there (`cairn forget` and `cairn prune` free some) and run the command again"

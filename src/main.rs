@@ -34,7 +34,7 @@ fn exit_code(err: &Error) -> i32 {
         Error::WrongPassword { .. } => exit::WRONG_PASSWORD,
         Error::NotARepository { .. } => exit::NOT_A_REPOSITORY,
         Error::NewerFormat { .. } => exit::NEWER_FORMAT,
-        Error::SourceNotFound { .. } => exit::SOURCE_NOT_FOUND,
+        Error::SourceNotFound { .. } | Error::SourceUnreadable { .. } => exit::SOURCE_NOT_FOUND,
         Error::RepositoryExists { .. } => exit::REPOSITORY_EXISTS,
         e if e.is_damage() => exit::DAMAGED,
         _ => exit::FAILURE,

@@ -140,6 +140,31 @@ fn missing_source_saves_nothing() {
     assert!(!fresh.repo.exists());
 }
 
+/// Regression: a source path that could not be looked at (a folder above it not searchable)
+/// was reported as "does not exist".
+#[test]
+fn a_source_that_cannot_be_looked_at_is_not_called_missing() {
+    if !running_as_root() {
+        return;
+    }
+    let env = Env::new();
+    let closed = env.path("closed");
+    write(&closed.join("inside.txt"), b"x");
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+    env.init();
+    std::fs::create_dir_all(&env.cache).unwrap();
+    env.give_to_nobody();
+    let inside = closed.join("inside.txt");
+    let out = env.run_as_nobody(&["backup", inside.to_str().unwrap()]);
+    assert_eq!(code(&out), 15, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot look at") && err.contains("ermission denied"),
+        "{err}"
+    );
+    assert!(!err.contains("does not exist"), "{err}");
+}
+
 #[test]
 fn backup_init_creates_the_repository_on_first_use() {
     let env = Env::new();

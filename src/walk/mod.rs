@@ -38,8 +38,17 @@ pub fn prepare_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
         let n = normalize(p)?;
-        if long_path::symlink_metadata(&n).is_err() {
-            return Err(Error::SourceNotFound { path: p.clone() });
+        match long_path::symlink_metadata(&n) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::SourceNotFound { path: p.clone() });
+            }
+            Err(e) => {
+                return Err(Error::SourceUnreadable {
+                    path: p.clone(),
+                    source: e,
+                });
+            }
         }
         out.push(n);
     }
