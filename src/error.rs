@@ -62,6 +62,10 @@ pub enum Error {
         files: u64,
     },
 
+    /// A flag or argument that is not valid (exit code 2, like the parser's own errors).
+    #[error("{0}")]
+    Usage(String),
+
     #[error("storage: {op} {path}: {message}")]
     Storage {
         op: &'static str,

@@ -14,6 +14,7 @@ use commands::{Context, Outcome};
 mod exit {
     pub const SUCCESS: i32 = 0;
     pub const FAILURE: i32 = 1;
+    pub const USAGE: i32 = 2;
     pub const PARTIAL: i32 = 3;
     pub const REPOSITORY_NOT_FOUND: i32 = 10;
     pub const LOCKED: i32 = 11;
@@ -103,6 +104,10 @@ fn main() {
         Ok(Outcome::Success) => exit::SUCCESS,
         Ok(Outcome::Partial) => exit::PARTIAL,
         Ok(Outcome::Damaged) => exit::DAMAGED,
+        Err(Error::Usage(message)) => {
+            eprintln!("cairn: error: {message}");
+            exit::USAGE
+        }
         Err(e) if matches!(cli.command, Command::Check(_)) => {
             eprintln!("cairn: error: the check could not run: {e}");
             exit::CHECK_NOT_RUN

@@ -223,8 +223,9 @@ fn forget_refuses_unknown_keep_tag_and_removing_a_whole_group() {
     env.ok(&["backup", b.to_str().unwrap()]);
     env.ok(&["backup", b.to_str().unwrap()]);
 
+    // Flags that cannot be right are refused as usage errors (exit 2), like the parser's.
     let out = env.run(&["forget", "--keep-tag", "kepp"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("no snapshot has this tag"),
         "{}",
@@ -240,7 +241,16 @@ fn forget_refuses_unknown_keep_tag_and_removing_a_whole_group() {
     );
     assert_eq!(snapshot_ids(&env).len(), 3, "a refusal removes nothing");
     let out = env.run(&["forget"]);
-    assert_eq!(out.status.code(), Some(1), "no policy is refused");
+    assert_eq!(out.status.code(), Some(2), "no policy is refused");
+    for bad in [
+        &["forget", "--keep-within", "3x"][..],
+        &["check", "--read-data-subset", "0/5"],
+        &["backup", "--exclude-larger-than", "5Q", a.to_str().unwrap()],
+        &["prune", "--max-unused", "lots"],
+    ] {
+        let out = env.run(bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", stderr(&out));
+    }
 
     env.ok(&["forget", "--keep-tag", "keep", "--allow-remove-all"]);
     assert_eq!(snapshot_ids(&env).len(), 1);

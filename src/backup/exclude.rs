@@ -38,7 +38,7 @@ impl Excludes {
                 .literal_separator(true)
                 .backslash_escape(true)
                 .build()
-                .map_err(|e| Error::Invalid(format!("exclude pattern {p:?}: {e}")))?;
+                .map_err(|e| Error::Usage(format!("exclude pattern {p:?}: {e}")))?;
             if p.contains('/') {
                 by_path.add(glob);
             } else {
@@ -47,7 +47,7 @@ impl Excludes {
         }
         let build = |b: GlobSetBuilder| {
             b.build()
-                .map_err(|e| Error::Invalid(format!("exclude patterns: {e}")))
+                .map_err(|e| Error::Usage(format!("exclude patterns: {e}")))
         };
         Ok(Excludes {
             by_name: build(by_name)?,
@@ -110,7 +110,7 @@ pub fn parse_size(text: &str) -> Result<u64> {
         .parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(1u64 << shift))
-        .ok_or_else(|| Error::Invalid(format!("not a size: {text:?} (try 500M or 2G)")))
+        .ok_or_else(|| Error::Usage(format!("not a size: {text:?} (try 500M or 2G)")))
 }
 
 #[cfg(test)]

@@ -169,7 +169,7 @@ pub fn run(
         }
         Source::Stream { name, .. } => {
             if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Usage(format!(
                     "stream name {name:?} must be a plain file name"
                 )));
             }

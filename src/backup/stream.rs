@@ -49,7 +49,7 @@ fn store_command(
         .join(" ");
     let (program, args) = argv
         .split_first()
-        .ok_or_else(|| Error::Invalid("--stdin-from-command needs a command after --".into()))?;
+        .ok_or_else(|| Error::Usage("--stdin-from-command needs a command after --".into()))?;
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())

@@ -38,7 +38,7 @@ pub enum DataSubset {
 impl DataSubset {
     /// Parses `1/10`, `5%` or `500M`.
     pub fn parse(text: &str) -> Result<Self> {
-        let bad = |why: &str| Error::Invalid(format!("--read-data-subset {text:?}: {why}"));
+        let bad = |why: &str| Error::Usage(format!("--read-data-subset {text:?}: {why}"));
         if let Some((n, m)) = text.split_once('/') {
             let n: u64 = n.trim().parse().map_err(|_| bad("expected n/m"))?;
             let m: u64 = m.trim().parse().map_err(|_| bad("expected n/m"))?;

@@ -131,7 +131,7 @@ fn parse_time(text: &str) -> Result<i64> {
             .and_then(|t| t.timestamp_nanos_opt())
     };
     parsed.or_else(local).ok_or_else(|| {
-        Error::Invalid(format!(
+        Error::Usage(format!(
             "--time {text:?}: use RFC 3339 or \"YYYY-MM-DD HH:MM:SS\""
         ))
     })

@@ -63,7 +63,7 @@ pub fn run(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
             differ.trees(old, new, path)?;
         }
         _ => {
-            return Err(Error::Invalid(
+            return Err(Error::Usage(
                 "give two snapshots, or one snapshot and --live PATH".into(),
             ));
         }

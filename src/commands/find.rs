@@ -80,7 +80,7 @@ pub fn run(ctx: &Context, args: &FindArgs) -> Result<Outcome> {
     let pattern = GlobBuilder::new(&glob)
         .literal_separator(by_path)
         .build()
-        .map_err(|e| Error::Invalid(format!("pattern {:?}: {e}", args.pattern)))?
+        .map_err(|e| Error::Usage(format!("pattern {:?}: {e}", args.pattern)))?
         .compile_matcher();
     let filter = args.filter.filter();
     let snapshots: Vec<_> = snapshot::list(&index)?

@@ -26,7 +26,7 @@ fn options(args: &ForgetArgs) -> Result<ForgetOptions> {
         tags: args.keep_tag.clone(),
     };
     if !args.snapshots.is_empty() && !policy.is_empty() {
-        return Err(Error::Invalid(
+        return Err(Error::Usage(
             "name snapshots to forget or give a policy (--keep-…), not both".into(),
         ));
     }

@@ -10,7 +10,7 @@ use crate::cli::PruneArgs;
 /// Parses `5%` (or `0.05`) into a share.
 pub fn parse_share(text: &str) -> Result<f64> {
     let bad = || {
-        Error::Invalid(format!(
+        Error::Usage(format!(
             "--max-unused {text:?}: use a percentage such as 5%"
         ))
     };

@@ -29,7 +29,7 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<Outcome> {
         None => (arg, &b""[..]),
     };
     let name = std::str::from_utf8(name).map_err(|_| {
-        Error::Invalid(format!(
+        Error::Usage(format!(
             "{}: a snapshot is named by an id prefix or `latest`",
             String::from_utf8_lossy(name)
         ))

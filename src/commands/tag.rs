@@ -26,7 +26,7 @@ fn retag(s: &Snapshot, args: &TagArgs) -> Vec<String> {
 
 pub fn run(ctx: &Context, args: &TagArgs) -> Result<Outcome> {
     if args.add.is_empty() && args.remove.is_empty() && args.set.is_empty() {
-        return Err(Error::Invalid(
+        return Err(Error::Usage(
             "nothing to do: give --add, --remove or --set".into(),
         ));
     }

@@ -49,12 +49,12 @@ fn build(patterns: &[String]) -> Result<Option<GlobSet>> {
             GlobBuilder::new(&pattern)
                 .literal_separator(true)
                 .build()
-                .map_err(|e| Error::Invalid(format!("pattern {p:?}: {e}")))?,
+                .map_err(|e| Error::Usage(format!("pattern {p:?}: {e}")))?,
         );
     }
     b.build()
         .map(Some)
-        .map_err(|e| Error::Invalid(format!("patterns: {e}")))
+        .map_err(|e| Error::Usage(format!("patterns: {e}")))
 }
 
 impl Selection {

@@ -51,7 +51,7 @@ pub struct GroupPlan {
 /// Decides, group by group, what the policy keeps. Refuses before anything is removed.
 pub fn plan(snapshots: &[(SnapshotId, Snapshot)], opts: &ForgetOptions) -> Result<Vec<GroupPlan>> {
     if opts.policy.is_empty() {
-        return Err(Error::Invalid(
+        return Err(Error::Usage(
             "no policy given: use --keep-last, --keep-daily, … or name snapshots to forget".into(),
         ));
     }
@@ -61,10 +61,10 @@ pub fn plan(snapshots: &[(SnapshotId, Snapshot)], opts: &ForgetOptions) -> Resul
         .collect();
     for tag in &opts.policy.tags {
         if tag.split(',').all(|t| t.trim().is_empty()) {
-            return Err(Error::Invalid("--keep-tag needs a tag".into()));
+            return Err(Error::Usage("--keep-tag needs a tag".into()));
         }
         if !chosen.iter().any(|(_, s)| super::has_tags(s, tag)) {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Usage(format!(
                 "--keep-tag {tag:?}: no snapshot has this tag (or all of these tags), so it would keep nothing; check the spelling"
             )));
         }

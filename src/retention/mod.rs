@@ -34,7 +34,7 @@ pub struct CalendarSpan {
 impl CalendarSpan {
     pub fn parse(text: &str) -> Result<Self> {
         let bad = || {
-            Error::Invalid(format!(
+            Error::Usage(format!(
                 "duration {text:?}: use numbers with units y, m (months), w, d, h, e.g. 30d or 1y2m"
             ))
         };
@@ -278,7 +278,7 @@ impl GroupBy {
                 "paths" => g.paths = true,
                 "tags" => g.tags = true,
                 other => {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::Usage(format!(
                         "--group-by {other:?}: use host, paths and/or tags"
                     )));
                 }

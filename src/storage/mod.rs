@@ -67,7 +67,7 @@ pub fn open_location(location: &str, create: bool) -> Result<Box<dyn Storage>> {
         match scheme {
             "file" | "fs" => rest,
             other => {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Usage(format!(
                     "repository location {location:?}: storage scheme {other:?} is not supported by this build (supported: a local path, file://)"
                 )));
             }
