@@ -403,11 +403,14 @@ fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
     let n: u64 = digits
         .parse()
         .map_err(|_| format!("{text:?}: use a number of seconds, or 30s, 10m, 2h"))?;
-    let secs = match unit {
-        's' => n,
-        'm' => n * 60,
-        'h' => n * 3600,
+    let scale = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
         _ => return Err(format!("{text:?}: the unit must be s, m or h")),
     };
+    let secs = n
+        .checked_mul(scale)
+        .ok_or_else(|| format!("{text:?}: too long"))?;
     Ok(std::time::Duration::from_secs(secs))
 }

@@ -62,6 +62,31 @@ fn tune_allocator(command: &Command) {
     }
 }
 
+/// `println!` panics when standard output fails (a full disk under `> file`); that becomes an
+/// error saying so, with the exit code of a failed command, instead of a panic (101).
+fn report_unwritable_stdout(check: bool) {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if let Some(why) = message.strip_prefix("failed printing to stdout: ") {
+            eprintln!(
+                "cairn: error: cannot write to standard output ({why}); the output is incomplete"
+            );
+            std::process::exit(if check {
+                exit::CHECK_NOT_RUN
+            } else {
+                exit::FAILURE
+            });
+        }
+        default(info);
+    }));
+}
+
 fn main() {
     // Die quietly on a closed pipe (`cairn ls latest | head`), as command-line tools do.
     // SAFETY: setting a signal disposition to the default before any threads start.
@@ -69,6 +94,7 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
+    report_unwritable_stdout(matches!(cli.command, Command::Check(_)));
     tune_allocator(&cli.command);
     let level = match (cli.global.quiet, cli.global.verbose) {
         (true, _) => "error",

@@ -306,3 +306,24 @@ fn a_restore_onto_a_full_disk_stops_and_resumes_once_there_is_room() {
     env.ok(&["restore", "latest", "--target", disk.0.to_str().unwrap()]);
     assert_eq!(describe(&restored(&disk.0, &src)), describe(&src));
 }
+
+/// Regression: output that could not be written (standard output to a full disk) panicked
+/// with exit code 101.
+#[test]
+fn unwritable_output_is_an_error_not_a_panic() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("a"), b"a");
+    env.init();
+    env.backup_json(&[&src]);
+    for (args, expected) in [(&["ls", "-l", "latest"][..], 1), (&["check"], 18)] {
+        let full = std::fs::File::create("/dev/full").unwrap();
+        let out = env.cmd(args).stdout(full).output().unwrap();
+        assert_eq!(code(&out), expected, "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("cannot write to standard output"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}

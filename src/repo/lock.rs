@@ -269,7 +269,8 @@ impl RepositoryLock {
             last_refresh_ns: AtomicI64::new(now),
             lost: Mutex::new(None),
         });
-        let deadline = std::time::Instant::now() + wait;
+        // A wait too long to count an end for is a wait without end.
+        let deadline = std::time::Instant::now().checked_add(wait);
         let mut pause = Duration::from_millis(50);
         let mut info = info;
         loop {
@@ -293,7 +294,7 @@ impl RepositoryLock {
                 break;
             };
             repo.storage().delete(&mine)?;
-            if std::time::Instant::now() >= deadline {
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
                 return Err(Error::Locked { holder: conflict });
             }
             // Random jitter, so two processes that collided do not collide again.
