@@ -23,9 +23,16 @@ fn index(ctx: &Context, args: &RepairIndexArgs) -> Result<Outcome> {
         // The old segments are gone, so the local index rebuilds itself from the new ones.
         ctx.open_index(&repo)?;
     }
+    // The index is right now, but data it listed is gone: that is still damage (exit 17).
+    let lost = !report.packs_dropped.is_empty() || report.salvaged.iter().any(|s| s.blobs_lost > 0);
+    let outcome = if lost {
+        Outcome::Damaged
+    } else {
+        Outcome::Success
+    };
     if ctx.json {
         super::print_json(&report)?;
-        return Ok(Outcome::Success);
+        return Ok(outcome);
     }
     let would = if args.dry_run { "would be " } else { "" };
     for p in &report.packs_added {
@@ -74,7 +81,13 @@ fn index(ctx: &Context, args: &RepairIndexArgs) -> Result<Outcome> {
             report.packs_indexed, report.segments_written, report.segments_removed
         );
     }
-    Ok(Outcome::Success)
+    if lost {
+        ctx.note(
+            "data the index listed is lost: run the next backup (it stores again what is still on \
+             the source), then `cairn repair snapshots` for the snapshots still affected",
+        );
+    }
+    Ok(outcome)
 }
 
 fn snapshots(ctx: &Context, args: &RepairSnapshotsArgs) -> Result<Outcome> {
