@@ -10,7 +10,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
-        "no repository at {location}: run `cairn init` (or pass --init to backup) to create one"
+        "no repository at {location}; nothing was changed. Check the location (--repo or CAIRN_REPOSITORY) and that the disk or bucket holding it is there; to create a new one, run `cairn init`"
     )]
     RepositoryNotFound { location: String },
 

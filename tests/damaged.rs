@@ -766,6 +766,29 @@ fn flipped_bit_in_a_tree_is_reported_as_folders_and_repaired() {
     f.assert_clean(&["--read-data"]);
 }
 
+/// Regression: a restore whose starting folder could not be listed (its tree damaged)
+/// restored nothing and called that "partial" (exit 3) instead of damage (17).
+#[test]
+fn a_restore_that_cannot_list_where_it_starts_is_damage() {
+    let f = Fixture::new();
+    let pack = f.tree_pack(0);
+    let mut bytes = std::fs::read(&pack).unwrap();
+    // Every tree in the pack, the root among them, fails authentication.
+    for offset in (0..bytes.len() - 100).step_by(64) {
+        bytes[offset] ^= 0x10;
+    }
+    std::fs::write(&pack, bytes).unwrap();
+    let target = f.env.path("restored-nothing");
+    let out = f.env.run(&[
+        "restore",
+        &f.snapshots[0],
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(17), "{}", stderr(&out));
+    assert!(stderr(&out).contains("damaged"), "{}", stderr(&out));
+}
+
 #[test]
 fn damaged_local_index_is_rebuilt_not_reported() {
     let f = Fixture::new();

@@ -185,16 +185,16 @@ pub fn run(
             stats: RestoreStats::default(),
             failures: &failures,
         };
-        let stats = walk.run(start);
+        let walked = walk.run(start);
         let (files, bytes) = finishing
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        RestoreStats {
+        walked.map(|stats| RestoreStats {
             files: stats.files + files,
             bytes: stats.bytes + bytes,
             ..stats
-        }
-    });
+        })
+    })?;
     let (failures, stop) = failures.into_inner();
     stats.errors = failures.len() as u64;
     for (path, err) in &failures {
@@ -212,10 +212,13 @@ pub fn run(
 
 impl Walk<'_> {
     /// Walks everything from `start`, hands the last batch over and returns what it counted.
-    fn run(mut self, start: Start) -> RestoreStats {
+    /// A starting folder whose listing cannot be read is an error: nothing would be restored.
+    fn run(mut self, start: Start) -> Result<RestoreStats> {
         let target = self.opts.target.clone();
         match start {
             Start::Tree(tree, at) => {
+                // Read twice, the second time from the cache of tree packs.
+                self.trees.tree(&tree)?;
                 self.dir_contents(&tree, &target, &at, false, false);
             }
             Start::Entry(node, at) => {
@@ -227,7 +230,7 @@ impl Walk<'_> {
             }
         }
         self.hand_over();
-        self.stats
+        Ok(self.stats)
     }
 
     /// Hands the batch over to be written, once the finisher is done with the one before.
