@@ -45,7 +45,7 @@ pub enum Error {
     },
 
     #[error(
-        "the repository's storage is full ({op} {path}: {message}). The command stopped before committing, so the repository holds what it held before, plus unreferenced files that `cairn prune` removes. Free space there (`cairn forget` and `cairn prune` free some) and run the command again"
+        "the repository's storage is full ({op} {path}: {message}). The command stopped at that write; what it wrote before follows the commit order, so the repository is consistent (a backup saved no snapshot), and files nothing refers to yet are removed by `cairn prune`. Free space there (`cairn forget` and `cairn prune` free some) and run the command again"
     )]
     StorageFull {
         op: &'static str,
@@ -54,7 +54,7 @@ pub enum Error {
     },
 
     #[error(
-        "the restore stopped: the target can take no more ({reason}). {files} files were restored before; no temporary file is left. Make room (or make the target writable) and run the same restore again: files already in place are left alone"
+        "the restore stopped: the target can take no more ({reason}). {files} files were restored before it stopped. Make room (or make the target writable) and run the same restore again: it leaves the files already in place alone and removes the temporary files (.cairn-restore-*) this run could not"
     )]
     RestoreStopped {
         path: PathBuf,

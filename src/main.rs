@@ -62,9 +62,12 @@ fn tune_allocator(command: &Command) {
     }
 }
 
-/// `println!` panics when standard output fails (a full disk under `> file`); that becomes an
-/// error saying so, with the exit code of a failed command, instead of a panic (101).
-fn report_unwritable_stdout(check: bool) {
+/// Set when `println!` panicked because standard output failed (a full disk under `> file`).
+static STDOUT_FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Such a panic is reported as an error instead of a panic; it still unwinds, so locks and
+/// temporary files are cleaned up on the way, and `main` turns it into an exit code.
+fn report_unwritable_stdout() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let payload = info.payload();
@@ -73,17 +76,15 @@ fn report_unwritable_stdout(check: bool) {
             .map(String::as_str)
             .or_else(|| payload.downcast_ref::<&str>().copied())
             .unwrap_or_default();
-        if let Some(why) = message.strip_prefix("failed printing to stdout: ") {
-            eprintln!(
-                "cairn: error: cannot write to standard output ({why}); the output is incomplete"
-            );
-            std::process::exit(if check {
-                exit::CHECK_NOT_RUN
-            } else {
-                exit::FAILURE
-            });
+        match message.strip_prefix("failed printing to stdout: ") {
+            Some(why) if !STDOUT_FAILED.swap(true, std::sync::atomic::Ordering::SeqCst) => {
+                eprintln!(
+                    "cairn: error: cannot write to standard output ({why}); the output is incomplete"
+                );
+            }
+            Some(_) => {}
+            None => default(info),
         }
-        default(info);
     }));
 }
 
@@ -94,7 +95,7 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
-    report_unwritable_stdout(matches!(cli.command, Command::Check(_)));
+    report_unwritable_stdout();
     tune_allocator(&cli.command);
     let level = match (cli.global.quiet, cli.global.verbose) {
         (true, _) => "error",
@@ -110,7 +111,7 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let ctx = Context::new(&cli.global);
-    let result = match &cli.command {
+    let run = || match &cli.command {
         Command::Init(a) => commands::init::run(&ctx, a),
         Command::Backup(a) => commands::backup::run(&ctx, a),
         Command::Snapshots => commands::snapshots::run(&ctx),
@@ -126,6 +127,16 @@ fn main() {
         Command::Tag(a) => commands::tag::run(&ctx, a),
         Command::Unlock(a) => commands::unlock::run(&ctx, a),
     };
+    let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+        Ok(result) => result,
+        Err(_) if STDOUT_FAILED.load(std::sync::atomic::Ordering::SeqCst) => {
+            std::process::exit(match cli.command {
+                Command::Check(_) => exit::CHECK_NOT_RUN,
+                _ => exit::FAILURE,
+            })
+        }
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
     let code = match result {
         Ok(Outcome::Success) => exit::SUCCESS,
         Ok(Outcome::Partial) => exit::PARTIAL,
@@ -140,10 +151,15 @@ fn main() {
         }
         Err(e) => {
             eprintln!("cairn: error: {e}");
-            if e.is_damage() {
-                eprintln!(
+            match &e {
+                // Nothing can open the repository, `check` included.
+                Error::Corrupt { kind: "key", .. } => eprintln!(
+                    "cairn: no key file of the repository could be used. Put keys/ back from a copy of the repository; nothing was changed."
+                ),
+                e if e.is_damage() => eprintln!(
                     "cairn: the repository holds damaged or missing data. `cairn check --read-data` finds all of it and what it affects; keep a copy of the repository before any repair."
-                );
+                ),
+                _ => {}
             }
             exit_code(&e)
         }

@@ -140,6 +140,23 @@ fn missing_source_saves_nothing() {
     assert!(!fresh.repo.exists());
 }
 
+/// Regression: exclude patterns and the stream name were checked only once the repository
+/// was open, so `backup --init` with a bad pattern created the repository, then exited 2.
+#[test]
+fn backup_init_refused_for_its_flags_creates_nothing() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("a"), b"a");
+    for args in [
+        &["backup", "--init", "--exclude", "[", src.to_str().unwrap()][..],
+        &["backup", "--init", "--stdin", "--stdin-name", "a/b"],
+    ] {
+        let out = env.run(args);
+        assert_eq!(code(&out), 2, "{args:?}: {}", stderr(&out));
+        assert!(!env.repo.exists(), "{args:?} created the repository");
+    }
+}
+
 /// Regression: a source path that could not be looked at (a folder above it not searchable)
 /// was reported as "does not exist".
 #[test]
@@ -308,7 +325,7 @@ fn a_restore_onto_a_full_disk_stops_and_resumes_once_there_is_room() {
 }
 
 /// Regression: output that could not be written (standard output to a full disk) panicked
-/// with exit code 101.
+/// with exit code 101; a first fix exited from the panic hook, which left the lock behind.
 #[test]
 fn unwritable_output_is_an_error_not_a_panic() {
     let env = Env::new();
@@ -325,5 +342,22 @@ fn unwritable_output_is_an_error_not_a_panic() {
             "{}",
             stderr(&out)
         );
+        // It unwinds, so the command's lock is released on the way out.
+        assert!(files_below(&env.repo.join("locks")).is_empty(), "{args:?}");
     }
+}
+
+/// Regression: a repository whose only key file was damaged said "wrong password" (exit 12).
+#[test]
+fn a_damaged_only_key_is_damage_not_a_wrong_password() {
+    let env = Env::new();
+    env.init();
+    let key = files_below(&env.repo.join("keys")).pop().unwrap();
+    let mut bytes = std::fs::read(&key).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&key, bytes).unwrap();
+    let out = env.run(&["snapshots"]);
+    assert_eq!(code(&out), 17, "{}", stderr(&out));
+    assert!(stderr(&out).contains("keys/ back"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("wrong password"), "{}", stderr(&out));
 }

@@ -148,6 +148,25 @@ fn find_parent(
 }
 
 /// Runs a backup and (unless a dry run) commits its snapshot.
+/// Checks what can be checked of the options before the repository is touched (so that a
+/// `backup --init` refused for its flags creates nothing): the stream name, that a command
+/// is given, and that the exclude patterns compile.
+pub fn check_options(opts: &BackupOptions) -> Result<()> {
+    if let Source::Stream { name, source } = &opts.source {
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(Error::Usage(format!(
+                "stream name {name:?} must be a plain file name"
+            )));
+        }
+        if matches!(source, StreamSource::Command(argv) if argv.is_empty()) {
+            return Err(Error::Usage(
+                "--stdin-from-command needs a command after --".into(),
+            ));
+        }
+    }
+    Excludes::new(&opts.excludes).map(drop)
+}
+
 pub fn run(
     repo: &Repository,
     index: &mut LocalIndex,
@@ -155,6 +174,7 @@ pub fn run(
     reporter: &dyn Reporter,
     lock: Option<&RepositoryLock>,
 ) -> Result<BackupOutcome> {
+    check_options(opts)?;
     let started = Instant::now();
     let started_ns = host::now_ns();
     let time_ns = opts.time_ns.unwrap_or(started_ns);
@@ -167,14 +187,7 @@ pub fn run(
                 .collect();
             (sources, paths)
         }
-        Source::Stream { name, .. } => {
-            if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-                return Err(Error::Usage(format!(
-                    "stream name {name:?} must be a plain file name"
-                )));
-            }
-            (Vec::new(), vec![format!("/{name}").into_bytes()])
-        }
+        Source::Stream { name, .. } => (Vec::new(), vec![format!("/{name}").into_bytes()]),
     };
     // Read first: if anything makes a blob unusable from here on, in this process or another,
     // this backup's view of the index may be stale and its tree is not recorded complete.

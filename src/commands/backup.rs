@@ -172,7 +172,8 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> Result<Outcome> {
         .num_threads(args.threads.unwrap_or_else(super::default_threads).max(1))
         .build_global()
         .map_err(|e| Error::Invalid(format!("--threads: {e}")))?;
-    // Check the sources before touching (or creating) the repository.
+    // Check the options and sources before touching (or creating) the repository.
+    backup::check_options(&opts)?;
     if let Source::Paths(p) = &opts.source {
         cairn::walk::prepare_sources(p)?;
     }

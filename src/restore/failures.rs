@@ -1,9 +1,10 @@
 //! What went wrong during a restore, gathered from the walk, the workers and the finisher.
 //!
 //! Guarantees: each failure is kept with the path it concerns, for the caller to report.
-//! Once writing into the target fails for want of room (a full disk or quota) or because the
-//! target turned read-only, the restore stops: that first failure is kept, the failures that
-//! follow from stopping are not, and every part of the restore can ask whether to go on.
+//! Once writing a file's data fails for want of room (a full disk or quota) or because the
+//! target turned read-only, the restore stops: that failure is kept apart, the failures that
+//! follow from stopping are not kept, and every part of the restore can ask whether to go
+//! on. Every path that failed, the stopping one included, is known (`paths`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -25,18 +26,22 @@ pub struct Failures {
 
 impl Failures {
     pub fn record(&self, path: &Path, err: Error) {
-        if self.stopped() {
-            return;
+        if !self.stopped() {
+            lock(&self.list).push((path.to_path_buf(), err));
         }
-        if stops_the_restore(&err) {
-            let mut stop = lock(&self.stop);
-            if stop.is_none() {
-                *stop = Some((path.to_path_buf(), err));
-                self.stopped.store(true, Ordering::Release);
-            }
-            return;
+    }
+
+    /// Records a failure to write a file's data (or to create it); one for want of room
+    /// stops the restore.
+    pub fn record_write(&self, path: &Path, err: Error) {
+        if !stops_the_restore(&err) {
+            return self.record(path, err);
         }
-        lock(&self.list).push((path.to_path_buf(), err));
+        let mut stop = lock(&self.stop);
+        if stop.is_none() {
+            *stop = Some((path.to_path_buf(), err));
+            self.stopped.store(true, Ordering::Release);
+        }
     }
 
     /// True once the target can take no more: nothing more is to be written.
@@ -44,9 +49,15 @@ impl Failures {
         self.stopped.load(Ordering::Acquire)
     }
 
-    /// The paths that failed so far.
+    /// The paths that failed so far (those that failed because the restore had stopped
+    /// excepted: after a stop, nothing more is to be done).
     pub fn paths(&self) -> std::collections::HashSet<PathBuf> {
-        lock(&self.list).iter().map(|(p, _)| p.clone()).collect()
+        let stop = lock(&self.stop);
+        let list = lock(&self.list);
+        list.iter()
+            .chain(stop.iter())
+            .map(|(p, _)| p.clone())
+            .collect()
     }
 
     /// The failures kept, and the one that stopped the restore, if it stopped.
@@ -76,15 +87,18 @@ mod tests {
     fn a_full_target_stops_the_restore_and_only_its_first_failure_is_kept() {
         let failures = Failures::default();
         let io = |code| Error::io("/t/x", std::io::Error::from_raw_os_error(code));
-        failures.record(Path::new("/t/a"), io(libc::EACCES));
+        failures.record_write(Path::new("/t/a"), io(libc::EACCES));
+        // A metadata call over quota is no reason to stop.
+        failures.record(Path::new("/t/owner"), io(libc::EDQUOT));
         assert!(!failures.stopped());
-        failures.record(Path::new("/t/b"), io(libc::ENOSPC));
+        failures.record_write(Path::new("/t/b"), io(libc::ENOSPC));
         assert!(failures.stopped());
-        failures.record(Path::new("/t/c"), io(libc::ENOSPC));
+        assert!(failures.paths().contains(Path::new("/t/b")));
+        failures.record_write(Path::new("/t/c"), io(libc::ENOSPC));
         failures.record(Path::new("/t/d"), Error::Invalid("stopped".into()));
         let (list, stop) = failures.into_inner();
         let paths: Vec<&Path> = list.iter().map(|(p, _)| p.as_path()).collect();
-        assert_eq!(paths, [Path::new("/t/a")]);
+        assert_eq!(paths, [Path::new("/t/a"), Path::new("/t/owner")]);
         assert_eq!(stop.unwrap().0, Path::new("/t/b"));
     }
 }

@@ -68,20 +68,19 @@ impl Finisher<'_> {
             Ok(index) => lock(index).locations(id),
             Err(e) => Err(Error::Invalid(e.to_string())),
         };
-        let written = batch.plan.execute(
-            self.repo,
-            self.owners,
-            &|path, err| self.failures.record(path, err),
-            &|| self.failures.stopped(),
-            &copies,
-        );
+        let written = batch
+            .plan
+            .execute(self.repo, self.owners, self.failures, &copies);
         self.bytes += written.bytes;
         self.files += written.files;
         tracing::debug!("restore: data written, files in place");
         if self.verify {
             self.verify(&batch.plan);
         }
-        self.links(batch.links);
+        // After a stop, links could only point at files that were not rewritten.
+        if !self.failures.stopped() {
+            self.links(batch.links);
+        }
         self.dirs(batch.dirs);
     }
 

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
+use super::failures::Failures;
 use super::metadata::{self, Current, Owners};
 use crate::blobs::lock;
 use crate::error::{Error, Result};
@@ -149,7 +150,6 @@ pub struct Written {
     pub files: u64,
 }
 
-type Fail<'a> = &'a (dyn Fn(&PathBuf, Error) + Sync);
 /// Every location of a blob, for reading another copy when one fails.
 pub type Copies<'a> = &'a (dyn Fn(&BlobId) -> Result<Vec<(PackId, BlobEntry)>> + Sync);
 
@@ -192,13 +192,13 @@ impl Plan {
     }
 
     /// Reads every pack, writes the blobs into the temporary files and puts each finished
-    /// file in place. Failures mark the files they touch and are reported through `fail`.
+    /// file in place. Failures mark the files they touch and are kept in `failures`; a write
+    /// that finds the target full stops what is left.
     pub fn execute(
         &self,
         repo: &Repository,
         owners: Owners,
-        fail: Fail,
-        stop: &(dyn Fn() -> bool + Sync),
+        failures: &Failures,
         copies: Copies,
     ) -> Written {
         let bytes = AtomicU64::new(0);
@@ -222,7 +222,8 @@ impl Plan {
             let start = range.start;
             // Once the target is full, what is left is not read: its files fail (and their
             // temporary files go) without being reported one by one.
-            let read = match stop() {
+            let stopped = failures.stopped();
+            let read = match stopped {
                 true => Err(Error::Invalid("the restore stopped".into())),
                 false => repo.read_pack_range(pack, range),
             };
@@ -235,22 +236,26 @@ impl Plan {
                     }
                     Err(e) => Err(describe(e)),
                 };
-                let opened = opened
-                    .or_else(|e| crate::blobs::other_copy(repo, copies(&blob.entry.id), pack, e));
+                let opened = opened.or_else(|e| match stopped {
+                    true => Err(e),
+                    false => crate::blobs::other_copy(repo, copies(&blob.entry.id), pack, e),
+                });
                 let data = opened.as_deref();
                 // A blob of zeros is left a hole in every file that has it.
                 let zeros = data.is_ok_and(|d| d.iter().all(|&b| b == 0));
                 for t in &blob.targets {
                     let file = &self.files[t.file];
                     let handle = match data {
-                        Ok(data) => self.write_placement(file, data, t.offset, zeros, &bytes, fail),
+                        Ok(data) => {
+                            self.write_placement(file, data, t.offset, zeros, &bytes, failures)
+                        }
                         Err(e) => {
-                            self.fail_file(file, describe(e), fail);
+                            self.fail_file(file, describe(e), failures);
                             None
                         }
                     };
                     if file.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
-                        let done = self.finish(file, handle, owners, fail);
+                        let done = self.finish(file, handle, owners, failures);
                         files.fetch_add(done, Ordering::Relaxed);
                     }
                 }
@@ -258,9 +263,9 @@ impl Plan {
         });
         let empty = self.files.par_iter().filter(|f| f.node.content.is_empty());
         let made = empty.map(|file| match file.make() {
-            Ok(handle) => self.finish(file, handle, owners, fail),
+            Ok(handle) => self.finish(file, handle, owners, failures),
             Err(e) => {
-                self.fail_file(file, Error::io(&file.path, e), fail);
+                self.fail_write(file, Error::io(&file.path, e), failures);
                 0
             }
         });
@@ -278,7 +283,7 @@ impl Plan {
         offset: u64,
         zeros: bool,
         written: &AtomicU64,
-        fail: Fail,
+        failures: &Failures,
     ) -> Option<File> {
         if file.failed.load(Ordering::Relaxed) {
             return None;
@@ -289,7 +294,7 @@ impl Plan {
                 handle
             }
             Err(e) => {
-                self.fail_file(file, Error::io(&file.path, e), fail);
+                self.fail_write(file, Error::io(&file.path, e), failures);
                 None
             }
         }
@@ -297,7 +302,13 @@ impl Plan {
 
     /// Puts a file whose placements are all settled in place (1), or removes its temporary
     /// file if anything failed (0).
-    fn finish(&self, file: &PlannedFile, handle: Option<File>, owners: Owners, fail: Fail) -> u64 {
+    fn finish(
+        &self,
+        file: &PlannedFile,
+        handle: Option<File>,
+        owners: Owners,
+        failures: &Failures,
+    ) -> u64 {
         let Temp::Made(current) = *lock(&file.temp) else {
             debug_assert!(file.failed.load(Ordering::Acquire), "unmade but not failed");
             return 0; // failed before anything was written
@@ -319,7 +330,7 @@ impl Plan {
             Err(e) => {
                 let _ = long_path::remove_file(&file.tmp());
                 if let Some(e) = e {
-                    self.fail_file(file, e, fail);
+                    self.fail_file(file, e, failures);
                 }
                 0
             }
@@ -327,9 +338,17 @@ impl Plan {
     }
 
     /// Marks a file failed; the first failure is the one reported.
-    fn fail_file(&self, file: &PlannedFile, err: Error, fail: Fail) {
+    fn fail_file(&self, file: &PlannedFile, err: Error, failures: &Failures) {
         if !file.failed.swap(true, Ordering::AcqRel) {
-            fail(&file.path, err);
+            failures.record(&file.path, err);
+        }
+    }
+
+    /// Marks a file failed by a write of its data, which stops the restore if the target is
+    /// full (metadata failures never do: one owner over quota is no reason to stop).
+    fn fail_write(&self, file: &PlannedFile, err: Error, failures: &Failures) {
+        if !file.failed.swap(true, Ordering::AcqRel) {
+            failures.record_write(&file.path, err);
         }
     }
 }

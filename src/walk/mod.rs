@@ -80,6 +80,9 @@ pub fn read_dir_sorted(dir: &Path) -> std::io::Result<Vec<DirEntry>> {
         })
         .collect::<std::io::Result<_>>()?;
     entries.sort_by(|a, b| a.name.cmp(&b.name));
+    // Some file systems list a name twice while a file is renamed over it; one folder can
+    // hold a name only once, and a tree must not repeat it.
+    entries.dedup_by(|later, first| later.name == first.name);
     Ok(entries)
 }
 
