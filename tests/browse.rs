@@ -230,6 +230,53 @@ fn paths_that_are_not_utf8_can_be_named() {
     assert!(out.status.success(), "{}", stderr(&out));
     let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(d["entries"].as_array().unwrap().len(), 0, "{d}");
+
+    // Regression: `--json` gave such names only lossily (\u{fffd} for the byte), so two
+    // names differing in it looked alike; `*_hex` now gives the bytes exactly.
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    std::os::unix::fs::symlink(os(b"to-caf\xe9"), src.join("link")).unwrap();
+    let before = env.backup_json(&[&src])["snapshot_id"].clone();
+    let listed = json(
+        &env,
+        &["--json", "ls", "-R", "latest", src.to_str().unwrap()],
+    );
+    let entry = |suffix: &str| {
+        let all = listed.as_array().unwrap();
+        let found = all
+            .iter()
+            .find(|e| e["path"].as_str().unwrap().ends_with(suffix));
+        found
+            .unwrap_or_else(|| panic!("{suffix} in {listed}"))
+            .clone()
+    };
+    let folder = dir.as_os_str().as_encoded_bytes();
+    assert_eq!(entry("caf\u{fffd}")["path_hex"], hex(folder));
+    assert_eq!(
+        entry("menu.txt")["path_hex"],
+        hex(file.as_os_str().as_encoded_bytes())
+    );
+    assert_eq!(entry("link")["link_target_hex"], hex(b"to-caf\xe9"));
+    assert!(
+        entry("link").get("path_hex").is_none(),
+        "UTF-8 paths need no hex"
+    );
+    let found = json(&env, &["--json", "find", "menu.txt"]);
+    assert_eq!(
+        found[0]["matches"][0]["path_hex"],
+        hex(file.as_os_str().as_encoded_bytes())
+    );
+    std::fs::remove_file(&file).unwrap();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let diff = json(
+        &env,
+        &["--json", "diff", before.as_str().unwrap(), "latest"],
+    );
+    let removed = &diff["entries"][0];
+    assert_eq!(
+        removed["path_hex"],
+        hex(file.as_os_str().as_encoded_bytes()),
+        "{diff}"
+    );
 }
 
 /// Regression: `diff --live` took a folder it could not list for an empty one, and reported

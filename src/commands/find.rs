@@ -16,7 +16,7 @@ use cairn::snapshot;
 use cairn::tree::{Node, NodeKind};
 use globset::{GlobBuilder, GlobMatcher};
 
-use super::{Context, Outcome, for_terminal};
+use super::{Context, Outcome, add_hex, for_terminal};
 use crate::cli::FindArgs;
 
 /// A match below some tree: its path relative to that tree, and its node.
@@ -108,12 +108,16 @@ pub fn run(ctx: &Context, args: &FindArgs) -> Result<Outcome> {
                 "short_id": id.short(),
                 "time": time,
                 "hostname": snap.hostname,
-                "matches": found.iter().map(|(p, n)| serde_json::json!({
-                    "path": String::from_utf8_lossy(p),
-                    "type": n.kind.name(),
-                    "size": n.size,
-                    "mtime": format_time(n.mtime_ns, snap.utc_offset_s),
-                })).collect::<Vec<_>>(),
+                "matches": found.iter().map(|(p, n)| {
+                    let mut found = serde_json::json!({
+                        "path": String::from_utf8_lossy(p),
+                        "type": n.kind.name(),
+                        "size": n.size,
+                        "mtime": format_time(n.mtime_ns, snap.utc_offset_s),
+                    });
+                    add_hex(&mut found, "path_hex", p);
+                    found
+                }).collect::<Vec<_>>(),
             }));
             continue;
         }

@@ -9,7 +9,7 @@ use cairn::repo::Repository;
 use cairn::snapshot;
 use cairn::tree::{Node, NodeKind};
 
-use super::{Context, Outcome, for_terminal, path_in_snapshot};
+use super::{Context, Outcome, add_hex, for_terminal, path_in_snapshot};
 use crate::cli::LsArgs;
 
 struct Lister<'a> {
@@ -38,14 +38,13 @@ pub fn run(ctx: &Context, args: &LsArgs) -> Result<Outcome> {
         json: Vec::new(),
         as_json: ctx.json,
     };
-    let shown = String::from_utf8_lossy(path);
-    let prefix = if shown.is_empty() || shown.starts_with('/') {
-        shown.into_owned()
+    let prefix = if path.is_empty() || path.starts_with(b"/") {
+        path.to_vec()
     } else {
-        format!("/{shown}")
+        [&b"/"[..], path].concat()
     };
     match node {
-        None => lister.dir(&snap.tree, "")?,
+        None => lister.dir(&snap.tree, b"")?,
         Some(n) => match n.subtree {
             Some(sub) if n.kind == NodeKind::Dir => lister.dir(&sub, &prefix)?,
             _ => lister.print(&n, &prefix),
@@ -85,10 +84,10 @@ fn mode_string(n: &Node) -> String {
 }
 
 impl Lister<'_> {
-    fn dir(&mut self, tree: &TreeId, prefix: &str) -> Result<()> {
+    fn dir(&mut self, tree: &TreeId, prefix: &[u8]) -> Result<()> {
         let tree = load_tree(self.repo, self.index, tree)?;
         for node in &tree.nodes {
-            let path = format!("{prefix}/{}", String::from_utf8_lossy(&node.name));
+            let path = [prefix, b"/", &node.name].concat();
             self.print(node, &path);
             if self.args.recursive
                 && let Some(sub) = &node.subtree
@@ -99,10 +98,11 @@ impl Lister<'_> {
         Ok(())
     }
 
-    fn print(&mut self, n: &Node, path: &str) {
+    fn print(&mut self, n: &Node, path: &[u8]) {
+        let target = n.link_target.as_deref();
         if self.as_json {
-            self.json.push(serde_json::json!({
-                "path": path,
+            let mut entry = serde_json::json!({
+                "path": String::from_utf8_lossy(path),
                 "type": n.kind.name(),
                 "mode": n.mode,
                 "size": n.size,
@@ -111,9 +111,15 @@ impl Lister<'_> {
                 "gid": n.gid,
                 "user": n.user,
                 "group": n.group,
-                "link_target": n.link_target.as_ref().map(|t| String::from_utf8_lossy(t).into_owned()),
-            }));
-        } else if self.args.long {
+                "link_target": target.map(String::from_utf8_lossy),
+            });
+            add_hex(&mut entry, "path_hex", path);
+            add_hex(&mut entry, "link_target_hex", target.unwrap_or_default());
+            self.json.push(entry);
+            return;
+        }
+        let path = &String::from_utf8_lossy(path);
+        if self.args.long {
             let link = n
                 .link_target
                 .as_ref()

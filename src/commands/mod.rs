@@ -247,6 +247,14 @@ pub fn path_in_snapshot(arg: &std::ffi::OsStr) -> &[u8] {
     path
 }
 
+/// Adds `key` to a JSON object with the hex of `bytes` when they are not UTF-8 (the string
+/// field beside it then shows them lossily), so that every name can be told exactly.
+pub fn add_hex(object: &mut serde_json::Value, key: &str, bytes: &[u8]) {
+    if let (Some(hex), Some(map)) = (cairn::tree::hex_unless_utf8(bytes), object.as_object_mut()) {
+        map.insert(key.into(), hex.into());
+    }
+}
+
 /// A name or path for a terminal: control characters written as `\n`, `\t`, `\r` or `\xNN`
 /// and a backslash as `\\` (as `ls -b` does), so that a file name can neither fake lines of
 /// output nor send escape sequences to the terminal.

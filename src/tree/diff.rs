@@ -34,6 +34,9 @@ pub enum Change {
 #[derive(Clone, Debug, Serialize)]
 pub struct DiffEntry {
     pub path: String,
+    /// The path's bytes, when they are not UTF-8 (`path` then shows them lossily).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_hex: Option<String>,
     pub change: Change,
     pub old_size: u64,
     pub new_size: u64,
@@ -75,6 +78,7 @@ impl Differ<'_, '_> {
     fn push(&mut self, path: &[u8], change: Change, old: Option<&Node>, new: Option<&Node>) {
         self.out.push(DiffEntry {
             path: String::from_utf8_lossy(path).into_owned(),
+            path_hex: super::hex_unless_utf8(path),
             change,
             old_size: old.map_or(0, |n| n.size),
             new_size: new.map_or(0, |n| n.size),

@@ -224,6 +224,14 @@ pub struct Tree {
     pub nodes: Vec<Node>,
 }
 
+/// A name or path that is not UTF-8, as hex, for output where names are strings (JSON):
+/// `None` for UTF-8, which the string itself gives exactly.
+pub fn hex_unless_utf8(bytes: &[u8]) -> Option<String> {
+    std::str::from_utf8(bytes)
+        .is_err()
+        .then(|| crate::ids::to_hex(bytes))
+}
+
 impl Tree {
     /// Encodes with nodes sorted by name, so equal directories give equal bytes.
     pub fn encode(&self) -> Vec<u8> {
