@@ -437,13 +437,15 @@ fn locks_keep_prune_and_backups_apart() {
     );
     env.ok(&["unlock", "--remove-all"]);
 
-    // A shared lock from elsewhere lets backups run but keeps prune out.
+    // A shared lock from elsewhere lets backups run but keeps prune out; a dry run of prune
+    // writes nothing and runs beside it (regression: it took an exclusive lock).
     foreign_lock(&env, false, "elsewhere", "");
     env.ok(&["--retry-lock", "0", "backup", src.to_str().unwrap()]);
     assert_eq!(
         env.run(&["--retry-lock", "0", "prune"]).status.code(),
         Some(11)
     );
+    env.ok(&["--retry-lock", "0", "prune", "--dry-run"]);
     env.ok(&["unlock", "--remove-all"]);
 
     // Regression: a lock of another container with this host name (its own process ids) was

@@ -58,9 +58,6 @@ pub fn run(ctx: &Context, args: &ForgetArgs) -> Result<Outcome> {
     } else {
         named(&index, &args.snapshots)?
     };
-    if !ctx.json {
-        print_plans(&plans, &all, args.dry_run);
-    }
     // Superseded snapshots (left by an interrupted `tag`) are hidden already; they go too.
     let mut doomed: Vec<_> = plans
         .iter()
@@ -69,9 +66,16 @@ pub fn run(ctx: &Context, args: &ForgetArgs) -> Result<Outcome> {
     doomed.extend(superseded);
     if args.dry_run {
         prune.without = doomed;
+        if !ctx.json {
+            print_plans(&plans, &all, true);
+        }
     } else {
         lock.check()?;
         forget::remove(&repo, &doomed)?;
+        // Only now: "removed" is printed for what is gone.
+        if !ctx.json {
+            print_plans(&plans, &all, false);
+        }
         ctx.note(&format!("{} snapshot(s) removed", doomed.len()));
     }
     let pruned = if args.prune {

@@ -41,7 +41,8 @@ pub fn options(index: &LocalIndex, max_unused: f64, dry_run: bool) -> Result<Pru
 
 pub fn run(ctx: &Context, args: &PruneArgs) -> Result<Outcome> {
     let max_unused = parse_share(&args.max_unused)?;
-    let (repo, lock, index) = ctx.open_locked(true)?;
+    // A dry run writes nothing, so it needs no more than backups do: it blocks none of them.
+    let (repo, lock, index) = ctx.open_locked(!args.dry_run)?;
     let opts = options(&index, max_unused, args.dry_run)?;
     // The generation changes: this machine's local index starts over at its next use.
     let report = prune::run(&repo, &lock, &opts)?;

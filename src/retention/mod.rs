@@ -219,11 +219,17 @@ pub fn apply_in<Tz: TimeZone>(
         };
         group.len()
     ];
-    let newest_ns = order
-        .iter()
-        .map(|&i| group[i].1.time_ns)
-        .find(|&t| t <= now_ns)
-        .unwrap_or(now_ns);
+    // A snapshot dated after now (a clock set ahead) is kept and counts for no rule: it must
+    // neither push the window of --keep-within past the real snapshots nor use up the
+    // buckets and counts that they need.
+    let (future, order): (Vec<usize>, Vec<usize>) = order
+        .into_iter()
+        .partition(|&i| group[i].1.time_ns > now_ns);
+    for i in future {
+        decisions[i].keep = true;
+        decisions[i].reasons.push("dated in the future".into());
+    }
+    let newest_ns = order.first().map_or(now_ns, |&i| group[i].1.time_ns);
     let within_since = policy.within.map(|span| span.before(at(newest_ns)));
     let mut rules = buckets(policy);
     for (nr, &i) in order.iter().enumerate() {
@@ -235,12 +241,10 @@ pub fn apply_in<Tz: TimeZone>(
                 reasons.push(format!("tag {tag}"));
             }
         }
-        if let (Some(span), Some(since)) = (&policy.within, &within_since) {
-            if snapshot.time_ns > now_ns {
-                reasons.push(format!("{} (dated in the future)", within_label(span)));
-            } else if time > *since {
-                reasons.push(within_label(span));
-            }
+        if let (Some(span), Some(since)) = (&policy.within, &within_since)
+            && time > *since
+        {
+            reasons.push(within_label(span));
         }
         let oldest = nr + 1 == order.len();
         for rule in rules.iter_mut().filter(|r| r.left > 0) {

@@ -241,7 +241,7 @@ fn snapshots_dated_in_the_future_are_never_removed_by_duration() {
         ..Policy::default()
     };
     let result = kept(&policy, &snapshots);
-    let future = vec!["within 30d (dated in the future)".to_string()];
+    let future = vec!["dated in the future".to_string()];
     assert_eq!(
         result,
         [
@@ -251,6 +251,36 @@ fn snapshots_dated_in_the_future_are_never_removed_by_duration() {
             ("2099-01-01 00".to_string(), future),
         ]
     );
+}
+
+/// Regression: snapshots dated in the future (a clock a year ahead for a week) took the
+/// newest buckets of every counted rule, so the real nightly backups after them were
+/// removed but for one a week.
+#[test]
+fn snapshots_dated_in_the_future_use_up_no_count() {
+    let mut snapshots: Vec<Snapshot> = (1..=7).map(|d| snapshot_at(2027, 3, d, 2, &[])).collect();
+    snapshots.extend((20..=31).map(|d| snapshot_at(2025, 12, d, 2, &[])));
+    let policy = Policy {
+        last: 2,
+        daily: 3,
+        ..Policy::default()
+    };
+    let result: Vec<String> = kept(&policy, &snapshots)
+        .into_iter()
+        .map(|(t, r)| format!("{t}: {}", r.join(", ")))
+        .collect();
+    let mut want: Vec<String> = (1..=7)
+        .map(|d| format!("2027-03-0{d} 02: dated in the future"))
+        .collect();
+    want.splice(
+        0..0,
+        [
+            "2025-12-29 02: daily".to_string(),
+            "2025-12-30 02: last, daily".to_string(),
+            "2025-12-31 02: last, daily".to_string(),
+        ],
+    );
+    assert_eq!(result, want);
 }
 
 #[test]
