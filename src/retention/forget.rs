@@ -8,7 +8,7 @@
 //! deleted, then the record. Killed in between, the repository shows the state after; the
 //! next `forget` or `prune` finishes the deletions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -69,8 +69,12 @@ pub fn plan(snapshots: &[(SnapshotId, Snapshot)], opts: &ForgetOptions) -> Resul
             )));
         }
     }
+    let repaired_by = repaired_by(&chosen);
     let mut groups: BTreeMap<GroupKey, Vec<(SnapshotId, &Snapshot)>> = BTreeMap::new();
-    for (id, s) in chosen {
+    for (id, s) in chosen
+        .iter()
+        .filter(|(id, _)| !repaired_by.contains_key(id))
+    {
         groups
             .entry(opts.group_by.key(s))
             .or_default()
@@ -113,7 +117,59 @@ pub fn plan(snapshots: &[(SnapshotId, Snapshot)], opts: &ForgetOptions) -> Resul
         }
         plans.push(plan);
     }
+    follow_repairs(&mut plans, &chosen, &repaired_by);
     Ok(plans)
+}
+
+/// For each chosen snapshot that `repair snapshots` replaced (without `--forget`), the
+/// chosen snapshot that replaced it.
+fn repaired_by(chosen: &[&(SnapshotId, Snapshot)]) -> HashMap<SnapshotId, SnapshotId> {
+    let ids: HashSet<SnapshotId> = chosen.iter().map(|(id, _)| *id).collect();
+    chosen
+        .iter()
+        .filter_map(|(id, s)| s.original.map(|original| (original, *id)))
+        .filter(|(original, _)| ids.contains(original))
+        .collect()
+}
+
+/// A replaced original has the time, host and paths of its repaired copy: counted as well,
+/// it would take a second slot of `--keep-last` or a bucket, and which of the two a bucket
+/// kept would be a toss-up. So only the repaired copy is counted, and the original shares
+/// its fate: kept beside it, or removed with it.
+fn follow_repairs(
+    plans: &mut [GroupPlan],
+    chosen: &[&(SnapshotId, Snapshot)],
+    repaired_by: &HashMap<SnapshotId, SnapshotId>,
+) {
+    for (id, s) in chosen.iter().filter(|(id, _)| repaired_by.contains_key(id)) {
+        let mut copy = repaired_by[id];
+        // A repair of a repair: the newest copy decides.
+        while let Some(&newer) = repaired_by.get(&copy) {
+            copy = newer;
+        }
+        let Some(plan) = plans
+            .iter_mut()
+            .find(|p| p.keep.iter().any(|k| k.id == copy) || p.remove.iter().any(|r| r.id == copy))
+        else {
+            continue;
+        };
+        if plan.keep.iter().any(|k| k.id == copy) {
+            plan.keep.push(Kept {
+                id: *id,
+                time_ns: s.time_ns,
+                reasons: vec![format!("original of repaired {}", copy.short())],
+            });
+        } else {
+            plan.remove.push(Removed {
+                id: *id,
+                time_ns: s.time_ns,
+            });
+        }
+        plan.keep
+            .sort_by_key(|k| std::cmp::Reverse((k.time_ns, k.id)));
+        plan.remove
+            .sort_by_key(|r| std::cmp::Reverse((r.time_ns, r.id)));
+    }
 }
 
 /// Removes snapshots: the removal record first, then each snapshot file, then the record.

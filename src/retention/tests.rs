@@ -555,3 +555,46 @@ fn a_huge_within_keeps_everything() {
         assert_eq!(kept(&policy, &snapshots).len(), snapshots.len(), "{span}");
     }
 }
+
+/// Regression: a snapshot that `repair snapshots` replaced (without `--forget`) was counted
+/// beside its repaired copy, which has the same time: `--keep-last 2` kept the pair and
+/// removed the one real backup before it, and which of the two a bucket kept was chance.
+#[test]
+fn a_repaired_snapshot_and_its_original_count_once() {
+    let older = snapshot_at(2025, 6, 1, 2, &[]);
+    let original = snapshot_at(2025, 6, 2, 2, &[]);
+    let (original_id, repaired_id) = (SnapshotId([1; 32]), SnapshotId([2; 32]));
+    let mut repaired = original.clone();
+    repaired.original = Some(original_id);
+    repaired.tags.push("repaired".into());
+    let all = vec![
+        (SnapshotId([0; 32]), older),
+        (original_id, original),
+        (repaired_id, repaired),
+    ];
+    let opts = |last| forget::ForgetOptions {
+        policy: Policy {
+            last,
+            ..Policy::default()
+        },
+        group_by: GroupBy::parse("host,paths").unwrap(),
+        filter: crate::snapshot::Filter::default(),
+        allow_remove_all: false,
+    };
+    let ids = |plan: &forget::GroupPlan| {
+        let keep: Vec<u8> = plan.keep.iter().map(|k| k.id.0[0]).collect();
+        let remove: Vec<u8> = plan.remove.iter().map(|r| r.id.0[0]).collect();
+        (keep, remove)
+    };
+    let plans = forget::plan(&all, &opts(2)).unwrap();
+    assert_eq!(plans.len(), 1);
+    assert_eq!(ids(&plans[0]), (vec![2, 1, 0], vec![]));
+    assert_eq!(plans[0].keep[1].reasons, ["original of repaired 02020202"]);
+    // The original stays with its repaired copy, and goes with it.
+    let plans = forget::plan(&all, &opts(1)).unwrap();
+    assert_eq!(ids(&plans[0]), (vec![2, 1], vec![0]));
+    let mut all = all;
+    all.push((SnapshotId([3; 32]), snapshot_at(2025, 6, 3, 2, &[])));
+    let plans = forget::plan(&all, &opts(1)).unwrap();
+    assert_eq!(ids(&plans[0]), (vec![3], vec![2, 1, 0]));
+}
