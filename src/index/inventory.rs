@@ -26,6 +26,8 @@ pub struct IndexedPack {
 pub struct Inventory {
     pub segments: Vec<IndexId>,
     pub damaged_segments: Vec<(IndexId, Error)>,
+    /// Segments deleted between listing and reading (by a repair or prune running beside).
+    pub vanished_segments: Vec<IndexId>,
     pub packs: Vec<IndexedPack>,
     pack_pos: IdMap<PackId, usize>,
     /// Every location as (blob, position in `packs`, position in its entries), sorted by
@@ -60,10 +62,9 @@ impl Inventory {
                         entries: p.entries,
                     }));
                 }
-                // Deleted since listed, by a concurrent repair or prune.
                 Err(Error::Storage {
                     not_found: true, ..
-                }) => {}
+                }) => inventory.vanished_segments.push(id),
                 Err(e) if e.is_integrity() => inventory.damaged_segments.push((id, e)),
                 Err(e) => return Err(e),
             }
@@ -148,7 +149,70 @@ impl Inventory {
 mod tests {
     use super::*;
     use crate::ids::BlobType;
+    use crate::storage::{ListedObject, OpendalStorage, Storage};
     use proptest::prelude::*;
+
+    /// A storage that lists one index segment more than it holds, as when the segment is
+    /// deleted between the listing and the reading.
+    struct Ghost(OpendalStorage);
+
+    const GHOST: &str = "index/1111111111111111111111111111111111111111111111111111111111111111";
+
+    impl Storage for Ghost {
+        fn location(&self) -> &str {
+            self.0.location()
+        }
+        fn read(&self, path: &str) -> Result<Vec<u8>> {
+            self.0.read(path)
+        }
+        fn read_range(&self, path: &str, range: std::ops::Range<u64>) -> Result<Vec<u8>> {
+            self.0.read_range(path, range)
+        }
+        fn write(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
+            self.0.write(path, bytes)
+        }
+        fn list(&self, dir: &str, recursive: bool) -> Result<Vec<ListedObject>> {
+            let mut listed = self.0.list(dir, recursive)?;
+            if dir.starts_with("index") {
+                listed.push(ListedObject {
+                    path: GHOST.into(),
+                    size: Some(1),
+                });
+            }
+            Ok(listed)
+        }
+        fn exists(&self, path: &str) -> Result<bool> {
+            self.0.exists(path)
+        }
+        fn size(&self, path: &str) -> Result<u64> {
+            self.0.size(path)
+        }
+        fn delete(&self, path: &str) -> Result<()> {
+            self.0.delete(path)
+        }
+    }
+
+    /// Regression: a segment that vanished between listing and reading was skipped without a
+    /// word, so prune counted its packs as listed by none and deleted them. It is now
+    /// reported, and prune refuses to go on.
+    #[test]
+    fn a_segment_gone_between_listing_and_reading_is_reported() {
+        let fast = crate::repo::KdfParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let storage = Ghost(OpendalStorage::memory().unwrap());
+        let repo = Repository::init(Box::new(storage), b"pw", fast).unwrap();
+        let inventory = Inventory::load(&repo).unwrap();
+        let ghost = GHOST.rsplit('/').next().unwrap();
+        let vanished: Vec<String> = inventory
+            .vanished_segments
+            .iter()
+            .map(|id| id.to_hex())
+            .collect();
+        assert_eq!(vanished, [ghost]);
+    }
 
     fn entry(id: BlobId) -> BlobEntry {
         BlobEntry {

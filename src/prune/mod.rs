@@ -131,8 +131,15 @@ fn plan(
             .map(|&n| u64::from(pack.entries[n].stored_len))
             .sum();
         let blob_bytes: u64 = pack.entries.iter().map(|e| u64::from(e.stored_len)).sum();
+        // A needed blob whose only copy is this damaged one cannot be copied (it fails
+        // authentication): the pack stays as it is until no snapshot needs the blob.
+        let uncopyable = keep
+            .iter()
+            .any(|&n| opts.damaged.contains(&(pack.entries[n].id, pack.id)));
         let fate = if keep.is_empty() {
             Fate::Delete
+        } else if uncopyable {
+            Fate::Keep
         } else if (blob_bytes - kept_bytes) as f64 > opts.max_unused * pack.size as f64
             || pack.entries.iter().any(|e| replaced_copy(&e.id, &pack.id))
         {
@@ -167,6 +174,14 @@ pub fn run(repo: &Repository, lock: &RepositoryLock, opts: &PruneOptions) -> Res
     if let Some((id, e)) = inventory.damaged_segments.first() {
         return Err(Error::Invalid(format!(
             "index segment {id} cannot be read ({e}); nothing was deleted. Run `cairn repair index` first"
+        )));
+    }
+    // Under prune's exclusive lock no one deletes segments; one gone means the lock was not
+    // respected (clocks far apart make a live lock look stale), and the packs it listed would
+    // count as listed by none and be deleted.
+    if let Some(id) = inventory.vanished_segments.first() {
+        return Err(Error::Invalid(format!(
+            "index segment {id} vanished while prune read the index: another process changes the repository despite the lock; nothing was deleted. Make sure no other prune or repair runs (and that clocks agree), then run prune again"
         )));
     }
     let stored = repo.stored_packs()?;
@@ -260,4 +275,47 @@ pub fn run(repo: &Repository, lock: &RepositoryLock, opts: &PruneOptions) -> Res
     tracing::debug!("prune: deleted");
     report.duration_ns = started.elapsed().as_nanos() as u64;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pack::BlobEntry;
+
+    fn entry(id: u8, offset: u64) -> BlobEntry {
+        BlobEntry {
+            id: BlobId([id; 32]),
+            blob_type: crate::ids::BlobType::Data,
+            compression: 0,
+            offset,
+            stored_len: 100,
+            raw_len: 100,
+        }
+    }
+
+    /// Regression: a pack holding the only copy of a needed blob, found damaged, was chosen
+    /// for repacking (for its unneeded space); copying that blob failed authentication, so
+    /// every prune failed until the snapshots stopped needing it.
+    #[test]
+    fn a_pack_whose_needed_blob_is_damaged_everywhere_is_kept_not_repacked() {
+        let pack = PackId([9; 32]);
+        let mut inventory = Inventory::default();
+        inventory.set_packs(vec![IndexedPack {
+            id: pack,
+            size: 300,
+            entries: vec![entry(1, 0), entry(2, 100), entry(3, 200)],
+        }]);
+        let stored = HashMap::from([(pack, 300)]);
+        let used: IdSet<BlobId> = [BlobId([1; 32])].into_iter().collect();
+        let mut opts = PruneOptions {
+            max_unused: 0.05,
+            dry_run: false,
+            damaged: HashSet::new(),
+            without: Vec::new(),
+        };
+        let fate = |opts: &PruneOptions| plan(&inventory, &stored, &used, opts).unwrap()[0].1;
+        assert_eq!(fate(&opts), Fate::Repack, "two thirds of it are unneeded");
+        opts.damaged.insert((BlobId([1; 32]), pack));
+        assert_eq!(fate(&opts), Fate::Keep);
+    }
 }
