@@ -7,11 +7,12 @@
 //!   hold one; while a rule has count left, the oldest snapshot is kept too (it stands for the
 //!   oldest bucket).
 //! - `within D` keeps every snapshot newer than the newest snapshot's time minus D (calendar
-//!   years, months, days, then hours). Snapshots dated after now (a clock gone wrong) are
-//!   always kept by it and do not count as the newest, so they neither go nor push the
-//!   window past the real snapshots.
+//!   years and months on the local calendar, then days of 24 hours and hours).
 //! - `tag T` keeps every snapshot carrying tag T (`tag a,b`: carrying both).
 //! - The rules combine by union; a snapshot's reasons list every rule that kept it.
+//! - Unlike restic, snapshots dated after now (a clock gone wrong) are always kept and count
+//!   for no rule: they neither take the newest buckets nor push the window of `within` past
+//!   the real snapshots.
 //!
 //! Guarantees: `apply` is pure (time zone from the process and the `now` given); it never keeps
 //! nothing when the policy has a rule with a count, unless the group is empty.
