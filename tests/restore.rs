@@ -229,6 +229,30 @@ fn dry_run_lists_and_writes_nothing() {
     );
 }
 
+/// Dumps a folder of the latest snapshot and unpacks the archive with GNU tar (given `args`)
+/// into a new folder; returns that folder and the archive.
+fn dump_and_unpack(env: &Env, folder: &Path, args: &[&str]) -> (PathBuf, Vec<u8>) {
+    let out = env
+        .cmd(&["dump", "latest", folder.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let unpack = env.path("unpacked");
+    std::fs::create_dir_all(&unpack).unwrap();
+    let mut tar = std::process::Command::new("tar")
+        .arg("-x")
+        .args(args)
+        .arg("-C")
+        .arg(&unpack)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    tar.stdin.take().unwrap().write_all(&out.stdout).unwrap();
+    assert!(tar.wait().unwrap().success());
+    (unpack, out.stdout)
+}
+
 #[test]
 fn dump_of_a_folder_is_a_tar_archive() {
     let (env, src) = setup();
@@ -251,21 +275,7 @@ fn dump_of_a_folder_is_a_tar_archive() {
         .unwrap();
     }
     env.ok(&["backup", src.to_str().unwrap()]);
-    let out = env
-        .cmd(&["dump", "latest", &format!("{}/docs", src.display())])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let unpack = env.path("unpacked");
-    std::fs::create_dir_all(&unpack).unwrap();
-    let mut tar = std::process::Command::new("tar")
-        .args(["-x", "-C", unpack.to_str().unwrap()])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    tar.stdin.take().unwrap().write_all(&out.stdout).unwrap();
-    assert!(tar.wait().unwrap().success());
+    let (unpack, _) = dump_and_unpack(&env, &src.join("docs"), &[]);
     let mut expected = vec!["contract.pdf", "link", "notes.txt", "old/draft.txt", "pipe"];
     if root {
         expected.insert(3, "null");
@@ -317,23 +327,7 @@ fn dump_of_a_folder_keeps_times_links_and_attributes() {
     env.init();
     env.backup_json(&[&src]);
 
-    let out = env
-        .cmd(&["dump", "latest", docs.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let unpack = env.path("unpacked");
-    std::fs::create_dir_all(&unpack).unwrap();
-    let mut tar = std::process::Command::new("tar")
-        .args(["-x", "--xattrs", "--xattrs-include=*", "-C"])
-        .arg(&unpack)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    tar.stdin.take().unwrap().write_all(&out.stdout).unwrap();
-    assert!(tar.wait().unwrap().success());
-
+    let (unpack, archive) = dump_and_unpack(&env, &docs, &["--xattrs", "--xattrs-include=*"]);
     let got = unpack.join("docs");
     assert_eq!(describe(&got), describe(&docs));
     let meta = |path: PathBuf| std::fs::symlink_metadata(path).unwrap();
@@ -345,7 +339,7 @@ fn dump_of_a_folder_keeps_times_links_and_attributes() {
     let ancient = meta(got.join("ancient.txt"));
     assert_eq!((ancient.mtime(), ancient.mtime_nsec()), (-2, 500_000_000));
     // GNU tar sets access times to the time it unpacks; the archive has them.
-    let mut archive = tar::Archive::new(&out.stdout[..]);
+    let mut archive = tar::Archive::new(&archive[..]);
     let mut entry = archive
         .entries()
         .unwrap()

@@ -48,6 +48,27 @@ pub struct GroupPlan {
     pub remove: Vec<Removed>,
 }
 
+impl GroupPlan {
+    /// Puts a snapshot among those kept (with the reasons) or removed; `sort` then orders
+    /// both newest first.
+    fn place(&mut self, id: SnapshotId, time_ns: i64, kept_for: Option<Vec<String>>) {
+        match kept_for {
+            Some(reasons) => self.keep.push(Kept {
+                id,
+                time_ns,
+                reasons,
+            }),
+            None => self.remove.push(Removed { id, time_ns }),
+        }
+    }
+
+    fn sort(&mut self) {
+        let newest_first = |time_ns: i64, id: SnapshotId| std::cmp::Reverse((time_ns, id));
+        self.keep.sort_by_key(|k| newest_first(k.time_ns, k.id));
+        self.remove.sort_by_key(|r| newest_first(r.time_ns, r.id));
+    }
+}
+
 /// Decides, group by group, what the policy keeps. Refuses before anything is removed.
 pub fn plan(snapshots: &[(SnapshotId, Snapshot)], opts: &ForgetOptions) -> Result<Vec<GroupPlan>> {
     if opts.policy.is_empty() {
@@ -89,23 +110,9 @@ pub fn plan(snapshots: &[(SnapshotId, Snapshot)], opts: &ForgetOptions) -> Resul
             remove: Vec::new(),
         };
         for ((id, s), d) in members.iter().zip(decisions) {
-            if d.keep {
-                plan.keep.push(Kept {
-                    id: *id,
-                    time_ns: s.time_ns,
-                    reasons: d.reasons,
-                });
-            } else {
-                plan.remove.push(Removed {
-                    id: *id,
-                    time_ns: s.time_ns,
-                });
-            }
+            plan.place(*id, s.time_ns, d.keep.then_some(d.reasons));
         }
-        plan.keep
-            .sort_by_key(|k| std::cmp::Reverse((k.time_ns, k.id)));
-        plan.remove
-            .sort_by_key(|r| std::cmp::Reverse((r.time_ns, r.id)));
+        plan.sort();
         if plan.keep.is_empty() && !opts.allow_remove_all {
             return Err(Error::Invalid(format!(
                 "the policy would remove all {} snapshots of the group (host {:?}, paths {:?}, tags {:?}); nothing was removed. Pass --allow-remove-all if that is meant",
@@ -153,22 +160,10 @@ fn follow_repairs(
         else {
             continue;
         };
-        if plan.keep.iter().any(|k| k.id == copy) {
-            plan.keep.push(Kept {
-                id: *id,
-                time_ns: s.time_ns,
-                reasons: vec![format!("original of repaired {}", copy.short())],
-            });
-        } else {
-            plan.remove.push(Removed {
-                id: *id,
-                time_ns: s.time_ns,
-            });
-        }
-        plan.keep
-            .sort_by_key(|k| std::cmp::Reverse((k.time_ns, k.id)));
-        plan.remove
-            .sort_by_key(|r| std::cmp::Reverse((r.time_ns, r.id)));
+        let kept = plan.keep.iter().any(|k| k.id == copy);
+        let reasons = vec![format!("original of repaired {}", copy.short())];
+        plan.place(*id, s.time_ns, kept.then_some(reasons));
+        plan.sort();
     }
 }
 
