@@ -361,3 +361,28 @@ fn a_damaged_only_key_is_damage_not_a_wrong_password() {
     assert!(stderr(&out).contains("keys/ back"), "{}", stderr(&out));
     assert!(!stderr(&out).contains("wrong password"), "{}", stderr(&out));
 }
+
+/// Regression: a dry run whose listing could not be written (standard output on a full disk)
+/// panicked in a worker, and the other workers went on reading the whole source before the
+/// backup failed. It now stops at the next entry, through the normal error path.
+#[test]
+fn a_backup_whose_listing_cannot_be_written_stops() {
+    let env = Env::new();
+    let src = env.path("src");
+    for i in 0..40 {
+        write(&src.join(format!("d{}/f{i}", i % 4)), &noise(i, 1000));
+    }
+    env.init();
+    let full = std::fs::File::create("/dev/full").unwrap();
+    let out = env
+        .cmd(&["backup", "--dry-run", src.to_str().unwrap()])
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("the backup stopped"), "{err}");
+    assert!(err.contains("cannot write to standard output"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(files_below(&env.repo.join("locks")).is_empty());
+}

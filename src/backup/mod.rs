@@ -94,6 +94,11 @@ pub trait Reporter: Sync {
     fn file_started(&self, _path: &Path) {}
     fn bytes_read(&self, _n: u64) {}
     fn file_done(&self, _path: &Path, _status: FileStatus, _size: u64) {}
+    /// Why the backup must stop now (its output cannot be written, say): it then saves no
+    /// snapshot and fails with `Error::Stopped`.
+    fn stop(&self) -> Option<String> {
+        None
+    }
 }
 
 pub struct BackupOutcome {

@@ -26,7 +26,7 @@ use super::exclude::Excludes;
 use super::source_file;
 use super::{FileStatus, Reporter, Warning};
 use crate::blobs::BlobReader;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ids::{BlobType, TreeId};
 use crate::snapshot::Summary;
 use crate::tree::{Node, NodeKind, Tree};
@@ -267,6 +267,9 @@ impl Walker<'_, '_, '_> {
         let nodes: Vec<Option<Node>> = entries
             .into_par_iter()
             .map(|e| {
+                if let Some(reason) = self.reporter.stop() {
+                    return Err(Error::Stopped(reason));
+                }
                 let p = parent.as_ref().and_then(|t| t.find(&e.name));
                 self.entry(e.name, &e.path, Some(e.metadata), p, Some(device))
             })

@@ -23,6 +23,8 @@ struct CliReporter {
     warnings: Mutex<Vec<Warning>>,
     bar: Option<ProgressBar>,
     list_files: bool,
+    /// Set once the listing could not be written: the backup stops.
+    output_failed: Mutex<Option<String>>,
 }
 
 impl Reporter for CliReporter {
@@ -59,8 +61,18 @@ impl Reporter for CliReporter {
             } else {
                 "changed"
             };
-            println!("{what:<8} {} ({})", path.display(), human_bytes(size));
+            let line = format!("{what:<8} {} ({})", path.display(), human_bytes(size));
+            use std::io::Write;
+            if let Err(e) = writeln!(std::io::stdout().lock(), "{line}") {
+                lock(&self.output_failed).get_or_insert_with(|| {
+                    format!("cannot write to standard output ({e}); the listing is incomplete")
+                });
+            }
         }
+    }
+
+    fn stop(&self) -> Option<String> {
+        lock(&self.output_failed).clone()
     }
 }
 
@@ -184,6 +196,7 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> Result<Outcome> {
         warnings: Mutex::new(Vec::new()),
         bar: progress_bar(ctx, &opts),
         list_files: opts.dry_run && !ctx.json,
+        output_failed: Mutex::new(None),
     };
     let result = backup::run(&repo, &mut index, &opts, &reporter, Some(&lock));
     if let Some(bar) = &reporter.bar {

@@ -124,47 +124,67 @@ pub fn plan(snapshots: &[(SnapshotId, Snapshot)], opts: &ForgetOptions) -> Resul
         }
         plans.push(plan);
     }
-    follow_repairs(&mut plans, &chosen, &repaired_by);
+    follow_repairs(&mut plans, &chosen, &repaired_by, &opts.policy.tags);
     Ok(plans)
 }
 
 /// For each chosen snapshot that `repair snapshots` replaced (without `--forget`), the
-/// chosen snapshot that replaced it.
+/// chosen snapshot that replaced it. An original retagged since (`tag` writes a new snapshot
+/// superseding it) is found through its new id.
 fn repaired_by(chosen: &[&(SnapshotId, Snapshot)]) -> HashMap<SnapshotId, SnapshotId> {
     let ids: HashSet<SnapshotId> = chosen.iter().map(|(id, _)| *id).collect();
+    let retagged: HashMap<SnapshotId, SnapshotId> = chosen
+        .iter()
+        .filter_map(|(id, s)| s.supersedes.map(|old| (old, *id)))
+        .collect();
+    let current = |mut id: SnapshotId| {
+        while let Some(&newer) = retagged.get(&id) {
+            id = newer;
+        }
+        id
+    };
     chosen
         .iter()
-        .filter_map(|(id, s)| s.original.map(|original| (original, *id)))
-        .filter(|(original, _)| ids.contains(original))
+        .filter_map(|(id, s)| s.original.map(|original| (current(original), *id)))
+        .filter(|(original, copy)| original != copy && ids.contains(original))
         .collect()
 }
 
 /// A replaced original has the time, host and paths of its repaired copy: counted as well,
 /// it would take a second slot of `--keep-last` or a bucket, and which of the two a bucket
 /// kept would be a toss-up. So only the repaired copy is counted, and the original shares
-/// its fate: kept beside it, or removed with it.
+/// its fate (kept beside it, or removed with it), unless a `--keep-tag` keeps it anyway.
 fn follow_repairs(
     plans: &mut [GroupPlan],
     chosen: &[&(SnapshotId, Snapshot)],
     repaired_by: &HashMap<SnapshotId, SnapshotId>,
+    keep_tags: &[String],
 ) {
+    let mut plan_of: HashMap<SnapshotId, (usize, bool)> = HashMap::new();
+    for (n, plan) in plans.iter().enumerate() {
+        plan_of.extend(plan.keep.iter().map(|k| (k.id, (n, true))));
+        plan_of.extend(plan.remove.iter().map(|r| (r.id, (n, false))));
+    }
     for (id, s) in chosen.iter().filter(|(id, _)| repaired_by.contains_key(id)) {
         let mut copy = repaired_by[id];
         // A repair of a repair: the newest copy decides.
         while let Some(&newer) = repaired_by.get(&copy) {
             copy = newer;
         }
-        let Some(plan) = plans
-            .iter_mut()
-            .find(|p| p.keep.iter().any(|k| k.id == copy) || p.remove.iter().any(|r| r.id == copy))
-        else {
+        let Some(&(n, kept)) = plan_of.get(&copy) else {
             continue;
         };
-        let kept = plan.keep.iter().any(|k| k.id == copy);
-        let reasons = vec![format!("original of repaired {}", copy.short())];
-        plan.place(*id, s.time_ns, kept.then_some(reasons));
-        plan.sort();
+        let mut reasons: Vec<String> = keep_tags
+            .iter()
+            .filter(|t| super::has_tags(s, t))
+            .map(|t| format!("tag {t}"))
+            .collect();
+        if kept {
+            reasons.push(format!("original of repaired {}", copy.short()));
+        }
+        plans[n].place(*id, s.time_ns, (!reasons.is_empty()).then_some(reasons));
     }
+    plans.iter_mut().for_each(GroupPlan::sort);
 }
 
 /// Removes snapshots: the removal record first, then each snapshot file, then the record.

@@ -597,4 +597,20 @@ fn a_repaired_snapshot_and_its_original_count_once() {
     all.push((SnapshotId([3; 32]), snapshot_at(2025, 6, 3, 2, &[])));
     let plans = forget::plan(&all, &opts(1)).unwrap();
     assert_eq!(ids(&plans[0]), (vec![3], vec![2, 1, 0]));
+
+    // An original that a --keep-tag names stays, whatever becomes of its copy.
+    all[1].1.tags.push("audit".into());
+    let mut tagged = opts(1);
+    tagged.policy.tags = vec!["audit".into()];
+    let plans = forget::plan(&all, &tagged).unwrap();
+    assert_eq!(ids(&plans[0]), (vec![3, 1], vec![2, 0]));
+    assert_eq!(plans[0].keep[1].reasons, ["tag audit"]);
+
+    // Retagged since (a new snapshot superseding it), the original still pairs.
+    all[1].1.tags.clear();
+    let (mut retagged, retagged_id) = (all[1].1.clone(), SnapshotId([4; 32]));
+    retagged.supersedes = Some(original_id);
+    all[1] = (retagged_id, retagged);
+    let plans = forget::plan(&all, &opts(2)).unwrap();
+    assert_eq!(ids(&plans[0]), (vec![3, 4, 2], vec![0]));
 }
