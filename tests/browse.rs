@@ -271,7 +271,8 @@ fn paths_that_are_not_utf8_can_be_named() {
         &env,
         &["--json", "diff", before.as_str().unwrap(), "latest"],
     );
-    let removed = &diff["entries"][0];
+    let entries = diff["entries"].as_array().unwrap();
+    let removed = entries.iter().find(|e| e["change"] == "removed").unwrap();
     assert_eq!(
         removed["path_hex"],
         hex(file.as_os_str().as_encoded_bytes()),

@@ -386,3 +386,26 @@ fn a_backup_whose_listing_cannot_be_written_stops() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(files_below(&env.repo.join("locks")).is_empty());
 }
+
+/// Regression: only file writes stopped a restore on a full target. Out of inodes, with only
+/// folders at the top, every folder failed on its own and the restore ended "partial".
+#[test]
+fn a_restore_that_cannot_make_folders_for_want_of_room_stops() {
+    if !running_as_root() {
+        return;
+    }
+    let env = Env::new();
+    let src = env.path("src");
+    for i in 0..20 {
+        write(&src.join(format!("d{i}/f")), b"x");
+    }
+    env.init();
+    env.backup_json(&[&src]);
+    let disk = SmallDisk::mount(&env.path("few-inodes"), "8m,nr_inodes=8");
+    let out = env.run(&["restore", "latest", "--target", disk.0.to_str().unwrap()]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("the restore stopped"), "{err}");
+    // Stopped at the first folder it could not make, not after failing each of them.
+    assert!(!err.lines().any(|l| l.starts_with("error: ")), "{err}");
+}

@@ -116,7 +116,37 @@ fn symlink_followed_by_a_folder_of_the_same_name_is_not_written_through() {
     let target = env.path("target");
     let out = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(stderr(&out).contains("link"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("link: the snapshot lists this name twice"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        std::fs::read_dir(&outside).unwrap().next().is_none(),
+        "wrote through the symlink"
+    );
+}
+
+/// A symlink already in the target where the snapshot has a folder is not written through.
+#[test]
+fn a_symlink_in_the_target_where_a_folder_goes_is_not_written_through() {
+    let env = Env::new();
+    let outside = env.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    craft(&env, |p| {
+        let pwned = file_node(p, b"pwned", b"pwned");
+        vec![dir_node(p, b"link", vec![pwned])]
+    });
+    let target = env.path("target");
+    std::fs::create_dir_all(&target).unwrap();
+    std::os::unix::fs::symlink(&outside, target.join("link")).unwrap();
+    let out = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("refusing to write through it"),
+        "{}",
+        stderr(&out)
+    );
     assert!(
         std::fs::read_dir(&outside).unwrap().next().is_none(),
         "wrote through the symlink"

@@ -1,8 +1,8 @@
 //! What went wrong during a restore, gathered from the walk, the workers and the finisher.
 //!
 //! Guarantees: each failure is kept with the path it concerns, for the caller to report.
-//! Once writing a file's data fails for want of room (a full disk or quota) or because the
-//! target turned read-only, the restore stops: that failure is kept apart, the failures that
+//! Once writing a file's data, or making an entry, fails for want of room (a full disk or
+//! quota) or because the target turned read-only, the restore stops: that failure is kept apart, the failures that
 //! follow from stopping are not kept, and every part of the restore can ask whether to go
 //! on. Every path that failed, the stopping one included, is known (`paths`).
 
@@ -31,8 +31,9 @@ impl Failures {
         }
     }
 
-    /// Records a failure to write a file's data (or to create it); one for want of room
-    /// stops the restore.
+    /// Records a failure to write a file's data or to make an entry; one for want of room
+    /// stops the restore. (Metadata failures go to `record`: one owner over quota is no
+    /// reason to stop.)
     pub fn record_write(&self, path: &Path, err: Error) {
         if !stops_the_restore(&err) {
             return self.record(path, err);

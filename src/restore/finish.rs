@@ -135,7 +135,7 @@ impl Finisher<'_> {
             });
             match result {
                 Ok(()) => self.files += 1,
-                Err(e) => self.fail(link.clone(), Error::io(&link, e)),
+                Err(e) => self.failures.record_write(&link, Error::io(&link, e)),
             }
         }
     }

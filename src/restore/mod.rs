@@ -257,6 +257,18 @@ impl Walk<'_> {
         self.failures.record(path, err);
     }
 
+    /// Whether an entry was made; a failure to make it (a folder, symlink or special file) is
+    /// recorded like a failed file write, so one for want of room stops the restore.
+    fn made(&self, path: &Path, made: Result<()>) -> bool {
+        match made {
+            Ok(()) => true,
+            Err(e) => {
+                self.failures.record_write(path, e);
+                false
+            }
+        }
+    }
+
     /// Restores a folder's entries; true if anything below was restored (or kept).
     /// `forced`: an include matched a folder above, so everything below is wanted.
     /// `fresh`: this restore created the folder, so nothing in it can exist yet.
@@ -279,6 +291,7 @@ impl Walk<'_> {
             temp::remove_stale(dir, self.started);
         }
         let mut any = false;
+        let mut previous: Option<Vec<u8>> = None;
         for node in tree.nodes {
             if self.finisher_gone || self.failures.stopped() {
                 break;
@@ -288,6 +301,14 @@ impl Walk<'_> {
                 continue;
             }
             let path = dir.join(os_string(&node.name));
+            // A name twice in one folder (a tree readers accept, no backup writes): the first
+            // entry wins, and a later one can neither replace it nor write through it.
+            if previous.as_ref() == Some(&node.name) {
+                let why = "the snapshot lists this name twice in its folder; the first entry was restored";
+                self.fail(&path, Error::Invalid(why.into()));
+                continue;
+            }
+            previous = Some(node.name.clone());
             let mut child_at = at.to_vec();
             child_at.push(b'/');
             child_at.extend_from_slice(&node.name);
@@ -353,12 +374,17 @@ impl Walk<'_> {
             NodeKind::Symlink => {
                 let target = node.link_target.as_deref().unwrap_or_default();
                 let tmp = temp::name(path, self.temp.next());
-                long_path::symlink(&os_string(target), &tmp).map_err(|e| Error::io(path, e))?;
+                let link = long_path::symlink(&os_string(target), &tmp);
+                if !self.made(path, link.map_err(|e| Error::io(path, e))) {
+                    return Ok(false);
+                }
                 self.place(&tmp, path, &node)?;
             }
             _ => {
                 let tmp = temp::name(path, self.temp.next());
-                metadata::make_special(&tmp, &node)?;
+                if !self.made(path, metadata::make_special(&tmp, &node)) {
+                    return Ok(false);
+                }
                 self.place(&tmp, path, &node)?;
             }
         }
@@ -374,8 +400,8 @@ impl Walk<'_> {
         fresh: bool,
     ) -> Result<bool> {
         let existed = !fresh && long_path::symlink_metadata(path).is_ok();
-        if !self.opts.dry_run {
-            make_dir(path)?;
+        if !self.opts.dry_run && !self.made(path, make_dir(path)) {
+            return Ok(false);
         }
         let below = match &node.subtree {
             Some(sub) => self.dir_contents(
