@@ -23,8 +23,9 @@ struct CliReporter {
     warnings: Mutex<Vec<Warning>>,
     bar: Option<ProgressBar>,
     list_files: bool,
-    /// Set once the listing could not be written: the backup stops.
-    output_failed: Mutex<Option<String>>,
+    /// Set once the listing could not be written: the backup stops. (Read before every
+    /// entry, so a lock-free read.)
+    output_failed: std::sync::OnceLock<String>,
 }
 
 impl Reporter for CliReporter {
@@ -64,15 +65,15 @@ impl Reporter for CliReporter {
             let line = format!("{what:<8} {} ({})", path.display(), human_bytes(size));
             use std::io::Write;
             if let Err(e) = writeln!(std::io::stdout().lock(), "{line}") {
-                lock(&self.output_failed).get_or_insert_with(|| {
-                    format!("cannot write to standard output ({e}); the listing is incomplete")
-                });
+                let _ = self.output_failed.set(format!(
+                    "cannot write to standard output ({e}); the listing is incomplete"
+                ));
             }
         }
     }
 
     fn stop(&self) -> Option<String> {
-        lock(&self.output_failed).clone()
+        self.output_failed.get().cloned()
     }
 }
 
@@ -196,7 +197,7 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> Result<Outcome> {
         warnings: Mutex::new(Vec::new()),
         bar: progress_bar(ctx, &opts),
         list_files: opts.dry_run && !ctx.json,
-        output_failed: Mutex::new(None),
+        output_failed: std::sync::OnceLock::new(),
     };
     let result = backup::run(&repo, &mut index, &opts, &reporter, Some(&lock));
     if let Some(bar) = &reporter.bar {
