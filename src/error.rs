@@ -62,7 +62,7 @@ pub enum Error {
         files: u64,
     },
 
-    #[error("the backup stopped before saving a snapshot: {0}")]
+    #[error("the backup stopped (nothing was saved): {0}")]
     Stopped(String),
 
     /// A flag or argument that is not valid (exit code 2, like the parser's own errors).

@@ -385,6 +385,16 @@ fn a_backup_whose_listing_cannot_be_written_stops() {
     assert!(err.contains("cannot write to standard output"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     assert!(files_below(&env.repo.join("locks")).is_empty());
+    // A single file given as the source (no folder walk to look in between), quietly: the
+    // failure is still caught before the backup ends.
+    let full = std::fs::File::create("/dev/full").unwrap();
+    let one = src.join("d0/f0");
+    let out = env
+        .cmd(&["-q", "backup", "--dry-run", one.to_str().unwrap()])
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
 }
 
 /// Regression: only file writes stopped a restore on a full target. Out of inodes, with only

@@ -117,7 +117,7 @@ fn symlink_followed_by_a_folder_of_the_same_name_is_not_written_through() {
     let out = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("link: the snapshot lists this name twice"),
+        stderr(&out).contains("the snapshot lists \"link\" twice in this folder"),
         "{}",
         stderr(&out)
     );

@@ -290,6 +290,10 @@ pub fn run(
         started_ns: Some(started_ns),
     };
     let parent = parent.map(|(id, _)| id);
+    // The walk looks before each entry; this catches what failed after its last look.
+    if let Some(reason) = reporter.stop() {
+        return Err(Error::Stopped(reason));
+    }
     if opts.dry_run {
         return Ok(BackupOutcome {
             id: None,

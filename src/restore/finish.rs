@@ -121,6 +121,9 @@ impl Finisher<'_> {
         }
         let failed = self.failures.paths();
         for (link, first) in links {
+            if self.failures.stopped() {
+                break;
+            }
             if failed.contains(&first) {
                 let why = format!("not linked: {} could not be restored", first.display());
                 self.fail(link, Error::Invalid(why));

@@ -301,17 +301,23 @@ impl Walk<'_> {
                 continue;
             }
             let path = dir.join(os_string(&node.name));
-            // A name twice in one folder (a tree readers accept, no backup writes): the first
-            // entry wins, and a later one can neither replace it nor write through it.
-            if previous.as_ref() == Some(&node.name) {
-                let why = "the snapshot lists this name twice in its folder; the first entry was restored";
-                self.fail(&path, Error::Invalid(why.into()));
-                continue;
-            }
-            previous = Some(node.name.clone());
             let mut child_at = at.to_vec();
             child_at.push(b'/');
             child_at.extend_from_slice(&node.name);
+            // A name twice in one folder (a tree readers accept, no backup writes): the first
+            // entry wins, and a later one can neither replace it nor write through it. The
+            // failure is the folder's: the entry at that path is the first one.
+            if previous.as_ref() == Some(&node.name) {
+                if !self.opts.selection.excluded(&child_at) {
+                    let why = format!(
+                        "the snapshot lists {:?} twice in this folder; only the first was restored",
+                        String::from_utf8_lossy(&node.name)
+                    );
+                    self.fail(dir, Error::Invalid(why));
+                }
+                continue;
+            }
+            previous = Some(node.name.clone());
             match self.entry(node, &path, &child_at, forced, fresh) {
                 Ok(restored) => any |= restored,
                 Err(e) => self.fail(&path, e),

@@ -137,17 +137,25 @@ fn repaired_by(chosen: &[&(SnapshotId, Snapshot)]) -> HashMap<SnapshotId, Snapsh
         .iter()
         .filter_map(|(id, s)| s.supersedes.map(|old| (old, *id)))
         .collect();
-    let current = |mut id: SnapshotId| {
-        while let Some(&newer) = retagged.get(&id) {
-            id = newer;
-        }
-        id
-    };
+    let current = |id: SnapshotId| newest(&retagged, id);
     chosen
         .iter()
         .filter_map(|(id, s)| s.original.map(|original| (current(original), *id)))
         .filter(|(original, copy)| original != copy && ids.contains(original))
         .collect()
+}
+
+/// The end of a chain of replacements from `id` (old id to new id). Honest chains end;
+/// one that loops (crafted snapshots) ends where it would repeat.
+fn newest(newer: &HashMap<SnapshotId, SnapshotId>, mut id: SnapshotId) -> SnapshotId {
+    let mut seen = HashSet::from([id]);
+    while let Some(&next) = newer.get(&id) {
+        if !seen.insert(next) {
+            break;
+        }
+        id = next;
+    }
+    id
 }
 
 /// A replaced original has the time, host and paths of its repaired copy: counted as well,
@@ -166,11 +174,8 @@ fn follow_repairs(
         plan_of.extend(plan.remove.iter().map(|r| (r.id, (n, false))));
     }
     for (id, s) in chosen.iter().filter(|(id, _)| repaired_by.contains_key(id)) {
-        let mut copy = repaired_by[id];
         // A repair of a repair: the newest copy decides.
-        while let Some(&newer) = repaired_by.get(&copy) {
-            copy = newer;
-        }
+        let copy = newest(repaired_by, repaired_by[id]);
         let Some(&(n, kept)) = plan_of.get(&copy) else {
             continue;
         };

@@ -614,3 +614,30 @@ fn a_repaired_snapshot_and_its_original_count_once() {
     let plans = forget::plan(&all, &opts(2)).unwrap();
     assert_eq!(ids(&plans[0]), (vec![3, 4, 2], vec![0]));
 }
+
+/// Regression: snapshots naming each other as original and as superseded (crafted: no
+/// honest run writes this) made `forget` follow the chain for ever.
+#[test]
+fn a_loop_of_replacements_ends() {
+    let (x, y) = (SnapshotId([8; 32]), SnapshotId([9; 32]));
+    let mut a = snapshot_at(2025, 6, 1, 2, &[]);
+    (a.original, a.supersedes) = (Some(x), Some(y));
+    let mut b = snapshot_at(2025, 6, 2, 2, &[]);
+    (b.original, b.supersedes) = (Some(y), Some(x));
+    let all = vec![(SnapshotId([1; 32]), a), (SnapshotId([2; 32]), b)];
+    let opts = forget::ForgetOptions {
+        policy: Policy {
+            last: 1,
+            ..Policy::default()
+        },
+        group_by: GroupBy::parse("host,paths").unwrap(),
+        filter: crate::snapshot::Filter::default(),
+        allow_remove_all: false,
+    };
+    let plans = forget::plan(&all, &opts).unwrap();
+    // Each names the other as its original, so neither is counted, and neither goes.
+    assert!(
+        plans.iter().all(|p| p.remove.is_empty()),
+        "nothing is removed"
+    );
+}
