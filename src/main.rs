@@ -152,6 +152,11 @@ fn main() {
         Err(e) => {
             eprintln!("cairn: error: {e}");
             match &e {
+                Error::WrongPassword { .. } => {
+                    if let Some(source) = ctx.password_source.get() {
+                        eprintln!("cairn: the password was taken from {source}.");
+                    }
+                }
                 // Nothing can open the repository, `check` included.
                 Error::Corrupt { kind: "key", .. } => eprintln!(
                     "cairn: no key file of the repository could be used. Put keys/ back from a copy of the repository; nothing was changed."

@@ -26,6 +26,11 @@ fn wrong_password_is_refused_cleanly() {
         .unwrap();
     assert_eq!(code(&out), 12, "{}", stderr(&out));
     assert!(stderr(&out).contains("wrong password"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the password was taken from CAIRN_PASSWORD"),
+        "{}",
+        stderr(&out)
+    );
     let out = env
         .cmd(&["backup", src.to_str().unwrap()])
         .env("CAIRN_PASSWORD", "not it")

@@ -52,6 +52,8 @@ pub struct Context {
     pub password_file: Option<PathBuf>,
     pub json: bool,
     pub quiet: bool,
+    /// Where the password was taken from, once it was (for a "wrong password" message).
+    pub password_source: std::sync::OnceLock<String>,
 }
 
 fn home() -> PathBuf {
@@ -81,6 +83,7 @@ impl Context {
             password_file: g.password_file.clone(),
             json: g.json,
             quiet: g.quiet,
+            password_source: std::sync::OnceLock::new(),
         }
     }
 
@@ -92,7 +95,11 @@ impl Context {
     /// The password, from (in order) --password-file / CAIRN_PASSWORD_FILE,
     /// CAIRN_PASSWORD_COMMAND, CAIRN_PASSWORD, or a prompt on a terminal.
     pub fn password(&self, confirm: bool) -> Result<Vec<u8>> {
+        let from = |source: String| {
+            let _ = self.password_source.set(source);
+        };
         if let Some(path) = &self.password_file {
+            from(format!("the password file {}", path.display()));
             let text = std::fs::read(path).map_err(|e| {
                 Error::Password(format!("cannot read password file {}: {e}", path.display()))
             })?;
@@ -111,9 +118,11 @@ impl Context {
                     out.status
                 )));
             }
+            from("CAIRN_PASSWORD_COMMAND".into());
             return Ok(first_line(&out.stdout));
         }
         if let Some(pw) = std::env::var_os("CAIRN_PASSWORD") {
+            from("CAIRN_PASSWORD".into());
             use std::os::unix::ffi::OsStringExt;
             return Ok(pw.into_vec());
         }
@@ -122,6 +131,7 @@ impl Context {
                 "no password given: use --password-file, CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND or CAIRN_PASSWORD".into(),
             ));
         }
+        from("the terminal".into());
         let pw = rpassword::prompt_password("repository password: ")
             .map_err(|e| Error::Password(format!("cannot read from the terminal: {e}")))?;
         if confirm {
