@@ -155,8 +155,8 @@ fn find_parent(
 /// Runs a backup and (unless a dry run) commits its snapshot.
 /// Checks what can be checked of the options before the repository is touched (so that a
 /// `backup --init` refused for its flags creates nothing): the stream name, that a command
-/// is given, and that the exclude patterns compile.
-pub fn check_options(opts: &BackupOptions) -> Result<()> {
+/// is given, and that the exclude patterns compile (returned compiled).
+pub fn check_options(opts: &BackupOptions) -> Result<Excludes> {
     if let Source::Stream { name, source } = &opts.source {
         if name.is_empty() || name.contains('/') || name == "." || name == ".." {
             return Err(Error::Usage(format!(
@@ -169,7 +169,7 @@ pub fn check_options(opts: &BackupOptions) -> Result<()> {
             ));
         }
     }
-    Excludes::new(&opts.excludes).map(drop)
+    Excludes::new(&opts.excludes)
 }
 
 pub fn run(
@@ -179,7 +179,7 @@ pub fn run(
     reporter: &dyn Reporter,
     lock: Option<&RepositoryLock>,
 ) -> Result<BackupOutcome> {
-    check_options(opts)?;
+    let excludes = check_options(opts)?;
     let started = Instant::now();
     let started_ns = host::now_ns();
     let time_ns = opts.time_ns.unwrap_or(started_ns);
@@ -209,7 +209,6 @@ pub fn run(
         .chunker
         .or(parent.as_ref().map(|(_, p)| p.chunker))
         .unwrap_or(default_params);
-    let excludes = Excludes::new(&opts.excludes)?;
     let parent_complete = match &parent {
         Some((_, p)) => index.is_complete(&p.tree)?,
         None => false,

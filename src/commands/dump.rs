@@ -35,9 +35,7 @@ struct ContentReader<'r, 'a> {
 impl ContentReader<'_, '_> {
     /// The error to report for a copy from this reader that failed with `e`.
     fn error(&mut self, e: io::Error) -> Error {
-        self.failed
-            .take()
-            .unwrap_or_else(|| Error::io("standard output", e))
+        self.failed.take().unwrap_or_else(|| to_stdout(e))
     }
 }
 
@@ -131,11 +129,7 @@ fn write_archive<'r, 'a, W: Write>(
         std::mem::forget(archive.tar);
         return Err(e);
     }
-    archive
-        .tar
-        .into_inner()
-        .map(drop)
-        .map_err(|e| Error::io("standard output", e))
+    archive.tar.into_inner().map(drop).map_err(to_stdout)
 }
 
 /// A tar archive being written: GNU headers (long names and link targets), each preceded by

@@ -147,8 +147,7 @@ pub fn list(repo: &Repository) -> Result<LockListing> {
     for listed in repo.storage().list("locks", true)? {
         let info = match repo.storage().read(&listed.path) {
             Ok(bytes) => {
-                let named = super::id_at(FileKind::Lock, &listed.path)
-                    == Some(*blake3::hash(&bytes).as_bytes());
+                let named = super::named_by_content(FileKind::Lock, &listed.path, &bytes);
                 let opened = super::file::open_file(
                     repo.keys(),
                     repo.id(),

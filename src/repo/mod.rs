@@ -62,7 +62,7 @@ fn try_key(
     password: &[u8],
 ) -> Result<Option<Keys>> {
     let bytes = storage.read(path)?;
-    if id_at(FileKind::Key, path) != Some(*blake3::hash(&bytes).as_bytes()) {
+    if !named_by_content(FileKind::Key, path, &bytes) {
         return Err(Error::corrupt(
             "key",
             path,
@@ -70,6 +70,11 @@ fn try_key(
         ));
     }
     KeyFile::decode(path, &bytes)?.unwrap_keys(repo, password)
+}
+
+/// Whether the file of `kind` at `path` is named by the BLAKE3 of `bytes`, its content.
+fn named_by_content(kind: FileKind, path: &str, bytes: &[u8]) -> bool {
+    id_at(kind, path) == Some(*blake3::hash(bytes).as_bytes())
 }
 
 /// The id of the file of `kind` at `path`, if that is where the file of that id is stored
