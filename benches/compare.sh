@@ -24,7 +24,7 @@
 #                         keeps its snapshot; borg prunes archives without grouping, then
 #                         compacts)
 # COLD=0 keeps the page cache between steps (default: drop it before every step, as after a
-# night of other work; needs root).
+# night of other work; needs root). Either way, dirty pages are written back (sync) first.
 # Peers: ../shared/bench/install-peers.sh. cairn: built with `cargo build --release`.
 set -euo pipefail
 corpus=$(realpath "$1"); work=$(realpath -m "$2")
@@ -43,7 +43,8 @@ run() {
   local tool=$1 step=$2; shift 2
   local repo="$work/$tool-repo" before after
   before=$(du -sb "$repo" 2>/dev/null | cut -f1 || echo 0)
-  if [ "${COLD:-1}" = 1 ]; then sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; fi
+  sync  # so no step pays for writing back what the one before left dirty
+  if [ "${COLD:-1}" = 1 ]; then echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; fi
   /usr/bin/time -o "$work/time" -f "%e %U %S %M" "$@" >"$work/out" 2>"$work/err" || {
     echo "$tool $step FAILED: $(tail -3 "$work/err")"; return 0; }
   after=$(du -sb "$repo" 2>/dev/null | cut -f1 || echo 0)

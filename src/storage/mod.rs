@@ -59,21 +59,29 @@ pub trait Storage: Send + Sync {
     }
 }
 
-/// Opens the storage a repository location names: a local path, `file://PATH` or `fs://PATH`.
-/// Unless `create` is set, a local location must already hold a repository: opening one never
-/// creates folders (opendal's fs service creates its root and temporary folder when built).
+/// Opens the storage a repository location names: a local path, `file://PATH` or `fs://PATH`,
+/// or `s3://BUCKET[/PREFIX]` (see `OpendalStorage::s3`). Unless `create` is set, a local
+/// location must already hold a repository: opening one never creates folders (opendal's fs
+/// service creates its root and temporary folder when built).
 pub fn open_location(location: &str, create: bool) -> Result<Box<dyn Storage>> {
-    let path = if let Some((scheme, rest)) = location.split_once("://") {
-        match scheme {
-            "file" | "fs" => rest,
-            other => {
+    let path = match location.split_once("://") {
+        Some(("file" | "fs", path)) => path,
+        Some(("s3", rest)) => {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let prefix = prefix.trim_matches('/');
+            if bucket.is_empty() {
                 return Err(Error::Usage(format!(
-                    "repository location {location:?}: storage scheme {other:?} is not supported by this build (supported: a local path, file://)"
+                    "repository location {location:?}: no bucket (write s3://BUCKET or s3://BUCKET/PREFIX)"
                 )));
             }
+            return Ok(Box::new(OpendalStorage::s3(bucket, prefix)?));
         }
-    } else {
-        location
+        Some((other, _)) => {
+            return Err(Error::Usage(format!(
+                "repository location {location:?}: storage scheme {other:?} is not supported (supported: a local path, file://PATH, s3://BUCKET/PREFIX)"
+            )));
+        }
+        None => location,
     };
     if !create {
         check_local_repository(Path::new(path))?;

@@ -1,9 +1,14 @@
 //! The opendal-backed `Storage`. Local disk uses opendal's fs service with an atomic-write
 //! directory (`tmp/` inside the repository), so every write is temp file, fsync, rename.
+//! S3-compatible object storage uses opendal's s3 service: every write is a single PUT, which
+//! the store makes visible whole or not at all; requests that fail for a reason that may pass
+//! (a timeout, a 5xx, a dropped connection) are retried with backoff. Retrying is safe: every
+//! object is written under the hash of its content, or once under a fixed name.
 
 use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use opendal::{ErrorKind, Operator};
 
@@ -24,18 +29,44 @@ pub struct OpendalStorage {
 /// when there is one (opendal's adds context we already give, and calls every I/O error
 /// "temporary").
 fn storage_error(op: &'static str, path: &str, err: opendal::Error) -> Error {
-    let mut source = std::error::Error::source(&err);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            return local_error(op, path, io);
-        }
-        source = e.source();
+    if let Some(io) = io_source(&err) {
+        return local_error(op, path, io);
     }
     Error::Storage {
         op,
         path: path.to_string(),
         not_found: err.kind() == ErrorKind::NotFound,
-        message: err.to_string(),
+        message: describe(&err),
+    }
+}
+
+fn io_source(err: &opendal::Error) -> Option<&std::io::Error> {
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        source = e.source();
+    }
+    None
+}
+
+/// What went wrong, in one line: the OS error, else the object store's error code and
+/// message, else opendal's message (its `Display` repeats the request and the response).
+fn describe(err: &opendal::Error) -> String {
+    if let Some(io) = io_source(err) {
+        return io.to_string();
+    }
+    let message = err.message();
+    // An S3 error body comes as `S3Error { code: "…", message: "…", … }`.
+    let field = |name: &str| {
+        let start = message.find(&format!("{name}: \""))? + name.len() + 3;
+        let len = message[start..].find('"')?;
+        Some(&message[start..start + len])
+    };
+    match (field("code"), field("message")) {
+        (Some(code), Some(text)) if !code.is_empty() => format!("{code}: {text}"),
+        _ => format!("{} ({})", message.trim(), err.kind()),
     }
 }
 
@@ -100,6 +131,51 @@ impl OpendalStorage {
         let mut storage = Self::with_operator(location, operator)?;
         storage.local_root = Some(root);
         Ok(storage)
+    }
+
+    /// S3-compatible object storage: the objects below `prefix` in `bucket`. Endpoint, region
+    /// and credentials come from the environment, as for the AWS command-line tools
+    /// (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_PROFILE` and `~/.aws`, or the instance's role); the region defaults to
+    /// `us-east-1`, which most S3-compatible stores accept.
+    pub fn s3(bucket: &str, prefix: &str) -> Result<Self> {
+        let location = match prefix {
+            "" => format!("s3://{bucket}"),
+            _ => format!("s3://{bucket}/{prefix}"),
+        };
+        let region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok().filter(|r| !r.is_empty()))
+            .unwrap_or_else(|| "us-east-1".into());
+        opendal::install_default(); // the HTTP client; once per process
+        let builder = opendal::services::S3::default()
+            .bucket(bucket)
+            .root(&format!("/{prefix}"))
+            .region(&region);
+        let notify = |e: opendal::layers::RetryEvent| {
+            tracing::warn!(
+                "{:?} failed ({}); retry {} in {:.1} s",
+                e.op,
+                describe(e.err),
+                e.attempt,
+                e.retry_after.as_secs_f64()
+            );
+        };
+        // Each attempt has its own time limit; the retries wrap them. A pack is sent in one
+        // request, so the limit on I/O leaves room for a slow uplink.
+        let timeout = opendal::layers::TimeoutLayer::new()
+            .with_timeout(Duration::from_secs(60))
+            .with_io_timeout(Duration::from_secs(300));
+        let retry = opendal::layers::RetryLayer::new()
+            .with_jitter()
+            .with_max_times(5)
+            .with_max_delay(Duration::from_secs(10))
+            .with_notify(notify);
+        let operator = Operator::new(builder)
+            .map_err(|e| storage_error("open", &location, e))?
+            .layer(timeout)
+            .layer(retry);
+        Self::with_operator(location, operator)
     }
 
     /// In-memory storage, for tests and benchmarks.
