@@ -1,11 +1,12 @@
 //! End-to-end on S3-compatible object storage: the real binary against a real S3 server,
-//! through the same commands as on local disk.
+//! through the same commands as on local disk, and the `Storage` contract through the library.
 //!
 //! The server is the one `CAIRN_TEST_S3_ENDPOINT` names (bucket `CAIRN_TEST_S3_BUCKET`,
 //! credentials and region from the usual `AWS_*` variables; `../shared/bench/garage-cluster.sh`
 //! starts a Garage cluster for this), else a `moto_server` started here when one is installed
 //! (`pip install 'moto[server]'`). Without either the test says it is skipped, unless
-//! `CAIRN_REQUIRE_S3` is set (CI sets it), in which case that is a failure.
+//! `CAIRN_REQUIRE_S3` is set (CI sets it), in which case that is a failure. One server serves
+//! every part, one after the other, each under its own prefix.
 
 mod common;
 
@@ -15,6 +16,8 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use cairn::error::Error;
+use cairn::storage::{OpendalStorage, S3Config, Storage};
 use common::*;
 
 struct S3Server {
@@ -22,21 +25,36 @@ struct S3Server {
     bucket: String,
     /// Credentials and region, when the server was started here.
     vars: Vec<(&'static str, String)>,
-    child: Option<Child>,
+    /// The server started here, and where its messages go.
+    child: Option<(Child, tempfile::NamedTempFile)>,
 }
 
 impl Drop for S3Server {
     fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
+        if let Some((child, _)) = &mut self.child {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 }
 
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
+impl S3Server {
+    /// Storage on this server below `prefix`, opened by the library itself.
+    fn storage(&self, prefix: &str) -> OpendalStorage {
+        let var = |name: &str| {
+            let own = self.vars.iter().find(|(k, _)| *k == name);
+            own.map(|(_, v)| v.clone())
+                .or_else(|| std::env::var(name).ok())
+        };
+        let config = S3Config {
+            bucket: self.bucket.clone(),
+            prefix: prefix.to_string(),
+            endpoint: Some(self.endpoint.clone()),
+            region: var("AWS_REGION"),
+            credentials: var("AWS_ACCESS_KEY_ID").zip(var("AWS_SECRET_ACCESS_KEY")),
+        };
+        OpendalStorage::s3(&config).unwrap()
+    }
 }
 
 /// One HTTP request without a body; returns the status line. (moto does not check
@@ -53,11 +71,16 @@ fn http(port: u16, method: &str, path: &str) -> std::io::Result<String> {
 }
 
 fn start_moto() -> Option<S3Server> {
-    let port = free_port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = tempfile::NamedTempFile::new().unwrap();
     let child = Command::new("moto_server")
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log.reopen().unwrap())
         .spawn()
         .ok()?;
     let mut server = S3Server {
@@ -68,20 +91,32 @@ fn start_moto() -> Option<S3Server> {
             ("AWS_SECRET_ACCESS_KEY", "test".into()),
             ("AWS_REGION", "us-east-1".into()),
         ],
-        child: Some(child),
+        child: Some((child, log)),
     };
+    let (child, log) = server.child.as_mut().unwrap();
+    let said = || std::fs::read_to_string(log.path()).unwrap_or_default();
     let started = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        let exited = server.child.as_mut().unwrap().try_wait().unwrap();
-        assert!(exited.is_none(), "moto_server exited: {exited:?}");
+        let exited = child.try_wait().unwrap();
         assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "moto_server did not start"
+            exited.is_none(),
+            "moto_server exited ({exited:?}):\n{}",
+            said()
+        );
+        let waited = started.elapsed();
+        assert!(
+            waited < Duration::from_secs(60),
+            "moto_server did not start:\n{}",
+            said()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
     let status = http(port, "PUT", "/cairn-test").unwrap();
-    assert!(status.contains(" 200 "), "create bucket: {status}");
+    assert!(
+        status.contains(" 200 "),
+        "create bucket: {status}\n{}",
+        said()
+    );
     Some(server)
 }
 
@@ -106,10 +141,19 @@ fn s3_server() -> Option<S3Server> {
     server
 }
 
+#[test]
+fn object_storage() {
+    let Some(server) = s3_server() else { return };
+    the_storage_contract_holds(&server);
+    backup_restore_check_and_prune(&server);
+    mistakes_are_reported_like_local_ones(&server);
+}
+
 /// A scratch area whose repository is a fresh prefix in the server's bucket.
 struct S3Env<'s> {
     env: Env,
     server: &'s S3Server,
+    prefix: String,
 }
 
 impl<'s> S3Env<'s> {
@@ -123,7 +167,11 @@ impl<'s> S3Env<'s> {
             .to_string_lossy()
             .into_owned();
         env.repo = format!("s3://{}/{prefix}", server.bucket).into();
-        S3Env { env, server }
+        S3Env {
+            env,
+            server,
+            prefix,
+        }
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -166,10 +214,8 @@ fn make_tree(root: &Path) {
 /// Init, two backups (the second reuses the first's unchanged files), a full restore and a
 /// one-file restore that match the source, check reading all data, forget and prune, and the
 /// local index rebuilt from the bucket alone.
-#[test]
-fn backup_restore_check_and_prune_on_object_storage() {
-    let Some(server) = s3_server() else { return };
-    let s3 = S3Env::new(&server);
+fn backup_restore_check_and_prune(server: &S3Server) {
+    let s3 = S3Env::new(server);
     let src = s3.env.path("src");
     make_tree(&src);
     settle();
@@ -177,6 +223,19 @@ fn backup_restore_check_and_prune_on_object_storage() {
     let src_arg = src.to_str().unwrap();
     let first = s3.json(&["backup", src_arg]);
     assert_eq!(first["summary"]["files_new"], 52, "{first}");
+    // Written to the bucket, below the prefix, as FORMAT.md lays it out.
+    let bucket = server.storage(&s3.prefix);
+    assert!(bucket.exists("config").unwrap());
+    for dir in ["keys", "packs", "index", "snapshots"] {
+        assert!(
+            !bucket.list(dir, true).unwrap().is_empty(),
+            "nothing in {dir}/"
+        );
+    }
+    assert!(
+        bucket.list("locks", true).unwrap().is_empty(),
+        "a lock was left"
+    );
 
     write(&src.join("docs/f07.txt"), b"changed");
     write(&src.join("docs/new.txt"), b"new");
@@ -218,10 +277,8 @@ fn backup_restore_check_and_prune_on_object_storage() {
 /// What a user gets wrong about a bucket gets the same answers as on local disk: an empty
 /// prefix is "no repository" (exit 10), a wrong password exit 12, a bucket that does not
 /// exist the store's own words; none of them writes anything.
-#[test]
-fn object_storage_mistakes_are_reported_like_local_ones() {
-    let Some(server) = s3_server() else { return };
-    let s3 = S3Env::new(&server);
+fn mistakes_are_reported_like_local_ones(server: &S3Server) {
+    let s3 = S3Env::new(server);
     let out = s3.run(&["snapshots"]);
     assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
     assert!(
@@ -241,11 +298,67 @@ fn object_storage_mistakes_are_reported_like_local_ones() {
         .unwrap();
     assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
     let out = s3.run(&["init", "--kdf-memory", "8", "--kdf-iterations", "1"]);
-    assert!(!out.status.success(), "a second init must refuse");
+    assert_eq!(out.status.code(), Some(16), "{}", stderr(&out));
 
-    let mut missing = S3Env::new(&server);
+    let mut missing = S3Env::new(server);
     missing.env.repo = "s3://no-such-bucket-for-cairn/x".into();
     let out = missing.run(&["snapshots"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("NoSuchBucket"), "{}", stderr(&out));
+}
+
+/// The `Storage` contract (src/storage/mod.rs) holds on object storage as on local disk:
+/// what callers decide to delete or rebuild depends on it.
+fn the_storage_contract_holds(server: &S3Server) {
+    let s = server.storage(&format!("contract-{}", std::process::id()));
+    assert!(
+        s.list("packs", true).unwrap().is_empty(),
+        "a missing folder lists as empty"
+    );
+    s.write("packs/ab/abc", b"hello world".to_vec()).unwrap();
+    s.write("packs/cd/cde", Vec::new()).unwrap();
+    s.write("config", b"c".to_vec()).unwrap();
+    assert_eq!(s.read("packs/ab/abc").unwrap(), b"hello world");
+    assert_eq!(s.read_range("packs/ab/abc", 6..11).unwrap(), b"world");
+    match s.read_range("packs/ab/abc", 6..20) {
+        Err(Error::Storage { not_found, .. }) => assert!(!not_found),
+        other => panic!("a read past the end must fail, not as missing: {other:?}"),
+    }
+    let paths = |dir: &str, recursive: bool| {
+        let mut paths: Vec<String> = s
+            .list(dir, recursive)
+            .unwrap()
+            .into_iter()
+            .map(|o| o.path)
+            .collect();
+        paths.sort();
+        paths
+    };
+    assert_eq!(paths("packs", true), ["packs/ab/abc", "packs/cd/cde"]);
+    assert_eq!(paths("", false), ["config", "packs/"]);
+    assert!(s.exists("packs/ab/abc").unwrap());
+    assert_eq!(s.size("packs/ab/abc").unwrap(), 11);
+    assert_eq!(s.size("packs/cd/cde").unwrap(), 0);
+    assert!(
+        s.modified("config").unwrap().is_some(),
+        "lock staleness needs the store's clock"
+    );
+    s.delete("packs/ab/abc").unwrap();
+    s.delete("packs/ab/abc").unwrap(); // deleting a missing object is not an error
+    assert!(!s.exists("packs/ab/abc").unwrap());
+    for missing in [s.read("packs/ab/abc").err(), s.size("packs/ab/abc").err()] {
+        match missing {
+            Some(Error::Storage { not_found, .. }) => assert!(not_found),
+            other => panic!("expected not-found, got {other:?}"),
+        }
+    }
+    // More keys than one listing page (1,000) holds.
+    let many: Vec<String> = (0..1100).map(|i| format!("index/{i:064x}")).collect();
+    std::thread::scope(|scope| {
+        for part in many.chunks(100) {
+            let s = &s;
+            scope.spawn(move || part.iter().for_each(|k| s.write(k, vec![1]).unwrap()));
+        }
+    });
+    assert_eq!(s.list("index", true).unwrap().len(), 1100);
 }

@@ -7,9 +7,11 @@
 //!   crash; after a crash during `write`, the name holds either nothing or the whole object
 //!   (local disk: temporary file, fsync, rename; object storage: a single PUT).
 //! - Objects are never modified in place; a name is written once (content-addressed) except
-//!   for `config`, which is written once by `init`.
+//!   for `config`, which is written once by `init`, and `generation`, which prune replaces
+//!   whole.
 
 mod opendal_storage;
+mod s3;
 
 use std::ops::Range;
 
@@ -18,6 +20,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 
 pub use opendal_storage::OpendalStorage;
+pub use s3::S3Config;
 
 /// An entry from `list`: a path relative to the repository root, and its size when the backend
 /// reports it cheaply.
@@ -60,21 +63,16 @@ pub trait Storage: Send + Sync {
 }
 
 /// Opens the storage a repository location names: a local path, `file://PATH` or `fs://PATH`,
-/// or `s3://BUCKET[/PREFIX]` (see `OpendalStorage::s3`). Unless `create` is set, a local
+/// or `s3://BUCKET[/PREFIX]` (see `S3Config`). Unless `create` is set, a local
 /// location must already hold a repository: opening one never creates folders (opendal's fs
 /// service creates its root and temporary folder when built).
 pub fn open_location(location: &str, create: bool) -> Result<Box<dyn Storage>> {
     let path = match location.split_once("://") {
         Some(("file" | "fs", path)) => path,
         Some(("s3", rest)) => {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            let prefix = prefix.trim_matches('/');
-            if bucket.is_empty() {
-                return Err(Error::Usage(format!(
-                    "repository location {location:?}: no bucket (write s3://BUCKET or s3://BUCKET/PREFIX)"
-                )));
-            }
-            return Ok(Box::new(OpendalStorage::s3(bucket, prefix)?));
+            return Ok(Box::new(OpendalStorage::s3(&S3Config::from_location(
+                rest,
+            )?)?));
         }
         Some((other, _)) => {
             return Err(Error::Usage(format!(

@@ -1,17 +1,15 @@
 //! The opendal-backed `Storage`. Local disk uses opendal's fs service with an atomic-write
 //! directory (`tmp/` inside the repository), so every write is temp file, fsync, rename.
 //! S3-compatible object storage uses opendal's s3 service: every write is a single PUT, which
-//! the store makes visible whole or not at all; requests that fail for a reason that may pass
-//! (a timeout, a 5xx, a dropped connection) are retried with backoff. Retrying is safe: every
-//! object is written under the hash of its content, or once under a fixed name.
+//! the store makes visible whole or not at all; retries and time limits are `s3`'s.
 
 use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use opendal::{ErrorKind, Operator};
 
+use super::s3::{self, S3Config};
 use super::{ListedObject, Storage};
 use crate::error::{Error, Result};
 
@@ -21,6 +19,8 @@ pub struct OpendalStorage {
     local_root: Option<PathBuf>,
     /// Local folders whose own entry is known to be durable (synced in their parent).
     durable_dirs: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
+    /// Object storage: requests are retried and time-limited (`s3::with_retries`).
+    remote: bool,
     operator: Operator,
     runtime: tokio::runtime::Runtime,
 }
@@ -29,44 +29,18 @@ pub struct OpendalStorage {
 /// when there is one (opendal's adds context we already give, and calls every I/O error
 /// "temporary").
 fn storage_error(op: &'static str, path: &str, err: opendal::Error) -> Error {
-    if let Some(io) = io_source(&err) {
-        return local_error(op, path, io);
+    let mut source = std::error::Error::source(&err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return local_error(op, path, io);
+        }
+        source = e.source();
     }
     Error::Storage {
         op,
         path: path.to_string(),
         not_found: err.kind() == ErrorKind::NotFound,
-        message: describe(&err),
-    }
-}
-
-fn io_source(err: &opendal::Error) -> Option<&std::io::Error> {
-    let mut source = std::error::Error::source(err);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            return Some(io);
-        }
-        source = e.source();
-    }
-    None
-}
-
-/// What went wrong, in one line: the OS error, else the object store's error code and
-/// message, else opendal's message (its `Display` repeats the request and the response).
-fn describe(err: &opendal::Error) -> String {
-    if let Some(io) = io_source(err) {
-        return io.to_string();
-    }
-    let message = err.message();
-    // An S3 error body comes as `S3Error { code: "…", message: "…", … }`.
-    let field = |name: &str| {
-        let start = message.find(&format!("{name}: \""))? + name.len() + 3;
-        let len = message[start..].find('"')?;
-        Some(&message[start..start + len])
-    };
-    match (field("code"), field("message")) {
-        (Some(code), Some(text)) if !code.is_empty() => format!("{code}: {text}"),
-        _ => format!("{} ({})", message.trim(), err.kind()),
+        message: err.to_string(),
     }
 }
 
@@ -133,49 +107,15 @@ impl OpendalStorage {
         Ok(storage)
     }
 
-    /// S3-compatible object storage: the objects below `prefix` in `bucket`. Endpoint, region
-    /// and credentials come from the environment, as for the AWS command-line tools
-    /// (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`,
-    /// `AWS_PROFILE` and `~/.aws`, or the instance's role); the region defaults to
-    /// `us-east-1`, which most S3-compatible stores accept.
-    pub fn s3(bucket: &str, prefix: &str) -> Result<Self> {
-        let location = match prefix {
-            "" => format!("s3://{bucket}"),
-            _ => format!("s3://{bucket}/{prefix}"),
-        };
-        let region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
-            .iter()
-            .find_map(|v| std::env::var(v).ok().filter(|r| !r.is_empty()))
-            .unwrap_or_else(|| "us-east-1".into());
+    /// S3-compatible object storage (see `S3Config`).
+    pub fn s3(config: &S3Config) -> Result<Self> {
+        let location = config.location();
         opendal::install_default(); // the HTTP client; once per process
-        let builder = opendal::services::S3::default()
-            .bucket(bucket)
-            .root(&format!("/{prefix}"))
-            .region(&region);
-        let notify = |e: opendal::layers::RetryEvent| {
-            tracing::warn!(
-                "{:?} failed ({}); retry {} in {:.1} s",
-                e.op,
-                describe(e.err),
-                e.attempt,
-                e.retry_after.as_secs_f64()
-            );
-        };
-        // Each attempt has its own time limit; the retries wrap them. A pack is sent in one
-        // request, so the limit on I/O leaves room for a slow uplink.
-        let timeout = opendal::layers::TimeoutLayer::new()
-            .with_timeout(Duration::from_secs(60))
-            .with_io_timeout(Duration::from_secs(300));
-        let retry = opendal::layers::RetryLayer::new()
-            .with_jitter()
-            .with_max_times(5)
-            .with_max_delay(Duration::from_secs(10))
-            .with_notify(notify);
-        let operator = Operator::new(builder)
-            .map_err(|e| storage_error("open", &location, e))?
-            .layer(timeout)
-            .layer(retry);
-        Self::with_operator(location, operator)
+        let operator = Operator::new(config.builder())
+            .map_err(|e| Error::Usage(format!("{location}: {}", s3::describe(&e))))?;
+        let mut storage = Self::with_operator(location, operator)?;
+        storage.remote = true;
+        Ok(storage)
     }
 
     /// In-memory storage, for tests and benchmarks.
@@ -196,9 +136,31 @@ impl OpendalStorage {
             location,
             local_root: None,
             durable_dirs: Default::default(),
+            remote: false,
             operator,
             runtime,
         })
+    }
+}
+
+/// What a whole-object read is given time for (config, keys, snapshots, index segments).
+const WHOLE_READ_BYTES: u64 = 4 * 1024 * 1024;
+
+impl OpendalStorage {
+    /// Runs one request; on object storage with retries and time limits.
+    fn call<T, F, Fut>(&self, op: &'static str, path: &str, bytes: u64, request: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = opendal::Result<T>>,
+    {
+        if self.remote {
+            return self
+                .runtime
+                .block_on(s3::with_retries(op, path, bytes, request));
+        }
+        self.runtime
+            .block_on(request())
+            .map_err(|e| storage_error(op, path, e))
     }
 }
 
@@ -211,10 +173,8 @@ impl Storage for OpendalStorage {
         if let Some(root) = &self.local_root {
             return std::fs::read(root.join(path)).map_err(|e| local_error("read", path, &e));
         }
-        self.runtime
-            .block_on(self.operator.read(path))
+        self.call("read", path, WHOLE_READ_BYTES, || self.operator.read(path))
             .map(|b| b.to_vec())
-            .map_err(|e| storage_error("read", path, e))
     }
 
     fn read_range(&self, path: &str, range: Range<u64>) -> Result<Vec<u8>> {
@@ -224,10 +184,13 @@ impl Storage for OpendalStorage {
                 .map_err(|e| local_error("read", path, &e));
         }
         let bytes = self
-            .runtime
-            .block_on(self.operator.read_with(path).range(range).into_future())
-            .map(|b| b.to_vec())
-            .map_err(|e| storage_error("read", path, e))?;
+            .call("read", path, want, || {
+                self.operator
+                    .read_with(path)
+                    .range(range.clone())
+                    .into_future()
+            })?
+            .to_vec();
         if bytes.len() as u64 != want {
             return Err(Error::Storage {
                 op: "read",
@@ -240,9 +203,13 @@ impl Storage for OpendalStorage {
     }
 
     fn write(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
-        if let Err(e) = self.runtime.block_on(self.operator.write(path, bytes)) {
+        let len = bytes.len() as u64;
+        let bytes = opendal::Buffer::from(bytes); // shared, not copied, by each attempt
+        if let Err(e) = self.call("write", path, len, || {
+            self.operator.write(path, bytes.clone())
+        }) {
             self.remove_partial_write(path);
-            return Err(storage_error("write", path, e));
+            return Err(e);
         }
         // opendal fsyncs the file before renaming it into place; the rename itself is durable
         // only once the folder holding it is synced too, and a folder opendal just created
@@ -262,15 +229,17 @@ impl Storage for OpendalStorage {
         } else {
             format!("{dir}/")
         };
-        let entries = match self.runtime.block_on(
+        let entries = match self.call("list", &dir, 0, || {
             self.operator
                 .list_with(&dir)
                 .recursive(recursive)
-                .into_future(),
-        ) {
+                .into_future()
+        }) {
             Ok(entries) => entries,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(storage_error("list", &dir, e)),
+            Err(Error::Storage {
+                not_found: true, ..
+            }) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
         };
         Ok(entries
             .into_iter()
@@ -286,29 +255,21 @@ impl Storage for OpendalStorage {
     }
 
     fn exists(&self, path: &str) -> Result<bool> {
-        self.runtime
-            .block_on(self.operator.exists(path))
-            .map_err(|e| storage_error("stat", path, e))
+        self.call("stat", path, 0, || self.operator.exists(path))
     }
 
     fn size(&self, path: &str) -> Result<u64> {
-        self.runtime
-            .block_on(self.operator.stat(path))
+        self.call("stat", path, 0, || self.operator.stat(path))
             .map(|m| m.content_length())
-            .map_err(|e| storage_error("stat", path, e))
     }
 
     fn delete(&self, path: &str) -> Result<()> {
-        self.runtime
-            .block_on(self.operator.delete(path))
-            .map_err(|e| storage_error("delete", path, e))
+        self.call("delete", path, 0, || self.operator.delete(path))
     }
 
     fn modified(&self, path: &str) -> Result<Option<std::time::SystemTime>> {
-        self.runtime
-            .block_on(self.operator.stat(path))
+        self.call("stat", path, 0, || self.operator.stat(path))
             .map(|m| m.last_modified().map(std::time::SystemTime::from))
-            .map_err(|e| storage_error("stat", path, e))
     }
 
     fn remove_leftovers(&self, age: std::time::Duration) -> Result<usize> {
