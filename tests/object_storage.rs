@@ -272,6 +272,34 @@ fn backup_restore_check_and_prune(server: &S3Server) {
     let again = s3.env.path("again");
     s3.ok(&["restore", "latest", "--target", again.to_str().unwrap()]);
     assert_eq!(describe(&restored(&again, &src)), describe(&src));
+
+    // A damaged pack in the bucket: check finds it, and a restore (reading ahead) restores
+    // everything else and says which files it could not.
+    let mut packs = bucket.list("packs", true).unwrap();
+    packs.sort_by_key(|p| p.size);
+    let largest = packs.pop().unwrap().path;
+    let mut bytes = bucket.read(&largest).unwrap();
+    bytes[100] ^= 1;
+    bucket.write(&largest, bytes).unwrap();
+    let out = s3.run(&["check", "--read-data"]);
+    assert_eq!(out.status.code(), Some(17), "{}", stderr(&out));
+    let partial = s3.env.path("partial");
+    let out = s3.run(&["restore", "latest", "--target", partial.to_str().unwrap()]);
+    let said = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{said}");
+    let whole = describe(&src);
+    let named = |rel: &Vec<u8>| said.contains(&format!("{}: blob", src.join(os(rel)).display()));
+    let unharmed: std::collections::BTreeMap<_, _> =
+        whole.iter().filter(|(rel, _)| !named(rel)).collect();
+    assert!(
+        unharmed.len() < whole.len(),
+        "no file was named as failed: {said}"
+    );
+    let got = describe(&restored(&partial, &src));
+    assert_eq!(
+        got.iter().collect::<std::collections::BTreeMap<_, _>>(),
+        unharmed
+    );
 }
 
 /// What a user gets wrong about a bucket gets the same answers as on local disk: an empty

@@ -315,6 +315,11 @@ impl Repository {
             .read_range(&object_path(FileKind::Pack, &pack.0), range)
     }
 
+    /// See `Storage::reads_in_flight`.
+    pub fn reads_in_flight(&self) -> usize {
+        self.storage.reads_in_flight()
+    }
+
     pub fn read_pack(&self, pack: &PackId) -> Result<Vec<u8>> {
         self.storage.read(&object_path(FileKind::Pack, &pack.0))
     }

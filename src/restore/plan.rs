@@ -2,7 +2,8 @@
 //!
 //! Every needed blob is looked up once and grouped by pack; each pack is read in a few large
 //! ranges in offset order (neighbouring blobs closer than `MAX_GAP` share one read), the reads
-//! of all packs in parallel. A blob used by several files (or several times) is read and
+//! of all packs in parallel: on the rayon pool, or, where the storage wants more reads in
+//! flight than that (object storage), from threads of their own a few reads ahead. A blob used by several files (or several times) is read and
 //! verified once and written to every place that needs it.
 //!
 //! A file's temporary file is made by the first write that reaches it. Whoever settles the
@@ -35,8 +36,10 @@ use crate::walk::long_path;
 
 /// Blobs closer than this in a pack are fetched in one read (the gap is read and dropped).
 const MAX_GAP: u64 = 256 * 1024;
-/// No single read is larger than this.
+/// No single read is larger than this; with reads kept in flight (object storage), no
+/// larger than `MAX_READ_AHEAD`, so that they hold about as much memory in all.
 const MAX_READ: u64 = 8 * 1024 * 1024;
+const MAX_READ_AHEAD: u64 = 2 * 1024 * 1024;
 
 /// A file being restored: its final path, the temporary file its content goes to, and
 /// whether anything failed.
@@ -213,22 +216,26 @@ impl Plan {
             })
             .collect();
         // Reads, not packs, are shared out: the last pack is not left to one worker.
+        let depth = repo.reads_in_flight();
+        let max_read = if depth > 1 { MAX_READ_AHEAD } else { MAX_READ };
         let reads: Vec<(&PackId, &[&PlannedBlob])> = orders
             .iter()
-            .flat_map(|(pack, order)| spans(order).into_iter().map(move |span| (*pack, span)))
+            .flat_map(|(pack, order)| {
+                let spans = spans(order, max_read).into_iter();
+                spans.map(move |span| (*pack, span))
+            })
             .collect();
-        reads.par_iter().for_each(|&(pack, span)| {
-            let range = read_range(span);
-            let start = range.start;
-            // Once the target is full, what is left is not read: its files fail (and their
-            // temporary files go) without being reported one by one.
-            let stopped = failures.stopped();
-            let read = match stopped {
-                true => Err(Error::Invalid("the restore stopped".into())),
-                false => repo.read_pack_range(pack, range),
-            };
+        // Once the target is full, what is left is not read: its files fail (and their
+        // temporary files go) without being reported one by one.
+        let read = |&(pack, span): &(&PackId, &[&PlannedBlob])| match failures.stopped() {
+            true => (true, Err(Error::Invalid("the restore stopped".into()))),
+            false => (false, repo.read_pack_range(pack, read_range(span))),
+        };
+        let place = |&(pack, span): &(&PackId, &[&PlannedBlob]), (stopped, read)| {
+            let start = read_range(span).start;
+            let read: &Result<Vec<u8>> = &read;
             for blob in span {
-                let opened = match &read {
+                let opened = match read {
                     Ok(packed) => {
                         let at = (blob.entry.offset - start) as usize;
                         let sealed = &packed[at..at + blob.entry.stored_len as usize];
@@ -260,7 +267,11 @@ impl Plan {
                     }
                 }
             }
-        });
+        };
+        match depth {
+            0 | 1 => reads.par_iter().for_each(|r| place(r, read(r))),
+            depth => read_ahead(&reads, depth, read, place),
+        }
         let empty = self.files.par_iter().filter(|f| f.node.content.is_empty());
         let made = empty.map(|file| match file.make() {
             Ok(handle) => self.finish(file, handle, owners, failures),
@@ -365,15 +376,49 @@ fn describe(err: &Error) -> Error {
     }
 }
 
+/// Runs `read` on every item from `depth` threads of its own, and `place` on each result on
+/// the rayon pool as it arrives, in whatever order: for storage where a read mostly waits for
+/// an answer. At most `depth` reads are in flight and one more waits to be placed.
+fn read_ahead<I: Sync, R: Send>(
+    items: &[I],
+    depth: usize,
+    read: impl Fn(&I) -> R + Sync,
+    place: impl Fn(&I, R) + Sync,
+) {
+    let next = AtomicUsize::new(0);
+    let (sender, results) = std::sync::mpsc::sync_channel::<(usize, R)>(1);
+    let results = Mutex::new(results);
+    std::thread::scope(|scope| {
+        for _ in 0..depth.min(items.len()) {
+            let (sender, next, read) = (sender.clone(), &next, &read);
+            scope.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= items.len() || sender.send((i, read(&items[i]))).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(sender);
+        (0..items.len()).into_par_iter().for_each(|_| {
+            let Ok((i, result)) = lock(&results).recv() else {
+                return;
+            };
+            place(&items[i], result);
+        });
+    });
+}
+
 /// Groups blobs (sorted by offset) into reads.
-fn spans<'b>(order: &'b [&'b PlannedBlob]) -> Vec<&'b [&'b PlannedBlob]> {
+fn spans<'b>(order: &'b [&'b PlannedBlob], max_read: u64) -> Vec<&'b [&'b PlannedBlob]> {
     let mut out = Vec::new();
     let mut start = 0;
     for i in 1..=order.len() {
         let split = i == order.len() || {
             let prev = &order[i - 1].entry;
             let next = &order[i].entry;
-            next.offset > prev.end() + MAX_GAP || next.end() - order[start].entry.offset > MAX_READ
+            next.offset > prev.end() + MAX_GAP || next.end() - order[start].entry.offset > max_read
         };
         if split {
             out.push(&order[start..i]);
@@ -396,6 +441,29 @@ mod tests {
     use super::*;
     use crate::tree::NodeKind;
     use std::os::unix::fs::PermissionsExt;
+
+    /// Every item is read once and placed once, whatever the depth, and placing goes on while
+    /// reads are still under way.
+    #[test]
+    fn read_ahead_reads_and_places_every_item_once() {
+        for (items, depth) in [(0, 4), (1, 8), (7, 3), (50, 8), (50, 2), (3, 16)] {
+            let items: Vec<usize> = (0..items).collect();
+            let reads = AtomicUsize::new(0);
+            let placed = Mutex::new(Vec::new());
+            let read = |&i: &usize| {
+                reads.fetch_add(1, Ordering::SeqCst);
+                i * 10
+            };
+            read_ahead(&items, depth, read, |&i, r| {
+                assert_eq!(r, i * 10);
+                lock(&placed).push(i);
+            });
+            let mut placed = placed.into_inner().unwrap();
+            placed.sort();
+            assert_eq!(placed, items, "depth {depth}");
+            assert_eq!(reads.load(Ordering::SeqCst), items.len());
+        }
+    }
 
     /// Regression: with overlapping index entries (a blob inside another), the read ended at
     /// the last blob's end and cutting the first blob out of it panicked.

@@ -53,6 +53,12 @@ pub trait Storage: Send + Sync {
         let _ = path;
         Ok(None)
     }
+    /// How many reads a caller should keep in flight to keep this storage busy: 1 where a read
+    /// costs little more than its bytes (local disk), more where each waits for an answer
+    /// from afar (object storage).
+    fn reads_in_flight(&self) -> usize {
+        1
+    }
     /// Removes what writes that failed left behind and no write in progress can still need
     /// (on local disk: temporary files older than `age`); returns how many. Object stores
     /// leave nothing behind a failed PUT.

@@ -143,6 +143,10 @@ impl OpendalStorage {
     }
 }
 
+/// Reads a restore keeps in flight on object storage: enough to hide the latency of a store
+/// far away; each holds up to 2 MiB (`restore::plan`).
+const REMOTE_READS_IN_FLIGHT: usize = 8;
+
 /// What a whole-object read is given time for (config, keys, snapshots, index segments).
 const WHOLE_READ_BYTES: u64 = 4 * 1024 * 1024;
 
@@ -270,6 +274,14 @@ impl Storage for OpendalStorage {
     fn modified(&self, path: &str) -> Result<Option<std::time::SystemTime>> {
         self.call("stat", path, 0, || self.operator.stat(path))
             .map(|m| m.last_modified().map(std::time::SystemTime::from))
+    }
+
+    fn reads_in_flight(&self) -> usize {
+        if self.remote {
+            REMOTE_READS_IN_FLIGHT
+        } else {
+            1
+        }
     }
 
     fn remove_leftovers(&self, age: std::time::Duration) -> Result<usize> {
