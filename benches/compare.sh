@@ -23,6 +23,9 @@
 #                         (restic and rustic group by host and paths, so each kernel release
 #                         keeps its snapshot; borg prunes archives without grouping, then
 #                         compacts)
+# S3=DIR puts the cairn and restic repositories in the bucket of the S3 store whose settings
+# DIR/env holds (../shared/bench/garage-cluster.sh start DIR; rustic and borg are skipped, and
+# bytes added are not measured there).
 # COLD=0 keeps the page cache between steps (default: drop it before every step, as after a
 # night of other work; needs root). Either way, dirty pages are written back (sync) first.
 # Peers: ../shared/bench/install-peers.sh. cairn: built with `cargo build --release`.
@@ -36,6 +39,13 @@ mapfile -t nights < <(ls "$corpus"/pg/night-*.sql | sort -V)
 export RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench RUSTIC_PASSWORD=bench CAIRN_PASSWORD=bench
 export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 rm -rf "$work"; mkdir -p "$work"
+cairn_repo=$work/cairn-repo restic_repo=$work/restic-repo
+if [ -n "${S3:-}" ]; then
+  # shellcheck disable=SC1091
+  source "$S3/env"; export AWS_ENDPOINT_URL=$S3_ENDPOINT
+  stamp=$(date +%s)
+  cairn_repo=s3://$S3_BUCKET/cairn-$stamp restic_repo=s3:$S3_ENDPOINT/$S3_BUCKET/restic-$stamp
+fi
 has() { case ",$steps," in *",$1,"*) return 0;; *) return 1;; esac; }
 
 # run TOOL STEP CMD... : times CMD, prints one result line.
@@ -49,23 +59,23 @@ run() {
     echo "$tool $step FAILED: $(tail -3 "$work/err")"; return 0; }
   after=$(du -sb "$repo" 2>/dev/null | cut -f1 || echo 0)
   read -r wall user sys rss < "$work/time"
-  printf "%-7s %-12s %8.2f s %8.2f CPU-s %7d MB RSS %10.1f MB added\n" \
+  printf "%-7s %-12s %8.2f s %8.2f CPU-s %7d MB RSS %10s MB added\n" \
     "$tool" "$step" "$wall" "$(echo "$user + $sys" | bc)" $((rss / 1024)) \
-    "$(echo "scale=1; ($after - $before) / 1000000" | bc)"
+    "$([ -n "${S3:-}" ] && echo - || echo "scale=1; ($after - $before) / 1000000" | bc)"
 }
 
 backup_cmd() { # TOOL PATH
   case $1 in
-    cairn) echo "$cairn_bin -q -r $work/cairn-repo --cache-dir $work/cairn-cache backup $2";;
-    restic) echo "restic -q -r $work/restic-repo backup $2";;
+    cairn) echo "$cairn_bin -q -r $cairn_repo --cache-dir $work/cairn-cache backup $2";;
+    restic) echo "restic -q -r $restic_repo backup $2";;
     rustic) echo "rustic -r $work/rustic-repo backup $2";;
     borg) echo "borg create $work/borg-repo::$(date +%s%N) $2";;
   esac
 }
 stdin_cmd() { # TOOL FILE
   case $1 in
-    cairn) echo "$cairn_bin -q -r $work/cairn-repo --cache-dir $work/cairn-cache backup --stdin --stdin-name db.sql";;
-    restic) echo "restic -q -r $work/restic-repo backup --stdin --stdin-filename db.sql";;
+    cairn) echo "$cairn_bin -q -r $cairn_repo --cache-dir $work/cairn-cache backup --stdin --stdin-name db.sql";;
+    restic) echo "restic -q -r $restic_repo backup --stdin --stdin-filename db.sql";;
     rustic) echo "rustic -r $work/rustic-repo backup --stdin-filename db.sql -";;
     borg) echo "borg create --stdin-name db.sql $work/borg-repo::$(date +%s%N) -";;
   esac
@@ -74,9 +84,12 @@ stdin_cmd() { # TOOL FILE
 for tool in ${tools//,/ }; do
   bin=$tool; [ "$tool" = cairn ] && bin=$cairn_bin
   command -v "$bin" >/dev/null || { echo "$tool: not installed, skipped"; continue; }
+  if [ -n "${S3:-}" ] && [ "$tool" != cairn ] && [ "$tool" != restic ]; then
+    echo "$tool: not run on S3, skipped"; continue
+  fi
   case $tool in
-    cairn) "$cairn_bin" -q -r "$work/cairn-repo" --cache-dir "$work/cairn-cache" init >/dev/null;;
-    restic) restic -q -r "$work/restic-repo" init >/dev/null;;
+    cairn) "$cairn_bin" -q -r "$cairn_repo" --cache-dir "$work/cairn-cache" init >/dev/null;;
+    restic) restic -q -r "$restic_repo" init >/dev/null;;
     rustic) rustic -r "$work/rustic-repo" init >/dev/null 2>&1;;
     borg) borg init -e repokey "$work/borg-repo" >/dev/null;;
   esac
@@ -94,31 +107,33 @@ for tool in ${tools//,/ }; do
   fi
   if has check; then
     case $tool in
-      cairn) run "$tool" check "$cairn_bin" -q -r "$work/cairn-repo" --cache-dir "$work/cairn-cache" check;;
-      restic) run "$tool" check restic -q -r "$work/restic-repo" check;;
+      cairn) run "$tool" check "$cairn_bin" -q -r "$cairn_repo" --cache-dir "$work/cairn-cache" check;;
+      restic) run "$tool" check restic -q -r "$restic_repo" check;;
       rustic) run "$tool" check rustic -r "$work/rustic-repo" check;;
       borg) run "$tool" check borg check --repository-only "$work/borg-repo";;
     esac
   fi
   if has check-data; then
     case $tool in
-      cairn) run "$tool" check-data "$cairn_bin" -q -r "$work/cairn-repo" --cache-dir "$work/cairn-cache" check --read-data;;
-      restic) run "$tool" check-data restic -q -r "$work/restic-repo" check --read-data;;
+      cairn) run "$tool" check-data "$cairn_bin" -q -r "$cairn_repo" --cache-dir "$work/cairn-cache" check --read-data;;
+      restic) run "$tool" check-data restic -q -r "$restic_repo" check --read-data;;
       rustic) run "$tool" check-data rustic -r "$work/rustic-repo" check --read-data;;
       borg) run "$tool" check-data borg check --verify-data "$work/borg-repo";;
     esac
     read -r wall _ < "$work/time"
-    printf "%-7s %-12s %8.0f MB/s of repository verified\n" "$tool" check-data \
-      "$(echo "$(du -sb "$work/$tool-repo" | cut -f1) / 1000000 / $wall" | bc -l)"
+    if [ -z "${S3:-}" ]; then
+      printf "%-7s %-12s %8.0f MB/s of repository verified\n" "$tool" check-data \
+        "$(echo "$(du -sb "$work/$tool-repo" | cut -f1) / 1000000 / $wall" | bc -l)"
+    fi
   fi
   if has restore; then
     t="$work/$tool-restore"; rm -rf "$t"; mkdir -p "$t"
     case $tool in
-      cairn) snap=$("$cairn_bin" -r "$work/cairn-repo" --cache-dir "$work/cairn-cache" snapshots --json |
+      cairn) snap=$("$cairn_bin" -r "$cairn_repo" --cache-dir "$work/cairn-cache" snapshots --json |
                     python3 -c "import json,sys; print([s['id'] for s in json.load(sys.stdin) if s['paths'][0].endswith('$(basename "${releases[0]}")')][0])")
-             run "$tool" restore "$cairn_bin" -q -r "$work/cairn-repo" --cache-dir "$work/cairn-cache" restore "$snap" --target "$t";;
-      restic) snap=$(restic -q -r "$work/restic-repo" snapshots --json --path "${releases[0]%/}" | python3 -c "import json,sys; print(json.load(sys.stdin)[0]['id'])")
-              run "$tool" restore restic -q -r "$work/restic-repo" restore "$snap" --target "$t";;
+             run "$tool" restore "$cairn_bin" -q -r "$cairn_repo" --cache-dir "$work/cairn-cache" restore "$snap" --target "$t";;
+      restic) snap=$(restic -q -r "$restic_repo" snapshots --json --path "${releases[0]%/}" | python3 -c "import json,sys; print(json.load(sys.stdin)[0]['id'])")
+              run "$tool" restore restic -q -r "$restic_repo" restore "$snap" --target "$t";;
       rustic) run "$tool" restore rustic -r "$work/rustic-repo" restore --filter-paths "${releases[0]%/}" "latest:${releases[0]%/}" "$t";;
       borg) arch=$(borg list --short "$work/borg-repo" | head -1)
             run "$tool" restore bash -c "cd $t && borg extract $work/borg-repo::$arch";;
@@ -126,8 +141,8 @@ for tool in ${tools//,/ }; do
   fi
   if has forget-prune; then
     case $tool in
-      cairn) run "$tool" forget-prune "$cairn_bin" -q -r "$work/cairn-repo" --cache-dir "$work/cairn-cache" forget --keep-last 1 --prune;;
-      restic) run "$tool" forget-prune restic -q -r "$work/restic-repo" forget --keep-last 1 --prune;;
+      cairn) run "$tool" forget-prune "$cairn_bin" -q -r "$cairn_repo" --cache-dir "$work/cairn-cache" forget --keep-last 1 --prune;;
+      restic) run "$tool" forget-prune restic -q -r "$restic_repo" forget --keep-last 1 --prune;;
       rustic) run "$tool" forget-prune rustic -r "$work/rustic-repo" forget --keep-last 1 --prune;;
       borg) run "$tool" forget-prune bash -c "borg prune --keep-last 1 $work/borg-repo && borg compact $work/borg-repo";;
     esac
