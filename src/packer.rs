@@ -20,13 +20,14 @@ use thread_local::ThreadLocal;
 use crate::blobs::lock;
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, BlobType, IndexId};
-use crate::index::{IndexSegment, LocalIndex, PackRecord};
+use crate::index::{IndexSegment, LocalIndex, PackRecord, SEGMENT_BLOBS};
 use crate::pack::{PackWriter, SealedBlob, seal_blob};
 use crate::repo::lock::RepositoryLock;
 use crate::repo::{FileKind, Repository, object_path};
 
-/// After this many packs without a segment, a segment is written, so an interrupted backup
-/// leaves its uploaded packs indexed and the next run does not upload them again.
+/// After this many packs (or `SEGMENT_BLOBS` blobs) without a segment, a segment is written,
+/// so an interrupted backup leaves its uploaded packs indexed and the next run does not upload
+/// them again; and a segment stays small enough to be written soon after the lock check.
 const PACKS_PER_SEGMENT: usize = 32;
 
 #[derive(Clone, Debug, Default)]
@@ -289,7 +290,8 @@ impl<'a> Packer<'a> {
             entries: pack.entries,
         });
         uploader.send(object_path(FileKind::Pack, &pack.id.0), pack.bytes)?;
-        if self.unindexed.len() >= PACKS_PER_SEGMENT {
+        let blobs: usize = self.unindexed.iter().map(|r| r.entries.len()).sum();
+        if self.unindexed.len() >= PACKS_PER_SEGMENT || blobs >= SEGMENT_BLOBS {
             self.write_segment()?;
         }
         Ok(())

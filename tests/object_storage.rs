@@ -55,6 +55,23 @@ impl S3Server {
         };
         OpendalStorage::s3(&config).unwrap()
     }
+
+    /// Removes everything below `prefix`, so that a shared bucket does not fill up.
+    fn wipe(&self, prefix: &str) {
+        let storage = self.storage(prefix);
+        for object in storage.list("", true).unwrap() {
+            storage.delete(&object.path).unwrap();
+        }
+    }
+}
+
+/// A prefix no other run uses, even in a bucket that outlives the test.
+fn unique_prefix(what: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{what}-{}-{nanos}", std::process::id())
 }
 
 /// One HTTP request without a body; returns the status line. (moto does not check
@@ -159,13 +176,7 @@ struct S3Env<'s> {
 impl<'s> S3Env<'s> {
     fn new(server: &'s S3Server) -> Self {
         let mut env = Env::new();
-        let prefix = env
-            .dir
-            .path()
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
+        let prefix = unique_prefix("repo");
         env.repo = format!("s3://{}/{prefix}", server.bucket).into();
         S3Env {
             env,
@@ -274,12 +285,15 @@ fn backup_restore_check_and_prune(server: &S3Server) {
     assert_eq!(describe(&restored(&again, &src)), describe(&src));
 
     // A damaged pack in the bucket: check finds it, and a restore (reading ahead) restores
-    // everything else and says which files it could not.
+    // everything else and says which files it could not. (A byte every 256 KiB certainly
+    // hits a chunk of big.bin, whatever the order of blobs in the pack.)
     let mut packs = bucket.list("packs", true).unwrap();
     packs.sort_by_key(|p| p.size);
     let largest = packs.pop().unwrap().path;
     let mut bytes = bucket.read(&largest).unwrap();
-    bytes[100] ^= 1;
+    for at in (100..bytes.len()).step_by(256 * 1024) {
+        bytes[at] ^= 1;
+    }
     bucket.write(&largest, bytes).unwrap();
     let out = s3.run(&["check", "--read-data"]);
     assert_eq!(out.status.code(), Some(17), "{}", stderr(&out));
@@ -295,11 +309,13 @@ fn backup_restore_check_and_prune(server: &S3Server) {
         unharmed.len() < whole.len(),
         "no file was named as failed: {said}"
     );
+    assert!(named(&b"big.bin".to_vec()), "{said}");
     let got = describe(&restored(&partial, &src));
     assert_eq!(
         got.iter().collect::<std::collections::BTreeMap<_, _>>(),
         unharmed
     );
+    server.wipe(&s3.prefix);
 }
 
 /// What a user gets wrong about a bucket gets the same answers as on local disk: an empty
@@ -333,12 +349,14 @@ fn mistakes_are_reported_like_local_ones(server: &S3Server) {
     let out = missing.run(&["snapshots"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("NoSuchBucket"), "{}", stderr(&out));
+    server.wipe(&s3.prefix);
 }
 
 /// The `Storage` contract (src/storage/mod.rs) holds on object storage as on local disk:
 /// what callers decide to delete or rebuild depends on it.
 fn the_storage_contract_holds(server: &S3Server) {
-    let s = server.storage(&format!("contract-{}", std::process::id()));
+    let prefix = unique_prefix("contract");
+    let s = server.storage(&prefix);
     assert!(
         s.list("packs", true).unwrap().is_empty(),
         "a missing folder lists as empty"
@@ -389,4 +407,6 @@ fn the_storage_contract_holds(server: &S3Server) {
         }
     });
     assert_eq!(s.list("index", true).unwrap().len(), 1100);
+    server.wipe(&prefix);
+    assert!(s.list("", true).unwrap().is_empty());
 }

@@ -7,4 +7,4 @@ pub mod segment;
 
 pub use inventory::{IndexedPack, Inventory};
 pub use local::{LocalIndex, OpenReport};
-pub use segment::{IndexSegment, PackRecord};
+pub use segment::{IndexSegment, PackRecord, SEGMENT_BLOBS};

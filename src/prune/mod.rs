@@ -253,13 +253,12 @@ pub fn run(repo: &Repository, lock: &RepositoryLock, opts: &PruneOptions) -> Res
         return Ok(report);
     }
     kept.extend(written);
-    lock.check()?;
     for segment in IndexSegment::split(kept) {
+        lock.check()?;
         repo.save_file(FileKind::Index, &segment.encode())?;
         failpoint::hit("prune-segment-written");
     }
-    lock.check()?;
-    repo.raise_generation()?;
+    repo.raise_generation(|| lock.check())?;
     failpoint::hit("prune-generation-raised");
     tracing::debug!("prune: new index written, generation raised");
     for id in &inventory.segments {

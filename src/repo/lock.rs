@@ -328,12 +328,6 @@ impl RepositoryLock {
         if let Some(why) = lock_mutex(&self.inner.lost).clone() {
             return Err(Error::LockLost { reason: why });
         }
-        let age = host::now_ns() - self.inner.last_refresh_ns.load(Ordering::SeqCst);
-        if age > STALE_NS - MARGIN_NS {
-            return Err(Error::LockLost {
-                reason: format!("it was not refreshed for {} s", age / 1_000_000_000),
-            });
-        }
         // The refresher may replace the file between our reading its name and looking for it.
         let mut path = lock_mutex(&self.inner.path).clone();
         while !self.inner.storage.exists(&path)? {
@@ -344,6 +338,14 @@ impl RepositoryLock {
                 return Err(Error::LockLost { reason: why });
             }
             path = now;
+        }
+        // After looking (which may take a while on object storage), so the whole margin is
+        // left for the write that follows.
+        let age = host::now_ns() - self.inner.last_refresh_ns.load(Ordering::SeqCst);
+        if age > STALE_NS - MARGIN_NS {
+            return Err(Error::LockLost {
+                reason: format!("it was not refreshed for {} s", age / 1_000_000_000),
+            });
         }
         Ok(())
     }

@@ -280,9 +280,12 @@ impl Repository {
             .ok_or_else(|| Error::corrupt("generation", GENERATION_PATH, "malformed"))
     }
 
-    /// Raises the generation by one (atomically replacing the file) and returns it.
-    pub fn raise_generation(&self) -> Result<u64> {
+    /// Raises the generation by one (atomically replacing the file) and returns it;
+    /// `before_write` runs between the read and the write (a lock check, right before the
+    /// commit).
+    pub fn raise_generation(&self, before_write: impl FnOnce() -> Result<()>) -> Result<u64> {
         let next = self.generation()? + 1;
+        before_write()?;
         let sealed = file::seal_file(
             &self.keys,
             &self.config.id,

@@ -233,6 +233,11 @@ impl Plan {
         };
         let place = |&(pack, span): &(&PackId, &[&PlannedBlob]), (stopped, read)| {
             let start = read_range(span).start;
+            // Read ahead before the stop: placed as if it had not been read.
+            let (stopped, read) = match stopped || !failures.stopped() {
+                true => (stopped, read),
+                false => (true, Err(Error::Invalid("the restore stopped".into()))),
+            };
             let read: &Result<Vec<u8>> = &read;
             for blob in span {
                 let opened = match read {
@@ -378,7 +383,8 @@ fn describe(err: &Error) -> Error {
 
 /// Runs `read` on every item from `depth` threads of its own, and `place` on each result on
 /// the rayon pool as it arrives, in whatever order: for storage where a read mostly waits for
-/// an answer. At most `depth` reads are in flight and one more waits to be placed.
+/// an answer. At most `depth` reads are in flight or waiting to be handed over, one more waits
+/// to be placed, and one is being placed on each rayon thread.
 fn read_ahead<I: Sync, R: Send>(
     items: &[I],
     depth: usize,
@@ -386,9 +392,11 @@ fn read_ahead<I: Sync, R: Send>(
     place: impl Fn(&I, R) + Sync,
 ) {
     let next = AtomicUsize::new(0);
-    let (sender, results) = std::sync::mpsc::sync_channel::<(usize, R)>(1);
-    let results = Mutex::new(results);
     std::thread::scope(|scope| {
+        // Made inside the scope: if placing panics, the receiver is gone before the scope
+        // waits for the readers, so none of them stays blocked sending.
+        let (sender, results) = std::sync::mpsc::sync_channel::<(usize, R)>(1);
+        let results = Mutex::new(results);
         for _ in 0..depth.min(items.len()) {
             let (sender, next, read) = (sender.clone(), &next, &read);
             scope.spawn(move || {
@@ -463,6 +471,26 @@ mod tests {
             assert_eq!(placed, items, "depth {depth}");
             assert_eq!(reads.load(Ordering::SeqCst), items.len());
         }
+    }
+
+    /// A panic while placing comes out of `read_ahead` instead of leaving readers blocked.
+    #[test]
+    fn a_panic_while_placing_is_not_a_hang() {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let items: Vec<usize> = (0..400).collect();
+            let outcome = std::panic::catch_unwind(|| {
+                read_ahead(
+                    &items,
+                    4,
+                    |&i| i,
+                    |&i, _| assert_ne!(i, 3, "placing failed"),
+                );
+            });
+            let _ = done.send(outcome.is_err());
+        });
+        let panicked = finished.recv_timeout(std::time::Duration::from_secs(30));
+        assert_eq!(panicked, Ok(true), "read_ahead hung or swallowed the panic");
     }
 
     /// Regression: with overlapping index entries (a blob inside another), the read ended at

@@ -147,8 +147,10 @@ impl OpendalStorage {
 /// far away; each holds up to 2 MiB (`restore::plan`).
 const REMOTE_READS_IN_FLIGHT: usize = 8;
 
-/// What a whole-object read is given time for (config, keys, snapshots, index segments).
-const WHOLE_READ_BYTES: u64 = 4 * 1024 * 1024;
+/// What a whole-object read is given time for (config, keys, snapshots, index segments, tree
+/// packs), and a listing (all its pages).
+const WHOLE_READ_BYTES: u64 = 32 * 1024 * 1024;
+const LIST_BYTES: u64 = 16 * 1024 * 1024;
 
 impl OpendalStorage {
     /// Runs one request; on object storage with retries and time limits.
@@ -233,7 +235,7 @@ impl Storage for OpendalStorage {
         } else {
             format!("{dir}/")
         };
-        let entries = match self.call("list", &dir, 0, || {
+        let entries = match self.call("list", &dir, LIST_BYTES, || {
             self.operator
                 .list_with(&dir)
                 .recursive(recursive)

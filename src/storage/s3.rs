@@ -5,14 +5,17 @@
 //!   "slow down", no answer in time) is tried again, with growing pauses, up to
 //!   `MAX_ATTEMPTS` times. Trying again is safe: every object is written whole in one PUT, under
 //!   the hash of its content or with bytes that the writer would write again;
-//! - no call takes longer than `deadline(bytes)`, retries included. A commit (an index
-//!   segment, a snapshot) is written right after the repository lock was checked, and must
-//!   land before others may call that lock stale (`repo::lock`: 5 minutes of margin), so a
-//!   call of a few megabytes gives up well within that; a pack, never a commit, gets time in
-//!   proportion to its size, for slow uplinks.
+//! - no call takes longer than `deadline(path, bytes)`, retries included. A commit (an index
+//!   segment, a snapshot, the generation) is written right after the repository lock was
+//!   checked, and must land before others may call that lock stale (`repo::lock`: 5 minutes
+//!   of margin), so a call for anything but a pack gives up after `COMMIT_DEADLINE`, a minute
+//!   before that, in case the store finishes a request we gave up on. A pack, never a commit,
+//!   gets time in proportion to its size, for slow uplinks.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 
@@ -21,6 +24,7 @@ const MAX_ATTEMPTS: u32 = 6;
 /// The slowest transfer rate a call is given time for, after `BASE_DEADLINE`.
 const SLOWEST_BYTES_PER_SEC: u64 = 32 * 1024;
 const BASE_DEADLINE: Duration = Duration::from_secs(120);
+const COMMIT_DEADLINE: Duration = Duration::from_secs(240);
 /// One attempt's own limit, before the time for its bytes: a request nobody answers is
 /// given up and tried again, rather than waited for until the call's deadline.
 const BASE_ATTEMPT: Duration = Duration::from_secs(40);
@@ -85,18 +89,25 @@ impl S3Config {
     }
 }
 
-/// How long a call moving `bytes` may take in all, retries included.
-pub(super) fn deadline(bytes: u64) -> Duration {
-    BASE_DEADLINE + Duration::from_secs(bytes / SLOWEST_BYTES_PER_SEC)
+/// How long a call on `path` moving `bytes` may take in all, retries included.
+pub(super) fn deadline(path: &str, bytes: u64) -> Duration {
+    let needed = BASE_DEADLINE + Duration::from_secs(bytes / SLOWEST_BYTES_PER_SEC);
+    match path.starts_with("packs/") {
+        true => needed,
+        false => needed.min(COMMIT_DEADLINE),
+    }
 }
 
 fn attempt_limit(bytes: u64) -> Duration {
     BASE_ATTEMPT + Duration::from_secs(bytes / SLOWEST_BYTES_PER_SEC)
 }
 
-/// The pause before attempt `n + 1`: 1, 2, 4, 8, then 10 s.
+/// The pause before attempt `n + 1`: 1, 2, 4, 8, then 10 s, each up to a quarter longer at
+/// random, so that readers that failed together do not come back together.
 fn pause(n: u32) -> Duration {
-    Duration::from_secs((1u64 << (n - 1).min(4)).min(10))
+    let base = Duration::from_secs((1u64 << (n - 1).min(4)).min(10));
+    let [random] = crate::crypto::random_bytes::<1>();
+    base + base.mul_f64(f64::from(random) / 1024.0)
 }
 
 /// Runs `request` until it succeeds, fails for good, or the call runs out of attempts or
@@ -111,7 +122,7 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = opendal::Result<T>>,
 {
-    let deadline = Instant::now() + deadline(bytes);
+    let deadline = Instant::now() + deadline(path, bytes);
     let mut attempt = 1;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -122,7 +133,8 @@ where
             Err(_) => "no answer in time".to_string(),
         };
         let wait = pause(attempt);
-        if attempt == MAX_ATTEMPTS || Instant::now() + wait >= deadline {
+        // Not worth starting an attempt that could hardly finish.
+        if attempt == MAX_ATTEMPTS || Instant::now() + wait + BASE_ATTEMPT / 4 >= deadline {
             return Err(Error::Storage {
                 op,
                 path: path.to_string(),
@@ -131,8 +143,8 @@ where
             });
         }
         tracing::warn!(
-            "storage: {op} {path}: {why}; trying again in {} s",
-            wait.as_secs()
+            "storage: {op} {path}: {why}; trying again in {:.1} s",
+            wait.as_secs_f64()
         );
         tokio::time::sleep(wait).await;
         attempt += 1;
@@ -161,8 +173,10 @@ pub(super) fn describe(err: &opendal::Error) -> String {
         let len = message[start..].find("\", ")?;
         Some(&message[start..start + len]).filter(|f| !f.is_empty())
     };
-    if let (Some(code), Some(text)) = (field("code"), field("message")) {
-        return format!("{code}: {text}");
+    match (field("code"), field("message")) {
+        (Some(code), Some(text)) => return format!("{code}: {text}"),
+        (Some(code), None) => return code.to_string(),
+        _ => {}
     }
     let full = err.to_string();
     let status = full
@@ -251,15 +265,28 @@ mod tests {
         ));
     }
 
+    /// Anything but a pack is given up a minute within the lock's margin whatever its size;
+    /// a pack gets time for its bytes at the slowest rate.
     #[test]
-    fn calls_of_commit_size_give_up_within_the_lock_margin() {
+    fn calls_other_than_packs_give_up_within_the_lock_margin() {
         let margin = Duration::from_secs(5 * 60);
-        assert!(deadline(4 * 1024 * 1024) < margin);
-        assert!(deadline(24 * 1024 * 1024) > Duration::from_secs(24 * 1024 * 1024 / 32 / 1024));
-        assert_eq!(
-            (1..=6).map(|n| pause(n).as_secs()).collect::<Vec<_>>(),
-            [1, 2, 4, 8, 10, 10]
-        );
+        let big = 200 * 1024 * 1024;
+        for path in ["index/ab", "snapshots/ab", "generation", "locks/ab"] {
+            assert!(
+                deadline(path, big) <= margin - Duration::from_secs(60),
+                "{path}"
+            );
+            assert!(deadline(path, 0) >= BASE_DEADLINE, "{path}");
+        }
+        let pack = 24 * 1024 * 1024;
+        assert!(deadline("packs/ab/abc", pack) >= Duration::from_secs(pack / 32 / 1024));
+        for (n, base) in (1..=6).zip([1, 2, 4, 8, 10, 10]) {
+            let p = pause(n).as_secs_f64();
+            assert!(
+                (base as f64..=base as f64 * 1.25).contains(&p),
+                "pause {n}: {p}"
+            );
+        }
     }
 
     /// Temporary failures are tried again, up to the limit; a lasting one is not.
@@ -296,6 +323,15 @@ mod tests {
             err.to_string().contains("gave up after 6 attempts"),
             "{err}"
         );
+        // A store that never answers: given up by the deadline.
+        let started = runtime.block_on(async { Instant::now() });
+        let silent = || std::future::pending::<opendal::Result<()>>();
+        let err = runtime
+            .block_on(with_retries("write", "index/ab", 0, silent))
+            .unwrap_err();
+        assert!(err.to_string().contains("no answer in time"), "{err}");
+        let took = runtime.block_on(async { started.elapsed() });
+        assert!(took <= deadline("index/ab", 0), "{took:?}");
         tries.store(0, std::sync::atomic::Ordering::SeqCst);
         let denied = || {
             tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
