@@ -61,7 +61,7 @@ run() {
   read -r wall user sys rss < "$work/time"
   printf "%-7s %-12s %8.2f s %8.2f CPU-s %7d MB RSS %10s MB added\n" \
     "$tool" "$step" "$wall" "$(echo "$user + $sys" | bc)" $((rss / 1024)) \
-    "$([ -n "${S3:-}" ] && echo - || echo "scale=1; ($after - $before) / 1000000" | bc)"
+    "$([ -n "${S3:-}" ] && echo - || printf %.1f "$(echo "($after - $before) / 1000000" | bc -l)")"
 }
 
 backup_cmd() { # TOOL PATH
