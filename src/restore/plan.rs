@@ -3,8 +3,9 @@
 //! Every needed blob is looked up once and grouped by pack; each pack is read in a few large
 //! ranges in offset order (neighbouring blobs closer than `MAX_GAP` share one read), the reads
 //! of all packs in parallel: on the rayon pool, or, where the storage wants more reads in
-//! flight than that (object storage), from threads of their own a few reads ahead. A blob used by several files (or several times) is read and
-//! verified once and written to every place that needs it.
+//! flight than that (object storage), from threads of their own a few reads ahead. A blob
+//! used by several files (or several times) is read and verified once and written to every
+//! place that needs it.
 //!
 //! A file's temporary file is made by the first write that reaches it. Whoever settles the
 //! file's last placement (written or failed) finishes it: metadata through the descriptor it
@@ -231,14 +232,16 @@ impl Plan {
             true => (true, Err(Error::Invalid("the restore stopped".into()))),
             false => (false, repo.read_pack_range(pack, read_range(span))),
         };
-        let place = |&(pack, span): &(&PackId, &[&PlannedBlob]), (stopped, read)| {
+        let place = |&(pack, span): &(&PackId, &[&PlannedBlob]),
+                     (stopped, read): (bool, Result<Vec<u8>>)| {
             let start = read_range(span).start;
-            // Read ahead before the stop: placed as if it had not been read.
-            let (stopped, read) = match stopped || !failures.stopped() {
-                true => (stopped, read),
-                false => (true, Err(Error::Invalid("the restore stopped".into()))),
+            // Read ahead, but placed after the stop: dropped as if it had not been read.
+            let (stopped, read) = if !stopped && failures.stopped() {
+                (true, Err(Error::Invalid("the restore stopped".into())))
+            } else {
+                (stopped, read)
             };
-            let read: &Result<Vec<u8>> = &read;
+            let read = &read;
             for blob in span {
                 let opened = match read {
                     Ok(packed) => {
@@ -450,8 +453,7 @@ mod tests {
     use crate::tree::NodeKind;
     use std::os::unix::fs::PermissionsExt;
 
-    /// Every item is read once and placed once, whatever the depth, and placing goes on while
-    /// reads are still under way.
+    /// Every item is read once and placed once, whatever the depth.
     #[test]
     fn read_ahead_reads_and_places_every_item_once() {
         for (items, depth) in [(0, 4), (1, 8), (7, 3), (50, 8), (50, 2), (3, 16)] {
