@@ -164,6 +164,7 @@ fn object_storage() {
     the_storage_contract_holds(&server);
     backup_restore_check_and_prune(&server);
     mistakes_are_reported_like_local_ones(&server);
+    interruptions_lose_nothing(&server);
 }
 
 /// A scratch area whose repository is a fresh prefix in the server's bucket.
@@ -409,4 +410,77 @@ fn the_storage_contract_holds(server: &S3Server) {
     assert_eq!(s.list("index", true).unwrap().len(), 1100);
     server.wipe(&prefix);
     assert!(s.list("", true).unwrap().is_empty());
+}
+
+/// The commit protocol holds on object storage too: a backup killed at any moment and a
+/// forget-prune stopped at its steps (aborting there, as under `kill -9`) leave a repository
+/// that checks clean, restores its latest snapshot exactly, and finishes the prune later;
+/// the dead processes' locks do not stand in the way.
+fn interruptions_lose_nothing(server: &S3Server) {
+    let s3 = S3Env::new(server);
+    let src = s3.env.path("src");
+    make_tree(&src);
+    s3.ok(&["init", "--kdf-memory", "8", "--kdf-iterations", "1"]);
+    let src_arg = src.to_str().unwrap();
+    for (round, delay_ms) in [50u64, 300, 900].into_iter().enumerate() {
+        write(
+            &src.join(format!("round{round}.bin")),
+            &noise(round as u64, 3 << 20),
+        );
+        let mut child = s3.env.cmd(&["backup", "-q", src_arg]);
+        child.env("AWS_ENDPOINT_URL", &server.endpoint);
+        child.envs(server.vars.iter().map(|(k, v)| (k, v)));
+        let mut child = child.spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(
+            s3.ok(&["check"]).contains("no damage found"),
+            "killed at {delay_ms} ms"
+        );
+    }
+    s3.ok(&["backup", src_arg]);
+    for stop in [
+        "prune-segment-written:1",
+        "prune-generation-raised:1",
+        "prune-pack-deleted:1",
+    ] {
+        write(&src.join("docs/f01.txt"), stop.as_bytes());
+        s3.ok(&["backup", src_arg]);
+        let out = s3
+            .env
+            .cmd(&[
+                "forget",
+                "--keep-last",
+                "1",
+                "--prune",
+                "--max-unused",
+                "0%",
+            ])
+            .env("AWS_ENDPOINT_URL", &server.endpoint)
+            .envs(server.vars.iter().map(|(k, v)| (k, v)))
+            .env("CAIRN_FAILPOINT", stop)
+            .output()
+            .unwrap();
+        let name = stop.split(':').next().unwrap();
+        assert!(
+            stderr(&out).contains(&format!("failpoint {name} reached")),
+            "{stop}: {}",
+            stderr(&out)
+        );
+        assert_eq!(out.status.code(), None, "{stop}: the process did not abort");
+        assert!(
+            s3.ok(&["check", "--read-data"]).contains("no damage found"),
+            "{stop}"
+        );
+        let target = s3.env.path(&format!("after-{name}"));
+        s3.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+        assert_eq!(describe(&restored(&target, &src)), describe(&src), "{stop}");
+        s3.ok(&["prune", "--max-unused", "0%"]);
+        assert!(
+            s3.ok(&["check", "--read-data"]).contains("no damage found"),
+            "{stop}"
+        );
+    }
+    server.wipe(&s3.prefix);
 }
