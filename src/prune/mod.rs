@@ -261,19 +261,52 @@ pub fn run(repo: &Repository, lock: &RepositoryLock, opts: &PruneOptions) -> Res
     repo.raise_generation(|| lock.check())?;
     failpoint::hit("prune-generation-raised");
     tracing::debug!("prune: new index written, generation raised");
-    for id in &inventory.segments {
-        repo.storage()
-            .delete(&object_path(FileKind::Index, &id.0))?;
-        failpoint::hit("prune-segment-deleted");
-    }
-    for id in &doomed {
-        lock.check()?;
-        repo.storage().delete(&object_path(FileKind::Pack, &id.0))?;
-        failpoint::hit("prune-pack-deleted");
-    }
+    let segments = inventory.segments.iter().map(|id| (FileKind::Index, &id.0));
+    delete_all(repo, lock, segments, "prune-segment-deleted")?;
+    let packs = doomed.iter().map(|id| (FileKind::Pack, &id.0));
+    delete_all(repo, lock, packs, "prune-pack-deleted")?;
     tracing::debug!("prune: deleted");
     report.duration_ns = started.elapsed().as_nanos() as u64;
     Ok(report)
+}
+
+/// Deletes the files, as many at once as the storage wants requests in flight, and checks
+/// the lock before each batch: each deletion gives up within the storage's deadline for it,
+/// so a batch ends within the lock's margin.
+fn delete_all<'i>(
+    repo: &Repository,
+    lock: &RepositoryLock,
+    files: impl Iterator<Item = (FileKind, &'i [u8; 32])>,
+    failpoint_name: &str,
+) -> Result<()> {
+    let paths: Vec<String> = files.map(|(kind, id)| object_path(kind, id)).collect();
+    for batch in paths.chunks(repo.requests_in_flight().max(1)) {
+        lock.check()?;
+        let delete = |path: &String| {
+            repo.storage().delete(path)?;
+            failpoint::hit(failpoint_name);
+            Ok(())
+        };
+        if let [path] = batch {
+            delete(path)?;
+            continue;
+        }
+        std::thread::scope(|scope| {
+            let running: Vec<_> = batch
+                .iter()
+                .map(|p| scope.spawn(move || delete(p)))
+                .collect();
+            let results: Vec<Result<()>> = running
+                .into_iter()
+                .map(|r| {
+                    r.join()
+                        .unwrap_or_else(|_| Err(Error::Invalid("a deletion panicked".into())))
+                })
+                .collect();
+            results.into_iter().collect::<Result<()>>()
+        })?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -318,9 +318,9 @@ impl Repository {
             .read_range(&object_path(FileKind::Pack, &pack.0), range)
     }
 
-    /// See `Storage::reads_in_flight`.
-    pub fn reads_in_flight(&self) -> usize {
-        self.storage.reads_in_flight()
+    /// See `Storage::requests_in_flight`.
+    pub fn requests_in_flight(&self) -> usize {
+        self.storage.requests_in_flight()
     }
 
     pub fn read_pack(&self, pack: &PackId) -> Result<Vec<u8>> {

@@ -217,7 +217,7 @@ impl Plan {
             })
             .collect();
         // Reads, not packs, are shared out: the last pack is not left to one worker.
-        let depth = repo.reads_in_flight();
+        let depth = repo.requests_in_flight();
         let max_read = if depth > 1 { MAX_READ_AHEAD } else { MAX_READ };
         let reads: Vec<(&PackId, &[&PlannedBlob])> = orders
             .iter()

@@ -53,10 +53,10 @@ pub trait Storage: Send + Sync {
         let _ = path;
         Ok(None)
     }
-    /// How many reads a caller should keep in flight to keep this storage busy: 1 where a read
-    /// costs little more than its bytes (local disk), more where each waits for an answer
-    /// from afar (object storage).
-    fn reads_in_flight(&self) -> usize {
+    /// How many requests (reads, deletions) a caller should keep in flight to keep this
+    /// storage busy: 1 where one costs little more than its bytes (local disk), more where
+    /// each waits for an answer from afar (object storage).
+    fn requests_in_flight(&self) -> usize {
         1
     }
     /// Removes what writes that failed left behind and no write in progress can still need

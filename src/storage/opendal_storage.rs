@@ -143,9 +143,9 @@ impl OpendalStorage {
     }
 }
 
-/// Reads a restore keeps in flight on object storage: enough to hide the latency of a store
-/// far away; each holds up to 2 MiB (`restore::plan`).
-const REMOTE_READS_IN_FLIGHT: usize = 8;
+/// Requests kept in flight on object storage (restore's reads, prune's deletions): enough
+/// to hide the latency of a store far away; a read holds up to 2 MiB (`restore::plan`).
+const REMOTE_REQUESTS_IN_FLIGHT: usize = 8;
 
 /// What a whole-object read is given time for (config, keys, snapshots, index segments, tree
 /// packs), and a listing (all its pages).
@@ -278,9 +278,9 @@ impl Storage for OpendalStorage {
             .map(|m| m.last_modified().map(std::time::SystemTime::from))
     }
 
-    fn reads_in_flight(&self) -> usize {
+    fn requests_in_flight(&self) -> usize {
         if self.remote {
-            REMOTE_READS_IN_FLIGHT
+            REMOTE_REQUESTS_IN_FLIGHT
         } else {
             1
         }
