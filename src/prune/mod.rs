@@ -313,6 +313,79 @@ fn delete_all<'i>(
 mod tests {
     use super::*;
     use crate::pack::BlobEntry;
+    use crate::storage::{ListedObject, OpendalStorage, Storage};
+
+    /// Memory storage that asks for requests in flight, as object storage does.
+    struct Remote(OpendalStorage);
+
+    impl Storage for Remote {
+        fn location(&self) -> &str {
+            self.0.location()
+        }
+        fn read(&self, path: &str) -> Result<Vec<u8>> {
+            self.0.read(path)
+        }
+        fn read_range(&self, path: &str, range: std::ops::Range<u64>) -> Result<Vec<u8>> {
+            self.0.read_range(path, range)
+        }
+        fn write(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
+            self.0.write(path, bytes)
+        }
+        fn list(&self, dir: &str, recursive: bool) -> Result<Vec<ListedObject>> {
+            self.0.list(dir, recursive)
+        }
+        fn exists(&self, path: &str) -> Result<bool> {
+            self.0.exists(path)
+        }
+        fn size(&self, path: &str) -> Result<u64> {
+            self.0.size(path)
+        }
+        fn delete(&self, path: &str) -> Result<()> {
+            self.0.delete(path)
+        }
+        fn requests_in_flight(&self) -> usize {
+            8
+        }
+    }
+
+    /// Deleting in batches on threads deletes every file and nothing else, and stops at the
+    /// first batch once the lock is lost.
+    #[test]
+    fn batched_deletion_deletes_every_file_and_stops_without_the_lock() {
+        let storage = Remote(OpendalStorage::memory().unwrap());
+        let fast = crate::repo::KdfParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        };
+        let repo = Repository::init(Box::new(storage), b"pw", fast).unwrap();
+        let ids: Vec<[u8; 32]> = (0..20u8).map(|i| [i; 32]).collect();
+        for id in &ids {
+            repo.storage()
+                .write(&object_path(FileKind::Pack, id), vec![1])
+                .unwrap();
+        }
+        let keep = object_path(FileKind::Pack, &[99; 32]);
+        repo.storage().write(&keep, vec![1]).unwrap();
+        let lock = RepositoryLock::acquire(&repo, true, std::time::Duration::ZERO).unwrap();
+        let doomed = ids.iter().map(|id| (FileKind::Pack, id));
+        delete_all(&repo, &lock, doomed, "test-deleted").unwrap();
+        let left = repo.storage().list("packs", true).unwrap();
+        assert_eq!(left.into_iter().map(|o| o.path).collect::<Vec<_>>(), [keep]);
+
+        for id in &ids {
+            repo.storage()
+                .write(&object_path(FileKind::Pack, id), vec![1])
+                .unwrap();
+        }
+        for listed in repo.storage().list("locks", true).unwrap() {
+            repo.storage().delete(&listed.path).unwrap();
+        }
+        let doomed = ids.iter().map(|id| (FileKind::Pack, id));
+        let err = delete_all(&repo, &lock, doomed, "test-deleted").unwrap_err();
+        assert!(matches!(err, Error::LockLost { .. }), "{err}");
+        assert_eq!(repo.storage().list("packs", true).unwrap().len(), 21);
+    }
 
     fn entry(id: u8, offset: u64) -> BlobEntry {
         BlobEntry {
