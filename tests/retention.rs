@@ -631,13 +631,7 @@ fn prune_and_forget_stopped_at_every_step_lose_nothing() {
             .env("CAIRN_FAILPOINT", stop)
             .output()
             .unwrap();
-        let name = stop.split(':').next().unwrap();
-        assert!(
-            stderr(&out).contains(&format!("failpoint {name} reached")),
-            "{stop} was not reached: {}",
-            stderr(&out)
-        );
-        assert_eq!(out.status.code(), None, "{stop}: the process did not abort");
+        let name = assert_aborted_at(&out, stop);
         // Past its removal record, a forget shows as done even before its files are gone.
         assert_eq!(
             snapshot_ids(&env).len(),

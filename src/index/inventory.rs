@@ -197,13 +197,8 @@ mod tests {
     /// reported, and prune refuses to go on.
     #[test]
     fn a_segment_gone_between_listing_and_reading_is_reported() {
-        let fast = crate::repo::KdfParams {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        };
         let storage = Ghost(OpendalStorage::memory().unwrap());
-        let repo = Repository::init(Box::new(storage), b"pw", fast).unwrap();
+        let repo = crate::repo::repository_on(Box::new(storage));
         let inventory = Inventory::load(&repo).unwrap();
         let ghost = GHOST.rsplit('/').next().unwrap();
         let vanished: Vec<String> = inventory

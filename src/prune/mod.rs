@@ -313,52 +313,14 @@ fn delete_all<'i>(
 mod tests {
     use super::*;
     use crate::pack::BlobEntry;
-    use crate::storage::{ListedObject, OpendalStorage, Storage};
-
-    /// Memory storage that asks for requests in flight, as object storage does.
-    struct Remote(OpendalStorage);
-
-    impl Storage for Remote {
-        fn location(&self) -> &str {
-            self.0.location()
-        }
-        fn read(&self, path: &str) -> Result<Vec<u8>> {
-            self.0.read(path)
-        }
-        fn read_range(&self, path: &str, range: std::ops::Range<u64>) -> Result<Vec<u8>> {
-            self.0.read_range(path, range)
-        }
-        fn write(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
-            self.0.write(path, bytes)
-        }
-        fn list(&self, dir: &str, recursive: bool) -> Result<Vec<ListedObject>> {
-            self.0.list(dir, recursive)
-        }
-        fn exists(&self, path: &str) -> Result<bool> {
-            self.0.exists(path)
-        }
-        fn size(&self, path: &str) -> Result<u64> {
-            self.0.size(path)
-        }
-        fn delete(&self, path: &str) -> Result<()> {
-            self.0.delete(path)
-        }
-        fn requests_in_flight(&self) -> usize {
-            8
-        }
-    }
+    use crate::storage::OpendalStorage;
 
     /// Deleting in batches on threads deletes every file and nothing else, and stops at the
     /// first batch once the lock is lost.
     #[test]
     fn batched_deletion_deletes_every_file_and_stops_without_the_lock() {
-        let storage = Remote(OpendalStorage::memory().unwrap());
-        let fast = crate::repo::KdfParams {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        };
-        let repo = Repository::init(Box::new(storage), b"pw", fast).unwrap();
+        let storage = OpendalStorage::memory_as_remote().unwrap();
+        let repo = crate::repo::repository_on(Box::new(storage));
         let ids: Vec<[u8; 32]> = (0..20u8).map(|i| [i; 32]).collect();
         for id in &ids {
             repo.storage()

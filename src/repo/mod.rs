@@ -331,13 +331,19 @@ impl Repository {
 /// A repository in memory with a fast key derivation, for unit tests.
 #[cfg(test)]
 pub fn memory_repository() -> Repository {
+    let storage = crate::storage::OpendalStorage::memory().expect("memory storage");
+    repository_on(Box::new(storage))
+}
+
+/// A new repository on `storage` with a fast key derivation, for unit tests.
+#[cfg(test)]
+pub fn repository_on(storage: Box<dyn Storage>) -> Repository {
     let fast = KdfParams {
         memory_kib: 64,
         iterations: 1,
         parallelism: 1,
     };
-    let storage = crate::storage::OpendalStorage::memory().expect("memory storage");
-    Repository::init(Box::new(storage), b"pw", fast).expect("repository in memory")
+    Repository::init(storage, b"pw", fast).expect("repository")
 }
 
 #[cfg(test)]

@@ -125,6 +125,15 @@ impl OpendalStorage {
         Self::with_operator("memory".into(), operator)
     }
 
+    /// In-memory storage that behaves as object storage (requests in flight, retries and
+    /// time limits), for tests.
+    #[cfg(test)]
+    pub fn memory_as_remote() -> Result<Self> {
+        let mut storage = Self::memory()?;
+        storage.remote = true;
+        Ok(storage)
+    }
+
     fn with_operator(location: String, operator: Operator) -> Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

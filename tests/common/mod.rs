@@ -282,6 +282,17 @@ pub fn os(bytes: &[u8]) -> &OsStr {
     OsStr::from_bytes(bytes)
 }
 
+/// Asserts that a command run with `CAIRN_FAILPOINT=stop` aborted at that failpoint; returns
+/// the failpoint's name.
+pub fn assert_aborted_at<'s>(out: &Output, stop: &'s str) -> &'s str {
+    let name = stop.split(':').next().unwrap();
+    let said = stderr(out);
+    let reached = said.contains(&format!("failpoint {name} reached"));
+    assert!(reached, "{stop} was not reached: {said}");
+    assert_eq!(out.status.code(), None, "{stop}: the process did not abort");
+    name
+}
+
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
