@@ -75,6 +75,9 @@ pub enum Command {
     Tag(TagArgs),
     /// Remove stale locks (left by processes that died)
     Unlock(UnlockArgs),
+    /// List, add and remove the repository's passwords (key files), or change the one in use
+    #[command(subcommand)]
+    Key(KeyCommand),
 }
 
 #[derive(Args)]
@@ -225,6 +228,40 @@ pub struct CheckArgs {
     pub threads: Option<usize>,
 }
 
+#[derive(Subcommand)]
+pub enum KeyCommand {
+    /// List the key files: id, who made each and when, and which one the password opens
+    List,
+    /// Add a password: a new key file wrapping the same master key
+    Add(KeyAddArgs),
+    /// Remove a key file by id (not the one the given password opens)
+    Remove(KeyRemoveArgs),
+    /// Change the password: add a key file for the new one, then remove the one in use
+    Passwd(KeyAddArgs),
+}
+
+#[derive(Args)]
+pub struct KeyAddArgs {
+    /// Read the new password from this file (first line) [default: CAIRN_NEW_PASSWORD, then
+    /// a prompt on a terminal]
+    #[arg(long, env = "CAIRN_NEW_PASSWORD_FILE")]
+    pub new_password_file: Option<PathBuf>,
+    /// Host name recorded in the new key file [default: this host]
+    #[arg(long)]
+    pub host: Option<String>,
+    /// User name recorded in the new key file [default: this user]
+    #[arg(long)]
+    pub user: Option<String>,
+    #[command(flatten)]
+    pub kdf: KdfArgs,
+}
+
+#[derive(Args)]
+pub struct KeyRemoveArgs {
+    /// The key file's id, or a prefix of it that names only one
+    pub id: String,
+}
+
 #[derive(Args, Clone)]
 pub struct KdfArgs {
     /// Argon2id memory for the new key, in MiB
@@ -233,6 +270,16 @@ pub struct KdfArgs {
     /// Argon2id iterations for the new key
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub kdf_iterations: u32,
+}
+
+impl KdfArgs {
+    pub fn params(&self) -> cairn::repo::KdfParams {
+        cairn::repo::KdfParams {
+            memory_kib: self.kdf_memory * 1024,
+            iterations: self.kdf_iterations,
+            parallelism: 2,
+        }
+    }
 }
 
 #[derive(Args)]

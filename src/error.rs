@@ -100,6 +100,24 @@ pub enum Error {
     #[error("snapshot prefix {prefix:?} is ambiguous: it matches {count} snapshots")]
     AmbiguousSnapshot { prefix: String, count: usize },
 
+    #[error("no key file matches {0:?}; nothing was changed. `cairn key list` shows their ids")]
+    KeyNotFound(String),
+
+    #[error(
+        "key id prefix {prefix:?} is ambiguous: it matches {count} key files; nothing was changed"
+    )]
+    AmbiguousKey { prefix: String, count: usize },
+
+    #[error(
+        "key {id} is the one this command opened the repository with, so it was not removed. Run the command with another key's password to remove it, or `cairn key passwd` to replace it"
+    )]
+    KeyInUse { id: String },
+
+    #[error(
+        "key {id}, which this command opened the repository with, was removed meanwhile, so no key was removed (that could leave none you can open). Run the command again with a password that still opens the repository"
+    )]
+    KeyGone { id: String },
+
     #[error("path {path:?} is not in snapshot {snapshot}")]
     PathNotInSnapshot { snapshot: String, path: String },
 

@@ -126,6 +126,7 @@ fn main() {
         Command::Prune(a) => commands::prune::run(&ctx, a),
         Command::Tag(a) => commands::tag::run(&ctx, a),
         Command::Unlock(a) => commands::unlock::run(&ctx, a),
+        Command::Key(a) => commands::key::run(&ctx, a),
     };
     let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
         Ok(result) => result,

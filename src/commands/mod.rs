@@ -8,6 +8,7 @@ pub mod dump;
 pub mod find;
 pub mod forget;
 pub mod init;
+pub mod key;
 pub mod ls;
 pub mod prune;
 pub mod repair;
@@ -22,8 +23,8 @@ use std::path::PathBuf;
 use cairn::error::{Error, Result};
 use cairn::ids::PackId;
 use cairn::index::{LocalIndex, OpenReport};
+use cairn::repo::Repository;
 use cairn::repo::lock::RepositoryLock;
-use cairn::repo::{KdfParams, Repository};
 use cairn::storage::{self, Storage};
 
 use crate::cli::{GlobalArgs, KdfArgs};
@@ -132,19 +133,34 @@ impl Context {
             ));
         }
         from("the terminal".into());
-        let pw = rpassword::prompt_password("repository password: ")
-            .map_err(|e| Error::Password(format!("cannot read from the terminal: {e}")))?;
-        if confirm {
-            let again = rpassword::prompt_password("repeat the password: ")
-                .map_err(|e| Error::Password(format!("cannot read from the terminal: {e}")))?;
-            if again != pw {
-                return Err(Error::Password("the passwords differ".into()));
-            }
+        prompt("repository password", confirm)
+    }
+
+    /// A new password for `key add` and `key passwd`: from `file`, CAIRN_NEW_PASSWORD, or
+    /// typed twice on a terminal. Never empty.
+    pub fn new_password(&self, file: Option<&std::path::Path>) -> Result<Vec<u8>> {
+        let password = if let Some(path) = file {
+            let text = std::fs::read(path).map_err(|e| {
+                Error::Password(format!(
+                    "cannot read new password file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            first_line(&text)
+        } else if let Some(pw) = std::env::var_os("CAIRN_NEW_PASSWORD") {
+            use std::os::unix::ffi::OsStringExt;
+            pw.into_vec()
+        } else if std::io::stdin().is_terminal() {
+            prompt("new password", true)?
+        } else {
+            return Err(Error::Password(
+                "no new password given: use --new-password-file, CAIRN_NEW_PASSWORD_FILE or CAIRN_NEW_PASSWORD".into(),
+            ));
+        };
+        if password.is_empty() {
+            return Err(Error::Password("the new password is empty".into()));
         }
-        if pw.is_empty() {
-            return Err(Error::Password("empty password".into()));
-        }
-        Ok(pw.into_bytes())
+        Ok(password)
     }
 
     /// Opens the repository and syncs its local index.
@@ -221,12 +237,7 @@ impl Context {
             });
         }
         let password = self.password(true)?;
-        let params = KdfParams {
-            memory_kib: kdf.kdf_memory * 1024,
-            iterations: kdf.kdf_iterations,
-            parallelism: 2,
-        };
-        Repository::init(storage, &password, params)
+        Repository::init(storage, &password, kdf.params())
     }
 
     /// A message for a human, on stderr, unless --quiet.
@@ -235,6 +246,22 @@ impl Context {
             eprintln!("{msg}");
         }
     }
+}
+
+/// Reads a password typed on the terminal (twice if `confirm`); refuses an empty one.
+fn prompt(what: &str, confirm: bool) -> Result<Vec<u8>> {
+    let read = |label: &str| {
+        rpassword::prompt_password(label)
+            .map_err(|e| Error::Password(format!("cannot read from the terminal: {e}")))
+    };
+    let pw = read(&format!("{what}: "))?;
+    if confirm && read(&format!("repeat the {what}: "))? != pw {
+        return Err(Error::Password("the passwords differ".into()));
+    }
+    if pw.is_empty() {
+        return Err(Error::Password("empty password".into()));
+    }
+    Ok(pw.into_bytes())
 }
 
 fn first_line(bytes: &[u8]) -> Vec<u8> {

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod file;
+pub mod key_files;
 pub mod keyfile;
 pub mod lock;
 
@@ -29,6 +30,8 @@ pub struct Repository {
     storage: Arc<dyn Storage>,
     config: Config,
     keys: Keys,
+    /// The id of the key file that opened the repository (or that `init` wrote).
+    key_id: [u8; 32],
 }
 
 fn dir_of(kind: FileKind) -> &'static str {
@@ -53,23 +56,31 @@ pub fn object_path(kind: FileKind, id: &[u8; 32]) -> String {
     }
 }
 
-/// The keys the key file at `path` unwraps with `password`; `None` if it does not open with
-/// it. A file that does not match its name, or cannot be decoded, is damage.
+/// The key file at `path`, checked against its name; returns its id with it.
+fn read_key_file(storage: &dyn Storage, path: &str) -> Result<([u8; 32], KeyFile)> {
+    let bytes = storage.read(path)?;
+    match id_at(FileKind::Key, path) {
+        Some(id) if id == *blake3::hash(&bytes).as_bytes() => {
+            Ok((id, KeyFile::decode(path, &bytes)?))
+        }
+        _ => Err(Error::corrupt(
+            "key",
+            path,
+            "content does not match its name",
+        )),
+    }
+}
+
+/// The id of the key file at `path` and the keys it unwraps with `password`; `None` if it does
+/// not open with it. A file that does not match its name, or cannot be decoded, is damage.
 fn try_key(
     storage: &dyn Storage,
     path: &str,
     repo: &RepositoryId,
     password: &[u8],
-) -> Result<Option<Keys>> {
-    let bytes = storage.read(path)?;
-    if !named_by_content(FileKind::Key, path, &bytes) {
-        return Err(Error::corrupt(
-            "key",
-            path,
-            "content does not match its name",
-        ));
-    }
-    KeyFile::decode(path, &bytes)?.unwrap_keys(repo, password)
+) -> Result<Option<([u8; 32], Keys)>> {
+    let (id, key) = read_key_file(storage, path)?;
+    Ok(key.unwrap_keys(repo, password)?.map(|keys| (id, keys)))
 }
 
 /// Whether the file of `kind` at `path` is named by the BLAKE3 of `bytes`, its content.
@@ -136,14 +147,16 @@ impl Repository {
             host::hostname(),
             host::username(),
         )?;
+        let key_bytes = key.encode();
         let repo = Repository {
             storage: storage.into(),
             config,
             keys,
+            key_id: *blake3::hash(&key_bytes).as_bytes(),
         };
         // The key goes first: a config without a key is an unusable repository, while a key
         // without a config is garbage that a second `init` overwrites nothing of.
-        repo.write_content_addressed(FileKind::Key, key.encode())?;
+        repo.write_content_addressed(FileKind::Key, key_bytes)?;
         repo.storage.write("config", repo.config.encode())?;
         Ok(repo)
     }
@@ -166,11 +179,12 @@ impl Repository {
         let (mut tried, mut damaged) = (0, Vec::new());
         for listed in &key_names {
             match try_key(storage.as_ref(), &listed.path, &config.id, &password) {
-                Ok(Some(keys)) => {
+                Ok(Some((key_id, keys))) => {
                     return Ok(Repository {
                         storage: storage.into(),
                         config,
                         keys,
+                        key_id,
                     });
                 }
                 Ok(None) => tried += 1,
@@ -197,6 +211,11 @@ impl Repository {
 
     pub fn keys(&self) -> &Keys {
         &self.keys
+    }
+
+    /// The id of the key file this repository was opened with.
+    pub fn key_id(&self) -> &[u8; 32] {
+        &self.key_id
     }
 
     pub fn storage(&self) -> &dyn Storage {

@@ -134,6 +134,15 @@ impl OpendalStorage {
         Ok(storage)
     }
 
+    /// A second handle on the same storage (in memory: the same objects), as another process
+    /// would open it, for tests.
+    #[cfg(test)]
+    pub fn another_handle(&self) -> Result<Self> {
+        let mut storage = Self::with_operator(self.location.clone(), self.operator.clone())?;
+        storage.remote = self.remote;
+        Ok(storage)
+    }
+
     fn with_operator(location: String, operator: Operator) -> Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
