@@ -75,6 +75,8 @@ pub enum Command {
     Tag(TagArgs),
     /// Remove stale locks (left by processes that died)
     Unlock(UnlockArgs),
+    /// Copy snapshots from another repository into this one
+    Copy(CopyArgs),
     /// List, add and remove the repository's passwords (key files), or change the one in use
     #[command(subcommand)]
     Key(KeyCommand),
@@ -226,6 +228,24 @@ pub struct CheckArgs {
     /// Worker threads [default: two per CPU, at most 16]
     #[arg(long)]
     pub threads: Option<usize>,
+}
+
+#[derive(Args)]
+pub struct CopyArgs {
+    /// The repository to copy from
+    #[arg(long, env = "CAIRN_FROM_REPOSITORY")]
+    pub from_repo: String,
+    /// Read the source repository's password from this file (first line) [default:
+    /// CAIRN_FROM_PASSWORD, then a prompt on a terminal]
+    #[arg(long, env = "CAIRN_FROM_PASSWORD_FILE")]
+    pub from_password_file: Option<PathBuf>,
+    /// Snapshots to copy (id prefixes or `latest`; default: all that match the filters)
+    pub snapshots: Vec<String>,
+    #[command(flatten)]
+    pub filter: SnapshotFilterArgs,
+    /// List what would be copied; write nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
 }
 
 #[derive(Subcommand)]

@@ -118,6 +118,25 @@ pub enum Error {
     )]
     KeyGone { id: String },
 
+    #[error(
+        "the new key file {id} could not be verified ({reason}), so no password was added; {}. The existing passwords are unaffected",
+        if *removed { "it was removed again" } else { "remove it with `cairn key remove` before trying again" }
+    )]
+    KeyNotVerified {
+        id: String,
+        reason: String,
+        removed: bool,
+    },
+
+    #[error(
+        "the password change is incomplete: the new password already opens the repository (key file {added}), but the old key file {old} was not removed ({reason}). Remove it with `cairn key remove {old}`, using the new password"
+    )]
+    PasswordChangeIncomplete {
+        added: String,
+        old: String,
+        reason: String,
+    },
+
     #[error("path {path:?} is not in snapshot {snapshot}")]
     PathNotInSnapshot { snapshot: String, path: String },
 

@@ -2,8 +2,8 @@
 //!
 //! The data path, one module per stage: `walk` (sources) → `chunk` (FastCDC) → `crypto`
 //! (keyed ids, encryption) → `pack` / `packer` (packfiles) → `storage` (opendal) → `index`
-//! (segments and the local SQLite cache) → `tree` and `snapshot` (metadata). `backup` and
-//! `restore` drive the stages; `repo` ties storage, config and keys together. The format on
+//! (segments and the local SQLite cache) → `tree` and `snapshot` (metadata). `backup`,
+//! `restore` and `copy` drive the stages; `repo` ties storage, config and keys together. The format on
 //! storage is specified in FORMAT.md.
 
 pub mod backup;
@@ -12,6 +12,7 @@ pub mod check;
 pub mod chunk;
 pub mod codec;
 pub mod compress;
+pub mod copy;
 pub mod crypto;
 pub mod error;
 pub mod failpoint;

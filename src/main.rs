@@ -127,6 +127,7 @@ fn main() {
         Command::Tag(a) => commands::tag::run(&ctx, a),
         Command::Unlock(a) => commands::unlock::run(&ctx, a),
         Command::Key(a) => commands::key::run(&ctx, a),
+        Command::Copy(a) => commands::copy::run(&ctx, a),
     };
     let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
         Ok(result) => result,

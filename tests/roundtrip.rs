@@ -196,3 +196,103 @@ fn several_sources_keep_their_absolute_paths() {
         "{all}"
     );
 }
+
+/// `copy` between two repositories (different keys): each copy restores exactly what its
+/// original does, nothing is copied twice, a later copy reads only what changed, and a copy
+/// killed between two snapshots leaves a repository that checks clean and finishes later.
+#[test]
+fn copies_restore_like_their_originals_and_read_only_what_changed() {
+    let source = Env::new();
+    let dest = Env::new();
+    source.init();
+    dest.init();
+    let src = source.path("src");
+    write(&src.join("big.bin"), &noise(7, 6 << 20));
+    write(&src.join("dir/small.txt"), b"small");
+    write(&src.join("dir/empty"), b"");
+    symlink("dir/small.txt", src.join("link")).unwrap();
+    source.backup_json(&[&src]);
+    write(&src.join("dir/new.txt"), &noise(8, 300_000));
+    source.backup_json(&[&src]);
+    let copy = |extra: &[&str]| {
+        let mut args = vec![
+            "copy",
+            "--json",
+            "--from-repo",
+            source.repo.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let mut cmd = dest.cmd(&args);
+        cmd.env("CAIRN_FROM_PASSWORD", PASSWORD);
+        cmd
+    };
+    let report = |cmd: &mut std::process::Command| -> serde_json::Value {
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+
+    let first = report(&mut copy(&[]));
+    assert_eq!(first["copied"].as_array().unwrap().len(), 2);
+    assert!(first["bytes_read"].as_u64().unwrap() >= 6 << 20);
+    let same_snapshots = || {
+        let fields = |s: &serde_json::Value| {
+            (
+                s["time"].clone(),
+                s["hostname"].clone(),
+                s["paths"].clone(),
+                s["summary"].clone(),
+            )
+        };
+        let (a, b) = (source.snapshots(), dest.snapshots());
+        assert_eq!(
+            a.iter().map(fields).collect::<Vec<_>>(),
+            b.iter().map(fields).collect::<Vec<_>>()
+        );
+        for (s, d) in a.iter().zip(&b) {
+            let (from, to) = (source.path("from"), dest.path("to"));
+            let _ = std::fs::remove_dir_all(&from);
+            let _ = std::fs::remove_dir_all(&to);
+            source.restore(s["id"].as_str().unwrap(), &from);
+            dest.restore(d["id"].as_str().unwrap(), &to);
+            assert_eq!(describe(&from), describe(&to), "snapshot {}", s["id"]);
+        }
+    };
+    same_snapshots();
+
+    let again = report(&mut copy(&[]));
+    assert_eq!(again["copied"].as_array().unwrap().len(), 0);
+    assert_eq!(again["already_there"], 2);
+
+    // A small change: the next copy reads the changed file's data, not the 6 MiB beside it.
+    write(&src.join("dir/small.txt"), b"changed");
+    source.backup_json(&[&src]);
+    let next = report(&mut copy(&["latest"]));
+    assert_eq!(next["copied"].as_array().unwrap().len(), 1);
+    assert!(next["bytes_read"].as_u64().unwrap() < 1 << 20, "{next}");
+    same_snapshots();
+
+    // Killed after the first of two snapshots: the repository checks clean, and the next
+    // run copies the other one.
+    for i in 0..2 {
+        write(&src.join(format!("dir/night{i}")), &noise(20 + i, 100_000));
+        source.backup_json(&[&src]);
+    }
+    let out = copy(&[])
+        .env("CAIRN_FAILPOINT", "copy-snapshot-written")
+        .output()
+        .unwrap();
+    assert_aborted_at(&out, "copy-snapshot-written");
+    assert_eq!(dest.snapshots().len(), 4);
+    dest.ok(&["check", "--read-data"]);
+    let rest = report(&mut copy(&[]));
+    assert_eq!(rest["copied"].as_array().unwrap().len(), 1);
+    assert_eq!(rest["already_there"], 4);
+    same_snapshots();
+
+    let out = copy(&[])
+        .env("CAIRN_FROM_PASSWORD", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
+}

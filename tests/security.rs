@@ -163,7 +163,7 @@ fn passwords_can_be_added_removed_and_changed() {
     let out = with_passwords(&env, PASSWORD, None, &["key", "remove", &first_id[..6]]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("opened the repository with"),
+        stderr(&out).contains("so it was not removed"),
         "{}",
         stderr(&out)
     );

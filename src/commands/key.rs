@@ -7,7 +7,7 @@ use cairn::host::{self, format_time};
 use cairn::ids::to_hex;
 use cairn::repo::key_files::{self, KeyEntry, KeyOwner};
 
-use super::{Context, Outcome};
+use super::{Context, Outcome, for_terminal};
 use crate::cli::{KeyAddArgs, KeyCommand, KeyRemoveArgs};
 
 pub fn run(ctx: &Context, command: &KeyCommand) -> Result<Outcome> {
@@ -46,19 +46,30 @@ fn list(ctx: &Context) -> Result<Outcome> {
         let mark = if e.current { "*" } else { " " };
         match &e.file {
             Ok(k) => println!(
-                "{mark}  {:<8}  {:<25}  {:<15}  {:<10}  argon2id, {} MiB, {} iterations",
+                "{mark}  {:<8}  {:<25}  {:<15}  {:<10}  argon2id, {}, {} iterations",
                 short(&e.id),
                 created(k.created_ns),
-                k.hostname,
-                k.username,
-                k.params.memory_kib / 1024,
+                for_terminal(&k.hostname),
+                for_terminal(&k.username),
+                memory(k.params.memory_kib),
                 k.params.iterations
             ),
-            Err(why) => println!("{mark}  {:<8}  damaged: {why}", short(&e.id)),
+            Err(why) => println!(
+                "{mark}  {:<8}  damaged: {}",
+                short(&e.id),
+                for_terminal(why)
+            ),
         }
     }
     ctx.note("* marks the key file the given password opens");
     Ok(Outcome::Success)
+}
+
+fn memory(kib: u32) -> String {
+    match kib % 1024 {
+        0 => format!("{} MiB", kib / 1024),
+        _ => format!("{kib} KiB"),
+    }
 }
 
 /// A key file's creation time, to the second, in local time.
@@ -93,7 +104,7 @@ fn add(ctx: &Context, args: &KeyAddArgs) -> Result<Outcome> {
     let repo = ctx.open_repo()?;
     let password = ctx.new_password(args.new_password_file.as_deref())?;
     let id = key_files::add(&repo, &password, args.kdf.params(), owner(args))?;
-    let note = format!("added key {}", short(&id));
+    let note = format!("added key file {}", short(&id));
     report(ctx, serde_json::json!({ "added": to_hex(&id) }), &note);
     Ok(Outcome::Success)
 }
@@ -103,10 +114,7 @@ fn remove(ctx: &Context, args: &KeyRemoveArgs) -> Result<Outcome> {
     let lock = ctx.lock(&repo, true)?;
     let id = key_files::find(&key_files::list(&repo)?, &args.id)?;
     key_files::remove(&repo, &lock, &id)?;
-    let note = format!(
-        "removed key {}: its password no longer opens the repository",
-        short(&id)
-    );
+    let note = format!("removed key file {}", short(&id));
     report(ctx, serde_json::json!({ "removed": to_hex(&id) }), &note);
     Ok(Outcome::Success)
 }
@@ -117,7 +125,7 @@ fn passwd(ctx: &Context, args: &KeyAddArgs) -> Result<Outcome> {
     let lock = ctx.lock(&repo, true)?;
     let id = key_files::replace(&repo, &lock, &password, args.kdf.params(), owner(args))?;
     let note = format!(
-        "added key {} for the new password and removed key {}: the old password no longer opens the repository",
+        "added key file {} for the new password and removed key file {}, which the old one opened",
         short(&id),
         short(repo.key_id())
     );

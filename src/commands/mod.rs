@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod check;
+pub mod copy;
 pub mod diff;
 pub mod dump;
 pub mod find;
@@ -139,28 +140,15 @@ impl Context {
     /// A new password for `key add` and `key passwd`: from `file`, CAIRN_NEW_PASSWORD, or
     /// typed twice on a terminal. Never empty.
     pub fn new_password(&self, file: Option<&std::path::Path>) -> Result<Vec<u8>> {
-        let password = if let Some(path) = file {
-            let text = std::fs::read(path).map_err(|e| {
-                Error::Password(format!(
-                    "cannot read new password file {}: {e}",
-                    path.display()
-                ))
-            })?;
-            first_line(&text)
-        } else if let Some(pw) = std::env::var_os("CAIRN_NEW_PASSWORD") {
-            use std::os::unix::ffi::OsStringExt;
-            pw.into_vec()
-        } else if std::io::stdin().is_terminal() {
-            prompt("new password", true)?
-        } else {
-            return Err(Error::Password(
-                "no new password given: use --new-password-file, CAIRN_NEW_PASSWORD_FILE or CAIRN_NEW_PASSWORD".into(),
-            ));
-        };
-        if password.is_empty() {
-            return Err(Error::Password("the new password is empty".into()));
-        }
-        Ok(password)
+        let source = ("CAIRN_NEW_PASSWORD", "--new-password-file");
+        other_password(file, source, "new password", true)
+    }
+
+    /// The password of the repository `copy` reads from: from `file`, CAIRN_FROM_PASSWORD,
+    /// or typed on a terminal.
+    pub fn source_password(&self, file: Option<&std::path::Path>) -> Result<Vec<u8>> {
+        let source = ("CAIRN_FROM_PASSWORD", "--from-password-file");
+        other_password(file, source, "password of the source repository", false)
     }
 
     /// Opens the repository and syncs its local index.
@@ -246,6 +234,35 @@ impl Context {
             eprintln!("{msg}");
         }
     }
+}
+
+/// A password other than the repository's: from `file` (given by `flag` or `{var}_FILE`),
+/// the environment variable `var`, or typed on a terminal (twice if `confirm`). Never empty.
+fn other_password(
+    file: Option<&std::path::Path>,
+    (var, flag): (&str, &str),
+    what: &str,
+    confirm: bool,
+) -> Result<Vec<u8>> {
+    let password = if let Some(path) = file {
+        let text = std::fs::read(path).map_err(|e| {
+            Error::Password(format!("cannot read {what} file {}: {e}", path.display()))
+        })?;
+        first_line(&text)
+    } else if let Some(pw) = std::env::var_os(var) {
+        use std::os::unix::ffi::OsStringExt;
+        pw.into_vec()
+    } else if std::io::stdin().is_terminal() {
+        prompt(what, confirm)?
+    } else {
+        return Err(Error::Password(format!(
+            "no {what} given: use {flag}, {var}_FILE or {var}"
+        )));
+    };
+    if password.is_empty() {
+        return Err(Error::Password(format!("the {what} is empty")));
+    }
+    Ok(password)
 }
 
 /// Reads a password typed on the terminal (twice if `confirm`); refuses an empty one.

@@ -32,13 +32,17 @@ pub struct KeyOwner {
     pub username: String,
 }
 
-/// Every key file, in id order; a damaged one is listed with what is wrong with it.
+/// Every key file, in id order; a damaged one is listed with what is wrong with it, and one
+/// removed since the listing is left out.
 pub fn list(repo: &Repository) -> Result<Vec<KeyEntry>> {
     let mut out = Vec::new();
     for id in repo.list_ids(FileKind::Key)? {
         let file = match read_key_file(repo.storage(), &object_path(FileKind::Key, &id)) {
             Ok((_, key)) => Ok(key),
-            Err(e @ Error::Storage { not_found, .. }) if !not_found => return Err(e),
+            Err(Error::Storage {
+                not_found: true, ..
+            }) => continue,
+            Err(e @ Error::Storage { .. }) => return Err(e),
             Err(e) => Err(e.to_string()),
         };
         let current = id == *repo.key_id();
@@ -47,22 +51,35 @@ pub fn list(repo: &Repository) -> Result<Vec<KeyEntry>> {
     Ok(out)
 }
 
-/// The one listed key file whose hex id starts with `prefix`.
+/// The one listed key file whose hex id starts with `prefix` (not empty).
 pub fn find(entries: &[KeyEntry], prefix: &str) -> Result<[u8; 32]> {
-    let prefix = prefix.to_ascii_lowercase();
-    let mut matching = entries
+    let wanted = prefix.to_ascii_lowercase();
+    let matches: Vec<_> = entries
         .iter()
-        .filter(|e| to_hex(&e.id).starts_with(&prefix));
-    match (matching.next(), matching.next()) {
-        (Some(e), None) if !prefix.is_empty() => Ok(e.id),
-        (None, _) => Err(Error::KeyNotFound(prefix)),
+        .filter(|e| !wanted.is_empty() && to_hex(&e.id).starts_with(&wanted))
+        .collect();
+    match matches[..] {
+        [] => Err(Error::KeyNotFound(prefix.into())),
+        [one] => Ok(one.id),
         _ => Err(Error::AmbiguousKey {
-            count: entries
-                .iter()
-                .filter(|e| to_hex(&e.id).starts_with(&prefix))
-                .count(),
-            prefix,
+            prefix: prefix.into(),
+            count: matches.len(),
         }),
+    }
+}
+
+fn short(id: &[u8; 32]) -> String {
+    to_hex(&id[..4])
+}
+
+/// Refuses a lock that does not keep other key removals out.
+fn require_exclusive(lock: &RepositoryLock) -> Result<()> {
+    if lock.is_exclusive() {
+        Ok(())
+    } else {
+        Err(Error::Invalid(
+            "removing a key file needs the exclusive lock".into(),
+        ))
     }
 }
 
@@ -85,37 +102,38 @@ pub fn add(
     )?;
     let id = repo.write_content_addressed(FileKind::Key, key.encode())?;
     let path = object_path(FileKind::Key, &id);
-    match try_key(repo.storage(), &path, repo.id(), password)? {
-        Some((_, keys)) if keys.master() == repo.keys().master() => Ok(id),
-        _ => Err(Error::corrupt(
-            "key",
-            &path,
-            "the new key file does not open with its password when read back",
-        )),
-    }
+    let reason = match try_key(repo.storage(), &path, repo.id(), password) {
+        Ok(Some((_, keys))) if keys.master() == repo.keys().master() => return Ok(id),
+        Ok(_) => "it does not open with the new password".to_string(),
+        Err(e) => e.to_string(),
+    };
+    let removed = repo.storage().delete(&path).is_ok();
+    Err(Error::KeyNotVerified {
+        id: short(&id),
+        reason,
+        removed,
+    })
 }
 
-/// Removes key file `id`, which must not be the one that opened the repository. The caller
-/// holds `lock`, which must be exclusive.
+/// Removes key file `id`, which must not be the one that opened the repository, under
+/// `lock`, which must be exclusive.
 pub fn remove(repo: &Repository, lock: &RepositoryLock, id: &[u8; 32]) -> Result<()> {
-    let hex = |id: &[u8; 32]| to_hex(&id[..4]);
+    require_exclusive(lock)?;
     if id == repo.key_id() {
-        return Err(Error::KeyInUse { id: hex(id) });
+        return Err(Error::KeyInUse { id: short(id) });
     }
-    if !repo
-        .storage()
-        .exists(&object_path(FileKind::Key, repo.key_id()))?
-    {
+    let own = object_path(FileKind::Key, repo.key_id());
+    if !repo.storage().exists(&own)? {
         return Err(Error::KeyGone {
-            id: hex(repo.key_id()),
+            id: short(repo.key_id()),
         });
     }
     lock.check()?;
     repo.storage().delete(&object_path(FileKind::Key, id))
 }
 
-/// Adds a key file for `password`, then removes the one that opened the repository; returns
-/// the new key file's id. The caller holds `lock`, which must be exclusive.
+/// Adds a key file for `password`, then removes the one that opened the repository, under
+/// `lock`, which must be exclusive; returns the new key file's id.
 pub fn replace(
     repo: &Repository,
     lock: &RepositoryLock,
@@ -123,11 +141,17 @@ pub fn replace(
     params: KdfParams,
     owner: KeyOwner,
 ) -> Result<[u8; 32]> {
+    require_exclusive(lock)?;
     let new = add(repo, password, params, owner)?;
     crate::failpoint::hit("key-replacement-written");
-    lock.check()?;
-    repo.storage()
-        .delete(&object_path(FileKind::Key, repo.key_id()))?;
+    let old = object_path(FileKind::Key, repo.key_id());
+    lock.check()
+        .and_then(|()| repo.storage().delete(&old))
+        .map_err(|e| Error::PasswordChangeIncomplete {
+            added: short(&new),
+            old: short(repo.key_id()),
+            reason: e.to_string(),
+        })?;
     Ok(new)
 }
 
@@ -227,6 +251,110 @@ mod tests {
         assert_eq!(list(&repo).unwrap().len(), 1);
     }
 
+    /// Storage on which a key file vanishes just before it is read, and key files are
+    /// written damaged, when a test asks for it.
+    struct Unsteady {
+        inner: OpendalStorage,
+        vanishing: std::sync::Mutex<Option<String>>,
+        damage_key_writes: bool,
+    }
+
+    impl crate::storage::Storage for Unsteady {
+        fn location(&self) -> &str {
+            self.inner.location()
+        }
+        fn read(&self, path: &str) -> Result<Vec<u8>> {
+            if self.vanishing.lock().unwrap().as_deref() == Some(path) {
+                self.inner.delete(path)?;
+            }
+            self.inner.read(path)
+        }
+        fn read_range(&self, path: &str, range: std::ops::Range<u64>) -> Result<Vec<u8>> {
+            self.inner.read_range(path, range)
+        }
+        fn write(&self, path: &str, mut bytes: Vec<u8>) -> Result<()> {
+            if self.damage_key_writes && path.starts_with("keys/") {
+                bytes[0] ^= 1;
+            }
+            self.inner.write(path, bytes)
+        }
+        fn list(&self, dir: &str, recursive: bool) -> Result<Vec<crate::storage::ListedObject>> {
+            self.inner.list(dir, recursive)
+        }
+        fn exists(&self, path: &str) -> Result<bool> {
+            self.inner.exists(path)
+        }
+        fn size(&self, path: &str) -> Result<u64> {
+            self.inner.size(path)
+        }
+        fn delete(&self, path: &str) -> Result<()> {
+            self.inner.delete(path)
+        }
+    }
+
+    fn unsteady(origin: &OpendalStorage, vanishing: Option<String>, damage: bool) -> Unsteady {
+        Unsteady {
+            inner: origin.another_handle().unwrap(),
+            vanishing: std::sync::Mutex::new(vanishing),
+            damage_key_writes: damage,
+        }
+    }
+
+    /// Regression: a key file removed by another process between the listing and its read
+    /// made every open fail, whichever key the password opens.
+    #[test]
+    fn a_key_file_removed_while_opening_is_skipped() {
+        let (repo, origin) = repository();
+        add(&repo, b"second", FAST, owner()).unwrap();
+        let first = object_path(FileKind::Key, repo.key_id());
+        let storage = unsteady(&origin, Some(first.clone()), false);
+        let opened = Repository::open(Box::new(storage), || Ok(b"second".to_vec())).unwrap();
+        assert_eq!(
+            list(&opened).unwrap().len(),
+            1,
+            "the vanished file is not listed"
+        );
+        let storage = unsteady(&origin, None, false);
+        match Repository::open(Box::new(storage), || Ok(b"pw".to_vec())) {
+            Err(Error::WrongPassword {
+                keys: 1,
+                damaged: 0,
+            }) => {}
+            other => panic!("{:?}", other.map(|r| r.key_id)),
+        }
+    }
+
+    #[test]
+    fn a_key_file_that_does_not_read_back_is_not_added_and_is_removed() {
+        let (repo, origin) = repository();
+        let damaging = repository_on_storage(unsteady(&origin, None, true));
+        let lock = RepositoryLock::acquire(&damaging, true, std::time::Duration::ZERO).unwrap();
+        match replace(&damaging, &lock, b"new", FAST, owner()) {
+            Err(Error::KeyNotVerified { removed: true, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            list(&repo).unwrap().len(),
+            1,
+            "only the first key file is left"
+        );
+        assert!(
+            reopen(&origin, b"pw").is_ok(),
+            "the old password still opens"
+        );
+        drop(lock);
+        let shared = RepositoryLock::acquire(&repo, false, std::time::Duration::ZERO).unwrap();
+        assert!(matches!(
+            replace(&repo, &shared, b"new", FAST, owner()),
+            Err(Error::Invalid(_))
+        ));
+    }
+
+    /// The repository of `origin` opened with "pw" through `storage`.
+    fn repository_on_storage(storage: Unsteady) -> Repository {
+        Repository::open(Box::new(storage), || Ok(b"pw".to_vec())).unwrap()
+    }
+
     #[test]
     fn prefixes_must_name_exactly_one_key() {
         let entries: Vec<KeyEntry> = [[0xab; 32], [0xac; 32]]
@@ -242,10 +370,7 @@ mod tests {
             find(&entries, "a"),
             Err(Error::AmbiguousKey { count: 2, .. })
         ));
-        assert!(matches!(
-            find(&entries, ""),
-            Err(Error::AmbiguousKey { .. })
-        ));
+        assert!(matches!(find(&entries, ""), Err(Error::KeyNotFound(_))));
         assert!(matches!(find(&entries, "ff"), Err(Error::KeyNotFound(_))));
     }
 }

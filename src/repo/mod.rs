@@ -60,7 +60,7 @@ pub fn object_path(kind: FileKind, id: &[u8; 32]) -> String {
 fn read_key_file(storage: &dyn Storage, path: &str) -> Result<([u8; 32], KeyFile)> {
     let bytes = storage.read(path)?;
     match id_at(FileKind::Key, path) {
-        Some(id) if id == *blake3::hash(&bytes).as_bytes() => {
+        Some(id) if named_by_content(FileKind::Key, path, &bytes) => {
             Ok((id, KeyFile::decode(path, &bytes)?))
         }
         _ => Err(Error::corrupt(
@@ -147,16 +147,15 @@ impl Repository {
             host::hostname(),
             host::username(),
         )?;
-        let key_bytes = key.encode();
-        let repo = Repository {
+        let mut repo = Repository {
             storage: storage.into(),
             config,
             keys,
-            key_id: *blake3::hash(&key_bytes).as_bytes(),
+            key_id: [0; 32],
         };
         // The key goes first: a config without a key is an unusable repository, while a key
         // without a config is garbage that a second `init` overwrites nothing of.
-        repo.write_content_addressed(FileKind::Key, key_bytes)?;
+        repo.key_id = repo.write_content_addressed(FileKind::Key, key.encode())?;
         repo.storage.write("config", repo.config.encode())?;
         Ok(repo)
     }
@@ -177,30 +176,50 @@ impl Repository {
         }
         let password = password()?;
         let (mut tried, mut damaged) = (0, Vec::new());
-        for listed in &key_names {
-            match try_key(storage.as_ref(), &listed.path, &config.id, &password) {
-                Ok(Some((key_id, keys))) => {
-                    return Ok(Repository {
-                        storage: storage.into(),
-                        config,
-                        keys,
-                        key_id,
-                    });
-                }
-                Ok(None) => tried += 1,
-                Err(e @ (Error::NewerFormat { .. } | Error::Storage { .. })) => return Err(e),
-                Err(e) => {
-                    tracing::warn!("skipping a damaged key file: {e}");
-                    damaged.push(e);
+        let mut paths: Vec<String> = key_names.into_iter().map(|o| o.path).collect();
+        let mut seen: std::collections::HashSet<String> = paths.iter().cloned().collect();
+        // A key file removed (`key remove`, `key passwd`) between the listing and its read
+        // is skipped; then the keys added meanwhile are listed and tried, once.
+        for round in 0..2 {
+            let mut vanished = false;
+            for path in &paths {
+                match try_key(storage.as_ref(), path, &config.id, &password) {
+                    Ok(Some((key_id, keys))) => {
+                        return Ok(Repository {
+                            storage: storage.into(),
+                            config,
+                            keys,
+                            key_id,
+                        });
+                    }
+                    Ok(None) => tried += 1,
+                    Err(Error::Storage {
+                        not_found: true, ..
+                    }) => vanished = true,
+                    Err(e @ (Error::NewerFormat { .. } | Error::Storage { .. })) => return Err(e),
+                    Err(e) => {
+                        tracing::warn!("skipping a damaged key file: {e}");
+                        damaged.push(e);
+                    }
                 }
             }
+            if !vanished || round == 1 {
+                break;
+            }
+            paths = storage
+                .list("keys", true)?
+                .into_iter()
+                .map(|o| o.path)
+                .collect();
+            paths.retain(|p| seen.insert(p.clone()));
         }
+        let listed = tried + damaged.len();
         match damaged.into_iter().next() {
             // Not one key could be tried: that is damage, not a wrong password.
             Some(e) if tried == 0 => Err(e),
             Some(_) | None => Err(Error::WrongPassword {
                 keys: tried,
-                damaged: key_names.len() - tried,
+                damaged: listed - tried,
             }),
         }
     }

@@ -140,6 +140,7 @@ impl OpendalStorage {
     pub fn another_handle(&self) -> Result<Self> {
         let mut storage = Self::with_operator(self.location.clone(), self.operator.clone())?;
         storage.remote = self.remote;
+        storage.local_root.clone_from(&self.local_root);
         Ok(storage)
     }
 
