@@ -246,6 +246,9 @@ pub struct CopyArgs {
     /// List what would be copied; write nothing
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+    /// zstd compression level for the data stored anew (1-19)
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    pub compression: i32,
 }
 
 #[derive(Subcommand)]

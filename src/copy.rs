@@ -10,18 +10,19 @@
 //!   segments (`Packer::finish`), then the snapshot, written after a check of the
 //!   destination's lock. Interrupted, a copy leaves the snapshots copied so far complete and
 //!   no trace of the others but unreferenced packs; running it again finishes the job.
-//! - A copy is the same snapshot: time, host, user, paths, tags, summary, every entry's
-//!   metadata and every file's bytes. A source snapshot counts as copied when the destination
-//!   holds one with the same time (to the nanosecond), host, user and paths, so nothing is
-//!   copied twice, and a retagged source snapshot is not copied again.
-//! - Data is read from the source only where it must be. Trees are rewritten once per run.
-//!   Before a snapshot is copied, the newest copy of the same host (of the same paths if
-//!   there is one) is walked side by side with its original, which maps the source's blob
-//!   ids to the destination's: a nightly copy reads the trees and the data that changed, not
-//!   the whole snapshot. A mapped blob is used only while the destination's index lists it, so data the
-//!   destination lost is read and stored again.
-//! - The source is only read, under its shared lock, so its prune cannot delete what is being
-//!   copied.
+//! - A copy has its original's time, host, user, paths, tags, summary, and every entry's
+//!   metadata and bytes (fields this version does not know are not carried over). It records
+//!   the source repository and snapshot (snapshot tag 16), so a snapshot is never copied
+//!   twice into the same repository.
+//! - Data is read from the source only where it must be. Before each snapshot, the newest copy
+//!   made from the same source (of the same host, and of the same paths if there is one) is
+//!   walked beside its original, which maps source blob ids to the destination's: a nightly
+//!   copy reads the trees and the data that changed. The pair is known by the recorded origin,
+//!   not guessed, and a mapped blob is used only while the destination's index lists it (the
+//!   caller checks that index against the stored packs first), so lost data is stored again.
+//! - A source snapshot that turns out damaged is skipped and reported; the others are copied.
+//! - The source is read under its shared lock (a lock file is its only write), so its prune
+//!   cannot delete what is being copied.
 
 use std::collections::{HashMap, HashSet};
 
@@ -29,20 +30,27 @@ use serde::Serialize;
 
 use crate::blobs::BlobReader;
 use crate::error::Result;
-use crate::ids::{BlobId, BlobType, SnapshotId, TreeId};
+use crate::ids::{BlobId, BlobType, RepositoryId, SnapshotId, TreeId};
 use crate::index::LocalIndex;
 use crate::packer::Packer;
 use crate::repo::lock::RepositoryLock;
 use crate::repo::{FileKind, Repository};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{CopiedFrom, Snapshot};
 use crate::tree::Node;
 
-/// The destination of a copy, locked.
+/// The destination of a copy, locked, its index checked against its packs.
 pub struct Destination<'a> {
     pub repo: &'a Repository,
     pub index: &'a mut LocalIndex,
     pub lock: &'a RepositoryLock,
     pub zstd_level: i32,
+}
+
+/// The source of a copy: its id, a reader of its blobs, and all its snapshots.
+pub struct Source<'a> {
+    pub id: RepositoryId,
+    pub reader: &'a BlobReader<'a>,
+    pub snapshots: &'a [(SnapshotId, Snapshot)],
 }
 
 #[derive(Debug, Serialize)]
@@ -52,11 +60,21 @@ pub struct CopiedSnapshot {
     pub copy: Option<SnapshotId>,
 }
 
+#[derive(Debug, Serialize)]
+pub struct FailedCopy {
+    pub source: SnapshotId,
+    pub error: String,
+}
+
 #[derive(Debug, Default, Serialize)]
 pub struct CopyReport {
     pub copied: Vec<CopiedSnapshot>,
-    /// Chosen snapshots the destination already held.
+    /// Chosen snapshots already copied into the destination.
     pub already_there: usize,
+    /// Snapshots that could not be copied because the source is damaged.
+    pub failed: Vec<FailedCopy>,
+    /// Earlier copies that could not be used to save reading (the copy went on without).
+    pub warnings: Vec<String>,
     /// Data blobs read from the source, and their bytes (plaintext).
     pub blobs_read: u64,
     pub bytes_read: u64,
@@ -65,19 +83,12 @@ pub struct CopyReport {
     pub bytes_added: u64,
 }
 
-/// What makes two snapshots the same one, in any repository: time, host, user and paths.
-type Identity<'s> = (i64, &'s str, &'s str, &'s [Vec<u8>]);
-
-fn identity(s: &Snapshot) -> Identity<'_> {
-    (s.time_ns, &s.hostname, &s.username, &s.paths)
-}
-
-/// Source ids mapped to destination ids.
+/// Source ids mapped to destination ids, for one snapshot at a time (so memory follows the
+/// largest snapshot, not the whole run).
 struct IdMap<'a> {
     source: &'a BlobReader<'a>,
-    /// Trees rewritten in this run.
     trees: HashMap<TreeId, TreeId>,
-    /// Data blobs read or matched so far; used only while the destination lists them.
+    /// Used only while the destination lists the mapped blob.
     blobs: HashMap<BlobId, BlobId>,
     /// Source trees already walked beside their copies.
     seeded: HashSet<TreeId>,
@@ -86,6 +97,12 @@ struct IdMap<'a> {
 }
 
 impl IdMap<'_> {
+    fn clear(&mut self) {
+        self.trees.clear();
+        self.blobs.clear();
+        self.seeded.clear();
+    }
+
     /// Maps the blobs of the files below source tree `source` to those below `copy`, its
     /// copy in the destination. Entries are paired by name; a file's blobs are mapped only
     /// if its two entries agree in everything but ids.
@@ -154,30 +171,31 @@ fn same_but_ids(a: &Node, b: &Node) -> bool {
         subtree: None,
         ..n.clone()
     };
-    a.content.len() == b.content.len()
-        && a.subtree.is_some() == b.subtree.is_some()
-        && strip(a) == strip(b)
+    a.content.len() == b.content.len() && a.subtree.is_none() && strip(a) == strip(b)
 }
 
-/// Copies `chosen` source snapshots (oldest first) that `dest` does not hold yet.
+/// Copies the `chosen` source snapshots (oldest first) that were not copied into `dest` yet.
 /// `dest_snapshots` lists the destination's snapshots.
 pub fn copy(
-    source: &BlobReader,
+    source: Source,
     mut chosen: Vec<(SnapshotId, Snapshot)>,
-    source_all: &[(SnapshotId, Snapshot)],
     dest: Destination,
-    dest_snapshots: Vec<(SnapshotId, Snapshot)>,
+    dest_snapshots: &[(SnapshotId, Snapshot)],
     dry_run: bool,
 ) -> Result<CopyReport> {
     let mut report = CopyReport::default();
-    // Copies in the destination, by the identity of their original.
-    let mut copies: HashMap<_, TreeId> = dest_snapshots
+    // Source snapshot → the tree of its copy in the destination.
+    let mut copies: HashMap<SnapshotId, TreeId> = dest_snapshots
         .iter()
-        .map(|(_, s)| (identity(s), s.tree))
+        .filter_map(|(_, s)| {
+            let from = s.copied_from.filter(|f| f.repository == source.id)?;
+            Some((from.snapshot, s.tree))
+        })
         .collect();
-    chosen.sort_by_key(|(_, s)| s.time_ns);
-    chosen.retain(|(_, s)| {
-        let there = copies.contains_key(&identity(s));
+    chosen.sort_by_key(|(id, s)| (s.time_ns, *id));
+    chosen.dedup_by_key(|(id, _)| *id);
+    chosen.retain(|(id, _)| {
+        let there = copies.contains_key(id);
         report.already_there += usize::from(there);
         !there
     });
@@ -193,7 +211,7 @@ pub fn copy(
     }
     let dest_reader = BlobReader::new(dest.repo, dest.index.another_connection()?);
     let mut ids = IdMap {
-        source,
+        source: source.reader,
         trees: HashMap::new(),
         blobs: HashMap::new(),
         seeded: HashSet::new(),
@@ -201,22 +219,42 @@ pub fn copy(
         bytes_read: 0,
     };
     for (id, snapshot) in &chosen {
-        // A copy made in this run has its ids mapped already.
-        if let Some((previous, copy)) = newest_copy(source_all, &copies, snapshot)
-            && !ids.trees.contains_key(&previous)
+        ids.clear();
+        if let Some((previous, copy)) = newest_copy(source.snapshots, &copies, snapshot)
+            && let Err(e) = ids.seed(&dest_reader, &previous, &copy)
         {
-            ids.seed(&dest_reader, &previous, &copy)?;
+            report.warnings.push(format!(
+                "the copy of {} could not be compared with its original ({e}); data it holds is read again",
+                previous.short()
+            ));
         }
         let mut packer =
             Packer::new(dest.repo, &mut *dest.index, dest.zstd_level)?.guarded_by(Some(dest.lock));
-        let tree = ids.tree(&mut packer, &snapshot.tree)?;
+        let rewritten = ids.tree(&mut packer, &snapshot.tree);
+        // What was stored is sound either way; committing it keeps the maps true.
         let stats = packer.finish()?;
+        crate::failpoint::hit("copy-packs-written");
         report.blobs_added += stats.data_blobs + stats.tree_blobs;
         report.bytes_added += stats.stored_bytes;
+        let tree = match rewritten {
+            Ok(tree) => tree,
+            Err(e) if e.is_damage() => {
+                report.failed.push(FailedCopy {
+                    source: *id,
+                    error: e.to_string(),
+                });
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let copied = Snapshot {
             tree,
             original: None,
             supersedes: None,
+            copied_from: Some(CopiedFrom {
+                repository: source.id,
+                snapshot: *id,
+            }),
             ..snapshot.clone()
         };
         let body = copied.encode();
@@ -224,7 +262,7 @@ pub fn copy(
         let new = SnapshotId(dest.repo.save_file(FileKind::Snapshot, &body)?);
         dest.index.add_snapshot(&new, copied.time_ns, &body)?;
         crate::failpoint::hit("copy-snapshot-written");
-        copies.insert(identity(snapshot), tree);
+        copies.insert(*id, tree);
         report.copied.push(CopiedSnapshot {
             source: *id,
             copy: Some(new),
@@ -235,21 +273,42 @@ pub fn copy(
     Ok(report)
 }
 
-/// The newest source snapshot of the same host (and the same paths, if there is one) that
+/// The newest source snapshot of the same host (and of the same paths, if there is one) that
 /// the destination holds a copy of: its tree and the copy's. Which one is chosen decides only
 /// how much data is read again, never what is stored: a copy's blobs are its original's.
 fn newest_copy(
-    source_all: &[(SnapshotId, Snapshot)],
-    copies: &HashMap<Identity, TreeId>,
+    source_snapshots: &[(SnapshotId, Snapshot)],
+    copies: &HashMap<SnapshotId, TreeId>,
     snapshot: &Snapshot,
 ) -> Option<(TreeId, TreeId)> {
-    source_all
+    source_snapshots
         .iter()
         .filter(|(_, s)| s.hostname == snapshot.hostname)
-        .filter_map(|(_, s)| {
-            let copy = copies.get(&identity(s))?;
-            Some(((s.paths == snapshot.paths, s.time_ns), s.tree, *copy))
+        .filter_map(|(id, s)| {
+            let copy = copies.get(id)?;
+            Some(((s.paths == snapshot.paths, s.time_ns, *id), s.tree, *copy))
         })
         .max_by_key(|(rank, ..)| *rank)
         .map(|(_, tree, copy)| (tree, copy))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::NodeKind;
+
+    #[test]
+    fn only_files_equal_but_for_their_ids_are_paired() {
+        let mut a = Node::new(b"f".to_vec(), NodeKind::File);
+        a.content = vec![BlobId([1; 32]), BlobId([2; 32])];
+        let mut b = a.clone();
+        b.content = vec![BlobId([3; 32]), BlobId([4; 32])];
+        assert!(same_but_ids(&a, &b));
+        let mut longer = b.clone();
+        longer.content.push(BlobId([5; 32]));
+        assert!(!same_but_ids(&a, &longer));
+        let mut touched = b.clone();
+        touched.mtime_ns += 1;
+        assert!(!same_but_ids(&a, &touched));
+    }
 }

@@ -48,6 +48,7 @@ fn craft(env: &Env, build: impl FnOnce(&mut Packer) -> Vec<Node>) -> SnapshotId 
         repair_note: None,
         supersedes: None,
         started_ns: None,
+        copied_from: None,
     };
     SnapshotId(repo.save_file(FileKind::Snapshot, &snap.encode()).unwrap())
 }

@@ -198,8 +198,9 @@ fn several_sources_keep_their_absolute_paths() {
 }
 
 /// `copy` between two repositories (different keys): each copy restores exactly what its
-/// original does, nothing is copied twice, a later copy reads only what changed, and a copy
-/// killed between two snapshots leaves a repository that checks clean and finishes later.
+/// original does, nothing is copied twice, a later copy reads only what changed, a copy killed
+/// before or after a snapshot's commit leaves a repository that checks clean and finishes
+/// later, and data the destination lost is stored again.
 #[test]
 fn copies_restore_like_their_originals_and_read_only_what_changed() {
     let source = Env::new();
@@ -213,7 +214,14 @@ fn copies_restore_like_their_originals_and_read_only_what_changed() {
     symlink("dir/small.txt", src.join("link")).unwrap();
     source.backup_json(&[&src]);
     write(&src.join("dir/new.txt"), &noise(8, 300_000));
-    source.backup_json(&[&src]);
+    source.ok(&[
+        "backup",
+        "--tag",
+        "second",
+        "--host",
+        "elsewhere",
+        src.to_str().unwrap(),
+    ]);
     let copy = |extra: &[&str]| {
         let mut args = vec![
             "copy",
@@ -226,30 +234,23 @@ fn copies_restore_like_their_originals_and_read_only_what_changed() {
         cmd.env("CAIRN_FROM_PASSWORD", PASSWORD);
         cmd
     };
-    let report = |cmd: &mut std::process::Command| -> serde_json::Value {
-        let out = cmd.output().unwrap();
+    let report = |extra: &[&str]| -> serde_json::Value {
+        let out = copy(extra).output().unwrap();
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         serde_json::from_slice(&out.stdout).unwrap()
     };
-
-    let first = report(&mut copy(&[]));
-    assert_eq!(first["copied"].as_array().unwrap().len(), 2);
-    assert!(first["bytes_read"].as_u64().unwrap() >= 6 << 20);
-    let same_snapshots = || {
+    let count = |report: &serde_json::Value| report["copied"].as_array().unwrap().len();
+    // Snapshot fields that a copy keeps, and the restored trees of the last `n` snapshots.
+    let same_snapshots = |n: usize| {
         let fields = |s: &serde_json::Value| {
-            (
-                s["time"].clone(),
-                s["hostname"].clone(),
-                s["paths"].clone(),
-                s["summary"].clone(),
-            )
+            ["time", "hostname", "username", "paths", "tags", "summary"].map(|f| s[f].clone())
         };
         let (a, b) = (source.snapshots(), dest.snapshots());
         assert_eq!(
             a.iter().map(fields).collect::<Vec<_>>(),
             b.iter().map(fields).collect::<Vec<_>>()
         );
-        for (s, d) in a.iter().zip(&b) {
+        for (s, d) in a.iter().zip(&b).rev().take(n) {
             let (from, to) = (source.path("from"), dest.path("to"));
             let _ = std::fs::remove_dir_all(&from);
             let _ = std::fs::remove_dir_all(&to);
@@ -258,41 +259,106 @@ fn copies_restore_like_their_originals_and_read_only_what_changed() {
             assert_eq!(describe(&from), describe(&to), "snapshot {}", s["id"]);
         }
     };
-    same_snapshots();
 
-    let again = report(&mut copy(&[]));
-    assert_eq!(again["copied"].as_array().unwrap().len(), 0);
-    assert_eq!(again["already_there"], 2);
+    let planned = report(&["--dry-run"]);
+    assert_eq!(count(&planned), 2);
+    assert!(planned["copied"][0]["copy"].is_null());
+    assert!(dest.snapshots().is_empty());
 
-    // A small change: the next copy reads the changed file's data, not the 6 MiB beside it.
+    let first = report(&[]);
+    assert_eq!(count(&first), 2);
+    assert!(first["bytes_read"].as_u64().unwrap() >= 6 << 20);
+    same_snapshots(2);
+    let again = report(&[]);
+    assert_eq!(
+        (count(&again), again["already_there"].as_u64()),
+        (0, Some(2))
+    );
+
+    // A small change: the next copy reads the changed file's data, not the 6 MiB beside it,
+    // and a snapshot chosen twice is copied once.
     write(&src.join("dir/small.txt"), b"changed");
     source.backup_json(&[&src]);
-    let next = report(&mut copy(&["latest"]));
-    assert_eq!(next["copied"].as_array().unwrap().len(), 1);
+    let latest = source.snapshots().last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let next = report(&["latest", &latest]);
+    assert_eq!(count(&next), 1);
     assert!(next["bytes_read"].as_u64().unwrap() < 1 << 20, "{next}");
-    same_snapshots();
+    same_snapshots(1);
 
-    // Killed after the first of two snapshots: the repository checks clean, and the next
-    // run copies the other one.
+    // Killed before a snapshot's commit, then after the first of two: the repository checks
+    // clean each time, and the next run copies the rest.
     for i in 0..2 {
         write(&src.join(format!("dir/night{i}")), &noise(20 + i, 100_000));
         source.backup_json(&[&src]);
     }
-    let out = copy(&[])
-        .env("CAIRN_FAILPOINT", "copy-snapshot-written")
-        .output()
-        .unwrap();
-    assert_aborted_at(&out, "copy-snapshot-written");
-    assert_eq!(dest.snapshots().len(), 4);
-    dest.ok(&["check", "--read-data"]);
-    let rest = report(&mut copy(&[]));
-    assert_eq!(rest["copied"].as_array().unwrap().len(), 1);
-    assert_eq!(rest["already_there"], 4);
-    same_snapshots();
+    for (stop, copies) in [("copy-packs-written", 3), ("copy-snapshot-written", 4)] {
+        let out = copy(&[]).env("CAIRN_FAILPOINT", stop).output().unwrap();
+        assert_aborted_at(&out, stop);
+        assert_eq!(dest.snapshots().len(), copies);
+        dest.ok(&["check", "--read-data"]);
+    }
+    let rest = report(&[]);
+    assert_eq!((count(&rest), rest["already_there"].as_u64()), (1, Some(4)));
+    same_snapshots(5);
+
+    // A pack the destination lost: the next copy reads and stores its data again.
+    std::fs::remove_file(flip_in_largest_pack(&dest.repo, 0)).unwrap();
+    write(&src.join("dir/small.txt"), b"changed again");
+    source.backup_json(&[&src]);
+    let healed = report(&[]);
+    assert_eq!(count(&healed), 1);
+    assert!(
+        healed["bytes_read"].as_u64().unwrap() >= 6 << 20,
+        "{healed}"
+    );
+    same_snapshots(1);
 
     let out = copy(&[])
         .env("CAIRN_FROM_PASSWORD", "wrong")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
+    let out = copy(&[])
+        .env_remove("CAIRN_FROM_PASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let mut same = dest.cmd(&["copy", "--from-repo", dest.repo.to_str().unwrap()]);
+    let out = same.env("CAIRN_FROM_PASSWORD", PASSWORD).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+/// A source snapshot whose data is damaged is skipped and named (exit 3); the others are
+/// copied.
+#[test]
+fn copy_skips_a_damaged_source_snapshot_and_copies_the_rest() {
+    let source = Env::new();
+    let dest = Env::new();
+    source.init();
+    dest.init();
+    let (a, b) = (source.path("a"), source.path("b"));
+    write(&a.join("small.bin"), &noise(1, 3 << 20));
+    write(&b.join("large.bin"), &noise(2, 5 << 20));
+    source.backup_json(&[&a]);
+    source.backup_json(&[&b]);
+    flip_in_largest_pack(&source.repo, 100);
+    let mut cmd = dest.cmd(&[
+        "copy",
+        "--json",
+        "--from-repo",
+        source.repo.to_str().unwrap(),
+    ]);
+    let out = cmd.env("CAIRN_FROM_PASSWORD", PASSWORD).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let damaged = source.snapshots()[1]["id"].clone();
+    assert_eq!(report["failed"][0]["source"], damaged);
+    assert!(stderr(&out).contains("was not copied"), "{}", stderr(&out));
+    assert_eq!(dest.snapshots().len(), 1);
+    let target = dest.path("t");
+    dest.restore("latest", &target);
+    assert_eq!(describe(&a), describe(&restored(&target, &a)));
 }

@@ -287,6 +287,7 @@ pub fn run(
         repair_note: None,
         supersedes: None,
         started_ns: Some(started_ns),
+        copied_from: None,
     };
     let parent = parent.map(|(id, _)| id);
     // The walk looks before each entry; this catches what failed after its last look.

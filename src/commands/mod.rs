@@ -246,7 +246,7 @@ fn other_password(
 ) -> Result<Vec<u8>> {
     let password = if let Some(path) = file {
         let text = std::fs::read(path).map_err(|e| {
-            Error::Password(format!("cannot read {what} file {}: {e}", path.display()))
+            Error::Password(format!("cannot read {} ({what}): {e}", path.display()))
         })?;
         first_line(&text)
     } else if let Some(pw) = std::env::var_os(var) {

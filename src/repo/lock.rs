@@ -321,13 +321,13 @@ impl RepositoryLock {
         })
     }
 
-    /// Errors if the lock can no longer be trusted: a refresh failed, it was not refreshed
-    /// for so long that others may have called it stale, or its file is gone (another process
-    /// called it stale). Call before committing or deleting.
     pub fn is_exclusive(&self) -> bool {
         lock_mutex(&self.inner.info).exclusive
     }
 
+    /// Errors if the lock can no longer be trusted: a refresh failed, it was not refreshed
+    /// for so long that others may have called it stale, or its file is gone (another process
+    /// called it stale). Call before committing or deleting.
     pub fn check(&self) -> Result<()> {
         if let Some(why) = lock_mutex(&self.inner.lost).clone() {
             return Err(Error::LockLost { reason: why });

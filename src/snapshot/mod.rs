@@ -17,7 +17,7 @@ pub mod removal;
 use crate::chunk::ChunkerParams;
 use crate::codec::{self, FieldWriter};
 use crate::error::{Error, Result};
-use crate::ids::{SnapshotId, TreeId};
+use crate::ids::{RepositoryId, SnapshotId, TreeId};
 use crate::index::LocalIndex;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -62,6 +62,15 @@ pub struct Snapshot {
     /// be set to another time with `--time`). A file whose ctime is not well before it may have
     /// changed while it was read without changing its timestamps (see the backup walker).
     pub started_ns: Option<i64>,
+    /// tag 16: where this snapshot was copied from (`copy`).
+    pub copied_from: Option<CopiedFrom>,
+}
+
+/// The repository and snapshot a copy was made from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CopiedFrom {
+    pub repository: RepositoryId,
+    pub snapshot: SnapshotId,
 }
 
 impl Summary {
@@ -146,6 +155,9 @@ impl Snapshot {
         if let Some(started) = self.started_ns {
             w.int(15, started);
         }
+        if let Some(from) = &self.copied_from {
+            w.bytes(16, &[from.repository.0, from.snapshot.0].concat());
+        }
         w.finish()
     }
 
@@ -171,6 +183,7 @@ impl Snapshot {
             repair_note: None,
             supersedes: None,
             started_ns: None,
+            copied_from: None,
         };
         let mut tree = None;
         for f in codec::fields(bytes)? {
@@ -190,6 +203,13 @@ impl Snapshot {
                 13 => s.repair_note = Some(f.string()?),
                 14 => s.supersedes = Some(SnapshotId::from_slice(f.value)?),
                 15 => s.started_ns = Some(f.int()?),
+                16 if f.value.len() == 64 => {
+                    s.copied_from = Some(CopiedFrom {
+                        repository: RepositoryId(f.value[..32].try_into().ok()?),
+                        snapshot: SnapshotId::from_slice(&f.value[32..])?,
+                    });
+                }
+                16 => return None,
                 _ => {}
             }
         }
@@ -313,6 +333,10 @@ pub(crate) mod tests {
             repair_note: Some("removed 1 file".into()),
             supersedes: Some(SnapshotId([8; 32])),
             started_ns: Some(1_700_000_000_000_000_001),
+            copied_from: Some(CopiedFrom {
+                repository: RepositoryId([7; 32]),
+                snapshot: SnapshotId([8; 32]),
+            }),
         }
     }
 
