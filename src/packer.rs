@@ -7,8 +7,10 @@
 //! stored; `finish` uploads every open pack and a segment for every uploaded pack, and only
 //! then may a snapshot refer to them.
 //!
-//! Packs are written by a background thread so that sealing goes on while a pack is written;
-//! at most one finished pack waits for it, which bounds the memory this takes to two packs.
+//! Packs are written by background threads so that sealing goes on while packs are written:
+//! one on local disk, `MAX_UPLOADS` on object storage, where one request at a time would
+//! leave a long link mostly idle. At most one finished pack waits for them, which bounds the
+//! memory this takes to one pack more than there are uploads.
 
 use std::collections::HashSet;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -84,35 +86,57 @@ impl StoredBlobs {
     }
 }
 
-/// The background thread that writes finished packs, in order.
+/// Pack uploads in flight at most, on storage that wants several requests in flight: each
+/// holds a pack of up to 24 MiB.
+const MAX_UPLOADS: usize = 6;
+
+/// The background threads that write finished packs.
 struct Uploader {
     jobs: Option<SyncSender<(String, Vec<u8>)>>,
     results: Receiver<Result<()>>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
     in_flight: usize,
 }
 
 impl Uploader {
     fn start(repo: &Repository) -> Result<Self> {
-        let storage = repo.shared_storage();
         let (jobs, job_rx) = sync_channel::<(String, Vec<u8>)>(1);
+        let job_rx = Arc::new(Mutex::new(job_rx));
         let (result_tx, results) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("cairn-upload".into())
-            .spawn(move || {
-                for (path, bytes) in job_rx {
-                    if result_tx.send(storage.write(&path, bytes)).is_err() {
-                        break;
+        let workers = repo.requests_in_flight().clamp(1, MAX_UPLOADS);
+        let mut threads = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (storage, job_rx, result_tx) = (
+                repo.shared_storage(),
+                Arc::clone(&job_rx),
+                result_tx.clone(),
+            );
+            let thread = std::thread::Builder::new()
+                .name("cairn-upload".into())
+                .spawn(move || {
+                    loop {
+                        // A statement of its own: the receiver stays locked only while
+                        // waiting for a job, not while uploading it.
+                        let job = lock(&job_rx).recv();
+                        let Ok((path, bytes)) = job else { break };
+                        if result_tx.send(storage.write(&path, bytes)).is_err() {
+                            break;
+                        }
                     }
-                }
-            })
-            .map_err(|e| Error::io("upload thread", e))?;
+                })
+                .map_err(|e| Error::io("upload thread", e))?;
+            threads.push(thread);
+        }
         Ok(Uploader {
             jobs: Some(jobs),
             results,
-            thread: Some(thread),
+            threads,
             in_flight: 0,
         })
+    }
+
+    fn parallel(&self) -> bool {
+        self.threads.len() > 1
     }
 
     fn send(&mut self, path: String, bytes: Vec<u8>) -> Result<()> {
@@ -145,7 +169,7 @@ impl Uploader {
 impl Drop for Uploader {
     fn drop(&mut self) {
         self.jobs.take();
-        if let Some(t) = self.thread.take() {
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
@@ -284,6 +308,10 @@ impl<'a> Packer<'a> {
         let Some(uploader) = self.uploader.as_mut() else {
             return Ok(());
         };
+        // Uploads in parallel may end in any order: a tree pack waits for the data before it.
+        if blob_type == BlobType::Tree && uploader.parallel() {
+            uploader.wait()?;
+        }
         self.unindexed.push(PackRecord {
             id: pack.id,
             size: pack.bytes.len() as u64,
@@ -348,6 +376,76 @@ mod tests {
         drop(huge);
         packer.add(BlobType::Tree, b"small").unwrap();
         packer.finish().unwrap();
+    }
+
+    /// On storage that wants requests in flight, packs upload side by side, and a tree pack
+    /// starts only once every data pack before it is written.
+    #[test]
+    fn packs_upload_in_parallel_and_tree_packs_after_their_data() {
+        use crate::storage::OpendalStorage;
+        use crate::storage::instrumented::Instrumented;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        let origin = OpendalStorage::memory_as_remote().unwrap();
+        let mut storage = Instrumented::new(origin.another_handle().unwrap());
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        // (path, uploads in flight when it started, packs written before it started)
+        let starts = Arc::new(Mutex::new(Vec::new()));
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let (f, st, w) = (in_flight.clone(), starts.clone(), written.clone());
+        storage.before_write = Box::new(move |path, _| {
+            if path.starts_with("packs/") {
+                let now = f.fetch_add(1, Ordering::SeqCst) + 1;
+                lock(&st).push((path.to_string(), now, lock(&w).clone()));
+                std::thread::sleep(std::time::Duration::from_millis(30));
+            }
+        });
+        let (f, w) = (in_flight.clone(), written.clone());
+        storage.after_write = Box::new(move |_, path| {
+            if path.starts_with("packs/") {
+                f.fetch_sub(1, Ordering::SeqCst);
+                lock(&w).push(path.to_string());
+            }
+        });
+        let repo = crate::repo::repository_on(Box::new(storage));
+        let cache = tempfile::tempdir().unwrap();
+        let (mut index, _) = LocalIndex::open(cache.path(), &repo).unwrap();
+        let mut packer = Packer::new(&repo, &mut index, 1).unwrap();
+        // Incompressible blobs of 1 MiB: a pack every 16.
+        for i in 0..100u64 {
+            let mut blob = vec![0u8; 1 << 20];
+            let mut x = i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            for b in blob.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            packer.add(BlobType::Data, &blob).unwrap();
+        }
+        packer.add(BlobType::Tree, b"a tree").unwrap();
+        let stats = packer.finish().unwrap();
+        let starts = lock(&starts).clone();
+        assert_eq!(starts.len() as u64, stats.packs);
+        assert!(
+            starts.iter().any(|(_, n, _)| *n > 1),
+            "no two uploads overlapped"
+        );
+        assert!(starts.iter().all(|(_, n, _)| *n <= MAX_UPLOADS));
+        let tree_packs: Vec<String> = index
+            .blob_locations()
+            .unwrap()
+            .into_iter()
+            .filter(|(blob, _)| *blob == repo.keys().blob_id(b"a tree"))
+            .map(|(_, pack)| object_path(FileKind::Pack, &pack.0))
+            .collect();
+        assert_eq!(tree_packs.len(), 1);
+        let (_, _, before_tree) = starts.iter().find(|(p, ..)| *p == tree_packs[0]).unwrap();
+        assert_eq!(
+            before_tree.len(),
+            starts.len() - 1,
+            "the tree pack started early"
+        );
     }
 
     /// Regression: a backup suspended past the lock's stale time, whose unindexed packs a

@@ -159,7 +159,8 @@ pub fn replace(
 mod tests {
     use super::*;
     use crate::repo::repository_on;
-    use crate::storage::OpendalStorage;
+    use crate::storage::instrumented::Instrumented;
+    use crate::storage::{OpendalStorage, Storage};
 
     const FAST: KdfParams = KdfParams {
         memory_kib: 64,
@@ -251,53 +252,23 @@ mod tests {
         assert_eq!(list(&repo).unwrap().len(), 1);
     }
 
-    /// Storage on which a key file vanishes just before it is read, and key files are
-    /// written damaged, when a test asks for it.
-    struct Unsteady {
-        inner: OpendalStorage,
-        vanishing: std::sync::Mutex<Option<String>>,
-        damage_key_writes: bool,
-    }
-
-    impl crate::storage::Storage for Unsteady {
-        fn location(&self) -> &str {
-            self.inner.location()
-        }
-        fn read(&self, path: &str) -> Result<Vec<u8>> {
-            if self.vanishing.lock().unwrap().as_deref() == Some(path) {
-                self.inner.delete(path)?;
+    /// Storage on `origin` on which `vanishing` is deleted just before it is read, and key
+    /// files are written damaged if `damage`.
+    fn unsteady(origin: &OpendalStorage, vanishing: Option<String>, damage: bool) -> Instrumented {
+        let mut storage = Instrumented::new(origin.another_handle().unwrap());
+        storage.before_read = Box::new(move |inner, path| {
+            if vanishing.as_deref() == Some(path) {
+                inner.delete(path).unwrap();
             }
-            self.inner.read(path)
+        });
+        if damage {
+            storage.before_write = Box::new(|path, bytes| {
+                if path.starts_with("keys/") {
+                    bytes[0] ^= 1;
+                }
+            });
         }
-        fn read_range(&self, path: &str, range: std::ops::Range<u64>) -> Result<Vec<u8>> {
-            self.inner.read_range(path, range)
-        }
-        fn write(&self, path: &str, mut bytes: Vec<u8>) -> Result<()> {
-            if self.damage_key_writes && path.starts_with("keys/") {
-                bytes[0] ^= 1;
-            }
-            self.inner.write(path, bytes)
-        }
-        fn list(&self, dir: &str, recursive: bool) -> Result<Vec<crate::storage::ListedObject>> {
-            self.inner.list(dir, recursive)
-        }
-        fn exists(&self, path: &str) -> Result<bool> {
-            self.inner.exists(path)
-        }
-        fn size(&self, path: &str) -> Result<u64> {
-            self.inner.size(path)
-        }
-        fn delete(&self, path: &str) -> Result<()> {
-            self.inner.delete(path)
-        }
-    }
-
-    fn unsteady(origin: &OpendalStorage, vanishing: Option<String>, damage: bool) -> Unsteady {
-        Unsteady {
-            inner: origin.another_handle().unwrap(),
-            vanishing: std::sync::Mutex::new(vanishing),
-            damage_key_writes: damage,
-        }
+        storage
     }
 
     /// Regression: a key file removed by another process between the listing and its read
@@ -351,7 +322,7 @@ mod tests {
     }
 
     /// The repository of `origin` opened with "pw" through `storage`.
-    fn repository_on_storage(storage: Unsteady) -> Repository {
+    fn repository_on_storage(storage: Instrumented) -> Repository {
         Repository::open(Box::new(storage), || Ok(b"pw".to_vec())).unwrap()
     }
 

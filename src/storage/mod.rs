@@ -10,6 +10,8 @@
 //!   for `config`, which is written once by `init`, and `generation`, which prune replaces
 //!   whole.
 
+#[cfg(test)]
+pub mod instrumented;
 mod opendal_storage;
 mod s3;
 
