@@ -33,8 +33,8 @@ use crate::error::Result;
 use crate::ids::{BlobId, BlobType, RepositoryId, SnapshotId, TreeId};
 use crate::index::LocalIndex;
 use crate::packer::Packer;
+use crate::repo::Repository;
 use crate::repo::lock::RepositoryLock;
-use crate::repo::{FileKind, Repository};
 use crate::snapshot::{CopiedFrom, Snapshot};
 use crate::tree::Node;
 
@@ -257,10 +257,7 @@ pub fn copy(
             }),
             ..snapshot.clone()
         };
-        let body = copied.encode();
-        dest.lock.check()?;
-        let new = SnapshotId(dest.repo.save_file(FileKind::Snapshot, &body)?);
-        dest.index.add_snapshot(&new, copied.time_ns, &body)?;
+        let new = crate::snapshot::commit(dest.repo, dest.index, Some(dest.lock), &copied)?;
         crate::failpoint::hit("copy-snapshot-written");
         copies.insert(*id, tree);
         report.copied.push(CopiedSnapshot {

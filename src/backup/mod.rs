@@ -32,8 +32,8 @@ use crate::host;
 use crate::ids::{PackId, SnapshotId, TreeId};
 use crate::index::LocalIndex;
 use crate::packer::Packer;
+use crate::repo::Repository;
 use crate::repo::lock::RepositoryLock;
-use crate::repo::{FileKind, Repository};
 use crate::snapshot::{self, Snapshot, Summary};
 use crate::tree::{Node, NodeKind, Tree};
 use crate::walk;
@@ -304,12 +304,7 @@ pub fn run(
     }
     // Everything the snapshot needs is stored and indexed; commit only while the lock still
     // keeps prune away from what this backup deduplicated against.
-    if let Some(lock) = lock {
-        lock.check()?;
-    }
-    let body = snapshot.encode();
-    let id = SnapshotId(repo.save_file(FileKind::Snapshot, &body)?);
-    index.add_snapshot(&id, snapshot.time_ns, &body)?;
+    let id = snapshot::commit(repo, index, lock, &snapshot)?;
     // Each blob below the root was found in the index or stored (and indexed) by this run.
     // Only a shortcut for the next backup, so a failure here must not fail this one.
     if let Err(e) = index.record_complete(&snapshot.tree, complete_epoch) {

@@ -92,7 +92,7 @@ fn index(ctx: &Context, args: &RepairIndexArgs) -> Result<Outcome> {
 
 fn snapshots(ctx: &Context, args: &RepairSnapshotsArgs) -> Result<Outcome> {
     let repo = ctx.open_repo()?;
-    let _lock = ctx.lock(&repo, true)?;
+    let lock = ctx.lock(&repo, true)?;
     // Lookups then prefer a copy stored again over one in a lost pack.
     let mut index = ctx.open_index_for_reading(&repo)?;
     let chosen = args
@@ -107,7 +107,7 @@ fn snapshots(ctx: &Context, args: &RepairSnapshotsArgs) -> Result<Outcome> {
         snapshots: chosen,
         zstd_level: 3,
     };
-    let report = repair_snapshots::run(&repo, &mut index, &opts)?;
+    let report = repair_snapshots::run(&repo, &mut index, Some(&lock), &opts)?;
     if ctx.json {
         super::print_json(&report)?;
     } else {

@@ -54,17 +54,14 @@ pub fn run(ctx: &Context, args: &TagArgs) -> Result<Outcome> {
             supersedes: Some(id),
             ..s
         };
-        lock.check()?;
-        let body = replacement.encode();
-        let new = repo.save_file(FileKind::Snapshot, &body)?;
-        index.add_snapshot(&cairn::ids::SnapshotId(new), replacement.time_ns, &body)?;
+        let new = snapshot::commit(&repo, &index, Some(&lock), &replacement)?;
         cairn::failpoint::hit("tag-written");
         repo.storage()
             .delete(&object_path(FileKind::Snapshot, &id.0))?;
         println!(
             "snapshot {} is now {} with tags [{}]",
             id.short(),
-            cairn::ids::to_hex(&new[..4]),
+            new.short(),
             replacement.tags.join(", ")
         );
         changed += 1;

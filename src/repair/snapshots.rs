@@ -20,6 +20,7 @@ use crate::failpoint;
 use crate::ids::{BlobId, BlobType, PackId, SnapshotId, TreeId};
 use crate::index::LocalIndex;
 use crate::packer::Packer;
+use crate::repo::lock::RepositoryLock;
 use crate::repo::{FileKind, Repository, object_path};
 use crate::snapshot::{self, Snapshot};
 use crate::tree::{NodeKind, Tree};
@@ -230,9 +231,11 @@ fn note(changes: &[Change]) -> String {
     )
 }
 
+/// Repairs under `lock`, which keeps prune out until each new snapshot is committed.
 pub fn run(
     repo: &Repository,
     index: &mut LocalIndex,
+    lock: Option<&RepositoryLock>,
     opts: &RepairSnapshotsOptions,
 ) -> Result<RepairSnapshotsReport> {
     let mut report = RepairSnapshotsReport::default();
@@ -326,15 +329,13 @@ pub fn run(
     }
     let new_trees = std::mem::take(&mut fixer.new_trees);
     drop(fixer);
-    let mut packer = Packer::new(repo, index, opts.zstd_level)?;
+    let mut packer = Packer::new(repo, index, opts.zstd_level)?.guarded_by(lock);
     for bytes in &new_trees {
         packer.add(BlobType::Tree, bytes)?;
     }
     packer.finish()?;
     for (pos, snapshot) in new_snapshots {
-        let body = snapshot.encode();
-        let id = SnapshotId(repo.save_file(FileKind::Snapshot, &body)?);
-        index.add_snapshot(&id, snapshot.time_ns, &body)?;
+        let id = snapshot::commit(repo, index, lock, &snapshot)?;
         let entry = &mut report.snapshots[pos];
         entry.repaired = Some(id);
         failpoint::hit("repair-snapshots-written");

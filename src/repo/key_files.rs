@@ -162,11 +162,7 @@ mod tests {
     use crate::storage::instrumented::Instrumented;
     use crate::storage::{OpendalStorage, Storage};
 
-    const FAST: KdfParams = KdfParams {
-        memory_kib: 64,
-        iterations: 1,
-        parallelism: 1,
-    };
+    const FAST: KdfParams = KdfParams::FAST;
 
     fn owner() -> KeyOwner {
         KeyOwner {

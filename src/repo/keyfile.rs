@@ -21,6 +21,16 @@ pub struct KdfParams {
     pub parallelism: u32,
 }
 
+impl KdfParams {
+    /// Cheap settings for tests, where key derivation is not what is tested.
+    #[cfg(test)]
+    pub const FAST: KdfParams = KdfParams {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
+}
+
 impl Default for KdfParams {
     fn default() -> Self {
         KdfParams {
@@ -145,11 +155,7 @@ impl KeyFile {
 mod tests {
     use super::*;
 
-    const FAST: KdfParams = KdfParams {
-        memory_kib: 64,
-        iterations: 1,
-        parallelism: 1,
-    };
+    const FAST: KdfParams = KdfParams::FAST;
 
     #[test]
     fn wrap_unwrap_and_wrong_password() {

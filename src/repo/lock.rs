@@ -619,12 +619,7 @@ mod tests {
             inner: crate::storage::OpendalStorage::memory().unwrap(),
             hooks: hooks.clone(),
         };
-        let fast = crate::repo::keyfile::KdfParams {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        };
-        let repo = Repository::init(Box::new(storage), b"pw", fast).unwrap();
+        let repo = crate::repo::repository_on(Box::new(storage));
         (repo, hooks)
     }
 
@@ -668,12 +663,7 @@ mod tests {
     fn an_old_unreadable_lock_is_stale() {
         let dir = tempfile::tempdir().unwrap();
         let storage = crate::storage::OpendalStorage::local(dir.path().to_str().unwrap()).unwrap();
-        let fast = crate::repo::keyfile::KdfParams {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        };
-        let repo = Repository::init(Box::new(storage), b"pw", fast).unwrap();
+        let repo = crate::repo::repository_on(Box::new(storage));
         repo.storage()
             .write("locks/0123", b"garbage".to_vec())
             .unwrap();

@@ -376,11 +376,7 @@ pub fn memory_repository() -> Repository {
 /// A new repository on `storage` with a fast key derivation, for unit tests.
 #[cfg(test)]
 pub fn repository_on(storage: Box<dyn Storage>) -> Repository {
-    let fast = KdfParams {
-        memory_kib: 64,
-        iterations: 1,
-        parallelism: 1,
-    };
+    let fast = KdfParams::FAST;
     Repository::init(storage, b"pw", fast).expect("repository")
 }
 
@@ -421,11 +417,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_str().unwrap();
         let storage = || Box::new(crate::storage::OpendalStorage::local(root).unwrap());
-        let fast = KdfParams {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        };
+        let fast = KdfParams::FAST;
         Repository::init(storage(), b"pw", fast).unwrap();
         let open = |pw: &'static [u8]| Repository::open(storage(), || Ok(pw.to_vec()));
         let keys = dir.path().join("keys");

@@ -19,6 +19,8 @@ use crate::codec::{self, FieldWriter};
 use crate::error::{Error, Result};
 use crate::ids::{RepositoryId, SnapshotId, TreeId};
 use crate::index::LocalIndex;
+use crate::repo::lock::RepositoryLock;
+use crate::repo::{FileKind, Repository};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Summary {
@@ -237,6 +239,24 @@ fn decode_chunker(bytes: &[u8]) -> Option<ChunkerParams> {
         *field = u32::try_from(f.uint()?).ok()?;
     }
     p.is_valid().then_some(p)
+}
+
+/// Stores `snapshot`, the commit point of every command that writes one, and adds it to the
+/// local index. `lock` is checked first: while it holds, no prune can have deleted what the
+/// snapshot refers to.
+pub fn commit(
+    repo: &Repository,
+    index: &LocalIndex,
+    lock: Option<&RepositoryLock>,
+    snapshot: &Snapshot,
+) -> Result<SnapshotId> {
+    if let Some(lock) = lock {
+        lock.check()?;
+    }
+    let body = snapshot.encode();
+    let id = SnapshotId(repo.save_file(FileKind::Snapshot, &body)?);
+    index.add_snapshot(&id, snapshot.time_ns, &body)?;
+    Ok(id)
 }
 
 /// Which snapshots a command looks at: all given conditions must hold.
