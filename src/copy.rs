@@ -14,6 +14,8 @@
 //!   metadata and bytes (fields this version does not know are not carried over). It records
 //!   the source repository and snapshot (snapshot tag 16), so a snapshot is never copied
 //!   twice into the same repository.
+//! - Data blobs are read, decrypted, named, compressed and encrypted in parallel, in batches
+//!   of `PREFETCH_BYTES`, and stored in the order a walk of the trees meets them.
 //! - Data is read from the source only where it must be. Before each snapshot, the newest copy
 //!   made from the same source (of the same host, and of the same paths if there is one) is
 //!   walked beside its original, which maps source blob ids to the destination's: a nightly
@@ -26,12 +28,14 @@
 
 use std::collections::{HashMap, HashSet};
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::blobs::BlobReader;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ids::{BlobId, BlobType, RepositoryId, SnapshotId, TreeId};
 use crate::index::LocalIndex;
+use crate::pack::seal_blob;
 use crate::packer::Packer;
 use crate::repo::Repository;
 use crate::repo::lock::RepositoryLock;
@@ -88,8 +92,10 @@ pub struct CopyReport {
 struct IdMap<'a> {
     source: &'a BlobReader<'a>,
     trees: HashMap<TreeId, TreeId>,
-    /// Used only while the destination lists the mapped blob.
+    /// Learnt from an earlier copy: used only once the destination's index lists the blob.
     blobs: HashMap<BlobId, BlobId>,
+    /// Blobs the destination holds: checked in its index, or stored by this copy.
+    present: HashMap<BlobId, BlobId>,
     /// Source trees already walked beside their copies.
     seeded: HashSet<TreeId>,
     blobs_read: u64,
@@ -100,6 +106,7 @@ impl IdMap<'_> {
     fn clear(&mut self) {
         self.trees.clear();
         self.blobs.clear();
+        self.present.clear();
         self.seeded.clear();
     }
 
@@ -131,6 +138,75 @@ impl IdMap<'_> {
         Ok(())
     }
 
+    /// Reads the data blobs below source tree `root` that the destination lacks, and stores
+    /// them, in batches of about `PREFETCH_BYTES` read, decrypted, named, compressed and
+    /// encrypted in parallel: afterwards `data` finds each one mapped.
+    fn prefetch(&mut self, packer: &mut Packer, dest: &Repository, root: &TreeId) -> Result<()> {
+        let mut wanted = Vec::new();
+        self.collect(packer, root, &mut HashSet::new(), &mut wanted)?;
+        let (source, stored) = (self.source, packer.stored_blobs());
+        let level = packer.zstd_level();
+        for batch in batches(source, &wanted)? {
+            let sealed: Vec<Result<_>> = batch
+                .par_iter()
+                .map(|blob| {
+                    let plaintext = source.blob(blob)?;
+                    let id = dest.keys().blob_id(&plaintext);
+                    let sealed = match stored.contains(&id)? {
+                        true => None,
+                        false => Some(seal_blob(
+                            dest.keys(),
+                            dest.id(),
+                            BlobType::Data,
+                            id,
+                            &plaintext,
+                            level,
+                        )),
+                    };
+                    Ok((*blob, id, plaintext.len() as u64, sealed))
+                })
+                .collect();
+            for result in sealed {
+                let (blob, id, len, sealed) = result?;
+                self.blobs_read += 1;
+                self.bytes_read += len;
+                if let Some(sealed) = sealed {
+                    packer.add_sealed(sealed)?;
+                }
+                self.present.insert(blob, id);
+            }
+        }
+        Ok(())
+    }
+
+    /// The data blobs below source tree `id` that the destination lacks (and not in `seen`),
+    /// in order; those it holds go to `present`.
+    fn collect(
+        &mut self,
+        packer: &Packer,
+        id: &TreeId,
+        seen: &mut HashSet<BlobId>,
+        wanted: &mut Vec<BlobId>,
+    ) -> Result<()> {
+        for node in self.source.tree(id)?.nodes {
+            for blob in node.content {
+                if self.present.contains_key(&blob) || !seen.insert(blob) {
+                    continue;
+                }
+                match self.blobs.get(&blob) {
+                    Some(known) if packer.has(known)? => {
+                        self.present.insert(blob, *known);
+                    }
+                    _ => wanted.push(blob),
+                }
+            }
+            if let Some(sub) = node.subtree {
+                self.collect(packer, &sub, seen, wanted)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The destination's id of source tree `id`, storing it and everything below it.
     fn tree(&mut self, packer: &mut Packer, id: &TreeId) -> Result<TreeId> {
         if let Some(done) = self.trees.get(id) {
@@ -139,7 +215,7 @@ impl IdMap<'_> {
         let mut tree = self.source.tree(id)?;
         for node in &mut tree.nodes {
             for blob in &mut node.content {
-                *blob = self.data(packer, blob)?;
+                *blob = self.data(blob)?;
             }
             if let Some(sub) = node.subtree {
                 node.subtree = Some(self.tree(packer, &sub)?);
@@ -150,19 +226,30 @@ impl IdMap<'_> {
         Ok(copy)
     }
 
-    fn data(&mut self, packer: &mut Packer, id: &BlobId) -> Result<BlobId> {
-        if let Some(known) = self.blobs.get(id)
-            && packer.has(known)?
-        {
-            return Ok(*known);
-        }
-        let plaintext = self.source.blob(id)?;
-        self.blobs_read += 1;
-        self.bytes_read += plaintext.len() as u64;
-        let copy = packer.add(BlobType::Data, &plaintext)?;
-        self.blobs.insert(*id, copy);
-        Ok(copy)
+    /// The destination's id of source data blob `id`, which `prefetch` found or stored.
+    fn data(&self, id: &BlobId) -> Result<BlobId> {
+        self.present
+            .get(id)
+            .copied()
+            .ok_or_else(|| Error::Invalid(format!("copy: blob {} was not prefetched", id.short())))
     }
+}
+
+/// Plaintext bytes read in one parallel batch by `prefetch`.
+const PREFETCH_BYTES: u64 = 16 << 20;
+
+/// `blobs` cut into batches of about `PREFETCH_BYTES` (by the source index's lengths).
+fn batches<'b>(source: &BlobReader, blobs: &'b [BlobId]) -> Result<Vec<&'b [BlobId]>> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, blob) in blobs.iter().enumerate() {
+        bytes += u64::from(source.raw_len(blob)?);
+        if bytes >= PREFETCH_BYTES || i + 1 == blobs.len() {
+            out.push(&blobs[start..=i]);
+            (start, bytes) = (i + 1, 0);
+        }
+    }
+    Ok(out)
 }
 
 fn same_but_ids(a: &Node, b: &Node) -> bool {
@@ -214,6 +301,7 @@ pub fn copy(
         source: source.reader,
         trees: HashMap::new(),
         blobs: HashMap::new(),
+        present: HashMap::new(),
         seeded: HashSet::new(),
         blobs_read: 0,
         bytes_read: 0,
@@ -230,7 +318,9 @@ pub fn copy(
         }
         let mut packer =
             Packer::new(dest.repo, &mut *dest.index, dest.zstd_level)?.guarded_by(Some(dest.lock));
-        let rewritten = ids.tree(&mut packer, &snapshot.tree);
+        let rewritten = ids
+            .prefetch(&mut packer, dest.repo, &snapshot.tree)
+            .and_then(|()| ids.tree(&mut packer, &snapshot.tree));
         // What was stored is sound either way; committing it keeps the maps true.
         let stats = packer.finish()?;
         crate::failpoint::hit("copy-packs-written");
