@@ -143,7 +143,8 @@ impl IdMap<'_> {
     /// encrypted in parallel: afterwards `data` finds each one mapped.
     fn prefetch(&mut self, packer: &mut Packer, dest: &Repository, root: &TreeId) -> Result<()> {
         let mut wanted = Vec::new();
-        self.collect(packer, root, &mut HashSet::new(), &mut wanted)?;
+        let mut seen = (HashSet::new(), HashSet::new());
+        self.collect(packer, root, &mut seen, &mut wanted)?;
         let (source, stored) = (self.source, packer.stored_blobs());
         let level = packer.zstd_level();
         for batch in batches(source, &wanted)? {
@@ -179,18 +180,22 @@ impl IdMap<'_> {
         Ok(())
     }
 
-    /// The data blobs below source tree `id` that the destination lacks (and not in `seen`),
-    /// in order; those it holds go to `present`.
+    /// The data blobs below source tree `id` that the destination lacks, in order; those it
+    /// holds go to `present`. `seen` holds the trees and blobs already looked at: a tree that
+    /// occurs many times (or a hostile source's trees that share subtrees) is walked once.
     fn collect(
         &mut self,
         packer: &Packer,
         id: &TreeId,
-        seen: &mut HashSet<BlobId>,
+        seen: &mut (HashSet<TreeId>, HashSet<BlobId>),
         wanted: &mut Vec<BlobId>,
     ) -> Result<()> {
+        if !seen.0.insert(*id) {
+            return Ok(());
+        }
         for node in self.source.tree(id)?.nodes {
             for blob in node.content {
-                if self.present.contains_key(&blob) || !seen.insert(blob) {
+                if !seen.1.insert(blob) {
                     continue;
                 }
                 match self.blobs.get(&blob) {
@@ -321,21 +326,27 @@ pub fn copy(
         let rewritten = ids
             .prefetch(&mut packer, dest.repo, &snapshot.tree)
             .and_then(|()| ids.tree(&mut packer, &snapshot.tree));
-        // What was stored is sound either way; committing it keeps the maps true.
+        // Any other error (the destination's storage, its lock) ends the copy at once.
+        if let Err(e) = &rewritten
+            && !e.is_damage()
+        {
+            return Err(rewritten.unwrap_err());
+        }
+        // Damage in the source stopped this snapshot; what was stored of it is sound, and
+        // committing it keeps the next snapshot from reading it again.
         let stats = packer.finish()?;
         crate::failpoint::hit("copy-packs-written");
         report.blobs_added += stats.data_blobs + stats.tree_blobs;
         report.bytes_added += stats.stored_bytes;
         let tree = match rewritten {
             Ok(tree) => tree,
-            Err(e) if e.is_damage() => {
+            Err(e) => {
                 report.failed.push(FailedCopy {
                     source: *id,
                     error: e.to_string(),
                 });
                 continue;
             }
-            Err(e) => return Err(e),
         };
         let copied = Snapshot {
             tree,

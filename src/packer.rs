@@ -2,17 +2,19 @@
 //!
 //! Guarantees (design rule 3): a blob is reported as stored only if it is in the local index
 //! or was added in this run; a pack is completely written before any index segment lists it
-//! (segments wait for every upload in flight); a data pack is always handed to the uploader
-//! before the tree pack that follows it, so an indexed tree never points at data that is not
-//! stored; `finish` uploads every open pack and a segment for every uploaded pack, and only
-//! then may a snapshot refer to them.
+//! (segments wait for every upload in flight, and once one upload failed no segment is
+//! written and no further pack uploaded); a tree pack is written only after the data packs
+//! before it, so that `repair index`, which indexes every pack it finds, never indexes a tree
+//! whose data is missing; `finish` uploads every open pack and a segment for every uploaded
+//! pack, and only then may a snapshot refer to them.
 //!
 //! Packs are written by background threads so that sealing goes on while packs are written:
-//! one on local disk, `MAX_UPLOADS` on object storage, where one request at a time would
-//! leave a long link mostly idle. At most one finished pack waits for them, which bounds the
-//! memory this takes to one pack more than there are uploads.
+//! one on local disk, up to `MAX_UPLOADS` on object storage, where one request at a time
+//! would leave a long link mostly idle. Besides the open data and tree packs, the packer holds
+//! the packs being uploaded, one waiting for an uploader, and one being handed over.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -26,6 +28,7 @@ use crate::index::{IndexSegment, LocalIndex, PackRecord, SEGMENT_BLOBS};
 use crate::pack::{PackWriter, SealedBlob, seal_blob};
 use crate::repo::lock::RepositoryLock;
 use crate::repo::{FileKind, Repository, object_path};
+use crate::storage::Storage;
 
 /// After this many packs (or `SEGMENT_BLOBS` blobs) without a segment, a segment is written,
 /// so an interrupted backup leaves its uploaded packs indexed and the next run does not upload
@@ -87,7 +90,7 @@ impl StoredBlobs {
 }
 
 /// Pack uploads in flight at most, on storage that wants several requests in flight: each
-/// holds a pack of up to 24 MiB.
+/// holds a pack of about 16 MiB.
 const MAX_UPLOADS: usize = 6;
 
 /// The background threads that write finished packs.
@@ -96,6 +99,23 @@ struct Uploader {
     results: Receiver<Result<()>>,
     threads: Vec<JoinHandle<()>>,
     in_flight: usize,
+    /// Set at the first failed upload: the uploaders write nothing more, and every later
+    /// call fails, so no segment can list a pack that was not written.
+    failed: Arc<AtomicBool>,
+}
+
+/// One upload; a panic is an error, not a result that never comes.
+fn upload(storage: &dyn Storage, failed: &AtomicBool, path: &str, bytes: Vec<u8>) -> Result<()> {
+    if failed.load(Ordering::SeqCst) {
+        return Err(Uploader::failed_before());
+    }
+    let written =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| storage.write(path, bytes)))
+            .unwrap_or_else(|_| Err(Error::Invalid(format!("uploading {path} panicked"))));
+    if written.is_err() {
+        failed.store(true, Ordering::SeqCst);
+    }
+    written
 }
 
 impl Uploader {
@@ -104,12 +124,14 @@ impl Uploader {
         let job_rx = Arc::new(Mutex::new(job_rx));
         let (result_tx, results) = std::sync::mpsc::channel();
         let workers = repo.requests_in_flight().clamp(1, MAX_UPLOADS);
+        let failed = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::with_capacity(workers);
         for _ in 0..workers {
-            let (storage, job_rx, result_tx) = (
+            let (storage, job_rx, result_tx, failed) = (
                 repo.shared_storage(),
                 Arc::clone(&job_rx),
                 result_tx.clone(),
+                Arc::clone(&failed),
             );
             let thread = std::thread::Builder::new()
                 .name("cairn-upload".into())
@@ -119,7 +141,8 @@ impl Uploader {
                         // waiting for a job, not while uploading it.
                         let job = lock(&job_rx).recv();
                         let Ok((path, bytes)) = job else { break };
-                        if result_tx.send(storage.write(&path, bytes)).is_err() {
+                        let written = upload(storage.as_ref(), &failed, &path, bytes);
+                        if result_tx.send(written).is_err() {
                             break;
                         }
                     }
@@ -132,6 +155,7 @@ impl Uploader {
             results,
             threads,
             in_flight: 0,
+            failed,
         })
     }
 
@@ -145,20 +169,31 @@ impl Uploader {
             self.in_flight -= 1;
             r?;
         }
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(Self::failed_before());
+        }
         let jobs = self.jobs.as_ref().ok_or_else(Self::gone)?;
         jobs.send((path, bytes)).map_err(|_| Self::gone())?;
         self.in_flight += 1;
         Ok(())
     }
 
-    /// Waits until every pack handed over so far is written.
+    /// Waits until every pack handed over so far is written; fails if any upload failed,
+    /// now or before.
     fn wait(&mut self) -> Result<()> {
         while self.in_flight > 0 {
             let r = self.results.recv().map_err(|_| Self::gone())?;
             self.in_flight -= 1;
             r?;
         }
-        Ok(())
+        match self.failed.load(Ordering::SeqCst) {
+            true => Err(Self::failed_before()),
+            false => Ok(()),
+        }
+    }
+
+    fn failed_before() -> Error {
+        Error::Invalid("an earlier pack upload failed; nothing more was uploaded".into())
     }
 
     fn gone() -> Error {
@@ -312,12 +347,13 @@ impl<'a> Packer<'a> {
         if blob_type == BlobType::Tree && uploader.parallel() {
             uploader.wait()?;
         }
-        self.unindexed.push(PackRecord {
+        let record = PackRecord {
             id: pack.id,
             size: pack.bytes.len() as u64,
             entries: pack.entries,
-        });
+        };
         uploader.send(object_path(FileKind::Pack, &pack.id.0), pack.bytes)?;
+        self.unindexed.push(record);
         let blobs: usize = self.unindexed.iter().map(|r| r.entries.len()).sum();
         if self.unindexed.len() >= PACKS_PER_SEGMENT || blobs >= SEGMENT_BLOBS {
             self.write_segment()?;
@@ -397,8 +433,14 @@ mod tests {
             if path.starts_with("packs/") {
                 let now = f.fetch_add(1, Ordering::SeqCst) + 1;
                 lock(&st).push((path.to_string(), now, lock(&w).clone()));
+                // The first upload waits (a while at most) for a second to start.
+                let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+                while lock(&st).len() == 1 && std::time::Instant::now() < until {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
                 std::thread::sleep(std::time::Duration::from_millis(30));
             }
+            Ok(())
         });
         let (f, w) = (in_flight.clone(), written.clone());
         storage.after_write = Box::new(move |_, path| {
@@ -411,18 +453,7 @@ mod tests {
         let cache = tempfile::tempdir().unwrap();
         let (mut index, _) = LocalIndex::open(cache.path(), &repo).unwrap();
         let mut packer = Packer::new(&repo, &mut index, 1).unwrap();
-        // Incompressible blobs of 1 MiB: a pack every 16.
-        for i in 0..100u64 {
-            let mut blob = vec![0u8; 1 << 20];
-            let mut x = i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            for b in blob.iter_mut() {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                *b = x as u8;
-            }
-            packer.add(BlobType::Data, &blob).unwrap();
-        }
+        add_noise(&mut packer, 100).unwrap();
         packer.add(BlobType::Tree, b"a tree").unwrap();
         let stats = packer.finish().unwrap();
         let starts = lock(&starts).clone();
@@ -446,6 +477,64 @@ mod tests {
             starts.len() - 1,
             "the tree pack started early"
         );
+    }
+
+    /// Adds `n` incompressible blobs of 1 MiB (a pack every 16) to `packer`; stops at the
+    /// first error.
+    fn add_noise(packer: &mut Packer, n: u64) -> Result<()> {
+        for i in 0..n {
+            let mut blob = vec![0u8; 1 << 20];
+            let mut x = i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            for b in blob.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            packer.add(BlobType::Data, &blob)?;
+        }
+        Ok(())
+    }
+
+    /// Regression: after a failed upload, later packs were still uploaded and a segment could
+    /// list both the failed pack and one never handed over. And an upload that panicked left
+    /// the packer waiting for its result forever.
+    #[test]
+    fn after_a_failed_or_panicking_upload_nothing_more_is_written_or_indexed() {
+        use crate::storage::OpendalStorage;
+        use crate::storage::instrumented::Instrumented;
+        use std::sync::atomic::AtomicUsize;
+
+        for panics in [false, true] {
+            let origin = OpendalStorage::memory_as_remote().unwrap();
+            let mut storage = Instrumented::new(origin.another_handle().unwrap());
+            let packs = Arc::new(AtomicUsize::new(0));
+            let seen = packs.clone();
+            storage.before_write = Box::new(move |path, _| {
+                if !path.starts_with("packs/") {
+                    return Ok(());
+                }
+                match seen.fetch_add(1, Ordering::SeqCst) {
+                    0 if panics => panic!("upload hook"),
+                    0 => Err(Error::Invalid("refused".into())),
+                    _ => Ok(()),
+                }
+            });
+            let repo = crate::repo::repository_on(Box::new(storage));
+            let cache = tempfile::tempdir().unwrap();
+            let (mut index, _) = LocalIndex::open(cache.path(), &repo).unwrap();
+            let mut packer = Packer::new(&repo, &mut index, 1).unwrap();
+            // As `copy` did: finish after an error, which must fail too.
+            let _ = add_noise(&mut packer, 600);
+            assert!(packer.finish().is_err(), "panics: {panics}");
+            assert!(repo.storage().list("index", true).unwrap().is_empty());
+            // Uploads already in flight may finish; nothing is handed over after the error.
+            let written = repo.storage().list("packs", true).unwrap().len();
+            assert!(
+                written <= MAX_UPLOADS + 2,
+                "{written} packs written after the failure"
+            );
+        }
     }
 
     /// Regression: a backup suspended past the lock's stale time, whose unindexed packs a

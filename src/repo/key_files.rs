@@ -262,6 +262,7 @@ mod tests {
                 if path.starts_with("keys/") {
                     bytes[0] ^= 1;
                 }
+                Ok(())
             });
         }
         storage

@@ -1,5 +1,5 @@
-//! Test storage: in-memory storage with hooks around reads and writes, for tests that need
-//! a file to vanish at a given moment, writes to arrive damaged, or uploads to take time.
+//! Test storage: a storage with hooks around reads and writes, for tests that need a file to
+//! vanish at a given moment, writes to arrive damaged or fail, or uploads to take time.
 
 use std::ops::Range;
 
@@ -7,13 +7,13 @@ use super::{ListedObject, OpendalStorage, Storage};
 use crate::error::Result;
 
 type PathHook = Box<dyn Fn(&OpendalStorage, &str) + Send + Sync>;
-type WriteHook = Box<dyn Fn(&str, &mut Vec<u8>) + Send + Sync>;
+type WriteHook = Box<dyn Fn(&str, &mut Vec<u8>) -> Result<()> + Send + Sync>;
 
 pub struct Instrumented {
     pub inner: OpendalStorage,
     /// Runs before each read (whole or range) of a path.
     pub before_read: PathHook,
-    /// Runs before each write; may change the bytes written.
+    /// Runs before each write; may change the bytes written, or fail the write.
     pub before_write: WriteHook,
     /// Runs after each write that succeeded.
     pub after_write: PathHook,
@@ -25,7 +25,7 @@ impl Instrumented {
         Instrumented {
             inner,
             before_read: Box::new(|_, _| {}),
-            before_write: Box::new(|_, _| {}),
+            before_write: Box::new(|_, _| Ok(())),
             after_write: Box::new(|_, _| {}),
         }
     }
@@ -44,7 +44,7 @@ impl Storage for Instrumented {
         self.inner.read_range(path, range)
     }
     fn write(&self, path: &str, mut bytes: Vec<u8>) -> Result<()> {
-        (self.before_write)(path, &mut bytes);
+        (self.before_write)(path, &mut bytes)?;
         self.inner.write(path, bytes)?;
         (self.after_write)(&self.inner, path);
         Ok(())

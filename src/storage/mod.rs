@@ -55,7 +55,7 @@ pub trait Storage: Send + Sync {
         let _ = path;
         Ok(None)
     }
-    /// How many requests (reads, deletions) a caller should keep in flight to keep this
+    /// How many requests (reads, deletions, pack uploads) a caller should keep in flight to keep this
     /// storage busy: 1 where one costs little more than its bytes (local disk), more where
     /// each waits for an answer from afar (object storage).
     fn requests_in_flight(&self) -> usize {

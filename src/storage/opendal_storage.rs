@@ -162,10 +162,6 @@ impl OpendalStorage {
     }
 }
 
-/// Requests kept in flight on object storage (restore's reads, prune's deletions): enough
-/// to hide the latency of a store far away; a read holds up to 2 MiB (`restore::plan`).
-const REMOTE_REQUESTS_IN_FLIGHT: usize = 8;
-
 /// What a whole-object read is given time for (config, keys, snapshots, index segments, tree
 /// packs), and a listing (all its pages).
 const WHOLE_READ_BYTES: u64 = 32 * 1024 * 1024;
@@ -299,7 +295,7 @@ impl Storage for OpendalStorage {
 
     fn requests_in_flight(&self) -> usize {
         if self.remote {
-            REMOTE_REQUESTS_IN_FLIGHT
+            s3::REQUESTS_IN_FLIGHT
         } else {
             1
         }

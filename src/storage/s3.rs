@@ -10,7 +10,8 @@
 //!   checked, and must land before others may call that lock stale (`repo::lock`: 5 minutes
 //!   of margin), so a call for anything but a pack gives up after `COMMIT_DEADLINE`, a minute
 //!   before that, in case the store finishes a request we gave up on. A pack, never a commit,
-//!   gets time in proportion to its size, for slow uplinks.
+//!   gets time in proportion to its size, for slow links: as if the link carried only
+//!   `SLOWEST_BYTES_PER_SEC` and every one of the `REQUESTS_IN_FLIGHT` requests shared it.
 
 use std::future::Future;
 use std::time::Duration;
@@ -21,8 +22,12 @@ use crate::error::{Error, Result};
 
 /// Attempts per call, the first included.
 const MAX_ATTEMPTS: u32 = 6;
-/// The slowest transfer rate a call is given time for, after `BASE_DEADLINE`.
+/// The slowest link a call is given time for, after `BASE_DEADLINE`.
 const SLOWEST_BYTES_PER_SEC: u64 = 32 * 1024;
+/// Requests kept in flight on object storage (restore's reads, prune's deletions, the
+/// packer's uploads): enough to hide the latency of a store far away, or to fill a link whose
+/// single connections are slow.
+pub(super) const REQUESTS_IN_FLIGHT: usize = 8;
 const BASE_DEADLINE: Duration = Duration::from_secs(120);
 const COMMIT_DEADLINE: Duration = Duration::from_secs(240);
 /// One attempt's own limit, before the time for its bytes: a request nobody answers is
@@ -91,15 +96,25 @@ impl S3Config {
 
 /// How long a call on `path` moving `bytes` may take in all, retries included.
 pub(super) fn deadline(path: &str, bytes: u64) -> Duration {
-    let needed = BASE_DEADLINE + Duration::from_secs(bytes / SLOWEST_BYTES_PER_SEC);
-    match path.starts_with("packs/") {
+    let needed = BASE_DEADLINE + time_for(path, bytes);
+    match is_pack(path) {
         true => needed,
         false => needed.min(COMMIT_DEADLINE),
     }
 }
 
-fn attempt_limit(bytes: u64) -> Duration {
-    BASE_ATTEMPT + Duration::from_secs(bytes / SLOWEST_BYTES_PER_SEC)
+fn attempt_limit(path: &str, bytes: u64) -> Duration {
+    BASE_ATTEMPT + time_for(path, bytes)
+}
+
+fn is_pack(path: &str) -> bool {
+    path.starts_with("packs/")
+}
+
+/// The time `bytes` take on the slowest link; packs are moved many at a time, which share it.
+fn time_for(path: &str, bytes: u64) -> Duration {
+    let sharing = if is_pack(path) { REQUESTS_IN_FLIGHT } else { 1 } as u64;
+    Duration::from_secs(bytes * sharing / SLOWEST_BYTES_PER_SEC)
 }
 
 /// The pause before attempt `n + 1`: 1, 2, 4, 8, then 10 s, each up to a quarter longer at
@@ -126,7 +141,8 @@ where
     let mut attempt = 1;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let why = match tokio::time::timeout(left.min(attempt_limit(bytes)), request()).await {
+        let why = match tokio::time::timeout(left.min(attempt_limit(path, bytes)), request()).await
+        {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(e)) if !e.is_temporary() => return Err(error(op, path, &e)),
             Ok(Err(e)) => describe(&e),
@@ -266,7 +282,7 @@ mod tests {
     }
 
     /// Anything but a pack is given up a minute within the lock's margin whatever its size;
-    /// a pack gets time for its bytes at the slowest rate.
+    /// a pack gets time for its bytes at its share of the slowest link.
     #[test]
     fn calls_other_than_packs_give_up_within_the_lock_margin() {
         let margin = Duration::from_secs(5 * 60);
@@ -279,7 +295,10 @@ mod tests {
             assert!(deadline(path, 0) >= BASE_DEADLINE, "{path}");
         }
         let pack = 24 * 1024 * 1024;
-        assert!(deadline("packs/ab/abc", pack) >= Duration::from_secs(pack / 32 / 1024));
+        // A pack shares a 32 KiB/s link with the other requests in flight.
+        let shared = Duration::from_secs(pack * REQUESTS_IN_FLIGHT as u64 / 32 / 1024);
+        assert!(deadline("packs/ab/abc", pack) >= shared);
+        assert!(attempt_limit("packs/ab/abc", pack) >= shared);
         for (n, base) in (1..=6).zip([1, 2, 4, 8, 10, 10]) {
             let p = pause(n).as_secs_f64();
             assert!(
