@@ -14,12 +14,22 @@ pub struct FieldWriter {
     buf: Vec<u8>,
 }
 
-pub fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+pub fn put_varint(buf: &mut Vec<u8>, v: u64) {
+    let (bytes, len) = varint(v);
+    buf.extend_from_slice(&bytes[..len]);
+}
+
+/// `v` as a varint: the bytes and how many of them are used.
+fn varint(mut v: u64) -> ([u8; 10], usize) {
+    let mut bytes = [0u8; 10];
+    let mut len = 0;
     while v >= 0x80 {
-        buf.push((v as u8) | 0x80);
+        bytes[len] = (v as u8) | 0x80;
         v >>= 7;
+        len += 1;
     }
-    buf.push(v as u8);
+    bytes[len] = v as u8;
+    (bytes, len + 1)
 }
 
 fn zigzag(v: i64) -> u64 {
@@ -61,9 +71,26 @@ impl FieldWriter {
     }
 
     pub fn uint(&mut self, tag: u64, value: u64) -> &mut Self {
-        let mut v = Vec::with_capacity(10);
-        put_varint(&mut v, value);
-        self.bytes(tag, &v)
+        let (bytes, len) = varint(value);
+        self.bytes(tag, &bytes[..len])
+    }
+
+    /// A field whose value is the concatenation of `parts` (no copy made first).
+    pub fn parts<'p>(
+        &mut self,
+        tag: u64,
+        parts: impl Iterator<Item = &'p [u8]> + Clone,
+    ) -> &mut Self {
+        put_varint(&mut self.buf, tag);
+        put_varint(&mut self.buf, parts.clone().map(|p| p.len() as u64).sum());
+        parts.for_each(|p| self.buf.extend_from_slice(p));
+        self
+    }
+
+    /// Writes into `buf` (cleared first), keeping its allocation.
+    pub fn reusing(mut buf: Vec<u8>) -> Self {
+        buf.clear();
+        FieldWriter { buf }
     }
 
     pub fn int(&mut self, tag: u64, value: i64) -> &mut Self {
@@ -103,8 +130,17 @@ impl<'a> Field<'a> {
 }
 
 /// Splits a record into its fields. Returns `None` if the record is malformed.
-pub fn fields(mut input: &[u8]) -> Option<Vec<Field<'_>>> {
-    let mut out = Vec::new();
+pub fn fields(input: &[u8]) -> Option<Vec<Field<'_>>> {
+    // Counted first, so the list is allocated once (records are decoded by the million).
+    let mut out = Vec::with_capacity(each_field(input, |_| {})?);
+    each_field(input, |f| out.push(f))?;
+    Some(out)
+}
+
+/// Calls `f` on each field in order; returns how many there were, or `None` if the record is
+/// malformed.
+fn each_field<'a>(mut input: &'a [u8], mut f: impl FnMut(Field<'a>)) -> Option<usize> {
+    let mut count = 0;
     while !input.is_empty() {
         let tag = take_varint(&mut input)?;
         let len = usize::try_from(take_varint(&mut input)?).ok()?;
@@ -112,10 +148,11 @@ pub fn fields(mut input: &[u8]) -> Option<Vec<Field<'_>>> {
             return None;
         }
         let (value, rest) = input.split_at(len);
-        out.push(Field { tag, value });
+        f(Field { tag, value });
+        count += 1;
         input = rest;
     }
-    Some(out)
+    Some(count)
 }
 
 #[cfg(test)]

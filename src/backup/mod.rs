@@ -37,6 +37,7 @@ use crate::repo::lock::RepositoryLock;
 use crate::snapshot::{self, Snapshot, Summary};
 use crate::tree::{Node, NodeKind, Tree};
 use crate::walk;
+use crate::walk::ahead::ListingAhead;
 use content::ContentWriter;
 pub use exclude::{ExcludeOptions, Excludes};
 pub use prescan::prescan;
@@ -152,7 +153,6 @@ fn find_parent(
     }
 }
 
-/// Runs a backup and (unless a dry run) commits its snapshot.
 /// Checks what can be checked of the options before the repository is touched (so that a
 /// `backup --init` refused for its flags creates nothing): the stream name, that a command
 /// is given, and that the exclude patterns compile (returned compiled).
@@ -172,12 +172,38 @@ pub fn check_options(opts: &BackupOptions) -> Result<Excludes> {
     Excludes::new(&opts.excludes)
 }
 
+/// Starts listing the sources' folders ahead of the walk, as the walk will descend into them
+/// (for `run`; `None` for a stream). Started before the repository is opened, the disk works
+/// on the listings while the key is derived.
+pub fn list_ahead(opts: &BackupOptions) -> Result<Option<ListingAhead>> {
+    let Source::Paths(paths) = &opts.source else {
+        return Ok(None);
+    };
+    let sources = walk::prepare_sources(paths)?;
+    let excludes = Excludes::new(&opts.excludes)?;
+    // The walk's own rules (`Walker::entry`): a folder not excluded, on the source's device
+    // with --one-file-system, without an exclude marker.
+    let descends = move |e: &walk::DirEntry, device: u64| {
+        let Ok(meta) = &e.metadata else { return false };
+        if !meta.is_dir() {
+            return false;
+        }
+        let other_device = std::os::unix::fs::MetadataExt::dev(meta) != device;
+        !(excludes.excludes(&e.path, &e.name, None)
+            || (excludes.one_file_system && other_device)
+            || excludes.has_marker(&e.path))
+    };
+    Ok(Some(ListingAhead::start(&sources, Box::new(descends))))
+}
+
+/// Runs a backup and (unless a dry run) commits its snapshot; `ahead` is from `list_ahead`.
 pub fn run(
     repo: &Repository,
     index: &mut LocalIndex,
     opts: &BackupOptions,
     reporter: &dyn Reporter,
     lock: Option<&RepositoryLock>,
+    ahead: Option<&ListingAhead>,
 ) -> Result<BackupOutcome> {
     let excludes = check_options(opts)?;
     let started = Instant::now();
@@ -248,6 +274,7 @@ pub fn run(
                 )
             })
             .collect(),
+        ahead,
     };
     let parent_root = parent.as_ref().map(|(_, s)| s.tree);
     let root = match &opts.source {

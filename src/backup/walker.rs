@@ -31,6 +31,7 @@ use crate::ids::{BlobType, TreeId};
 use crate::snapshot::Summary;
 use crate::tree::{Node, NodeKind, Tree};
 use crate::walk;
+use crate::walk::ahead::ListingAhead;
 
 /// How long before a parent backup started a file must have last changed for its entry to be
 /// trusted: covers the timestamp tick of local file systems (FAT's is 2 s). Not the clock of
@@ -86,6 +87,8 @@ pub struct Walker<'w, 'p, 'a> {
     /// Each source as walked and with the symlinks on its way resolved
     /// (see `source_file::open_listed`).
     pub resolved_sources: Vec<(PathBuf, PathBuf)>,
+    /// Folder listings read ahead (`walk::ahead`), if started.
+    pub ahead: Option<&'w ListingAhead>,
 }
 
 /// Files larger than this are not prefetched (their own sequential readahead suffices).
@@ -251,7 +254,11 @@ impl Walker<'_, '_, '_> {
         parent: Option<TreeId>,
         device: u64,
     ) -> Result<Option<TreeId>> {
-        let entries = match walk::read_dir_sorted(path) {
+        let listed = match self.ahead {
+            Some(ahead) => ahead.take(path, device),
+            None => walk::read_dir_sorted(path),
+        };
+        let entries = match listed {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.warn(path, VANISHED.into());
@@ -262,7 +269,8 @@ impl Walker<'_, '_, '_> {
                 return Ok(None);
             }
         };
-        let parent = self.parent_tree(parent);
+        let parent_id = parent;
+        let parent = self.parent_tree(parent_id);
         prefetch(&entries, parent.as_ref());
         let nodes: Vec<Option<Node>> = entries
             .into_par_iter()
@@ -278,6 +286,13 @@ impl Walker<'_, '_, '_> {
             nodes: nodes.into_iter().flatten().collect(),
         };
         Counters::bump(&self.counters.dirs, 1);
+        // An unchanged folder is the parent's tree again, which the index holds when the
+        // parent is complete: nothing to encode, hash or look up.
+        if let (true, Some(id), Some(parent)) = (self.parent_complete, parent_id, &parent)
+            && parent.nodes == tree.nodes
+        {
+            return Ok(Some(id));
+        }
         self.store_tree(&tree).map(Some)
     }
 

@@ -187,9 +187,7 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> Result<Outcome> {
         .map_err(|e| Error::Invalid(format!("--threads: {e}")))?;
     // Check the options and sources before touching (or creating) the repository.
     backup::check_options(&opts)?;
-    if let Source::Paths(p) = &opts.source {
-        cairn::walk::prepare_sources(p)?;
-    }
+    let ahead = backup::list_ahead(&opts)?;
     let repo = open_or_init(ctx, args)?;
     let lock = ctx.lock(&repo, false)?;
     let mut index = ctx.open_index(&repo)?;
@@ -199,7 +197,14 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> Result<Outcome> {
         list_files: opts.dry_run && !ctx.json,
         output_failed: std::sync::OnceLock::new(),
     };
-    let result = backup::run(&repo, &mut index, &opts, &reporter, Some(&lock));
+    let result = backup::run(
+        &repo,
+        &mut index,
+        &opts,
+        &reporter,
+        Some(&lock),
+        ahead.as_ref(),
+    );
     if let Some(bar) = &reporter.bar {
         bar.finish_and_clear();
     }

@@ -125,8 +125,14 @@ impl Node {
         }
     }
 
+    #[cfg(test)]
     fn encode(&self) -> Vec<u8> {
-        let mut w = FieldWriter::new();
+        self.encode_into(Vec::new())
+    }
+
+    /// Encodes into `buf` (cleared first, its allocation reused).
+    fn encode_into(&self, buf: Vec<u8>) -> Vec<u8> {
+        let mut w = FieldWriter::reusing(buf);
         w.bytes(1, &self.name)
             .uint(2, self.kind.code())
             .uint(3, self.mode.into())
@@ -143,8 +149,7 @@ impl Node {
             .int(10, self.ctime_ns)
             .uint(11, self.size);
         if !self.content.is_empty() {
-            let ids: Vec<u8> = self.content.iter().flat_map(|id| id.0).collect();
-            w.bytes(12, &ids);
+            w.parts(12, self.content.iter().map(|id| &id.0[..]));
         }
         if let Some(t) = &self.subtree {
             w.bytes(13, &t.0);
@@ -238,8 +243,10 @@ impl Tree {
         let mut nodes: Vec<&Node> = self.nodes.iter().collect();
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         let mut w = FieldWriter::new();
+        let mut node = Vec::new();
         for n in nodes {
-            w.bytes(1, &n.encode());
+            node = n.encode_into(node);
+            w.bytes(1, &node);
         }
         w.finish()
     }
