@@ -22,7 +22,7 @@ use super::{DirEntry, read_dir_sorted};
 /// Threads listing at once: enough to keep a disk or a network file system busy.
 const THREADS: usize = 8;
 /// Entries held in listings not yet taken, at most (a few hundred bytes each).
-const MAX_HELD_ENTRIES: usize = 16 * 1024;
+const MAX_HELD_ENTRIES: usize = 8 * 1024;
 /// Folders waiting to be listed, at most; those beyond are left to the walk.
 const MAX_QUEUED: usize = 16 * 1024;
 
