@@ -168,34 +168,13 @@ pub fn open_blob(
     entry: &BlobEntry,
     sealed: &[u8],
 ) -> Result<Vec<u8>> {
-    let fail = |reason: &str| Error::BlobIntegrity {
-        blob: entry.id,
-        pack: *pack,
-        reason: reason.to_string(),
-    };
-    let payload = keys
-        .open(
-            &blob_ad(repo, entry.blob_type, entry.compression, &entry.id),
-            sealed,
-        )
-        .ok_or_else(|| fail("fails authentication"))?;
-    let plain = match entry.compression {
-        COMPRESSION_NONE => payload,
-        COMPRESSION_ZSTD => crate::compress::decompress(&payload, entry.raw_len as usize)
-            .map_err(|e| fail(&format!("zstd: {e}")))?,
-        _ => return Err(fail("unknown compression")),
-    };
-    if plain.len() != entry.raw_len as usize {
-        return Err(fail("length differs from the recorded one"));
-    }
-    if keys.blob_id(&plain) != entry.id {
-        return Err(fail("content does not match its id"));
-    }
-    Ok(plain)
+    with_payload(keys, repo, pack, entry, sealed, |payload, plain| {
+        verified(keys, pack, entry, payload, plain).map(<[u8]>::to_vec)
+    })
 }
 
 thread_local! {
-    /// Per-thread buffers for `verify_blob`: the sealed copy and the plaintext.
+    /// Per-thread buffers for opening blobs: the sealed copy and the plaintext.
     static VERIFY_BUFFERS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> =
         const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
@@ -214,11 +193,68 @@ fn with_payload<T>(
         let (copy, plain) = &mut *cell.borrow_mut();
         copy.clear();
         copy.extend_from_slice(sealed);
-        let ad = blob_ad(repo, entry.blob_type, entry.compression, &entry.id);
-        let payload = keys
-            .open_in_place(&ad, copy)
-            .ok_or_else(|| blob_failure(pack, entry, "fails authentication"))?;
+        let payload = open_payload(keys, repo, pack, entry, copy)?;
         then(payload, plain)
+    })
+}
+
+/// Authenticates and decrypts `sealed` where it is; returns the payload part of it.
+fn open_payload<'s>(
+    keys: &Keys,
+    repo: &RepositoryId,
+    pack: &PackId,
+    entry: &BlobEntry,
+    sealed: &'s mut [u8],
+) -> Result<&'s [u8]> {
+    let ad = blob_ad(repo, entry.blob_type, entry.compression, &entry.id);
+    keys.open_in_place(&ad, sealed)
+        .ok_or_else(|| blob_failure(pack, entry, "fails authentication"))
+}
+
+/// Decompresses a payload into `plain` if need be and checks it against the blob's length
+/// and id: returns the verified plaintext.
+fn verified<'a>(
+    keys: &Keys,
+    pack: &PackId,
+    entry: &BlobEntry,
+    payload: &'a [u8],
+    plain: &'a mut Vec<u8>,
+) -> Result<&'a [u8]> {
+    let fail = |reason: &str| blob_failure(pack, entry, reason);
+    let plain: &[u8] = match entry.compression {
+        COMPRESSION_NONE => payload,
+        COMPRESSION_ZSTD => {
+            crate::compress::decompress_into(payload, entry.raw_len as usize, plain)
+                .map_err(|e| fail(&format!("zstd: {e}")))?;
+            plain
+        }
+        _ => return Err(fail("unknown compression")),
+    };
+    if plain.len() != entry.raw_len as usize {
+        return Err(fail("length differs from the recorded one"));
+    }
+    if keys.blob_id(plain) != entry.id {
+        return Err(fail("content does not match its id"));
+    }
+    Ok(plain)
+}
+
+/// `open_blob` for a blob read into a buffer of the caller's, decrypted where it is (so
+/// `sealed` is garbage afterwards) and decompressed into this thread's buffer: `then` gets
+/// the verified plaintext, with no allocation or copy per blob (for restore). `then` must
+/// not open blobs itself.
+pub fn with_blob_in_place<T>(
+    keys: &Keys,
+    repo: &RepositoryId,
+    pack: &PackId,
+    entry: &BlobEntry,
+    sealed: &mut [u8],
+    then: impl FnOnce(&[u8]) -> T,
+) -> Result<T> {
+    let payload = open_payload(keys, repo, pack, entry, sealed)?;
+    VERIFY_BUFFERS.with(|cell| {
+        let (_, plain) = &mut *cell.borrow_mut();
+        verified(keys, pack, entry, payload, plain).map(then)
     })
 }
 
@@ -239,24 +275,8 @@ pub fn verify_blob(
     entry: &BlobEntry,
     sealed: &[u8],
 ) -> Result<()> {
-    let fail = |reason: &str| blob_failure(pack, entry, reason);
     with_payload(keys, repo, pack, entry, sealed, |payload, plain| {
-        let plain: &[u8] = match entry.compression {
-            COMPRESSION_NONE => payload,
-            COMPRESSION_ZSTD => {
-                crate::compress::decompress_into(payload, entry.raw_len as usize, plain)
-                    .map_err(|e| fail(&format!("zstd: {e}")))?;
-                plain
-            }
-            _ => return Err(fail("unknown compression")),
-        };
-        if plain.len() != entry.raw_len as usize {
-            return Err(fail("length differs from the recorded one"));
-        }
-        if keys.blob_id(plain) != entry.id {
-            return Err(fail("content does not match its id"));
-        }
-        Ok(())
+        verified(keys, pack, entry, payload, plain).map(|_| ())
     })
 }
 

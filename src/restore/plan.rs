@@ -30,7 +30,7 @@ use crate::blobs::lock;
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, PackId};
 use crate::index::LocalIndex;
-use crate::pack::{BlobEntry, open_blob};
+use crate::pack::{BlobEntry, with_blob_in_place};
 use crate::repo::Repository;
 use crate::tree::Node;
 use crate::walk::long_path;
@@ -241,38 +241,30 @@ impl Plan {
             } else {
                 (stopped, read)
             };
-            let read = &read;
+            let mut read = read;
             for blob in span {
-                let opened = match read {
+                let place_blob = |data: Result<&[u8]>| {
+                    let done = self.place_blob(blob, data, owners, failures, &bytes);
+                    files.fetch_add(done, Ordering::Relaxed);
+                };
+                // Opened where it was read (no copy), written from this thread's buffer.
+                let opened = match &mut read {
                     Ok(packed) => {
                         let at = (blob.entry.offset - start) as usize;
-                        let sealed = &packed[at..at + blob.entry.stored_len as usize];
-                        open_blob(repo.keys(), repo.id(), pack, &blob.entry, sealed)
+                        let sealed = &mut packed[at..at + blob.entry.stored_len as usize];
+                        let keys = repo.keys();
+                        with_blob_in_place(keys, repo.id(), pack, &blob.entry, sealed, |data| {
+                            place_blob(Ok(data));
+                        })
                     }
                     Err(e) => Err(describe(e)),
                 };
-                let opened = opened.or_else(|e| match stopped {
-                    true => Err(e),
-                    false => crate::blobs::other_copy(repo, copies(&blob.entry.id), pack, e),
-                });
-                let data = opened.as_deref();
-                // A blob of zeros is left a hole in every file that has it.
-                let zeros = data.is_ok_and(|d| d.iter().all(|&b| b == 0));
-                for t in &blob.targets {
-                    let file = &self.files[t.file];
-                    let handle = match data {
-                        Ok(data) => {
-                            self.write_placement(file, data, t.offset, zeros, &bytes, failures)
-                        }
-                        Err(e) => {
-                            self.fail_file(file, describe(e), failures);
-                            None
-                        }
+                if let Err(e) = opened {
+                    let copy = match stopped {
+                        true => Err(e),
+                        false => crate::blobs::other_copy(repo, copies(&blob.entry.id), pack, e),
                     };
-                    if file.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
-                        let done = self.finish(file, handle, owners, failures);
-                        files.fetch_add(done, Ordering::Relaxed);
-                    }
+                    place_blob(copy.as_deref().map_err(describe));
                 }
             }
         };
@@ -293,6 +285,35 @@ impl Plan {
             bytes: bytes.into_inner(),
             files: files.into_inner(),
         }
+    }
+
+    /// Writes a blob (or its failure) to every place that needs it, finishing the files
+    /// whose last placement it was; returns how many were put in place.
+    fn place_blob(
+        &self,
+        blob: &PlannedBlob,
+        data: Result<&[u8]>,
+        owners: Owners,
+        failures: &Failures,
+        bytes: &AtomicU64,
+    ) -> u64 {
+        // A blob of zeros is left a hole in every file that has it.
+        let zeros = data.as_ref().is_ok_and(|d| d.iter().all(|&b| b == 0));
+        let mut done = 0;
+        for t in &blob.targets {
+            let file = &self.files[t.file];
+            let handle = match &data {
+                Ok(data) => self.write_placement(file, data, t.offset, zeros, bytes, failures),
+                Err(e) => {
+                    self.fail_file(file, describe(e), failures);
+                    None
+                }
+            };
+            if file.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+                done += self.finish(file, handle, owners, failures);
+            }
+        }
+        done
     }
 
     fn write_placement(
