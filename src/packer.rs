@@ -48,7 +48,7 @@ pub struct PackerStats {
 /// Which blobs are stored: those in the local index when the backup started, plus those
 /// added since. Shared by all worker threads without taking the packer's lock: each thread
 /// keeps its own read connection (with one read transaction open, see
-/// `LocalIndex::snapshot_reader`), dropped with this set.
+/// `LocalIndex::worker_reader`), dropped with this set.
 pub struct StoredBlobs {
     added: RwLock<HashSet<BlobId>>,
     readers: ThreadLocal<LocalIndex>,
@@ -76,7 +76,7 @@ impl StoredBlobs {
         }
         let reader = self
             .readers
-            .get_or_try(|| lock(&self.template).snapshot_reader())?;
+            .get_or_try(|| lock(&self.template).worker_reader())?;
         reader.contains(id)
     }
 

@@ -191,6 +191,7 @@ impl Walker<'_, '_, '_> {
         };
         let file_size = meta.is_file().then_some(meta.len());
         if self.excludes.excludes(path, &name, file_size) {
+            self.not_descended(&meta, path);
             return Ok(None);
         }
         let mut node = walk::node_from_metadata(name, &meta);
@@ -210,10 +211,12 @@ impl Walker<'_, '_, '_> {
         match node.kind {
             NodeKind::Dir => {
                 if self.excludes.has_marker(path) {
+                    self.not_descended(&meta, path);
                     return Ok(None);
                 }
                 let device = device.unwrap_or(meta.dev());
                 let subtree = if self.excludes.one_file_system && meta.dev() != device {
+                    self.not_descended(&meta, path);
                     Counters::bump(&self.counters.dirs, 1);
                     Some(self.store_tree(&Tree::default())?)
                 } else {
@@ -237,6 +240,11 @@ impl Walker<'_, '_, '_> {
                     node.link_target = Some(walk::name_bytes(target.as_os_str()));
                     Counters::bump(&self.counters.other, 1);
                 }
+                // Gone since it was listed: as for any entry that vanished.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.warn(path, VANISHED.into());
+                    return Ok(None);
+                }
                 Err(e) => {
                     self.skip(path, format!("cannot read link: {e}; skipped"));
                     return Ok(None);
@@ -245,6 +253,13 @@ impl Walker<'_, '_, '_> {
             _ => Counters::bump(&self.counters.other, 1),
         }
         Ok(Some(node))
+    }
+
+    /// A folder the walk does not go into after all: what was listed below it is dropped.
+    fn not_descended(&self, meta: &Metadata, path: &Path) {
+        if let (true, Some(ahead)) = (meta.is_dir(), self.ahead) {
+            ahead.forget(path);
+        }
     }
 
     /// A whole directory as a stored tree; `None` if it cannot be listed.
@@ -287,7 +302,9 @@ impl Walker<'_, '_, '_> {
         };
         Counters::bump(&self.counters.dirs, 1);
         // An unchanged folder is the parent's tree again, which the index holds when the
-        // parent is complete: nothing to encode, hash or look up.
+        // parent is complete: nothing to encode, hash or look up. (Its bytes are the parent
+        // backup's encoding, which this version's may differ from only in a tree written by
+        // another version; either decodes to the same nodes.)
         if let (true, Some(id), Some(parent)) = (self.parent_complete, parent_id, &parent)
             && parent.nodes == tree.nodes
         {

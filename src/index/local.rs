@@ -198,13 +198,26 @@ impl LocationRow {
     }
 }
 
-fn connect(path: &Path) -> Result<Connection> {
+/// Whether a connection reads the file through a memory mapping.
+#[derive(Clone, Copy)]
+enum Mapping {
+    /// Connections share the OS page cache instead of each filling its own, and a cold index
+    /// is read ahead (an unchanged backup of the kernel tree took 10% longer with `pread`s
+    /// of single pages).
+    Mapped,
+    /// See `LocalIndex::worker_reader`.
+    Unmapped,
+}
+
+fn connect(path: &Path, mapping: Mapping) -> Result<Connection> {
     let conn = Connection::open(path).map_err(sql_err(path))?;
     conn.busy_timeout(std::time::Duration::from_secs(60))
         .map_err(sql_err(path))?;
-    // Memory-mapped reads: connections on several threads share the OS page cache instead
-    // of each filling its own.
-    conn.execute_batch("PRAGMA mmap_size = 268435456;")
+    let mmap_size = match mapping {
+        Mapping::Mapped => "268435456",
+        Mapping::Unmapped => "0",
+    };
+    conn.execute_batch(&format!("PRAGMA mmap_size = {mmap_size};"))
         .map_err(sql_err(path))?;
     // The bundled SQLite is built with STAT4, which re-prepares a statement whenever a new
     // value is bound to a parameter the planner looked at: that re-parsing cost more than the
@@ -224,7 +237,7 @@ fn create_atomically(dir: &Path, path: &Path, repo_hex: &str) -> Result<()> {
     let tmp = dir.join(format!("index.sqlite.new-{}", std::process::id()));
     remove_db_files(&tmp);
     {
-        let c = connect(&tmp)?;
+        let c = connect(&tmp, Mapping::Mapped)?;
         c.execute_batch("PRAGMA journal_mode=WAL;")
             .map_err(sql_err(&tmp))?;
         c.execute_batch(SCHEMA).map_err(sql_err(&tmp))?;
@@ -253,7 +266,7 @@ impl LocalIndex {
         let mut report = OpenReport::default();
         let existed = path.exists();
         let mut conn = if existed {
-            match connect(&path) {
+            match connect(&path, Mapping::Mapped) {
                 Ok(c) => match distrust(&c, &repo_hex) {
                     None => Some(c),
                     Some(why) => {
@@ -274,7 +287,7 @@ impl LocalIndex {
                 remove_db_files(&path);
             }
             create_atomically(&dir, &path, &repo_hex)?;
-            conn = Some(connect(&path)?);
+            conn = Some(connect(&path, Mapping::Mapped)?);
         }
         let conn = conn.expect("set above");
         conn.execute_batch("PRAGMA synchronous=NORMAL;")
@@ -716,7 +729,18 @@ impl LocalIndex {
     /// index as it is now, and its lookups skip SQLite's per-statement file locking, which
     /// dominates the cost of the many small lookups of a backup.
     pub fn snapshot_reader(&self) -> Result<LocalIndex> {
-        let reader = self.another_connection()?;
+        self.reader(Mapping::Mapped)
+    }
+
+    /// `snapshot_reader` for one of many workers: no memory-mapped reads (SQLite's page cache
+    /// of 2 MiB instead), since a page every worker touched would count in the resident size
+    /// once per worker's mapping (5 workers with an index of 300 MB would look like 1.5 GB).
+    pub fn worker_reader(&self) -> Result<LocalIndex> {
+        self.reader(Mapping::Unmapped)
+    }
+
+    fn reader(&self, mapping: Mapping) -> Result<LocalIndex> {
+        let reader = self.connection(mapping)?;
         reader.conn.execute_batch("BEGIN").map_err(reader.err())?;
         reader.contains(&BlobId::default())?;
         Ok(reader)
@@ -724,8 +748,12 @@ impl LocalIndex {
 
     /// A second connection to the same (already synced) index, for use on another thread.
     pub fn another_connection(&self) -> Result<LocalIndex> {
+        self.connection(Mapping::Mapped)
+    }
+
+    fn connection(&self, mapping: Mapping) -> Result<LocalIndex> {
         Ok(LocalIndex {
-            conn: connect(&self.path)?,
+            conn: connect(&self.path, mapping)?,
             path: self.path.clone(),
             careful: self.careful,
         })
@@ -745,7 +773,7 @@ mod tests {
     #[test]
     fn connections_keep_their_query_plans() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = connect(&dir.path().join("index.sqlite")).unwrap();
+        let conn = connect(&dir.path().join("index.sqlite"), Mapping::Mapped).unwrap();
         let qpsg = rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG;
         assert!(conn.db_config(qpsg).unwrap());
     }

@@ -6,25 +6,31 @@
 //! order as the walk goes, several at once, from the moment it is started (a backup starts
 //! it before deriving its key). The walk takes each listing once (`take`).
 //!
-//! Guarantees: a listing taken is what `read_dir_sorted` returned for that folder, at most
-//! `MAX_HELD_ENTRIES` entries earlier than the walk would have read it, so memory is bounded
-//! whatever the tree; a folder not listed (yet) is listed by the caller of `take` as before;
-//! a listing that failed is not handed out (the caller lists again and sees the error
-//! itself); symlinks are never followed. The threads stop when the `ListingAhead` is dropped.
+//! Guarantees: a listing taken is what `read_dir_sorted` returned for that folder at most
+//! `MAX_AGE` earlier; memory is bounded whatever the tree (listings not yet taken hold at
+//! most twice `MAX_HELD_ENTRIES` entries: a folder of more than its share is left to the
+//! walk); a folder not listed (yet), listed too long ago, or whose listing failed is listed by
+//! the caller of `take` as before, and sees any error itself; symlinks are never followed.
+//! The threads stop when the `ListingAhead` is dropped.
 
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use super::{DirEntry, read_dir_sorted};
+use super::{DirEntry, read_dir_sorted, read_dir_sorted_up_to};
 
 /// Threads listing at once: enough to keep a disk or a network file system busy.
 const THREADS: usize = 8;
-/// Entries held in listings not yet taken, at most (a few hundred bytes each).
+/// Entries held in listings not yet taken, before no more listings start (a few hundred
+/// bytes each). A listing holds at most a `THREADS`th of it.
 const MAX_HELD_ENTRIES: usize = 8 * 1024;
 /// Folders waiting to be listed, at most; those beyond are left to the walk.
-const MAX_QUEUED: usize = 16 * 1024;
+const MAX_QUEUED: usize = 4 * 1024;
+/// A listing older than this is not handed out but read again: the walk may have waited
+/// long (for a password, a lock) and should see folders as they are when it gets there.
+const MAX_AGE: Duration = Duration::from_secs(2);
 
 /// Whether a subfolder is worth listing: the walk will descend into it. Given the entry and
 /// the device of the root it is under.
@@ -41,8 +47,9 @@ struct Shared {
     /// There is work (a folder queued, or room freed) or a stop.
     work: Condvar,
     descends: Box<Descends>,
-    /// `MAX_HELD_ENTRIES`, but for tests.
+    /// `MAX_HELD_ENTRIES` and `MAX_AGE`, but for tests.
     max_held: usize,
+    max_age: Duration,
 }
 
 #[derive(Default)]
@@ -59,23 +66,29 @@ struct State {
 enum Slot {
     Queued,
     Listing,
-    Listed(Vec<DirEntry>),
+    Listed(Vec<DirEntry>, Instant),
 }
 
 impl ListingAhead {
     /// Starts listing below `roots` (each must be a folder the walk descends into, and is
     /// checked with `descends` like the folders below it).
     pub fn start(roots: &[PathBuf], descends: Box<Descends>) -> Self {
-        Self::holding(roots, descends, MAX_HELD_ENTRIES)
+        Self::with_limits(roots, descends, MAX_HELD_ENTRIES, MAX_AGE)
     }
 
-    fn holding(roots: &[PathBuf], descends: Box<Descends>, max_held: usize) -> Self {
+    fn with_limits(
+        roots: &[PathBuf],
+        descends: Box<Descends>,
+        max_held: usize,
+        max_age: Duration,
+    ) -> Self {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             listed: Condvar::new(),
             work: Condvar::new(),
             descends,
             max_held,
+            max_age,
         });
         // Queued before returning, so the walk cannot list a root before it is queued (and
         // then have it listed again).
@@ -117,22 +130,14 @@ impl ListingAhead {
                         .unwrap_or_else(|e| e.into_inner());
                     state.waiting -= 1;
                 }
-                Some(Slot::Listed(_)) => {
-                    let Some(Slot::Listed(entries)) = state.slots.remove(dir) else {
-                        unreachable!("just matched");
-                    };
-                    let was_full = state.held_entries >= self.shared.max_held;
-                    state.held_entries -= entries.len();
-                    drop(state);
-                    if was_full {
-                        self.shared.work.notify_one();
-                    }
-                    return Ok(entries);
+                Some(Slot::Listed(_, at)) if at.elapsed() <= self.shared.max_age => {
+                    return Ok(self.shared.release(&mut state, dir));
                 }
-                // The walk caught up, or the folder was not queued (the queue was full) or
-                // its listing failed: it is listed now (any error seen here), and what is
-                // below it is listed ahead again.
-                Some(Slot::Queued) | None => {
+                // The walk caught up, or the folder was not queued (the queue was full), its
+                // listing failed or is too old: it is listed now (any error seen here), and
+                // what is below it is listed ahead again.
+                Some(Slot::Queued | Slot::Listed(..)) | None => {
+                    self.shared.release(&mut state, dir);
                     state.slots.insert(dir.to_path_buf(), Slot::Listing);
                     drop(state);
                     let listed = read_dir_sorted(dir);
@@ -140,6 +145,16 @@ impl ListingAhead {
                     return listed;
                 }
             }
+        }
+    }
+}
+
+impl ListingAhead {
+    /// Drops what was listed ahead for a folder the walk does not descend into after all.
+    pub fn forget(&self, dir: &Path) {
+        let mut state = self.shared.lock();
+        if !matches!(state.slots.get(dir), Some(Slot::Listing)) {
+            self.shared.release(&mut state, dir);
         }
     }
 }
@@ -153,6 +168,12 @@ impl Drop for ListingAhead {
 
 impl State {
     fn queue(&mut self, dir: PathBuf, device: u64) {
+        if self.queue.len() >= MAX_QUEUED {
+            // Folders the walk has taken meanwhile are not waiting any more.
+            let slots = &self.slots;
+            self.queue
+                .retain(|(d, _)| matches!(slots.get(d), Some(Slot::Queued)));
+        }
         if self.queue.len() < MAX_QUEUED && !self.slots.contains_key(&dir) {
             self.slots.insert(dir.clone(), Slot::Queued);
             self.queue.push((dir, device));
@@ -187,6 +208,20 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Removes a folder's slot (not one being listed) and returns the listing it held; wakes
+    /// the workers if that made room.
+    fn release(&self, state: &mut State, dir: &Path) -> Vec<DirEntry> {
+        let Some(Slot::Listed(entries, _)) = state.slots.remove(dir) else {
+            return Vec::new();
+        };
+        let was_full = state.held_entries >= self.max_held;
+        state.held_entries -= entries.len();
+        if was_full && state.held_entries < self.max_held {
+            self.work.notify_all();
+        }
+        entries
+    }
+
     fn run(&self) {
         let mut state = self.lock();
         loop {
@@ -198,26 +233,37 @@ impl Shared {
                 continue;
             };
             drop(state);
-            let listed = read_dir_sorted(&dir);
-            let mut subdirs = self.subdirs(&listed, device);
+            // A panic here must not leave the folder `Listing`: the walk would wait for ever.
+            let listed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let listed = read_dir_sorted_up_to(&dir, self.max_held / THREADS);
+                let subdirs = match &listed {
+                    Ok(Some(entries)) => self.subdirs(entries, device),
+                    _ => Vec::new(),
+                };
+                (listed, subdirs)
+            }));
             state = self.lock();
-            match listed {
-                Ok(entries) => {
+            let mut subdirs = match listed {
+                Ok((Ok(Some(entries)), subdirs)) => {
                     state.held_entries += entries.len();
-                    state.slots.insert(dir, Slot::Listed(entries));
+                    state
+                        .slots
+                        .insert(dir, Slot::Listed(entries, Instant::now()));
+                    subdirs
                 }
-                // Failed: the walk lists it again and reports what it finds.
-                Err(_) => {
+                // Failed, too large or panicked: the walk lists it and sees what happens.
+                _ => {
                     state.slots.remove(&dir);
+                    Vec::new()
                 }
-            }
+            };
             self.queued(state, &mut subdirs, device);
             state = self.lock();
         }
     }
 
-    /// Queues a folder's subfolders, then wakes a worker for each and whoever waits for a
-    /// listing (wakes no more threads than there is work for: they are many).
+    /// Queues a folder's subfolders, then wakes whoever waits for a listing and a worker for
+    /// each new folder (no more threads than there is work for: they are many).
     fn queued(&self, mut state: MutexGuard<'_, State>, subdirs: &mut Vec<PathBuf>, device: u64) {
         let jobs = subdirs.len().min(THREADS);
         state.queue_all(subdirs, device);
@@ -231,18 +277,18 @@ impl Shared {
         }
     }
 
-    /// After the walk listed a folder that was queued itself: what is below is queued.
+    /// After the walk listed a folder itself: what is below is queued.
     fn listed_here(&self, dir: &Path, listed: &io::Result<Vec<DirEntry>>, device: u64) {
-        let mut subdirs = self.subdirs(listed, device);
+        let mut subdirs = match listed {
+            Ok(entries) => self.subdirs(entries, device),
+            Err(_) => Vec::new(),
+        };
         let mut state = self.lock();
         state.slots.remove(dir);
         self.queued(state, &mut subdirs, device);
     }
 
-    fn subdirs(&self, listed: &io::Result<Vec<DirEntry>>, device: u64) -> Vec<PathBuf> {
-        let Ok(entries) = listed else {
-            return Vec::new();
-        };
+    fn subdirs(&self, entries: &[DirEntry], device: u64) -> Vec<PathBuf> {
         entries
             .iter()
             .filter(|e| (self.descends)(e, device))
@@ -307,7 +353,12 @@ mod tests {
         // More entries than may be held: the lister must stop and wait for the walk.
         let held = 512;
         tree(dir.path(), 40, 32);
-        let ahead = ListingAhead::holding(&[dir.path().to_path_buf()], Box::new(all_dirs), held);
+        let ahead = ListingAhead::with_limits(
+            &[dir.path().to_path_buf()],
+            Box::new(all_dirs),
+            held,
+            MAX_AGE,
+        );
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
             let state = ahead.shared.lock();
@@ -367,5 +418,94 @@ mod tests {
             Err(e) => assert_eq!(e.kind(), io::ErrorKind::NotFound),
         }
         assert_eq!(ahead.take(&dir.path().join("d1"), 0).unwrap().len(), 1);
+    }
+
+    /// Waits until `done` holds of the state (or fails after 20 s).
+    fn wait_for(ahead: &ListingAhead, what: &str, done: impl Fn(&State) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done(&ahead.shared.lock()) {
+            assert!(Instant::now() < deadline, "timed out waiting: {what}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    fn is_listed(state: &State, dir: &Path) -> bool {
+        matches!(state.slots.get(dir), Some(Slot::Listed(..)))
+    }
+
+    #[test]
+    fn folders_are_listed_before_the_walk_asks_and_handed_out_once() {
+        let dir = tempfile::tempdir().unwrap();
+        tree(dir.path(), 3, 2);
+        let ahead = ListingAhead::start(&[dir.path().to_path_buf()], Box::new(all_dirs));
+        let inner = dir.path().join("d2/inner");
+        // The root's 3 entries, one in each d*, two in each d*/inner.
+        let everything = 3 + 3 + 3 * 2;
+        wait_for(&ahead, "all listed ahead", |s| s.held_entries == everything);
+        assert!(is_listed(&ahead.shared.lock(), &inner));
+        assert_eq!(ahead.take(&inner, 0).unwrap().len(), 2);
+        let state = ahead.shared.lock();
+        assert!(!state.slots.contains_key(&inner), "handed out, not held");
+        assert_eq!(state.held_entries, everything - 2, "the rest is still held");
+    }
+
+    #[test]
+    fn a_listing_older_than_the_limit_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        tree(dir.path(), 1, 1);
+        let fresh = Duration::from_secs(3600);
+        for (max_age, expected) in [(fresh, 1), (Duration::ZERO, 2)] {
+            let inner = dir.path().join("d0/inner");
+            let ahead = ListingAhead::with_limits(
+                &[dir.path().to_path_buf()],
+                Box::new(all_dirs),
+                MAX_HELD_ENTRIES,
+                max_age,
+            );
+            wait_for(&ahead, "listed ahead", |s| is_listed(s, &inner));
+            std::fs::write(inner.join(format!("new{max_age:?}")), b"x").unwrap();
+            assert_eq!(
+                ahead.take(&inner, 0).unwrap().len(),
+                expected,
+                "{max_age:?}"
+            );
+            std::fs::remove_file(inner.join(format!("new{max_age:?}"))).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_folder_larger_than_a_listings_share_is_left_to_the_walk() {
+        let dir = tempfile::tempdir().unwrap();
+        tree(dir.path(), 2, 1);
+        let big = dir.path().join("d1/inner");
+        for f in 1..40 {
+            std::fs::write(big.join(format!("g{f}")), b"x").unwrap();
+        }
+        // A share of 32 / THREADS = 4 entries: `big` (40) is too large, the others fit.
+        let ahead =
+            ListingAhead::with_limits(&[dir.path().to_path_buf()], Box::new(all_dirs), 32, MAX_AGE);
+        let small = dir.path().join("d0/inner");
+        wait_for(&ahead, "the small folder listed", |s| is_listed(s, &small));
+        wait_for(&ahead, "the large folder given up", |s| {
+            !s.slots.contains_key(&big)
+        });
+        assert_eq!(ahead.take(&big, 0).unwrap().len(), 40, "listed by the walk");
+    }
+
+    #[test]
+    fn a_folder_the_walk_declines_frees_its_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        tree(dir.path(), 1, 3);
+        let ahead = ListingAhead::start(&[dir.path().to_path_buf()], Box::new(all_dirs));
+        let inner = dir.path().join("d0/inner");
+        wait_for(&ahead, "listed ahead", |s| is_listed(s, &inner));
+        ahead.forget(&inner);
+        let state = ahead.shared.lock();
+        assert!(!state.slots.contains_key(&inner));
+        assert_eq!(
+            state.held_entries,
+            1 + 1,
+            "only the root's and d0's entries are held"
+        );
     }
 }

@@ -71,20 +71,29 @@ pub struct DirEntry {
 
 /// The entries of a directory, sorted by name bytes.
 pub fn read_dir_sorted(dir: &Path) -> std::io::Result<Vec<DirEntry>> {
-    let mut entries: Vec<DirEntry> = long_path::read_dir(dir)?
-        .map(|e| {
-            e.map(|e| DirEntry {
-                path: dir.join(e.file_name()),
-                name: e.file_name().into_vec(),
-                metadata: e.metadata(),
-            })
-        })
-        .collect::<std::io::Result<_>>()?;
+    read_dir_sorted_up_to(dir, usize::MAX).map(Option::unwrap_or_default)
+}
+
+/// `read_dir_sorted`, or `None` (read no further) if the directory has more than `limit`
+/// entries.
+pub fn read_dir_sorted_up_to(dir: &Path, limit: usize) -> std::io::Result<Option<Vec<DirEntry>>> {
+    let mut entries = Vec::new();
+    for e in long_path::read_dir(dir)? {
+        if entries.len() == limit {
+            return Ok(None);
+        }
+        let e = e?;
+        entries.push(DirEntry {
+            path: dir.join(e.file_name()),
+            name: e.file_name().into_vec(),
+            metadata: e.metadata(),
+        });
+    }
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     // Some file systems list a name twice while a file is renamed over it; one folder can
     // hold a name only once, and a tree must not repeat it.
     entries.dedup_by(|later, first| later.name == first.name);
-    Ok(entries)
+    Ok(Some(entries))
 }
 
 pub fn kind_of(meta: &Metadata) -> NodeKind {
