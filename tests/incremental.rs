@@ -183,6 +183,10 @@ fn dump_streams_round_trip_and_store_only_what_changed() {
         added2 * 5 < added1,
         "night 2 added {added2} bytes, night 1 {added1}"
     );
+    // Regression: a stream was not counted, so its summary said 0 files of 0 bytes.
+    assert_eq!(summary(&first, "files_new"), 1, "{first}");
+    assert_eq!(summary(&second, "files_changed"), 1, "{second}");
+    assert_eq!(summary(&second, "total_file_bytes"), night2.len() as u64);
     let snaps = env.snapshots();
     assert_eq!(snaps[1]["paths"][0], "/db.sql");
     assert_eq!(snaps[1]["chunker"]["avg"], 16384);

@@ -420,8 +420,10 @@ fn stream_root(walker: &Walker, source: &StreamSource, name: &str, time_ns: i64)
     node.ctime_ns = time_ns;
     node.size = stored.size;
     node.content = stored.blobs;
-    walker
-        .reporter
-        .file_done(Path::new(name), FileStatus::New, stored.size);
+    let status = match walker.parent {
+        Some(_) => FileStatus::Changed,
+        None => FileStatus::New,
+    };
+    walker.count_file(stored.size, status, Path::new(name));
     walker.store_tree(&Tree { nodes: vec![node] })
 }

@@ -413,7 +413,7 @@ impl Walker<'_, '_, '_> {
         Ok(true)
     }
 
-    fn count_file(&self, size: u64, status: FileStatus, path: &Path) {
+    pub fn count_file(&self, size: u64, status: FileStatus, path: &Path) {
         Counters::bump(&self.counters.files, 1);
         Counters::bump(&self.counters.file_bytes, size);
         Counters::bump(
