@@ -187,7 +187,10 @@ fn dump_streams_round_trip_and_store_only_what_changed() {
     assert_eq!(summary(&first, "files_new"), 1, "{first}");
     assert_eq!(summary(&second, "files_changed"), 1, "{second}");
     assert_eq!(summary(&second, "total_file_bytes"), night2.len() as u64);
+    let again = backup_stdin(&env, &night2, &[]);
+    assert_eq!(summary(&again, "files_unchanged"), 1, "{again}");
     let snaps = env.snapshots();
+    assert_eq!(snaps.len(), 3);
     assert_eq!(snaps[1]["paths"][0], "/db.sql");
     assert_eq!(snaps[1]["chunker"]["avg"], 16384);
     for (snap, expected) in [(&snaps[0], &night1), (&snaps[1], &night2)] {

@@ -279,7 +279,9 @@ pub fn run(
     let parent_root = parent.as_ref().map(|(_, s)| s.tree);
     let root = match &opts.source {
         Source::Paths(_) => paths_root(&walker, &sources, parent_root)?,
-        Source::Stream { source, name } => stream_root(&walker, source, name, time_ns)?,
+        Source::Stream { source, name } => {
+            stream_root(&walker, source, name, time_ns, parent_root)?
+        }
     };
     tracing::debug!("walk done; flushing packs");
     let mut summary = Summary::default();
@@ -407,7 +409,13 @@ fn virtual_dir(
     walker.store_tree(&tree)
 }
 
-fn stream_root(walker: &Walker, source: &StreamSource, name: &str, time_ns: i64) -> Result<TreeId> {
+fn stream_root(
+    walker: &Walker,
+    source: &StreamSource,
+    name: &str,
+    time_ns: i64,
+    parent_root: Option<TreeId>,
+) -> Result<TreeId> {
     let stored = stream::store(walker.content, source, walker.reporter)?;
     let mut node = Node::new(name.as_bytes().to_vec(), NodeKind::File);
     node.mode = 0o600;
@@ -420,9 +428,11 @@ fn stream_root(walker: &Walker, source: &StreamSource, name: &str, time_ns: i64)
     node.ctime_ns = time_ns;
     node.size = stored.size;
     node.content = stored.blobs;
-    let status = match walker.parent {
-        Some(_) => FileStatus::Changed,
+    let parent = walker.parent_tree(parent_root);
+    let status = match parent.as_ref().and_then(|t| t.find(name.as_bytes())) {
         None => FileStatus::New,
+        Some(p) if p.content == node.content => FileStatus::Unchanged,
+        Some(_) => FileStatus::Changed,
     };
     walker.count_file(stored.size, status, Path::new(name));
     walker.store_tree(&Tree { nodes: vec![node] })

@@ -154,7 +154,7 @@ impl Walker<'_, '_, '_> {
         self.content.store_blob(BlobType::Tree, &tree.encode())
     }
 
-    fn parent_tree(&self, id: Option<TreeId>) -> Option<Tree> {
+    pub fn parent_tree(&self, id: Option<TreeId>) -> Option<Tree> {
         let (reader, id) = self.parent.zip(id)?;
         match reader.tree(&id) {
             Ok(t) => Some(t),

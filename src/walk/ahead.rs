@@ -13,7 +13,7 @@
 //! the caller of `take` as before, and sees any error itself; symlinks are never followed.
 //! The threads stop when the `ListingAhead` is dropped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -54,8 +54,10 @@ struct Shared {
 
 #[derive(Default)]
 struct State {
-    /// Folders to list, the next on top, with their root's device.
-    queue: Vec<(PathBuf, u64)>,
+    /// Folders to list, the next at the back, with their root's device.
+    queue: VecDeque<(PathBuf, u64)>,
+    /// Folders the walk declined while they were being listed: their listing is dropped.
+    forgotten: HashSet<PathBuf>,
     slots: HashMap<PathBuf, Slot>,
     held_entries: usize,
     /// Callers of `take` waiting for a listing under way.
@@ -102,7 +104,7 @@ impl ListingAhead {
             if let Ok(meta) = &entry.metadata {
                 let device = std::os::unix::fs::MetadataExt::dev(meta);
                 if (shared.descends)(&entry, device) {
-                    state.queue(entry.path, device);
+                    state.queue_all(&mut vec![entry.path], device);
                 }
             }
         }
@@ -150,11 +152,23 @@ impl ListingAhead {
 }
 
 impl ListingAhead {
-    /// Drops what was listed ahead for a folder the walk does not descend into after all.
+    /// Drops what was listed or queued ahead in and below a folder the walk does not descend
+    /// into after all (rare: only when the folder changed meanwhile, say an exclude marker
+    /// appeared), so that it does not take up room for good.
     pub fn forget(&self, dir: &Path) {
         let mut state = self.shared.lock();
-        if !matches!(state.slots.get(dir), Some(Slot::Listing)) {
-            self.shared.release(&mut state, dir);
+        let below: Vec<PathBuf> = state
+            .slots
+            .keys()
+            .filter(|p| p.starts_with(dir))
+            .cloned()
+            .collect();
+        for path in below {
+            if let Some(Slot::Listing) = state.slots.get(&path) {
+                state.forgotten.insert(path);
+            } else {
+                self.shared.release(&mut state, &path);
+            }
         }
     }
 }
@@ -167,24 +181,28 @@ impl Drop for ListingAhead {
 }
 
 impl State {
-    fn queue(&mut self, dir: PathBuf, device: u64) {
-        if self.queue.len() >= MAX_QUEUED {
+    /// Queues the subfolders of one folder, last to first, so that the walk's next folder is
+    /// listed next. Beyond `MAX_QUEUED`, the folders the walk will reach last are dropped
+    /// (it lists them itself).
+    fn queue_all(&mut self, subdirs: &mut Vec<PathBuf>, device: u64) {
+        if self.queue.len() + subdirs.len() > MAX_QUEUED {
             // Folders the walk has taken meanwhile are not waiting any more.
             let slots = &self.slots;
             self.queue
                 .retain(|(d, _)| matches!(slots.get(d), Some(Slot::Queued)));
         }
-        if self.queue.len() < MAX_QUEUED && !self.slots.contains_key(&dir) {
-            self.slots.insert(dir.clone(), Slot::Queued);
-            self.queue.push((dir, device));
-        }
-    }
-
-    /// Queues the subfolders of one folder, last to first, so that the walk's next folder is
-    /// listed next.
-    fn queue_all(&mut self, subdirs: &mut Vec<PathBuf>, device: u64) {
         while let Some(sub) = subdirs.pop() {
-            self.queue(sub, device);
+            if !self.slots.contains_key(&sub) {
+                self.slots.insert(sub.clone(), Slot::Queued);
+                self.queue.push_back((sub, device));
+            }
+        }
+        while self.queue.len() > MAX_QUEUED {
+            if let Some((dropped, _)) = self.queue.pop_front()
+                && let Some(Slot::Queued) = self.slots.get(&dropped)
+            {
+                self.slots.remove(&dropped);
+            }
         }
     }
 
@@ -193,7 +211,7 @@ impl State {
         if self.held_entries >= max_held {
             return None;
         }
-        while let Some((dir, device)) = self.queue.pop() {
+        while let Some((dir, device)) = self.queue.pop_back() {
             if let Some(slot @ Slot::Queued) = self.slots.get_mut(&dir) {
                 *slot = Slot::Listing;
                 return Some((dir, device));
@@ -208,8 +226,8 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Removes a folder's slot (not one being listed) and returns the listing it held; wakes
-    /// the workers if that made room.
+    /// Removes a folder's slot (the caller makes sure it is not being listed) and returns the
+    /// listing it held; wakes the workers if that made room.
     fn release(&self, state: &mut State, dir: &Path) -> Vec<DirEntry> {
         let Some(Slot::Listed(entries, _)) = state.slots.remove(dir) else {
             return Vec::new();
@@ -233,6 +251,7 @@ impl Shared {
                 continue;
             };
             drop(state);
+            let started = Instant::now();
             // A panic here must not leave the folder `Listing`: the walk would wait for ever.
             let listed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let listed = read_dir_sorted_up_to(&dir, self.max_held / THREADS);
@@ -243,15 +262,15 @@ impl Shared {
                 (listed, subdirs)
             }));
             state = self.lock();
+            let forgotten = state.forgotten.remove(&dir);
             let mut subdirs = match listed {
-                Ok((Ok(Some(entries)), subdirs)) => {
+                Ok((Ok(Some(entries)), subdirs)) if !forgotten => {
                     state.held_entries += entries.len();
-                    state
-                        .slots
-                        .insert(dir, Slot::Listed(entries, Instant::now()));
+                    state.slots.insert(dir, Slot::Listed(entries, started));
                     subdirs
                 }
-                // Failed, too large or panicked: the walk lists it and sees what happens.
+                // Failed, too large or panicked: the walk lists it and sees what happens. Or
+                // declined by the walk meanwhile.
                 _ => {
                     state.slots.remove(&dir);
                     Vec::new()
@@ -485,27 +504,47 @@ mod tests {
         let ahead =
             ListingAhead::with_limits(&[dir.path().to_path_buf()], Box::new(all_dirs), 32, MAX_AGE);
         let small = dir.path().join("d0/inner");
-        wait_for(&ahead, "the small folder listed", |s| is_listed(s, &small));
-        wait_for(&ahead, "the large folder given up", |s| {
-            !s.slots.contains_key(&big)
+        let settled =
+            |s: &State| s.queue.is_empty() && !s.slots.values().any(|v| matches!(v, Slot::Listing));
+        wait_for(&ahead, "everything listed or given up", |s| {
+            is_listed(s, &small) && settled(s)
         });
+        {
+            let state = ahead.shared.lock();
+            assert!(
+                !state.slots.contains_key(&big),
+                "the large folder is not held"
+            );
+            assert_eq!(
+                state.held_entries,
+                2 + 1 + 1 + 1,
+                "the root, d0, d1, d0/inner"
+            );
+        }
         assert_eq!(ahead.take(&big, 0).unwrap().len(), 40, "listed by the walk");
     }
 
     #[test]
-    fn a_folder_the_walk_declines_frees_its_listing() {
+    fn a_folder_the_walk_declines_frees_what_was_listed_in_and_below_it() {
         let dir = tempfile::tempdir().unwrap();
-        tree(dir.path(), 1, 3);
+        tree(dir.path(), 2, 2);
         let ahead = ListingAhead::start(&[dir.path().to_path_buf()], Box::new(all_dirs));
-        let inner = dir.path().join("d0/inner");
-        wait_for(&ahead, "listed ahead", |s| is_listed(s, &inner));
-        ahead.forget(&inner);
+        // The root's 2 entries, one in each d*, two in each d*/inner.
+        wait_for(&ahead, "all listed ahead", |s| {
+            s.held_entries == 2 + 2 + 2 * 2
+        });
+        ahead.forget(&dir.path().join("d0"));
         let state = ahead.shared.lock();
-        assert!(!state.slots.contains_key(&inner));
+        assert!(
+            !state
+                .slots
+                .keys()
+                .any(|p| p.starts_with(dir.path().join("d0")))
+        );
         assert_eq!(
             state.held_entries,
-            1 + 1,
-            "only the root's and d0's entries are held"
+            2 + 1 + 2,
+            "the root, d1 and d1/inner are held"
         );
     }
 }
