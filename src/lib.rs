@@ -30,6 +30,7 @@ pub mod retention;
 pub mod snapshot;
 pub mod storage;
 pub mod tree;
+pub mod upload;
 pub mod walk;
 
 pub use error::{Error, Result};

@@ -4,10 +4,11 @@
 //!
 //! Guarantees: only blobs that authenticate (exactly the bytes written for that id, type and
 //! repository) are copied; every new pack is written (durably, see `Storage::write`) before
-//! `finish` returns; full packs are written by a background thread as they fill, and the
+//! `finish` returns, and after a failed write no more are (`upload::Uploader`); full packs
+//! are written in the background as they fill (several at once on object storage), and the
 //! next source pack is read while the current one is copied, so memory stays at about six
-//! packs (two being filled, one being written, one queued, one waiting to be queued, and
-//! the needed blobs of two sources).
+//! packs (two being filled, one being written — up to six on object storage —, one queued,
+//! one waiting to be queued, and the needed blobs of two sources).
 
 use rayon::prelude::*;
 
@@ -17,6 +18,7 @@ use crate::ids::PackId;
 use crate::index::PackRecord;
 use crate::pack::{BlobEntry, PackWriter, SealedBlob, authenticate_blob};
 use crate::repo::{FileKind, Repository, object_path};
+use crate::upload::Uploader;
 
 /// Blobs of one pack closer than this are read in one range read.
 const READ_GAP: u64 = 256 * 1024;
@@ -27,59 +29,7 @@ pub struct Repacker<'a> {
     writers: [PackWriter; 2],
     records: Vec<PackRecord>,
     /// Writes full packs while the next ones are read and filled (`None` in a dry run).
-    upload: Option<Upload>,
-}
-
-/// A thread that writes finished packs, one at a time, while the caller goes on.
-struct Upload {
-    jobs: Option<std::sync::mpsc::SyncSender<(String, Vec<u8>)>>,
-    thread: Option<std::thread::JoinHandle<Result<()>>>,
-}
-
-impl Upload {
-    fn start(repo: &Repository) -> Result<Self> {
-        let storage = repo.shared_storage();
-        let (jobs, queue) = std::sync::mpsc::sync_channel::<(String, Vec<u8>)>(1);
-        let thread = std::thread::Builder::new()
-            .name("cairn-repack".into())
-            .spawn(move || {
-                for (path, bytes) in queue {
-                    storage.write(&path, bytes)?;
-                }
-                Ok(())
-            })
-            .map_err(|e| crate::error::Error::io("repack upload thread", e))?;
-        Ok(Upload {
-            jobs: Some(jobs),
-            thread: Some(thread),
-        })
-    }
-
-    fn send(&mut self, path: String, bytes: Vec<u8>) -> Result<()> {
-        let sent = self
-            .jobs
-            .as_ref()
-            .is_some_and(|j| j.send((path, bytes)).is_ok());
-        if sent { Ok(()) } else { self.finish() }
-    }
-
-    /// Waits for every write; the first error, if any.
-    fn finish(&mut self) -> Result<()> {
-        self.jobs.take();
-        match self.thread.take().map(|t| t.join()) {
-            Some(Ok(result)) => result,
-            Some(Err(_)) => Err(crate::error::Error::Invalid(
-                "the repack upload thread failed".into(),
-            )),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for Upload {
-    fn drop(&mut self) {
-        let _ = self.finish();
-    }
+    uploader: Option<Uploader>,
 }
 
 impl<'a> Repacker<'a> {
@@ -92,10 +42,10 @@ impl<'a> Repacker<'a> {
                 PackWriter::new(BlobType::Tree),
             ],
             records: Vec::new(),
-            upload: if dry_run {
+            uploader: if dry_run {
                 None
             } else {
-                Some(Upload::start(repo)?)
+                Some(Uploader::start(repo)?)
             },
         })
     }
@@ -158,8 +108,8 @@ impl<'a> Repacker<'a> {
             size: finished.bytes.len() as u64,
             entries: finished.entries,
         };
-        if let Some(upload) = &mut self.upload {
-            upload.send(object_path(FileKind::Pack, &finished.id.0), finished.bytes)?;
+        if let Some(uploader) = &mut self.uploader {
+            uploader.send(object_path(FileKind::Pack, &finished.id.0), finished.bytes)?;
         }
         self.records.push(record);
         Ok(())
@@ -177,8 +127,8 @@ impl<'a> Repacker<'a> {
         for w in writers.into_iter().filter(|w| !w.is_empty()) {
             self.write(w)?;
         }
-        if let Some(upload) = &mut self.upload {
-            upload.finish()?;
+        if let Some(uploader) = &mut self.uploader {
+            uploader.wait()?;
         }
         Ok(std::mem::take(&mut self.records))
     }
@@ -224,4 +174,67 @@ fn fetch(repo: &Repository, (pack, entries): &(PackId, Vec<BlobEntry>)) -> Resul
         start = end;
     }
     Ok(runs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+    use crate::ids::BlobId;
+    use crate::pack::{PACK_TARGET_SIZE, seal_blob};
+    use crate::storage::OpendalStorage;
+    use crate::storage::instrumented::Instrumented;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Copies `packs` packs' worth of 1 MiB incompressible blobs; returns what `finish` gave.
+    fn repack_noise(repo: &Repository, packs: usize) -> Result<Vec<PackRecord>> {
+        let mut repacker = Repacker::new(repo, false)?;
+        let blobs = packs * PACK_TARGET_SIZE / (1 << 20) + 1;
+        for i in 0..blobs {
+            let data: Vec<u8> = crate::chunk::tests::seeded_bytes(i as u64, 1 << 20);
+            let id: BlobId = repo.keys().blob_id(&data);
+            let sealed = seal_blob(repo.keys(), repo.id(), BlobType::Data, id, &data, 1);
+            let entry = BlobEntry {
+                id,
+                blob_type: BlobType::Data,
+                compression: sealed.compression,
+                offset: 0,
+                stored_len: sealed.bytes.len() as u32,
+                raw_len: sealed.raw_len,
+            };
+            repacker.add(&PackId::default(), &entry, &sealed.bytes)?;
+        }
+        repacker.finish()
+    }
+
+    /// Prune and repair write through the packer's uploader: several packs at once on
+    /// object storage, and after a failed write, an error and nothing more written.
+    #[test]
+    fn repacked_packs_are_all_written_or_the_repack_fails() {
+        let origin = OpendalStorage::memory_as_remote().unwrap();
+        let repo = crate::repo::repository_on(Box::new(origin.another_handle().unwrap()));
+        let records = repack_noise(&repo, 3).unwrap();
+        assert_eq!(records.len(), 4);
+        let written = repo.storage().list("packs", true).unwrap().len();
+        assert_eq!(written, 4, "every pack finish reported is on storage");
+
+        let origin = OpendalStorage::memory_as_remote().unwrap();
+        let mut storage = Instrumented::new(origin.another_handle().unwrap());
+        let seen = Arc::new(AtomicUsize::new(0));
+        let count = seen.clone();
+        storage.before_write = Box::new(move |path, _| match path.starts_with("packs/") {
+            true if count.fetch_add(1, Ordering::SeqCst) == 1 => {
+                Err(Error::Invalid("refused".into()))
+            }
+            _ => Ok(()),
+        });
+        let failing = crate::repo::repository_on(Box::new(storage));
+        assert!(repack_noise(&failing, 12).is_err());
+        let attempted = seen.load(Ordering::SeqCst);
+        assert!(
+            attempted <= 2 + crate::upload::MAX_UPLOADS + 2,
+            "{attempted} pack writes after the failure"
+        );
+    }
 }

@@ -237,7 +237,7 @@ impl<R: Read> Iterator for ChunkReader<'_, R> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
