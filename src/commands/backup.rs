@@ -188,9 +188,10 @@ pub fn run(ctx: &Context, args: &BackupArgs) -> Result<Outcome> {
     // Check the options and sources before touching (or creating) the repository.
     backup::check_options(&opts)?;
     let ahead = backup::list_ahead(&opts)?;
+    let preparing = ctx.prepare_index();
     let repo = open_or_init(ctx, args)?;
     let lock = ctx.lock(&repo, false)?;
-    let mut index = ctx.open_index(&repo)?;
+    let mut index = ctx.open_prepared_index(&repo, preparing)?;
     let reporter = CliReporter {
         warnings: Mutex::new(Vec::new()),
         bar: progress_bar(ctx, &opts),

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 
 use cairn::error::{Error, Result};
 use cairn::ids::PackId;
-use cairn::index::{LocalIndex, OpenReport};
+use cairn::index::{LocalIndex, OpenReport, PreparedIndex};
 use cairn::repo::Repository;
 use cairn::repo::lock::RepositoryLock;
 use cairn::storage::{self, Storage};
@@ -44,6 +44,22 @@ pub enum Outcome {
 /// another; each holds at most about 25 MiB (see README.md, "Memory and threads").
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(4, |n| (n.get() * 2).min(16))
+}
+
+/// `Context::prepare_index` under way; waited for when dropped, so that an early error does
+/// not end the process in the middle of creating the index file.
+pub struct PreparingIndex(Option<std::thread::JoinHandle<Option<PreparedIndex>>>);
+
+impl PreparingIndex {
+    fn finish(&mut self) -> Option<PreparedIndex> {
+        self.0.take()?.join().ok().flatten()
+    }
+}
+
+impl Drop for PreparingIndex {
+    fn drop(&mut self) {
+        self.finish();
+    }
 }
 
 pub struct Context {
@@ -183,6 +199,40 @@ impl Context {
         );
         self.report_index_open(&report);
         Ok(index)
+    }
+
+    /// Starts `LocalIndex::prepare` on a thread of its own for the repository at the location
+    /// (its id read from its config, which needs no key), so that opening and checking the
+    /// local index overlaps the key derivation; `open_prepared_index` takes the result.
+    pub fn prepare_index(&self) -> PreparingIndex {
+        let (location, cache_dir) = (self.repo.clone(), self.cache_dir.clone());
+        PreparingIndex(Some(std::thread::spawn(move || {
+            let storage = storage::open_location(&location, false).ok()?;
+            let config = cairn::repo::read_config(storage.as_ref()).ok()?;
+            LocalIndex::prepare(&cache_dir, &config.id).ok()
+        })))
+    }
+
+    /// `open_index`, from what `prepare_index` prepared if that is this repository's index
+    /// (else, or if preparing failed, as `open_index` does, which reports any error).
+    pub fn open_prepared_index(
+        &self,
+        repo: &Repository,
+        mut preparing: PreparingIndex,
+    ) -> Result<LocalIndex> {
+        match preparing.finish() {
+            Some(prepared) if prepared.is_for(repo) => {
+                tracing::debug!("repository open; syncing the prepared local index");
+                let (index, report) = prepared.sync_with(repo)?;
+                tracing::debug!(
+                    segments_merged = report.segments_merged,
+                    "local index ready"
+                );
+                self.report_index_open(&report);
+                Ok(index)
+            }
+            _ => self.open_index(repo),
+        }
     }
 
     /// Says which indexed packs are missing from storage (or cut short), and what follows.

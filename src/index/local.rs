@@ -22,7 +22,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::segment::IndexSegment;
 use crate::error::{Error, Result};
-use crate::ids::{BlobId, BlobType, IndexId, PackId, SnapshotId, TreeId};
+use crate::ids::{BlobId, BlobType, IndexId, PackId, RepositoryId, SnapshotId, TreeId};
 use crate::pack::BlobEntry;
 use crate::repo::{FileKind, Repository};
 
@@ -255,14 +255,51 @@ fn create_atomically(dir: &Path, path: &Path, repo_hex: &str) -> Result<()> {
     linked
 }
 
+/// A local index opened and checked, not yet synced with its repository (`LocalIndex::prepare`).
+pub struct PreparedIndex {
+    index: LocalIndex,
+    report: OpenReport,
+    repo_id: RepositoryId,
+}
+
+impl PreparedIndex {
+    /// Whether this is the index of `repo` (its id may have been read before `repo` was
+    /// opened, from another repository's config at the same place).
+    pub fn is_for(&self, repo: &Repository) -> bool {
+        self.repo_id == *repo.id()
+    }
+
+    /// The second half of `LocalIndex::open`: merges the repository's index segments and
+    /// snapshots the index has not seen.
+    pub fn sync_with(self, repo: &Repository) -> Result<(LocalIndex, OpenReport)> {
+        if !self.is_for(repo) {
+            return Err(Error::Invalid(format!(
+                "local index prepared for repository {}, not {}",
+                self.repo_id.short(),
+                repo.id().short()
+            )));
+        }
+        let (mut index, mut report) = (self.index, self.report);
+        index.sync(repo, &mut report)?;
+        Ok((index, report))
+    }
+}
+
 impl LocalIndex {
     /// Opens (creating or rebuilding as needed) the local index of `repo` under `cache_dir`,
     /// then merges the repository's index segments and snapshots it has not seen.
     pub fn open(cache_dir: &Path, repo: &Repository) -> Result<(Self, OpenReport)> {
-        let dir = cache_dir.join(repo.id().to_hex());
+        Self::prepare(cache_dir, repo.id())?.sync_with(repo)
+    }
+
+    /// The first half of `open`, which needs no key: the file opened and checked (`PRAGMA
+    /// quick_check` reads all of it), or created or rebuilt, but not synced. So it can run
+    /// while the key is derived.
+    pub fn prepare(cache_dir: &Path, repo_id: &RepositoryId) -> Result<PreparedIndex> {
+        let dir = cache_dir.join(repo_id.to_hex());
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let path = dir.join("index.sqlite");
-        let repo_hex = repo.id().to_hex();
+        let repo_hex = repo_id.to_hex();
         let mut report = OpenReport::default();
         let existed = path.exists();
         let mut conn = if existed {
@@ -293,13 +330,16 @@ impl LocalIndex {
         conn.execute_batch("PRAGMA synchronous=NORMAL;")
             .and_then(|()| conn.execute_batch(COMPLETE_TREES))
             .map_err(sql_err(&path))?;
-        let mut index = LocalIndex {
+        let index = LocalIndex {
             conn,
             path,
             careful: false,
         };
-        index.sync(repo, &mut report)?;
-        Ok((index, report))
+        Ok(PreparedIndex {
+            index,
+            report,
+            repo_id: *repo_id,
+        })
     }
 
     fn err(&self) -> impl Fn(rusqlite::Error) -> Error + '_ {
@@ -776,6 +816,29 @@ mod tests {
         let conn = connect(&dir.path().join("index.sqlite"), Mapping::Mapped).unwrap();
         let qpsg = rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG;
         assert!(conn.db_config(qpsg).unwrap());
+    }
+
+    /// An index prepared (without a key) for one repository is never synced with another:
+    /// the id is read from the config before the repository is opened, and another
+    /// repository may have been put at the same place meanwhile.
+    #[test]
+    fn a_prepared_index_is_synced_only_with_its_own_repository() {
+        let (one, other) = (
+            crate::repo::memory_repository(),
+            crate::repo::memory_repository(),
+        );
+        let cache = tempfile::tempdir().unwrap();
+        let prepared = LocalIndex::prepare(cache.path(), one.id()).unwrap();
+        assert!(!prepared.is_for(&other));
+        assert!(prepared.sync_with(&other).is_err());
+        let prepared = LocalIndex::prepare(cache.path(), one.id()).unwrap();
+        let (index, report) = prepared.sync_with(&one).unwrap();
+        assert!(report.rebuilt.is_none());
+        assert!(
+            index
+                .path()
+                .starts_with(cache.path().join(one.id().to_hex()))
+        );
     }
 
     /// A tree recorded complete stays so while blobs are only added or healed, and is
