@@ -7,8 +7,9 @@
 //! `finish` returns, and after a failed write no more are (`upload::Uploader`); full packs
 //! are written in the background as they fill (several at once on object storage), and the
 //! next source pack is read while the current one is copied, so memory stays at about six
-//! packs (two being filled, one being written — up to six on object storage —, one queued,
-//! one waiting to be queued, and the needed blobs of two sources).
+//! packs on local disk (two being filled, one being written, one queued, one waiting to be
+//! queued, and the needed blobs of two sources) and about twelve (some 190 MiB) on object
+//! storage, where up to six are written at once.
 
 use rayon::prelude::*;
 

@@ -544,3 +544,27 @@ fn a_file_under_a_lease_is_waited_for_not_skipped() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary(&v, "files"), 1, "{v:#}");
 }
+
+/// The local index is opened and checked while the key is derived (from the repository id in
+/// the config), and that prepared index is the one used: the speed-up cannot silently turn off.
+#[test]
+fn backup_uses_the_index_prepared_while_the_key_is_derived() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    write(&src.join("a"), b"a");
+    env.init();
+    for round in 0..2 {
+        let out = env
+            .cmd(&["backup", src.to_str().unwrap()])
+            .env("CAIRN_LOG", "cairn=debug")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("syncing the prepared local index"),
+            "round {round}: {}",
+            stderr(&out)
+        );
+    }
+}

@@ -149,8 +149,10 @@ fn distrust(conn: &Connection, repo_id: &str) -> Option<String> {
     None
 }
 
+/// Removes a database and its side files, the side files first: a process stopped half-way
+/// must not leave an old write-ahead log beside a database created after it.
 fn remove_db_files(path: &Path) {
-    for suffix in ["", "-wal", "-shm", "-journal"] {
+    for suffix in ["-wal", "-shm", "-journal", ""] {
         let mut p = path.as_os_str().to_owned();
         p.push(suffix);
         let _ = std::fs::remove_file(PathBuf::from(p));
