@@ -130,17 +130,8 @@ impl<'a> Field<'a> {
 }
 
 /// Splits a record into its fields. Returns `None` if the record is malformed.
-pub fn fields(input: &[u8]) -> Option<Vec<Field<'_>>> {
-    // Counted first, so the list is allocated once (records are decoded by the million).
-    let mut out = Vec::with_capacity(each_field(input, |_| {})?);
-    each_field(input, |f| out.push(f))?;
-    Some(out)
-}
-
-/// Calls `f` on each field in order; returns how many there were, or `None` if the record is
-/// malformed.
-fn each_field<'a>(mut input: &'a [u8], mut f: impl FnMut(Field<'a>)) -> Option<usize> {
-    let mut count = 0;
+pub fn fields(mut input: &[u8]) -> Option<Vec<Field<'_>>> {
+    let mut out = Vec::new();
     while !input.is_empty() {
         let tag = take_varint(&mut input)?;
         let len = usize::try_from(take_varint(&mut input)?).ok()?;
@@ -148,11 +139,10 @@ fn each_field<'a>(mut input: &'a [u8], mut f: impl FnMut(Field<'a>)) -> Option<u
             return None;
         }
         let (value, rest) = input.split_at(len);
-        f(Field { tag, value });
-        count += 1;
+        out.push(Field { tag, value });
         input = rest;
     }
-    Some(count)
+    Some(out)
 }
 
 #[cfg(test)]

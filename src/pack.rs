@@ -174,14 +174,12 @@ pub fn open_blob(
     let payload = keys
         .open(&ad, sealed)
         .ok_or_else(|| blob_failure(pack, entry, "fails authentication"))?;
-    let plain = match entry.compression {
+    let mut plain = Vec::new();
+    verified(keys, pack, entry, &payload, &mut plain)?;
+    Ok(match entry.compression {
         COMPRESSION_NONE => payload,
-        COMPRESSION_ZSTD => crate::compress::decompress(&payload, entry.raw_len as usize)
-            .map_err(|e| blob_failure(pack, entry, &format!("zstd: {e}")))?,
-        _ => return Err(blob_failure(pack, entry, "unknown compression")),
-    };
-    check_plain(keys, pack, entry, &plain)?;
-    Ok(plain)
+        _ => plain,
+    })
 }
 
 thread_local! {

@@ -149,9 +149,7 @@ impl ListingAhead {
             }
         }
     }
-}
 
-impl ListingAhead {
     /// Drops what was listed or queued ahead in and below a folder the walk does not descend
     /// into after all (rare: only when the folder changed meanwhile, say an exclude marker
     /// appeared), so that it does not take up room for good.
