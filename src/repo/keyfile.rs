@@ -56,10 +56,40 @@ fn wrapping_key(password: &[u8], salt: &[u8], p: KdfParams) -> Result<[u8; 32]> 
         .map_err(|e| Error::corrupt("key", "params", e))?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let mut out = [0u8; 32];
-    argon
-        .hash_password_into(password, salt, &mut out)
-        .map_err(|e| Error::corrupt("key", "argon2", e))?;
+    let hashed = match ArgonMemory::new(argon.params().block_count()) {
+        Some(mut memory) => {
+            argon.hash_password_into_with_memory(password, salt, &mut out, memory.blocks())
+        }
+        None => argon.hash_password_into(password, salt, &mut out),
+    };
+    hashed.map_err(|e| Error::corrupt("key", "argon2", e))?;
     Ok(out)
+}
+
+/// Argon2's working memory (64 MiB by default) in an anonymous mapping that the kernel may
+/// back with huge pages: a few dozen page faults instead of 16,384 (about 20 ms of system
+/// time on every command that opens the repository).
+struct ArgonMemory {
+    map: memmap2::MmapMut,
+    blocks: usize,
+}
+
+impl ArgonMemory {
+    /// None if the mapping cannot be made; the caller then lets argon2 allocate.
+    fn new(blocks: usize) -> Option<Self> {
+        let map = memmap2::MmapMut::map_anon(blocks.checked_mul(argon2::Block::SIZE)?).ok()?;
+        #[cfg(target_os = "linux")]
+        let _ = map.advise(memmap2::Advice::HugePage);
+        Some(ArgonMemory { map, blocks })
+    }
+
+    fn blocks(&mut self) -> &mut [argon2::Block] {
+        let start = self.map.as_mut_ptr().cast::<argon2::Block>();
+        // SAFETY: the mapping is page-aligned (more than a Block's 64-byte alignment), holds
+        // `blocks` Blocks' bytes, is zero-filled (a Block is plain u64s, all-zero valid) and
+        // is borrowed mutably for the slice's lifetime.
+        unsafe { std::slice::from_raw_parts_mut(start, self.blocks) }
+    }
 }
 
 fn wrap_ad(repo: &RepositoryId) -> Vec<u8> {
@@ -173,5 +203,28 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    /// The key derived in our own mapping is the one argon2 derives in memory it allocates.
+    #[test]
+    fn argon_memory_derives_the_same_key() {
+        let p = KdfParams {
+            memory_kib: 4096,
+            iterations: 2,
+            parallelism: 2,
+        };
+        let params = argon2::Params::new(p.memory_kib, p.iterations, p.parallelism, Some(32));
+        let argon = argon2::Argon2::new(
+            argon2::Algorithm::Argon2id,
+            argon2::Version::V0x13,
+            params.unwrap(),
+        );
+        let mut expected = [0u8; 32];
+        argon
+            .hash_password_into(b"pw", b"saltsaltsalt", &mut expected)
+            .unwrap();
+        let derived = wrapping_key(b"pw", b"saltsaltsalt", p).unwrap();
+        assert_eq!(derived, expected);
+        assert_ne!(wrapping_key(b"pw2", b"saltsaltsalt", p).unwrap(), expected);
     }
 }
