@@ -548,23 +548,32 @@ fn a_file_under_a_lease_is_waited_for_not_skipped() {
 /// The local index is opened and checked while the key is derived (from the repository id in
 /// the config), and that prepared index is the one used: the speed-up cannot silently turn off.
 #[test]
-fn backup_uses_the_index_prepared_while_the_key_is_derived() {
+fn backup_restore_and_dump_use_the_index_prepared_while_the_key_is_derived() {
     let env = Env::new();
     let src = env.path("src");
     std::fs::create_dir_all(&src).unwrap();
     write(&src.join("a"), b"a");
     env.init();
-    for round in 0..2 {
+    let target = env.path("target");
+    let file = format!("{}/a", src.to_str().unwrap());
+    let commands: [&[&str]; 4] = [
+        &["backup", src.to_str().unwrap()],
+        &["backup", src.to_str().unwrap()],
+        &["restore", "latest", "--target", target.to_str().unwrap()],
+        &["dump", "latest", &file],
+    ];
+    for args in commands {
         let out = env
-            .cmd(&["backup", src.to_str().unwrap()])
+            .cmd(args)
             .env("CAIRN_LOG", "cairn=debug")
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
         assert!(
             stderr(&out).contains("syncing the prepared local index"),
-            "round {round}: {}",
+            "{args:?}: {}",
             stderr(&out)
         );
     }
+    assert_eq!(std::fs::read(target.join(&file[1..])).unwrap(), b"a");
 }

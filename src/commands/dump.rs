@@ -71,9 +71,10 @@ fn content<'r, 'a>(reader: &'r BlobReader<'a>, node: &'r Node) -> ContentReader<
 }
 
 pub fn run(ctx: &Context, args: &DumpArgs) -> Result<Outcome> {
+    let preparing = ctx.prepare_index();
     let repo = ctx.open_repo()?;
     let _lock = ctx.lock(&repo, false)?;
-    let index = ctx.open_index_for_reading(&repo)?;
+    let index = ctx.open_prepared_index_for_reading(&repo, preparing)?;
     let (id, snap) = snapshot::find(&index, &args.snapshot)?;
     let path = path_in_snapshot(&args.path);
     let shown = String::from_utf8_lossy(path);

@@ -247,7 +247,25 @@ impl Context {
     /// Syncs the local index and checks it against the packs on storage, for commands that
     /// read data: a blob stored in a lost pack and again elsewhere is then read from there.
     pub fn open_index_for_reading(&self, repo: &Repository) -> Result<LocalIndex> {
-        let mut index = self.open_index(repo)?;
+        let index = self.open_index(repo)?;
+        self.validated_for_reading(repo, index)
+    }
+
+    /// `open_index_for_reading` from what `prepare_index` prepared (`open_prepared_index`).
+    pub fn open_prepared_index_for_reading(
+        &self,
+        repo: &Repository,
+        preparing: PreparingIndex,
+    ) -> Result<LocalIndex> {
+        let index = self.open_prepared_index(repo, preparing)?;
+        self.validated_for_reading(repo, index)
+    }
+
+    fn validated_for_reading(
+        &self,
+        repo: &Repository,
+        mut index: LocalIndex,
+    ) -> Result<LocalIndex> {
         let lost = index.validate_packs(repo)?;
         self.warn_lost_packs(&lost, "files whose data was only there cannot be restored");
         Ok(index)

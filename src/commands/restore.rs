@@ -34,9 +34,10 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<Outcome> {
             String::from_utf8_lossy(name)
         ))
     })?;
+    let preparing = ctx.prepare_index();
     let repo = ctx.open_repo()?;
     let _lock = ctx.lock(&repo, false)?;
-    let index = ctx.open_index_for_reading(&repo)?;
+    let index = ctx.open_prepared_index_for_reading(&repo, preparing)?;
     let (id, snap) = snapshot::find(&index, name)?;
     let at = if path.is_empty() || path.starts_with(b"/") {
         path.to_vec()

@@ -4,7 +4,7 @@
 //! Guarantees: directory entries come back sorted by their raw name bytes; names are kept as
 //! bytes (not necessarily UTF-8); symlinks are never followed.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::Metadata;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -83,10 +83,11 @@ pub fn read_dir_sorted_up_to(dir: &Path, limit: usize) -> std::io::Result<Option
             return Ok(None);
         }
         let e = e?;
+        let name = e.file_name().into_vec();
         entries.push(DirEntry {
-            path: dir.join(e.file_name()),
-            name: e.file_name().into_vec(),
+            path: dir.join(OsStr::from_bytes(&name)),
             metadata: e.metadata(),
+            name,
         });
     }
     entries.sort_by(|a, b| a.name.cmp(&b.name));
