@@ -447,6 +447,9 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "N", default_value_t = 50_000,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_files: u32,
+    /// Worker threads reading, verifying and writing [default: two per CPU, at most 16]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
 }
 
 #[derive(Args)]

@@ -367,7 +367,8 @@ fn dump_of_a_folder_keeps_times_links_and_attributes() {
 
 /// `--batch-files` bounds how many files are planned at once; batches of two must restore
 /// the same tree: blobs shared across batches, a hard link whose first path is in an
-/// earlier batch, empty and multi-blob files, folders' times set after all their files.
+/// earlier batch, empty and multi-blob files, folders' times set after all their files; with
+/// one worker.
 #[test]
 fn small_batches_restore_the_same_tree() {
     let env = Env::new();
@@ -397,6 +398,8 @@ fn small_batches_restore_the_same_tree() {
         "--batch-files",
         "2",
         "--verify",
+        "--threads",
+        "1",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let back = restored(&target, &src);
@@ -404,8 +407,10 @@ fn small_batches_restore_the_same_tree() {
     let ino = |p: &str| std::fs::metadata(back.join(p)).unwrap().ino();
     assert_eq!(ino("a/own.txt"), ino("c/link-to-a"));
     assert_eq!(ino("a/own.txt"), ino("d/e/link"));
-    let bad = env.run(&["restore", "latest", "--target", t, "--batch-files", "0"]);
-    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    for refused in ["--batch-files", "--threads"] {
+        let bad = env.run(&["restore", "latest", "--target", t, refused, "0"]);
+        assert_eq!(bad.status.code(), Some(2), "{refused}: {}", stderr(&bad));
+    }
 }
 
 /// Regression: a hard link whose first path failed was made anyway, to whatever was at that
