@@ -39,7 +39,7 @@ use crate::walk::long_path;
 const MAX_GAP: u64 = 256 * 1024;
 /// No single read is larger than this; with reads kept in flight (object storage), no
 /// larger than `MAX_READ_AHEAD`, so that they hold about as much memory in all.
-const MAX_READ: u64 = 8 * 1024 * 1024;
+const MAX_READ: u64 = 4 * 1024 * 1024;
 const MAX_READ_AHEAD: u64 = 2 * 1024 * 1024;
 
 /// A file being restored: its final path, the temporary file its content goes to, and
