@@ -37,6 +37,11 @@ fn unchanged_files_are_not_read_again() {
         summary(&second, "tree_blobs_added") <= 3,
         "unchanged folders must keep their trees: {second}"
     );
+    // Regression: the ratio was bytes read per byte added, 0.0 for every unchanged backup.
+    assert!(
+        second["dedup_ratio"].as_f64().is_none_or(|r| r > 100.0),
+        "an unchanged backup deduplicates everything: {second}"
+    );
     write(&src.join("d3/f3"), b"edited");
     write(&src.join("d3/brand-new"), b"new");
     let third = env.backup_json(&[&src]);

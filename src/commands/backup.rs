@@ -229,11 +229,10 @@ fn print_summary(
     warnings: &[Warning],
 ) -> Result<()> {
     let s = &outcome.snapshot.summary;
-    let dedup_ratio = if s.bytes_added_raw > 0 {
-        s.bytes_read as f64 / s.bytes_added_raw as f64
-    } else {
-        0.0
-    };
+    // The snapshot's file bytes for each byte it added (before compression); none when it
+    // added nothing (an unchanged backup).
+    let dedup_ratio =
+        (s.bytes_added_raw > 0).then(|| s.total_file_bytes as f64 / s.bytes_added_raw as f64);
     if ctx.json {
         return super::print_json(&serde_json::json!({
             "snapshot_id": outcome.id.map(|i| i.to_hex()),
@@ -274,11 +273,14 @@ fn print_summary(
         s.files_new, s.files_changed, s.files_unchanged, s.dirs, s.other_entries, s.skipped
     );
     println!(
-        "read {}, added {} ({} before compression), dedup ratio {:.1}, in {:.2} s",
+        "read {}, added {} ({} before compression), {}, in {:.2} s",
         human_bytes(s.bytes_read),
         human_bytes(s.bytes_added_stored),
         human_bytes(s.bytes_added_raw),
-        dedup_ratio,
+        dedup_ratio.map_or_else(
+            || "nothing new".to_string(),
+            |r| format!("dedup ratio {r:.1}")
+        ),
         s.duration_ns as f64 / 1e9
     );
     Ok(())
