@@ -59,18 +59,47 @@ fn local_error(op: &'static str, path: &str, err: &std::io::Error) -> Error {
 
 /// Local reads go straight to the file: one copy from the page cache instead of two, and no
 /// hop through the async runtime. Writes keep opendal's atomic temp-file-and-rename.
+/// Reads `range` of a local file into a buffer that is not zeroed first (restore and
+/// `check --read-data` read every stored byte this way, and zeroing cost them 1% of their
+/// CPU).
 fn read_local_range(path: &Path, range: Range<u64>) -> std::io::Result<Vec<u8>> {
-    use std::os::unix::fs::FileExt;
+    use std::os::unix::io::AsRawFd;
     let file = std::fs::File::open(path)?;
     let len = usize::try_from(range.end - range.start).map_err(std::io::Error::other)?;
-    let mut buf = vec![0u8; len];
-    file.read_exact_at(&mut buf, range.start).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            std::io::Error::other(format!("short read: wanted {len} bytes at {}", range.start))
-        } else {
-            e
+    let mut buf = Vec::<u8>::with_capacity(len);
+    while buf.len() < len {
+        let done = buf.len();
+        let offset =
+            libc::off_t::try_from(range.start + done as u64).map_err(std::io::Error::other)?;
+        // SAFETY: the kernel writes at most `len - done` bytes into the unused capacity, which
+        // holds at least that many; only the bytes it reports written are then taken in.
+        let read = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                buf.as_mut_ptr().add(done).cast(),
+                len - done,
+                offset,
+            )
+        };
+        match read {
+            0 => {
+                return Err(std::io::Error::other(format!(
+                    "short read: wanted {len} bytes at {}",
+                    range.start
+                )));
+            }
+            n if n > 0 => {
+                // SAFETY: the kernel initialized these `n` bytes (see above).
+                unsafe { buf.set_len(done + n as usize) };
+            }
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
         }
-    })?;
+    }
     Ok(buf)
 }
 
@@ -381,7 +410,11 @@ mod tests {
         s.write("packs/ab/abc", b"hello world".to_vec()).unwrap();
         assert_eq!(s.read("packs/ab/abc").unwrap(), b"hello world");
         assert_eq!(s.read_range("packs/ab/abc", 6..11).unwrap(), b"world");
-        assert!(s.read_range("packs/ab/abc", 6..20).is_err());
+        assert_eq!(s.read_range("packs/ab/abc", 0..11).unwrap(), b"hello world");
+        assert!(s.read_range("packs/ab/abc", 6..6).unwrap().is_empty());
+        for past_the_end in [6..20, 11..12, 30..31] {
+            assert!(s.read_range("packs/ab/abc", past_the_end).is_err());
+        }
         let listed = s.list("packs", true).unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].path, "packs/ab/abc");
