@@ -117,7 +117,8 @@ pub struct PruneArgs {
 
 #[derive(Args)]
 pub struct ForgetArgs {
-    /// Snapshots to forget (id prefixes), instead of a policy
+    /// Snapshots to forget (id prefixes or `latest`, among those the filters match), instead
+    /// of a policy
     pub snapshots: Vec<String>,
     /// Keep the N newest snapshots
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -164,7 +165,8 @@ pub struct ForgetArgs {
 
 #[derive(Args)]
 pub struct TagArgs {
-    /// Snapshots to change (id prefixes or `latest`; default: all that match the filters)
+    /// Snapshots to change (id prefixes or `latest`, among those the filters match;
+    /// default: all of those)
     pub snapshots: Vec<String>,
     /// Add this tag (repeatable)
     #[arg(long)]
@@ -239,7 +241,8 @@ pub struct CopyArgs {
     /// CAIRN_FROM_PASSWORD, then a prompt on a terminal]
     #[arg(long, env = "CAIRN_FROM_PASSWORD_FILE")]
     pub from_password_file: Option<PathBuf>,
-    /// Snapshots to copy (id prefixes or `latest`; default: all that match the filters)
+    /// Snapshots to copy (id prefixes or `latest`, among those the filters match;
+    /// default: all of those)
     pub snapshots: Vec<String>,
     #[command(flatten)]
     pub filter: SnapshotFilterArgs,

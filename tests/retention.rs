@@ -210,6 +210,23 @@ fn forget_filters_and_grouping() {
     assert_eq!(left(&env), want);
     assert!(want.contains(&a3) && want.contains(&t2) && want.contains(&b2));
     check_passes(&env, &[]);
+
+    // Regression: a named snapshot was looked up among all of them whatever the filters, so
+    // `latest --host beta` was the newest of any host (t2, alpha's).
+    env.ok(&["tag", "latest", "--host", "beta", "--add", "picked"]);
+    let picked: Vec<String> = env
+        .snapshots()
+        .iter()
+        .filter(|s| s["tags"].as_array().unwrap().iter().any(|t| t == "picked"))
+        .map(|s| s["hostname"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(picked, ["beta"]);
+    env.ok(&["forget", "latest", "--host", "beta"]);
+    assert_eq!(left(&env), [&a3, &t2].map(String::clone).into());
+    // Under a filter, another host's snapshot is not found by its id either.
+    let other = env.run(&["forget", &t2[..8], "--host", "beta"]);
+    assert!(!other.status.success(), "{}", stderr(&other));
+    assert_eq!(left(&env), [&a3, &t2].map(String::clone).into());
 }
 
 #[test]

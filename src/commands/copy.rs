@@ -66,8 +66,8 @@ fn choose(
     source_index: &cairn::index::LocalIndex,
     all: &[(cairn::ids::SnapshotId, Snapshot)],
 ) -> Result<Vec<(cairn::ids::SnapshotId, Snapshot)>> {
+    let filter = args.filter.filter();
     if args.snapshots.is_empty() {
-        let filter = args.filter.filter();
         Ok(all
             .iter()
             .filter(|(_, s)| filter.matches(s))
@@ -76,7 +76,7 @@ fn choose(
     } else {
         args.snapshots
             .iter()
-            .map(|name| snapshot::find(source_index, name))
+            .map(|name| snapshot::find_matching(source_index, name, &filter))
             .collect()
     }
 }

@@ -56,7 +56,7 @@ pub fn run(ctx: &Context, args: &ForgetArgs) -> Result<Outcome> {
     let plans = if args.snapshots.is_empty() {
         forget::plan(&all, &opts)?
     } else {
-        named(&index, &args.snapshots)?
+        named(&index, &args.snapshots, &opts.filter)?
     };
     // Superseded snapshots (left by an interrupted `tag`) are hidden already; they go too.
     let mut doomed: Vec<_> = plans
@@ -94,11 +94,15 @@ pub fn run(ctx: &Context, args: &ForgetArgs) -> Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-/// `forget ID...`: one pseudo-group of the named snapshots.
-fn named(index: &cairn::index::LocalIndex, names: &[String]) -> Result<Vec<GroupPlan>> {
+/// `forget ID...`: one pseudo-group of the named snapshots (among those the filters match).
+fn named(
+    index: &cairn::index::LocalIndex,
+    names: &[String],
+    filter: &snapshot::Filter,
+) -> Result<Vec<GroupPlan>> {
     let mut remove = Vec::new();
     for name in names {
-        let (id, s) = snapshot::find(index, name)?;
+        let (id, s) = snapshot::find_matching(index, name, filter)?;
         if !remove.iter().any(|r: &Removed| r.id == id) {
             remove.push(Removed {
                 id,

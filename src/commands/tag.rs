@@ -40,7 +40,7 @@ pub fn run(ctx: &Context, args: &TagArgs) -> Result<Outcome> {
     } else {
         args.snapshots
             .iter()
-            .map(|name| snapshot::find(&index, name))
+            .map(|name| snapshot::find_matching(&index, name, &filter))
             .collect::<Result<_>>()?
     };
     let mut changed = 0;

@@ -305,7 +305,18 @@ pub fn list_with_superseded(index: &LocalIndex) -> Result<(Listed, Vec<SnapshotI
 
 /// Resolves `latest` or a unique hex prefix of a snapshot id.
 pub fn find(index: &LocalIndex, name: &str) -> Result<(SnapshotId, Snapshot)> {
+    find_matching(index, name, &Filter::default())
+}
+
+/// `find` among the snapshots `filter` matches: `latest --host db1` is db1's newest, and a
+/// prefix of another host's snapshot is not found.
+pub fn find_matching(
+    index: &LocalIndex,
+    name: &str,
+    filter: &Filter,
+) -> Result<(SnapshotId, Snapshot)> {
     let mut all = list(index)?;
+    all.retain(|(_, s)| filter.matches(s));
     if name == "latest" {
         return all
             .pop()
