@@ -178,7 +178,7 @@ fn fetch(repo: &Repository, (pack, entries): &(PackId, Vec<BlobEntry>)) -> Resul
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::error::Error;
     use crate::ids::BlobId;
@@ -189,7 +189,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// Copies `packs` packs' worth of 1 MiB incompressible blobs; returns what `finish` gave.
-    fn repack_noise(repo: &Repository, packs: usize) -> Result<Vec<PackRecord>> {
+    pub(crate) fn repack_noise(repo: &Repository, packs: usize) -> Result<Vec<PackRecord>> {
         let mut repacker = Repacker::new(repo, false)?;
         let blobs = packs * PACK_TARGET_SIZE / (1 << 20) + 1;
         for i in 0..blobs {

@@ -17,8 +17,8 @@ pub fn run(ctx: &Context, command: &RepairCommand) -> Result<Outcome> {
 
 fn index(ctx: &Context, args: &RepairIndexArgs) -> Result<Outcome> {
     let repo = ctx.open_repo()?;
-    let _lock = ctx.lock(&repo, true)?;
-    let report = repair_index::run(&repo, args.dry_run)?;
+    let lock = ctx.lock(&repo, true)?;
+    let report = repair_index::run(&repo, &lock, args.dry_run)?;
     if !args.dry_run && report.changed {
         // The old segments are gone, so the local index rebuilds itself from the new ones.
         ctx.open_index(&repo)?;

@@ -10,7 +10,9 @@
 //!
 //! Order: salvage packs, then the new segments, are written first; then the old segments (all
 //! those listed at the start) are deleted, and last the salvaged packs. Segments written
-//! meanwhile by a concurrent backup are kept.
+//! meanwhile by a concurrent backup are kept. The exclusive lock is checked before every
+//! segment written and every file deleted: a repair that lost its lock (suspended for long,
+//! and a prune elsewhere called it stale) stops before it changes what others rely on.
 
 use std::collections::HashMap;
 
@@ -23,6 +25,7 @@ use crate::ids::{IndexId, PackId};
 use crate::index::{IndexSegment, IndexedPack, Inventory, PackRecord};
 use crate::pack::{self, BlobEntry};
 use crate::repack::Repacker;
+use crate::repo::lock::RepositoryLock;
 use crate::repo::{FileKind, Repository, object_path};
 
 #[derive(Debug, Serialize)]
@@ -56,7 +59,7 @@ pub struct RepairIndexReport {
     pub changed: bool,
 }
 
-pub fn run(repo: &Repository, dry_run: bool) -> Result<RepairIndexReport> {
+pub fn run(repo: &Repository, lock: &RepositoryLock, dry_run: bool) -> Result<RepairIndexReport> {
     let old = Inventory::load(repo)?;
     let stored = repo.stored_packs()?;
     let mut report = RepairIndexReport {
@@ -138,6 +141,7 @@ pub fn run(repo: &Repository, dry_run: bool) -> Result<RepairIndexReport> {
         return Ok(report);
     }
     for segment in IndexSegment::split(records) {
+        lock.check()?;
         repo.save_file(FileKind::Index, &segment.encode())?;
         report.segments_written += 1;
         failpoint::hit("repair-index-segment-written");
@@ -147,11 +151,13 @@ pub fn run(repo: &Repository, dry_run: bool) -> Result<RepairIndexReport> {
         .iter()
         .chain(old.damaged_segments.iter().map(|(id, _)| id));
     for id in old_ids {
+        lock.check()?;
         delete_segment(repo, id)?;
         report.segments_removed += 1;
         failpoint::hit("repair-index-segment-deleted");
     }
     for id in salvaged_packs {
+        lock.check()?;
         repo.storage().delete(&object_path(FileKind::Pack, &id.0))?;
         failpoint::hit("repair-index-pack-deleted");
     }
@@ -198,4 +204,34 @@ fn same_entries(a: &[BlobEntry], b: &[BlobEntry]) -> bool {
 
 fn delete_segment(repo: &Repository, id: &IndexId) -> Result<()> {
     repo.storage().delete(&object_path(FileKind::Index, &id.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+
+    /// Packs in no segment are what `repair index` adds: with its lock lost (another process
+    /// removed it as stale) it writes and deletes nothing; with its lock it adds them.
+    #[test]
+    fn a_repair_that_lost_its_lock_changes_nothing() {
+        let repo = crate::repo::memory_repository();
+        crate::repack::tests::repack_noise(&repo, 1).unwrap();
+        let segments = || repo.storage().list("index", true).unwrap().len();
+        assert_eq!(segments(), 0);
+        let lock = RepositoryLock::acquire(&repo, true, std::time::Duration::ZERO).unwrap();
+        for listed in repo.storage().list("locks", true).unwrap() {
+            repo.storage().delete(&listed.path).unwrap();
+        }
+        let err = run(&repo, &lock, false).unwrap_err();
+        assert!(matches!(err, Error::LockLost { .. }), "{err}");
+        assert_eq!(segments(), 0);
+        drop(lock);
+
+        let lock = RepositoryLock::acquire(&repo, true, std::time::Duration::ZERO).unwrap();
+        let report = run(&repo, &lock, false).unwrap();
+        assert_eq!(report.packs_added.len(), 2);
+        assert_eq!(segments(), report.segments_written);
+        assert!(report.segments_written > 0);
+    }
 }
