@@ -410,6 +410,7 @@ fn small_batches_restore_the_same_tree() {
     for refused in ["--batch-files", "--threads"] {
         let bad = env.run(&["restore", "latest", "--target", t, refused, "0"]);
         assert_eq!(bad.status.code(), Some(2), "{refused}: {}", stderr(&bad));
+        assert!(stderr(&bad).contains("invalid value"), "{}", stderr(&bad));
     }
 }
 

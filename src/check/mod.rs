@@ -326,9 +326,10 @@ pub fn used_blobs(
     let mut report = CheckReport::default();
     let mut damage = Damage::default();
     let (mut snapshots, vanished) = trees::load_snapshots(repo, &mut report)?;
-    // Under prune's exclusive lock no one removes snapshots, and one that replaced it (`tag`
-    // writes the new one first) may be missing from the listing, its data unmarked.
-    if let Some(id) = vanished.first() {
+    // Under prune's exclusive lock no one else removes snapshots, and one that replaced a
+    // vanished one (`tag` writes the new one first) may be missing from the listing, its data
+    // unmarked. Those this process removed (`without`) may still be listed for a while.
+    if let Some(id) = vanished.iter().find(|id| !without.contains(id)) {
         return Err(Error::Invalid(format!(
             "snapshot {id} vanished while prune read the snapshots: another process changes the repository despite the lock; nothing was deleted. Make sure no other cairn ignores the lock (and that clocks agree), then run prune again"
         )));

@@ -427,6 +427,11 @@ mod tests {
         origin.write(&snapshot, b"listed".to_vec()).unwrap();
         let err = crate::check::used_blobs(&repo, &Inventory::default(), &[]).unwrap_err();
         assert!(err.to_string().contains("vanished"), "{err}");
+        // One this process removed itself (`forget --prune`) may still be listed: no error.
+        origin.write(&snapshot, b"listed".to_vec()).unwrap();
+        let removed = [SnapshotId([5; 32])];
+        let (count, _) = crate::check::used_blobs(&repo, &Inventory::default(), &removed).unwrap();
+        assert_eq!(count, 0);
     }
 
     /// Regression: a tree that could not be read for a reason other than a missing or short

@@ -44,7 +44,7 @@ pub fn run(ctx: &Context, args: &ForgetArgs) -> Result<Outcome> {
     // A dry run changes nothing, so it does not keep backups out.
     let (repo, lock, index) = ctx.open_locked(!args.dry_run)?;
     if !args.dry_run {
-        let finished = forget::finish_pending(&repo)?;
+        let finished = forget::finish_pending(&repo)?.len();
         if finished > 0 {
             ctx.note(&format!(
                 "finished an interrupted forget: {finished} snapshot file(s) deleted"
@@ -64,8 +64,10 @@ pub fn run(ctx: &Context, args: &ForgetArgs) -> Result<Outcome> {
         .flat_map(|p| p.remove.iter().map(|r| r.id))
         .collect();
     doomed.extend(superseded);
+    // Gone (or, in a dry run, as good as gone) for the prune that follows, also where
+    // listings lag behind deletions.
+    prune.without = doomed.clone();
     if args.dry_run {
-        prune.without = doomed;
         if !ctx.json {
             print_plans(&plans, &all, true);
         }

@@ -162,7 +162,8 @@ pub fn run(repo: &Repository, lock: &RepositoryLock, opts: &PruneOptions) -> Res
         without.extend(pending.into_iter().flat_map(|(_, ids)| ids));
     } else {
         lock.check()?;
-        crate::retention::forget::finish_pending(repo)?;
+        // Gone now, and perhaps still listed where listings lag behind deletions.
+        without.extend(crate::retention::forget::finish_pending(repo)?);
     }
     // Under the exclusive lock only writes of processes waiting for a lock can be under way:
     // seconds, not hours.

@@ -223,6 +223,10 @@ mod tests {
         argon
             .hash_password_into(b"pw", b"saltsaltsalt", &mut expected)
             .unwrap();
+        assert!(
+            ArgonMemory::new(4096).is_some(),
+            "the mapping is what is tested"
+        );
         let derived = wrapping_key(b"pw", b"saltsaltsalt", p).unwrap();
         assert_eq!(derived, expected);
         assert_ne!(wrapping_key(b"pw2", b"saltsaltsalt", p).unwrap(), expected);

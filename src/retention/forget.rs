@@ -215,11 +215,11 @@ fn delete_removed(repo: &Repository, record: &[u8; 32], ids: &[SnapshotId]) -> R
         .delete(&object_path(FileKind::Removal, record))
 }
 
-/// Finishes removals an interrupted `forget` committed; returns how many snapshots went.
+/// Finishes removals an interrupted `forget` committed; returns the snapshots that went.
 /// A record that cannot be read is deleted (the snapshots it names are visible, as before
 /// that forget). Needs the exclusive lock.
-pub fn finish_pending(repo: &Repository) -> Result<usize> {
-    let mut count = 0;
+pub fn finish_pending(repo: &Repository) -> Result<Vec<SnapshotId>> {
+    let mut removed = Vec::new();
     let mut unreadable = Vec::new();
     let pending = removal::pending(repo, &mut |record, e| {
         tracing::warn!("deleting an unreadable removal record: {e}");
@@ -231,7 +231,7 @@ pub fn finish_pending(repo: &Repository) -> Result<usize> {
     }
     for (record, ids) in pending {
         delete_removed(repo, &record, &ids)?;
-        count += ids.len();
+        removed.extend(ids);
     }
-    Ok(count)
+    Ok(removed)
 }
