@@ -181,10 +181,7 @@ fn spawn_prescan(bar: ProgressBar, paths: &[PathBuf], excludes: &ExcludeOptions)
 
 pub fn run(ctx: &Context, args: &BackupArgs) -> Result<Outcome> {
     let opts = options(args)?;
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(args.threads.unwrap_or_else(super::default_threads).max(1))
-        .build_global()
-        .map_err(|e| Error::Invalid(format!("--threads: {e}")))?;
+    super::set_worker_threads(args.threads)?;
     // Check the options and sources before touching (or creating) the repository.
     backup::check_options(&opts)?;
     let ahead = backup::list_ahead(&opts)?;

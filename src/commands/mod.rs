@@ -46,6 +46,14 @@ pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(4, |n| (n.get() * 2).min(16))
 }
 
+/// Sizes rayon's global pool, which the data path's workers run on: `threads` or the default.
+pub fn set_worker_threads(threads: Option<usize>) -> Result<()> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.unwrap_or_else(default_threads).max(1))
+        .build_global()
+        .map_err(|e| Error::Invalid(format!("--threads: {e}")))
+}
+
 /// `Context::prepare_index` under way; waited for when dropped, so that an early error does
 /// not end the process in the middle of creating the index file.
 pub struct PreparingIndex(Option<std::thread::JoinHandle<Option<PreparedIndex>>>);

@@ -12,13 +12,7 @@ use crate::cli::RestoreArgs;
 pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<Outcome> {
     // More workers than CPUs: a worker waiting for the disk or for a folder's lock in the
     // file system leaves its CPU to another (about 3% faster on 2 CPUs than one per CPU).
-    let threads = args
-        .threads
-        .map_or_else(super::default_threads, usize::from);
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global()
-        .map_err(|e| Error::Invalid(format!("--threads: {e}")))?;
+    super::set_worker_threads(args.threads.map(usize::from))?;
     let opts = RestoreOptions {
         target: args.target.clone(),
         numeric_owner: args.numeric_owner,
