@@ -390,18 +390,27 @@ fn small_batches_restore_the_same_tree() {
     env.backup_json(&[&src]);
     let target = env.path("out");
     let t = target.to_str().unwrap();
-    let out = env.run(&[
-        "restore",
-        "latest",
-        "--target",
-        t,
-        "--batch-files",
-        "2",
-        "--verify",
-        "--threads",
-        "1",
-    ]);
+    let out = env
+        .cmd(&[
+            "restore",
+            "latest",
+            "--target",
+            t,
+            "--batch-files",
+            "2",
+            "--verify",
+            "--threads",
+            "1",
+        ])
+        .env("CAIRN_LOG", "cairn=debug")
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(" 1 worker threads"),
+        "{}",
+        stderr(&out)
+    );
     let back = restored(&target, &src);
     assert_eq!(describe(&src), describe(&back));
     let ino = |p: &str| std::fs::metadata(back.join(p)).unwrap().ino();

@@ -51,7 +51,9 @@ pub fn set_worker_threads(threads: Option<usize>) -> Result<()> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads.unwrap_or_else(default_threads).max(1))
         .build_global()
-        .map_err(|e| Error::Invalid(format!("--threads: {e}")))
+        .map_err(|e| Error::Invalid(format!("--threads: {e}")))?;
+    tracing::debug!("{} worker threads", rayon::current_num_threads());
+    Ok(())
 }
 
 /// `Context::prepare_index` under way; waited for when dropped, so that an early error does
