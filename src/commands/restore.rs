@@ -11,7 +11,7 @@ use crate::cli::RestoreArgs;
 
 pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<Outcome> {
     // More workers than CPUs: a worker waiting for the disk or for a folder's lock in the
-    // file system leaves its CPU to another (about 3% faster on 2 CPUs than one per CPU).
+    // file system leaves its CPU to another (about 4% faster on 2 CPUs than one per CPU).
     super::set_worker_threads(args.threads.map(usize::from))?;
     let opts = RestoreOptions {
         target: args.target.clone(),
