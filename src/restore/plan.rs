@@ -219,13 +219,7 @@ impl Plan {
         // Reads, not packs, are shared out: the last pack is not left to one worker.
         let depth = repo.requests_in_flight();
         let max_read = if depth > 1 { MAX_READ_AHEAD } else { MAX_READ };
-        let reads: Vec<(&PackId, &[&PlannedBlob])> = orders
-            .iter()
-            .flat_map(|(pack, order)| {
-                let spans = spans(order, max_read).into_iter();
-                spans.map(move |span| (*pack, span))
-            })
-            .collect();
+        let reads = longest_first(&orders, max_read);
         // Once the target is full, what is left is not read: its files fail (and their
         // temporary files go) without being reported one by one.
         let read = |&(pack, span): &(&PackId, &[&PlannedBlob])| match failures.stopped() {
@@ -442,6 +436,20 @@ fn read_ahead<I: Sync, R: Send>(
     });
 }
 
+/// Every read of every pack, longest first: a batch then ends on short reads, not with one
+/// worker left on a long one while the others wait.
+fn longest_first<'b>(
+    orders: &'b [(&'b PackId, Vec<&'b PlannedBlob>)],
+    max_read: u64,
+) -> Vec<(&'b PackId, &'b [&'b PlannedBlob])> {
+    let mut reads: Vec<_> = orders
+        .iter()
+        .flat_map(|(pack, order)| spans(order, max_read).into_iter().map(|span| (*pack, span)))
+        .collect();
+    reads.sort_by_key(|(_, span)| std::cmp::Reverse(read_range(span).end - read_range(span).start));
+    reads
+}
+
 /// Groups blobs (sorted by offset) into reads.
 fn spans<'b>(order: &'b [&'b PlannedBlob], max_read: u64) -> Vec<&'b [&'b PlannedBlob]> {
     let mut out = Vec::new();
@@ -514,6 +522,34 @@ mod tests {
         });
         let panicked = finished.recv_timeout(std::time::Duration::from_secs(30));
         assert_eq!(panicked, Ok(true), "read_ahead hung or swallowed the panic");
+    }
+
+    /// Reads come longest first, and together cover every blob once.
+    #[test]
+    fn reads_come_longest_first() {
+        let blob = |offset, stored_len| PlannedBlob {
+            entry: BlobEntry {
+                id: BlobId([0; 32]),
+                blob_type: crate::ids::BlobType::Data,
+                compression: 0,
+                offset,
+                stored_len,
+                raw_len: stored_len,
+            },
+            targets: Vec::new(),
+        };
+        let far = MAX_GAP + 1;
+        let a = [blob(0, 10), blob(10 + far, 500), blob(600 + far, 20)];
+        let b = [blob(0, 100), blob(100, 300), blob(400 + far, 5)];
+        let (pa, pb) = (PackId([1; 32]), PackId([2; 32]));
+        let orders = vec![(&pa, a.iter().collect()), (&pb, b.iter().collect())];
+        let reads = longest_first(&orders, MAX_READ);
+        let lengths: Vec<u64> = reads
+            .iter()
+            .map(|(_, span)| read_range(span).end - read_range(span).start)
+            .collect();
+        assert_eq!(lengths, [610, 400, 10, 5]);
+        assert_eq!(reads.iter().map(|(_, span)| span.len()).sum::<usize>(), 6);
     }
 
     /// Regression: with overlapping index entries (a blob inside another), the read ended at
