@@ -183,3 +183,87 @@ fn files_sharing_an_inode_number_but_not_content_are_not_linked() {
     assert_eq!(ino("a"), ino("c"), "true links are still links");
     assert_eq!(ino("b"), ino("d"), "so are those of the other content");
 }
+
+/// Regression: a file whose blobs held more or fewer bytes than its entry said was restored
+/// as its blobs were (or cut off by a hole set to the recorded size), and `dump` put the
+/// extra bytes in the tar stream after the header's size, where they read as more entries.
+#[test]
+fn a_file_whose_blobs_do_not_hold_its_size_is_refused() {
+    let env = Env::new();
+    craft(&env, |p| {
+        let mut long = file_node(p, b"long", b"pwned");
+        long.size = 0;
+        let mut short = file_node(p, b"short", b"pwned");
+        short.size = 100;
+        vec![file_node(p, b"fine", b"ok"), long, short]
+    });
+    let target = env.path("target");
+    let out = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("its entry says 0 bytes but its blobs hold 5"),
+        "{err}"
+    );
+    assert!(
+        err.contains("its entry says 100 bytes but its blobs hold 5"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(target.join("fine")).unwrap(), b"ok");
+    assert!(!target.join("long").exists() && !target.join("short").exists());
+    for (path, why) in [
+        (
+            "/long",
+            "its entry says 0 bytes but its blobs hold more than 0",
+        ),
+        ("/short", "its entry says 100 bytes but its blobs hold 5"),
+        ("/", "its entry says 0 bytes but its blobs hold more than 0"),
+    ] {
+        let out = env.run(&["dump", "latest", path]);
+        assert!(!out.status.success(), "dump {path} succeeded");
+        assert!(stderr(&out).contains(why), "dump {path}: {}", stderr(&out));
+    }
+}
+
+/// Regression: `dump` archived a name listed twice in a folder, so that an extractor could
+/// write the second entry through the first (a symlink, then a folder of the same name).
+#[test]
+fn dump_refuses_a_name_listed_twice() {
+    let env = Env::new();
+    craft(&env, |p| {
+        let mut link = Node::new(b"link".to_vec(), NodeKind::Symlink);
+        link.link_target = Some(b"/etc".to_vec());
+        let passwd = file_node(p, b"passwd", b"pwned");
+        vec![link, dir_node(p, b"link", vec![passwd])]
+    });
+    let out = env.run(&["dump", "latest", "/"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("lists \"link\" twice in folder"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Regression: restoring one entry by its path did not check its name, so `latest:/..` with
+/// a file named `..` in the snapshot was written at `TARGET/..` (the folder above it).
+#[test]
+fn a_start_entry_named_dot_dot_is_refused() {
+    let env = Env::new();
+    craft(&env, |p| vec![file_node(p, b"..", b"pwned")]);
+    let target = env.path("area/target");
+    let out = env.run(&[
+        "restore",
+        "latest:/..",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("\"..\""), "{}", stderr(&out));
+    let area: Vec<_> = std::fs::read_dir(env.path("area"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(area, vec![std::ffi::OsString::from("target")]);
+}

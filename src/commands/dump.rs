@@ -26,13 +26,32 @@ use crate::cli::DumpArgs;
 /// A file's content as a reader, one verified blob at a time.
 struct ContentReader<'r, 'a> {
     reader: &'r BlobReader<'a>,
+    node: &'r Node,
     blobs: std::slice::Iter<'r, BlobId>,
+    /// Bytes the blobs held so far: a file must hold exactly its recorded size (a tar
+    /// header announces it, and the bytes after it are read as the next header).
+    held: u64,
     current: io::Cursor<Vec<u8>>,
     /// The repository's error behind a failed read, to report instead of an I/O error.
     failed: Option<Error>,
 }
 
 impl ContentReader<'_, '_> {
+    /// The error for a file whose blobs hold more or less than its recorded size.
+    fn sizes_differ(&self) -> Error {
+        let (size, held) = (self.node.size, self.held);
+        let held = match held > size {
+            true => format!("more than {size}"),
+            false => held.to_string(),
+        };
+        let name = String::from_utf8_lossy(&self.node.name);
+        Error::corrupt(
+            "file",
+            name,
+            format!("its entry says {size} bytes but its blobs hold {held}"),
+        )
+    }
+
     /// The error to report for a copy from this reader that failed with `e`.
     fn error(&mut self, e: io::Error) -> Error {
         self.failed.take().unwrap_or_else(|| to_stdout(e))
@@ -46,10 +65,19 @@ impl Read for ContentReader<'_, '_> {
             if n > 0 || buf.is_empty() {
                 return Ok(n);
             }
-            let Some(id) = self.blobs.next() else {
-                return Ok(0);
+            let blob = match self.blobs.next() {
+                Some(id) => self.reader.blob(id),
+                None if self.held == self.node.size => return Ok(0),
+                None => Err(self.sizes_differ()),
             };
-            match self.reader.blob(id) {
+            let blob = blob.and_then(|data| {
+                self.held += data.len() as u64;
+                match self.held > self.node.size {
+                    true => Err(self.sizes_differ()),
+                    false => Ok(data),
+                }
+            });
+            match blob {
                 Ok(data) => self.current = io::Cursor::new(data),
                 Err(e) => {
                     let message = e.to_string();
@@ -64,7 +92,9 @@ impl Read for ContentReader<'_, '_> {
 fn content<'r, 'a>(reader: &'r BlobReader<'a>, node: &'r Node) -> ContentReader<'r, 'a> {
     ContentReader {
         reader,
+        node,
         blobs: node.content.iter(),
+        held: 0,
         current: io::Cursor::new(Vec::new()),
         failed: None,
     }
@@ -155,8 +185,19 @@ impl<W: Write> Archive<'_, '_, W> {
     }
 
     fn tree(&mut self, tree: &TreeId, at: &Path) -> Result<()> {
+        let mut previous: Option<Vec<u8>> = None;
         for node in self.reader.tree(tree)?.nodes {
             cairn::restore::check_name(at, &node.name)?;
+            // A name twice (a tree no backup writes): extracting the second entry could
+            // replace the first or write through it (a symlink, then a folder of that name).
+            if previous.as_deref() == Some(&node.name) {
+                return Err(Error::Invalid(format!(
+                    "the snapshot lists {:?} twice in folder {:?}; not archived",
+                    String::from_utf8_lossy(&node.name),
+                    at.display().to_string()
+                )));
+            }
+            previous = Some(node.name.clone());
             let path = at.join(os_string(&node.name));
             match node.kind {
                 NodeKind::Dir => self.dir(&node, &path)?,

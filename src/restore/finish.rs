@@ -91,25 +91,21 @@ impl Finisher<'_> {
     /// Reads every restored file back and checks it against its blob ids.
     fn verify(&self, plan: &Plan) {
         let (repo, trees) = (self.repo, &self.trees);
-        let bad: Vec<PathBuf> = plan
+        let bad: Vec<(PathBuf, String)> = plan
             .files
             .par_iter()
             .filter(|f| !f.failed.load(Ordering::Relaxed))
-            .filter(|f| {
-                !matches!(
-                    select::same_content(repo, trees, &f.path, &f.node),
-                    Ok(true)
-                )
+            .filter_map(|f| {
+                let why = match select::same_content(repo, trees, &f.path, &f.node) {
+                    Ok(true) => return None,
+                    Ok(false) => "the file on disk differs from the snapshot".to_string(),
+                    Err(e) => format!("it could not be read back ({e})"),
+                };
+                Some((f.path.clone(), why))
             })
-            .map(|f| f.path.clone())
             .collect();
-        for path in bad {
-            self.fail(
-                path,
-                Error::Invalid(
-                    "verification failed: the file on disk differs from the snapshot".into(),
-                ),
-            );
+        for (path, why) in bad {
+            self.fail(path, Error::Invalid(format!("verification failed: {why}")));
         }
     }
 

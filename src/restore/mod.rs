@@ -222,6 +222,7 @@ impl Walk<'_> {
                 self.dir_contents(&tree, &target, &at, false, false);
             }
             Start::Entry(node, at) => {
+                check_name(&target, &node.name)?;
                 let path = target.join(os_string(&node.name));
                 let forced = self.opts.selection.included(&at);
                 if let Err(e) = self.entry(*node, &path, &at, forced, false) {
@@ -470,7 +471,18 @@ impl Walk<'_> {
             Overwrite::Always => false,
             Overwrite::Never => true,
             Overwrite::IfChanged => match node.kind {
-                NodeKind::File => select::same_content(self.repo, &self.trees, path, node)?,
+                NodeKind::File => {
+                    match select::same_content(self.repo, &self.trees, path, node) {
+                        // Unreadable to us (its mode gives its owner no read, and we are not
+                        // root): written again rather than failing every run after the first.
+                        Err(Error::Io { source, .. })
+                            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+                        {
+                            false
+                        }
+                        same => same?,
+                    }
+                }
                 NodeKind::Symlink => {
                     existing.file_type().is_symlink()
                         && long_path::read_link(path).is_ok_and(|t| {

@@ -181,6 +181,14 @@ impl Plan {
             placements.push((pack, i, offset));
             offset += u64::from(self.packs[&pack][i].entry.raw_len);
         }
+        // Else a hole set to the recorded size could cut written data off, or stretch the file.
+        if offset != file.node.size {
+            let why = format!(
+                "its entry says {} bytes but its blobs hold {offset}",
+                file.node.size
+            );
+            return Err(Error::corrupt("file", file.path.display(), why));
+        }
         file.pending.store(placements.len(), Ordering::Relaxed);
         let file_index = self.files.len();
         for (pack, i, offset) in placements {

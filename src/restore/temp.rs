@@ -67,8 +67,39 @@ pub fn remove_stale(dir: &Path, started: SystemTime) {
             };
             entry.metadata().map(changed).is_ok_and(|t| t < started)
         };
+        // Joined to `dir`: the listing's own path may name a descriptor closed since.
         if ours && old() {
-            let _ = long_path::remove_file(&entry.path());
+            let _ = long_path::remove_file(&dir.join(&name));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: in a folder whose path is too long for one call, what an interrupted
+    /// restore left was looked for through the listing's own path, whose descriptor was
+    /// closed by then, and stayed.
+    #[test]
+    fn stale_temporary_files_go_from_folders_with_long_paths() {
+        let root = tempfile::tempdir().unwrap();
+        let mut dir = root.path().to_path_buf();
+        for _ in 0..24 {
+            dir.push("d".repeat(200));
+            long_path::create_dir(&dir).unwrap();
+        }
+        assert!(dir.as_os_str().len() > 4096);
+        let stale = name(&dir.join("f"), 7);
+        let options = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .clone();
+        long_path::open(&options, &stale).unwrap();
+        let keep = dir.join("kept");
+        long_path::open(&options, &keep).unwrap();
+        remove_stale(&dir, SystemTime::now() + Duration::from_secs(1));
+        assert!(long_path::symlink_metadata(&stale).is_err(), "left behind");
+        assert!(long_path::symlink_metadata(&keep).is_ok());
     }
 }
