@@ -426,6 +426,59 @@ fn files_that_vanish_or_change_while_read_are_warned_about() {
 /// followed (a root backup stored the target, perhaps a file the user may not read, under the
 /// user's name), so was a folder above it, and a file swapped for a FIFO made the backup wait
 /// forever.
+/// Regression: a source gone between the check of the sources and the walk (a share
+/// unmounted while the key was derived) was only warned of: the snapshot looked complete
+/// and the backup exited 0, so retention could count it as a good one.
+#[test]
+fn a_source_gone_before_the_walk_makes_the_snapshot_partial() {
+    let env = Env::new();
+    env.init();
+    let (kept, gone) = (env.path("kept"), env.path("gone"));
+    write(&kept.join("file"), b"kept");
+    write(&gone.join("file"), b"gone");
+    let hook = format!("sources-checked:rm -rf {}", gone.display());
+    let out = env
+        .cmd(&["backup", kept.to_str().unwrap(), gone.to_str().unwrap()])
+        .env("CAIRN_HOOK", hook)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("cannot read the source"), "{err}");
+    let target = env.path("out");
+    env.restore("latest", &target);
+    assert_eq!(std::fs::read(restored(&target, &kept).join("file")).unwrap(), b"kept");
+}
+
+/// A file listed small that grew by megabytes before it was read is stored exactly, the
+/// part past the first mebibyte read through the chunker's window (it was read into one
+/// buffer of whatever size it had reached).
+#[test]
+fn a_small_file_that_grows_before_it_is_read_is_stored_exactly() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    write(&src.join("grows"), b"start");
+    let extra = env.path("extra");
+    let grown = noise(3, 5 << 20);
+    write(&extra, &grown);
+    let hook = format!(
+        r#"file-listed:case "$1" in *grows) cat {} >> "$1";; esac"#,
+        extra.display()
+    );
+    let out = env
+        .cmd(&["backup", src.to_str().unwrap()])
+        .env("CAIRN_HOOK", hook)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let target = env.path("out");
+    env.restore("latest", &target);
+    let back = std::fs::read(restored(&target, &src).join("grows")).unwrap();
+    assert_eq!(back.len(), 5 + grown.len());
+    assert!(back[..5] == *b"start" && back[5..] == grown[..]);
+}
+
 #[test]
 fn a_file_swapped_for_a_symlink_or_fifo_is_neither_followed_nor_waited_on() {
     let env = Env::new();

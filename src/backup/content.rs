@@ -116,6 +116,11 @@ impl<'p, 'a> ContentWriter<'p, 'a> {
                 Err(e) => return Ok(Err(e)),
             };
             if data > pos {
+                let max = u64::from(self.chunker.params().max);
+                let zeros = (data - pos).div_ceil(max);
+                if let Some(e) = too_many_blobs(blobs.len() as u64 + zeros) {
+                    return Ok(Err(e));
+                }
                 blobs.extend(self.hole(data - pos, on_bytes)?);
                 pos = data;
             }
@@ -143,7 +148,8 @@ impl<'p, 'a> ContentWriter<'p, 'a> {
         Ok(Ok(StoredContent { blobs, size: pos }))
     }
 
-    /// `len` bytes of zeros as blobs of at most the chunker's maximal size.
+    /// `len` bytes of zeros as blobs of at most the chunker's maximal size (`store_sparse`
+    /// checked that their ids fit in a tree).
     fn hole(&self, len: u64, on_bytes: &(dyn Fn(u64) + Sync)) -> Result<Vec<BlobId>> {
         let max = u64::from(self.chunker.params().max);
         let mut out = Vec::new();
@@ -177,6 +183,14 @@ impl<'p, 'a> ContentWriter<'p, 'a> {
         if size_hint < READ_WHOLE_BELOW {
             return self.store_small(source, size_hint, on_bytes);
         }
+        self.store_chunked(source, on_bytes)
+    }
+
+    fn store_chunked<R: Read>(
+        &self,
+        source: R,
+        on_bytes: &(dyn Fn(u64) + Sync),
+    ) -> Result<io::Result<StoredContent>> {
         let mut reader = self.chunker.reader_with_window(source, self.windows.take());
         let stored = self.store_batches(&mut reader, on_bytes);
         self.windows.give_back(reader.into_window());
@@ -201,12 +215,16 @@ impl<'p, 'a> ContentWriter<'p, 'a> {
             blobs.extend(self.store_chunks(&chunks, on_bytes)?);
             // Fail now, not after reading the rest of a stream its folder's tree could
             // never hold.
-            crate::pack::check_blob_len(BlobType::Tree, blobs.len() * 32)?;
+            if let Some(e) = too_many_blobs(blobs.len() as u64) {
+                return Ok(Err(e));
+            }
         }
         Ok(Ok(StoredContent { blobs, size }))
     }
 
-    /// Small inputs are read whole (one allocation of their size, not the chunker's window).
+    /// Small inputs are read whole (one allocation of their size, not the chunker's window);
+    /// one that turns out larger (a file growing since it was listed) goes on through the
+    /// window, so that memory stays bounded however much it grew.
     fn store_small<R: Read>(
         &self,
         mut source: R,
@@ -214,8 +232,11 @@ impl<'p, 'a> ContentWriter<'p, 'a> {
         on_bytes: &(dyn Fn(u64) + Sync),
     ) -> Result<io::Result<StoredContent>> {
         let mut data = Vec::with_capacity(size_hint as usize + 1);
-        if let Err(e) = source.read_to_end(&mut data) {
+        if let Err(e) = (&mut source).take(READ_WHOLE_BELOW).read_to_end(&mut data) {
             return Ok(Err(e));
+        }
+        if data.len() as u64 == READ_WHOLE_BELOW {
+            return self.store_chunked(io::Cursor::new(data).chain(source), on_bytes);
         }
         let chunks: Vec<&[u8]> = self.chunker.cuts(&data).map(|r| &data[r]).collect();
         let blobs = self.store_chunks(&chunks, on_bytes)?;
@@ -278,4 +299,13 @@ fn seek_region(file: &File, from: u64, whence: libc::c_int) -> io::Result<Option
         Some(libc::ENXIO) => Ok(None),
         _ => Err(err),
     }
+}
+
+/// Content needing more blob ids than a tree can hold (a sparse file of petabytes, a stream of
+/// tens of terabytes) is that source's problem, not the repository's: it alone is skipped.
+fn too_many_blobs(count: u64) -> Option<io::Error> {
+    let bytes = usize::try_from(count.saturating_mul(32)).unwrap_or(usize::MAX);
+    crate::pack::check_blob_len(BlobType::Tree, bytes)
+        .err()
+        .map(|_| io::Error::other(format!("too large to store: it would take {count} blobs, more than a folder's tree can list")))
 }

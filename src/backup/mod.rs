@@ -212,6 +212,9 @@ pub fn run(
     let (sources, paths) = match &opts.source {
         Source::Paths(p) => {
             let sources = walk::prepare_sources(p)?;
+            if let Some(first) = sources.first() {
+                crate::failpoint::hook("sources-checked", first);
+            }
             let paths = sources
                 .iter()
                 .map(|p| walk::name_bytes(p.as_os_str()))
@@ -380,8 +383,19 @@ fn virtual_dir(
     for (name, child) in &trie.children {
         let path = real.join(walk::os_string(name));
         let parent_node = parent_tree.as_ref().and_then(|t| t.find(name));
+        // A source gone since it was checked (an unmounted share), or a folder above one
+        // that cannot be read, leaves a partial snapshot, never one that looks complete.
         if child.is_source {
-            if let Some(node) = walker.entry(name.clone(), &path, None, parent_node, None)? {
+            let meta = match walk::long_path::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) => {
+                    walker.skip(&path, format!("cannot read the source: {e}; skipped"));
+                    continue;
+                }
+            };
+            if let Some(node) =
+                walker.entry(name.clone(), &path, Some(Ok(meta)), parent_node, None)?
+            {
                 tree.nodes.push(node);
             }
             continue;
@@ -389,10 +403,7 @@ fn virtual_dir(
         let meta = match std::fs::metadata(&path) {
             Ok(m) => m,
             Err(e) => {
-                walker.reporter.warning(Warning {
-                    path,
-                    message: format!("cannot read metadata: {e}"),
-                });
+                walker.skip(&path, format!("cannot read metadata: {e}; skipped"));
                 continue;
             }
         };

@@ -138,7 +138,8 @@ fn same_file(a: &Node, b: &Node) -> bool {
 impl Walker<'_, '_, '_> {
     /// Warns and counts an entry left out of the snapshot that was there (the snapshot is
     /// then partial).
-    fn skip(&self, path: &Path, message: String) {
+    /// Warns of an entry left out, which makes the snapshot partial.
+    pub fn skip(&self, path: &Path, message: String) {
         Counters::bump(&self.counters.skipped, 1);
         self.warn(path, message);
     }

@@ -634,7 +634,8 @@ impl LocalIndex {
     /// the lost packs. Call after syncing; packs an index segment lists were written before
     /// it, so a pack written meanwhile by another backup is never taken for lost.
     pub fn validate_packs(&mut self, repo: &Repository) -> Result<Vec<PackId>> {
-        let stored = repo.stored_packs()?;
+        // The table before the listing: a pack another process indexes in between is then
+        // not looked for in a listing made before it was written.
         let indexed: Vec<(Vec<u8>, i64, bool)> = {
             let mut stmt = self
                 .conn
@@ -644,6 +645,7 @@ impl LocalIndex {
                 .and_then(|rows| rows.collect::<rusqlite::Result<_>>())
                 .map_err(self.err())?
         };
+        let stored = repo.stored_packs()?;
         let path = self.path.clone();
         let tx = self.conn.transaction().map_err(sql_err(&path))?;
         let mut lost = Vec::new();
