@@ -447,7 +447,10 @@ fn a_source_gone_before_the_walk_makes_the_snapshot_partial() {
     assert!(err.contains("cannot read the source"), "{err}");
     let target = env.path("out");
     env.restore("latest", &target);
-    assert_eq!(std::fs::read(restored(&target, &kept).join("file")).unwrap(), b"kept");
+    assert_eq!(
+        std::fs::read(restored(&target, &kept).join("file")).unwrap(),
+        b"kept"
+    );
 }
 
 /// A file listed small that grew by megabytes before it was read is stored exactly, the

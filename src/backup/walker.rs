@@ -207,7 +207,18 @@ impl Walker<'_, '_, '_> {
             {
                 p.xattrs.clone()
             }
-            _ => walk::read_xattrs(path),
+            _ => match walk::read_xattrs(path) {
+                Ok(xattrs) => xattrs,
+                Err(e) => {
+                    let why =
+                        format!("cannot read its extended attributes ({e}); stored without them");
+                    self.skip(path, why);
+                    // Never the ctime of a real change: the next backup does not take this
+                    // node's (incomplete) attributes, or content, as still current.
+                    node.ctime_ns = 0;
+                    Vec::new()
+                }
+            },
         };
         match node.kind {
             NodeKind::Dir => {

@@ -161,7 +161,7 @@ impl Differ<'_, '_> {
                     .map(|t| walk::name_bytes(t.as_os_str()));
             }
             if self.metadata {
-                node.xattrs = walk::read_xattrs(&e.path);
+                node.xattrs = walk::read_xattrs(&e.path).unwrap_or_default();
             }
             disk.push((node, e.path));
         }

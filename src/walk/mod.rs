@@ -150,23 +150,30 @@ pub fn node_from_metadata(name: Vec<u8>, meta: &Metadata) -> Node {
 }
 
 /// The extended attributes of an entry (not following symlinks), sorted by name. A file
-/// system without them, or an attribute that vanishes meanwhile, gives none.
-pub fn read_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let Ok(path) = long_path::reachable(path) else {
-        return Vec::new();
-    };
+/// system without them gives none, and an attribute (or the entry) that vanishes meanwhile is
+/// left out (reading the entry then tells); any other failure is an error, never taken for
+/// "none".
+pub fn read_xattrs(path: &Path) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let path = long_path::reachable(path)?;
     let path: &Path = &path;
-    let Ok(names) = xattr::list(path) else {
-        return Vec::new();
+    let unsupported =
+        |e: &std::io::Error| matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOENT));
+    let names = match xattr::list(path) {
+        Ok(names) => names,
+        Err(e) if unsupported(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
     };
-    let mut out: Vec<(Vec<u8>, Vec<u8>)> = names
-        .filter_map(|n| {
-            let value = xattr::get(path, &n).ok().flatten()?;
-            Some((n.into_vec(), value))
-        })
-        .collect();
+    let mut out = Vec::new();
+    for name in names {
+        match xattr::get(path, &name) {
+            Ok(Some(value)) => out.push((name.into_vec(), value)),
+            Ok(None) => {}
+            Err(e) if unsupported(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
     out.sort();
-    out
+    Ok(out)
 }
 
 pub fn name_bytes(name: &std::ffi::OsStr) -> Vec<u8> {
@@ -180,6 +187,25 @@ pub fn os_string(bytes: &[u8]) -> OsString {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: any failure to read extended attributes gave "none", which the next
+    /// backups then carried forward as the entry's attributes.
+    #[test]
+    fn extended_attributes_that_cannot_be_read_are_an_error_not_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        if xattr::set(&file, "user.k", b"v").is_err() {
+            return; // a file system without user attributes
+        }
+        assert_eq!(
+            read_xattrs(&file).unwrap(),
+            vec![(b"user.k".to_vec(), b"v".to_vec())]
+        );
+        assert!(read_xattrs(&dir.path().join("gone")).unwrap().is_empty());
+        let err = read_xattrs(&file.join("below-a-file")).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOTDIR));
+    }
 
     /// Regression: times past 2262 (or before 1677) wrapped around to the other end of time.
     #[test]
