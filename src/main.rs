@@ -129,7 +129,18 @@ fn main() {
         Command::Key(a) => commands::key::run(&ctx, a),
         Command::Copy(a) => commands::copy::run(&ctx, a),
     };
-    let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+    // On a thread with room for walks of deep trees (see `walk::MAX_DEPTH`), or here if no
+    // such thread can be made.
+    let outcome = std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("cairn".into())
+            .stack_size(cairn::walk::STACK_SIZE)
+            .spawn_scoped(scope, run)
+            .map(|thread| thread.join())
+    });
+    let outcome =
+        outcome.unwrap_or_else(|_| std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)));
+    let result = match outcome {
         Ok(result) => result,
         Err(_) if STDOUT_FAILED.load(std::sync::atomic::Ordering::SeqCst) => {
             std::process::exit(match cli.command {

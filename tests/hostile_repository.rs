@@ -267,3 +267,24 @@ fn a_start_entry_named_dot_dot_is_refused() {
         .collect();
     assert_eq!(area, vec![std::ffi::OsString::from("target")]);
 }
+
+/// Regression: a tree nested without end (cheap to craft, a tiny tree per level) overflowed
+/// the stack of `dump` (and of restore) and aborted it; deeper than `MAX_DEPTH` is refused.
+#[test]
+fn a_tree_nested_too_deep_is_refused_not_a_crash() {
+    let env = Env::new();
+    craft(&env, |p| {
+        let mut node = file_node(p, b"leaf", b"leaf");
+        for _ in 0..=cairn::walk::MAX_DEPTH {
+            node = dir_node(p, b"d", vec![node]);
+        }
+        vec![node]
+    });
+    let out = env.run(&["dump", "latest", "/"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("nested deeper than 10000 folders"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -638,3 +638,65 @@ fn backup_restore_and_dump_use_the_index_prepared_while_the_key_is_derived() {
     }
     assert_eq!(std::fs::read(target.join(&file[1..])).unwrap(), b"a");
 }
+
+/// `levels` folders named `d`, each in the one before, below `root`, with a file `leaf` at the
+/// bottom (made relative to open folders: the path grows past what one call takes).
+fn nest(root: &std::path::Path, levels: usize) {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    std::fs::create_dir_all(root).unwrap();
+    let mut dir: OwnedFd = std::fs::File::open(root).unwrap().into();
+    for _ in 0..levels {
+        // SAFETY: `dir` is an open folder and the names are NUL-terminated literals.
+        let fd = unsafe {
+            assert_eq!(libc::mkdirat(dir.as_raw_fd(), c"d".as_ptr(), 0o755), 0);
+            libc::openat(
+                dir.as_raw_fd(),
+                c"d".as_ptr(),
+                libc::O_DIRECTORY | libc::O_RDONLY,
+            )
+        };
+        assert!(fd >= 0);
+        // SAFETY: `fd` was just opened and is owned by nothing else.
+        dir = unsafe { OwnedFd::from_raw_fd(fd) };
+    }
+    // SAFETY: as above.
+    let leaf = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c"leaf".as_ptr(),
+            libc::O_CREAT | libc::O_WRONLY,
+            0o644,
+        )
+    };
+    assert!(leaf >= 0);
+    // SAFETY: `leaf` was just opened and is owned by nothing else.
+    drop(unsafe { OwnedFd::from_raw_fd(leaf) });
+}
+
+/// Regression: a tree 3,000 folders deep (any user can make one in a folder a nightly backup
+/// covers) overflowed the stack and aborted the backup, every night. Folders deeper than
+/// `MAX_DEPTH` are skipped, the snapshot partial.
+#[test]
+fn deep_trees_are_backed_up_and_deeper_ones_skipped() {
+    let env = Env::new();
+    env.init();
+    let deep = env.path("deep");
+    nest(&deep, 3000);
+    let out = env.run(&["backup", deep.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ls = env.run(&["ls", "latest", "--recursive"]);
+    assert!(
+        String::from_utf8_lossy(&ls.stdout).contains("/d/leaf"),
+        "{}",
+        stderr(&ls)
+    );
+    let deeper = env.path("deeper");
+    nest(&deeper, cairn::walk::MAX_DEPTH + 1);
+    let out = env.run(&["backup", deeper.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nested deeper than 10000 folders"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -235,6 +235,12 @@ impl Walker<'_, '_, '_> {
                     let parent_sub = parent
                         .filter(|p| p.kind == NodeKind::Dir)
                         .and_then(|p| p.subtree);
+                    if walk::depth(path.as_os_str().as_encoded_bytes()) > walk::MAX_DEPTH {
+                        let why =
+                            format!("nested deeper than {} folders; skipped", walk::MAX_DEPTH);
+                        self.skip(path, why);
+                        return Ok(None);
+                    }
                     self.dir_tree(path, parent_sub, device)?
                 };
                 match subtree {

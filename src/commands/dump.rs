@@ -185,6 +185,12 @@ impl<W: Write> Archive<'_, '_, W> {
     }
 
     fn tree(&mut self, tree: &TreeId, at: &Path) -> Result<()> {
+        if at.components().count() > cairn::walk::MAX_DEPTH {
+            let max = cairn::walk::MAX_DEPTH;
+            return Err(Error::Invalid(format!(
+                "{at:?} is nested deeper than {max} folders"
+            )));
+        }
         let mut previous: Option<Vec<u8>> = None;
         for node in self.reader.tree(tree)?.nodes {
             cairn::restore::check_name(at, &node.name)?;

@@ -50,6 +50,7 @@ pub fn default_threads() -> usize {
 pub fn set_worker_threads(threads: Option<usize>) -> Result<()> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads.unwrap_or_else(default_threads).max(1))
+        .stack_size(cairn::walk::STACK_SIZE)
         .build_global()
         .map_err(|e| Error::Invalid(format!("--threads: {e}")))?;
     tracing::debug!("{} worker threads", rayon::current_num_threads());

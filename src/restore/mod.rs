@@ -281,6 +281,11 @@ impl Walk<'_> {
         forced: bool,
         fresh: bool,
     ) -> bool {
+        if crate::walk::depth(at) > crate::walk::MAX_DEPTH {
+            let why = format!("nested deeper than {} folders", crate::walk::MAX_DEPTH);
+            self.fail(dir, Error::Invalid(why));
+            return false;
+        }
         let tree = match self.trees.tree(tree) {
             Ok(t) => t,
             Err(e) => {

@@ -60,6 +60,20 @@ pub fn prepare_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Folders nested deeper than this are neither backed up nor restored (nor dumped): every
+/// level of a walk takes stack (the command and worker threads have `STACK_SIZE`), and no
+/// real tree comes near it, while a hostile one could be nested without end.
+pub const MAX_DEPTH: usize = 10_000;
+
+/// Stack of the threads that walk trees (a level takes a few KiB; only what is used is ever
+/// backed by memory).
+pub const STACK_SIZE: usize = 256 << 20;
+
+/// How deep a path is: its number of separators.
+pub fn depth(path: &[u8]) -> usize {
+    path.iter().filter(|&&b| b == b'/').count()
+}
+
 /// One directory entry: its name, path and metadata (not following symlinks).
 pub struct DirEntry {
     pub name: Vec<u8>,
