@@ -453,6 +453,43 @@ fn a_source_gone_before_the_walk_makes_the_snapshot_partial() {
     );
 }
 
+/// Regression: a folder swapped for a symlink after its parent was listed was listed through
+/// the link, and what it led to (here another user's secrets) was stored under the folder's
+/// name: the files opened through the link matched that listing. The folder has more entries
+/// than are listed ahead, so the walk lists it itself, after the swap.
+#[test]
+fn a_folder_swapped_for_a_symlink_after_its_parent_was_listed_is_not_followed() {
+    let env = Env::new();
+    env.init();
+    let (src, secrets) = (env.path("src"), env.path("secrets"));
+    for i in 0..2100 {
+        write(&src.join(format!("d/f{i:04}")), b"plain");
+    }
+    write(&secrets.join("secret-file"), b"top secret");
+    let d = src.join("d");
+    let hook = format!(
+        "sources-checked:mv {0} {0}.moved && ln -s {1} {0}",
+        d.display(),
+        secrets.display()
+    );
+    let out = env
+        .cmd(&["backup", src.to_str().unwrap()])
+        .env("CAIRN_HOOK", hook)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    let ls = env.run(&["ls", "latest", "--recursive"]);
+    let listed = String::from_utf8_lossy(&ls.stdout);
+    assert!(
+        !listed.contains("secret-file"),
+        "followed the symlink: {listed}"
+    );
+    // Listed before the swap, the folder is reported as replaced; listed after, it is
+    // stored as the symlink it is now.
+    let replaced = err.contains("it was replaced since its parent folder was listed");
+    assert!(replaced || out.status.success(), "{err}");
+}
+
 /// A file listed small that grew by megabytes before it was read is stored exactly, the
 /// part past the first mebibyte read through the chunker's window (it was read into one
 /// buffer of whatever size it had reached).

@@ -358,6 +358,7 @@ fn paths_root(walker: &Walker, sources: &[PathBuf], parent_root: Option<TreeId>)
             Path::new("/"),
             parent_root,
             std::os::unix::fs::MetadataExt::dev(&device),
+            None,
         )?
     } else {
         Some(virtual_dir(walker, Path::new("/"), &trie, parent_root)?)

@@ -44,7 +44,7 @@ pub fn prescan(sources: &[PathBuf], excludes: &Excludes, mut on_file: impl FnMut
         if !meta.is_dir() || crosses || excludes.has_marker(&entry.path) {
             continue;
         }
-        if let Ok(entries) = walk::read_dir_sorted(&entry.path) {
+        if let Ok(entries) = walk::read_dir_sorted(&entry.path, None) {
             stack.extend(entries.into_iter().rev().map(|e| (e, Some(device))));
         }
     }

@@ -241,7 +241,7 @@ impl Walker<'_, '_, '_> {
                         self.skip(path, why);
                         return Ok(None);
                     }
-                    self.dir_tree(path, parent_sub, device)?
+                    self.dir_tree(path, parent_sub, device, Some(walk::folder_id(&meta)))?
                 };
                 match subtree {
                     Some(id) => node.subtree = Some(id),
@@ -280,16 +280,18 @@ impl Walker<'_, '_, '_> {
         }
     }
 
-    /// A whole directory as a stored tree; `None` if it cannot be listed.
+    /// A whole directory as a stored tree; `None` if it cannot be listed. `expected`: the
+    /// folder's id as its parent's listing saw it (a folder replaced since is not listed).
     pub fn dir_tree(
         &self,
         path: &Path,
         parent: Option<TreeId>,
         device: u64,
+        expected: Option<walk::FolderId>,
     ) -> Result<Option<TreeId>> {
         let listed = match self.ahead {
-            Some(ahead) => ahead.take(path, device),
-            None => walk::read_dir_sorted(path),
+            Some(ahead) => ahead.take(path, device, expected),
+            None => walk::read_dir_sorted(path, expected),
         };
         let entries = match listed {
             Ok(e) => e,

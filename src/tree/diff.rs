@@ -131,7 +131,7 @@ impl Differ<'_, '_> {
     /// with `metadata`), and the names of those that could not be looked at; `None` if the
     /// folder cannot be listed. A folder that is gone has no entries.
     fn disk_entries(&mut self, dir: &Path) -> Option<DiskListing> {
-        let entries = match walk::read_dir_sorted(dir) {
+        let entries = match walk::read_dir_sorted(dir, None) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => {

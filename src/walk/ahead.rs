@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{DirEntry, read_dir_sorted, read_dir_sorted_up_to};
+use super::{DirEntry, FolderId, folder_id, read_dir_sorted, read_dir_sorted_up_to};
 
 /// Threads listing at once: enough to keep a disk or a network file system busy.
 const THREADS: usize = 8;
@@ -66,7 +66,8 @@ struct State {
 }
 
 enum Slot {
-    Queued,
+    /// With the folder's id as the listing of its parent saw it.
+    Queued(FolderId),
     Listing,
     Listed(Vec<DirEntry>, Instant),
 }
@@ -104,7 +105,7 @@ impl ListingAhead {
             if let Ok(meta) = &entry.metadata {
                 let device = std::os::unix::fs::MetadataExt::dev(meta);
                 if (shared.descends)(&entry, device) {
-                    state.queue_all(&mut vec![entry.path], device);
+                    state.queue_all(&mut vec![(entry.path, folder_id(meta))], device);
                 }
             }
         }
@@ -119,7 +120,12 @@ impl ListingAhead {
     /// The listing of `dir`, a folder on the device `device` of its root: the one read ahead
     /// if there is one (waiting for it if it is being read), else read now, and its
     /// subfolders are then listed ahead.
-    pub fn take(&self, dir: &Path, device: u64) -> io::Result<Vec<DirEntry>> {
+    pub fn take(
+        &self,
+        dir: &Path,
+        device: u64,
+        expected: Option<FolderId>,
+    ) -> io::Result<Vec<DirEntry>> {
         let mut state = self.shared.lock();
         loop {
             match state.slots.get(dir) {
@@ -138,11 +144,11 @@ impl ListingAhead {
                 // The walk caught up, or the folder was not queued (the queue was full), its
                 // listing failed or is too old: it is listed now (any error seen here), and
                 // what is below it is listed ahead again.
-                Some(Slot::Queued | Slot::Listed(..)) | None => {
+                Some(Slot::Queued(_) | Slot::Listed(..)) | None => {
                     self.shared.release(&mut state, dir);
                     state.slots.insert(dir.to_path_buf(), Slot::Listing);
                     drop(state);
-                    let listed = read_dir_sorted(dir);
+                    let listed = read_dir_sorted(dir, expected);
                     self.shared.listed_here(dir, &listed, device);
                     return listed;
                 }
@@ -182,22 +188,22 @@ impl State {
     /// Queues the subfolders of one folder, last to first, so that the walk's next folder is
     /// listed next. Beyond `MAX_QUEUED`, the folders the walk will reach last are dropped
     /// (it lists them itself).
-    fn queue_all(&mut self, subdirs: &mut Vec<PathBuf>, device: u64) {
+    fn queue_all(&mut self, subdirs: &mut Vec<(PathBuf, FolderId)>, device: u64) {
         if self.queue.len() + subdirs.len() > MAX_QUEUED {
             // Folders the walk has taken meanwhile are not waiting any more.
             let slots = &self.slots;
             self.queue
-                .retain(|(d, _)| matches!(slots.get(d), Some(Slot::Queued)));
+                .retain(|(d, _)| matches!(slots.get(d), Some(Slot::Queued(_))));
         }
-        while let Some(sub) = subdirs.pop() {
+        while let Some((sub, id)) = subdirs.pop() {
             if !self.slots.contains_key(&sub) {
-                self.slots.insert(sub.clone(), Slot::Queued);
+                self.slots.insert(sub.clone(), Slot::Queued(id));
                 self.queue.push_back((sub, device));
             }
         }
         while self.queue.len() > MAX_QUEUED {
             if let Some((dropped, _)) = self.queue.pop_front()
-                && let Some(Slot::Queued) = self.slots.get(&dropped)
+                && let Some(Slot::Queued(_)) = self.slots.get(&dropped)
             {
                 self.slots.remove(&dropped);
             }
@@ -205,14 +211,16 @@ impl State {
     }
 
     /// The next folder still wanted, once there is room for its listing.
-    fn next(&mut self, max_held: usize) -> Option<(PathBuf, u64)> {
+    fn next(&mut self, max_held: usize) -> Option<(PathBuf, u64, FolderId)> {
         if self.held_entries >= max_held {
             return None;
         }
         while let Some((dir, device)) = self.queue.pop_back() {
-            if let Some(slot @ Slot::Queued) = self.slots.get_mut(&dir) {
-                *slot = Slot::Listing;
-                return Some((dir, device));
+            if let Some(slot @ Slot::Queued(_)) = self.slots.get_mut(&dir) {
+                let Slot::Queued(id) = std::mem::replace(slot, Slot::Listing) else {
+                    unreachable!("matched as queued")
+                };
+                return Some((dir, device, id));
             }
         }
         None
@@ -244,7 +252,7 @@ impl Shared {
             if state.stopped {
                 return;
             }
-            let Some((dir, device)) = state.next(self.max_held) else {
+            let Some((dir, device, id)) = state.next(self.max_held) else {
                 state = self.work.wait(state).unwrap_or_else(|e| e.into_inner());
                 continue;
             };
@@ -252,7 +260,7 @@ impl Shared {
             let started = Instant::now();
             // A panic here must not leave the folder `Listing`: the walk would wait for ever.
             let listed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let listed = read_dir_sorted_up_to(&dir, self.max_held / THREADS);
+                let listed = read_dir_sorted_up_to(&dir, self.max_held / THREADS, Some(id));
                 let subdirs = match &listed {
                     Ok(Some(entries)) => self.subdirs(entries, device),
                     _ => Vec::new(),
@@ -281,7 +289,12 @@ impl Shared {
 
     /// Queues a folder's subfolders, then wakes whoever waits for a listing and a worker for
     /// each new folder (no more threads than there is work for: they are many).
-    fn queued(&self, mut state: MutexGuard<'_, State>, subdirs: &mut Vec<PathBuf>, device: u64) {
+    fn queued(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        subdirs: &mut Vec<(PathBuf, FolderId)>,
+        device: u64,
+    ) {
         let jobs = subdirs.len().min(THREADS);
         state.queue_all(subdirs, device);
         let waiting = state.waiting > 0;
@@ -305,11 +318,12 @@ impl Shared {
         self.queued(state, &mut subdirs, device);
     }
 
-    fn subdirs(&self, entries: &[DirEntry], device: u64) -> Vec<PathBuf> {
+    /// The subfolders to list ahead, each with its id as this listing saw it.
+    fn subdirs(&self, entries: &[DirEntry], device: u64) -> Vec<(PathBuf, FolderId)> {
         entries
             .iter()
             .filter(|e| (self.descends)(e, device))
-            .map(|e| e.path.clone())
+            .filter_map(|e| Some((e.path.clone(), folder_id(e.metadata.as_ref().ok()?))))
             .collect()
     }
 }
@@ -335,8 +349,8 @@ mod tests {
 
     /// Walks `dir` through `ahead`, depth first, checking each listing against a fresh one.
     fn walk(ahead: &ListingAhead, dir: &Path) -> usize {
-        let taken = ahead.take(dir, 0).unwrap();
-        let fresh = read_dir_sorted(dir).unwrap();
+        let taken = ahead.take(dir, 0, None).unwrap();
+        let fresh = read_dir_sorted(dir, None).unwrap();
         let names = |l: &[DirEntry]| l.iter().map(|e| e.name.clone()).collect::<Vec<_>>();
         assert_eq!(names(&taken), names(&fresh), "{}", dir.display());
         for (t, f) in taken.iter().zip(&fresh) {
@@ -405,10 +419,10 @@ mod tests {
         tree(dir.path(), 3, 2);
         let skip = |e: &DirEntry, _: u64| all_dirs(e, 0) && e.name != b"d1";
         let ahead = ListingAhead::start(&[dir.path().to_path_buf()], Box::new(skip));
-        let root = ahead.take(dir.path(), 0).unwrap();
+        let root = ahead.take(dir.path(), 0, None).unwrap();
         assert_eq!(root.len(), 3);
         for d in ["d0", "d2"] {
-            ahead.take(&dir.path().join(d), 0).unwrap();
+            ahead.take(&dir.path().join(d), 0, None).unwrap();
         }
         let state = ahead.shared.lock();
         assert!(
@@ -425,16 +439,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         tree(dir.path(), 2, 1);
         let ahead = ListingAhead::start(&[dir.path().to_path_buf()], Box::new(all_dirs));
-        ahead.take(dir.path(), 0).unwrap();
+        ahead.take(dir.path(), 0, None).unwrap();
         std::fs::remove_dir_all(dir.path().join("d0")).unwrap();
         // Listed ahead before it vanished (the walk then sees a folder as it was a moment
         // ago), or listed now, when it is gone: either way no stale error.
-        match ahead.take(&dir.path().join("d0"), 0) {
+        match ahead.take(&dir.path().join("d0"), 0, None) {
             // (Perhaps while it was being removed.)
             Ok(entries) => assert!(entries.len() <= 1),
             Err(e) => assert_eq!(e.kind(), io::ErrorKind::NotFound),
         }
-        assert_eq!(ahead.take(&dir.path().join("d1"), 0).unwrap().len(), 1);
+        assert_eq!(
+            ahead.take(&dir.path().join("d1"), 0, None).unwrap().len(),
+            1
+        );
     }
 
     /// Waits until `done` holds of the state (or fails after 20 s).
@@ -460,7 +477,7 @@ mod tests {
         let everything = 3 + 3 + 3 * 2;
         wait_for(&ahead, "all listed ahead", |s| s.held_entries == everything);
         assert!(is_listed(&ahead.shared.lock(), &inner));
-        assert_eq!(ahead.take(&inner, 0).unwrap().len(), 2);
+        assert_eq!(ahead.take(&inner, 0, None).unwrap().len(), 2);
         let state = ahead.shared.lock();
         assert!(!state.slots.contains_key(&inner), "handed out, not held");
         assert_eq!(state.held_entries, everything - 2, "the rest is still held");
@@ -482,7 +499,7 @@ mod tests {
             wait_for(&ahead, "listed ahead", |s| is_listed(s, &inner));
             std::fs::write(inner.join(format!("new{max_age:?}")), b"x").unwrap();
             assert_eq!(
-                ahead.take(&inner, 0).unwrap().len(),
+                ahead.take(&inner, 0, None).unwrap().len(),
                 expected,
                 "{max_age:?}"
             );
@@ -519,7 +536,11 @@ mod tests {
                 "the root, d0, d1, d0/inner"
             );
         }
-        assert_eq!(ahead.take(&big, 0).unwrap().len(), 40, "listed by the walk");
+        assert_eq!(
+            ahead.take(&big, 0, None).unwrap().len(),
+            40,
+            "listed by the walk"
+        );
     }
 
     #[test]

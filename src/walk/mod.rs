@@ -83,16 +83,35 @@ pub struct DirEntry {
     pub metadata: std::io::Result<Metadata>,
 }
 
-/// The entries of a directory, sorted by name bytes.
-pub fn read_dir_sorted(dir: &Path) -> std::io::Result<Vec<DirEntry>> {
-    read_dir_sorted_up_to(dir, usize::MAX).map(Option::unwrap_or_default)
+/// A folder's device and inode.
+pub type FolderId = (u64, u64);
+
+pub fn folder_id(meta: &Metadata) -> FolderId {
+    (meta.dev(), meta.ino())
+}
+
+/// The entries of a directory, sorted by name bytes; with `expected`, only if the folder at
+/// `dir` is still that one (see `read_dir_sorted_up_to`).
+pub fn read_dir_sorted(dir: &Path, expected: Option<FolderId>) -> std::io::Result<Vec<DirEntry>> {
+    read_dir_sorted_up_to(dir, usize::MAX, expected).map(Option::unwrap_or_default)
 }
 
 /// `read_dir_sorted`, or `None` (read no further) if the directory has more than `limit`
-/// entries.
-pub fn read_dir_sorted_up_to(dir: &Path, limit: usize) -> std::io::Result<Option<Vec<DirEntry>>> {
+/// entries. With `expected` (the folder's id as its parent's listing saw it), the folder is
+/// opened without following a symlink and listed through that descriptor only if it is
+/// still that folder: one swapped for a symlink, or another folder, since its parent was
+/// listed (say, by a user whose folder a root backup reads) is not listed in its place.
+pub fn read_dir_sorted_up_to(
+    dir: &Path,
+    limit: usize,
+    expected: Option<FolderId>,
+) -> std::io::Result<Option<Vec<DirEntry>>> {
+    let listing = match expected {
+        None => long_path::read_dir(dir)?,
+        Some(id) => read_dir_if_same(dir, id)?,
+    };
     let mut entries = Vec::new();
-    for e in long_path::read_dir(dir)? {
+    for e in listing {
         if entries.len() == limit {
             return Ok(None);
         }
@@ -109,6 +128,27 @@ pub fn read_dir_sorted_up_to(dir: &Path, limit: usize) -> std::io::Result<Option
     // hold a name only once, and a tree must not repeat it.
     entries.dedup_by(|later, first| later.name == first.name);
     Ok(Some(entries))
+}
+
+fn read_dir_if_same(dir: &Path, id: FolderId) -> std::io::Result<std::fs::ReadDir> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let replaced = || std::io::Error::other("it was replaced since its parent folder was listed");
+    let options = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .clone();
+    let folder = match long_path::open(&options, dir) {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => {
+            return Err(replaced());
+        }
+        opened => opened?,
+    };
+    if folder_id(&folder.metadata()?) != id {
+        return Err(replaced());
+    }
+    // Listed through the descriptor (its own reopening of the same folder), not the path.
+    use std::os::fd::AsRawFd;
+    std::fs::read_dir(format!("/proc/self/fd/{}", folder.as_raw_fd()))
 }
 
 pub fn kind_of(meta: &Metadata) -> NodeKind {
