@@ -456,7 +456,8 @@ fn a_source_gone_before_the_walk_makes_the_snapshot_partial() {
 /// Regression: a folder swapped for a symlink after its parent was listed was listed through
 /// the link, and what it led to (here another user's secrets) was stored under the folder's
 /// name: the files opened through the link matched that listing. The folder has more entries
-/// than are listed ahead, so the walk lists it itself, after the swap.
+/// than are listed ahead, so the walk lists it itself, after the swap; its parent is open to
+/// everyone (as another user's own folder would be to them), which is what makes it checked.
 #[test]
 fn a_folder_swapped_for_a_symlink_after_its_parent_was_listed_is_not_followed() {
     let env = Env::new();
@@ -466,6 +467,8 @@ fn a_folder_swapped_for_a_symlink_after_its_parent_was_listed_is_not_followed() 
         write(&src.join(format!("d/f{i:04}")), b"plain");
     }
     write(&secrets.join("secret-file"), b"top secret");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o777)).unwrap();
     let d = src.join("d");
     let hook = format!(
         "sources-checked:mv {0} {0}.moved && ln -s {1} {0}",

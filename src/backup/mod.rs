@@ -358,7 +358,7 @@ fn paths_root(walker: &Walker, sources: &[PathBuf], parent_root: Option<TreeId>)
             Path::new("/"),
             parent_root,
             std::os::unix::fs::MetadataExt::dev(&device),
-            None,
+            walk::ListingGuard::source(&device),
         )?
     } else {
         Some(virtual_dir(walker, Path::new("/"), &trie, parent_root)?)
@@ -395,7 +395,7 @@ fn virtual_dir(
                 }
             };
             if let Some(node) =
-                walker.entry(name.clone(), &path, Some(Ok(meta)), parent_node, None)?
+                walker.entry(name.clone(), &path, Some(Ok(meta)), parent_node, None, None)?
             {
                 tree.nodes.push(node);
             }

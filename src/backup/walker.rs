@@ -168,7 +168,8 @@ impl Walker<'_, '_, '_> {
 
     /// One entry and everything below it; `None` if it is excluded or had to be skipped.
     /// `device` is the device of the source it belongs to (for --one-file-system); `meta` is
-    /// the entry's metadata if the caller has it already.
+    /// the entry's metadata if the caller has it already; `listed_in`: how the folder that
+    /// listed it was listed (`None` for a source).
     pub fn entry(
         &self,
         name: Vec<u8>,
@@ -176,6 +177,7 @@ impl Walker<'_, '_, '_> {
         meta: Option<io::Result<Metadata>>,
         parent: Option<&Node>,
         device: Option<u64>,
+        listed_in: Option<walk::ListingGuard>,
     ) -> Result<Option<Node>> {
         let meta = match meta.unwrap_or_else(|| walk::long_path::symlink_metadata(path)) {
             Ok(m) => m,
@@ -241,7 +243,11 @@ impl Walker<'_, '_, '_> {
                         self.skip(path, why);
                         return Ok(None);
                     }
-                    self.dir_tree(path, parent_sub, device, Some(walk::folder_id(&meta)))?
+                    let guard = match listed_in {
+                        Some(parent) => walk::ListingGuard::below(parent, &meta),
+                        None => walk::ListingGuard::source(&meta),
+                    };
+                    self.dir_tree(path, parent_sub, device, guard)?
                 };
                 match subtree {
                     Some(id) => node.subtree = Some(id),
@@ -280,18 +286,19 @@ impl Walker<'_, '_, '_> {
         }
     }
 
-    /// A whole directory as a stored tree; `None` if it cannot be listed. `expected`: the
-    /// folder's id as its parent's listing saw it (a folder replaced since is not listed).
+    /// A whole directory as a stored tree; `None` if it cannot be listed. `guard`: how to
+    /// list it (a folder someone else may have replaced since its parent was listed is
+    /// listed only if it is still the same).
     pub fn dir_tree(
         &self,
         path: &Path,
         parent: Option<TreeId>,
         device: u64,
-        expected: Option<walk::FolderId>,
+        guard: walk::ListingGuard,
     ) -> Result<Option<TreeId>> {
         let listed = match self.ahead {
-            Some(ahead) => ahead.take(path, device, expected),
-            None => walk::read_dir_sorted(path, expected),
+            Some(ahead) => ahead.take(path, device, guard),
+            None => walk::read_dir_sorted(path, guard.check),
         };
         let entries = match listed {
             Ok(e) => e,
@@ -314,7 +321,14 @@ impl Walker<'_, '_, '_> {
                     return Err(Error::Stopped(reason));
                 }
                 let p = parent.as_ref().and_then(|t| t.find(&e.name));
-                self.entry(e.name, &e.path, Some(e.metadata), p, Some(device))
+                self.entry(
+                    e.name,
+                    &e.path,
+                    Some(e.metadata),
+                    p,
+                    Some(device),
+                    Some(guard),
+                )
             })
             .collect::<Result<_>>()?;
         let tree = Tree {

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{DirEntry, FolderId, folder_id, read_dir_sorted, read_dir_sorted_up_to};
+use super::{DirEntry, ListingGuard, read_dir_sorted, read_dir_sorted_up_to};
 
 /// Threads listing at once: enough to keep a disk or a network file system busy.
 const THREADS: usize = 8;
@@ -66,8 +66,8 @@ struct State {
 }
 
 enum Slot {
-    /// With the folder's id as the listing of its parent saw it.
-    Queued(FolderId),
+    /// With how to list it, as the listing of its parent found it.
+    Queued(ListingGuard),
     Listing,
     Listed(Vec<DirEntry>, Instant),
 }
@@ -105,7 +105,8 @@ impl ListingAhead {
             if let Ok(meta) = &entry.metadata {
                 let device = std::os::unix::fs::MetadataExt::dev(meta);
                 if (shared.descends)(&entry, device) {
-                    state.queue_all(&mut vec![(entry.path, folder_id(meta))], device);
+                    let guard = ListingGuard::source(meta);
+                    state.queue_all(&mut vec![(entry.path, guard)], device);
                 }
             }
         }
@@ -120,12 +121,7 @@ impl ListingAhead {
     /// The listing of `dir`, a folder on the device `device` of its root: the one read ahead
     /// if there is one (waiting for it if it is being read), else read now, and its
     /// subfolders are then listed ahead.
-    pub fn take(
-        &self,
-        dir: &Path,
-        device: u64,
-        expected: Option<FolderId>,
-    ) -> io::Result<Vec<DirEntry>> {
+    pub fn take(&self, dir: &Path, device: u64, guard: ListingGuard) -> io::Result<Vec<DirEntry>> {
         let mut state = self.shared.lock();
         loop {
             match state.slots.get(dir) {
@@ -148,8 +144,8 @@ impl ListingAhead {
                     self.shared.release(&mut state, dir);
                     state.slots.insert(dir.to_path_buf(), Slot::Listing);
                     drop(state);
-                    let listed = read_dir_sorted(dir, expected);
-                    self.shared.listed_here(dir, &listed, device);
+                    let listed = read_dir_sorted(dir, guard.check);
+                    self.shared.listed_here(dir, &listed, device, guard);
                     return listed;
                 }
             }
@@ -188,16 +184,16 @@ impl State {
     /// Queues the subfolders of one folder, last to first, so that the walk's next folder is
     /// listed next. Beyond `MAX_QUEUED`, the folders the walk will reach last are dropped
     /// (it lists them itself).
-    fn queue_all(&mut self, subdirs: &mut Vec<(PathBuf, FolderId)>, device: u64) {
+    fn queue_all(&mut self, subdirs: &mut Vec<(PathBuf, ListingGuard)>, device: u64) {
         if self.queue.len() + subdirs.len() > MAX_QUEUED {
             // Folders the walk has taken meanwhile are not waiting any more.
             let slots = &self.slots;
             self.queue
                 .retain(|(d, _)| matches!(slots.get(d), Some(Slot::Queued(_))));
         }
-        while let Some((sub, id)) = subdirs.pop() {
+        while let Some((sub, guard)) = subdirs.pop() {
             if !self.slots.contains_key(&sub) {
-                self.slots.insert(sub.clone(), Slot::Queued(id));
+                self.slots.insert(sub.clone(), Slot::Queued(guard));
                 self.queue.push_back((sub, device));
             }
         }
@@ -211,16 +207,16 @@ impl State {
     }
 
     /// The next folder still wanted, once there is room for its listing.
-    fn next(&mut self, max_held: usize) -> Option<(PathBuf, u64, FolderId)> {
+    fn next(&mut self, max_held: usize) -> Option<(PathBuf, u64, ListingGuard)> {
         if self.held_entries >= max_held {
             return None;
         }
         while let Some((dir, device)) = self.queue.pop_back() {
             if let Some(slot @ Slot::Queued(_)) = self.slots.get_mut(&dir) {
-                let Slot::Queued(id) = std::mem::replace(slot, Slot::Listing) else {
+                let Slot::Queued(guard) = std::mem::replace(slot, Slot::Listing) else {
                     unreachable!("matched as queued")
                 };
-                return Some((dir, device, id));
+                return Some((dir, device, guard));
             }
         }
         None
@@ -252,7 +248,7 @@ impl Shared {
             if state.stopped {
                 return;
             }
-            let Some((dir, device, id)) = state.next(self.max_held) else {
+            let Some((dir, device, guard)) = state.next(self.max_held) else {
                 state = self.work.wait(state).unwrap_or_else(|e| e.into_inner());
                 continue;
             };
@@ -260,9 +256,9 @@ impl Shared {
             let started = Instant::now();
             // A panic here must not leave the folder `Listing`: the walk would wait for ever.
             let listed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let listed = read_dir_sorted_up_to(&dir, self.max_held / THREADS, Some(id));
+                let listed = read_dir_sorted_up_to(&dir, self.max_held / THREADS, guard.check);
                 let subdirs = match &listed {
-                    Ok(Some(entries)) => self.subdirs(entries, device),
+                    Ok(Some(entries)) => self.subdirs(entries, device, guard),
                     _ => Vec::new(),
                 };
                 (listed, subdirs)
@@ -292,7 +288,7 @@ impl Shared {
     fn queued(
         &self,
         mut state: MutexGuard<'_, State>,
-        subdirs: &mut Vec<(PathBuf, FolderId)>,
+        subdirs: &mut Vec<(PathBuf, ListingGuard)>,
         device: u64,
     ) {
         let jobs = subdirs.len().min(THREADS);
@@ -308,9 +304,15 @@ impl Shared {
     }
 
     /// After the walk listed a folder itself: what is below is queued.
-    fn listed_here(&self, dir: &Path, listed: &io::Result<Vec<DirEntry>>, device: u64) {
+    fn listed_here(
+        &self,
+        dir: &Path,
+        listed: &io::Result<Vec<DirEntry>>,
+        device: u64,
+        guard: ListingGuard,
+    ) {
         let mut subdirs = match listed {
-            Ok(entries) => self.subdirs(entries, device),
+            Ok(entries) => self.subdirs(entries, device, guard),
             Err(_) => Vec::new(),
         };
         let mut state = self.lock();
@@ -318,12 +320,20 @@ impl Shared {
         self.queued(state, &mut subdirs, device);
     }
 
-    /// The subfolders to list ahead, each with its id as this listing saw it.
-    fn subdirs(&self, entries: &[DirEntry], device: u64) -> Vec<(PathBuf, FolderId)> {
+    /// The subfolders to list ahead of a folder listed with `guard`, with how to list each.
+    fn subdirs(
+        &self,
+        entries: &[DirEntry],
+        device: u64,
+        guard: ListingGuard,
+    ) -> Vec<(PathBuf, ListingGuard)> {
         entries
             .iter()
             .filter(|e| (self.descends)(e, device))
-            .filter_map(|e| Some((e.path.clone(), folder_id(e.metadata.as_ref().ok()?))))
+            .filter_map(|e| {
+                let meta = e.metadata.as_ref().ok()?;
+                Some((e.path.clone(), ListingGuard::below(guard, meta)))
+            })
             .collect()
     }
 }
@@ -332,6 +342,11 @@ impl Shared {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    const UNCHECKED: ListingGuard = ListingGuard {
+        check: None,
+        open_inside: false,
+    };
 
     fn tree(root: &Path, dirs: usize, files: usize) {
         for d in 0..dirs {
@@ -349,7 +364,7 @@ mod tests {
 
     /// Walks `dir` through `ahead`, depth first, checking each listing against a fresh one.
     fn walk(ahead: &ListingAhead, dir: &Path) -> usize {
-        let taken = ahead.take(dir, 0, None).unwrap();
+        let taken = ahead.take(dir, 0, UNCHECKED).unwrap();
         let fresh = read_dir_sorted(dir, None).unwrap();
         let names = |l: &[DirEntry]| l.iter().map(|e| e.name.clone()).collect::<Vec<_>>();
         assert_eq!(names(&taken), names(&fresh), "{}", dir.display());
@@ -419,10 +434,10 @@ mod tests {
         tree(dir.path(), 3, 2);
         let skip = |e: &DirEntry, _: u64| all_dirs(e, 0) && e.name != b"d1";
         let ahead = ListingAhead::start(&[dir.path().to_path_buf()], Box::new(skip));
-        let root = ahead.take(dir.path(), 0, None).unwrap();
+        let root = ahead.take(dir.path(), 0, UNCHECKED).unwrap();
         assert_eq!(root.len(), 3);
         for d in ["d0", "d2"] {
-            ahead.take(&dir.path().join(d), 0, None).unwrap();
+            ahead.take(&dir.path().join(d), 0, UNCHECKED).unwrap();
         }
         let state = ahead.shared.lock();
         assert!(
@@ -439,17 +454,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         tree(dir.path(), 2, 1);
         let ahead = ListingAhead::start(&[dir.path().to_path_buf()], Box::new(all_dirs));
-        ahead.take(dir.path(), 0, None).unwrap();
+        ahead.take(dir.path(), 0, UNCHECKED).unwrap();
         std::fs::remove_dir_all(dir.path().join("d0")).unwrap();
         // Listed ahead before it vanished (the walk then sees a folder as it was a moment
         // ago), or listed now, when it is gone: either way no stale error.
-        match ahead.take(&dir.path().join("d0"), 0, None) {
+        match ahead.take(&dir.path().join("d0"), 0, UNCHECKED) {
             // (Perhaps while it was being removed.)
             Ok(entries) => assert!(entries.len() <= 1),
             Err(e) => assert_eq!(e.kind(), io::ErrorKind::NotFound),
         }
         assert_eq!(
-            ahead.take(&dir.path().join("d1"), 0, None).unwrap().len(),
+            ahead
+                .take(&dir.path().join("d1"), 0, UNCHECKED)
+                .unwrap()
+                .len(),
             1
         );
     }
@@ -477,7 +495,7 @@ mod tests {
         let everything = 3 + 3 + 3 * 2;
         wait_for(&ahead, "all listed ahead", |s| s.held_entries == everything);
         assert!(is_listed(&ahead.shared.lock(), &inner));
-        assert_eq!(ahead.take(&inner, 0, None).unwrap().len(), 2);
+        assert_eq!(ahead.take(&inner, 0, UNCHECKED).unwrap().len(), 2);
         let state = ahead.shared.lock();
         assert!(!state.slots.contains_key(&inner), "handed out, not held");
         assert_eq!(state.held_entries, everything - 2, "the rest is still held");
@@ -499,7 +517,7 @@ mod tests {
             wait_for(&ahead, "listed ahead", |s| is_listed(s, &inner));
             std::fs::write(inner.join(format!("new{max_age:?}")), b"x").unwrap();
             assert_eq!(
-                ahead.take(&inner, 0, None).unwrap().len(),
+                ahead.take(&inner, 0, UNCHECKED).unwrap().len(),
                 expected,
                 "{max_age:?}"
             );
@@ -537,7 +555,7 @@ mod tests {
             );
         }
         assert_eq!(
-            ahead.take(&big, 0, None).unwrap().len(),
+            ahead.take(&big, 0, UNCHECKED).unwrap().len(),
             40,
             "listed by the walk"
         );

@@ -90,6 +90,42 @@ pub fn folder_id(meta: &Metadata) -> FolderId {
     (meta.dev(), meta.ino())
 }
 
+/// How a folder is listed. `check`: its id as its parent's listing saw it, where someone
+/// else could have swapped it since (`read_dir_sorted_up_to`); `None` where only we (or
+/// root) could have, which spares the checks. `open_inside`: whether someone else can
+/// change the entries inside it, so that its subfolders need the check.
+#[derive(Clone, Copy, Debug)]
+pub struct ListingGuard {
+    pub check: Option<FolderId>,
+    pub open_inside: bool,
+}
+
+impl ListingGuard {
+    /// A source: always checked.
+    pub fn source(meta: &Metadata) -> Self {
+        ListingGuard {
+            check: Some(folder_id(meta)),
+            open_inside: others_can_change(meta),
+        }
+    }
+
+    /// A folder `meta` describes, found in the listing of a folder guarded by `parent`.
+    pub fn below(parent: ListingGuard, meta: &Metadata) -> Self {
+        ListingGuard {
+            check: parent.open_inside.then(|| folder_id(meta)),
+            open_inside: others_can_change(meta),
+        }
+    }
+}
+
+/// Whether someone other than this process's user (root aside) can add, remove or rename
+/// entries in the folder `meta` describes.
+fn others_can_change(meta: &Metadata) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    meta.uid() != me || meta.mode() & 0o022 != 0
+}
+
 /// The entries of a directory, sorted by name bytes; with `expected`, only if the folder at
 /// `dir` is still that one (see `read_dir_sorted_up_to`).
 pub fn read_dir_sorted(dir: &Path, expected: Option<FolderId>) -> std::io::Result<Vec<DirEntry>> {
