@@ -480,3 +480,38 @@ fn a_user_restores_links_into_a_folder_finished_without_search_permission() {
     assert_eq!(meta("d/f").ino(), meta("z/g").ino());
     assert_eq!(meta("d").mode() & 0o7777, 0o600);
 }
+
+/// Regression: a folder whose mode denies its owner search is finished last of all, by
+/// path; by then the folders above it belong to their owners, and one of them swapped for a
+/// symlink made a root restore set the snapshot's mode (and owner) on what the link led to.
+#[test]
+fn a_folder_swapped_for_a_symlink_before_the_last_folders_are_finished_is_not_followed() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("a/closed")).unwrap();
+    std::fs::set_permissions(src.join("a/closed"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    env.backup_json(&[&src]);
+    let outside = env.path("outside");
+    std::fs::create_dir_all(outside.join("closed")).unwrap();
+    std::fs::set_permissions(
+        outside.join("closed"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let target = env.path("target");
+    let a = restored(&target, &src).join("a");
+    let hook = format!(
+        "restore-closed-dirs:mv {0} {0}.moved && ln -s {1} {0}",
+        a.display(),
+        outside.display()
+    );
+    let out = env
+        .cmd(&["restore", "latest", "--target", target.to_str().unwrap()])
+        .env("CAIRN_HOOK", hook)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let mode = std::fs::metadata(outside.join("closed")).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o755, "the restore set a mode through the symlink");
+}

@@ -9,7 +9,7 @@
 //! A folder whose mode denies its owner search permission is finished last of all, so that
 //! links made later to files inside it need no privilege to reach them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
@@ -54,6 +54,8 @@ pub struct Finisher<'a> {
     pub verify: bool,
     pub owners: Owners,
     pub temp: &'a TempNames,
+    /// Where the restore writes (see `finish_closed_dirs`).
+    pub target: &'a Path,
     pub failures: &'a Failures,
     /// Files (and links) put in place, and bytes written.
     pub files: u64,
@@ -150,13 +152,44 @@ impl Finisher<'_> {
         }
     }
 
-    /// Finishes the folders left for last, once every batch is done.
+    /// Finishes the folders left for last, once every batch is done. The folders above them
+    /// were given to their owners long before, who could have swapped one for a symlink
+    /// since: each is reached one name at a time from the target, never through a symlink.
     pub fn finish_closed_dirs(&mut self) {
+        crate::failpoint::hook("restore-closed-dirs", self.target);
         let dirs = std::mem::take(&mut self.closed_dirs);
         for (path, node) in dirs {
-            if let Err(e) = metadata::apply(&path, &node, self.owners) {
+            let applied = match open_folder_below(self.target, &path) {
+                Ok(dir) => metadata::apply_to_file(&dir, &path, &node, self.owners, None),
+                // Not root, and the folder's mode lets no one open it: by path, as before
+                // (a swap could then only make us change what we could change anyway).
+                Err(e) if e.raw_os_error() == Some(libc::EACCES) && !self.owners.is_root => {
+                    metadata::apply(&path, &node, self.owners)
+                }
+                Err(e) => Err(Error::io(&path, e)),
+            };
+            if let Err(e) = applied {
                 self.fail(path, e);
             }
         }
     }
+}
+
+/// Opens the folder `path`, below `target`, one name at a time from `target`, never
+/// through a symlink (a folder on the way that is one now fails with ELOOP or ENOTDIR).
+fn open_folder_below(target: &Path, path: &Path) -> std::io::Result<std::fs::File> {
+    use nix::fcntl::{OFlag, openat};
+    let below = path
+        .strip_prefix(target)
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut dir = long_path::open(std::fs::OpenOptions::new().read(true), target)?;
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    for part in below.components() {
+        let std::path::Component::Normal(name) = part else {
+            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+        };
+        let next = openat(&dir, name, flags, nix::sys::stat::Mode::empty())?;
+        dir = std::fs::File::from(next);
+    }
+    Ok(dir)
 }

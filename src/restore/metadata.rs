@@ -139,8 +139,9 @@ pub fn differs(path: &Path, node: &Node, owners: Owners) -> bool {
         || !node.xattrs.is_empty()
 }
 
-/// `apply` for a regular file, through a descriptor open on it (no path is looked up); an
-/// owner or mode it already has (`current`, read when it was made) is not set again.
+/// `apply` for a regular file or a folder, through a descriptor open on it (no path is
+/// looked up); an owner or mode it already has (`current`, read when it was made) is not set
+/// again.
 pub fn apply_to_file(
     file: &std::fs::File,
     path: &Path,
@@ -166,7 +167,11 @@ pub fn apply_to_file(
         file.set_permissions(std::fs::Permissions::from_mode(node.mode))
             .map_err(|e| Error::io(path, e))?;
     }
-    let times = [timespec(node.atime_ns), timespec(node.mtime_ns)];
+    let mut atime = timespec(node.atime_ns);
+    if node.kind == NodeKind::Dir && node.atime_ns == 0 {
+        atime.tv_nsec = libc::UTIME_OMIT; // not recorded for folders
+    }
+    let times = [atime, timespec(node.mtime_ns)];
     // SAFETY: the descriptor is open for the call and `times` points at two timespecs.
     if unsafe { libc::futimens(file.as_raw_fd(), times.as_ptr()) } != 0 {
         return Err(Error::io(path, std::io::Error::last_os_error()));

@@ -153,6 +153,7 @@ pub fn run(
         verify: opts.verify,
         owners,
         temp: &temp,
+        target: &opts.target,
         failures: &failures,
         files: 0,
         bytes: 0,
