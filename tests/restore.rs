@@ -515,3 +515,31 @@ fn a_folder_swapped_for_a_symlink_before_the_last_folders_are_finished_is_not_fo
     let mode = std::fs::metadata(outside.join("closed")).unwrap().mode() & 0o7777;
     assert_eq!(mode, 0o755, "the restore set a mode through the symlink");
 }
+
+/// Regression: hard links did not count towards `--batch-files`, so a folder of many links
+/// to one file was held in one batch however large (memory grew with the links).
+#[test]
+fn hard_links_count_towards_the_batch_size() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("f"), b"linked");
+    std::fs::create_dir_all(src.join("links")).unwrap();
+    for i in 0..12 {
+        std::fs::hard_link(src.join("f"), src.join(format!("links/{i:02}"))).unwrap();
+    }
+    env.init();
+    env.backup_json(&[&src]);
+    let target = env.path("out");
+    let out = env
+        .cmd(&["restore", "latest", "--target", target.to_str().unwrap()])
+        .args(["--batch-files", "3"])
+        .env("CAIRN_LOG", "cairn=debug")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let batches = stderr(&out).matches("restore: planned").count();
+    assert!(batches >= 4, "{batches} batches for 12 links and a file");
+    let back = restored(&target, &src);
+    let ino = |p: &str| std::fs::metadata(back.join(p)).unwrap().ino();
+    assert_eq!(ino("f"), ino("links/11"));
+}

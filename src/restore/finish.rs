@@ -39,9 +39,9 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// Files and folders held.
+    /// Files, links and folders held.
     pub fn len(&self) -> usize {
-        self.plan.files.len() + self.dirs.len()
+        self.plan.files.len() + self.links.len() + self.dirs.len()
     }
 }
 

@@ -377,6 +377,7 @@ impl Walk<'_> {
         match node.kind {
             NodeKind::File if let Some(first) = self.first_paths.get(&node) => {
                 self.batch.links.push((path.to_path_buf(), first));
+                self.end_batch_if_full();
             }
             NodeKind::File => {
                 self.first_paths.remember(&node, path);
