@@ -366,9 +366,12 @@ pub fn run(
     opts: &CheckOptions,
     progress: &dyn CheckProgress,
 ) -> Result<CheckReport> {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.threads.max(1))
+    // With the usual stacks where the large ones cannot be reserved (see `walk::STACK_SIZE`).
+    let builder = || rayon::ThreadPoolBuilder::new().num_threads(opts.threads.max(1));
+    let pool = builder()
+        .stack_size(crate::walk::STACK_SIZE)
         .build()
+        .or_else(|_| builder().build())
         .map_err(|e| Error::Invalid(format!("cannot start worker threads: {e}")))?;
     pool.install(|| run_in_pool(repo, local, opts, progress))
 }

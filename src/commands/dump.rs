@@ -119,48 +119,54 @@ pub fn run(ctx: &Context, args: &DumpArgs) -> Result<Outcome> {
     let reader = BlobReader::new(&repo, index);
     let stdout = io::stdout();
     let mut out = io::BufWriter::with_capacity(1 << 20, stdout.lock());
-    match node {
+    let left_out = match node {
         Some(n) if n.kind == NodeKind::File => {
             let mut file = content(&reader, &n);
             io::copy(&mut file, &mut out).map_err(|e| file.error(e))?;
+            0
         }
         Some(n) if n.kind == NodeKind::Dir => {
             let base = PathBuf::from(os_string(&n.name));
-            write_archive(&mut out, &reader, |archive| archive.dir(&n, &base))?;
+            write_archive(&mut out, &reader, |archive| archive.dir(&n, &base))?
         }
-        None => {
-            write_archive(&mut out, &reader, |archive| {
-                archive.tree(&snap.tree, &PathBuf::new())
-            })?;
-        }
+        None => write_archive(&mut out, &reader, |archive| {
+            archive.tree(&snap.tree, &PathBuf::new())
+        })?,
         Some(_) => {
             return Err(Error::Invalid(format!(
                 "{shown} in snapshot {} is neither a file nor a folder",
                 id.short()
             )));
         }
-    }
+    };
     out.flush().map_err(to_stdout)?;
-    Ok(Outcome::Success)
+    Ok(match left_out {
+        0 => Outcome::Success,
+        _ => Outcome::Partial,
+    })
 }
 
-/// A tar archive of what `fill` appends, ended only if all of it was appended.
+/// A tar archive of what `fill` appends, ended only if all of it was appended; returns how
+/// many entries were left out of it.
 fn write_archive<'r, 'a, W: Write>(
     out: W,
     reader: &'r BlobReader<'a>,
     fill: impl FnOnce(&mut Archive<'r, 'a, W>) -> Result<()>,
-) -> Result<()> {
+) -> Result<u64> {
     let mut archive = Archive {
         tar: tar::Builder::new(out),
         reader,
         first_paths: FirstPaths::default(),
+        left_out: 0,
     };
     if let Err(e) = fill(&mut archive) {
         // Dropped, the builder would write the end-of-archive blocks.
         std::mem::forget(archive.tar);
         return Err(e);
     }
-    archive.tar.into_inner().map(drop).map_err(to_stdout)
+    let left_out = archive.left_out;
+    archive.tar.into_inner().map_err(to_stdout)?;
+    Ok(left_out)
 }
 
 /// A tar archive being written: GNU headers (long names and link targets), each preceded by
@@ -170,6 +176,8 @@ struct Archive<'r, 'a, W: Write> {
     tar: tar::Builder<W>,
     reader: &'r BlobReader<'a>,
     first_paths: FirstPaths,
+    /// Entries not archived (the dump is then partial).
+    left_out: u64,
 }
 
 impl<W: Write> Archive<'_, '_, W> {
@@ -194,14 +202,17 @@ impl<W: Write> Archive<'_, '_, W> {
         let mut previous: Option<Vec<u8>> = None;
         for node in self.reader.tree(tree)?.nodes {
             cairn::restore::check_name(at, &node.name)?;
-            // A name twice (a tree no backup writes): extracting the second entry could
-            // replace the first or write through it (a symlink, then a folder of that name).
+            // A name twice (older versions could write such trees): extracting the second
+            // entry could replace the first or write through it (a symlink, then a folder of
+            // that name), so only the first is archived, as restore does.
             if previous.as_deref() == Some(&node.name) {
-                return Err(Error::Invalid(format!(
-                    "the snapshot lists {:?} twice in folder {:?}; not archived",
+                self.left_out += 1;
+                eprintln!(
+                    "cairn: warning: the snapshot lists {:?} twice in folder {:?}; only the first was archived",
                     String::from_utf8_lossy(&node.name),
                     at.display().to_string()
-                )));
+                );
+                continue;
             }
             previous = Some(node.name.clone());
             let path = at.join(os_string(&node.name));

@@ -63,11 +63,11 @@ pub fn prepare_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 /// Folders nested deeper than this are neither backed up nor restored (nor dumped): every
 /// level of a walk takes stack (the command and worker threads have `STACK_SIZE`), and no
 /// real tree comes near it, while a hostile one could be nested without end.
-pub const MAX_DEPTH: usize = 10_000;
+pub const MAX_DEPTH: usize = 4_096;
 
-/// Stack of the threads that walk trees (a level takes a few KiB; only what is used is ever
-/// backed by memory).
-pub const STACK_SIZE: usize = 256 << 20;
+/// Stack of the threads that walk trees: a level of a backup takes about 12 KiB, so
+/// `MAX_DEPTH` levels about 50 MiB (only what is used is ever backed by memory).
+pub const STACK_SIZE: usize = 128 << 20;
 
 /// How deep a path is: its number of separators.
 pub fn depth(path: &[u8]) -> usize {
@@ -101,7 +101,7 @@ pub struct ListingGuard {
 }
 
 impl ListingGuard {
-    /// A source: always checked.
+    /// A source: always checked (the folders above it are not looked at).
     pub fn source(meta: &Metadata) -> Self {
         ListingGuard {
             check: Some(folder_id(meta)),
@@ -110,10 +110,12 @@ impl ListingGuard {
     }
 
     /// A folder `meta` describes, found in the listing of a folder guarded by `parent`.
+    /// Listings go by path, so a folder anywhere above that someone else can change makes
+    /// every folder below it open to a swap.
     pub fn below(parent: ListingGuard, meta: &Metadata) -> Self {
         ListingGuard {
             check: parent.open_inside.then(|| folder_id(meta)),
-            open_inside: others_can_change(meta),
+            open_inside: parent.open_inside || others_can_change(meta),
         }
     }
 }
@@ -182,9 +184,11 @@ fn read_dir_if_same(dir: &Path, id: FolderId) -> std::io::Result<std::fs::ReadDi
     if folder_id(&folder.metadata()?) != id {
         return Err(replaced());
     }
-    // Listed through the descriptor (its own reopening of the same folder), not the path.
+    // Listed through the descriptor (its own reopening of the same folder), not the path;
+    // without /proc (a chroot), by path just after the check, as before the check existed.
     use std::os::fd::AsRawFd;
     std::fs::read_dir(format!("/proc/self/fd/{}", folder.as_raw_fd()))
+        .or_else(|_| long_path::read_dir(dir))
 }
 
 pub fn kind_of(meta: &Metadata) -> NodeKind {
@@ -277,6 +281,33 @@ pub fn os_string(bytes: &[u8]) -> OsString {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A folder is checked where its parent, or any folder above (listings go by path), is
+    /// open to others; not where only we can change the folders above it.
+    #[test]
+    fn folders_below_one_others_can_change_are_checked() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let ours = dir.path().join("ours");
+        let open = dir.path().join("open");
+        std::fs::create_dir(&ours).unwrap();
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&ours, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let (ours, open) = (
+            std::fs::metadata(&ours).unwrap(),
+            std::fs::metadata(&open).unwrap(),
+        );
+        let closed = ListingGuard::source(&ours);
+        assert!(!closed.open_inside);
+        let below = ListingGuard::below(closed, &ours);
+        assert!(below.check.is_none() && !below.open_inside);
+        let below_open = ListingGuard::below(closed, &open);
+        assert!(below_open.check.is_none() && below_open.open_inside);
+        let deeper = ListingGuard::below(below_open, &ours);
+        assert_eq!(deeper.check, Some(folder_id(&ours)));
+        assert!(deeper.open_inside, "open above means open below");
+    }
 
     /// Regression: any failure to read extended attributes gave "none", which the next
     /// backups then carried forward as the entry's attributes.
