@@ -94,12 +94,7 @@ fn traversal_names_are_refused_and_named() {
     assert!(err.contains("/tmp/cairn-absolute-escape"), "{err}");
     assert_eq!(std::fs::read(target.join("fine")).unwrap(), b"ok");
     // Nothing appeared beside the target or at the absolute path.
-    let area: Vec<_> = std::fs::read_dir(env.path("area"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    assert_eq!(area, vec![std::ffi::OsString::from("target")]);
+    assert_eq!(names_in(&env.path("area")), ["target"]);
     assert!(!std::path::Path::new("/tmp/cairn-absolute-escape").exists());
 }
 
@@ -122,6 +117,14 @@ fn symlink_followed_by_a_folder_of_the_same_name_is_not_written_through() {
         &outside,
         "the snapshot lists \"link\" twice in this folder",
     );
+}
+
+/// The names in a folder.
+fn names_in(dir: &Path) -> Vec<String> {
+    let entries = std::fs::read_dir(dir).unwrap().flatten();
+    entries
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
 }
 
 /// Restores the latest snapshot into `target`: partial (exit 3), with `why` on stderr, and
@@ -268,12 +271,7 @@ fn a_start_entry_named_dot_dot_is_refused() {
     ]);
     assert!(!out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("\"..\""), "{}", stderr(&out));
-    let area: Vec<_> = std::fs::read_dir(env.path("area"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    assert_eq!(area, vec![std::ffi::OsString::from("target")]);
+    assert_eq!(names_in(&env.path("area")), ["target"]);
 }
 
 /// Regression: a tree nested without end (cheap to craft, a tiny tree per level) overflowed

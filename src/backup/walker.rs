@@ -473,7 +473,13 @@ mod tests {
     #[test]
     fn a_node_recorded_with_ctime_0_is_never_the_same_file() {
         let mut node = Node::new(b"f".to_vec(), NodeKind::File);
-        (node.size, node.mtime_ns, node.ctime_ns, node.inode, node.device) = (1, 5, 7, 3, 2);
+        (
+            node.size,
+            node.mtime_ns,
+            node.ctime_ns,
+            node.inode,
+            node.device,
+        ) = (1, 5, 7, 3, 2);
         assert!(same_file(&node, &node.clone()));
         node.ctime_ns = 0;
         assert!(!same_file(&node, &node.clone()));

@@ -532,10 +532,8 @@ mod tests {
         assert_eq!(panicked, Ok(true), "read_ahead hung or swallowed the panic");
     }
 
-    /// Reads come longest first, and together cover every blob once.
-    #[test]
-    fn reads_come_longest_first() {
-        let blob = |offset, stored_len| PlannedBlob {
+    fn blob(offset: u64, stored_len: u32) -> PlannedBlob {
+        PlannedBlob {
             entry: BlobEntry {
                 id: BlobId([0; 32]),
                 blob_type: crate::ids::BlobType::Data,
@@ -545,7 +543,12 @@ mod tests {
                 raw_len: stored_len,
             },
             targets: Vec::new(),
-        };
+        }
+    }
+
+    /// Reads come longest first, and together cover every blob once.
+    #[test]
+    fn reads_come_longest_first() {
         let far = MAX_GAP + 1;
         let a = [blob(0, 10), blob(10 + far, 500), blob(600 + far, 20)];
         let b = [blob(0, 100), blob(100, 300), blob(400 + far, 5)];
@@ -564,17 +567,6 @@ mod tests {
     /// the last blob's end and cutting the first blob out of it panicked.
     #[test]
     fn a_read_covers_every_blob_of_its_span() {
-        let blob = |offset, stored_len| PlannedBlob {
-            entry: BlobEntry {
-                id: BlobId([0; 32]),
-                blob_type: crate::ids::BlobType::Data,
-                compression: 0,
-                offset,
-                stored_len,
-                raw_len: stored_len,
-            },
-            targets: Vec::new(),
-        };
         let (outer, inner, next) = (blob(0, 100), blob(10, 5), blob(100, 20));
         assert_eq!(read_range(&[&outer, &inner]), 0..100);
         assert_eq!(read_range(&[&outer, &inner, &next]), 0..120);
