@@ -125,7 +125,7 @@ impl ListingGuard {
 fn others_can_change(meta: &Metadata) -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let me = unsafe { libc::geteuid() };
-    meta.uid() != me || meta.mode() & 0o022 != 0
+    (meta.uid() != me && meta.uid() != 0) || meta.mode() & 0o022 != 0
 }
 
 /// The entries of a directory, sorted by name bytes; with `expected`, only if the folder at
