@@ -480,13 +480,9 @@ impl Walk<'_> {
             Overwrite::IfChanged => match node.kind {
                 NodeKind::File => {
                     match select::same_content(self.repo, &self.trees, path, node) {
-                        // Unreadable to us (its mode gives its owner no read, and we are not
-                        // root): written again rather than failing every run after the first.
-                        Err(Error::Io { source, .. })
-                            if source.kind() == std::io::ErrorKind::PermissionDenied =>
-                        {
-                            false
-                        }
+                        // Unreadable (a mode that gives its owner no read when we are not
+                        // root, a bad sector): written again, rather than failing every run.
+                        Err(Error::Io { .. }) => false,
                         same => same?,
                     }
                 }

@@ -109,8 +109,12 @@ pub fn same_content(
     for id in &node.content {
         let len = blobs.raw_len(id)? as usize;
         buf.resize(len, 0);
-        if file.read_exact(&mut buf).is_err() || repo.keys().blob_id(&buf) != *id {
-            return Ok(false);
+        match file.read_exact(&mut buf) {
+            // Shorter than the snapshot's file: not the same.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+            Err(e) => return Err(Error::io(path, e)),
+            Ok(()) if repo.keys().blob_id(&buf) != *id => return Ok(false),
+            Ok(()) => {}
         }
     }
     Ok(file.read(&mut [0u8; 1]).map_err(|e| Error::io(path, e))? == 0)
