@@ -366,12 +366,7 @@ pub fn run(
     opts: &CheckOptions,
     progress: &dyn CheckProgress,
 ) -> Result<CheckReport> {
-    // With the usual stacks where the large ones cannot be reserved (see `walk::STACK_SIZE`).
-    let builder = || rayon::ThreadPoolBuilder::new().num_threads(opts.threads.max(1));
-    let pool = builder()
-        .stack_size(crate::walk::STACK_SIZE)
-        .build()
-        .or_else(|_| builder().build())
+    let pool = crate::walk::worker_pool(opts.threads, |b| b.build())
         .map_err(|e| Error::Invalid(format!("cannot start worker threads: {e}")))?;
     pool.install(|| run_in_pool(repo, local, opts, progress))
 }

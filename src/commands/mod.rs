@@ -48,15 +48,8 @@ pub fn default_threads() -> usize {
 
 /// Sizes rayon's global pool, which the data path's workers run on: `threads` or the default.
 pub fn set_worker_threads(threads: Option<usize>) -> Result<()> {
-    let pool = || {
-        rayon::ThreadPoolBuilder::new().num_threads(threads.unwrap_or_else(default_threads).max(1))
-    };
-    // Where address space is tight (`vm.overcommit_memory=2`, `ulimit -v`), workers with
-    // the usual stacks rather than none: only trees thousands of levels deep need more.
-    pool()
-        .stack_size(cairn::walk::STACK_SIZE)
-        .build_global()
-        .or_else(|_| pool().build_global())
+    let threads = threads.unwrap_or_else(default_threads);
+    cairn::walk::worker_pool(threads, |b| b.build_global())
         .map_err(|e| Error::Invalid(format!("--threads: {e}")))?;
     tracing::debug!("{} worker threads", rayon::current_num_threads());
     Ok(())

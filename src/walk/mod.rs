@@ -69,6 +69,17 @@ pub const MAX_DEPTH: usize = 4_096;
 /// `MAX_DEPTH` levels about 50 MiB (only what is used is ever backed by memory).
 pub const STACK_SIZE: usize = 128 << 20;
 
+/// Builds a rayon pool of `threads` workers (`build` is `build` or `build_global`) with
+/// `STACK_SIZE` stacks, or with the usual stacks where those cannot be reserved
+/// (`vm.overcommit_memory=2`, `ulimit -v`): only trees thousands of levels deep need more.
+pub fn worker_pool<T>(
+    threads: usize,
+    build: impl Fn(rayon::ThreadPoolBuilder) -> Result<T, rayon::ThreadPoolBuildError>,
+) -> Result<T, rayon::ThreadPoolBuildError> {
+    let builder = || rayon::ThreadPoolBuilder::new().num_threads(threads.max(1));
+    build(builder().stack_size(STACK_SIZE)).or_else(|_| build(builder()))
+}
+
 /// How deep a path is: its number of separators.
 pub fn depth(path: &[u8]) -> usize {
     path.iter().filter(|&&b| b == b'/').count()

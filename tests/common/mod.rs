@@ -270,6 +270,11 @@ pub fn restored(target: &Path, source: &Path) -> PathBuf {
 
 /// True when the tests run as root; otherwise says that the calling test is skipped (it
 /// needs root to act as another user).
+/// What backup, restore and dump say of a folder nested beyond `walk::MAX_DEPTH`.
+pub fn too_deep() -> String {
+    format!("nested deeper than {} folders", cairn::walk::MAX_DEPTH)
+}
+
 pub fn running_as_root() -> bool {
     let root = nix::unistd::geteuid().is_root();
     if !root {
