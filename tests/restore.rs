@@ -511,9 +511,59 @@ fn a_folder_swapped_for_a_symlink_before_the_last_folders_are_finished_is_not_fo
         .env("CAIRN_HOOK", hook)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let mode = std::fs::metadata(outside.join("closed")).unwrap().mode() & 0o7777;
     assert_eq!(mode, 0o755, "the restore set a mode through the symlink");
+    // The folder still open from before the swap is the one finished (it was moved, within
+    // the target); one reached anew through the symlink would be refused.
+    let moved = std::fs::symlink_metadata(a.with_extension("moved").join("closed"));
+    match out.status.code() {
+        Some(0) => assert_eq!(moved.unwrap().mode() & 0o7777, 0o600),
+        code => assert_eq!(code, Some(3), "{}", stderr(&out)),
+    }
+}
+
+/// Regression: files, links and folder metadata were written by path once the walk had made
+/// the folders, so a folder swapped for a symlink meanwhile (by someone who can write where
+/// a root restore writes) took them wherever the symlink led.
+#[test]
+fn a_folder_swapped_for_a_symlink_before_its_files_are_written_is_not_followed() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    write(&src.join("a/f"), b"content");
+    std::fs::hard_link(src.join("a/f"), src.join("a/link")).unwrap();
+    write(&src.join("a/sub/g"), b"below");
+    env.backup_json(&[&src]);
+    let outside = env.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let target = env.path("target");
+    let a = restored(&target, &src).join("a");
+    let hook = format!(
+        "restore-batch:[ -L {0} ] || {{ mv {0} {0}.moved && ln -s {1} {0}; }}",
+        a.display(),
+        outside.display()
+    );
+    let out = env
+        .cmd(&["restore", "latest", "--target", target.to_str().unwrap()])
+        .env("CAIRN_HOOK", hook)
+        .output()
+        .unwrap();
+    assert!(
+        std::fs::symlink_metadata(&a).unwrap().is_symlink(),
+        "no swap"
+    );
+    let written: Vec<_> = std::fs::read_dir(&outside).unwrap().collect();
+    assert!(
+        written.is_empty(),
+        "written through the symlink: {written:?}"
+    );
+    // The folder opened before the swap got the files; its own metadata, set by name, was
+    // refused at the symlink.
+    let moved = a.with_extension("moved");
+    assert_eq!(std::fs::read(moved.join("f")).unwrap(), b"content");
+    assert_eq!(std::fs::read(moved.join("sub/g")).unwrap(), b"below");
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("symlink"), "{}", stderr(&out));
 }
 
 /// Regression: hard links did not count towards `--batch-files`, so a folder of many links

@@ -9,7 +9,7 @@
 //! A folder whose mode denies its owner search permission is finished last of all, so that
 //! links made later to files inside it need no privilege to reach them.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
@@ -17,8 +17,9 @@ use rayon::prelude::*;
 
 use super::failures::Failures;
 use super::metadata::{self, Owners};
-use super::plan::Plan;
+use super::plan::{Destination, Plan};
 use super::select;
+use super::target::Target;
 use super::temp::{self, TempNames};
 use crate::blobs::{BlobReader, lock};
 use crate::error::{Error, Result};
@@ -26,7 +27,6 @@ use crate::ids::BlobId;
 use crate::index::LocalIndex;
 use crate::repo::Repository;
 use crate::tree::Node;
-use crate::walk::long_path;
 
 /// What the walk hands over: files to write, links to make once they are, and folders it has
 /// left, children before parents.
@@ -54,8 +54,8 @@ pub struct Finisher<'a> {
     pub verify: bool,
     pub owners: Owners,
     pub temp: &'a TempNames,
-    /// Where the restore writes (see `finish_closed_dirs`).
-    pub target: &'a Path,
+    /// Where the restore writes.
+    pub target: &'a Target,
     pub failures: &'a Failures,
     /// Files (and links) put in place, and bytes written.
     pub files: u64,
@@ -70,9 +70,13 @@ impl Finisher<'_> {
             Ok(index) => lock(index).locations(id),
             Err(e) => Err(Error::Invalid(e.to_string())),
         };
-        let written = batch
-            .plan
-            .execute(self.repo, self.owners, self.failures, &copies);
+        crate::failpoint::hook("restore-batch", self.target.path());
+        let to = Destination {
+            target: self.target,
+            owners: self.owners,
+            failures: self.failures,
+        };
+        let written = batch.plan.execute(self.repo, to, &copies);
         self.bytes += written.bytes;
         self.files += written.files;
         tracing::debug!("restore: data written, files in place");
@@ -92,13 +96,13 @@ impl Finisher<'_> {
 
     /// Reads every restored file back and checks it against its blob ids.
     fn verify(&self, plan: &Plan) {
-        let (repo, trees) = (self.repo, &self.trees);
+        let (repo, trees, target) = (self.repo, &self.trees, self.target);
         let bad: Vec<(PathBuf, String)> = plan
             .files
             .par_iter()
             .filter(|f| !f.failed.load(Ordering::Relaxed))
             .filter_map(|f| {
-                let why = match select::same_content(repo, trees, &f.path, &f.node) {
+                let why = match select::same_content(repo, trees, target, &f.path, &f.node) {
                     Ok(true) => return None,
                     Ok(false) => "the file on disk differs from the snapshot".to_string(),
                     Err(e) => format!("it could not be read back ({e})"),
@@ -127,11 +131,13 @@ impl Finisher<'_> {
                 self.fail(link, Error::Invalid(why));
                 continue;
             }
-            let tmp = temp::name(&link, self.temp.next());
-            let result = long_path::hard_link(&first, &tmp).and_then(|()| {
+            let name = temp::file_name(self.temp.next());
+            let result = self.target.at(&link).and_then(|at| {
+                let tmp = at.sibling(&name);
+                self.target.at(&first)?.hard_link_to(&tmp)?;
                 // Only a link made here is removed again: the name may be someone else's.
-                long_path::rename(&tmp, &link).inspect_err(|_| {
-                    let _ = long_path::remove_file(&tmp);
+                tmp.rename_to(&at).inspect_err(|_| {
+                    let _ = tmp.remove_file();
                 })
             });
             match result {
@@ -146,50 +152,28 @@ impl Finisher<'_> {
         for (path, node) in dirs {
             if node.mode & 0o100 == 0 {
                 self.closed_dirs.push((path, node));
-            } else if let Err(e) = metadata::apply(&path, &node, self.owners) {
-                self.fail(path, e);
+            } else {
+                self.apply(path, &node);
             }
+        }
+    }
+
+    fn apply(&self, path: PathBuf, node: &Node) {
+        let applied = (self.target.at(&path))
+            .map_err(|e| Error::io(&path, e))
+            .and_then(|at| metadata::apply(&at, &path, node, self.owners));
+        if let Err(e) = applied {
+            self.fail(path, e);
         }
     }
 
     /// Finishes the folders left for last, once every batch is done. The folders above them
     /// were given to their owners long before, who could have swapped one for a symlink
-    /// since: each is reached one name at a time from the target, never through a symlink.
+    /// since: like every entry, each is reached through its folder's descriptor.
     pub fn finish_closed_dirs(&mut self) {
-        crate::failpoint::hook("restore-closed-dirs", self.target);
-        let dirs = std::mem::take(&mut self.closed_dirs);
-        for (path, node) in dirs {
-            let applied = match open_folder_below(self.target, &path) {
-                Ok(dir) => metadata::apply_to_file(&dir, &path, &node, self.owners, None),
-                // Not root, and the folder's mode lets no one open it: by path, as before
-                // (a swap could then only make us change what we could change anyway).
-                Err(e) if e.raw_os_error() == Some(libc::EACCES) && !self.owners.is_root => {
-                    metadata::apply(&path, &node, self.owners)
-                }
-                Err(e) => Err(Error::io(&path, e)),
-            };
-            if let Err(e) = applied {
-                self.fail(path, e);
-            }
+        crate::failpoint::hook("restore-closed-dirs", self.target.path());
+        for (path, node) in std::mem::take(&mut self.closed_dirs) {
+            self.apply(path, &node);
         }
     }
-}
-
-/// Opens the folder `path`, below `target`, one name at a time from `target`, never
-/// through a symlink (a folder on the way that is one now fails with ELOOP or ENOTDIR).
-fn open_folder_below(target: &Path, path: &Path) -> std::io::Result<std::fs::File> {
-    use nix::fcntl::{OFlag, openat};
-    let below = path
-        .strip_prefix(target)
-        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    let mut dir = long_path::open(std::fs::OpenOptions::new().read(true), target)?;
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    for part in below.components() {
-        let std::path::Component::Normal(name) = part else {
-            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
-        };
-        let next = openat(&dir, name, flags, nix::sys::stat::Mode::empty())?;
-        dir = std::fs::File::from(next);
-    }
-    Ok(dir)
 }

@@ -1,18 +1,13 @@
 //! Applying saved metadata to restored entries: owner (when root), permission bits and times,
-//! never following symlinks.
+//! never following symlinks: each entry is reached through its folder's descriptor
+//! (`target::At`), or is a file or folder open already.
 
-use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use super::target::At;
 use crate::error::{Error, Result};
 use crate::tree::{Node, NodeKind};
-use crate::walk::long_path;
-
-fn c_path(path: &Path) -> Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| Error::io(path, std::io::Error::other("path contains NUL")))
-}
 
 /// Whose ownership a restore may set: all (as root) or none, by name or by number.
 #[derive(Clone, Copy)]
@@ -65,77 +60,47 @@ impl Current {
 }
 
 /// Owner (only as root), extended attributes and mode (not for symlinks), then atime and
-/// mtime, all by path.
-pub fn apply(path: &Path, node: &Node, owners: Owners) -> Result<()> {
-    let reached = long_path::reachable(path).map_err(|e| Error::io(path, e))?;
-    let at: &Path = &reached;
+/// mtime, on the entry `at` (`path` names it in errors).
+pub fn apply(at: &At, path: &Path, node: &Node, owners: Owners) -> Result<()> {
+    let io = |e| Error::io(path, e);
     if owners.is_root {
         let (uid, gid) = owner_ids(node, owners.numeric);
-        std::os::unix::fs::lchown(at, Some(uid), Some(gid)).map_err(|e| Error::io(path, e))?;
+        at.chown(uid, gid).map_err(io)?;
     }
-    set_xattrs(at, path, node)?;
-    let c = c_path(at)?;
+    // Extended attributes before the mode: a read-only mode would forbid them.
     if node.kind != NodeKind::Symlink {
-        chmod_no_follow(&c, at, node.mode & 0o7777).map_err(|e| Error::io(path, e))?;
+        for (name, value) in &node.xattrs {
+            let name = std::ffi::OsStr::from_bytes(name);
+            xattr_set(path, name, at.set_xattr(name, value))?;
+        }
+        at.chmod(node.mode & 0o7777).map_err(io)?;
     }
+    at.set_times(&times(node)).map_err(io)
+}
+
+/// A node's access and modification times; a folder's access time is not recorded.
+fn times(node: &Node) -> [libc::timespec; 2] {
     let mut atime = timespec(node.atime_ns);
     if node.kind == NodeKind::Dir && node.atime_ns == 0 {
-        atime.tv_nsec = libc::UTIME_OMIT; // not recorded for folders
+        atime.tv_nsec = libc::UTIME_OMIT;
     }
-    let times = [atime, timespec(node.mtime_ns)];
-    // SAFETY: `c` is a valid NUL-terminated path and `times` points at two timespecs.
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if rc != 0 {
-        return Err(Error::io(path, std::io::Error::last_os_error()));
-    }
-    Ok(())
+    [atime, timespec(node.mtime_ns)]
 }
 
-/// Sets the mode without following a symlink: one put in the entry's place (in a target
-/// others can write to) must not pass the mode on to what it points at.
-fn chmod_no_follow(c: &CString, at: &Path, mode: u32) -> std::io::Result<()> {
-    // SAFETY: `c` is a valid NUL-terminated path.
-    let rc = unsafe { libc::fchmodat(libc::AT_FDCWD, c.as_ptr(), mode, libc::AT_SYMLINK_NOFOLLOW) };
-    if rc == 0 {
-        return Ok(());
-    }
-    let err = std::io::Error::last_os_error();
-    if err.raw_os_error() != Some(libc::EOPNOTSUPP) {
-        return Err(err);
-    }
-    if std::fs::symlink_metadata(at)?.file_type().is_symlink() {
-        return Err(std::io::Error::other(
-            "was replaced by a symlink; not followed",
-        ));
-    }
-    // Without fchmodat2 glibc needs /proc for this; where it has neither, it was looked at.
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(at, std::fs::Permissions::from_mode(mode))
-}
-
-/// True if the entry at `path` lacks some of the node's metadata that `apply` would set
+/// True if the entry at `at` lacks some of the node's metadata that `apply` would set
 /// (extended attributes are not compared: a node with any counts as differing).
-pub fn differs(path: &Path, node: &Node, owners: Owners) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(meta) = long_path::symlink_metadata(path) else {
+pub fn differs(at: &At, node: &Node, owners: Owners) -> bool {
+    let Ok(meta) = at.stat() else {
         return true;
     };
-    let ns = crate::walk::nanos;
     let owner_differs =
         owners.is_root && owner_ids(node, owners.numeric) != (meta.uid(), meta.gid());
     let mode_differs = node.kind != NodeKind::Symlink && meta.mode() & 0o7777 != node.mode & 0o7777;
-    let atime_differs = node.atime_ns != 0 && ns(meta.atime(), meta.atime_nsec()) != node.atime_ns;
+    let atime_differs = node.atime_ns != 0 && meta.atime_ns() != node.atime_ns;
     owner_differs
         || mode_differs
         || atime_differs
-        || ns(meta.mtime(), meta.mtime_nsec()) != node.mtime_ns
+        || meta.mtime_ns() != node.mtime_ns
         || !node.xattrs.is_empty()
 }
 
@@ -167,28 +132,10 @@ pub fn apply_to_file(
         file.set_permissions(std::fs::Permissions::from_mode(node.mode))
             .map_err(|e| Error::io(path, e))?;
     }
-    let mut atime = timespec(node.atime_ns);
-    if node.kind == NodeKind::Dir && node.atime_ns == 0 {
-        atime.tv_nsec = libc::UTIME_OMIT; // not recorded for folders
-    }
-    let times = [atime, timespec(node.mtime_ns)];
+    let times = times(node);
     // SAFETY: the descriptor is open for the call and `times` points at two timespecs.
     if unsafe { libc::futimens(file.as_raw_fd(), times.as_ptr()) } != 0 {
         return Err(Error::io(path, std::io::Error::last_os_error()));
-    }
-    Ok(())
-}
-
-/// Extended attributes, before the mode is set (a read-only mode would forbid them): `user.*`
-/// must succeed unless the file system has no extended attributes at all; other namespaces
-/// (`security.*`, `trusted.*`) are set when permitted and skipped otherwise.
-fn set_xattrs(at: &Path, path: &Path, node: &Node) -> Result<()> {
-    if node.kind == NodeKind::Symlink {
-        return Ok(());
-    }
-    for (name, value) in &node.xattrs {
-        let name = std::ffi::OsStr::from_bytes(name);
-        xattr_set(path, name, xattr::set(at, name, value))?;
     }
     Ok(())
 }
@@ -208,27 +155,15 @@ fn xattr_set(path: &Path, name: &std::ffi::OsStr, result: std::io::Result<()>) -
 }
 
 /// Creates a FIFO or device node.
-pub fn make_special(path: &Path, node: &Node) -> Result<()> {
+pub fn make_special(at: &At, path: &Path, node: &Node) -> Result<()> {
     let kind = match node.kind {
         NodeKind::Fifo => libc::S_IFIFO,
         NodeKind::CharDevice => libc::S_IFCHR,
         NodeKind::BlockDevice => libc::S_IFBLK,
         _ => return Ok(()),
     };
-    let reached = long_path::reachable(path).map_err(|e| Error::io(path, e))?;
-    let c = c_path(&reached)?;
-    // SAFETY: `c` is a valid NUL-terminated path.
-    let rc = unsafe {
-        libc::mknod(
-            c.as_ptr(),
-            kind | (node.mode & 0o7777),
-            node.rdev as libc::dev_t,
-        )
-    };
-    if rc != 0 {
-        return Err(Error::io(path, std::io::Error::last_os_error()));
-    }
-    Ok(())
+    at.make_node(kind, node.mode & 0o7777, node.rdev)
+        .map_err(|e| Error::io(path, e))
 }
 
 #[cfg(test)]
@@ -252,14 +187,16 @@ mod tests {
             is_root: false,
             numeric: false,
         };
-        assert!(apply(&swapped, &node, owners).is_err());
+        let target = super::super::target::Target::open(dir.path()).unwrap();
+        let at = |path| target.at(path).unwrap();
+        assert!(apply(&at(&swapped), &swapped, &node, owners).is_err());
         let mode = std::fs::metadata(&secret).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
 
         let real = dir.path().join("real");
         std::fs::create_dir(&real).unwrap();
         node.mode = 0o750;
-        apply(&real, &node, owners).unwrap();
+        apply(&at(&real), &real, &node, owners).unwrap();
         let mode = std::fs::metadata(&real).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o750);
     }

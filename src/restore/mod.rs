@@ -12,9 +12,11 @@
 //!
 //! Guarantees:
 //! - nothing is written outside the target: every entry name is checked (no `/`, NUL, `.`,
-//!   `..` or empty name), directories are created by us or must already be real directories
-//!   (a symlink in the way is refused), and files are created under a fresh temporary name and
-//!   renamed into place, which replaces a symlink rather than following it;
+//!   `..` or empty name), every entry is reached through its folder's descriptor, each folder
+//!   opened from the target one name at a time, never through a symlink (`target`), so not
+//!   even a symlink swapped in during the restore is followed; directories are created by us
+//!   or must already be real directories, and files are created under a fresh temporary name
+//!   and renamed into place, which replaces a symlink rather than following it;
 //! - every byte written was verified against its blob id first (`pack::open_blob`);
 //! - a damaged or missing blob fails only the files that need it: the error names the file
 //!   and the pack, the file is not left behind, and the rest of the restore goes on;
@@ -27,6 +29,7 @@ mod links;
 mod metadata;
 mod plan;
 mod select;
+mod target;
 mod temp;
 
 use std::fs;
@@ -40,12 +43,13 @@ use crate::ids::TreeId;
 use crate::index::LocalIndex;
 use crate::repo::Repository;
 use crate::tree::{Node, NodeKind};
-use crate::walk::{long_path, os_string};
+use crate::walk::os_string;
 use failures::Failures;
 use finish::{Batch, Finisher};
 pub use links::FirstPaths;
 use plan::PlannedFile;
 pub use select::{Overwrite, Selection};
+use target::{At, Target};
 use temp::TempNames;
 
 pub struct RestoreOptions {
@@ -111,6 +115,7 @@ struct Walk<'a> {
     index: LocalIndex,
     opts: &'a RestoreOptions,
     is_root: bool,
+    target: &'a Target,
     temp: &'a TempNames,
     /// When this restore began: temporary files unchanged since are an interrupted one's.
     started: std::time::SystemTime,
@@ -140,6 +145,7 @@ pub fn run(
     if !opts.dry_run {
         fs::create_dir_all(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
     }
+    let target = Target::open(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
     let temp = TempNames::new();
     let failures = Failures::default();
     let owners = metadata::Owners {
@@ -153,7 +159,7 @@ pub fn run(
         verify: opts.verify,
         owners,
         temp: &temp,
-        target: &opts.target,
+        target: &target,
         failures: &failures,
         files: 0,
         bytes: 0,
@@ -176,6 +182,7 @@ pub fn run(
             index: walk_index,
             opts,
             is_root: owners.is_root,
+            target: &target,
             temp: &temp,
             started: std::time::SystemTime::now(),
             batch: Batch::default(),
@@ -295,7 +302,7 @@ impl Walk<'_> {
             }
         };
         if !fresh && !self.opts.dry_run {
-            temp::remove_stale(dir, self.started);
+            temp::remove_stale(self.target, dir, self.started);
         }
         let mut any = false;
         let mut previous: Option<Vec<u8>> = None;
@@ -360,8 +367,16 @@ impl Walk<'_> {
         {
             return Ok(false);
         }
-        if !fresh && self.keep_existing(&node, path)? {
-            self.keep(&node, path)?;
+        let on_disk = match self.at(path) {
+            // A dry run's folder that is not there: nothing in it is either.
+            Err(_) if self.opts.dry_run => None,
+            found => Some(found?),
+        };
+        if !fresh
+            && let Some(on_disk) = &on_disk
+            && self.keep_existing(&node, on_disk, path)?
+        {
+            self.keep(&node, on_disk, path)?;
             return Ok(true);
         }
         if self.opts.dry_run {
@@ -374,6 +389,9 @@ impl Walk<'_> {
             }
             return Ok(true);
         }
+        let Some(on_disk) = on_disk else {
+            return Ok(false); // only in a dry run, which ended above
+        };
         match node.kind {
             NodeKind::File if let Some(first) = self.first_paths.get(&node) => {
                 self.batch.links.push((path.to_path_buf(), first));
@@ -386,20 +404,22 @@ impl Walk<'_> {
                 self.end_batch_if_full();
             }
             NodeKind::Symlink => {
-                let target = node.link_target.as_deref().unwrap_or_default();
-                let tmp = temp::name(path, self.temp.next());
-                let link = long_path::symlink(&os_string(target), &tmp);
+                let link_target = node.link_target.as_deref().unwrap_or_default();
+                let name = temp::file_name(self.temp.next());
+                let tmp = on_disk.sibling(&name);
+                let link = tmp.symlink(&os_string(link_target));
                 if !self.made(path, link.map_err(|e| Error::io(path, e))) {
                     return Ok(false);
                 }
-                self.place(&tmp, path, &node)?;
+                self.place(&tmp, &on_disk, path, &node)?;
             }
             _ => {
-                let tmp = temp::name(path, self.temp.next());
-                if !self.made(path, metadata::make_special(&tmp, &node)) {
+                let name = temp::file_name(self.temp.next());
+                let tmp = on_disk.sibling(&name);
+                if !self.made(path, metadata::make_special(&tmp, path, &node)) {
                     return Ok(false);
                 }
-                self.place(&tmp, path, &node)?;
+                self.place(&tmp, &on_disk, path, &node)?;
             }
         }
         Ok(true)
@@ -413,8 +433,9 @@ impl Walk<'_> {
         wanted: bool,
         fresh: bool,
     ) -> Result<bool> {
-        let existed = !fresh && long_path::symlink_metadata(path).is_ok();
-        if !self.opts.dry_run && !self.made(path, make_dir(path)) {
+        let on_disk = self.at(path);
+        let existed = !fresh && on_disk.as_ref().is_ok_and(|d| d.stat().is_ok());
+        if !self.opts.dry_run && !self.made(path, on_disk.and_then(|d| make_dir(&d, path))) {
             return Ok(false);
         }
         let below = match &node.subtree {
@@ -430,7 +451,8 @@ impl Walk<'_> {
         let keep = below || wanted;
         if !keep {
             if !existed && !self.opts.dry_run {
-                let _ = long_path::remove_dir(path);
+                let _ = self.at(path).map(|at| at.remove_dir());
+                self.target.forget(path);
             }
             return Ok(false);
         }
@@ -445,7 +467,7 @@ impl Walk<'_> {
     /// An existing entry left alone keeps its content but gets the snapshot's metadata (a
     /// restore that undoes a mass `chmod`), and a file with several links stands for its
     /// inode, so a restore resumed after the first path of a link was written still links.
-    fn keep(&mut self, node: &Node, path: &Path) -> Result<()> {
+    fn keep(&mut self, node: &Node, at: &At, path: &Path) -> Result<()> {
         self.stats.skipped += 1;
         if self.opts.dry_run || self.opts.overwrite == Overwrite::Never {
             return Ok(());
@@ -453,15 +475,15 @@ impl Walk<'_> {
         if node.kind == NodeKind::File {
             self.first_paths.remember(node, path);
         }
-        if !metadata::differs(path, node, self.owners()) {
+        if !metadata::differs(at, node, self.owners()) {
             return Ok(());
         }
-        match metadata::apply(path, node, self.owners()) {
+        match metadata::apply(at, path, node, self.owners()) {
             // Not root: another user's file keeps its metadata, as ownership is skipped.
             Err(Error::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::PermissionDenied
                     && !self.is_root
-                    && !owned_by_us(path) =>
+                    && !owned_by_us(at) =>
             {
                 Ok(())
             }
@@ -470,8 +492,8 @@ impl Walk<'_> {
     }
 
     /// True if an existing entry at `path` is to be left alone.
-    fn keep_existing(&self, node: &Node, path: &Path) -> Result<bool> {
-        let Ok(existing) = long_path::symlink_metadata(path) else {
+    fn keep_existing(&self, node: &Node, at: &At, path: &Path) -> Result<bool> {
+        let Ok(existing) = at.stat() else {
             return Ok(false);
         };
         Ok(match self.opts.overwrite {
@@ -479,7 +501,9 @@ impl Walk<'_> {
             Overwrite::Never => true,
             Overwrite::IfChanged => match node.kind {
                 NodeKind::File => {
-                    match select::same_content(self.repo, &self.trees, path, node) {
+                    let same =
+                        select::same_content(self.repo, &self.trees, self.target, path, node);
+                    match same {
                         // Unreadable (a mode that gives its owner no read when we are not
                         // root, a bad sector): written again, rather than failing every run.
                         Err(Error::Io { .. }) => false,
@@ -487,10 +511,10 @@ impl Walk<'_> {
                     }
                 }
                 NodeKind::Symlink => {
-                    existing.file_type().is_symlink()
-                        && long_path::read_link(path).is_ok_and(|t| {
+                    existing.is_symlink()
+                        && at.read_link().is_ok_and(|t| {
                             use std::os::unix::ffi::OsStrExt;
-                            Some(t.as_os_str().as_bytes()) == node.link_target.as_deref()
+                            Some(t.as_bytes()) == node.link_target.as_deref()
                         })
                 }
                 _ => false,
@@ -498,16 +522,21 @@ impl Walk<'_> {
         })
     }
 
-    /// Applies metadata to a finished temporary entry and renames it into place.
-    fn place(&mut self, tmp: &Path, path: &Path, node: &Node) -> Result<()> {
-        let result = metadata::apply(tmp, node, self.owners())
-            .and_then(|()| long_path::rename(tmp, path).map_err(|e| Error::io(path, e)));
+    /// Applies metadata to a finished temporary entry and renames it into place at `at`.
+    fn place(&mut self, tmp: &At, at: &At, path: &Path, node: &Node) -> Result<()> {
+        let result = metadata::apply(tmp, path, node, self.owners())
+            .and_then(|()| tmp.rename_to(at).map_err(|e| Error::io(path, e)));
         if result.is_err() {
-            let _ = long_path::remove_file(tmp);
+            let _ = tmp.remove_file();
         }
         result?;
         self.stats.other_entries += 1;
         Ok(())
+    }
+
+    /// The entry at `path`, reached through its folder's descriptor.
+    fn at<'p>(&self, path: &'p Path) -> Result<At<'p>> {
+        self.target.at(path).map_err(|e| Error::io(path, e))
     }
 
     fn owners(&self) -> metadata::Owners {
@@ -518,18 +547,17 @@ impl Walk<'_> {
     }
 }
 
-fn owned_by_us(path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
+fn owned_by_us(at: &At) -> bool {
     let euid = nix::unistd::geteuid().as_raw();
-    long_path::symlink_metadata(path).is_ok_and(|m| m.uid() == euid)
+    at.stat().is_ok_and(|m| m.uid() == euid)
 }
 
 /// Creates a directory, or accepts an existing real one; refuses anything else in the way.
-fn make_dir(path: &Path) -> Result<()> {
-    match long_path::create_dir(path) {
+fn make_dir(at: &At, path: &Path) -> Result<()> {
+    match at.create_dir() {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let meta = long_path::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
+            let meta = at.stat().map_err(|e| Error::io(path, e))?;
             if meta.is_dir() {
                 Ok(())
             } else {

@@ -16,8 +16,8 @@
 //! the other packs the index lists it in, if any, before the files that need it fail.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -26,6 +26,7 @@ use rayon::prelude::*;
 
 use super::failures::Failures;
 use super::metadata::{self, Current, Owners};
+use super::target::{At, Target};
 use crate::blobs::lock;
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, PackId};
@@ -33,7 +34,6 @@ use crate::index::LocalIndex;
 use crate::pack::{BlobEntry, with_blob_in_place};
 use crate::repo::Repository;
 use crate::tree::Node;
-use crate::walk::long_path;
 
 /// Blobs closer than this in a pack are fetched in one read (the gap is read and dropped).
 const MAX_GAP: u64 = 256 * 1024;
@@ -77,39 +77,45 @@ impl PlannedFile {
         }
     }
 
-    fn tmp(&self) -> PathBuf {
-        super::temp::name(&self.path, self.temp_suffix)
+    /// Runs `op` on the temporary file's entry and the final one.
+    fn at<R>(
+        &self,
+        target: &Target,
+        op: impl FnOnce(&At, &At) -> std::io::Result<R>,
+    ) -> std::io::Result<R> {
+        let at = target.at(&self.path)?;
+        let name = super::temp::file_name(self.temp_suffix);
+        op(&at.sibling(&name), &at)
     }
 
     /// Makes the temporary file unless it exists; returns the descriptor if it made it.
-    fn make(&self) -> std::io::Result<Option<File>> {
+    fn make(&self, target: &Target) -> std::io::Result<Option<File>> {
         let mut temp = lock(&self.temp);
         if let Temp::Made(_) = *temp {
             return Ok(None);
         }
         // No one but its owner gets more access while it is written than it will have after.
         let mode = (self.node.mode & 0o777) | 0o200;
-        let f = long_path::open(
-            OpenOptions::new().write(true).create_new(true).mode(mode),
-            &self.tmp(),
-        )?;
+        let f = self.at(target, |tmp, _| tmp.create_file(mode))?;
         *temp = Temp::Made(f.metadata().ok().map(|m| Current::of(&m)));
         Ok(Some(f))
     }
 
     /// Opens the temporary file again, never through a symlink: in a folder others can write
     /// to, one swapped in for it would otherwise take the writes elsewhere.
-    fn reopen(&self) -> std::io::Result<File> {
-        let options = OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .clone();
-        long_path::open(&options, &self.tmp())
+    fn reopen(&self, target: &Target) -> std::io::Result<File> {
+        self.at(target, |tmp, _| tmp.open_write())
     }
 
     /// Writes one placement; returns the descriptor used, if one was opened.
-    fn write(&self, data: &[u8], offset: u64, zeros: bool) -> std::io::Result<Option<File>> {
-        let made = self.make()?;
+    fn write(
+        &self,
+        target: &Target,
+        data: &[u8],
+        offset: u64,
+        zeros: bool,
+    ) -> std::io::Result<Option<File>> {
+        let made = self.make(target)?;
         // A blob of zeros is not written but left a hole, so sparse files stay sparse: the
         // first one gives the file its full size (no write reaches past it), which the
         // other blobs' writes reach by themselves.
@@ -118,7 +124,7 @@ impl PlannedFile {
         }
         let f = match made {
             Some(f) => f,
-            None => self.reopen()?,
+            None => self.reopen(target)?,
         };
         if zeros {
             f.set_len(self.node.size)?;
@@ -152,6 +158,15 @@ pub struct Written {
     pub bytes: u64,
     /// Files renamed into place.
     pub files: u64,
+}
+
+/// Where and how files are written: the target they go below, whose ownership may be set,
+/// and where failures are kept.
+#[derive(Clone, Copy)]
+pub struct Destination<'a> {
+    pub target: &'a Target,
+    pub owners: Owners,
+    pub failures: &'a Failures,
 }
 
 /// Every location of a blob, for reading another copy when one fails.
@@ -206,13 +221,8 @@ impl Plan {
     /// Reads every pack, writes the blobs into the temporary files and puts each finished
     /// file in place. Failures mark the files they touch and are kept in `failures`; a write
     /// that finds the target full stops what is left.
-    pub fn execute(
-        &self,
-        repo: &Repository,
-        owners: Owners,
-        failures: &Failures,
-        copies: Copies,
-    ) -> Written {
+    pub fn execute(&self, repo: &Repository, to: Destination, copies: Copies) -> Written {
+        let failures = to.failures;
         let bytes = AtomicU64::new(0);
         let files = AtomicU64::new(0);
         let orders: Vec<(&PackId, Vec<&PlannedBlob>)> = self
@@ -246,7 +256,7 @@ impl Plan {
             let mut read = read;
             for blob in span {
                 let place_blob = |data: Result<&[u8]>| {
-                    let done = self.place_blob(blob, data, owners, failures, &bytes);
+                    let done = self.place_blob(blob, data, to, &bytes);
                     files.fetch_add(done, Ordering::Relaxed);
                 };
                 // Opened where it was read (no copy), written from this thread's buffer.
@@ -275,8 +285,8 @@ impl Plan {
             depth => read_ahead(&reads, depth, read, place),
         }
         let empty = self.files.par_iter().filter(|f| f.node.content.is_empty());
-        let made = empty.map(|file| match file.make() {
-            Ok(handle) => self.finish(file, handle, owners, failures),
+        let made = empty.map(|file| match file.make(to.target) {
+            Ok(handle) => self.finish(file, handle, to),
             Err(e) => {
                 self.fail_write(file, Error::io(&file.path, e), failures);
                 0
@@ -295,8 +305,7 @@ impl Plan {
         &self,
         blob: &PlannedBlob,
         data: Result<&[u8]>,
-        owners: Owners,
-        failures: &Failures,
+        to: Destination,
         bytes: &AtomicU64,
     ) -> u64 {
         // A blob of zeros is left a hole in every file that has it.
@@ -305,14 +314,14 @@ impl Plan {
         for t in &blob.targets {
             let file = &self.files[t.file];
             let handle = match &data {
-                Ok(data) => self.write_placement(file, data, t.offset, zeros, bytes, failures),
+                Ok(data) => self.write_placement(file, data, t.offset, zeros, bytes, to),
                 Err(e) => {
-                    self.fail_file(file, describe(e), failures);
+                    self.fail_file(file, describe(e), to.failures);
                     None
                 }
             };
             if file.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
-                done += self.finish(file, handle, owners, failures);
+                done += self.finish(file, handle, to);
             }
         }
         done
@@ -325,18 +334,18 @@ impl Plan {
         offset: u64,
         zeros: bool,
         written: &AtomicU64,
-        failures: &Failures,
+        to: Destination,
     ) -> Option<File> {
         if file.failed.load(Ordering::Relaxed) {
             return None;
         }
-        match file.write(data, offset, zeros) {
+        match file.write(to.target, data, offset, zeros) {
             Ok(handle) => {
                 written.fetch_add(data.len() as u64, Ordering::Relaxed);
                 handle
             }
             Err(e) => {
-                self.fail_write(file, Error::io(&file.path, e), failures);
+                self.fail_write(file, Error::io(&file.path, e), to.failures);
                 None
             }
         }
@@ -344,35 +353,34 @@ impl Plan {
 
     /// Puts a file whose placements are all settled in place (1), or removes its temporary
     /// file if anything failed (0).
-    fn finish(
-        &self,
-        file: &PlannedFile,
-        handle: Option<File>,
-        owners: Owners,
-        failures: &Failures,
-    ) -> u64 {
+    fn finish(&self, file: &PlannedFile, handle: Option<File>, to: Destination) -> u64 {
         let Temp::Made(current) = *lock(&file.temp) else {
             debug_assert!(file.failed.load(Ordering::Acquire), "unmade but not failed");
             return 0; // failed before anything was written
         };
-        let result = if file.failed.load(Ordering::Acquire) {
-            Err(None)
-        } else {
-            handle
-                .map_or_else(|| file.reopen(), Ok)
-                .map_err(|e| Error::io(&file.path, e))
-                .and_then(|f| metadata::apply_to_file(&f, &file.path, &file.node, owners, current))
-                .and_then(|()| {
-                    long_path::rename(&file.tmp(), &file.path).map_err(|e| Error::io(&file.path, e))
-                })
-                .map_err(Some)
-        };
-        match result {
+        let io = |e| Error::io(&file.path, e);
+        let result = file.at(to.target, |tmp, at| {
+            let put = match file.failed.load(Ordering::Acquire) {
+                true => Err(None),
+                false => handle
+                    .map_or_else(|| tmp.open_write(), Ok)
+                    .map_err(io)
+                    .and_then(|f| {
+                        metadata::apply_to_file(&f, &file.path, &file.node, to.owners, current)
+                    })
+                    .and_then(|()| tmp.rename_to(at).map_err(io))
+                    .map_err(Some),
+            };
+            if put.is_err() {
+                let _ = tmp.remove_file();
+            }
+            Ok(put)
+        });
+        match result.map_err(|e| Some(io(e))).and_then(|put| put) {
             Ok(()) => 1,
             Err(e) => {
-                let _ = long_path::remove_file(&file.tmp());
                 if let Some(e) = e {
-                    self.fail_file(file, e, failures);
+                    self.fail_file(file, e, to.failures);
                 }
                 0
             }
@@ -572,11 +580,17 @@ mod tests {
         assert_eq!(read_range(&[&outer, &inner, &next]), 0..120);
     }
 
+    fn tmp(file: &PlannedFile) -> PathBuf {
+        file.path
+            .with_file_name(crate::restore::temp::file_name(file.temp_suffix))
+    }
+
     /// Regression: temporary files were made 0666 less the umask, so a private file being
     /// restored could be read by others until its mode was set at the end.
     #[test]
     fn a_temporary_file_gives_no_one_else_more_access_than_the_file_will_have() {
         let dir = tempfile::tempdir().unwrap();
+        let target = Target::open(dir.path()).unwrap();
         for (mode, most) in [
             (0o600, 0o600),
             (0o400, 0o600),
@@ -587,9 +601,9 @@ mod tests {
             node.mode = mode;
             let path = dir.path().join(format!("f{mode:o}"));
             let file = PlannedFile::new(path.clone(), u64::from(mode), node);
-            assert!(file.make().unwrap().is_some());
-            assert!(file.make().unwrap().is_none(), "made twice");
-            let made = std::fs::metadata(file.tmp()).unwrap().permissions().mode() & 0o7777;
+            assert!(file.make(&target).unwrap().is_some());
+            assert!(file.make(&target).unwrap().is_none(), "made twice");
+            let made = std::fs::metadata(tmp(&file)).unwrap().permissions().mode() & 0o7777;
             assert_eq!(made & !most, 0, "{mode:o} made as {made:o}");
         }
     }
@@ -604,10 +618,11 @@ mod tests {
         let mut node = Node::new(b"f".to_vec(), NodeKind::File);
         node.mode = 0o644;
         let file = PlannedFile::new(dir.path().join("f"), 1, node);
-        file.write(b"first", 0, false).unwrap();
-        std::fs::remove_file(file.tmp()).unwrap();
-        std::os::unix::fs::symlink(&outside, file.tmp()).unwrap();
-        assert!(file.write(b"second", 5, false).is_err());
+        let target = Target::open(dir.path()).unwrap();
+        file.write(&target, b"first", 0, false).unwrap();
+        std::fs::remove_file(tmp(&file)).unwrap();
+        std::os::unix::fs::symlink(&outside, tmp(&file)).unwrap();
+        assert!(file.write(&target, b"second", 5, false).is_err());
         assert_eq!(std::fs::read(&outside).unwrap(), b"keep");
     }
 }

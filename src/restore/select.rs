@@ -8,6 +8,7 @@ use std::path::Path;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
+use super::target::Target;
 use crate::blobs::BlobReader;
 use crate::error::{Error, Result};
 use crate::repo::Repository;
@@ -88,18 +89,20 @@ impl Selection {
 pub fn same_content(
     repo: &Repository,
     blobs: &BlobReader,
+    target: &Target,
     path: &Path,
     node: &Node,
 ) -> Result<bool> {
-    let Ok(meta) = crate::walk::long_path::symlink_metadata(path) else {
+    let at = target.at(path).map_err(|e| Error::io(path, e))?;
+    let Ok(meta) = at.stat() else {
         return Ok(false);
     };
     if !meta.is_file() || meta.len() != node.size {
         return Ok(false);
     }
-    // As a backup opens a source: never through a symlink, never waiting on a FIFO, both
-    // of which may have been swapped in since the look above.
-    let mut file = match crate::backup::source_file::open(path, false) {
+    // Never through a symlink, never waiting on a FIFO, both of which may have been
+    // swapped in since the look above.
+    let mut file = match at.open_read() {
         Ok(file) => file,
         // A symlink now: not the file, so it is replaced (by a rename, never followed).
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(false),

@@ -3,13 +3,13 @@
 //! are a fixed prefix, 16 hex digits (`TempNames`) and `.tmp`, so what an interrupted restore
 //! left can be told apart and removed.
 
+use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
-use crate::walk::long_path;
+use super::target::Target;
 
 const PREFIX: &str = ".cairn-restore-";
 const SUFFIX: &str = ".tmp";
@@ -38,38 +38,34 @@ impl TempNames {
     }
 }
 
-/// The name beside `path` for building an entry before renaming it into place; `suffix`
-/// comes from `TempNames::next`.
-pub fn name(path: &Path, suffix: u64) -> PathBuf {
-    path.with_file_name(format!("{PREFIX}{suffix:016x}{SUFFIX}"))
+/// The name to build an entry under, beside its final one, before renaming it into place;
+/// `suffix` comes from `TempNames::next`.
+pub fn file_name(suffix: u64) -> OsString {
+    format!("{PREFIX}{suffix:016x}{SUFFIX}").into()
 }
 
 /// Removes what an interrupted restore left under temporary names in a folder restored into
 /// again (only names `name` makes: a dot, the prefix, 16 hex digits, `.tmp`; and only
 /// entries unchanged since `started`: the ctime, since a temporary file's mtime may already
 /// be the snapshot's). Two restores into one folder at once are not supported.
-pub fn remove_stale(dir: &Path, started: SystemTime) {
-    let Ok(entries) = long_path::read_dir(dir) else {
+pub fn remove_stale(target: &Target, dir: &Path, started: SystemTime) {
+    let Ok(names) = target.at(dir).and_then(|at| at.list()) else {
         return;
     };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
+    for name in names {
         let digits = name
             .as_bytes()
             .strip_prefix(PREFIX.as_bytes())
             .and_then(|n| n.strip_suffix(SUFFIX.as_bytes()));
         let ours = digits.is_some_and(|d| d.len() == 16 && d.iter().all(u8::is_ascii_hexdigit));
-        let old = || {
-            let changed = |m: std::fs::Metadata| {
-                let secs = u64::try_from(m.ctime()).unwrap_or(0);
-                let nanos = u32::try_from(m.ctime_nsec()).unwrap_or(0);
-                UNIX_EPOCH + Duration::new(secs, nanos)
-            };
-            entry.metadata().map(changed).is_ok_and(|t| t < started)
-        };
-        // Joined to `dir`: the listing's own path may name a descriptor closed since.
-        if ours && old() {
-            let _ = long_path::remove_file(&dir.join(&name));
+        if !ours {
+            continue;
+        }
+        let path = dir.join(&name);
+        if let Ok(at) = target.at(&path)
+            && at.stat().is_ok_and(|m| m.ctime() < started)
+        {
+            let _ = at.remove_file();
         }
     }
 }
@@ -84,22 +80,20 @@ mod tests {
     #[test]
     fn stale_temporary_files_go_from_folders_with_long_paths() {
         let root = tempfile::tempdir().unwrap();
+        let target = Target::open(root.path()).unwrap();
         let mut dir = root.path().to_path_buf();
         for _ in 0..24 {
             dir.push("d".repeat(200));
-            long_path::create_dir(&dir).unwrap();
+            target.at(&dir).unwrap().create_dir().unwrap();
         }
         assert!(dir.as_os_str().len() > 4096);
-        let stale = name(&dir.join("f"), 7);
-        let options = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .clone();
-        long_path::open(&options, &stale).unwrap();
-        let keep = dir.join("kept");
-        long_path::open(&options, &keep).unwrap();
-        remove_stale(&dir, SystemTime::now() + Duration::from_secs(1));
-        assert!(long_path::symlink_metadata(&stale).is_err(), "left behind");
-        assert!(long_path::symlink_metadata(&keep).is_ok());
+        let (stale, keep) = (dir.join(file_name(7)), dir.join("kept"));
+        for path in [&stale, &keep] {
+            target.at(path).unwrap().create_file(0o600).unwrap();
+        }
+        let later = SystemTime::now() + std::time::Duration::from_secs(1);
+        remove_stale(&target, &dir, later);
+        assert!(target.at(&stale).unwrap().stat().is_err(), "left behind");
+        assert!(target.at(&keep).unwrap().stat().is_ok());
     }
 }

@@ -1,0 +1,429 @@
+//! The restore target, and every folder below it, reached through open descriptors.
+//!
+//! Every entry a restore makes, replaces, reads back or sets metadata on is named by an open
+//! descriptor of its folder and one name (`At`), never by a path the kernel would walk again.
+//! Each folder is opened from the one above it, one name at a time and never through a
+//! symlink, starting from the target's own descriptor. Someone who can write into the target
+//! while it is being restored may still move folders about, but no symlink of theirs can take
+//! a write, a rename, a link or a change of owner or mode outside the target.
+//!
+//! Descriptors of recently used folders are kept (at most `OPEN_FOLDERS`), so an entry costs a
+//! lookup of its own name, not of its whole path, and paths of any length work alike.
+//!
+//! Guarantee: every folder operated in was reached from the target, without following a
+//! symlink, when it was opened (it may have been moved since, along with what is in it).
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::Mode;
+
+use crate::blobs::lock;
+
+/// Folder descriptors kept open at most (well below the usual limit of 1,024 descriptors).
+const OPEN_FOLDERS: usize = 128;
+
+type Folder = Arc<OwnedFd>;
+
+/// The target folder of a restore, opened once.
+pub struct Target {
+    path: PathBuf,
+    /// None where the target does not exist (a dry run): nothing below it does either.
+    root: Option<Folder>,
+    open: Mutex<OpenFolders>,
+}
+
+/// Recently used folders, by their path below the target, with when each was last used.
+#[derive(Default)]
+struct OpenFolders {
+    by_path: HashMap<Vec<u8>, (Folder, u64)>,
+    uses: u64,
+}
+
+impl OpenFolders {
+    fn get(&mut self, below: &[u8]) -> Option<Folder> {
+        self.uses += 1;
+        let uses = self.uses;
+        self.by_path.get_mut(below).map(|(dir, used)| {
+            *used = uses;
+            dir.clone()
+        })
+    }
+
+    /// Keeps `dir`; past the limit, the less recently used half is closed.
+    fn keep(&mut self, below: &[u8], dir: &Folder) {
+        if self.by_path.len() >= OPEN_FOLDERS {
+            let recent = self.uses.saturating_sub(OPEN_FOLDERS as u64 / 2);
+            self.by_path.retain(|_, (_, used)| *used > recent);
+        }
+        self.uses += 1;
+        self.by_path
+            .insert(below.to_vec(), (dir.clone(), self.uses));
+    }
+}
+
+fn nix_io(e: nix::Error) -> io::Error {
+    io::Error::from_raw_os_error(e as i32)
+}
+
+const FOLDER_FLAGS: OFlag = OFlag::O_PATH
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC);
+
+impl Target {
+    /// Opens the target (a symlink in its own path is followed: that path is the user's).
+    pub fn open(path: &Path) -> io::Result<Target> {
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let root = match nix::fcntl::open(path, flags, Mode::empty()) {
+            Ok(fd) => Some(Arc::new(fd)),
+            Err(nix::Error::ENOENT) => None,
+            Err(e) => return Err(nix_io(e)),
+        };
+        Ok(Target {
+            path: path.to_path_buf(),
+            root,
+            open: Mutex::new(OpenFolders::default()),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The entry at `path`, which must lie below the target.
+    pub fn at<'p>(&self, path: &'p Path) -> io::Result<At<'p>> {
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        };
+        Ok(At {
+            dir: self.folder(parent)?,
+            name,
+        })
+    }
+
+    /// Opens the folder at `path` (the target or below it) from the nearest folder above it
+    /// that is open, one name at a time, never through a symlink.
+    fn folder(&self, path: &Path) -> io::Result<Folder> {
+        let below = path
+            .strip_prefix(&self.path)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let root = self
+            .root
+            .clone()
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
+        let below = below.as_os_str().as_bytes();
+        if below.is_empty() {
+            return Ok(root);
+        }
+        // The nearest open folder: this one, or one above.
+        let mut open = lock(&self.open);
+        let mut start = below.len();
+        let mut dir = loop {
+            if let Some(dir) = open.get(&below[..start]) {
+                break dir;
+            }
+            match below[..start].iter().rposition(|&b| b == b'/') {
+                Some(slash) => start = slash,
+                None => {
+                    start = 0;
+                    break root;
+                }
+            }
+        };
+        drop(open);
+        while start < below.len() {
+            let end = below[start + 1..]
+                .iter()
+                .position(|&b| b == b'/')
+                .map_or(below.len(), |i| start + 1 + i);
+            let from = if start == 0 { 0 } else { start + 1 };
+            let name = Path::new(OsStr::from_bytes(&below[from..end]));
+            if !matches!(name.components().next(), Some(Component::Normal(_)))
+                || name.components().count() != 1
+            {
+                return Err(io::Error::from_raw_os_error(libc::EINVAL));
+            }
+            dir = Arc::new(
+                nix::fcntl::openat(&*dir, name, FOLDER_FLAGS, Mode::empty()).map_err(nix_io)?,
+            );
+            lock(&self.open).keep(&below[..end], &dir);
+            start = end;
+        }
+        Ok(dir)
+    }
+
+    /// Forgets the folder at `path` (removed): a new one of that name is opened anew.
+    pub fn forget(&self, path: &Path) {
+        if let Ok(below) = path.strip_prefix(&self.path) {
+            lock(&self.open)
+                .by_path
+                .remove(below.as_os_str().as_bytes());
+        }
+    }
+}
+
+/// One entry: its folder's descriptor and its name. Nothing here follows a symlink at the
+/// entry's name.
+pub struct At<'p> {
+    dir: Folder,
+    name: &'p OsStr,
+}
+
+/// The status of an entry (not of what a symlink points at).
+pub struct Stat(libc::stat);
+
+impl Stat {
+    fn kind(&self) -> libc::mode_t {
+        self.0.st_mode & libc::S_IFMT
+    }
+    pub fn is_dir(&self) -> bool {
+        self.kind() == libc::S_IFDIR
+    }
+    pub fn is_file(&self) -> bool {
+        self.kind() == libc::S_IFREG
+    }
+    pub fn is_symlink(&self) -> bool {
+        self.kind() == libc::S_IFLNK
+    }
+    pub fn uid(&self) -> u32 {
+        self.0.st_uid
+    }
+    pub fn gid(&self) -> u32 {
+        self.0.st_gid
+    }
+    pub fn mode(&self) -> u32 {
+        self.0.st_mode
+    }
+    pub fn len(&self) -> u64 {
+        self.0.st_size as u64
+    }
+    pub fn atime_ns(&self) -> i64 {
+        crate::walk::nanos(self.0.st_atime, self.0.st_atime_nsec)
+    }
+    pub fn mtime_ns(&self) -> i64 {
+        crate::walk::nanos(self.0.st_mtime, self.0.st_mtime_nsec)
+    }
+    pub fn ctime(&self) -> std::time::SystemTime {
+        let secs = u64::try_from(self.0.st_ctime).unwrap_or(0);
+        let nanos = u32::try_from(self.0.st_ctime_nsec).unwrap_or(0);
+        std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos)
+    }
+}
+
+impl At<'_> {
+    /// Another entry in the same folder.
+    pub fn sibling<'n>(&self, name: &'n OsStr) -> At<'n> {
+        At {
+            dir: self.dir.clone(),
+            name,
+        }
+    }
+
+    pub fn stat(&self) -> io::Result<Stat> {
+        nix::sys::stat::fstatat(&*self.dir, self.name, AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map(Stat)
+            .map_err(nix_io)
+    }
+
+    fn open(&self, flags: OFlag, mode: u32) -> io::Result<File> {
+        let flags = flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        nix::fcntl::openat(&*self.dir, self.name, flags, Mode::from_bits_truncate(mode))
+            .map(File::from)
+            .map_err(nix_io)
+    }
+
+    /// Creates a new file (never one that exists, never through a symlink).
+    pub fn create_file(&self, mode: u32) -> io::Result<File> {
+        self.open(OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL, mode)
+    }
+
+    pub fn open_write(&self) -> io::Result<File> {
+        self.open(OFlag::O_WRONLY, 0)
+    }
+
+    /// Opens for reading as a backup opens a source: never waiting on a FIFO swapped in, and
+    /// without touching the access time where permitted.
+    pub fn open_read(&self) -> io::Result<File> {
+        let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK;
+        match self.open(flags | OFlag::O_NOATIME, 0) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => self.open(flags, 0),
+            other => other,
+        }
+    }
+
+    /// Opens a folder to list it or to set its metadata.
+    pub fn open_dir(&self) -> io::Result<File> {
+        self.open(OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0)
+    }
+
+    pub fn create_dir(&self) -> io::Result<()> {
+        nix::sys::stat::mkdirat(&*self.dir, self.name, Mode::from_bits_truncate(0o777))
+            .map_err(nix_io)
+    }
+
+    pub fn remove_dir(&self) -> io::Result<()> {
+        use nix::unistd::UnlinkatFlags::RemoveDir;
+        nix::unistd::unlinkat(&*self.dir, self.name, RemoveDir).map_err(nix_io)
+    }
+
+    pub fn remove_file(&self) -> io::Result<()> {
+        use nix::unistd::UnlinkatFlags::NoRemoveDir;
+        nix::unistd::unlinkat(&*self.dir, self.name, NoRemoveDir).map_err(nix_io)
+    }
+
+    /// Renames this entry to `to`, replacing what is there (a symlink is replaced, not
+    /// followed).
+    pub fn rename_to(&self, to: &At) -> io::Result<()> {
+        nix::fcntl::renameat(&*self.dir, self.name, &*to.dir, to.name).map_err(nix_io)
+    }
+
+    /// Makes `link` a hard link of this entry (of a symlink itself, were it one).
+    pub fn hard_link_to(&self, link: &At) -> io::Result<()> {
+        let flags = AtFlags::empty();
+        nix::unistd::linkat(&*self.dir, self.name, &*link.dir, link.name, flags).map_err(nix_io)
+    }
+
+    pub fn symlink(&self, target: &OsStr) -> io::Result<()> {
+        nix::unistd::symlinkat(target, &*self.dir, self.name).map_err(nix_io)
+    }
+
+    pub fn read_link(&self) -> io::Result<std::ffi::OsString> {
+        nix::fcntl::readlinkat(&*self.dir, self.name).map_err(nix_io)
+    }
+
+    /// Creates a FIFO or device node (`kind` is `S_IFIFO`, `S_IFCHR` or `S_IFBLK`).
+    pub fn make_node(&self, kind: libc::mode_t, mode: u32, rdev: u64) -> io::Result<()> {
+        let kind = nix::sys::stat::SFlag::from_bits_truncate(kind);
+        let mode = Mode::from_bits_truncate(mode);
+        nix::sys::stat::mknodat(&*self.dir, self.name, kind, mode, rdev as libc::dev_t)
+            .map_err(nix_io)
+    }
+
+    pub fn chown(&self, uid: u32, gid: u32) -> io::Result<()> {
+        use nix::unistd::{Gid, Uid};
+        let (uid, gid) = (Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
+        let flags = AtFlags::AT_SYMLINK_NOFOLLOW;
+        nix::unistd::fchownat(&*self.dir, self.name, uid, gid, flags).map_err(nix_io)
+    }
+
+    /// Sets the mode of anything but a symlink (which has none to set, and whose target must
+    /// not get it).
+    pub fn chmod(&self, mode: u32) -> io::Result<()> {
+        use nix::sys::stat::FchmodatFlags::NoFollowSymlink;
+        let bits = Mode::from_bits_truncate(mode);
+        match nix::sys::stat::fchmodat(&*self.dir, self.name, bits, NoFollowSymlink) {
+            Ok(()) => Ok(()),
+            // Without fchmodat2 glibc needs /proc for this; where it has neither, the entry
+            // is looked at first.
+            Err(nix::Error::EOPNOTSUPP) => {
+                if self.stat()?.is_symlink() {
+                    return Err(io::Error::other("was replaced by a symlink; not followed"));
+                }
+                use nix::sys::stat::FchmodatFlags::FollowSymlink;
+                nix::sys::stat::fchmodat(&*self.dir, self.name, bits, FollowSymlink).map_err(nix_io)
+            }
+            Err(e) => Err(nix_io(e)),
+        }
+    }
+
+    /// Sets access and modification times (`UTIME_OMIT` in one leaves it).
+    pub fn set_times(&self, times: &[libc::timespec; 2]) -> io::Result<()> {
+        let name = std::ffi::CString::new(self.name.as_bytes())
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: the descriptor is open, `name` is NUL-terminated, `times` holds two.
+        let rc = unsafe {
+            libc::utimensat(
+                self.dir.as_raw_fd(),
+                name.as_ptr(),
+                times.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        match rc {
+            0 => Ok(()),
+            _ => Err(io::Error::last_os_error()),
+        }
+    }
+
+    /// Sets an extended attribute on the entry itself (there is no call relative to a
+    /// folder's descriptor: the folder is named through /proc, which every Linux with
+    /// extended attributes mounts).
+    pub fn set_xattr(&self, name: &OsStr, value: &[u8]) -> io::Result<()> {
+        let mut path = PathBuf::from(format!("/proc/self/fd/{}", self.dir.as_raw_fd()));
+        path.push(self.name);
+        xattr::set(&path, name, value)
+    }
+
+    /// The names in this folder (an entry that is a folder), without `.` and `..`.
+    pub fn list(&self) -> io::Result<Vec<std::ffi::OsString>> {
+        let dir = self.open_dir()?;
+        let mut listing = nix::dir::Dir::from_fd(dir.into()).map_err(nix_io)?;
+        let mut names = Vec::new();
+        for entry in listing.iter() {
+            let name = entry.map_err(nix_io)?.file_name().to_bytes().to_vec();
+            if name != b"." && name != b".." {
+                names.push(std::os::unix::ffi::OsStringExt::from_vec(name));
+            }
+        }
+        Ok(names)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_symlink_on_the_way_is_never_followed() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("real")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("link")).unwrap();
+        let target = Target::open(root.path()).unwrap();
+        let through = root.path().join("link/f");
+        let err = target
+            .at(&through)
+            .err()
+            .expect("reached through a symlink");
+        assert_eq!(err.raw_os_error(), Some(libc::ENOTDIR));
+        let deeper = root.path().join("real/link/x/f");
+        std::os::unix::fs::symlink(outside.path(), root.path().join("real/link")).unwrap();
+        assert!(target.at(&deeper).is_err());
+        assert!(
+            target.at(Path::new("/etc/passwd")).is_err(),
+            "not below the target"
+        );
+        let f = root.path().join("real/f");
+        target.at(&f).unwrap().create_file(0o600).unwrap();
+        assert!(f.exists());
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+
+    /// However many folders are used, no more than `OPEN_FOLDERS` stay open, and a folder
+    /// closed is opened again when needed.
+    #[test]
+    fn open_folders_are_bounded() {
+        let root = tempfile::tempdir().unwrap();
+        let target = Target::open(root.path()).unwrap();
+        for i in 0..OPEN_FOLDERS * 3 {
+            let dir = root.path().join(format!("d{i}"));
+            target.at(&dir).unwrap().create_dir().unwrap();
+            target
+                .at(&dir.join("f"))
+                .unwrap()
+                .create_file(0o600)
+                .unwrap();
+            assert!(lock(&target.open).by_path.len() <= OPEN_FOLDERS);
+        }
+        let first = root.path().join("d0/f");
+        assert!(target.at(&first).unwrap().stat().unwrap().is_file());
+    }
+}
