@@ -254,6 +254,37 @@ fn failing_command_saves_no_snapshot() {
     assert_eq!(env.snapshots().len(), 1);
 }
 
+/// Regression: a process the command left behind holding its standard error open (a dump
+/// script that starts something in the background) made the backup wait for it to end.
+#[test]
+fn a_process_left_holding_the_commands_stderr_is_not_waited_for() {
+    let env = Env::new();
+    env.init();
+    let script = "echo hello; echo bye >&2; sleep 120 >/dev/null &";
+    let mut backup = env
+        .cmd(&["backup", "--stdin-from-command", "--", "sh", "-c", script])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = backup.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            backup.kill().unwrap();
+            panic!("the backup waited for the process left behind");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut backup.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{err}");
+    assert!(err.contains("bye"), "{err}");
+    assert_eq!(env.ok(&["dump", "latest", "/stdin"]), "hello\n");
+}
+
 #[test]
 fn excludes_leave_out_what_they_name() {
     let env = Env::new();

@@ -16,6 +16,9 @@ use crate::error::{Error, Result};
 
 /// How much of a failed command's standard error is kept for the message.
 const STDERR_TAIL: usize = 4096;
+/// How long standard error is read on once the command has exited: a process it left behind
+/// may hold the pipe open for as long as it runs.
+const STDERR_AFTER_EXIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[derive(Clone, Debug)]
 pub enum StreamSource {
@@ -62,9 +65,12 @@ fn store_command(
             stderr_tail: String::new(),
         })?;
     let tail = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let stderr_thread = child.stderr.take().map(|mut err| {
+    let (stderr_done, stderr_closed) = std::sync::mpsc::channel::<()>();
+    if let Some(mut err) = child.stderr.take() {
         let tail = Arc::clone(&tail);
+        // Not joined: it ends with the pipe, or with the process.
         std::thread::spawn(move || {
+            let _done = stderr_done;
             let mut buf = [0u8; 8192];
             while let Ok(n) = err.read(&mut buf) {
                 if n == 0 {
@@ -76,17 +82,17 @@ fn store_command(
                 let excess = t.len().saturating_sub(STDERR_TAIL);
                 t.drain(..excess);
             }
-        })
-    });
+        });
+    } else {
+        drop(stderr_done);
+    }
     let stdout = child
         .stdout
         .take()
         .ok_or_else(|| Error::Invalid("no stdout pipe".into()))?;
     let stored = content.store(stdout, u64::MAX, on_bytes);
     let status = child.wait().map_err(|e| Error::io(&shown, e));
-    if let Some(t) = stderr_thread {
-        let _ = t.join();
-    }
+    let _ = stderr_closed.recv_timeout(STDERR_AFTER_EXIT);
     let stored = stored?;
     let status = status?;
     if !status.success() {
