@@ -172,6 +172,7 @@ impl Finisher<'_> {
     /// since: like every entry, each is reached through its folder's descriptor.
     pub fn finish_closed_dirs(&mut self) {
         crate::failpoint::hook("restore-closed-dirs", self.target.path());
+        self.target.forget_all();
         for (path, node) in std::mem::take(&mut self.closed_dirs) {
             self.apply(path, &node);
         }

@@ -40,9 +40,12 @@ fn timespec(ns: i64) -> libc::timespec {
     }
 }
 
-/// The owner and mode an entry already has (read from the descriptor that created it).
+/// Which inode an entry is, and the owner and mode it already has (read from the descriptor
+/// that created it).
 #[derive(Clone, Copy, Debug)]
 pub struct Current {
+    pub device: u64,
+    pub inode: u64,
     pub uid: u32,
     pub gid: u32,
     pub mode: u32,
@@ -52,6 +55,8 @@ impl Current {
     pub fn of(meta: &std::fs::Metadata) -> Self {
         use std::os::unix::fs::MetadataExt;
         Current {
+            device: meta.dev(),
+            inode: meta.ino(),
             uid: meta.uid(),
             gid: meta.gid(),
             mode: meta.mode(),

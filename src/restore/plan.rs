@@ -57,11 +57,12 @@ pub struct PlannedFile {
     temp: Mutex<Temp>,
 }
 
-/// Whether the temporary file exists yet, and the owner and mode it was made with.
+/// Whether the temporary file exists yet, and which inode it is, with the owner and mode it
+/// was made with.
 #[derive(Clone, Copy)]
 enum Temp {
     NotMade,
-    Made(Option<Current>),
+    Made(Current),
 }
 
 impl PlannedFile {
@@ -97,14 +98,15 @@ impl PlannedFile {
         // No one but its owner gets more access while it is written than it will have after.
         let mode = (self.node.mode & 0o777) | 0o200;
         let f = self.at(target, |tmp, _| tmp.create_file(mode))?;
-        *temp = Temp::Made(f.metadata().ok().map(|m| Current::of(&m)));
+        *temp = Temp::Made(Current::of(&f.metadata()?));
         Ok(Some(f))
     }
 
-    /// Opens the temporary file again, never through a symlink: in a folder others can write
-    /// to, one swapped in for it would otherwise take the writes elsewhere.
     fn reopen(&self, target: &Target) -> std::io::Result<File> {
-        self.at(target, |tmp, _| tmp.open_write())
+        let Temp::Made(made) = *lock(&self.temp) else {
+            return Err(std::io::Error::from_raw_os_error(libc::ENOENT));
+        };
+        self.at(target, |tmp, _| open_again(tmp, &made))
     }
 
     /// Writes one placement; returns the descriptor used, if one was opened.
@@ -363,9 +365,10 @@ impl Plan {
             let put = match file.failed.load(Ordering::Acquire) {
                 true => Err(None),
                 false => handle
-                    .map_or_else(|| tmp.open_write(), Ok)
+                    .map_or_else(|| open_again(tmp, &current), Ok)
                     .map_err(io)
                     .and_then(|f| {
+                        let current = Some(current);
                         metadata::apply_to_file(&f, &file.path, &file.node, to.owners, current)
                     })
                     .and_then(|()| tmp.rename_to(at).map_err(io))
@@ -401,6 +404,23 @@ impl Plan {
             failures.record_write(&file.path, err);
         }
     }
+}
+
+/// Opens a temporary file again, refusing anything else found under its name: in a folder
+/// others can write to, a symlink, FIFO or file of theirs swapped in for it would otherwise
+/// take the writes (and the snapshot's owner and mode). Theirs has their owner, whatever
+/// inode number it was given (a removed file's is soon given again).
+fn open_again(tmp: &At, made: &Current) -> std::io::Result<File> {
+    let f = tmp.open_write()?;
+    let meta = f.metadata()?;
+    let found = Current::of(&meta);
+    let identity = |c: &Current| (c.device, c.inode, c.uid);
+    if !meta.is_file() || identity(&found) != identity(made) {
+        return Err(std::io::Error::other(
+            "its temporary file was replaced while it was written",
+        ));
+    }
+    Ok(f)
 }
 
 /// The error to report for each file a failed read or blob touches.
@@ -624,5 +644,30 @@ mod tests {
         std::os::unix::fs::symlink(&outside, tmp(&file)).unwrap();
         assert!(file.write(&target, b"second", 5, false).is_err());
         assert_eq!(std::fs::read(&outside).unwrap(), b"keep");
+    }
+
+    /// Regression: a file or FIFO swapped in for a temporary file was opened again as if it
+    /// were the file being written (a FIFO hung the restore; a file took the writes).
+    #[test]
+    fn anything_swapped_in_for_a_temporary_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = Target::open(dir.path()).unwrap();
+        let mut node = Node::new(b"f".to_vec(), NodeKind::File);
+        node.mode = 0o644;
+        let file = PlannedFile::new(dir.path().join("f"), 1, node);
+        file.write(&target, b"first", 0, false).unwrap();
+        std::fs::remove_file(tmp(&file)).unwrap();
+        std::fs::write(tmp(&file), b"theirs").unwrap();
+        let theirs = Some(nix::unistd::Uid::from_raw(
+            nix::unistd::geteuid().as_raw() ^ 1,
+        ));
+        if nix::unistd::chown(&tmp(&file), theirs, None).is_err() {
+            return; // not root: no one else's file can be made here
+        }
+        assert!(file.write(&target, b"second", 5, false).is_err());
+        assert_eq!(std::fs::read(tmp(&file)).unwrap(), b"theirs");
+        std::fs::remove_file(tmp(&file)).unwrap();
+        nix::unistd::mkfifo(&tmp(&file), nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
+        assert!(file.write(&target, b"second", 5, false).is_err());
     }
 }

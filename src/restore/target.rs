@@ -49,12 +49,10 @@ struct OpenFolders {
 
 impl OpenFolders {
     fn get(&mut self, below: &[u8]) -> Option<Folder> {
+        let (dir, used) = self.by_path.get_mut(below)?;
         self.uses += 1;
-        let uses = self.uses;
-        self.by_path.get_mut(below).map(|(dir, used)| {
-            *used = uses;
-            dir.clone()
-        })
+        *used = self.uses;
+        Some(dir.clone())
     }
 
     /// Keeps `dir`; past the limit, the less recently used half is closed.
@@ -67,6 +65,12 @@ impl OpenFolders {
         self.by_path
             .insert(below.to_vec(), (dir.clone(), self.uses));
     }
+}
+
+/// Whether descriptors can be named as `/proc/self/fd/N`.
+fn proc_mounted() -> bool {
+    static MOUNTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *MOUNTED.get_or_init(|| Path::new("/proc/self/fd").is_dir())
 }
 
 fn nix_io(e: nix::Error) -> io::Error {
@@ -168,6 +172,27 @@ impl Target {
                 .remove(below.as_os_str().as_bytes());
         }
     }
+
+    /// Closes every folder kept open: each is reached from the target again, so one swapped
+    /// for a symlink since it was opened is refused rather than still written in.
+    pub fn forget_all(&self) {
+        lock(&self.open).by_path.clear();
+    }
+
+    /// The names in the folder at `path` (the target or below it), without `.` and `..`.
+    pub fn list(&self, path: &Path) -> io::Result<Vec<std::ffi::OsString>> {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let dir = nix::fcntl::openat(&*self.folder(path)?, ".", flags, Mode::empty());
+        let mut listing = nix::dir::Dir::from_fd(dir.map_err(nix_io)?).map_err(nix_io)?;
+        let mut names = Vec::new();
+        for entry in listing.iter() {
+            let name = entry.map_err(nix_io)?.file_name().to_bytes().to_vec();
+            if name != b"." && name != b".." {
+                names.push(std::os::unix::ffi::OsStringExt::from_vec(name));
+            }
+        }
+        Ok(names)
+    }
 }
 
 /// One entry: its folder's descriptor and its name. Nothing here follows a symlink at the
@@ -245,8 +270,9 @@ impl At<'_> {
         self.open(OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL, mode)
     }
 
+    /// Opens for writing; a FIFO swapped in is not waited on.
     pub fn open_write(&self) -> io::Result<File> {
-        self.open(OFlag::O_WRONLY, 0)
+        self.open(OFlag::O_WRONLY | OFlag::O_NONBLOCK, 0)
     }
 
     /// Opens for reading as a backup opens a source: never waiting on a FIFO swapped in, and
@@ -257,11 +283,6 @@ impl At<'_> {
             Err(e) if e.raw_os_error() == Some(libc::EPERM) => self.open(flags, 0),
             other => other,
         }
-    }
-
-    /// Opens a folder to list it or to set its metadata.
-    pub fn open_dir(&self) -> io::Result<File> {
-        self.open(OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0)
     }
 
     pub fn create_dir(&self) -> io::Result<()> {
@@ -321,17 +342,28 @@ impl At<'_> {
         let bits = Mode::from_bits_truncate(mode);
         match nix::sys::stat::fchmodat(&*self.dir, self.name, bits, NoFollowSymlink) {
             Ok(()) => Ok(()),
-            // Without fchmodat2 glibc needs /proc for this; where it has neither, the entry
-            // is looked at first.
+            // A symlink; or, without fchmodat2, no /proc for glibc to do it through.
             Err(nix::Error::EOPNOTSUPP) => {
-                if self.stat()?.is_symlink() {
-                    return Err(io::Error::other("was replaced by a symlink; not followed"));
-                }
-                use nix::sys::stat::FchmodatFlags::FollowSymlink;
-                nix::sys::stat::fchmodat(&*self.dir, self.name, bits, FollowSymlink).map_err(nix_io)
+                let entry = self.open_unless_symlink()?;
+                nix::sys::stat::fchmod(&entry, bits).map_err(nix_io)
             }
             Err(e) => Err(nix_io(e)),
         }
+    }
+
+    /// Opens the entry itself, to change it through the descriptor: refused if it is a
+    /// symlink (or, being opened, turns out to be one), never waiting on a FIFO. Only for
+    /// when /proc cannot be used, since opening needs read permission.
+    fn open_unless_symlink(&self) -> io::Result<File> {
+        let replaced = || io::Error::other("was replaced by a symlink; not followed");
+        if self.stat()?.is_symlink() {
+            return Err(replaced());
+        }
+        let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+        self.open(flags, 0).map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => replaced(),
+            _ => e,
+        })
     }
 
     /// Sets access and modification times (`UTIME_OMIT` in one leaves it).
@@ -353,27 +385,17 @@ impl At<'_> {
         }
     }
 
-    /// Sets an extended attribute on the entry itself (there is no call relative to a
-    /// folder's descriptor: the folder is named through /proc, which every Linux with
-    /// extended attributes mounts).
+    /// Sets an extended attribute on the entry itself. There is no call relative to a
+    /// folder's descriptor: the folder is named through /proc or, where /proc is missing,
+    /// the entry is opened.
     pub fn set_xattr(&self, name: &OsStr, value: &[u8]) -> io::Result<()> {
+        if !proc_mounted() {
+            use xattr::FileExt;
+            return self.open_unless_symlink()?.set_xattr(name, value);
+        }
         let mut path = PathBuf::from(format!("/proc/self/fd/{}", self.dir.as_raw_fd()));
         path.push(self.name);
         xattr::set(&path, name, value)
-    }
-
-    /// The names in this folder (an entry that is a folder), without `.` and `..`.
-    pub fn list(&self) -> io::Result<Vec<std::ffi::OsString>> {
-        let dir = self.open_dir()?;
-        let mut listing = nix::dir::Dir::from_fd(dir.into()).map_err(nix_io)?;
-        let mut names = Vec::new();
-        for entry in listing.iter() {
-            let name = entry.map_err(nix_io)?.file_name().to_bytes().to_vec();
-            if name != b"." && name != b".." {
-                names.push(std::os::unix::ffi::OsStringExt::from_vec(name));
-            }
-        }
-        Ok(names)
     }
 }
 

@@ -49,7 +49,7 @@ pub fn file_name(suffix: u64) -> OsString {
 /// entries unchanged since `started`: the ctime, since a temporary file's mtime may already
 /// be the snapshot's). Two restores into one folder at once are not supported.
 pub fn remove_stale(target: &Target, dir: &Path, started: SystemTime) {
-    let Ok(names) = target.at(dir).and_then(|at| at.list()) else {
+    let Ok(names) = target.list(dir) else {
         return;
     };
     for name in names {

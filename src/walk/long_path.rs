@@ -1,5 +1,6 @@
-//! Paths longer than the kernel takes in one call (`PATH_MAX`, 4,096 bytes), for backup and
-//! restore alike.
+//! Paths longer than the kernel takes in one call (`PATH_MAX`, 4,096 bytes), for backup,
+//! `diff --live` and the tests (restore reaches every entry through its folder's descriptor
+//! instead: `restore::target`).
 //!
 //! A long path is reached in steps: its folder is opened piece by piece (each piece well under
 //! `PATH_MAX`, relative to the folder opened before), and the path handed back is
@@ -86,22 +87,6 @@ pub fn open(options: &std::fs::OpenOptions, path: &Path) -> io::Result<File> {
 
 pub fn create_dir(path: &Path) -> io::Result<()> {
     std::fs::create_dir(&*reachable(path)?)
-}
-
-pub fn remove_dir(path: &Path) -> io::Result<()> {
-    std::fs::remove_dir(&*reachable(path)?)
-}
-
-pub fn remove_file(path: &Path) -> io::Result<()> {
-    std::fs::remove_file(&*reachable(path)?)
-}
-
-pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
-    std::fs::rename(&*reachable(from)?, &*reachable(to)?)
-}
-
-pub fn hard_link(original: &Path, link: &Path) -> io::Result<()> {
-    std::fs::hard_link(&*reachable(original)?, &*reachable(link)?)
 }
 
 pub fn symlink(target: &OsStr, link: &Path) -> io::Result<()> {
