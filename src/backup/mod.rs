@@ -418,7 +418,7 @@ fn virtual_dir(
         )?);
         tree.nodes.push(node);
     }
-    walker.store_tree(&tree)
+    walker.store_folder_tree(real, tree)
 }
 
 fn stream_root(

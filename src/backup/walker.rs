@@ -156,6 +156,18 @@ impl Walker<'_, '_, '_> {
         self.content.store_blob(BlobType::Tree, &tree.encode())
     }
 
+    /// Stores the tree of the folder at `dir`. Files whose blob lists together would make it
+    /// larger than a tree can be (several huge sparse files) are skipped, the files with the
+    /// most blobs first, so the rest of the folder and the backup go on.
+    pub fn store_folder_tree(&self, dir: &Path, mut tree: Tree) -> Result<TreeId> {
+        for name in fit(&mut tree, u64::from(crate::pack::MAX_BLOB_LEN)) {
+            let why = "skipped: with the other files in its folder, it would take more blobs \
+                       than a folder's tree can list";
+            self.skip(&dir.join(walk::os_string(&name)), why.into());
+        }
+        self.store_tree(&tree)
+    }
+
     pub fn parent_tree(&self, id: Option<TreeId>) -> Option<Tree> {
         let (reader, id) = self.parent.zip(id)?;
         match reader.tree(&id) {
@@ -346,7 +358,7 @@ impl Walker<'_, '_, '_> {
         {
             return Ok(Some(id));
         }
-        self.store_tree(&tree).map(Some)
+        self.store_folder_tree(path, tree).map(Some)
     }
 
     /// Fills a file node's content, from the parent when unchanged. Returns false if the file
@@ -464,6 +476,50 @@ impl Walker<'_, '_, '_> {
     }
 }
 
+/// More bytes than a node takes in its folder's encoded tree.
+fn encoded_bound(node: &Node) -> u64 {
+    let strings = node.name.len()
+        + node.link_target.as_ref().map_or(0, Vec::len)
+        + node.user.as_ref().map_or(0, String::len)
+        + node.group.as_ref().map_or(0, String::len);
+    let xattrs: usize = node
+        .xattrs
+        .iter()
+        .map(|(n, v)| n.len() + v.len() + 32)
+        .sum();
+    // Tags, lengths and numbers: well under 256 bytes.
+    256 + (strings + xattrs + 32 * node.content.len()) as u64
+}
+
+/// Removes the nodes with the most blobs until the tree's encoding surely fits in `limit`
+/// bytes; returns their names.
+fn fit(tree: &mut Tree, limit: u64) -> Vec<Vec<u8>> {
+    let mut size: u64 = tree.nodes.iter().map(encoded_bound).sum();
+    if size <= limit {
+        return Vec::new();
+    }
+    let mut largest: Vec<usize> = (0..tree.nodes.len()).collect();
+    largest.sort_by_key(|&i| std::cmp::Reverse(tree.nodes[i].content.len()));
+    let mut dropped = vec![false; tree.nodes.len()];
+    for i in largest {
+        if size <= limit {
+            break;
+        }
+        size -= encoded_bound(&tree.nodes[i]);
+        dropped[i] = true;
+    }
+    let mut names = Vec::new();
+    let mut dropped = dropped.into_iter();
+    tree.nodes.retain(|node| match dropped.next() {
+        Some(true) => {
+            names.push(node.name.clone());
+            false
+        }
+        _ => true,
+    });
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -483,5 +539,42 @@ mod tests {
         assert!(same_file(&node, &node.clone()));
         node.ctime_ns = 0;
         assert!(!same_file(&node, &node.clone()));
+    }
+
+    /// Regression: files each within the limit of one tree but over it together (huge
+    /// sparse files in one folder) failed the whole backup, every night. The files with the
+    /// most blobs go, until the tree surely fits; and the bound is one.
+    #[test]
+    fn a_folder_too_large_for_its_tree_loses_its_largest_files() {
+        let file = |name: &str, blobs: usize| {
+            let mut node = Node::new(name.as_bytes().to_vec(), NodeKind::File);
+            node.content = vec![crate::ids::BlobId([7; 32]); blobs];
+            node.user = Some("someone".into());
+            node.xattrs = vec![(b"user.a".to_vec(), vec![1; 40])];
+            node
+        };
+        let mut tree = Tree {
+            nodes: vec![
+                file("a", 300),
+                file("b", 900),
+                file("c", 10),
+                file("d", 600),
+            ],
+        };
+        for node in &tree.nodes {
+            let alone = Tree {
+                nodes: vec![node.clone()],
+            };
+            assert!(alone.encode().len() as u64 <= encoded_bound(node));
+        }
+        let all: u64 = tree.nodes.iter().map(encoded_bound).sum();
+        assert!(fit(&mut tree.clone(), all).is_empty());
+        let dropped = fit(&mut tree, all - 100);
+        assert_eq!(dropped, [b"b".to_vec()]);
+        let dropped = fit(&mut tree, 32 * 500);
+        assert_eq!(dropped, [b"d".to_vec()]);
+        let left: Vec<_> = tree.nodes.iter().map(|n| n.name.clone()).collect();
+        assert_eq!(left, [b"a".to_vec(), b"c".to_vec()]);
+        assert!((tree.encode().len() as u64) < 32 * 500);
     }
 }
