@@ -190,7 +190,8 @@ pub struct UnlockArgs {
 
 #[derive(Subcommand)]
 pub enum RepairCommand {
-    /// Rebuild the index segments (and the local index) from the pack headers
+    /// Rebuild the index segments (and the local index) from the pack headers; salvage packs
+    /// whose header is damaged or in which `check --read-data` found damaged blobs
     Index(RepairIndexArgs),
     /// Write new snapshots without the files whose data is lost
     Snapshots(RepairSnapshotsArgs),

@@ -565,6 +565,36 @@ fn flipped_bit_in_a_data_blob_needs_read_data_and_is_repaired_by_repair_snapshot
     assert_eq!(cut, 1);
 }
 
+/// Regression: damage `check --read-data` found was known only to the machine that ran it;
+/// a backup from another machine kept deduplicating against the damaged blob, so its data
+/// was never stored again. `repair index` now salvages the pack: the damaged blob leaves the
+/// index everywhere, and the next backup from anywhere heals every snapshot.
+#[test]
+fn damage_found_by_read_data_is_healed_by_a_backup_from_another_machine_after_repair_index() {
+    let mut f = Fixture::new();
+    let pack = f.data_pack(1);
+    flip_bit(&pack, 100);
+    let (code, _) = f.check(&["--read-data"]);
+    assert_eq!(code, 17);
+    let out = f.env.run(&["repair", "index"]);
+    assert_eq!(out.status.code(), Some(17), "{}", stderr(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("check --read-data found 1 damaged blob(s)"),
+        "{said}"
+    );
+    assert!(
+        said.contains(", 1 lost; the damaged pack was deleted"),
+        "{said}"
+    );
+    assert!(!pack.exists());
+    // Another machine: a cache of its own, which never saw the damage.
+    std::fs::rename(&f.env.cache, f.env.path("first-machine-cache")).unwrap();
+    f.backup();
+    f.assert_clean(&["--read-data"]);
+    f.assert_all_restore();
+}
+
 #[test]
 fn flipped_bit_in_a_pack_header_is_salvaged_by_repair_index() {
     let f = Fixture::new();

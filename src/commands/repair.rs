@@ -1,8 +1,12 @@
 //! `cairn repair index` and `cairn repair snapshots`.
 
+use std::collections::HashMap;
+
 use cairn::error::Result;
+use cairn::ids::PackId;
 use cairn::repair::index as repair_index;
 use cairn::repair::snapshots::{self as repair_snapshots, RepairSnapshotsOptions};
+use cairn::repo::Repository;
 use cairn::snapshot;
 
 use super::{Context, Outcome};
@@ -18,7 +22,8 @@ pub fn run(ctx: &Context, command: &RepairCommand) -> Result<Outcome> {
 fn index(ctx: &Context, args: &RepairIndexArgs) -> Result<Outcome> {
     let repo = ctx.open_repo()?;
     let lock = ctx.lock(&repo, true)?;
-    let report = repair_index::run(&repo, &lock, args.dry_run)?;
+    let found_damaged = recorded_damage(ctx, &repo);
+    let report = repair_index::run(&repo, &lock, &found_damaged, args.dry_run)?;
     if !args.dry_run && report.changed {
         // The old segments are gone, so the local index rebuilds itself from the new ones.
         ctx.open_index(&repo)?;
@@ -43,7 +48,7 @@ fn index(ctx: &Context, args: &RepairIndexArgs) -> Result<Outcome> {
     }
     for s in &report.salvaged {
         println!(
-            "pack {}: header unreadable ({}); {} blobs {}copied into a new pack, {} lost{}",
+            "pack {}: {}; {} blobs {}copied into a new pack, {} lost{}",
             s.pack,
             s.reason,
             s.blobs_saved,
@@ -88,6 +93,24 @@ fn index(ctx: &Context, args: &RepairIndexArgs) -> Result<Outcome> {
         );
     }
     Ok(outcome)
+}
+
+/// Packs in which the last `check --read-data` on this machine found damaged blobs, with how
+/// many. A local index that cannot be opened only costs that (the repair needs none).
+fn recorded_damage(ctx: &Context, repo: &Repository) -> HashMap<PackId, usize> {
+    let mut packs = HashMap::new();
+    match ctx.open_index(repo).and_then(|index| index.damaged_blobs()) {
+        Ok(blobs) => {
+            for (_, pack, _) in blobs {
+                *packs.entry(pack).or_default() += 1;
+            }
+        }
+        Err(e) => eprintln!(
+            "cairn: warning: the local index could not be read ({e}); packs the last \
+             `check --read-data` found damaged are not salvaged"
+        ),
+    }
+    packs
 }
 
 fn snapshots(ctx: &Context, args: &RepairSnapshotsArgs) -> Result<Outcome> {

@@ -5,7 +5,10 @@
 //! blobs the old segments place inside it are read, each verified against its id, and the good
 //! ones copied into a new pack; the damaged pack is then deleted. A damaged header therefore
 //! never costs a blob that is still readable. A pack neither readable nor indexed is reported
-//! and left alone. A header that cannot be read for another reason than damage (a storage
+//! and left alone. So is a pack in which the last `check --read-data` on this machine found
+//! damaged blobs (the blobs its header lists): the damaged blobs then leave the index, so no
+//! backup on any machine deduplicates against them any more, and the next backup of their
+//! data stores it again, which heals every snapshot that needs it. A header that cannot be read for another reason than damage (a storage
 //! error) stops the repair before anything is written.
 //!
 //! Order: salvage packs, then the new segments, are written first; then the old segments (all
@@ -31,7 +34,7 @@ use crate::repo::{FileKind, Repository, object_path};
 #[derive(Debug, Serialize)]
 pub struct Salvaged {
     pub pack: PackId,
-    /// Why its header cannot be read.
+    /// Why it was salvaged: its header cannot be read, or blobs in it were found damaged.
     pub reason: String,
     /// Blobs copied into new packs (verified).
     pub blobs_saved: usize,
@@ -48,7 +51,8 @@ pub struct RepairIndexReport {
     pub packs_added: Vec<PackId>,
     /// Packs the segments listed that are gone from storage.
     pub packs_dropped: Vec<PackId>,
-    /// Packs whose header cannot be read, and what salvage made of them.
+    /// Packs whose header cannot be read or that hold blobs found damaged, and what salvage
+    /// made of them.
     pub salvaged: Vec<Salvaged>,
     /// Packs whose header lists other blobs than the old index did.
     pub packs_corrected: Vec<PackId>,
@@ -59,7 +63,14 @@ pub struct RepairIndexReport {
     pub changed: bool,
 }
 
-pub fn run(repo: &Repository, lock: &RepositoryLock, dry_run: bool) -> Result<RepairIndexReport> {
+/// `found_damaged`: packs in which the last `check --read-data` found damaged blobs, with
+/// how many.
+pub fn run(
+    repo: &Repository,
+    lock: &RepositoryLock,
+    found_damaged: &HashMap<PackId, usize>,
+    dry_run: bool,
+) -> Result<RepairIndexReport> {
     let old = Inventory::load(repo)?;
     let stored = repo.stored_packs()?;
     let mut report = RepairIndexReport {
@@ -77,6 +88,12 @@ pub fn run(repo: &Repository, lock: &RepositoryLock, dry_run: bool) -> Result<Re
     for (id, size, header) in headers {
         let previous = old.pack(&id);
         let entries = match header {
+            Ok(entries) if let Some(&damaged) = found_damaged.get(&id) => {
+                let pack = IndexedPack { id, size, entries };
+                let why = format!("check --read-data found {damaged} damaged blob(s) in it");
+                to_salvage.push((pack, size, why));
+                continue;
+            }
             Ok(entries) => {
                 match previous {
                     None => report.packs_added.push(id),
@@ -92,7 +109,8 @@ pub fn run(repo: &Repository, lock: &RepositoryLock, dry_run: bool) -> Result<Re
             Err(e) if !e.is_integrity() => return Err(e),
             Err(e) => {
                 if let Some(previous) = previous {
-                    to_salvage.push((previous, size, e.to_string()));
+                    let why = format!("its header cannot be read ({e})");
+                    to_salvage.push((previous.clone(), size, why));
                 } else {
                     report.salvaged.push(Salvaged {
                         pack: id,
@@ -124,7 +142,7 @@ pub fn run(repo: &Repository, lock: &RepositoryLock, dry_run: bool) -> Result<Re
     }
     let mut salvaged_packs = Vec::new();
     for (pack, size, reason) in to_salvage {
-        let (saved, lost, new_packs) = salvage(repo, pack, size, dry_run)?;
+        let (saved, lost, new_packs) = salvage(repo, &pack, size, dry_run)?;
         report.salvaged.push(Salvaged {
             pack: pack.id,
             reason,
@@ -164,8 +182,7 @@ pub fn run(repo: &Repository, lock: &RepositoryLock, dry_run: bool) -> Result<Re
     Ok(report)
 }
 
-/// Copies the verifiable blobs of a pack with an unreadable header into new packs (written
-/// unless `dry_run`). Returns the blobs saved, the blobs lost, and the new packs.
+/// Copies the verifiable blobs of a damaged pack into new packs (written unless `dry_run`). Returns the blobs saved, the blobs lost, and the new packs.
 fn salvage(
     repo: &Repository,
     pack: &IndexedPack,
@@ -223,13 +240,13 @@ mod tests {
         for listed in repo.storage().list("locks", true).unwrap() {
             repo.storage().delete(&listed.path).unwrap();
         }
-        let err = run(&repo, &lock, false).unwrap_err();
+        let err = run(&repo, &lock, &HashMap::new(), false).unwrap_err();
         assert!(matches!(err, Error::LockLost { .. }), "{err}");
         assert_eq!(segments(), 0);
         drop(lock);
 
         let lock = RepositoryLock::acquire(&repo, true, std::time::Duration::ZERO).unwrap();
-        let report = run(&repo, &lock, false).unwrap();
+        let report = run(&repo, &lock, &HashMap::new(), false).unwrap();
         assert_eq!(report.packs_added.len(), 2);
         assert_eq!(segments(), report.segments_written);
         assert!(report.segments_written > 0);
