@@ -607,23 +607,32 @@ fn a_file_swapped_for_a_symlink_or_fifo_is_neither_followed_nor_waited_on() {
 
 /// Regression: a file renamed over between being listed and being opened, under a source
 /// reached through a symlink (a data folder moved to another disk), was skipped as if a
-/// folder had been swapped for a symlink; it is stored, with a warning.
+/// folder had been swapped for a symlink; it is stored, with a warning. Regression too: it
+/// was stored with the mode (and owner) of the file it replaced.
 #[test]
 fn a_file_renamed_over_under_a_symlinked_source_is_stored() {
     let env = Env::new();
     env.init();
     write(&env.path("disk/data/edited"), b"old");
+    use std::os::unix::fs::PermissionsExt;
+    let private = std::fs::Permissions::from_mode(0o600);
+    std::fs::set_permissions(env.path("disk/data/edited"), private).unwrap();
     std::os::unix::fs::symlink(env.path("disk"), env.path("via")).unwrap();
     let src = env.path("via/data");
     let v = env.backup_hooked(
         &[src.to_str().unwrap()],
-        r#"file-listed:printf new > "$1.n" && mv "$1.n" "$1""#,
+        r#"file-listed:printf new > "$1.n" && chmod 640 "$1.n" && mv "$1.n" "$1""#,
     );
     assert_eq!(summary(&v, "files"), 1, "{v:#}");
     let target = env.path("out");
     env.restore("latest", &target);
     let back = restored(&target, &src);
     assert_eq!(std::fs::read(back.join("edited")).unwrap(), b"new");
+    let mode = std::fs::metadata(back.join("edited"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o640);
 }
 
 /// Regression: since source files are opened without blocking (so a FIFO swapped in cannot

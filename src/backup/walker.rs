@@ -414,8 +414,19 @@ impl Walker<'_, '_, '_> {
         };
         // Through the descriptor read from, so no path lookup. A file renamed over while it
         // was read shows a new ctime (its link count dropped); another inode means it was
-        // replaced between being listed and being opened.
-        if let Ok(after) = file.metadata()
+        // replaced between being listed and being opened: its content is the new file's, so
+        // are its owner and mode, but the times and inode stay the listed ones, so that the
+        // next backup reads it again.
+        let after = file.metadata();
+        if let Ok(after) = &after
+            && after.ino() != meta.ino()
+        {
+            node.mode = after.mode() & 0o7777;
+            (node.uid, node.gid) = (after.uid(), after.gid());
+            node.user = crate::host::cached_user_name(after.uid());
+            node.group = crate::host::cached_group_name(after.gid());
+        }
+        if let Ok(after) = after
             && (after.ino() != meta.ino()
                 || after.len() != meta.len()
                 || after.mtime_nsec() != meta.mtime_nsec()
