@@ -564,6 +564,33 @@ fn a_folder_swapped_for_a_symlink_before_its_files_are_written_is_not_followed()
     assert!(stderr(&out).contains("symlink"), "{}", stderr(&out));
 }
 
+/// Regression: a file a re-run kept (its content identical) kept the extended attributes it
+/// had gained since, which the snapshot does not have.
+#[test]
+fn a_kept_file_loses_extended_attributes_the_snapshot_does_not_have() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    write(&src.join("f"), b"content");
+    if xattr::set(src.join("f"), "user.origin", b"scanner").is_err() {
+        eprintln!("skipped: no user extended attributes here");
+        return;
+    }
+    env.backup_json(&[&src]);
+    let out = env.path("out");
+    env.restore("latest", &out);
+    let f = restored(&out, &src).join("f");
+    xattr::set(&f, "user.added", b"since").unwrap();
+    let inode = std::fs::metadata(&f).unwrap().ino();
+    env.restore("latest", &out);
+    assert_eq!(std::fs::metadata(&f).unwrap().ino(), inode, "not kept");
+    assert_eq!(xattr::get(&f, "user.added").unwrap(), None);
+    assert_eq!(
+        xattr::get(&f, "user.origin").unwrap().as_deref(),
+        Some(&b"scanner"[..])
+    );
+}
+
 /// Regression: hard links did not count towards `--batch-files`, so a folder of many links
 /// to one file was held in one batch however large (memory grew with the links).
 #[test]

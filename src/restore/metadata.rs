@@ -78,6 +78,9 @@ pub fn apply(at: &At, path: &Path, node: &Node, owners: Owners) -> Result<()> {
             let name = std::ffi::OsStr::from_bytes(name);
             xattr_set(path, name, at.set_xattr(name, value))?;
         }
+        for name in extra_user_xattrs(at, node) {
+            xattr_set(path, &name, at.remove_xattr(&name))?;
+        }
         at.chmod(node.mode & 0o7777).map_err(io)?;
     }
     at.set_times(&times(node)).map_err(io)
@@ -92,8 +95,9 @@ fn times(node: &Node) -> [libc::timespec; 2] {
     [atime, timespec(node.mtime_ns)]
 }
 
-/// True if the entry at `at` lacks some of the node's metadata that `apply` would set
-/// (extended attributes are not compared: a node with any counts as differing).
+/// True if the entry at `at` lacks some of the node's metadata that `apply` would set, or
+/// has `user.*` extended attributes the node does not (the node's own are not compared: a
+/// node with any counts as differing).
 pub fn differs(at: &At, node: &Node, owners: Owners) -> bool {
     let Ok(meta) = at.stat() else {
         return true;
@@ -107,6 +111,22 @@ pub fn differs(at: &At, node: &Node, owners: Owners) -> bool {
         || atime_differs
         || meta.mtime_ns() != node.mtime_ns
         || !node.xattrs.is_empty()
+        || !extra_user_xattrs(at, node).is_empty()
+}
+
+/// The `user.*` extended attributes an existing entry has and the node does not (others are
+/// left alone: an SELinux label, say, is the system's, not the snapshot's). None for a
+/// symlink, which cannot have any.
+fn extra_user_xattrs(at: &At, node: &Node) -> Vec<std::ffi::OsString> {
+    if node.kind == NodeKind::Symlink {
+        return Vec::new();
+    }
+    let names = at.xattr_names().unwrap_or_default();
+    names
+        .into_iter()
+        .filter(|n| n.as_bytes().starts_with(b"user."))
+        .filter(|n| !node.xattrs.iter().any(|(k, _)| k[..] == *n.as_bytes()))
+        .collect()
 }
 
 /// `apply` for a regular file or a folder, through a descriptor open on it (no path is

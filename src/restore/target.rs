@@ -393,9 +393,32 @@ impl At<'_> {
             use xattr::FileExt;
             return self.open_unless_symlink()?.set_xattr(name, value);
         }
+        xattr::set(self.through_proc(), name, value)
+    }
+
+    /// The names of the entry's extended attributes.
+    pub fn xattr_names(&self) -> io::Result<Vec<std::ffi::OsString>> {
+        if !proc_mounted() {
+            use xattr::FileExt;
+            return Ok(self.open_unless_symlink()?.list_xattr()?.collect());
+        }
+        Ok(xattr::list(self.through_proc())?.collect())
+    }
+
+    pub fn remove_xattr(&self, name: &OsStr) -> io::Result<()> {
+        if !proc_mounted() {
+            use xattr::FileExt;
+            return self.open_unless_symlink()?.remove_xattr(name);
+        }
+        xattr::remove(self.through_proc(), name)
+    }
+
+    /// The entry named through its folder's descriptor, for calls that take only a path (the
+    /// entry itself is not followed if it is a symlink).
+    fn through_proc(&self) -> PathBuf {
         let mut path = PathBuf::from(format!("/proc/self/fd/{}", self.dir.as_raw_fd()));
         path.push(self.name);
-        xattr::set(&path, name, value)
+        path
     }
 }
 
