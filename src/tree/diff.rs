@@ -140,7 +140,7 @@ impl Differ<'_, '_> {
                 return None;
             }
         };
-        let (mut disk, mut unlooked) = (Vec::new(), Vec::new());
+        let (mut disk, mut unlooked, mut xattrs_unread) = (Vec::new(), Vec::new(), Vec::new());
         for e in entries {
             let meta = match e.metadata {
                 Ok(meta) => meta,
@@ -161,13 +161,22 @@ impl Differ<'_, '_> {
                     .map(|t| walk::name_bytes(t.as_os_str()));
             }
             if self.metadata {
-                node.xattrs = walk::read_xattrs(&e.path).unwrap_or_default();
+                match walk::read_xattrs(&e.path) {
+                    Ok(xattrs) => node.xattrs = xattrs,
+                    Err(err) => {
+                        let path = e.path.display();
+                        self.unreadable
+                            .push(format!("{path}: cannot read extended attributes: {err}"));
+                        xattrs_unread.push(node.name.clone());
+                    }
+                }
             }
             disk.push((node, e.path));
         }
         Some(DiskListing {
             entries: disk,
             unlooked,
+            xattrs_unread,
         })
     }
 
@@ -183,6 +192,7 @@ impl Differ<'_, '_> {
         let Some(DiskListing {
             entries: disk,
             unlooked,
+            xattrs_unread,
         }) = self.disk_entries(dir)
         else {
             return Ok(());
@@ -205,6 +215,18 @@ impl Differ<'_, '_> {
                             || (x.size == y.size && x.mtime_ns == y.mtime_ns)
                             || (x.size == y.size
                                 && hasher.content(p).as_deref() == Some(&x.content[..])));
+                    // Attributes that could not be read are left out of the comparison.
+                    let known;
+                    let y = match xattrs_unread.contains(&y.name) {
+                        true => {
+                            known = Node {
+                                xattrs: x.xattrs.clone(),
+                                ..y.clone()
+                            };
+                            &known
+                        }
+                        false => y,
+                    };
                     if !unchanged {
                         self.push(&path, Change::Modified, Some(x), Some(y));
                     } else if self.metadata && !same_metadata(x, y) {
@@ -229,10 +251,12 @@ impl Differ<'_, '_> {
     }
 }
 
-/// A folder's entries on disk, and the names of those that could not be looked at.
+/// A folder's entries on disk, the names of those that could not be looked at, and of those
+/// whose extended attributes could not be read.
 struct DiskListing {
     entries: Vec<(Node, PathBuf)>,
     unlooked: Vec<Vec<u8>>,
+    xattrs_unread: Vec<Vec<u8>>,
 }
 
 /// Pairs the entries of two name-sorted lists by name: `(old, new)`, either side absent when
