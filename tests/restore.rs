@@ -485,6 +485,33 @@ fn a_user_restores_links_into_a_folder_finished_without_search_permission() {
     assert_eq!(meta("d").mode() & 0o7777, 0o600);
 }
 
+/// Regression: a user's re-run could not write into a folder the first run had restored
+/// read-only (mode 0555), so a file changed since failed on every run.
+#[test]
+fn a_users_rerun_writes_into_a_folder_restored_read_only() {
+    if !running_as_root() {
+        return;
+    }
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("ro/f"), b"as in the snapshot");
+    std::fs::set_permissions(src.join("ro"), std::fs::Permissions::from_mode(0o555)).unwrap();
+    env.init();
+    env.backup_json(&[&src]);
+    env.give_to_nobody();
+    let target = env.path("out");
+    let restore =
+        || env.run_as_nobody(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    let out = restore();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ro = restored(&target, &src).join("ro");
+    std::fs::write(ro.join("f"), b"changed since").unwrap();
+    let out = restore();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(ro.join("f")).unwrap(), b"as in the snapshot");
+    assert_eq!(std::fs::metadata(&ro).unwrap().mode() & 0o7777, 0o555);
+}
+
 /// Regression: a folder whose mode denies its owner search is finished last of all, by
 /// path; by then the folders above it belong to their owners, and one of them swapped for a
 /// symlink made a root restore set the snapshot's mode (and owner) on what the link led to.

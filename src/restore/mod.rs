@@ -434,10 +434,18 @@ impl Walk<'_> {
         fresh: bool,
     ) -> Result<bool> {
         let on_disk = self.at(path);
-        let existed = !fresh && on_disk.as_ref().is_ok_and(|d| d.stat().is_ok());
+        let found = match (&on_disk, fresh) {
+            (Ok(d), false) => d.stat().ok(),
+            _ => None,
+        };
+        let existed = found.is_some();
         if !self.opts.dry_run && !self.made(path, on_disk.and_then(|d| make_dir(&d, path))) {
             return Ok(false);
         }
+        let opened_up = match found {
+            Some(found) if !self.opts.dry_run => self.open_up(path, &found),
+            _ => None,
+        };
         let below = match &node.subtree {
             Some(sub) => self.dir_contents(
                 sub,
@@ -454,6 +462,9 @@ impl Walk<'_> {
                 let _ = self.at(path).map(|at| at.remove_dir());
                 self.target.forget(path);
             }
+            if let Some(mode) = opened_up {
+                let _ = self.at(path).map(|at| at.chmod(mode));
+            }
             return Ok(false);
         }
         self.stats.dirs += 1;
@@ -462,6 +473,19 @@ impl Walk<'_> {
             self.end_batch_if_full();
         }
         Ok(true)
+    }
+
+    /// Not root: an existing folder of ours whose mode denies us writing into it or searching
+    /// it (an earlier run restored it so) is given both while its contents are restored; the
+    /// snapshot's mode is set once they are, as for any folder. Returns the mode it had.
+    fn open_up(&self, path: &Path, found: &target::Stat) -> Option<u32> {
+        let euid = nix::unistd::geteuid().as_raw();
+        let mode = found.mode() & 0o7777;
+        if self.is_root || !found.is_dir() || found.uid() != euid || mode & 0o300 == 0o300 {
+            return None;
+        }
+        let at = self.at(path).ok()?;
+        at.chmod(mode | 0o300).ok().map(|()| mode)
     }
 
     /// An existing entry left alone keeps its content but gets the snapshot's metadata (a
