@@ -11,7 +11,12 @@
 //! ones. A holder refreshes its lock every `REFRESH` (a new file, then the old one deleted). A
 //! lock is stale, and ignored and removed by others, when it was not refreshed for `STALE`, or
 //! when it was taken in this boot and process-id namespace by a process that no longer exists
-//! (a host name alone is not enough: containers and cloned machines share them). A lock that
+//! (a host name alone is not enough: containers and cloned machines share them). "Not
+//! refreshed for `STALE`" is judged by the storage's clock where it stamps files (local disk,
+//! NFS, object storage): the lock file's time against the time it gave the lock file just
+//! written by whoever is looking, so hosts whose clocks disagree never take each other's live
+//! locks for stale. Only storage without times, and `unlock` (which writes no lock file),
+//! compare the time in the lock with this host's clock. A lock that
 //! vanishes while the others are read may be a refresh whose new file the listing missed, so
 //! the listing is taken again; an unreadable lock counts as a conflict until the storage says
 //! it was written longer than `STALE` ago. A holder whose refresh
@@ -90,9 +95,15 @@ impl LockInfo {
         Some(l)
     }
 
-    /// Why this lock no longer counts, if it does not.
-    pub fn stale(&self, now_ns: i64) -> Option<String> {
-        if now_ns - self.refreshed_ns > STALE_NS {
+    /// Why this lock no longer counts, if it does not. `age_on_storage`: how long ago its
+    /// file was written, by the storage's clock, where known; else the time it says it was
+    /// refreshed is compared with `now_ns`.
+    pub fn stale(&self, now_ns: i64, age_on_storage: Option<Duration>) -> Option<String> {
+        let silent_ns = match age_on_storage {
+            Some(age) => i64::try_from(age.as_nanos()).unwrap_or(i64::MAX),
+            None => now_ns - self.refreshed_ns,
+        };
+        if silent_ns > STALE_NS {
             return Some("not refreshed for over 30 minutes".into());
         }
         let same_namespace = !self.process_namespace.is_empty()
@@ -393,20 +404,22 @@ fn first_conflict(
     exclusive: bool,
 ) -> Option<String> {
     let now = host::now_ns();
+    let storage_now = repo.storage().modified(mine).ok().flatten();
     for (path, info) in locks {
         if path == mine {
             continue;
         }
+        let age = || age_on_storage(repo, &path, storage_now);
         // Not knowing what it guards, it is assumed to guard everything while it is young.
         let Some(info) = info else {
-            if unreadable_is_stale(repo, &path) {
+            if unreadable_is_stale(repo, &path, age()) {
                 tracing::info!("removing stale lock {path}: unreadable and over 30 minutes old");
                 let _ = repo.storage().delete(&path);
                 continue;
             }
             return Some(format!("an unreadable lock file {path}"));
         };
-        if let Some(why) = info.stale(now) {
+        if let Some(why) = info.stale(now, age()) {
             tracing::info!("removing stale lock {path}: {why}");
             let _ = repo.storage().delete(&path);
             continue;
@@ -418,10 +431,30 @@ fn first_conflict(
     None
 }
 
-/// True if the storage says an (unreadable) lock file was written more than `STALE` ago.
-fn unreadable_is_stale(repo: &Repository, path: &str) -> bool {
+/// How long ago the lock file at `path` was written, by the storage's clock: against
+/// `storage_now`, the time the storage gave a file just written. None where it keeps no times.
+fn age_on_storage(
+    repo: &Repository,
+    path: &str,
+    storage_now: Option<std::time::SystemTime>,
+) -> Option<Duration> {
+    let written = repo.storage().modified(path).ok().flatten()?;
+    Some(
+        storage_now?
+            .duration_since(written)
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// True if the storage says an (unreadable) lock file was written more than `STALE` ago: by
+/// its own clock where `age` is known, else by this host's.
+fn unreadable_is_stale(repo: &Repository, path: &str, age: Option<Duration>) -> bool {
     let stale = Duration::from_nanos(STALE_NS as u64);
-    matches!(repo.storage().modified(path), Ok(Some(t)) if t.elapsed().is_ok_and(|age| age > stale))
+    let age = age.or_else(|| {
+        let written = repo.storage().modified(path).ok().flatten()?;
+        written.elapsed().ok()
+    });
+    age.is_some_and(|age| age > stale)
 }
 
 /// What `unlock` did: the locks it removed and the live ones it left.
@@ -439,8 +472,8 @@ pub fn unlock(repo: &Repository, all: bool) -> Result<Unlocked> {
     let mut done = Unlocked::default();
     for (path, info) in list(repo)?.locks {
         let stale = match &info {
-            None => unreadable_is_stale(repo, &path),
-            Some(info) => info.stale(now).is_some(),
+            None => unreadable_is_stale(repo, &path, None),
+            Some(info) => info.stale(now, None).is_some(),
         };
         let described = match info {
             Some(i) => i.describe(),
@@ -524,16 +557,16 @@ mod tests {
         };
         assert_eq!(LockInfo::decode(&info.encode()), Some(info.clone()));
         assert!(
-            info.stale(now).is_none(),
+            info.stale(now, None).is_none(),
             "another host's fresh lock is live"
         );
-        assert!(info.stale(now + STALE_NS + 1).is_some());
+        assert!(info.stale(now + STALE_NS + 1, None).is_some());
         let here = LockInfo {
             hostname: host::hostname(),
             pid: std::process::id(),
             ..info.clone()
         };
-        assert!(here.stale(now).is_none(), "this process is alive");
+        assert!(here.stale(now, None).is_none(), "this process is alive");
         let dead = LockInfo {
             hostname: host::hostname(),
             pid: u32::MAX - 1,
@@ -541,7 +574,7 @@ mod tests {
         };
         // Where the process namespace is unknown, no pid is judged by it.
         assert_eq!(
-            dead.stale(now).is_some(),
+            dead.stale(now, None).is_some(),
             !host::process_namespace().is_empty()
         );
         // Regression: a lock of another container (same host name, its own process ids) was
@@ -550,12 +583,12 @@ mod tests {
             process_namespace: "another boot or container".into(),
             ..dead.clone()
         };
-        assert!(other_container.stale(now).is_none());
+        assert!(other_container.stale(now, None).is_none());
         let older_version = LockInfo {
             process_namespace: String::new(),
             ..dead
         };
-        assert!(older_version.stale(now).is_none());
+        assert!(older_version.stale(now, None).is_none());
     }
 
     /// What the test storage does besides storing: a hook run before reading a lock file,
@@ -677,6 +710,50 @@ mod tests {
             .unwrap();
         RepositoryLock::acquire(&repo, true, Duration::ZERO).unwrap();
         assert!(!dir.path().join("locks/0123").exists());
+    }
+
+    /// Regression: staleness compared the time in a lock with this host's clock, so a host
+    /// whose clock was behind had its live lock removed by the others (and a prune could
+    /// then delete what its backup was writing); one whose clock was ahead kept a dead lock
+    /// alive. Where the storage stamps files, its own clock decides.
+    #[test]
+    fn the_storages_clock_decides_whether_a_lock_is_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = crate::storage::OpendalStorage::local(dir.path().to_str().unwrap()).unwrap();
+        let repo = crate::repo::repository_on(Box::new(storage));
+        let foreign = |refreshed_ns: i64| {
+            let info = LockInfo {
+                exclusive: true,
+                hostname: "elsewhere".into(),
+                username: "backup".into(),
+                pid: 1,
+                created_ns: refreshed_ns,
+                refreshed_ns,
+                process_namespace: "another machine".into(),
+            };
+            let sealed = super::super::file::seal_file(
+                repo.keys(),
+                repo.id(),
+                FileKind::Lock,
+                &info.encode(),
+            );
+            let path = super::super::object_path(FileKind::Lock, blake3::hash(&sealed).as_bytes());
+            repo.storage().write(&path, sealed).unwrap();
+            dir.path().join(path)
+        };
+        let hours = |n: u64| Duration::from_secs(3600 * n);
+        // Its clock two hours behind ours, its lock just written: live.
+        let behind = foreign(host::now_ns() - 2 * 3_600_000_000_000);
+        assert!(RepositoryLock::acquire(&repo, true, Duration::ZERO).is_err());
+        assert!(behind.exists(), "a live lock was removed");
+        std::fs::remove_file(&behind).unwrap();
+        // Its clock two hours ahead, its lock written an hour ago: stale.
+        let ahead = foreign(host::now_ns() + 2 * 3_600_000_000_000);
+        let file = std::fs::File::options().write(true).open(&ahead).unwrap();
+        file.set_modified(std::time::SystemTime::now() - hours(1))
+            .unwrap();
+        RepositoryLock::acquire(&repo, true, Duration::ZERO).unwrap();
+        assert!(!ahead.exists(), "a dead lock was kept");
     }
 
     /// Regression: `unlock` removed every unreadable lock, also a young one, which may be
