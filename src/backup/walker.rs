@@ -160,12 +160,17 @@ impl Walker<'_, '_, '_> {
     /// larger than a tree can be (several huge sparse files) are skipped, the files with the
     /// most blobs first, so the rest of the folder and the backup go on.
     pub fn store_folder_tree(&self, dir: &Path, mut tree: Tree) -> Result<TreeId> {
-        for name in fit(&mut tree, u64::from(crate::pack::MAX_BLOB_LEN)) {
-            let why = "skipped: with the other files in its folder, it would take more blobs \
-                       than a folder's tree can list";
-            self.skip(&dir.join(walk::os_string(&name)), why.into());
+        let mut encoded = tree.encode();
+        let limit = crate::pack::MAX_BLOB_LEN as usize;
+        if encoded.len() > limit {
+            for name in fit(&mut tree, encoded.len(), limit) {
+                let why = "skipped: with the other files in its folder, it would take more \
+                           blobs than a folder's tree can list";
+                self.skip(&dir.join(walk::os_string(&name)), why.into());
+            }
+            encoded = tree.encode();
         }
-        self.store_tree(&tree)
+        self.content.store_blob(BlobType::Tree, &encoded)
     }
 
     pub fn parent_tree(&self, id: Option<TreeId>) -> Option<Tree> {
@@ -487,36 +492,21 @@ impl Walker<'_, '_, '_> {
     }
 }
 
-/// More bytes than a node takes in its folder's encoded tree.
-fn encoded_bound(node: &Node) -> u64 {
-    let strings = node.name.len()
-        + node.link_target.as_ref().map_or(0, Vec::len)
-        + node.user.as_ref().map_or(0, String::len)
-        + node.group.as_ref().map_or(0, String::len);
-    let xattrs: usize = node
-        .xattrs
-        .iter()
-        .map(|(n, v)| n.len() + v.len() + 32)
-        .sum();
-    // Tags, lengths and numbers: well under 256 bytes.
-    256 + (strings + xattrs + 32 * node.content.len()) as u64
-}
-
-/// Removes the nodes with the most blobs until the tree's encoding surely fits in `limit`
-/// bytes; returns their names.
-fn fit(tree: &mut Tree, limit: u64) -> Vec<Vec<u8>> {
-    let mut size: u64 = tree.nodes.iter().map(encoded_bound).sum();
-    if size <= limit {
-        return Vec::new();
-    }
-    let mut largest: Vec<usize> = (0..tree.nodes.len()).collect();
+/// Removes the files with the most blobs until the tree's encoding fits in `limit` bytes
+/// (`encoded` is its size now); returns their names. Only files holding blobs go: nothing
+/// else could make a tree that large.
+fn fit(tree: &mut Tree, encoded: usize, limit: usize) -> Vec<Vec<u8>> {
+    let mut size = encoded;
+    let mut largest: Vec<usize> = (0..tree.nodes.len())
+        .filter(|&i| tree.nodes[i].kind == NodeKind::File && !tree.nodes[i].content.is_empty())
+        .collect();
     largest.sort_by_key(|&i| std::cmp::Reverse(tree.nodes[i].content.len()));
     let mut dropped = vec![false; tree.nodes.len()];
     for i in largest {
         if size <= limit {
             break;
         }
-        size -= encoded_bound(&tree.nodes[i]);
+        size = size.saturating_sub(tree.nodes[i].encoded_len());
         dropped[i] = true;
     }
     let mut names = Vec::new();
@@ -554,7 +544,7 @@ mod tests {
 
     /// Regression: files each within the limit of one tree but over it together (huge
     /// sparse files in one folder) failed the whole backup, every night. The files with the
-    /// most blobs go, until the tree surely fits; and the bound is one.
+    /// most blobs go until the encoding fits; folders and files without blobs never do.
     #[test]
     fn a_folder_too_large_for_its_tree_loses_its_largest_files() {
         let file = |name: &str, blobs: usize| {
@@ -564,28 +554,28 @@ mod tests {
             node.xattrs = vec![(b"user.a".to_vec(), vec![1; 40])];
             node
         };
+        let folder = Node::new(b"e".to_vec(), NodeKind::Dir);
         let mut tree = Tree {
             nodes: vec![
                 file("a", 300),
                 file("b", 900),
                 file("c", 10),
+                folder,
                 file("d", 600),
             ],
         };
-        for node in &tree.nodes {
-            let alone = Tree {
-                nodes: vec![node.clone()],
-            };
-            assert!(alone.encode().len() as u64 <= encoded_bound(node));
-        }
-        let all: u64 = tree.nodes.iter().map(encoded_bound).sum();
-        assert!(fit(&mut tree.clone(), all).is_empty());
-        let dropped = fit(&mut tree, all - 100);
-        assert_eq!(dropped, [b"b".to_vec()]);
-        let dropped = fit(&mut tree, 32 * 500);
-        assert_eq!(dropped, [b"d".to_vec()]);
+        let sizes: usize = tree.nodes.iter().map(Node::encoded_len).sum();
+        let encoded = tree.encode().len();
+        assert_eq!(sizes, encoded);
+        assert!(fit(&mut tree.clone(), encoded, encoded).is_empty());
+        assert_eq!(fit(&mut tree, encoded, encoded - 1), [b"b".to_vec()]);
+        let encoded = tree.encode().len();
+        assert_eq!(fit(&mut tree, encoded, 32 * 500), [b"d".to_vec()]);
         let left: Vec<_> = tree.nodes.iter().map(|n| n.name.clone()).collect();
-        assert_eq!(left, [b"a".to_vec(), b"c".to_vec()]);
-        assert!((tree.encode().len() as u64) < 32 * 500);
+        assert_eq!(left, [b"a".to_vec(), b"c".to_vec(), b"e".to_vec()]);
+        assert!(tree.encode().len() <= 32 * 500);
+        // What cannot fit even without its files is left for the store to refuse.
+        assert_eq!(fit(&mut tree, 32 * 500, 10).len(), 2);
+        assert_eq!(tree.nodes.len(), 1);
     }
 }

@@ -131,6 +131,15 @@ impl Node {
     }
 
     /// Encodes into `buf` (cleared first, its allocation reused).
+    /// The bytes this node takes in its folder's encoded tree.
+    pub fn encoded_len(&self) -> usize {
+        let node = self.encode_into(Vec::new()).len();
+        let mut field = Vec::new();
+        codec::put_varint(&mut field, 1);
+        codec::put_varint(&mut field, node as u64);
+        field.len() + node
+    }
+
     fn encode_into(&self, buf: Vec<u8>) -> Vec<u8> {
         let mut w = FieldWriter::reusing(buf);
         w.bytes(1, &self.name)
