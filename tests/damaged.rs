@@ -595,6 +595,32 @@ fn damage_found_by_read_data_is_healed_by_a_backup_from_another_machine_after_re
     f.assert_all_restore();
 }
 
+/// Regression: a pack salvaged for damaged blobs was deleted last, after the old segments;
+/// interrupted between the two, it was left in no segment, with a readable header, and the
+/// next `repair index` (on a machine that had not run the check) indexed it again, damaged
+/// blob and all.
+#[test]
+fn an_interrupted_repair_index_leaves_no_damaged_pack_to_be_indexed_again() {
+    let mut f = Fixture::new();
+    let pack = f.data_pack(1);
+    flip_bit(&pack, 100);
+    assert_eq!(f.check(&["--read-data"]).0, 17);
+    let out = f
+        .env
+        .cmd(&["repair", "index"])
+        .env("CAIRN_FAILPOINT", "repair-index-segment-deleted")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the failpoint was not reached");
+    assert!(!pack.exists(), "the damaged pack outlived the old segments");
+    std::fs::rename(&f.env.cache, f.env.path("first-machine-cache")).unwrap();
+    let out = f.env.run(&["repair", "index"]);
+    assert_eq!(out.status.code(), Some(17), "{}", stderr(&out));
+    f.backup();
+    f.assert_clean(&["--read-data"]);
+    f.assert_all_restore();
+}
+
 #[test]
 fn flipped_bit_in_a_pack_header_is_salvaged_by_repair_index() {
     let f = Fixture::new();

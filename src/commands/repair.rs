@@ -25,8 +25,16 @@ fn index(ctx: &Context, args: &RepairIndexArgs) -> Result<Outcome> {
     let found_damaged = recorded_damage(ctx, &repo);
     let report = repair_index::run(&repo, &lock, &found_damaged, args.dry_run)?;
     if !args.dry_run && report.changed {
-        // The old segments are gone, so the local index rebuilds itself from the new ones.
-        ctx.open_index(&repo)?;
+        // The old segments are gone, so the local index rebuilds itself from the new ones;
+        // what the last check found damaged in the packs now deleted is moot.
+        let mut index = ctx.open_index(&repo)?;
+        let deleted: Vec<PackId> = report
+            .salvaged
+            .iter()
+            .filter(|s| s.deleted)
+            .map(|s| s.pack)
+            .collect();
+        index.record_verified_packs(&deleted, &[])?;
     }
     // The index is right now, but data it listed is gone: that is still damage (exit 17).
     let lost = !report.packs_dropped.is_empty() || report.salvaged.iter().any(|s| s.blobs_lost > 0);

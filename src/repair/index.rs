@@ -5,14 +5,17 @@
 //! blobs the old segments place inside it are read, each verified against its id, and the good
 //! ones copied into a new pack; the damaged pack is then deleted. A damaged header therefore
 //! never costs a blob that is still readable. A pack neither readable nor indexed is reported
-//! and left alone. So is a pack in which the last `check --read-data` on this machine found
-//! damaged blobs (the blobs its header lists): the damaged blobs then leave the index, so no
-//! backup on any machine deduplicates against them any more, and the next backup of their
-//! data stores it again, which heals every snapshot that needs it. A header that cannot be read for another reason than damage (a storage
+//! and left alone. A pack in which the last `check --read-data` on this machine found damaged
+//! blobs is salvaged the same way (the blobs its header lists): the damaged blobs then leave
+//! the index, so no backup on any machine deduplicates against them any more, and the next
+//! backup of their data stores it again, which heals every snapshot that needs it. A header that cannot be read for another reason than damage (a storage
 //! error) stops the repair before anything is written.
 //!
-//! Order: salvage packs, then the new segments, are written first; then the old segments (all
-//! those listed at the start) are deleted, and last the salvaged packs. Segments written
+//! Order: salvage packs, then the new segments, are written first; then the packs salvaged for
+//! damaged blobs are deleted (their headers are readable: left for later, an interrupted
+//! repair would leave them in no segment, and the next repair would index them again); then
+//! the old segments (all those listed at the start), and last the packs salvaged for their
+//! headers. Segments written
 //! meanwhile by a concurrent backup are kept. The exclusive lock is checked before every
 //! segment written and every file deleted: a repair that lost its lock (suspended for long,
 //! and a prune elsewhere called it stale) stops before it changes what others rely on.
@@ -91,7 +94,7 @@ pub fn run(
             Ok(entries) if let Some(&damaged) = found_damaged.get(&id) => {
                 let pack = IndexedPack { id, size, entries };
                 let why = format!("check --read-data found {damaged} damaged blob(s) in it");
-                to_salvage.push((pack, size, why));
+                to_salvage.push((pack, size, why, true));
                 continue;
             }
             Ok(entries) => {
@@ -110,7 +113,7 @@ pub fn run(
             Err(e) => {
                 if let Some(previous) = previous {
                     let why = format!("its header cannot be read ({e})");
-                    to_salvage.push((previous.clone(), size, why));
+                    to_salvage.push((previous.clone(), size, why, false));
                 } else {
                     report.salvaged.push(Salvaged {
                         pack: id,
@@ -140,8 +143,9 @@ pub fn run(
     if !report.changed {
         return Ok(report);
     }
+    // (pack, whether its header is readable)
     let mut salvaged_packs = Vec::new();
-    for (pack, size, reason) in to_salvage {
+    for (pack, size, reason, readable) in to_salvage {
         let (saved, lost, new_packs) = salvage(repo, &pack, size, dry_run)?;
         report.salvaged.push(Salvaged {
             pack: pack.id,
@@ -151,7 +155,7 @@ pub fn run(
             deleted: !dry_run,
         });
         records.extend(new_packs);
-        salvaged_packs.push(pack.id);
+        salvaged_packs.push((pack.id, readable));
         failpoint::hit("repair-index-salvaged");
     }
     report.packs_indexed = records.len();
@@ -164,6 +168,16 @@ pub fn run(
         report.segments_written += 1;
         failpoint::hit("repair-index-segment-written");
     }
+    let (readable, unreadable): (Vec<_>, Vec<_>) = salvaged_packs.into_iter().partition(|p| p.1);
+    let delete_packs = |packs: Vec<(PackId, bool)>| -> Result<()> {
+        for (id, _) in packs {
+            lock.check()?;
+            repo.storage().delete(&object_path(FileKind::Pack, &id.0))?;
+            failpoint::hit("repair-index-pack-deleted");
+        }
+        Ok(())
+    };
+    delete_packs(readable)?;
     let old_ids = old
         .segments
         .iter()
@@ -174,11 +188,7 @@ pub fn run(
         report.segments_removed += 1;
         failpoint::hit("repair-index-segment-deleted");
     }
-    for id in salvaged_packs {
-        lock.check()?;
-        repo.storage().delete(&object_path(FileKind::Pack, &id.0))?;
-        failpoint::hit("repair-index-pack-deleted");
-    }
+    delete_packs(unreadable)?;
     Ok(report)
 }
 
