@@ -433,17 +433,16 @@ fn first_conflict(
 
 /// How long ago the lock file at `path` was written, by the storage's clock: against
 /// `storage_now`, the time the storage gave a file just written. None where it keeps no times.
+/// A lock whose time cannot be read (gone since the listing, as a refresh replaces its file)
+/// counts as just written: it is never judged by this host's clock instead.
 fn age_on_storage(
     repo: &Repository,
     path: &str,
     storage_now: Option<std::time::SystemTime>,
 ) -> Option<Duration> {
-    let written = repo.storage().modified(path).ok().flatten()?;
-    Some(
-        storage_now?
-            .duration_since(written)
-            .unwrap_or(Duration::ZERO),
-    )
+    let now = storage_now?;
+    let written = repo.storage().modified(path).ok().flatten().unwrap_or(now);
+    Some(now.duration_since(written).unwrap_or(Duration::ZERO))
 }
 
 /// True if the storage says an (unreadable) lock file was written more than `STALE` ago: by
@@ -754,6 +753,14 @@ mod tests {
             .unwrap();
         RepositoryLock::acquire(&repo, true, Duration::ZERO).unwrap();
         assert!(!ahead.exists(), "a dead lock was kept");
+        // Regression: one whose time could not be read (replaced by a refresh since the
+        // listing) was judged by this host's clock after all.
+        let behind = foreign(host::now_ns() - 2 * 3_600_000_000_000);
+        let info = list(&repo).unwrap().locks.remove(0).1;
+        std::fs::remove_file(&behind).unwrap();
+        repo.storage().write("locks/mine", b"x".to_vec()).unwrap();
+        let refreshed = vec![("locks/gone".to_string(), info)];
+        assert!(first_conflict(&repo, refreshed, "locks/mine", true).is_some());
     }
 
     /// Regression: `unlock` removed every unreadable lock, also a young one, which may be
