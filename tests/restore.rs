@@ -618,6 +618,33 @@ fn a_kept_file_loses_extended_attributes_the_snapshot_does_not_have() {
     );
 }
 
+/// Regression: removing such an attribute from a read-only file of the user's was refused,
+/// and the re-run exited partial every time.
+#[test]
+fn a_users_rerun_over_a_read_only_file_with_an_added_attribute_succeeds() {
+    if !running_as_root() {
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    write(&src.join("f"), b"content");
+    std::fs::set_permissions(src.join("f"), std::fs::Permissions::from_mode(0o444)).unwrap();
+    env.backup_json(&[&src]);
+    env.give_to_nobody();
+    let out = env.path("out");
+    let restore = || env.run_as_nobody(&["restore", "latest", "--target", out.to_str().unwrap()]);
+    let first = restore();
+    assert!(first.status.success(), "{}", stderr(&first));
+    let f = restored(&out, &src).join("f");
+    if xattr::set(&f, "user.added", b"since").is_err() {
+        eprintln!("skipped: no user extended attributes here");
+        return;
+    }
+    let again = restore();
+    assert!(again.status.success(), "{}", stderr(&again));
+}
+
 /// Regression: hard links did not count towards `--batch-files`, so a folder of many links
 /// to one file was held in one batch however large (memory grew with the links).
 #[test]

@@ -78,8 +78,12 @@ pub fn apply(at: &At, path: &Path, node: &Node, owners: Owners) -> Result<()> {
             let name = std::ffi::OsStr::from_bytes(name);
             xattr_set(path, name, at.set_xattr(name, value))?;
         }
+        // Best effort: a read-only or immutable file refuses, and that is no reason to fail
+        // a re-run every time.
         for name in extra_user_xattrs(at, node) {
-            xattr_set(path, &name, at.remove_xattr(&name))?;
+            if let Err(e) = at.remove_xattr(&name) {
+                tracing::info!("{}: extended attribute {name:?} left: {e}", path.display());
+            }
         }
         at.chmod(node.mode & 0o7777).map_err(io)?;
     }

@@ -67,6 +67,10 @@ impl OpenFolders {
     }
 }
 
+fn replaced_by_symlink() -> io::Error {
+    io::Error::other("was replaced by a symlink; not followed")
+}
+
 /// Whether descriptors can be named as `/proc/self/fd/N`.
 fn proc_mounted() -> bool {
     static MOUNTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -342,28 +346,56 @@ impl At<'_> {
         let bits = Mode::from_bits_truncate(mode);
         match nix::sys::stat::fchmodat(&*self.dir, self.name, bits, NoFollowSymlink) {
             Ok(()) => Ok(()),
-            // A symlink; or, without fchmodat2, no /proc for glibc to do it through.
+            // A symlink; or a glibc without fchmodat2 (before 2.32: always).
             Err(nix::Error::EOPNOTSUPP) => {
-                let entry = self.open_unless_symlink()?;
-                nix::sys::stat::fchmod(&entry, bits).map_err(nix_io)
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::Permissions::from_mode(mode);
+                if !proc_mounted() {
+                    return self.open_without_proc()?.set_permissions(mode);
+                }
+                let (_pinned, path) = self.pinned()?;
+                std::fs::set_permissions(path, mode)
             }
             Err(e) => Err(nix_io(e)),
         }
     }
 
-    /// Opens the entry itself, to change it through the descriptor: refused if it is a
-    /// symlink (or, being opened, turns out to be one), never waiting on a FIFO. Only for
-    /// when /proc cannot be used, since opening needs read permission.
-    fn open_unless_symlink(&self) -> io::Result<File> {
-        let replaced = || io::Error::other("was replaced by a symlink; not followed");
-        if self.stat()?.is_symlink() {
-            return Err(replaced());
+    /// The entry itself, held by a descriptor that opens nothing (`O_PATH`: no driver of a
+    /// device node acts, no permission is needed), with the path that names exactly it
+    /// through /proc. Refused if the entry is a symlink.
+    fn pinned(&self) -> io::Result<(File, PathBuf)> {
+        let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let entry = nix::fcntl::openat(&*self.dir, self.name, flags, Mode::empty());
+        let entry = File::from(entry.map_err(nix_io)?);
+        if entry.metadata()?.file_type().is_symlink() {
+            return Err(replaced_by_symlink());
+        }
+        let path = PathBuf::from(format!("/proc/self/fd/{}", entry.as_raw_fd()));
+        Ok((entry, path))
+    }
+
+    /// Where /proc is missing: the entry opened for reading, to change it through the
+    /// descriptor; only a regular file or a folder (opening a device node would make its
+    /// driver act), never a symlink, never waiting on a FIFO swapped in.
+    fn open_without_proc(&self) -> io::Result<File> {
+        use std::os::unix::fs::MetadataExt;
+        let looked = self.stat()?;
+        if looked.is_symlink() {
+            return Err(replaced_by_symlink());
+        }
+        if !looked.is_file() && !looked.is_dir() {
+            return Err(io::Error::other("cannot be changed here without /proc"));
         }
         let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
-        self.open(flags, 0).map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => replaced(),
+        let opened = self.open(flags, 0).map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => replaced_by_symlink(),
             _ => e,
-        })
+        })?;
+        let meta = opened.metadata()?;
+        if (meta.dev(), meta.ino()) != (looked.0.st_dev, looked.0.st_ino) {
+            return Err(io::Error::other("was replaced while being restored"));
+        }
+        Ok(opened)
     }
 
     /// Sets access and modification times (`UTIME_OMIT` in one leaves it).
@@ -391,7 +423,7 @@ impl At<'_> {
     pub fn set_xattr(&self, name: &OsStr, value: &[u8]) -> io::Result<()> {
         if !proc_mounted() {
             use xattr::FileExt;
-            return self.open_unless_symlink()?.set_xattr(name, value);
+            return self.open_without_proc()?.set_xattr(name, value);
         }
         xattr::set(self.through_proc(), name, value)
     }
@@ -400,7 +432,7 @@ impl At<'_> {
     pub fn xattr_names(&self) -> io::Result<Vec<std::ffi::OsString>> {
         if !proc_mounted() {
             use xattr::FileExt;
-            return Ok(self.open_unless_symlink()?.list_xattr()?.collect());
+            return Ok(self.open_without_proc()?.list_xattr()?.collect());
         }
         Ok(xattr::list(self.through_proc())?.collect())
     }
@@ -408,7 +440,7 @@ impl At<'_> {
     pub fn remove_xattr(&self, name: &OsStr) -> io::Result<()> {
         if !proc_mounted() {
             use xattr::FileExt;
-            return self.open_unless_symlink()?.remove_xattr(name);
+            return self.open_without_proc()?.remove_xattr(name);
         }
         xattr::remove(self.through_proc(), name)
     }
@@ -450,6 +482,35 @@ mod tests {
         target.at(&f).unwrap().create_file(0o600).unwrap();
         assert!(f.exists());
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+
+    /// The fallbacks where fchmodat cannot leave symlinks alone (a glibc before 2.32) or
+    /// /proc is missing: a FIFO is changed without being opened (a device node's driver would
+    /// act), and a symlink is never changed.
+    #[test]
+    fn entries_are_changed_without_opening_them_or_following_symlinks() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let target = Target::open(root.path()).unwrap();
+        let fifo = root.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o644)).unwrap();
+        let at = target.at(&fifo).unwrap();
+        let (_pinned, path) = at.pinned().unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mode = std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(at.open_without_proc().is_err(), "a FIFO was opened");
+        let file = root.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(target.at(&file).unwrap().open_without_proc().is_ok());
+        let link = root.path().join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let at = target.at(&link).unwrap();
+        assert!(at.pinned().is_err());
+        assert!(at.open_without_proc().is_err());
     }
 
     /// However many folders are used, no more than `OPEN_FOLDERS` stay open, and a folder
