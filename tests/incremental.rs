@@ -635,6 +635,33 @@ fn a_file_renamed_over_under_a_symlinked_source_is_stored() {
     assert_eq!(mode & 0o7777, 0o640);
 }
 
+/// Regression: a file renamed over between being listed and being opened was stored with
+/// the extended attributes of the file it replaced (an ACL, file capabilities).
+#[test]
+fn a_file_renamed_over_is_stored_with_its_own_extended_attributes() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    write(&src.join("edited"), b"old");
+    let new = env.path("new");
+    write(&new, b"new");
+    let tagged = xattr::set(src.join("edited"), "user.of", b"the old file")
+        .and_then(|()| xattr::set(&new, "user.of", b"the new file"));
+    if tagged.is_err() {
+        return eprintln!("skipped: no user extended attributes here");
+    }
+    let hook = format!(r#"file-listed:mv {} "$1""#, new.display());
+    env.backup_hooked(&[src.to_str().unwrap()], &hook);
+    let target = env.path("out");
+    env.restore("latest", &target);
+    let back = restored(&target, &src).join("edited");
+    assert_eq!(std::fs::read(&back).unwrap(), b"new");
+    assert_eq!(
+        xattr::get(&back, "user.of").unwrap().as_deref(),
+        Some(&b"the new file"[..])
+    );
+}
+
 /// Regression: since source files are opened without blocking (so a FIFO swapped in cannot
 /// hang the backup), a file under a lease (an NFS delegation, a Samba oplock) was skipped at
 /// once instead of waited for.

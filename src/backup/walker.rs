@@ -229,15 +229,7 @@ impl Walker<'_, '_, '_> {
             }
             _ => match walk::read_xattrs(path) {
                 Ok(xattrs) => xattrs,
-                Err(e) => {
-                    let why =
-                        format!("cannot read its extended attributes ({e}); stored without them");
-                    self.skip(path, why);
-                    // Never the ctime of a real change: the next backup does not take this
-                    // node's (incomplete) attributes, or content, as still current.
-                    node.ctime_ns = 0;
-                    Vec::new()
-                }
+                Err(e) => self.without_xattrs(path, e, &mut node),
             },
         };
         match node.kind {
@@ -420,8 +412,8 @@ impl Walker<'_, '_, '_> {
         // Through the descriptor read from, so no path lookup. A file renamed over while it
         // was read shows a new ctime (its link count dropped); another inode means it was
         // replaced between being listed and being opened: its content is the new file's, so
-        // are its owner and mode, but the times and inode stay the listed ones, so that the
-        // next backup reads it again.
+        // are its owner, mode and extended attributes, but the times and inode stay the
+        // listed ones, so that the next backup reads it again.
         let after = file.metadata();
         if let Ok(after) = &after
             && after.ino() != meta.ino()
@@ -430,6 +422,10 @@ impl Walker<'_, '_, '_> {
             (node.uid, node.gid) = (after.uid(), after.gid());
             node.user = crate::host::cached_user_name(after.uid());
             node.group = crate::host::cached_group_name(after.gid());
+            node.xattrs = match walk::read_file_xattrs(&file) {
+                Ok(xattrs) => xattrs,
+                Err(e) => self.without_xattrs(path, e, node),
+            };
         }
         if let Ok(after) = after
             && (after.ino() != meta.ino()
@@ -445,6 +441,19 @@ impl Walker<'_, '_, '_> {
         node.size = stored.size;
         self.count_file(stored.size, status, path);
         Ok(true)
+    }
+
+    /// An entry whose extended attributes cannot be read is stored without them, and the
+    /// snapshot is partial.
+    fn without_xattrs(&self, path: &Path, e: io::Error, node: &mut Node) -> walk::Xattrs {
+        self.skip(
+            path,
+            format!("cannot read its extended attributes ({e}); stored without them"),
+        );
+        // Never the ctime of a real change: the next backup does not take this node's
+        // (incomplete) attributes, or content, as still current.
+        node.ctime_ns = 0;
+        Vec::new()
     }
 
     /// True if the parent's entry may not match what was read: it changed too close to the

@@ -254,23 +254,39 @@ pub fn node_from_metadata(name: Vec<u8>, meta: &Metadata) -> Node {
     node
 }
 
+/// Extended attributes: (name, value), sorted by name.
+pub type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// The extended attributes of an entry (not following symlinks), sorted by name. A file
 /// system without them gives none, and an attribute (or the entry) that vanishes meanwhile is
 /// left out (reading the entry then tells); any other failure is an error, never taken for
 /// "none".
-pub fn read_xattrs(path: &Path) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+pub fn read_xattrs(path: &Path) -> std::io::Result<Xattrs> {
     let path = long_path::reachable(path)?;
     let path: &Path = &path;
+    xattrs_with(|| xattr::list(path), |name| xattr::get(path, name))
+}
+
+/// `read_xattrs` of the file open as `file`.
+pub fn read_file_xattrs(file: &std::fs::File) -> std::io::Result<Xattrs> {
+    use xattr::FileExt;
+    xattrs_with(|| file.list_xattr(), |name| file.get_xattr(name))
+}
+
+fn xattrs_with(
+    list: impl FnOnce() -> std::io::Result<xattr::XAttrs>,
+    get: impl Fn(&std::ffi::OsStr) -> std::io::Result<Option<Vec<u8>>>,
+) -> std::io::Result<Xattrs> {
     let unsupported =
         |e: &std::io::Error| matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOENT));
-    let names = match xattr::list(path) {
+    let names = match list() {
         Ok(names) => names,
         Err(e) if unsupported(&e) => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
     let mut out = Vec::new();
     for name in names {
-        match xattr::get(path, &name) {
+        match get(&name) {
             Ok(Some(value)) => out.push((name.into_vec(), value)),
             Ok(None) => {}
             Err(e) if unsupported(&e) => {}
