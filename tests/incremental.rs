@@ -260,7 +260,7 @@ fn failing_command_saves_no_snapshot() {
 fn a_process_left_holding_the_commands_stderr_is_not_waited_for() {
     let env = Env::new();
     env.init();
-    let script = "echo hello; echo bye >&2; sleep 120 >/dev/null &";
+    let script = "echo hello; w=bye; echo \"good$w\" >&2; sleep 120 >/dev/null &";
     let mut backup = env
         .cmd(&["backup", "--stdin-from-command", "--", "sh", "-c", script])
         .stdout(std::process::Stdio::null())
@@ -281,8 +281,28 @@ fn a_process_left_holding_the_commands_stderr_is_not_waited_for() {
     let mut err = String::new();
     std::io::Read::read_to_string(&mut backup.stderr.take().unwrap(), &mut err).unwrap();
     assert!(status.success(), "{err}");
-    assert!(err.contains("bye"), "{err}");
+    assert!(err.contains("goodbye"), "{err}");
     assert_eq!(env.ok(&["dump", "latest", "/stdin"]), "hello\n");
+}
+
+/// Regression: standard error was read for a fixed 2 s after the command exited, so what a
+/// process it left behind wrote later (often the actual error) was missing from the message.
+#[test]
+fn standard_error_is_read_while_it_keeps_coming() {
+    let env = Env::new();
+    env.init();
+    // The message is put together when written, so the command line does not hold it.
+    let script = "(for w in a b c; do sleep 0.5; echo $w >&2; done; sleep 1; e=real; \
+                  echo \"the $e error\" >&2) >/dev/null & exit 3";
+    let out = env.run(&["backup", "--stdin-from-command", "--", "sh", "-c", script]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("exit status: 3"), "{err}");
+    let tail = err
+        .split("The end of its error output:")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(tail.contains("the real error"), "{err}");
 }
 
 #[test]

@@ -16,9 +16,11 @@ use crate::error::{Error, Result};
 
 /// How much of a failed command's standard error is kept for the message.
 const STDERR_TAIL: usize = 4096;
-/// How long standard error is read on once the command has exited: a process it left behind
-/// may hold the pipe open for as long as it runs.
-const STDERR_AFTER_EXIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Once the command has exited, standard error is read on until nothing came for this long:
+/// a process it left behind may hold the pipe open for as long as it runs.
+const STDERR_QUIET: std::time::Duration = std::time::Duration::from_secs(2);
+/// And for no longer than this, however much keeps coming.
+const STDERR_AT_MOST: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Clone, Debug)]
 pub enum StreamSource {
@@ -65,26 +67,30 @@ fn store_command(
             stderr_tail: String::new(),
         })?;
     let tail = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let (stderr_done, stderr_closed) = std::sync::mpsc::channel::<()>();
+    // A message for each piece read; the channel closes with the pipe.
+    let (stderr_read, stderr_news) = std::sync::mpsc::channel::<()>();
     if let Some(mut err) = child.stderr.take() {
         let tail = Arc::clone(&tail);
         // Not joined: it ends with the pipe, or with the process.
         std::thread::spawn(move || {
-            let _done = stderr_done;
             let mut buf = [0u8; 8192];
             while let Ok(n) = err.read(&mut buf) {
                 if n == 0 {
                     break;
                 }
+                // Kept before it is passed on, which may block (a full pipe of ours).
+                {
+                    let mut t = lock(&tail);
+                    t.extend_from_slice(&buf[..n]);
+                    let excess = t.len().saturating_sub(STDERR_TAIL);
+                    t.drain(..excess);
+                }
+                let _ = stderr_read.send(());
                 let _ = std::io::stderr().write_all(&buf[..n]);
-                let mut t = lock(&tail);
-                t.extend_from_slice(&buf[..n]);
-                let excess = t.len().saturating_sub(STDERR_TAIL);
-                t.drain(..excess);
             }
         });
     } else {
-        drop(stderr_done);
+        drop(stderr_read);
     }
     let stdout = child
         .stdout
@@ -92,7 +98,8 @@ fn store_command(
         .ok_or_else(|| Error::Invalid("no stdout pipe".into()))?;
     let stored = content.store(stdout, u64::MAX, on_bytes);
     let status = child.wait().map_err(|e| Error::io(&shown, e));
-    let _ = stderr_closed.recv_timeout(STDERR_AFTER_EXIT);
+    let give_up = std::time::Instant::now() + STDERR_AT_MOST;
+    while std::time::Instant::now() < give_up && stderr_news.recv_timeout(STDERR_QUIET).is_ok() {}
     let stored = stored?;
     let status = status?;
     if !status.success() {
