@@ -614,8 +614,13 @@ fn an_interrupted_repair_index_leaves_no_damaged_pack_to_be_indexed_again() {
     assert!(!out.status.success(), "the failpoint was not reached");
     assert!(!pack.exists(), "the damaged pack outlived the old segments");
     std::fs::rename(&f.env.cache, f.env.path("first-machine-cache")).unwrap();
+    // 17 if an old segment still listing the pack is left (the one deleted first is any).
     let out = f.env.run(&["repair", "index"]);
-    assert_eq!(out.status.code(), Some(17), "{}", stderr(&out));
+    assert!(
+        matches!(out.status.code(), Some(0 | 17)),
+        "{}",
+        stderr(&out)
+    );
     f.backup();
     f.assert_clean(&["--read-data"]);
     f.assert_all_restore();
