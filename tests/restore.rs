@@ -512,6 +512,26 @@ fn a_users_rerun_writes_into_a_folder_restored_read_only() {
     assert_eq!(std::fs::metadata(&ro).unwrap().mode() & 0o7777, 0o555);
 }
 
+/// Restores the latest snapshot into `target`, and at the hook `point` moves the folder `dir`
+/// aside (to `dir.moved`) and puts a symlink to `outside` in its place.
+fn restore_swapping(
+    env: &Env,
+    target: &Path,
+    point: &str,
+    dir: &Path,
+    outside: &Path,
+) -> std::process::Output {
+    let hook = format!(
+        "{point}:[ -L {0} ] || {{ mv {0} {0}.moved && ln -s {1} {0}; }}",
+        dir.display(),
+        outside.display()
+    );
+    env.cmd(&["restore", "latest", "--target", target.to_str().unwrap()])
+        .env("CAIRN_HOOK", hook)
+        .output()
+        .unwrap()
+}
+
 /// Regression: a folder whose mode denies its owner search is finished last of all, by
 /// path; by then the folders above it belong to their owners, and one of them swapped for a
 /// symlink made a root restore set the snapshot's mode (and owner) on what the link led to.
@@ -532,16 +552,7 @@ fn a_folder_swapped_for_a_symlink_before_the_last_folders_are_finished_is_not_fo
     .unwrap();
     let target = env.path("target");
     let a = restored(&target, &src).join("a");
-    let hook = format!(
-        "restore-closed-dirs:mv {0} {0}.moved && ln -s {1} {0}",
-        a.display(),
-        outside.display()
-    );
-    let out = env
-        .cmd(&["restore", "latest", "--target", target.to_str().unwrap()])
-        .env("CAIRN_HOOK", hook)
-        .output()
-        .unwrap();
+    let out = restore_swapping(&env, &target, "restore-closed-dirs", &a, &outside);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let mode = std::fs::metadata(outside.join("closed")).unwrap().mode() & 0o7777;
     assert_eq!(mode, 0o755, "the restore set a mode through the symlink");
@@ -563,16 +574,7 @@ fn a_folder_swapped_for_a_symlink_before_its_files_are_written_is_not_followed()
     std::fs::create_dir_all(&outside).unwrap();
     let target = env.path("target");
     let a = restored(&target, &src).join("a");
-    let hook = format!(
-        "restore-batch:[ -L {0} ] || {{ mv {0} {0}.moved && ln -s {1} {0}; }}",
-        a.display(),
-        outside.display()
-    );
-    let out = env
-        .cmd(&["restore", "latest", "--target", target.to_str().unwrap()])
-        .env("CAIRN_HOOK", hook)
-        .output()
-        .unwrap();
+    let out = restore_swapping(&env, &target, "restore-batch", &a, &outside);
     assert!(
         std::fs::symlink_metadata(&a).unwrap().is_symlink(),
         "no swap"
