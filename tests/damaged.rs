@@ -605,14 +605,11 @@ fn an_interrupted_repair_index_leaves_no_damaged_pack_to_be_indexed_again() {
     let pack = f.data_pack(1);
     flip_bit(&pack, 100);
     assert_eq!(f.check(&["--read-data"]).0, 17);
-    let out = f
-        .env
-        .cmd(&["repair", "index"])
-        .env("CAIRN_FAILPOINT", "repair-index-segment-deleted")
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "the failpoint was not reached");
-    assert!(!pack.exists(), "the damaged pack outlived the old segments");
+    run_until(&f, "repair-index-segment-written", &["repair", "index"]);
+    assert!(
+        !pack.exists(),
+        "the damaged pack outlived the new segments' first write"
+    );
     std::fs::rename(&f.env.cache, f.env.path("first-machine-cache")).unwrap();
     // 17 if an old segment still listing the pack is left (the one deleted first is any).
     let out = f.env.run(&["repair", "index"]);

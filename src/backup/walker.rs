@@ -502,8 +502,9 @@ impl Walker<'_, '_, '_> {
 }
 
 /// Removes the files with the most blobs until the tree's encoding fits in `limit` bytes
-/// (`encoded` is its size now); returns their names. Only files holding blobs go: nothing
-/// else could make a tree that large.
+/// (`encoded` is its size now); returns their names. Only files holding blobs go; a folder
+/// too large without them (millions of empty files, links or folders) is left as it is, for
+/// the store to refuse.
 fn fit(tree: &mut Tree, encoded: usize, limit: usize) -> Vec<Vec<u8>> {
     let mut size = encoded;
     let mut largest: Vec<usize> = (0..tree.nodes.len())

@@ -26,15 +26,14 @@ fn index(ctx: &Context, args: &RepairIndexArgs) -> Result<Outcome> {
     let report = repair_index::run(&repo, &lock, &found_damaged, args.dry_run)?;
     if !args.dry_run && report.changed {
         // The old segments are gone, so the local index rebuilds itself from the new ones;
-        // what the last check found damaged in the packs now deleted is moot.
+        // what the last check found damaged in packs now gone (deleted now, or by a repair
+        // that was interrupted) is moot.
         let mut index = ctx.open_index(&repo)?;
-        let deleted: Vec<PackId> = report
-            .salvaged
-            .iter()
-            .filter(|s| s.deleted)
-            .map(|s| s.pack)
+        let deleted = report.salvaged.iter().filter(|s| s.deleted).map(|s| s.pack);
+        let gone: Vec<PackId> = deleted
+            .chain(report.packs_dropped.iter().copied())
             .collect();
-        index.record_verified_packs(&deleted, &[])?;
+        index.record_verified_packs(&gone, &[])?;
     }
     // The index is right now, but data it listed is gone: that is still damage (exit 17).
     let lost = !report.packs_dropped.is_empty() || report.salvaged.iter().any(|s| s.blobs_lost > 0);

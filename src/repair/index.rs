@@ -11,11 +11,12 @@
 //! backup of their data stores it again, which heals every snapshot that needs it. A header that cannot be read for another reason than damage (a storage
 //! error) stops the repair before anything is written.
 //!
-//! Order: salvage packs, then the new segments, are written first; then the packs salvaged for
-//! damaged blobs are deleted (their headers are readable: left for later, an interrupted
-//! repair would leave them in no segment, and the next repair would index them again); then
-//! the old segments (all those listed at the start), and last the packs salvaged for their
-//! headers. Segments written
+//! Order: the salvage packs are written first; then the packs salvaged for damaged blobs are
+//! deleted (their headers are readable: still on storage after an interruption, the next
+//! repair, on a machine that never ran the check, would index them again); then the new
+//! segments are written, the old segments (all those listed at the start) deleted, and last
+//! the packs salvaged for their headers. Salvage packs left in no segment by an interruption
+//! are found and indexed by the next repair. Segments written
 //! meanwhile by a concurrent backup are kept. The exclusive lock is checked before every
 //! segment written and every file deleted: a repair that lost its lock (suspended for long,
 //! and a prune elsewhere called it stale) stops before it changes what others rely on.
@@ -162,12 +163,6 @@ pub fn run(
     if dry_run {
         return Ok(report);
     }
-    for segment in IndexSegment::split(records) {
-        lock.check()?;
-        repo.save_file(FileKind::Index, &segment.encode())?;
-        report.segments_written += 1;
-        failpoint::hit("repair-index-segment-written");
-    }
     let (readable, unreadable): (Vec<_>, Vec<_>) = salvaged_packs.into_iter().partition(|p| p.1);
     let delete_packs = |packs: Vec<(PackId, bool)>| -> Result<()> {
         for (id, _) in packs {
@@ -178,6 +173,12 @@ pub fn run(
         Ok(())
     };
     delete_packs(readable)?;
+    for segment in IndexSegment::split(records) {
+        lock.check()?;
+        repo.save_file(FileKind::Index, &segment.encode())?;
+        report.segments_written += 1;
+        failpoint::hit("repair-index-segment-written");
+    }
     let old_ids = old
         .segments
         .iter()

@@ -387,14 +387,22 @@ const LIST_ATTEMPTS: usize = 5;
 fn conflicting(repo: &Repository, mine: &str, exclusive: bool) -> Result<Option<String>> {
     for _ in 0..LIST_ATTEMPTS {
         let listing = list(repo)?;
-        if let Some(conflict) = first_conflict(repo, listing.locks, mine, exclusive) {
-            return Ok(Some(conflict));
-        }
-        if !listing.vanished {
-            return Ok(None);
+        match first_conflict(repo, listing.locks, mine, exclusive) {
+            Seen::Conflict(conflict) => return Ok(Some(conflict)),
+            Seen::Clear if !listing.vanished => return Ok(None),
+            Seen::Clear | Seen::Vanished => {}
         }
     }
     Ok(Some("locks that kept changing while they were read".into()))
+}
+
+/// What a listing of the locks shows.
+enum Seen {
+    Conflict(String),
+    Clear,
+    /// A lock vanished while it was looked at (a refresh, whose new file the listing may
+    /// have missed): list again.
+    Vanished,
 }
 
 fn first_conflict(
@@ -402,47 +410,57 @@ fn first_conflict(
     locks: Vec<(String, Option<LockInfo>)>,
     mine: &str,
     exclusive: bool,
-) -> Option<String> {
+) -> Seen {
     let now = host::now_ns();
     let storage_now = repo.storage().modified(mine).ok().flatten();
     for (path, info) in locks {
         if path == mine {
             continue;
         }
-        let age = || age_on_storage(repo, &path, storage_now);
+        let age = match age_on_storage(repo, &path, storage_now) {
+            Err(()) => return Seen::Vanished,
+            Ok(age) => age,
+        };
         // Not knowing what it guards, it is assumed to guard everything while it is young.
         let Some(info) = info else {
-            if unreadable_is_stale(repo, &path, age()) {
+            if unreadable_is_stale(repo, &path, age) {
                 tracing::info!("removing stale lock {path}: unreadable and over 30 minutes old");
                 let _ = repo.storage().delete(&path);
                 continue;
             }
-            return Some(format!("an unreadable lock file {path}"));
+            return Seen::Conflict(format!("an unreadable lock file {path}"));
         };
-        if let Some(why) = info.stale(now, age()) {
+        if let Some(why) = info.stale(now, age) {
             tracing::info!("removing stale lock {path}: {why}");
             let _ = repo.storage().delete(&path);
             continue;
         }
         if exclusive || info.exclusive {
-            return Some(info.describe());
+            return Seen::Conflict(info.describe());
         }
     }
-    None
+    Seen::Clear
 }
 
 /// How long ago the lock file at `path` was written, by the storage's clock: against
-/// `storage_now`, the time the storage gave a file just written. None where it keeps no times.
-/// A lock whose time cannot be read (gone since the listing, as a refresh replaces its file)
-/// counts as just written: it is never judged by this host's clock instead.
+/// `storage_now`, the time the storage gave a file just written. `Ok(None)` where it keeps no
+/// times (or this one's cannot be had: this host's clock is then the judge); `Err` if the
+/// file is gone (a refresh replaced it since the listing).
 fn age_on_storage(
     repo: &Repository,
     path: &str,
     storage_now: Option<std::time::SystemTime>,
-) -> Option<Duration> {
-    let now = storage_now?;
-    let written = repo.storage().modified(path).ok().flatten().unwrap_or(now);
-    Some(now.duration_since(written).unwrap_or(Duration::ZERO))
+) -> std::result::Result<Option<Duration>, ()> {
+    let Some(now) = storage_now else {
+        return Ok(None);
+    };
+    match repo.storage().modified(path) {
+        Ok(Some(written)) => Ok(Some(now.duration_since(written).unwrap_or(Duration::ZERO))),
+        Err(Error::Storage {
+            not_found: true, ..
+        }) => Err(()),
+        _ => Ok(None),
+    }
 }
 
 /// True if the storage says an (unreadable) lock file was written more than `STALE` ago: by
@@ -753,14 +771,16 @@ mod tests {
             .unwrap();
         RepositoryLock::acquire(&repo, true, Duration::ZERO).unwrap();
         assert!(!ahead.exists(), "a dead lock was kept");
-        // Regression: one whose time could not be read (replaced by a refresh since the
-        // listing) was judged by this host's clock after all.
+        // Regression: one whose file was gone when its time was asked (replaced by a refresh
+        // since the listing) was judged by this host's clock after all: the locks are listed
+        // again instead.
         let behind = foreign(host::now_ns() - 2 * 3_600_000_000_000);
         let info = list(&repo).unwrap().locks.remove(0).1;
         std::fs::remove_file(&behind).unwrap();
         repo.storage().write("locks/mine", b"x".to_vec()).unwrap();
         let refreshed = vec![("locks/gone".to_string(), info)];
-        assert!(first_conflict(&repo, refreshed, "locks/mine", true).is_some());
+        let seen = first_conflict(&repo, refreshed, "locks/mine", true);
+        assert!(matches!(seen, Seen::Vanished));
     }
 
     /// Regression: `unlock` removed every unreadable lock, also a young one, which may be

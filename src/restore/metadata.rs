@@ -76,7 +76,10 @@ pub fn apply(at: &At, path: &Path, node: &Node, owners: Owners) -> Result<()> {
     if node.kind != NodeKind::Symlink {
         for (name, value) in &node.xattrs {
             let name = std::ffi::OsStr::from_bytes(name);
-            xattr_set(path, name, at.set_xattr(name, value))?;
+            // One it has already is left (a kept read-only file refuses a user.* change).
+            if at.get_xattr(name).ok().flatten().as_ref() != Some(value) {
+                xattr_set(path, name, at.set_xattr(name, value))?;
+            }
         }
         // Best effort: a read-only or immutable file refuses, and that is no reason to fail
         // a re-run every time.
@@ -100,8 +103,7 @@ fn times(node: &Node) -> [libc::timespec; 2] {
 }
 
 /// True if the entry at `at` lacks some of the node's metadata that `apply` would set, or
-/// has `user.*` extended attributes the node does not (the node's own are not compared: a
-/// node with any counts as differing).
+/// has `user.*` extended attributes the node does not.
 pub fn differs(at: &At, node: &Node, owners: Owners) -> bool {
     let Ok(meta) = at.stat() else {
         return true;
@@ -114,7 +116,20 @@ pub fn differs(at: &At, node: &Node, owners: Owners) -> bool {
         || mode_differs
         || atime_differs
         || meta.mtime_ns() != node.mtime_ns
-        || !node.xattrs.is_empty()
+        || xattrs_differ(at, node)
+}
+
+/// True if the entry lacks one of the node's extended attributes (or has another value), or
+/// has `user.*` attributes the node does not.
+fn xattrs_differ(at: &At, node: &Node) -> bool {
+    let lacks = |(name, value): &(Vec<u8>, Vec<u8>)| {
+        at.get_xattr(std::ffi::OsStr::from_bytes(name))
+            .ok()
+            .flatten()
+            .as_ref()
+            != Some(value)
+    };
+    (node.kind != NodeKind::Symlink && node.xattrs.iter().any(lacks))
         || !extra_user_xattrs(at, node).is_empty()
 }
 

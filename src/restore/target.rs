@@ -347,17 +347,29 @@ impl At<'_> {
         match nix::sys::stat::fchmodat(&*self.dir, self.name, bits, NoFollowSymlink) {
             Ok(()) => Ok(()),
             // A symlink; or a glibc without fchmodat2 (before 2.32: always).
-            Err(nix::Error::EOPNOTSUPP) => {
-                use std::os::unix::fs::PermissionsExt;
-                let mode = std::fs::Permissions::from_mode(mode);
-                if !proc_mounted() {
-                    return self.open_without_proc()?.set_permissions(mode);
-                }
-                let (_pinned, path) = self.pinned()?;
-                std::fs::set_permissions(path, mode)
-            }
+            Err(nix::Error::EOPNOTSUPP) => self.chmod_by_descriptor(mode),
             Err(e) => Err(nix_io(e)),
         }
+    }
+
+    /// `chmod` where fchmodat cannot leave a symlink alone: through /proc on a descriptor
+    /// that opens nothing, or without /proc through the entry opened for reading. A mode the
+    /// entry already has is not set again (a device node cannot be opened for it).
+    fn chmod_by_descriptor(&self, mode: u32) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let looked = self.stat()?;
+        if looked.is_symlink() {
+            return Err(replaced_by_symlink());
+        }
+        if looked.mode() & 0o7777 == mode & 0o7777 {
+            return Ok(());
+        }
+        let mode = std::fs::Permissions::from_mode(mode);
+        if !proc_mounted() {
+            return self.open_without_proc()?.set_permissions(mode);
+        }
+        let (_pinned, path) = self.pinned()?;
+        std::fs::set_permissions(path, mode)
     }
 
     /// The entry itself, held by a descriptor that opens nothing (`O_PATH`: no driver of a
@@ -375,15 +387,16 @@ impl At<'_> {
     }
 
     /// Where /proc is missing: the entry opened for reading, to change it through the
-    /// descriptor; only a regular file or a folder (opening a device node would make its
-    /// driver act), never a symlink, never waiting on a FIFO swapped in.
+    /// descriptor; only a regular file, folder or FIFO (opening a device node would make its
+    /// driver act), never a symlink, never waiting on a FIFO.
     fn open_without_proc(&self) -> io::Result<File> {
         use std::os::unix::fs::MetadataExt;
         let looked = self.stat()?;
         if looked.is_symlink() {
             return Err(replaced_by_symlink());
         }
-        if !looked.is_file() && !looked.is_dir() {
+        let fifo = looked.mode() & libc::S_IFMT == libc::S_IFIFO;
+        if !looked.is_file() && !looked.is_dir() && !fifo {
             return Err(io::Error::other("cannot be changed here without /proc"));
         }
         let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
@@ -426,6 +439,15 @@ impl At<'_> {
             return self.open_without_proc()?.set_xattr(name, value);
         }
         xattr::set(self.through_proc(), name, value)
+    }
+
+    /// The value of one of the entry's extended attributes, if it has it.
+    pub fn get_xattr(&self, name: &OsStr) -> io::Result<Option<Vec<u8>>> {
+        if !proc_mounted() {
+            use xattr::FileExt;
+            return self.open_without_proc()?.get_xattr(name);
+        }
+        xattr::get(self.through_proc(), name)
     }
 
     /// The names of the entry's extended attributes.
@@ -495,22 +517,27 @@ mod tests {
         let fifo = root.path().join("fifo");
         nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o644)).unwrap();
         let at = target.at(&fifo).unwrap();
-        let (_pinned, path) = at.pinned().unwrap();
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        at.chmod_by_descriptor(0o600).unwrap();
         let mode = std::fs::symlink_metadata(&fifo)
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert!(at.open_without_proc().is_err(), "a FIFO was opened");
+        assert!(
+            at.open_without_proc().is_ok(),
+            "a FIFO opened for reading waits on nothing"
+        );
         let file = root.path().join("file");
         std::fs::write(&file, b"x").unwrap();
         assert!(target.at(&file).unwrap().open_without_proc().is_ok());
         let link = root.path().join("link");
         std::os::unix::fs::symlink(&file, &link).unwrap();
         let at = target.at(&link).unwrap();
+        assert!(at.chmod_by_descriptor(0o600).is_err());
         assert!(at.pinned().is_err());
         assert!(at.open_without_proc().is_err());
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_ne!(mode & 0o777, 0o600, "the mode went through the symlink");
     }
 
     /// However many folders are used, no more than `OPEN_FOLDERS` stay open, and a folder

@@ -130,7 +130,6 @@ impl Node {
         self.encode_into(Vec::new())
     }
 
-    /// Encodes into `buf` (cleared first, its allocation reused).
     /// The bytes this node takes in its folder's encoded tree.
     pub fn encoded_len(&self) -> usize {
         let node = self.encode_into(Vec::new()).len();
@@ -140,6 +139,7 @@ impl Node {
         field.len() + node
     }
 
+    /// Encodes into `buf` (cleared first, its allocation reused).
     fn encode_into(&self, buf: Vec<u8>) -> Vec<u8> {
         let mut w = FieldWriter::reusing(buf);
         w.bytes(1, &self.name)
