@@ -131,6 +131,29 @@ impl Fixture {
     }
 
     /// Every file of every snapshot restores byte-exactly.
+    /// Flips a bit inside a data blob of the second backup's pack, which `check --read-data`
+    /// then finds (and records in this machine's index); returns the pack.
+    fn damage_a_blob_found_by_read_data(&self) -> PathBuf {
+        let pack = self.data_pack(1);
+        flip_bit(&pack, 100);
+        assert_eq!(self.check(&["--read-data"]).0, 17);
+        pack
+    }
+
+    /// From now on, commands run as from another machine: with a cache of their own, which
+    /// never saw what the last check found.
+    fn become_another_machine(&self) {
+        let first = self.env.path("first-machine-cache");
+        std::fs::rename(&self.env.cache, first).unwrap();
+    }
+
+    /// The next backup stores again what was lost, and every snapshot is whole again.
+    fn backup_heals(&mut self) {
+        self.backup();
+        self.assert_clean(&["--read-data"]);
+        self.assert_all_restore();
+    }
+
     fn assert_all_restore(&self) {
         for s in 0..self.snapshots.len() {
             for dir in ["a", "b", "c"].iter().take(s + 1) {
@@ -572,10 +595,7 @@ fn flipped_bit_in_a_data_blob_needs_read_data_and_is_repaired_by_repair_snapshot
 #[test]
 fn damage_found_by_read_data_is_healed_by_a_backup_from_another_machine_after_repair_index() {
     let mut f = Fixture::new();
-    let pack = f.data_pack(1);
-    flip_bit(&pack, 100);
-    let (code, _) = f.check(&["--read-data"]);
-    assert_eq!(code, 17);
+    let pack = f.damage_a_blob_found_by_read_data();
     let out = f.env.run(&["repair", "index"]);
     assert_eq!(out.status.code(), Some(17), "{}", stderr(&out));
     let said = String::from_utf8_lossy(&out.stdout);
@@ -588,11 +608,8 @@ fn damage_found_by_read_data_is_healed_by_a_backup_from_another_machine_after_re
         "{said}"
     );
     assert!(!pack.exists());
-    // Another machine: a cache of its own, which never saw the damage.
-    std::fs::rename(&f.env.cache, f.env.path("first-machine-cache")).unwrap();
-    f.backup();
-    f.assert_clean(&["--read-data"]);
-    f.assert_all_restore();
+    f.become_another_machine();
+    f.backup_heals();
 }
 
 /// Regression: a pack salvaged for damaged blobs was deleted last, after the old segments;
@@ -602,15 +619,13 @@ fn damage_found_by_read_data_is_healed_by_a_backup_from_another_machine_after_re
 #[test]
 fn an_interrupted_repair_index_leaves_no_damaged_pack_to_be_indexed_again() {
     let mut f = Fixture::new();
-    let pack = f.data_pack(1);
-    flip_bit(&pack, 100);
-    assert_eq!(f.check(&["--read-data"]).0, 17);
+    let pack = f.damage_a_blob_found_by_read_data();
     run_until(&f, "repair-index-segment-written", &["repair", "index"]);
     assert!(
         !pack.exists(),
         "the damaged pack outlived the new segments' first write"
     );
-    std::fs::rename(&f.env.cache, f.env.path("first-machine-cache")).unwrap();
+    f.become_another_machine();
     // 17 if an old segment still listing the pack is left (the one deleted first is any).
     let out = f.env.run(&["repair", "index"]);
     assert!(
@@ -618,9 +633,7 @@ fn an_interrupted_repair_index_leaves_no_damaged_pack_to_be_indexed_again() {
         "{}",
         stderr(&out)
     );
-    f.backup();
-    f.assert_clean(&["--read-data"]);
-    f.assert_all_restore();
+    f.backup_heals();
 }
 
 #[test]

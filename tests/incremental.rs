@@ -484,11 +484,10 @@ fn a_source_gone_before_the_walk_makes_the_snapshot_partial() {
     write(&kept.join("file"), b"kept");
     write(&gone.join("file"), b"gone");
     let hook = format!("sources-checked:rm -rf {}", gone.display());
-    let out = env
-        .cmd(&["backup", kept.to_str().unwrap(), gone.to_str().unwrap()])
-        .env("CAIRN_HOOK", hook)
-        .output()
-        .unwrap();
+    let out = env.run_hooked(
+        &["backup", kept.to_str().unwrap(), gone.to_str().unwrap()],
+        &hook,
+    );
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("cannot read the source"), "{err}");
@@ -522,11 +521,7 @@ fn a_folder_swapped_for_a_symlink_after_its_parent_was_listed_is_not_followed() 
         d.display(),
         secrets.display()
     );
-    let out = env
-        .cmd(&["backup", src.to_str().unwrap()])
-        .env("CAIRN_HOOK", hook)
-        .output()
-        .unwrap();
+    let out = env.run_hooked(&["backup", src.to_str().unwrap()], &hook);
     let err = stderr(&out);
     let ls = env.run(&["ls", "latest", "--recursive"]);
     let listed = String::from_utf8_lossy(&ls.stdout);
@@ -556,11 +551,7 @@ fn a_small_file_that_grows_before_it_is_read_is_stored_exactly() {
         r#"file-listed:case "$1" in *grows) cat {} >> "$1";; esac"#,
         extra.display()
     );
-    let out = env
-        .cmd(&["backup", src.to_str().unwrap()])
-        .env("CAIRN_HOOK", hook)
-        .output()
-        .unwrap();
+    let out = env.run_hooked(&["backup", src.to_str().unwrap()], &hook);
     assert!(out.status.success(), "{}", stderr(&out));
     let target = env.path("out");
     env.restore("latest", &target);

@@ -470,19 +470,23 @@ fn a_user_restores_links_into_a_folder_finished_without_search_permission() {
     env.backup_json(&[&src]);
     env.give_to_nobody();
     let target = env.path("out");
-    let out = env.run_as_nobody(&[
-        "restore",
-        "latest",
-        "--target",
-        target.to_str().unwrap(),
-        "--batch-files",
-        "1",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    restore_as_nobody(&env, &target, &["--batch-files", "1"]);
     let back = restored(&target, &src);
     let meta = |p: &str| std::fs::symlink_metadata(back.join(p)).unwrap();
     assert_eq!(meta("d/f").ino(), meta("z/g").ino());
     assert_eq!(meta("d").mode() & 0o7777, 0o600);
+}
+
+/// Restores the latest snapshot into `target` as nobody (see `Env::run_as_nobody`), and
+/// asserts that it succeeded.
+fn restore_as_nobody(env: &Env, target: &Path, extra: &[&str]) {
+    let args = [
+        &["restore", "latest", "--target", target.to_str().unwrap()],
+        extra,
+    ]
+    .concat();
+    let out = env.run_as_nobody(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
 }
 
 /// Regression: a user's re-run could not write into a folder the first run had restored
@@ -500,14 +504,10 @@ fn a_users_rerun_writes_into_a_folder_restored_read_only() {
     env.backup_json(&[&src]);
     env.give_to_nobody();
     let target = env.path("out");
-    let restore =
-        || env.run_as_nobody(&["restore", "latest", "--target", target.to_str().unwrap()]);
-    let out = restore();
-    assert!(out.status.success(), "{}", stderr(&out));
+    restore_as_nobody(&env, &target, &[]);
     let ro = restored(&target, &src).join("ro");
     std::fs::write(ro.join("f"), b"changed since").unwrap();
-    let out = restore();
-    assert!(out.status.success(), "{}", stderr(&out));
+    restore_as_nobody(&env, &target, &[]);
     assert_eq!(std::fs::read(ro.join("f")).unwrap(), b"as in the snapshot");
     assert_eq!(std::fs::metadata(&ro).unwrap().mode() & 0o7777, 0o555);
 }
@@ -526,10 +526,10 @@ fn restore_swapping(
         dir.display(),
         outside.display()
     );
-    env.cmd(&["restore", "latest", "--target", target.to_str().unwrap()])
-        .env("CAIRN_HOOK", hook)
-        .output()
-        .unwrap()
+    env.run_hooked(
+        &["restore", "latest", "--target", target.to_str().unwrap()],
+        &hook,
+    )
 }
 
 /// Regression: a folder whose mode denies its owner search is finished last of all, by
@@ -640,15 +640,11 @@ fn a_users_rerun_over_a_read_only_file_with_an_added_attribute_succeeds() {
     env.backup_json(&[&src]);
     env.give_to_nobody();
     let out = env.path("out");
-    let restore = || env.run_as_nobody(&["restore", "latest", "--target", out.to_str().unwrap()]);
-    let first = restore();
-    assert!(first.status.success(), "{}", stderr(&first));
+    restore_as_nobody(&env, &out, &[]);
     let f = restored(&out, &src).join("f");
-    let again = restore();
-    assert!(again.status.success(), "{}", stderr(&again));
+    restore_as_nobody(&env, &out, &[]);
     xattr::set(&f, "user.added", b"since").unwrap();
-    let again = restore();
-    assert!(again.status.success(), "{}", stderr(&again));
+    restore_as_nobody(&env, &out, &[]);
     assert_eq!(
         xattr::get(&f, "user.origin").unwrap().as_deref(),
         Some(&b"scanner"[..])

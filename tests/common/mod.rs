@@ -101,13 +101,17 @@ impl Env {
         serde_json::from_str(&self.ok(&args)).expect("backup JSON")
     }
 
-    /// `backup --json ARGS` with a test hook armed (`CAIRN_HOOK`); it must exit 0.
-    pub fn backup_hooked(&self, args: &[&str], hook: &str) -> serde_json::Value {
-        let out = self
-            .cmd(&[&["backup", "--json"], args].concat())
+    /// Runs with a test hook armed (`CAIRN_HOOK`, see `cairn::failpoint`).
+    pub fn run_hooked(&self, args: &[&str], hook: &str) -> Output {
+        self.cmd(args)
             .env("CAIRN_HOOK", hook)
             .output()
-            .expect("run cairn");
+            .expect("run cairn")
+    }
+
+    /// `backup --json ARGS` with a test hook armed (`CAIRN_HOOK`); it must exit 0.
+    pub fn backup_hooked(&self, args: &[&str], hook: &str) -> serde_json::Value {
+        let out = self.run_hooked(&[&["backup", "--json"], args].concat(), hook);
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         serde_json::from_slice(&out.stdout).expect("backup JSON")
     }
