@@ -367,17 +367,17 @@ impl Walk<'_> {
         {
             return Ok(false);
         }
-        let on_disk = match self.at(path) {
-            // A dry run's folder that is not there: nothing in it is either.
-            Err(_) if self.opts.dry_run => None,
-            found => Some(found?),
-        };
-        if !fresh
-            && let Some(on_disk) = &on_disk
-            && self.keep_existing(&node, on_disk, path)?
-        {
-            self.keep(&node, on_disk, path)?;
-            return Ok(true);
+        if !fresh {
+            match self.at(path) {
+                Ok(on_disk) if self.keep_existing(&node, &on_disk, path)? => {
+                    self.keep(&node, &on_disk, path)?;
+                    return Ok(true);
+                }
+                Ok(_) => {}
+                // A dry run's folder that is not there: nothing in it is either.
+                Err(_) if self.opts.dry_run => {}
+                Err(e) => return Err(e),
+            }
         }
         if self.opts.dry_run {
             if node.kind == NodeKind::File {
@@ -389,9 +389,6 @@ impl Walk<'_> {
             }
             return Ok(true);
         }
-        let Some(on_disk) = on_disk else {
-            return Ok(false); // only in a dry run, which ended above
-        };
         match node.kind {
             NodeKind::File if let Some(first) = self.first_paths.get(&node) => {
                 self.batch.links.push((path.to_path_buf(), first));
@@ -404,24 +401,33 @@ impl Walk<'_> {
                 self.end_batch_if_full();
             }
             NodeKind::Symlink => {
-                let link_target = node.link_target.as_deref().unwrap_or_default();
-                let name = temp::file_name(self.temp.next());
-                let tmp = on_disk.sibling(&name);
-                let link = tmp.symlink(&os_string(link_target));
-                if !self.made(path, link.map_err(|e| Error::io(path, e))) {
-                    return Ok(false);
-                }
-                self.place(&tmp, &on_disk, path, &node)?;
+                let link_target = os_string(node.link_target.as_deref().unwrap_or_default());
+                let make = |tmp: &At| tmp.symlink(&link_target).map_err(|e| Error::io(path, e));
+                return self.make_and_place(path, &node, make);
             }
             _ => {
-                let name = temp::file_name(self.temp.next());
-                let tmp = on_disk.sibling(&name);
-                if !self.made(path, metadata::make_special(&tmp, path, &node)) {
-                    return Ok(false);
-                }
-                self.place(&tmp, &on_disk, path, &node)?;
+                return self
+                    .make_and_place(path, &node, |tmp| metadata::make_special(tmp, path, &node));
             }
         }
+        Ok(true)
+    }
+
+    /// Makes a symlink or special file under a temporary name (`make`), then gives it its
+    /// metadata and renames it into place; false if it could not be made.
+    fn make_and_place(
+        &mut self,
+        path: &Path,
+        node: &Node,
+        make: impl FnOnce(&At) -> Result<()>,
+    ) -> Result<bool> {
+        let on_disk = self.at(path)?;
+        let name = temp::file_name(self.temp.next());
+        let tmp = on_disk.sibling(&name);
+        if !self.made(path, make(&tmp)) {
+            return Ok(false);
+        }
+        self.place(&tmp, &on_disk, path, node)?;
         Ok(true)
     }
 
