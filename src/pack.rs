@@ -356,6 +356,19 @@ impl PackWriter {
         self.bytes.len()
     }
 
+    /// Moves `other`'s blobs to the end of this pack (a sealed blob does not depend on where
+    /// it sits).
+    pub fn append(&mut self, other: PackWriter) {
+        debug_assert_eq!(other.blob_type, self.blob_type);
+        let shift = self.bytes.len() as u64;
+        self.bytes.extend_from_slice(&other.bytes);
+        let moved = other.entries.into_iter().map(|e| BlobEntry {
+            offset: e.offset + shift,
+            ..e
+        });
+        self.entries.extend(moved);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

@@ -11,6 +11,12 @@
 //! Packs are written in the background (`upload::Uploader`) so that sealing goes on while
 //! packs are written. Besides the open data and tree packs, the packer holds the packs being
 //! uploaded, one waiting for an uploader, and one being handed over.
+//!
+//! Each worker thread fills a data pack of its own (up to `MAX_OPEN_DATA_PACKS`), so a pack
+//! holds blobs in the order one thread met them in the walk. With one pack for all threads,
+//! the blobs of the distant parts of the tree that the threads were in alternated in every
+//! pack, and a restore, which goes through the tree in order a part at a time, read each pack
+//! about once per thread (the gaps it reads through held the other parts' blobs).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, RwLock};
@@ -21,7 +27,7 @@ use crate::blobs::lock;
 use crate::error::Result;
 use crate::ids::{BlobId, BlobType, IndexId};
 use crate::index::{IndexSegment, LocalIndex, PackRecord, SEGMENT_BLOBS};
-use crate::pack::{PackWriter, SealedBlob, seal_blob};
+use crate::pack::{PACK_TARGET_SIZE, PackWriter, SealedBlob, seal_blob};
 use crate::repo::lock::RepositoryLock;
 use crate::repo::{FileKind, Repository, object_path};
 use crate::upload::Uploader;
@@ -30,6 +36,12 @@ use crate::upload::Uploader;
 /// so an interrupted backup leaves its uploaded packs indexed and the next run does not upload
 /// them again; and a segment stays small enough to be written soon after the lock check.
 const PACKS_PER_SEGMENT: usize = 32;
+
+/// Data packs open at once, at most.
+const MAX_OPEN_DATA_PACKS: usize = 4;
+/// What the open data packs hold together, at most (plus a blob each): with more than two
+/// open, each is closed smaller than `PACK_TARGET_SIZE`.
+const OPEN_DATA_BYTES: usize = 2 * PACK_TARGET_SIZE;
 
 #[derive(Clone, Debug, Default)]
 pub struct PackerStats {
@@ -89,7 +101,10 @@ pub struct Packer<'a> {
     repo: &'a Repository,
     index: &'a mut LocalIndex,
     zstd_level: i32,
-    data: PackWriter,
+    /// One per worker thread (see the module comment).
+    data: Vec<PackWriter>,
+    /// The size at which a data pack is closed.
+    data_pack_size: usize,
     tree: PackWriter,
     stored: Arc<StoredBlobs>,
     /// `None` in a dry run: packs are counted, not written.
@@ -128,11 +143,13 @@ impl<'a> Packer<'a> {
         dry_run: bool,
     ) -> Result<Self> {
         let stored = Arc::new(StoredBlobs::new(index)?);
+        let open = rayon::current_num_threads().clamp(1, MAX_OPEN_DATA_PACKS);
         Ok(Packer {
             repo,
             index,
             zstd_level,
-            data: PackWriter::new(BlobType::Data),
+            data: (0..open).map(|_| PackWriter::new(BlobType::Data)).collect(),
+            data_pack_size: (OPEN_DATA_BYTES / open).min(PACK_TARGET_SIZE),
             tree: PackWriter::new(BlobType::Tree),
             stored,
             uploader: if dry_run {
@@ -190,29 +207,52 @@ impl<'a> Packer<'a> {
         }
         self.stats.raw_bytes += u64::from(blob.raw_len);
         self.stats.stored_bytes += blob.bytes.len() as u64;
-        let blob_type = blob.blob_type;
-        self.writer(blob_type).add(blob);
-        if self.writer(blob_type).is_full() {
-            self.flush(blob_type)?;
-        }
-        Ok(())
-    }
-
-    fn writer(&mut self, t: BlobType) -> &mut PackWriter {
-        match t {
-            BlobType::Data => &mut self.data,
+        let writer = match blob.blob_type {
+            BlobType::Data => {
+                let open = self.data.len();
+                &mut self.data[rayon::current_thread_index().unwrap_or(0) % open]
+            }
             BlobType::Tree => &mut self.tree,
+        };
+        writer.add(blob);
+        match writer.blob_type() {
+            BlobType::Data if writer.len() < self.data_pack_size => Ok(()),
+            BlobType::Tree if !writer.is_full() => Ok(()),
+            BlobType::Data => {
+                let full = std::mem::replace(writer, PackWriter::new(BlobType::Data));
+                self.upload(full)
+            }
+            BlobType::Tree => self.flush_all(),
         }
     }
 
-    fn flush(&mut self, blob_type: BlobType) -> Result<()> {
-        if blob_type == BlobType::Tree {
-            self.flush(BlobType::Data)?;
+    /// Uploads every open pack, the tree pack last: the trees in it may refer to blobs in any
+    /// of the data packs. Partly filled data packs are put together up to `PACK_TARGET_SIZE`
+    /// rather than written small: a backup that stores little writes one data pack, not one
+    /// per worker.
+    fn flush_all(&mut self) -> Result<()> {
+        let mut merged = PackWriter::new(BlobType::Data);
+        for i in 0..self.data.len() {
+            let writer = std::mem::replace(&mut self.data[i], PackWriter::new(BlobType::Data));
+            if merged.len() + writer.len() > PACK_TARGET_SIZE {
+                let full = std::mem::replace(&mut merged, writer);
+                self.upload(full)?;
+            } else {
+                merged.append(writer);
+            }
         }
-        if self.writer(blob_type).is_empty() {
+        self.upload(merged)?;
+        let writer = std::mem::replace(&mut self.tree, PackWriter::new(BlobType::Tree));
+        self.upload(writer)
+    }
+
+    /// Seals and hands over a pack unless it is empty; writes a segment when enough packs wait
+    /// for one.
+    fn upload(&mut self, writer: PackWriter) -> Result<()> {
+        if writer.is_empty() {
             return Ok(());
         }
-        let writer = std::mem::replace(self.writer(blob_type), PackWriter::new(blob_type));
+        let blob_type = writer.blob_type();
         let pack = writer.finish(self.repo.keys(), self.repo.id());
         self.stats.packs += 1;
         let Some(uploader) = self.uploader.as_mut() else {
@@ -259,8 +299,7 @@ impl<'a> Packer<'a> {
     /// Uploads every open pack, waits for the uploads, then writes a segment listing all packs
     /// not yet in one.
     pub fn finish(mut self) -> Result<PackerStats> {
-        self.flush(BlobType::Tree)?;
-        self.flush(BlobType::Data)?;
+        self.flush_all()?;
         self.write_segment()?;
         Ok(self.stats.clone())
     }
@@ -272,7 +311,7 @@ mod tests {
     use crate::error::Error;
     use crate::pack::MAX_BLOB_LEN;
     use crate::upload::MAX_UPLOADS;
-    use std::sync::atomic::Ordering;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// Regression: a tree over the 1 GiB a blob may hold (a folder with a file of more than
     /// about 33 million chunks) was stored, with its length wrapped past 4 GiB, in a pack
@@ -355,6 +394,54 @@ mod tests {
             starts.len() - 1,
             "the tree pack started early"
         );
+    }
+
+    /// Each worker thread's blobs go to a pack of their own, so that a pack holds parts of the
+    /// walk in order (a restore, going through the tree a part at a time, then reads each
+    /// range once instead of once per thread); packs partly filled at the end are put
+    /// together, so a small backup still writes one data pack.
+    #[test]
+    fn each_worker_thread_fills_a_pack_of_its_own() {
+        let repo = crate::repo::memory_repository();
+        let cache = tempfile::tempdir().unwrap();
+        let (mut index, _) = LocalIndex::open(cache.path(), &repo).unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let packer = Mutex::new(pool.install(|| Packer::new(&repo, &mut index, 1)).unwrap());
+        let blob = |thread: usize, k: usize| format!("thread {thread} blob {k}").into_bytes();
+        // The two threads take turns, so one packer for both would alternate their blobs.
+        let turn = AtomicUsize::new(0);
+        pool.broadcast(|ctx| {
+            for k in 0..20 {
+                while turn.load(Ordering::SeqCst) % 2 != ctx.index() {
+                    std::thread::yield_now();
+                }
+                lock(&packer)
+                    .add(BlobType::Data, &blob(ctx.index(), k))
+                    .unwrap();
+                turn.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        packer.into_inner().unwrap().finish().unwrap();
+        let mut placed = Vec::new();
+        for t in 0..2 {
+            for k in 0..20 {
+                let (pack, entry) = index
+                    .lookup(&repo.keys().blob_id(&blob(t, k)))
+                    .unwrap()
+                    .unwrap();
+                placed.push((pack, entry.offset, t));
+            }
+        }
+        placed.sort();
+        assert!(
+            placed.iter().all(|(pack, ..)| *pack == placed[0].0),
+            "one data pack"
+        );
+        let runs = 1 + placed.windows(2).filter(|w| w[0].2 != w[1].2).count();
+        assert_eq!(runs, 2, "each thread's blobs in one run");
     }
 
     /// Adds `n` incompressible blobs of 1 MiB (a pack every 16) to `packer`; stops at the

@@ -37,9 +37,11 @@ use crate::tree::Node;
 
 /// Blobs closer than this in a pack are fetched in one read (the gap is read and dropped).
 const MAX_GAP: u64 = 256 * 1024;
-/// No single read is larger than this; with reads kept in flight (object storage), no
-/// larger than `MAX_READ_AHEAD`, so that they hold about as much memory in all.
-const MAX_READ: u64 = 4 * 1024 * 1024;
+/// No single read from local storage is larger than this, so that a batch's reads share out
+/// evenly among the workers (with 4 MiB reads, workers sat idle at the end of each batch once
+/// packs held blobs in the walk's order). Reads kept in flight (object storage) may be up to
+/// `MAX_READ_AHEAD`: each request costs a round trip.
+const MAX_READ: u64 = 1024 * 1024;
 const MAX_READ_AHEAD: u64 = 2 * 1024 * 1024;
 
 /// A file being restored: its final path, the temporary file its content goes to, and
