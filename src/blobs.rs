@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::crypto::Keys;
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, BlobType, PackId, TreeId};
 use crate::index::LocalIndex;
@@ -24,6 +25,30 @@ pub fn load_blob(repo: &Repository, index: &LocalIndex, id: &BlobId) -> Result<V
     repo.read_pack_range(&pack, entry.offset..entry.end())
         .and_then(|sealed| open_blob(repo.keys(), repo.id(), &pack, &entry, &sealed))
         .or_else(|e| other_copy(repo, index.locations(id), &pack, e))
+}
+
+/// Whether `source` holds exactly the content `node` lists: every blob-sized piece (lengths
+/// from the index, no data read from the repository) hashes to its blob id, and nothing
+/// follows. Whatever the chunker that cut it, sparse or not. The outer error is the index's,
+/// the inner one the source's.
+pub fn holds_content(
+    keys: &Keys,
+    blobs: &BlobReader,
+    source: &mut impl std::io::Read,
+    node: &Node,
+) -> Result<std::io::Result<bool>> {
+    let mut buf = Vec::new();
+    for id in &node.content {
+        buf.resize(blobs.raw_len(id)? as usize, 0);
+        match source.read_exact(&mut buf) {
+            // Shorter than the snapshot's file: not the same.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(Ok(false)),
+            Err(e) => return Ok(Err(e)),
+            Ok(()) if keys.blob_id(&buf) != *id => return Ok(Ok(false)),
+            Ok(()) => {}
+        }
+    }
+    Ok(source.read(&mut [0u8; 1]).map(|n| n == 0))
 }
 
 pub fn load_tree(repo: &Repository, index: &LocalIndex, id: &TreeId) -> Result<Tree> {

@@ -122,7 +122,12 @@ fn diff_between_snapshots() {
         &env,
         &["diff", a, b, &format!("{}/new", src.display()), "--json"],
     );
-    assert_eq!(sub["entries"].as_array().unwrap().len(), 1, "{sub}");
+    // The folder itself (added with its file), and nothing outside it.
+    let paths: Vec<&str> = (sub["entries"].as_array().unwrap().iter())
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    let new = format!("{}/new", src.display());
+    assert_eq!(paths, [new.clone(), format!("{new}/file.bin")], "{sub}");
 }
 
 #[test]
@@ -314,4 +319,152 @@ fn ls_escapes_control_characters_in_names() {
     let listed = env.ok(&["ls", "latest", src.to_str().unwrap()]);
     assert_eq!(listed.lines().count(), 1, "{listed}");
     assert!(listed.contains("evil\\nfake"), "{listed}");
+}
+
+/// Regression: `diff --live` chunked a touched file in one pass, while backup stores a sparse
+/// file by data regions: the ids never matched and the file showed as modified. It is now
+/// read in pieces of its blobs' lengths, as restore decides what to keep.
+#[test]
+fn diff_with_the_disk_keeps_a_touched_sparse_file_unchanged() {
+    use std::os::unix::fs::FileExt;
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let sparse = std::fs::File::create(src.join("sparse.img")).unwrap();
+    sparse.set_len(20 << 20).unwrap();
+    sparse.write_all_at(&noise(3, 64 << 10), 1 << 20).unwrap();
+    drop(sparse);
+    env.init();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+    let file = std::fs::File::options()
+        .write(true)
+        .open(src.join("sparse.img"))
+        .unwrap();
+    file.set_modified(later).unwrap();
+    let live = ["--json", "diff", "latest", "--live", src.to_str().unwrap()];
+    let d = json(&env, &live);
+    assert_eq!(d["modified"], 0, "{d}");
+    file.write_all_at(b"x", 5 << 20).unwrap();
+    let d = json(&env, &live);
+    assert_eq!(d["modified"], 1, "{d}");
+}
+
+/// Regression: a file `diff --live` could not read was reported as modified, with exit 0.
+#[test]
+fn diff_with_the_disk_leaves_out_a_file_it_cannot_read() {
+    if !running_as_root() {
+        return;
+    }
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("secret.txt"), b"secret");
+    env.init();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    write(&src.join("secret.txt"), b"SECRET");
+    std::fs::set_permissions(
+        src.join("secret.txt"),
+        std::fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
+    env.give_to_nobody();
+    let out = env.run_as_nobody(&["--json", "diff", "latest", "--live", src.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(d["modified"], 0, "{d}");
+    let unreadable = &d["unreadable"][0];
+    assert!(
+        unreadable["path"].as_str().unwrap().ends_with("secret.txt"),
+        "{d}"
+    );
+    assert!(stderr(&out).contains("secret.txt"), "{}", stderr(&out));
+}
+
+/// Regression: a PATH in neither snapshot (a typo, or one given without its leading `/`)
+/// gave an empty diff and exit 0; a PATH naming a file was refused as "not a folder".
+#[test]
+fn diff_of_a_path_takes_it_from_the_root_and_refuses_one_in_neither_snapshot() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("docs/a.txt"), b"one");
+    write(&src.join("docs/b.txt"), b"two");
+    env.init();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    write(&src.join("docs/a.txt"), b"one, longer");
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let snaps = env.snapshots();
+    let (a, b) = (
+        snaps[0]["short_id"].as_str().unwrap(),
+        snaps[1]["short_id"].as_str().unwrap(),
+    );
+    let docs = src.join("docs");
+    let relative = docs.to_str().unwrap().trim_start_matches('/');
+    for path in [docs.to_str().unwrap(), relative] {
+        let d = json(&env, &["--json", "diff", a, b, path]);
+        assert_eq!(d["modified"], 1, "{path}: {d}");
+    }
+    let file = docs.join("a.txt");
+    let d = json(&env, &["--json", "diff", a, b, file.to_str().unwrap()]);
+    assert_eq!(d["modified"], 1, "{d}");
+    assert_eq!(d["bytes_modified_before"], 3, "{d}");
+    assert_eq!(d["bytes_modified_after"], 11, "{d}");
+    let typo = src.join("dosc");
+    let out = env.run(&["diff", a, b, typo.to_str().unwrap()]);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("dosc"), "{}", stderr(&out));
+    // The text lists sizes, the change of size for a modified file.
+    let text = env.ok(&["diff", a, b]);
+    let line = text.lines().find(|l| l.ends_with("a.txt")).unwrap();
+    assert!(
+        line.starts_with('M') && line.contains("3 B -> 11 B"),
+        "{text}"
+    );
+}
+
+/// Regression: names that are not UTF-8 were printed with U+FFFD for each bad byte, so two
+/// names differing only there printed alike; such a byte is now written `\xNN`.
+#[test]
+fn ls_and_find_tell_names_apart_that_are_not_utf8() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join(os(b"a\xfe")), b"1");
+    write(&src.join(os(b"a\xff")), b"2");
+    env.init();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let listed = env.ok(&["ls", "latest", src.to_str().unwrap()]);
+    assert!(
+        listed.contains("a\\xfe") && listed.contains("a\\xff"),
+        "{listed}"
+    );
+    let found = env.ok(&["find", "a?"]);
+    assert!(
+        found.contains("a\\xfe") && found.contains("a\\xff"),
+        "{found}"
+    );
+}
+
+/// Regression: `restore --dry-run --json` panicked on a path that is not UTF-8 (serde
+/// refuses such a path); each is now given lossily with its bytes in `path_hex`.
+#[test]
+fn a_json_dry_run_lists_paths_that_are_not_utf8() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join(os(b"caf\xe9.txt")), b"1");
+    env.init();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let target = env.path("out");
+    let args = [
+        "--json",
+        "restore",
+        "latest",
+        "--dry-run",
+        "--target",
+        target.to_str().unwrap(),
+    ];
+    let d = json(&env, &args);
+    let listed = d["stats"]["would_write"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{d}");
+    let hex = listed[0]["path_hex"].as_str().unwrap();
+    assert!(hex.ends_with("636166e92e747874"), "{d}");
+    assert!(!target.exists(), "a dry run made the target");
 }

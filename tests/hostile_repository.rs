@@ -286,7 +286,18 @@ fn a_tree_nested_too_deep_is_refused_not_a_crash() {
         }
         vec![node]
     });
-    let out = env.run(&["dump", "latest", "/"]);
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains(&too_deep()), "{}", stderr(&out));
+    // Regression: `ls -R` and `find` followed it to the end too.
+    for args in [
+        &["dump", "latest", "/"][..],
+        &["ls", "-R", "latest"],
+        &["find", "leaf"],
+    ] {
+        let out = env.run(args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            stderr(&out).contains(&too_deep()),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
 }

@@ -7,6 +7,7 @@
 //! reading it fails too instead of unpacking a partial tree as if it were whole.
 
 use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use cairn::blobs::{BlobReader, find_node};
@@ -292,8 +293,8 @@ impl<W: Write> Archive<'_, '_, W> {
             eprintln!(
                 "warning: {}: extended attribute {} left out of the archive (PAX cannot \
                  hold a name with '=')",
-                super::for_terminal(&path.to_string_lossy()),
-                super::for_terminal(&String::from_utf8_lossy(name)),
+                super::for_terminal_bytes(path.as_os_str().as_bytes()),
+                super::for_terminal_bytes(name),
             );
         }
         if !records.is_empty() {

@@ -16,7 +16,7 @@ use cairn::snapshot;
 use cairn::tree::{Node, NodeKind};
 use globset::{GlobBuilder, GlobMatcher};
 
-use super::{Context, Outcome, add_hex, for_terminal};
+use super::{Context, Outcome, add_hex, for_terminal_bytes};
 use crate::cli::FindArgs;
 
 /// A match below some tree: its path relative to that tree, and its node.
@@ -33,6 +33,7 @@ impl Finder<'_> {
     /// Matches below `tree`; `at` is the tree's path, needed only for path patterns (which
     /// then cannot be memoized by tree id alone).
     fn search(&mut self, tree: &TreeId, at: &[u8]) -> Result<Matches> {
+        cairn::walk::check_depth(at)?;
         if !self.by_path
             && let Some(m) = self.memo.get(tree)
         {
@@ -132,7 +133,7 @@ pub fn run(ctx: &Context, args: &FindArgs) -> Result<Outcome> {
                         .saturating_mul(1_000_000_000),
                     snap.utc_offset_s
                 ),
-                for_terminal(&String::from_utf8_lossy(p))
+                for_terminal_bytes(p)
             );
         }
     }

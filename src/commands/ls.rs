@@ -9,7 +9,7 @@ use cairn::repo::Repository;
 use cairn::snapshot;
 use cairn::tree::{Node, NodeKind};
 
-use super::{Context, Outcome, add_hex, for_terminal, path_in_snapshot};
+use super::{Context, Outcome, add_hex, for_terminal_bytes, path_in_snapshot};
 use crate::cli::LsArgs;
 
 struct Lister<'a> {
@@ -85,6 +85,7 @@ fn mode_string(n: &Node) -> String {
 
 impl Lister<'_> {
     fn dir(&mut self, tree: &TreeId, prefix: &[u8]) -> Result<()> {
+        cairn::walk::check_depth(prefix)?;
         let tree = load_tree(self.repo, self.index, tree)?;
         for node in &tree.nodes {
             let path = [prefix, b"/", &node.name].concat();
@@ -118,12 +119,11 @@ impl Lister<'_> {
             self.json.push(entry);
             return;
         }
-        let path = &String::from_utf8_lossy(path);
         if self.args.long {
             let link = n
                 .link_target
                 .as_ref()
-                .map(|t| format!(" -> {}", for_terminal(&String::from_utf8_lossy(t))))
+                .map(|t| format!(" -> {}", for_terminal_bytes(t)))
                 .unwrap_or_default();
             println!(
                 "{} {:>8} {:>8} {:>12} {} {}{link}",
@@ -137,10 +137,10 @@ impl Lister<'_> {
                         .saturating_mul(1_000_000_000),
                     0
                 ),
-                for_terminal(path),
+                for_terminal_bytes(path),
             );
         } else {
-            println!("{}", for_terminal(path));
+            println!("{}", for_terminal_bytes(path));
         }
     }
 }

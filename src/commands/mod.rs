@@ -389,6 +389,19 @@ pub fn add_hex(object: &mut serde_json::Value, key: &str, bytes: &[u8]) {
 /// A name or path for a terminal: control characters written as `\n`, `\t`, `\r` or `\xNN`
 /// and a backslash as `\\` (as `ls -b` does), so that a file name can neither fake lines of
 /// output nor send escape sequences to the terminal.
+/// `for_terminal` for bytes that may not be UTF-8: a byte that is not part of a character is
+/// written as `\xNN`, so that two names that differ only there print differently.
+pub fn for_terminal_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(&for_terminal(chunk.valid()));
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
 pub fn for_terminal(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -439,5 +452,8 @@ mod tests {
         assert_eq!(for_terminal("a\nb\tc\r"), "a\\nb\\tc\\r");
         assert_eq!(for_terminal("\u{1b}[2J"), "\\x1b[2J");
         assert_eq!(for_terminal("back\\slash"), "back\\\\slash");
+        // Regression: invalid bytes were shown as U+FFFD, so `a\xfe` and `a\xff` looked alike.
+        assert_eq!(for_terminal_bytes(b"a\xfe"), "a\\xfe");
+        assert_eq!(for_terminal_bytes(b"a\xff\n\xc3\xa4"), "a\\xff\\n\u{e4}");
     }
 }

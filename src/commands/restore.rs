@@ -1,12 +1,14 @@
 //! `cairn restore SNAPSHOT[:PATH] --target DIR`: restore a snapshot, a folder or one file.
 
+use std::os::unix::ffi::OsStrExt;
+
 use cairn::blobs::find_node;
 use cairn::error::{Error, Result};
 use cairn::restore::{self, Overwrite, RestoreOptions, Selection, Start};
 use cairn::snapshot;
 use cairn::tree::NodeKind;
 
-use super::{Context, Outcome, human_bytes, path_in_snapshot};
+use super::{Context, Outcome, for_terminal_bytes, human_bytes, path_in_snapshot};
 use crate::cli::RestoreArgs;
 
 pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<Outcome> {
@@ -67,7 +69,10 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<Outcome> {
             Error::Io { path: p, source } if p == path => source.to_string(),
             other => other.to_string(),
         };
-        eprintln!("error: {}: {reason}", path.display());
+        eprintln!(
+            "error: {}: {reason}",
+            for_terminal_bytes(path.as_os_str().as_bytes())
+        );
     })?;
     if ctx.json {
         super::print_json(
@@ -75,7 +80,10 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<Outcome> {
         )?;
     } else {
         for p in &stats.would_write {
-            println!("would restore {}", p.display());
+            println!(
+                "would restore {}",
+                for_terminal_bytes(p.as_os_str().as_bytes())
+            );
         }
         ctx.note(&format!(
             "{} snapshot {} to {}: {} files, {} dirs, {} other, {}; {} existing entries left alone{}",

@@ -33,6 +33,7 @@ mod target;
 mod temp;
 
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::mpsc::{SyncSender, sync_channel};
@@ -78,8 +79,32 @@ pub struct RestoreStats {
     pub skipped: u64,
     pub errors: u64,
     /// With `dry_run`: the files that would be written.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "paths_as_json"
+    )]
     pub would_write: Vec<PathBuf>,
+}
+
+/// Paths as `{"path": lossy, "path_hex": bytes}` objects, the hex only where the bytes are not
+/// UTF-8 (serde refuses such a path outright).
+fn paths_as_json<S: serde::Serializer>(paths: &[PathBuf], to: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    #[derive(serde::Serialize)]
+    struct Entry<'p> {
+        path: std::borrow::Cow<'p, str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        path_hex: Option<String>,
+    }
+    let mut seq = to.serialize_seq(Some(paths.len()))?;
+    for path in paths {
+        let bytes = path.as_os_str().as_bytes();
+        seq.serialize_element(&Entry {
+            path: String::from_utf8_lossy(bytes),
+            path_hex: crate::tree::hex_unless_utf8(bytes),
+        })?;
+    }
+    seq.end()
 }
 
 /// Where a restore starts: a folder's tree (its contents go into the target) or one entry
@@ -542,10 +567,9 @@ impl Walk<'_> {
                 }
                 NodeKind::Symlink => {
                     existing.is_symlink()
-                        && at.read_link().is_ok_and(|t| {
-                            use std::os::unix::ffi::OsStrExt;
-                            Some(t.as_bytes()) == node.link_target.as_deref()
-                        })
+                        && at
+                            .read_link()
+                            .is_ok_and(|t| Some(t.as_bytes()) == node.link_target.as_deref())
                 }
                 _ => false,
             },

@@ -2,7 +2,6 @@
 //! against the entry's path in the snapshot, and what to do about files already there.
 
 use std::ffi::OsStr;
-use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -108,17 +107,6 @@ pub fn same_content(
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(false),
         Err(e) => return Err(Error::io(path, e)),
     };
-    let mut buf = Vec::new();
-    for id in &node.content {
-        let len = blobs.raw_len(id)? as usize;
-        buf.resize(len, 0);
-        match file.read_exact(&mut buf) {
-            // Shorter than the snapshot's file: not the same.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
-            Err(e) => return Err(Error::io(path, e)),
-            Ok(()) if repo.keys().blob_id(&buf) != *id => return Ok(false),
-            Ok(()) => {}
-        }
-    }
-    Ok(file.read(&mut [0u8; 1]).map_err(|e| Error::io(path, e))? == 0)
+    crate::blobs::holds_content(repo.keys(), blobs, &mut file, node)?
+        .map_err(|e| Error::io(path, e))
 }

@@ -3,21 +3,26 @@
 //! Guarantees: subtrees with equal ids are skipped without being read; file content is
 //! compared by blob ids, never by reading data from the repository. On disk, a file whose
 //! size and mtime match is taken as unchanged, one whose size differs as modified; otherwise
-//! it is chunked and hashed locally with the snapshot's chunker parameters and compared blob
-//! id by blob id. Symlinks compare by target, device nodes by device number; extended
-//! attributes count as metadata. Nothing on disk is followed through a symlink.
+//! it is read in pieces of its blobs' lengths (from the index), each hashed and compared with
+//! its blob id, as a restore decides what to keep: so a file stored sparse, or cut by another
+//! chunker (a copy from another repository, another chunk profile), is not taken as modified.
+//! Symlinks compare by target, device nodes by device number; owners, modes, times and
+//! extended attributes count as metadata. Nothing on disk is followed through a symlink: a
+//! folder below the starting one is listed only if it is still the folder its parent's
+//! listing saw. An entry that cannot be read is left out with a warning, never reported as
+//! changed. Trees nested deeper than `walk::MAX_DEPTH` are refused, not followed.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use super::{Node, NodeKind};
 use crate::blobs::BlobReader;
-use crate::chunk::Chunker;
 use crate::crypto::Keys;
 use crate::error::Result;
-use crate::ids::{BlobId, TreeId};
-use crate::walk;
+use crate::ids::TreeId;
+use crate::walk::{self, FolderId};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -37,9 +42,24 @@ pub struct DiffEntry {
     /// The path's bytes, when they are not UTF-8 (`path` then shows them lossily).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path_hex: Option<String>,
+    /// The path's bytes.
+    #[serde(skip)]
+    pub bytes: Vec<u8>,
     pub change: Change,
     pub old_size: u64,
     pub new_size: u64,
+}
+
+/// An entry on disk that could not be looked at (or read), and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct Unreadable {
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_hex: Option<String>,
+    pub reason: String,
+    /// The path's bytes.
+    #[serde(skip)]
+    pub bytes: Vec<u8>,
 }
 
 pub struct Differ<'r, 'a> {
@@ -47,14 +67,16 @@ pub struct Differ<'r, 'a> {
     pub metadata: bool,
     pub out: Vec<DiffEntry>,
     /// Folders and entries on disk that could not be looked at: left out of the comparison
-    /// rather than reported as removed.
-    pub unreadable: Vec<String>,
+    /// rather than reported as removed or changed.
+    pub unreadable: Vec<Unreadable>,
 }
 
 fn same_metadata(a: &Node, b: &Node) -> bool {
     a.mode == b.mode
         && a.uid == b.uid
         && a.gid == b.gid
+        && a.user == b.user
+        && a.group == b.group
         && a.mtime_ns == b.mtime_ns
         && a.xattrs == b.xattrs
 }
@@ -79,6 +101,7 @@ impl Differ<'_, '_> {
         self.out.push(DiffEntry {
             path: String::from_utf8_lossy(path).into_owned(),
             path_hex: super::hex_unless_utf8(path),
+            bytes: path.to_vec(),
             change,
             old_size: old.map_or(0, |n| n.size),
             new_size: new.map_or(0, |n| n.size),
@@ -91,6 +114,7 @@ impl Differ<'_, '_> {
         if old == new {
             return Ok(());
         }
+        walk::check_depth(at)?;
         let (a, b) = (self.tree(old)?, self.tree(new)?);
         for (x, y) in pairs(&a, &b, |n| &n.name) {
             let name = x.or(y).map_or(&[][..], |n| &n.name[..]);
@@ -99,7 +123,8 @@ impl Differ<'_, '_> {
         Ok(())
     }
 
-    fn pair(&mut self, x: Option<&Node>, y: Option<&Node>, path: &[u8]) -> Result<()> {
+    /// Compares two entries at `path` (either may be absent), and what is below them.
+    pub fn pair(&mut self, x: Option<&Node>, y: Option<&Node>, path: &[u8]) -> Result<()> {
         let dir_of = |n: Option<&Node>| {
             n.filter(|n| n.kind == NodeKind::Dir)
                 .and_then(|n| n.subtree)
@@ -127,16 +152,26 @@ impl Differ<'_, '_> {
         Ok(())
     }
 
+    fn unreadable(&mut self, path: &Path, reason: String) {
+        let bytes = path.as_os_str().as_bytes();
+        self.unreadable.push(Unreadable {
+            path: String::from_utf8_lossy(bytes).into_owned(),
+            path_hex: super::hex_unless_utf8(bytes),
+            reason,
+            bytes: bytes.to_vec(),
+        });
+    }
+
     /// A folder's entries on disk as nodes (symlink targets read, extended attributes too
     /// with `metadata`), and the names of those that could not be looked at; `None` if the
-    /// folder cannot be listed. A folder that is gone has no entries.
-    fn disk_entries(&mut self, dir: &Path) -> Option<DiskListing> {
-        let entries = match walk::read_dir_sorted(dir, None) {
+    /// folder cannot be listed (or, with `expected`, is no longer the folder its parent's
+    /// listing saw). A folder that is gone has no entries.
+    fn disk_entries(&mut self, dir: &Path, expected: Option<FolderId>) -> Option<DiskListing> {
+        let entries = match walk::read_dir_sorted(dir, expected) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => {
-                self.unreadable
-                    .push(format!("{}: cannot list: {e}", dir.display()));
+                self.unreadable(dir, format!("cannot list: {e}"));
                 return None;
             }
         };
@@ -147,31 +182,38 @@ impl Differ<'_, '_> {
                 // Gone since the listing: as if it had not been listed.
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(err) => {
-                    let path = e.path.display();
-                    self.unreadable
-                        .push(format!("{path}: cannot read metadata: {err}"));
+                    self.unreadable(&e.path, format!("cannot read metadata: {err}"));
                     unlooked.push(e.name);
                     continue;
                 }
             };
             let mut node = walk::node_from_metadata(e.name, &meta);
             if node.kind == NodeKind::Symlink {
-                node.link_target = walk::long_path::read_link(&e.path)
-                    .ok()
-                    .map(|t| walk::name_bytes(t.as_os_str()));
+                match walk::long_path::read_link(&e.path) {
+                    Ok(t) => node.link_target = Some(walk::name_bytes(t.as_os_str())),
+                    Err(err) => {
+                        self.unreadable(&e.path, format!("cannot read the link: {err}"));
+                        unlooked.push(node.name);
+                        continue;
+                    }
+                }
             }
             if self.metadata {
                 match walk::read_xattrs(&e.path) {
                     Ok(xattrs) => node.xattrs = xattrs,
                     Err(err) => {
-                        let path = e.path.display();
-                        self.unreadable
-                            .push(format!("{path}: cannot read extended attributes: {err}"));
+                        let reason = format!("cannot read extended attributes: {err}");
+                        self.unreadable(&e.path, reason);
                         xattrs_unread.push(node.name.clone());
                     }
                 }
             }
-            disk.push((node, e.path));
+            let folder = meta.is_dir().then(|| walk::folder_id(&meta));
+            disk.push(DiskEntry {
+                node,
+                path: e.path,
+                folder,
+            });
         }
         Some(DiskListing {
             entries: disk,
@@ -180,41 +222,72 @@ impl Differ<'_, '_> {
         })
     }
 
-    /// Compares a tree with a folder on disk.
+    /// Whether the file at `path` holds `node`'s content; `None`, with a warning, if it
+    /// cannot be read.
+    fn holds_content(&mut self, keys: &Keys, path: &Path, node: &Node) -> Result<Option<bool>> {
+        let mut file = match crate::backup::source_file::open(path, false) {
+            Ok(file) => file,
+            // A symlink now: not the file.
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(Some(false)),
+            Err(e) => {
+                self.unreadable(path, format!("cannot read: {e}"));
+                return Ok(None);
+            }
+        };
+        // Anything but a regular file now (a FIFO, a device) is not the file, and not read.
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
+            return Ok(Some(false));
+        }
+        match crate::blobs::holds_content(keys, self.reader, &mut file, node)? {
+            Ok(same) => Ok(Some(same)),
+            Err(e) => {
+                self.unreadable(path, format!("cannot read: {e}"));
+                Ok(None)
+            }
+        }
+    }
+
+    /// Compares a tree with a folder on disk (`expected`: see `disk_entries`).
     pub fn live(
         &mut self,
         tree: Option<TreeId>,
         dir: &Path,
+        expected: Option<FolderId>,
         at: &[u8],
-        hasher: &LiveHasher,
+        keys: &Keys,
     ) -> Result<()> {
+        walk::check_depth(at)?;
         let old = self.tree(tree)?;
         let Some(DiskListing {
             entries: disk,
             unlooked,
             xattrs_unread,
-        }) = self.disk_entries(dir)
+        }) = self.disk_entries(dir, expected)
         else {
             return Ok(());
         };
-        for (x, y) in pairs(&old, &disk, |(n, _)| &n.name) {
+        for (x, y) in pairs(&old, &disk, |d| &d.node.name) {
             let name = x
                 .map(|n| &n.name[..])
-                .or_else(|| y.map(|(n, _)| &n.name[..]))
+                .or_else(|| y.map(|d| &d.node.name[..]))
                 .unwrap_or_default();
             let path = [at, b"/", name].concat();
             match (x, y) {
                 (Some(x), None) if unlooked.contains(&x.name) => continue,
                 (Some(x), None) => self.push(&path, Change::Removed, Some(x), None),
-                (None, Some((y, _))) => self.push(&path, Change::Added, None, Some(y)),
-                (Some(x), Some((y, p))) => {
-                    let unchanged = x.kind == y.kind
+                (None, Some(d)) => self.push(&path, Change::Added, None, Some(&d.node)),
+                (Some(x), Some(d)) => {
+                    let y = &d.node;
+                    let mut unchanged = x.kind == y.kind
                         && x.link_target == y.link_target
                         && x.rdev == y.rdev
-                        && (x.kind != NodeKind::File
-                            || (x.size == y.size && x.mtime_ns == y.mtime_ns)
-                            || (x.size == y.size
-                                && hasher.content(p).as_deref() == Some(&x.content[..])));
+                        && (x.kind != NodeKind::File || x.size == y.size);
+                    if unchanged && x.kind == NodeKind::File && x.mtime_ns != y.mtime_ns {
+                        match self.holds_content(keys, &d.path, x)? {
+                            Some(same) => unchanged = same,
+                            None => continue,
+                        }
+                    }
                     // Attributes that could not be read are left out of the comparison.
                     let known;
                     let y = match xattrs_unread.contains(&y.name) {
@@ -238,11 +311,8 @@ impl Differ<'_, '_> {
             let old_dir = x
                 .filter(|n| n.kind == NodeKind::Dir)
                 .and_then(|n| n.subtree);
-            let live_dir = y
-                .filter(|(n, _)| n.kind == NodeKind::Dir)
-                .map(|(_, p)| p.clone());
-            match (old_dir, live_dir) {
-                (old, Some(p)) => self.live(old, &p, &path, hasher)?,
+            match (old_dir, y.filter(|d| d.node.kind == NodeKind::Dir)) {
+                (old, Some(d)) => self.live(old, &d.path, d.folder, &path, keys)?,
                 (Some(old), None) => self.trees(Some(old), None, &path)?,
                 (None, None) => {}
             }
@@ -251,10 +321,18 @@ impl Differ<'_, '_> {
     }
 }
 
+/// An entry on disk: as a node, its path, and for a folder its id (to list it only if it is
+/// still that folder).
+struct DiskEntry {
+    node: Node,
+    path: PathBuf,
+    folder: Option<FolderId>,
+}
+
 /// A folder's entries on disk, the names of those that could not be looked at, and of those
 /// whose extended attributes could not be read.
 struct DiskListing {
-    entries: Vec<(Node, PathBuf)>,
+    entries: Vec<DiskEntry>,
     unlooked: Vec<Vec<u8>>,
     xattrs_unread: Vec<Vec<u8>>,
 }
@@ -281,20 +359,4 @@ fn pairs<'x, B>(
         out.push((x, y));
     }
     out
-}
-
-/// Computes the blob ids a file on disk would have, locally.
-pub struct LiveHasher<'k> {
-    pub keys: &'k Keys,
-    pub chunker: Chunker,
-}
-
-impl LiveHasher<'_> {
-    fn content(&self, path: &Path) -> Option<Vec<BlobId>> {
-        let file = crate::backup::source_file::open(path, false).ok()?;
-        self.chunker
-            .reader(file)
-            .map(|c| c.ok().map(|c| self.keys.blob_id(&c)))
-            .collect()
-    }
 }

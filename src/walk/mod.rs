@@ -85,6 +85,18 @@ pub fn depth(path: &[u8]) -> usize {
     path.iter().filter(|&&b| b == b'/').count()
 }
 
+/// Refuses a path in a snapshot nested deeper than `MAX_DEPTH` (a hostile tree could nest
+/// until the stack of whatever follows it runs out).
+pub fn check_depth(path: &[u8]) -> crate::error::Result<()> {
+    if depth(path) > MAX_DEPTH {
+        let path = String::from_utf8_lossy(path);
+        return Err(crate::error::Error::Invalid(format!(
+            "{path}: nested deeper than {MAX_DEPTH} folders"
+        )));
+    }
+    Ok(())
+}
+
 /// One directory entry: its name, path and metadata (not following symlinks).
 pub struct DirEntry {
     pub name: Vec<u8>,
