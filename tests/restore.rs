@@ -139,6 +139,15 @@ fn an_interrupted_restore_resumes_and_leaves_identical_files_alone() {
     assert_eq!(describe(&src), describe(&base));
     // --overwrite never keeps what is there; always rewrites everything.
     std::fs::write(base.join("docs/notes.txt"), b"local edit").unwrap();
+    // Regression: existing folders were given the snapshot's mode, times and attributes.
+    let docs = base.join("docs");
+    std::fs::set_permissions(&docs, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let tagged = xattr::set(&docs, "user.local", b"mine").is_ok();
+    let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+    std::fs::File::open(&docs)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
     env.ok(&[
         "restore",
         "latest",
@@ -151,6 +160,10 @@ fn an_interrupted_restore_resumes_and_leaves_identical_files_alone() {
         std::fs::read(base.join("docs/notes.txt")).unwrap(),
         b"local edit"
     );
+    let kept = std::fs::metadata(&docs).unwrap();
+    assert_eq!(kept.permissions().mode() & 0o7777, 0o700);
+    assert_eq!(kept.modified().unwrap(), old);
+    assert!(!tagged || xattr::get(&docs, "user.local").unwrap().is_some());
     env.ok(&[
         "restore",
         "latest",
@@ -205,6 +218,34 @@ fn a_resumed_restore_still_links_and_leaves_no_temporary_files() {
         "a name restore does not make is not its to remove"
     );
     assert_eq!(describe(&src), describe(&base));
+}
+
+/// Regression: with `--overwrite never`, a resumed restore made the later paths of a hard
+/// link whose first path it kept separate copies; and a dry run counted each link's bytes.
+#[test]
+fn a_resumed_restore_that_overwrites_nothing_still_links() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("a/p"), &noise(12, 50_000));
+    std::fs::create_dir_all(src.join("b")).unwrap();
+    std::fs::hard_link(src.join("a/p"), src.join("b/l")).unwrap();
+    std::fs::hard_link(src.join("a/p"), src.join("b/m")).unwrap();
+    env.init();
+    env.backup_json(&[&src]);
+    let out = env.path("out");
+    let base = restored(&out, &src);
+    let dry = ["--json", "restore", "latest", "--dry-run", "--target"];
+    let planned = env.ok(&[&dry[..], &[out.to_str().unwrap()]].concat());
+    let planned: serde_json::Value = serde_json::from_str(&planned).unwrap();
+    assert_eq!(planned["stats"]["bytes"], 50_000, "{planned}");
+    assert_eq!(planned["stats"]["files"], 3, "{planned}");
+    env.restore("latest", &out);
+    std::fs::remove_file(base.join("b/l")).unwrap();
+    let never = ["restore", "latest", "--overwrite", "never", "--target"];
+    env.ok(&[&never[..], &[out.to_str().unwrap()]].concat());
+    let ino = |p: &str| std::fs::metadata(base.join(p)).unwrap().ino();
+    assert_eq!(ino("a/p"), ino("b/l"));
+    assert_eq!(ino("a/p"), ino("b/m"));
 }
 
 #[test]

@@ -35,7 +35,25 @@ pub struct Batch {
     pub plan: Plan,
     /// (link, first path).
     pub links: Vec<(PathBuf, PathBuf)>,
-    pub dirs: Vec<(PathBuf, Node)>,
+    pub dirs: Vec<(PathBuf, FolderEnd)>,
+}
+
+/// What a folder is given once everything in it is in place.
+pub enum FolderEnd {
+    /// The snapshot's metadata.
+    Snapshot(Box<Node>),
+    /// Back the mode it had: `--overwrite never` leaves an existing folder as it is, but one of
+    /// ours we could not write into was opened up while its contents were restored.
+    ModeItHad(u32),
+}
+
+impl FolderEnd {
+    fn mode(&self) -> u32 {
+        match self {
+            FolderEnd::Snapshot(node) => node.mode,
+            FolderEnd::ModeItHad(mode) => *mode,
+        }
+    }
 }
 
 impl Batch {
@@ -61,7 +79,7 @@ pub struct Finisher<'a> {
     pub files: u64,
     pub bytes: u64,
     /// Folders left for last (see the module comment), children before parents.
-    pub closed_dirs: Vec<(PathBuf, Node)>,
+    pub closed_dirs: Vec<(PathBuf, FolderEnd)>,
 }
 
 impl Finisher<'_> {
@@ -148,20 +166,23 @@ impl Finisher<'_> {
     }
 
     /// Folder metadata, children before parents (the order the walk left them in).
-    fn dirs(&mut self, dirs: Vec<(PathBuf, Node)>) {
-        for (path, node) in dirs {
-            if node.mode & 0o100 == 0 {
-                self.closed_dirs.push((path, node));
+    fn dirs(&mut self, dirs: Vec<(PathBuf, FolderEnd)>) {
+        for (path, end) in dirs {
+            if end.mode() & 0o100 == 0 {
+                self.closed_dirs.push((path, end));
             } else {
-                self.apply(path, &node);
+                self.apply(path, &end);
             }
         }
     }
 
-    fn apply(&self, path: PathBuf, node: &Node) {
+    fn apply(&self, path: PathBuf, end: &FolderEnd) {
         let applied = (self.target.at(&path))
             .map_err(|e| Error::io(&path, e))
-            .and_then(|at| metadata::apply(&at, &path, node, self.owners));
+            .and_then(|at| match end {
+                FolderEnd::Snapshot(node) => metadata::apply(&at, &path, node, self.owners),
+                FolderEnd::ModeItHad(mode) => at.chmod(*mode).map_err(|e| Error::io(&path, e)),
+            });
         if let Err(e) = applied {
             self.fail(path, e);
         }
@@ -173,8 +194,8 @@ impl Finisher<'_> {
     pub fn finish_closed_dirs(&mut self) {
         crate::failpoint::hook("restore-closed-dirs", self.target.path());
         self.target.forget_all();
-        for (path, node) in std::mem::take(&mut self.closed_dirs) {
-            self.apply(path, &node);
+        for (path, end) in std::mem::take(&mut self.closed_dirs) {
+            self.apply(path, &end);
         }
     }
 }

@@ -46,7 +46,7 @@ use crate::repo::Repository;
 use crate::tree::{Node, NodeKind};
 use crate::walk::os_string;
 use failures::Failures;
-use finish::{Batch, Finisher};
+use finish::{Batch, Finisher, FolderEnd};
 pub use links::FirstPaths;
 use plan::PlannedFile;
 pub use select::{Overwrite, Selection};
@@ -407,7 +407,11 @@ impl Walk<'_> {
         if self.opts.dry_run {
             if node.kind == NodeKind::File {
                 self.stats.files += 1;
-                self.stats.bytes += node.size;
+                // A later path of a file with several links would be a link: no data.
+                if self.first_paths.get(&node).is_none() {
+                    self.first_paths.remember(&node, path);
+                    self.stats.bytes += node.size;
+                }
                 self.stats.would_write.push(path.to_path_buf());
             } else {
                 self.stats.other_entries += 1;
@@ -499,8 +503,17 @@ impl Walk<'_> {
             return Ok(false);
         }
         self.stats.dirs += 1;
-        if !self.opts.dry_run {
-            self.batch.dirs.push((path.to_path_buf(), node));
+        let end = match (
+            existed && self.opts.overwrite == Overwrite::Never,
+            opened_up,
+        ) {
+            _ if self.opts.dry_run => None,
+            (false, _) => Some(FolderEnd::Snapshot(Box::new(node))),
+            (true, Some(mode)) => Some(FolderEnd::ModeItHad(mode)),
+            (true, None) => None,
+        };
+        if let Some(end) = end {
+            self.batch.dirs.push((path.to_path_buf(), end));
             self.end_batch_if_full();
         }
         Ok(true)
@@ -524,11 +537,11 @@ impl Walk<'_> {
     /// inode, so a restore resumed after the first path of a link was written still links.
     fn keep(&mut self, node: &Node, at: &At, path: &Path) -> Result<()> {
         self.stats.skipped += 1;
-        if self.opts.dry_run || self.opts.overwrite == Overwrite::Never {
-            return Ok(());
-        }
         if node.kind == NodeKind::File {
             self.first_paths.remember(node, path);
+        }
+        if self.opts.dry_run || self.opts.overwrite == Overwrite::Never {
+            return Ok(());
         }
         if !metadata::differs(at, node, self.owners()) {
             return Ok(());
