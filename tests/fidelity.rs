@@ -171,8 +171,8 @@ fn extended_attributes_round_trip() {
     );
 }
 
-/// FIFOs are recreated; as root, device nodes and owners (by name, or by number with
-/// --numeric-owner or when the name does not exist here) too.
+/// FIFOs and sockets are recreated; as root, device nodes and owners (by name, or by number
+/// with --numeric-owner or when the name does not exist here) too.
 #[test]
 fn special_files_and_owners() {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -182,6 +182,9 @@ fn special_files_and_owners() {
     let fifo = std::ffi::CString::new(src.join("pipe").to_str().unwrap()).unwrap();
     // SAFETY: a valid path; creates a FIFO.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o640) }, 0);
+    // Regression: sockets were backed up but never restored.
+    let socket = std::os::unix::net::UnixListener::bind(src.join("socket")).unwrap();
+    set_mode(&src.join("socket"), 0o750);
     let root = nix::unistd::geteuid().is_root();
     if root {
         let dev = std::ffi::CString::new(src.join("null").to_str().unwrap()).unwrap();
@@ -210,6 +213,10 @@ fn special_files_and_owners() {
     let pipe = std::fs::symlink_metadata(base.join("pipe")).unwrap();
     assert!(pipe.file_type().is_fifo());
     assert_eq!(pipe.mode() & 0o777, 0o640);
+    let restored_socket = std::fs::symlink_metadata(base.join("socket")).unwrap();
+    assert!(restored_socket.file_type().is_socket());
+    assert_eq!(restored_socket.mode() & 0o777, 0o750);
+    drop(socket);
     if !root {
         return eprintln!("device nodes and owners not checked: not running as root");
     }

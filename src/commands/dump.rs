@@ -230,7 +230,7 @@ impl<W: Write> Archive<'_, '_, W> {
                 NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice => {
                     self.special(&node, &path)?;
                 }
-                // A socket cannot be archived (tar has no type for it), as restore skips it.
+                // A socket cannot be archived (tar has no type for it).
                 NodeKind::Socket => {}
             }
         }

@@ -202,6 +202,7 @@ fn xattr_set(path: &Path, name: &std::ffi::OsStr, result: std::io::Result<()>) -
 pub fn make_special(at: &At, path: &Path, node: &Node) -> Result<()> {
     let kind = match node.kind {
         NodeKind::Fifo => libc::S_IFIFO,
+        NodeKind::Socket => libc::S_IFSOCK,
         NodeKind::CharDevice => libc::S_IFCHR,
         NodeKind::BlockDevice => libc::S_IFBLK,
         _ => return Ok(()),

@@ -382,10 +382,13 @@ impl Walk<'_> {
         if node.kind == NodeKind::Dir {
             return self.dir(node, path, at, wanted, fresh);
         }
-        if !wanted || (node.kind == NodeKind::Socket) {
+        if !wanted {
             return Ok(false);
         }
+        // Device nodes need root; FIFOs and sockets (a socket file, which no one listens on
+        // until a program binds its name again) do not.
         if node.kind != NodeKind::Fifo
+            && node.kind != NodeKind::Socket
             && node.kind != NodeKind::File
             && node.kind != NodeKind::Symlink
             && !self.is_root
