@@ -692,6 +692,40 @@ fn a_users_rerun_over_a_read_only_file_with_an_added_attribute_succeeds() {
     );
 }
 
+/// Regression: a read-only file of the user's that a re-run kept but that had lost an
+/// attribute of the snapshot's refused it (setting `user.*` needs write permission), so the
+/// re-run exited partial every time; an attribute added since was left for the same reason.
+#[test]
+fn a_users_rerun_gives_a_read_only_file_back_its_attributes() {
+    if !running_as_root() {
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    write(&src.join("f"), b"content");
+    if xattr::set(src.join("f"), "user.origin", b"scanner").is_err() {
+        eprintln!("skipped: no user extended attributes here");
+        return;
+    }
+    std::fs::set_permissions(src.join("f"), std::fs::Permissions::from_mode(0o444)).unwrap();
+    env.backup_json(&[&src]);
+    env.give_to_nobody();
+    let out = env.path("out");
+    restore_as_nobody(&env, &out, &[]);
+    let f = restored(&out, &src).join("f");
+    xattr::remove(&f, "user.origin").unwrap();
+    xattr::set(&f, "user.added", b"since").unwrap();
+    restore_as_nobody(&env, &out, &[]);
+    assert_eq!(
+        xattr::get(&f, "user.origin").unwrap().as_deref(),
+        Some(&b"scanner"[..])
+    );
+    assert_eq!(xattr::get(&f, "user.added").unwrap(), None);
+    let mode = std::fs::metadata(&f).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7777, 0o444);
+}
+
 /// Regression: hard links did not count towards `--batch-files`, so a folder of many links
 /// to one file was held in one batch however large (memory grew with the links).
 #[test]

@@ -78,19 +78,45 @@ pub fn apply(at: &At, path: &Path, node: &Node, owners: Owners) -> Result<()> {
             let name = std::ffi::OsStr::from_bytes(name);
             // One it has already is left (a kept read-only file refuses a user.* change).
             if at.get_xattr(name).ok().flatten().as_ref() != Some(value) {
-                xattr_set(path, name, at.set_xattr(name, value))?;
+                let set = with_write_access(at, owners, || at.set_xattr(name, value));
+                xattr_set(path, name, set)?;
             }
         }
-        // Best effort: a read-only or immutable file refuses, and that is no reason to fail
-        // a re-run every time.
+        // Best effort: an immutable file refuses, and that is no reason to fail a re-run
+        // every time.
         for name in extra_user_xattrs(at, node) {
-            if let Err(e) = at.remove_xattr(&name) {
+            if let Err(e) = with_write_access(at, owners, || at.remove_xattr(&name)) {
                 tracing::info!("{}: extended attribute {name:?} left: {e}", path.display());
             }
         }
         at.chmod(node.mode & 0o7777).map_err(io)?;
     }
     at.set_times(&times(node)).map_err(io)
+}
+
+/// Runs `op` (a change of `user.*` attributes, which needs write permission); if it is
+/// refused and the entry is ours but not writable (a kept file or folder a re-run found
+/// read-only), once more after giving the owner write permission. The snapshot's mode is set
+/// right after by the caller.
+fn with_write_access(
+    at: &At,
+    owners: Owners,
+    op: impl Fn() -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let result = op();
+    let refused = result
+        .as_ref()
+        .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied);
+    if !refused || owners.is_root {
+        return result;
+    }
+    match at.stat() {
+        Ok(meta) if meta.uid() == nix::unistd::geteuid().as_raw() && meta.mode() & 0o200 == 0 => {
+            at.chmod((meta.mode() & 0o7777) | 0o200)?;
+            op()
+        }
+        _ => result,
+    }
 }
 
 /// A node's access and modification times; a folder's access time is not recorded.
