@@ -298,6 +298,46 @@ fn dump_and_unpack(env: &Env, folder: &Path, args: &[&str]) -> (PathBuf, Vec<u8>
     (unpack, out.stdout)
 }
 
+/// Regression: a path over 100 bytes whose first bytes were not UTF-8 failed the whole dump
+/// (the tar crate cut the name at its first such byte and refused the empty rest), and link
+/// targets were tidied (`sub//x` became `sub/x`). Paths and targets are now written exactly.
+#[test]
+fn dump_writes_long_names_that_are_not_utf8_and_link_targets_exactly() {
+    let env = Env::new();
+    let src = env.path("src");
+    let latin = src.join(os(b"\xc9t\xe9"));
+    let long = "n".repeat(120);
+    write(&latin.join(&long), b"long");
+    std::os::unix::fs::symlink("sub//x", latin.join("tidy")).unwrap();
+    let far = format!("{}/target", "t".repeat(150));
+    std::os::unix::fs::symlink(&far, latin.join("far")).unwrap();
+    env.init();
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let out = env.cmd(&["dump", "latest"]).arg(&latin).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let unpack = env.path("unpacked");
+    std::fs::create_dir_all(&unpack).unwrap();
+    let mut tar = std::process::Command::new("tar")
+        .args(["-x", "-C"])
+        .arg(&unpack)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    tar.stdin.take().unwrap().write_all(&out.stdout).unwrap();
+    assert!(tar.wait().unwrap().success());
+    let folder = unpack.join(os(b"\xc9t\xe9"));
+    assert_eq!(std::fs::read(folder.join(&long)).unwrap(), b"long");
+    assert_eq!(
+        std::fs::read_link(folder.join("tidy")).unwrap(),
+        Path::new("sub//x")
+    );
+    assert_eq!(
+        std::fs::read_link(folder.join("far")).unwrap(),
+        Path::new(&far)
+    );
+}
+
 #[test]
 fn dump_of_a_folder_is_a_tar_archive() {
     let (env, src) = setup();

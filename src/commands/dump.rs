@@ -184,8 +184,7 @@ struct Archive<'r, 'a, W: Write> {
 impl<W: Write> Archive<'_, '_, W> {
     fn dir(&mut self, node: &Node, path: &Path) -> Result<()> {
         let mut h = self.header(node, tar::EntryType::Directory, 0, path)?;
-        self.tar
-            .append_data(&mut h, path, io::empty())
+        self.append(&mut h, path, None, io::empty())
             .map_err(to_stdout)?;
         match node.subtree {
             Some(sub) => self.tree(&sub, path),
@@ -222,9 +221,8 @@ impl<W: Write> Archive<'_, '_, W> {
                 NodeKind::File => self.file(&node, &path)?,
                 NodeKind::Symlink => {
                     let mut h = self.header(&node, tar::EntryType::Symlink, 0, &path)?;
-                    let target = os_string(node.link_target.as_deref().unwrap_or_default());
-                    self.tar
-                        .append_link(&mut h, &path, target)
+                    let target = node.link_target.as_deref().unwrap_or_default();
+                    self.append(&mut h, &path, Some(target), io::empty())
                         .map_err(to_stdout)?;
                 }
                 NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice => {
@@ -240,13 +238,15 @@ impl<W: Write> Archive<'_, '_, W> {
     fn file(&mut self, node: &Node, path: &Path) -> Result<()> {
         if let Some(first) = self.first_paths.get(node) {
             let mut h = self.header(node, tar::EntryType::Link, 0, path)?;
-            return self.tar.append_link(&mut h, path, first).map_err(to_stdout);
+            let first = first.as_os_str().as_bytes();
+            return self
+                .append(&mut h, path, Some(first), io::empty())
+                .map_err(to_stdout);
         }
         self.first_paths.remember(node, path);
         let mut h = self.header(node, tar::EntryType::Regular, node.size, path)?;
         let mut file = content(self.reader, node);
-        self.tar
-            .append_data(&mut h, path, &mut file)
+        self.append(&mut h, path, None, &mut file)
             .map_err(|e| file.error(e))
     }
 
@@ -263,9 +263,50 @@ impl<W: Write> Archive<'_, '_, W> {
                 .and_then(|()| h.set_device_minor(libc::minor(rdev)))
                 .map_err(to_stdout)?;
         }
-        self.tar
-            .append_data(&mut h, path, io::empty())
+        self.append(&mut h, path, None, io::empty())
             .map_err(to_stdout)
+    }
+
+    /// Appends an entry with its path and link target exactly as the snapshot has them: a
+    /// GNU long-name (`L`) or long-link (`K`) entry before the header for one over 100
+    /// bytes, whose header field then holds the first 100 bytes, as GNU tar writes them.
+    /// (The tar crate cut such names at their first byte that is not UTF-8, and refused the
+    /// entry when that left nothing; it also tidied short link targets: `a//b` became `a/b`.)
+    fn append(
+        &mut self,
+        h: &mut tar::Header,
+        path: &Path,
+        link: Option<&[u8]>,
+        data: impl Read,
+    ) -> io::Result<()> {
+        let path = path.as_os_str().as_bytes();
+        let field = |to: &mut [u8; 100], bytes: &[u8]| {
+            let n = bytes.len().min(100);
+            to.fill(0);
+            to[..n].copy_from_slice(&bytes[..n]);
+        };
+        if path.len() > 100 {
+            self.long_name(tar::EntryType::GNULongName, path)?;
+        }
+        field(&mut h.as_old_mut().name, path);
+        if let Some(link) = link {
+            if link.len() > 100 {
+                self.long_name(tar::EntryType::GNULongLink, link)?;
+            }
+            field(&mut h.as_old_mut().linkname, link);
+        }
+        h.set_cksum();
+        self.tar.append(h, data)
+    }
+
+    fn long_name(&mut self, kind: tar::EntryType, bytes: &[u8]) -> io::Result<()> {
+        let mut h = tar::Header::new_gnu();
+        h.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+        h.set_entry_type(kind);
+        h.set_mode(0o644);
+        h.set_size(bytes.len() as u64 + 1);
+        h.set_cksum();
+        self.tar.append(&h, bytes.chain(&[0u8][..]))
     }
 
     /// The GNU header of an entry, after writing the PAX header it needs, if any.
