@@ -339,7 +339,7 @@ pub struct BackupArgs {
     #[arg(long, value_parser = ["files", "small"])]
     pub chunk_profile: Option<String>,
     /// Leave out entries matching GLOB (repeatable; without `/` it matches names, with `/`
-    /// absolute paths)
+    /// paths: from the root if it starts with `/`, else their ends)
     #[arg(long = "exclude", value_name = "GLOB")]
     pub excludes: Vec<String>,
     /// Read exclude patterns from FILE (one per line, # comments)
@@ -426,7 +426,8 @@ pub struct RestoreArgs {
     #[arg(long, short = 't')]
     pub target: PathBuf,
     /// Restore only entries matching GLOB (repeatable; without `/` it matches names, with `/`
-    /// paths in the snapshot); folders leading to them are created
+    /// paths in the snapshot: from the root if it starts with `/`, else their ends); folders
+    /// leading to them are created
     #[arg(long = "include", value_name = "GLOB")]
     pub includes: Vec<String>,
     /// Leave out entries matching GLOB (repeatable)

@@ -319,6 +319,8 @@ fn excludes_leave_out_what_they_name() {
     write(&src.join("cache/blob"), b"cached");
     write(&src.join("big.iso"), &vec![0u8; 2 * 1024 * 1024]);
     write(&src.join("logs/app.log"), b"log");
+    // Regression: a pattern with `/` not starting at the root matched nothing.
+    write(&src.join("deep/er/notes/a.txt"), b"a");
     let patterns = env.path("patterns");
     std::fs::write(&patterns, format!("# comment\n\n{}/logs\n", src.display())).unwrap();
     env.init();
@@ -327,6 +329,8 @@ fn excludes_leave_out_what_they_name() {
         src.to_str().unwrap(),
         "--exclude",
         "*.tmp",
+        "--exclude",
+        "er/notes",
         "--exclude-file",
         patterns.to_str().unwrap(),
         "--exclude-if-present",

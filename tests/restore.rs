@@ -99,6 +99,13 @@ fn include_and_exclude() {
         names_below(&restored(&out2, &src)),
         vec!["docs/contract.pdf", "docs/notes.txt", "docs/old/draft.txt"]
     );
+    // Regression: a pattern with `/` that does not start at the root matched nothing (it was
+    // matched against whole absolute paths); it matches the ends of paths, as in `find`.
+    let out3 = env.path("out3");
+    let target = ["restore", "latest", "--target", out3.to_str().unwrap()];
+    let filters = ["--include", "docs/*.txt", "--exclude", "old/draft.txt"];
+    env.ok(&[&target[..], &filters[..]].concat());
+    assert_eq!(names_below(&restored(&out3, &src)), vec!["docs/notes.txt"]);
 }
 
 #[test]

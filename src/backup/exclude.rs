@@ -3,7 +3,8 @@
 //!
 //! Pattern rules: a pattern without `/` matches an entry's name anywhere in the tree
 //! (`*.tmp`, `node_modules`); a pattern with `/` matches the entry's absolute path
-//! (`/srv/uploads/cache/**`, `**/.git`). `*` does not cross `/`; `**` does.
+//! (`/srv/uploads/cache/**`, `**/.git`), or its end if it does not start with `/` or `**`
+//! (`uploads/cache` is `**/uploads/cache`). `*` does not cross `/`; `**` does.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -12,6 +13,7 @@ use std::path::Path;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use crate::error::{Error, Result};
+use crate::walk;
 
 #[derive(Default, Clone)]
 pub struct ExcludeOptions {
@@ -34,7 +36,15 @@ impl Excludes {
         let mut by_name = GlobSetBuilder::new();
         let mut by_path = GlobSetBuilder::new();
         for p in &opts.patterns {
-            let glob = GlobBuilder::new(p)
+            let by_path_glob;
+            let glob = match p.contains('/') {
+                true => {
+                    by_path_glob = walk::path_glob(p);
+                    &by_path_glob
+                }
+                false => p,
+            };
+            let glob = GlobBuilder::new(glob)
                 .literal_separator(true)
                 .backslash_escape(true)
                 .build()

@@ -73,10 +73,9 @@ pub fn run(ctx: &Context, args: &FindArgs) -> Result<Outcome> {
     let by_path = args.pattern.contains('/');
     // A path pattern that does not start at the root matches wherever it ends a path
     // (`uploads/*.pdf` finds /srv/uploads/a.pdf), as a relative path would.
-    let glob = if by_path && !args.pattern.starts_with('/') && !args.pattern.starts_with("**") {
-        format!("**/{}", args.pattern)
-    } else {
-        args.pattern.clone()
+    let glob = match by_path {
+        true => cairn::walk::path_glob(&args.pattern),
+        false => args.pattern.clone(),
     };
     let pattern = GlobBuilder::new(&glob)
         .literal_separator(by_path)

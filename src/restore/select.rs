@@ -26,7 +26,7 @@ pub enum Overwrite {
 }
 
 /// Glob filters on snapshot paths (`/srv/uploads/a.pdf`). A pattern without `/` matches the
-/// name; with `/`, the whole path. With includes, only matching entries (and everything
+/// name; with `/`, the whole path if it starts with `/` (or `**`), else the path's end. With includes, only matching entries (and everything
 /// below a matching folder) are restored, plus the folders leading to them.
 #[derive(Default)]
 pub struct Selection {
@@ -40,11 +40,7 @@ fn build(patterns: &[String]) -> Result<Option<GlobSet>> {
     }
     let mut b = GlobSetBuilder::new();
     for p in patterns {
-        let pattern = if p.contains('/') {
-            p.clone()
-        } else {
-            format!("**/{p}")
-        };
+        let pattern = crate::walk::path_glob(p);
         b.add(
             GlobBuilder::new(&pattern)
                 .literal_separator(true)

@@ -81,6 +81,17 @@ pub fn worker_pool<T>(
 }
 
 /// How deep a path is: its number of separators.
+/// A glob for absolute paths: one that starts at the root (`/`) or with `**` is taken as it
+/// is; any other (a name, or a relative path like `uploads/*.pdf`) matches wherever it ends a
+/// path, as a relative path would (taken as it is, it could match no absolute path at all).
+pub fn path_glob(pattern: &str) -> String {
+    if pattern.starts_with('/') || pattern.starts_with("**") {
+        pattern.to_string()
+    } else {
+        format!("**/{pattern}")
+    }
+}
+
 pub fn depth(path: &[u8]) -> usize {
     path.iter().filter(|&&b| b == b'/').count()
 }
