@@ -773,6 +773,29 @@ fn a_users_rerun_gives_a_read_only_file_back_its_attributes() {
     assert_eq!(mode & 0o7777, 0o444);
 }
 
+/// Regression: `--verify` run by a user failed a file of theirs restored with a mode that
+/// does not let its owner read it (it could not be read back).
+#[test]
+fn a_users_verify_reads_back_a_file_its_mode_keeps_from_them() {
+    if !running_as_root() {
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    write(&src.join("drop-box"), b"write only");
+    std::fs::set_permissions(src.join("drop-box"), std::fs::Permissions::from_mode(0o200)).unwrap();
+    env.backup_json(&[&src]);
+    env.give_to_nobody();
+    let out = env.path("out");
+    restore_as_nobody(&env, &out, &["--verify"]);
+    let f = restored(&out, &src).join("drop-box");
+    assert_eq!(
+        std::fs::metadata(&f).unwrap().permissions().mode() & 0o7777,
+        0o200
+    );
+}
+
 /// Regression: hard links did not count towards `--batch-files`, so a folder of many links
 /// to one file was held in one batch however large (memory grew with the links).
 #[test]

@@ -114,13 +114,12 @@ impl Finisher<'_> {
 
     /// Reads every restored file back and checks it against its blob ids.
     fn verify(&self, plan: &Plan) {
-        let (repo, trees, target) = (self.repo, &self.trees, self.target);
         let bad: Vec<(PathBuf, String)> = plan
             .files
             .par_iter()
             .filter(|f| !f.failed.load(Ordering::Relaxed))
             .filter_map(|f| {
-                let why = match select::same_content(repo, trees, target, &f.path, &f.node) {
+                let why = match self.read_back(&f.path, &f.node) {
                     Ok(true) => return None,
                     Ok(false) => "the file on disk differs from the snapshot".to_string(),
                     Err(e) => format!("it could not be read back ({e})"),
@@ -130,6 +129,33 @@ impl Finisher<'_> {
             .collect();
         for (path, why) in bad {
             self.fail(path, Error::Invalid(format!("verification failed: {why}")));
+        }
+    }
+
+    /// Whether the restored file holds the node's content. Not root, a file of ours that its
+    /// mode does not let us read (restored so) is made readable while it is read back.
+    fn read_back(&self, path: &std::path::Path, node: &Node) -> Result<bool> {
+        let (repo, trees, target) = (self.repo, &self.trees, self.target);
+        let refused = match select::same_content(repo, trees, target, path, node) {
+            Err(Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::PermissionDenied
+                    && !self.owners.is_root =>
+            {
+                source
+            }
+            other => return other,
+        };
+        let at = target.at(path).map_err(|e| Error::io(path, e))?;
+        let euid = nix::unistd::geteuid().as_raw();
+        match at.stat() {
+            Ok(meta) if meta.uid() == euid && meta.mode() & 0o400 == 0 => {
+                let mode = meta.mode() & 0o7777;
+                at.chmod(mode | 0o400).map_err(|e| Error::io(path, e))?;
+                let same = select::same_content(repo, trees, target, path, node);
+                at.chmod(mode).map_err(|e| Error::io(path, e))?;
+                same
+            }
+            _ => Err(Error::io(path, refused)),
         }
     }
 
