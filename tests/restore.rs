@@ -106,6 +106,33 @@ fn include_and_exclude() {
     let filters = ["--include", "docs/*.txt", "--exclude", "old/draft.txt"];
     env.ok(&[&target[..], &filters[..]].concat());
     assert_eq!(names_below(&restored(&out3, &src)), vec!["docs/notes.txt"]);
+    // Regression: a folder given as `:PATH` was not itself matched, so including it by name
+    // restored nothing and excluding it, everything.
+    let start = format!("latest:{}/docs", src.display());
+    for (filter, expected) in [
+        (
+            "--include",
+            vec!["contract.pdf", "notes.txt", "old/draft.txt"],
+        ),
+        ("--exclude", vec![]),
+    ] {
+        let out = env.path(&format!("out{filter}"));
+        let args = [
+            "restore",
+            &start,
+            "--target",
+            out.to_str().unwrap(),
+            filter,
+            "docs",
+        ];
+        env.ok(&args);
+        let got = if out.exists() {
+            names_below(&out)
+        } else {
+            vec![]
+        };
+        assert_eq!(got, expected, "{filter}");
+    }
 }
 
 #[test]

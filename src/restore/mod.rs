@@ -252,7 +252,14 @@ impl Walk<'_> {
             Start::Tree(tree, at) => {
                 // Read twice, the second time from the cache of tree packs.
                 self.trees.tree(&tree)?;
-                self.dir_contents(&tree, &target, &at, false, false);
+                // A starting folder is matched like any entry: excluded, nothing is restored;
+                // included, everything in it.
+                let select = &self.opts.selection;
+                let start = !at.is_empty();
+                if !(start && select.excluded(&at)) {
+                    let forced = start && select.has_includes() && select.included(&at);
+                    self.dir_contents(&tree, &target, &at, forced, false);
+                }
             }
             Start::Entry(node, at) => {
                 check_name(&target, &node.name)?;

@@ -265,18 +265,19 @@ pub struct Filter {
     pub host: Option<String>,
     /// Every one of these tags.
     pub tags: Vec<String>,
-    /// This source path.
+    /// This source path (a `/` at its end is not part of it: `/srv/` is `/srv`).
     pub path: Option<String>,
 }
 
 impl Filter {
     pub fn matches(&self, s: &Snapshot) -> bool {
+        let path = self.path.as_ref().map(|p| match p.trim_end_matches('/') {
+            "" => "/",
+            trimmed => trimmed,
+        });
         self.host.as_ref().is_none_or(|h| &s.hostname == h)
             && self.tags.iter().all(|t| s.tags.contains(t))
-            && self
-                .path
-                .as_ref()
-                .is_none_or(|p| s.paths.iter().any(|sp| sp == p.as_bytes()))
+            && path.is_none_or(|p| s.paths.iter().any(|sp| sp == p.as_bytes()))
     }
 }
 
@@ -369,6 +370,24 @@ pub(crate) mod tests {
                 snapshot: SnapshotId([8; 32]),
             }),
         }
+    }
+
+    /// Regression: `--path /srv/uploads/` matched no snapshot of `/srv/uploads`.
+    #[test]
+    fn a_path_filter_ignores_a_slash_at_its_end() {
+        let s = sample();
+        let filter = |p: &str| Filter {
+            path: Some(p.into()),
+            ..Filter::default()
+        };
+        assert!(filter("/srv/uploads").matches(&s));
+        assert!(filter("/srv/uploads//").matches(&s));
+        assert!(!filter("/srv").matches(&s));
+        let root = Snapshot {
+            paths: vec![b"/".to_vec()],
+            ..sample()
+        };
+        assert!(filter("/").matches(&root));
     }
 
     #[test]
