@@ -217,6 +217,17 @@ fn special_files_and_owners() {
     assert!(restored_socket.file_type().is_socket());
     assert_eq!(restored_socket.mode() & 0o777, 0o750);
     drop(socket);
+    // A re-run leaves them (a live socket replaced by a new one would lose its listener).
+    env.restore("latest", &out);
+    for name in ["socket", "pipe"] {
+        let again = std::fs::symlink_metadata(base.join(name)).unwrap();
+        let first = if name == "socket" {
+            &restored_socket
+        } else {
+            &pipe
+        };
+        assert_eq!(again.ino(), first.ino(), "{name} made again");
+    }
     if !root {
         return eprintln!("device nodes and owners not checked: not running as root");
     }

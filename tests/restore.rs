@@ -280,6 +280,22 @@ fn a_resumed_restore_that_overwrites_nothing_still_links() {
     let ino = |p: &str| std::fs::metadata(base.join(p)).unwrap().ino();
     assert_eq!(ino("a/p"), ino("b/l"));
     assert_eq!(ino("a/p"), ino("b/m"));
+    // A symlink kept at the first path is not what the others are linked to: they are
+    // written as the file they are.
+    std::fs::remove_file(base.join("a/p")).unwrap();
+    std::os::unix::fs::symlink("elsewhere", base.join("a/p")).unwrap();
+    std::fs::remove_file(base.join("b/l")).unwrap();
+    env.ok(&[&never[..], &[out.to_str().unwrap()]].concat());
+    let l = std::fs::symlink_metadata(base.join("b/l")).unwrap();
+    assert!(l.is_file(), "linked to the symlink");
+    assert_eq!(std::fs::read(base.join("b/l")).unwrap(), noise(12, 50_000));
+    // Nor is a file there with other content (someone else's, say).
+    std::fs::remove_file(base.join("a/p")).unwrap();
+    write(&base.join("a/p"), b"local");
+    std::fs::remove_file(base.join("b/l")).unwrap();
+    env.ok(&[&never[..], &[out.to_str().unwrap()]].concat());
+    assert_ne!(ino("a/p"), ino("b/l"));
+    assert_eq!(std::fs::read(base.join("b/l")).unwrap(), noise(12, 50_000));
 }
 
 #[test]

@@ -386,9 +386,6 @@ pub fn add_hex(object: &mut serde_json::Value, key: &str, bytes: &[u8]) {
     }
 }
 
-/// A name or path for a terminal: control characters written as `\n`, `\t`, `\r` or `\xNN`
-/// and a backslash as `\\` (as `ls -b` does), so that a file name can neither fake lines of
-/// output nor send escape sequences to the terminal.
 /// `for_terminal` for bytes that may not be UTF-8: a byte that is not part of a character is
 /// written as `\xNN`, so that two names that differ only there print differently.
 pub fn for_terminal_bytes(bytes: &[u8]) -> String {
@@ -402,6 +399,9 @@ pub fn for_terminal_bytes(bytes: &[u8]) -> String {
     out
 }
 
+/// A name or path for a terminal: control characters written as `\n`, `\t`, `\r` or `\xNN`
+/// and a backslash as `\\` (as `ls -b` does), so that a file name can neither fake lines of
+/// output nor send escape sequences to the terminal.
 pub fn for_terminal(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {

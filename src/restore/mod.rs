@@ -547,7 +547,7 @@ impl Walk<'_> {
     /// inode, so a restore resumed after the first path of a link was written still links.
     fn keep(&mut self, node: &Node, at: &At, path: &Path) -> Result<()> {
         self.stats.skipped += 1;
-        if node.kind == NodeKind::File {
+        if node.kind == NodeKind::File && self.may_link_to(node, at, path) {
             self.first_paths.remember(node, path);
         }
         if self.opts.dry_run || self.opts.overwrite == Overwrite::Never {
@@ -567,6 +567,21 @@ impl Walk<'_> {
             }
             other => other,
         }
+    }
+
+    /// Whether a kept file may be what the later paths of its hard links are linked to. With
+    /// `--overwrite never` whatever is there is kept, so only a regular file with the
+    /// snapshot's content and metadata (owner, mode, attributes): not a symlink or folder,
+    /// nor a file someone else put there, whose content they would then control.
+    fn may_link_to(&self, node: &Node, at: &At, path: &Path) -> bool {
+        if self.opts.overwrite != Overwrite::Never {
+            return true; // kept only as identical, and given the snapshot's metadata
+        }
+        node.nlink > 1
+            && at.stat().is_ok_and(|s| s.is_file())
+            && !metadata::differs(at, node, self.owners())
+            && select::same_content(self.repo, &self.trees, self.target, path, node)
+                .is_ok_and(|same| same)
     }
 
     /// True if an existing entry at `path` is to be left alone.
@@ -594,7 +609,14 @@ impl Walk<'_> {
                             .read_link()
                             .is_ok_and(|t| Some(t.as_bytes()) == node.link_target.as_deref())
                 }
-                _ => false,
+                // An existing FIFO, socket or device node of the same kind is left (it gets
+                // the snapshot's metadata): one made again would be another inode, and a live
+                // socket (an agent's, a database's) replaced by one no one listens on.
+                NodeKind::Fifo
+                | NodeKind::Socket
+                | NodeKind::CharDevice
+                | NodeKind::BlockDevice => existing.is_same_special(node.kind, node.rdev),
+                NodeKind::Dir => false,
             },
         })
     }

@@ -222,6 +222,21 @@ impl Stat {
     pub fn is_symlink(&self) -> bool {
         self.kind() == libc::S_IFLNK
     }
+    /// True if this is the kind of entry `kind` is, and for a device node the same device.
+    pub fn is_same_special(&self, kind: crate::tree::NodeKind, rdev: u64) -> bool {
+        use crate::tree::NodeKind;
+        match kind {
+            NodeKind::Fifo => self.kind() == libc::S_IFIFO,
+            NodeKind::Socket => self.kind() == libc::S_IFSOCK,
+            NodeKind::CharDevice => {
+                self.kind() == libc::S_IFCHR && self.0.st_rdev == rdev as libc::dev_t
+            }
+            NodeKind::BlockDevice => {
+                self.kind() == libc::S_IFBLK && self.0.st_rdev == rdev as libc::dev_t
+            }
+            _ => false,
+        }
+    }
     pub fn uid(&self) -> u32 {
         self.0.st_uid
     }

@@ -80,7 +80,6 @@ pub fn worker_pool<T>(
     build(builder().stack_size(STACK_SIZE)).or_else(|_| build(builder()))
 }
 
-/// How deep a path is: its number of separators.
 /// A glob for absolute paths: one that starts at the root (`/`) or with `**` is taken as it
 /// is; any other (a name, or a relative path like `uploads/*.pdf`) matches wherever it ends a
 /// path, as a relative path would (taken as it is, it could match no absolute path at all).
@@ -92,6 +91,7 @@ pub fn path_glob(pattern: &str) -> String {
     }
 }
 
+/// How deep a path is: its number of separators.
 pub fn depth(path: &[u8]) -> usize {
     path.iter().filter(|&&b| b == b'/').count()
 }
