@@ -38,8 +38,15 @@ pub fn holds_content(
     node: &Node,
 ) -> Result<std::io::Result<bool>> {
     let mut buf = Vec::new();
+    let mut left = node.size;
     for id in &node.content {
-        buf.resize(blobs.raw_len(id)? as usize, 0);
+        let len = blobs.raw_len(id)?;
+        // More than the file holds (an index that says so): not the same, and not read.
+        if u64::from(len) > left {
+            return Ok(Ok(false));
+        }
+        left -= u64::from(len);
+        buf.resize(len as usize, 0);
         match source.read_exact(&mut buf) {
             // Shorter than the snapshot's file: not the same.
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(Ok(false)),

@@ -207,16 +207,20 @@ impl<'a> Packer<'a> {
         }
         self.stats.raw_bytes += u64::from(blob.raw_len);
         self.stats.stored_bytes += blob.bytes.len() as u64;
+        // A thread outside the pool (`copy` adds from one thread) fills the first pack alone,
+        // up to the full size.
+        let worker = rayon::current_thread_index();
+        let data_pack_size = worker.map_or(PACK_TARGET_SIZE, |_| self.data_pack_size);
         let writer = match blob.blob_type {
             BlobType::Data => {
                 let open = self.data.len();
-                &mut self.data[rayon::current_thread_index().unwrap_or(0) % open]
+                &mut self.data[worker.unwrap_or(0) % open]
             }
             BlobType::Tree => &mut self.tree,
         };
         writer.add(blob);
         match writer.blob_type() {
-            BlobType::Data if writer.len() < self.data_pack_size => Ok(()),
+            BlobType::Data if writer.len() < data_pack_size => Ok(()),
             BlobType::Tree if !writer.is_full() => Ok(()),
             BlobType::Data => {
                 let full = std::mem::replace(writer, PackWriter::new(BlobType::Data));

@@ -109,29 +109,24 @@ fn include_and_exclude() {
     // Regression: a folder given as `:PATH` was not itself matched, so including it by name
     // restored nothing and excluding it, everything.
     let start = format!("latest:{}/docs", src.display());
-    for (filter, expected) in [
-        (
-            "--include",
-            vec!["contract.pdf", "notes.txt", "old/draft.txt"],
-        ),
-        ("--exclude", vec![]),
+    // Nor a folder above it.
+    let above = src.display().to_string();
+    let all = vec!["contract.pdf", "notes.txt", "old/draft.txt"];
+    for (filter, pattern, expected) in [
+        ("--include", "docs", all.clone()),
+        ("--exclude", "docs", vec![]),
+        ("--include", above.as_str(), all.clone()),
+        ("--exclude", above.as_str(), vec![]),
     ] {
-        let out = env.path(&format!("out{filter}"));
-        let args = [
-            "restore",
-            &start,
-            "--target",
-            out.to_str().unwrap(),
-            filter,
-            "docs",
-        ];
-        env.ok(&args);
+        let out = env.path(&format!("out{filter}{}", pattern.len()));
+        let target = out.to_str().unwrap();
+        env.ok(&["restore", &start, "--target", target, filter, pattern]);
         let got = if out.exists() {
             names_below(&out)
         } else {
             vec![]
         };
-        assert_eq!(got, expected, "{filter}");
+        assert_eq!(got, expected, "{filter} {pattern}");
     }
 }
 

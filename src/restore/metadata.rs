@@ -112,8 +112,12 @@ fn with_write_access(
     }
     match at.stat() {
         Ok(meta) if meta.uid() == nix::unistd::geteuid().as_raw() && meta.mode() & 0o200 == 0 => {
-            at.chmod((meta.mode() & 0o7777) | 0o200)?;
-            op()
+            let mode = meta.mode() & 0o7777;
+            at.chmod(mode | 0o200)?;
+            // Refused all the same: the mode it had, not one giving more than it should.
+            op().inspect_err(|_| {
+                let _ = at.chmod(mode);
+            })
         }
         _ => result,
     }

@@ -254,18 +254,16 @@ impl Walk<'_> {
                 self.trees.tree(&tree)?;
                 // A starting folder is matched like any entry: excluded, nothing is restored;
                 // included, everything in it.
-                let select = &self.opts.selection;
-                let start = !at.is_empty();
-                if !(start && select.excluded(&at)) {
-                    let forced = start && select.has_includes() && select.included(&at);
+                let (excluded, forced) = self.opts.selection.at_start(&at);
+                if !excluded {
                     self.dir_contents(&tree, &target, &at, forced, false);
                 }
             }
             Start::Entry(node, at) => {
                 check_name(&target, &node.name)?;
                 let path = target.join(os_string(&node.name));
-                let forced = self.opts.selection.included(&at);
-                if let Err(e) = self.entry(*node, &path, &at, forced, false) {
+                let (excluded, forced) = self.opts.selection.at_start(&at);
+                if !excluded && let Err(e) = self.entry(*node, &path, &at, forced, false) {
                     self.fail(&path, e);
                 }
             }

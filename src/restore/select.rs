@@ -77,6 +77,20 @@ impl Selection {
     pub fn has_includes(&self) -> bool {
         self.include.is_some()
     }
+
+    /// For the entry a restore starts from (`SNAPSHOT:PATH`), matched as it and the folders
+    /// above it would be in a whole restore: whether one of them is excluded, and whether
+    /// one is included (so everything below is wanted).
+    pub fn at_start(&self, at: &[u8]) -> (bool, bool) {
+        let ancestors = at.iter().enumerate().filter(|&(i, &b)| b == b'/' && i > 0);
+        let mut paths: Vec<&[u8]> = ancestors.map(|(i, _)| &at[..i]).collect();
+        if !at.is_empty() {
+            paths.push(at);
+        }
+        let excluded = paths.iter().any(|p| self.excluded(p));
+        let included = self.has_includes() && paths.iter().any(|p| self.included(p));
+        (excluded, included)
+    }
 }
 
 /// True if the file at `path` holds exactly the content `node` lists: same size, and every
