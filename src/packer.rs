@@ -448,6 +448,22 @@ mod tests {
         assert_eq!(runs, 2, "each thread's blobs in one run");
     }
 
+    /// Regression: blobs added from outside the worker pool (`copy`) went to packs closed at
+    /// a worker's share of the open bytes (8 MiB with four workers) instead of full ones.
+    #[test]
+    fn a_thread_outside_the_pool_fills_full_packs() {
+        let repo = crate::repo::memory_repository();
+        let cache = tempfile::tempdir().unwrap();
+        let (mut index, _) = LocalIndex::open(cache.path(), &repo).unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .unwrap();
+        let mut packer = pool.install(|| Packer::new(&repo, &mut index, 1)).unwrap();
+        add_noise(&mut packer, 12).unwrap();
+        assert_eq!(packer.finish().unwrap().packs, 1);
+    }
+
     /// Adds `n` incompressible blobs of 1 MiB (a pack every 16) to `packer`; stops at the
     /// first error.
     fn add_noise(packer: &mut Packer, n: u64) -> Result<()> {
