@@ -818,3 +818,27 @@ fn deep_trees_are_backed_up_and_deeper_ones_skipped() {
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains(&too_deep()), "{}", stderr(&out));
 }
+
+/// Regression: every backup read each symlink's target, which sets the link's access time
+/// (daily, under `relatime`), so the link's entry and every tree above it changed every
+/// night. An unchanged link's target now comes from the parent snapshot.
+#[test]
+fn an_unchanged_symlink_is_not_read_again() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("a.txt"), b"a");
+    std::os::unix::fs::symlink("a.txt", src.join("link")).unwrap();
+    env.init();
+    let source = src.to_str().unwrap();
+    env.ok(&["backup", source]);
+    let reads = env.path("reads");
+    let hook = format!("backup-read-link:echo read >> {}", reads.display());
+    env.backup_hooked(&[source], &hook);
+    assert!(!reads.exists(), "an unchanged link was read again");
+    std::fs::remove_file(src.join("link")).unwrap();
+    std::os::unix::fs::symlink("b.txt", src.join("link")).unwrap();
+    env.backup_hooked(&[source], &hook);
+    assert!(reads.exists(), "a new link was not read");
+    let listed = env.ok(&["ls", "-l", "latest", source]);
+    assert!(listed.contains("link -> b.txt"), "{listed}");
+}

@@ -270,9 +270,9 @@ impl Walker<'_, '_, '_> {
                     return Ok(None);
                 }
             }
-            NodeKind::Symlink => match walk::long_path::read_link(path) {
+            NodeKind::Symlink => match self.link_target(path, &node, parent) {
                 Ok(target) => {
-                    node.link_target = Some(walk::name_bytes(target.as_os_str()));
+                    node.link_target = Some(target);
                     Counters::bump(&self.counters.other, 1);
                 }
                 // Gone since it was listed: as for any entry that vanished.
@@ -288,6 +288,26 @@ impl Walker<'_, '_, '_> {
             _ => Counters::bump(&self.counters.other, 1),
         }
         Ok(Some(node))
+    }
+
+    /// A symlink's target. Never changed in place, so one whose ctime, inode and device match
+    /// the parent's entry has the parent's target, without a `readlink`: that sets the
+    /// link's access time (daily, under `relatime`), so its entry, and every tree above it,
+    /// would differ from the night before's every night.
+    fn link_target(&self, path: &Path, node: &Node, parent: Option<&Node>) -> io::Result<Vec<u8>> {
+        let known = parent.filter(|p| {
+            p.kind == NodeKind::Symlink
+                && p.ctime_ns == node.ctime_ns
+                && p.ctime_ns != 0
+                && p.inode == node.inode
+                && p.device == node.device
+        });
+        if let Some(target) = known.and_then(|p| p.link_target.clone()) {
+            return Ok(target);
+        }
+        crate::failpoint::hook("backup-read-link", path);
+        let target = walk::long_path::read_link(path)?;
+        Ok(walk::name_bytes(target.as_os_str()))
     }
 
     /// A folder the walk does not go into after all: what was listed below it is dropped.
