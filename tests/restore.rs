@@ -746,6 +746,25 @@ fn a_kept_file_loses_extended_attributes_the_snapshot_does_not_have() {
     );
 }
 
+/// A read-only file with `user.origin` backed up as root and restored by nobody into a new
+/// target; `None` where the file system has no user extended attributes.
+fn tagged_read_only_file_restored_by_nobody(env: &Env) -> Option<(PathBuf, PathBuf)> {
+    env.init();
+    let src = env.path("src");
+    write(&src.join("f"), b"content");
+    if xattr::set(src.join("f"), "user.origin", b"scanner").is_err() {
+        eprintln!("skipped: no user extended attributes here");
+        return None;
+    }
+    std::fs::set_permissions(src.join("f"), std::fs::Permissions::from_mode(0o444)).unwrap();
+    env.backup_json(&[&src]);
+    env.give_to_nobody();
+    let out = env.path("out");
+    restore_as_nobody(env, &out, &[]);
+    let f = restored(&out, &src).join("f");
+    Some((out, f))
+}
+
 /// Regression: removing such an attribute from a read-only file of the user's was refused,
 /// and so was setting again one the file already had, so the re-run exited partial every
 /// time.
@@ -755,19 +774,9 @@ fn a_users_rerun_over_a_read_only_file_with_an_added_attribute_succeeds() {
         return;
     }
     let env = Env::new();
-    env.init();
-    let src = env.path("src");
-    write(&src.join("f"), b"content");
-    if xattr::set(src.join("f"), "user.origin", b"scanner").is_err() {
-        eprintln!("skipped: no user extended attributes here");
+    let Some((out, f)) = tagged_read_only_file_restored_by_nobody(&env) else {
         return;
-    }
-    std::fs::set_permissions(src.join("f"), std::fs::Permissions::from_mode(0o444)).unwrap();
-    env.backup_json(&[&src]);
-    env.give_to_nobody();
-    let out = env.path("out");
-    restore_as_nobody(&env, &out, &[]);
-    let f = restored(&out, &src).join("f");
+    };
     restore_as_nobody(&env, &out, &[]);
     xattr::set(&f, "user.added", b"since").unwrap();
     restore_as_nobody(&env, &out, &[]);
@@ -786,19 +795,9 @@ fn a_users_rerun_gives_a_read_only_file_back_its_attributes() {
         return;
     }
     let env = Env::new();
-    env.init();
-    let src = env.path("src");
-    write(&src.join("f"), b"content");
-    if xattr::set(src.join("f"), "user.origin", b"scanner").is_err() {
-        eprintln!("skipped: no user extended attributes here");
+    let Some((out, f)) = tagged_read_only_file_restored_by_nobody(&env) else {
         return;
-    }
-    std::fs::set_permissions(src.join("f"), std::fs::Permissions::from_mode(0o444)).unwrap();
-    env.backup_json(&[&src]);
-    env.give_to_nobody();
-    let out = env.path("out");
-    restore_as_nobody(&env, &out, &[]);
-    let f = restored(&out, &src).join("f");
+    };
     xattr::remove(&f, "user.origin").unwrap();
     xattr::set(&f, "user.added", b"since").unwrap();
     restore_as_nobody(&env, &out, &[]);

@@ -12,6 +12,8 @@
 //! parent's entry was changed less than `RACY_NS` before the parent backup started, or after:
 //! timestamps move in ticks (milliseconds, more on some file systems), so a file written again
 //! in the tick after it was read keeps the timestamps that were read with the old content.
+//! A symlink whose ctime, inode and device equal the parent's takes the parent's target (a
+//! link's target never changes in place).
 
 use std::fs::Metadata;
 use std::io;
