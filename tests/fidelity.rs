@@ -94,6 +94,29 @@ fn sparse_files_stay_sparse() {
     assert_eq!(meta.mode(), original.mode());
 }
 
+/// Regression: every all-zero blob was left a hole, so zeros that were data (a swap file, a
+/// preallocated database) came back sparse (`swapon` refuses such a file, and space reserved
+/// in advance was gone). Only a file that had holes gets holes.
+#[test]
+fn zeros_that_were_data_stay_allocated() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("swapfile"), &vec![0u8; 4 << 20]);
+    write(&src.join("small"), &[0u8; 10_000]);
+    env.init();
+    env.backup_json(&[&src]);
+    let out = env.path("out");
+    env.restore("latest", &out);
+    for (name, len) in [("swapfile", 4 << 20), ("small", 10_000)] {
+        let f = restored(&out, &src).join(name);
+        let meta = std::fs::metadata(&f).unwrap();
+        assert_eq!(meta.len(), len);
+        let allocated = meta.blocks() * 512;
+        assert!(allocated >= len, "{name}: {allocated} bytes allocated");
+        assert_eq!(std::fs::read(&f).unwrap(), vec![0u8; len as usize]);
+    }
+}
+
 /// Regression: a sparse file whose holes need more zero blobs than a tree can list (a
 /// `truncate -s 300T` on tmpfs) had every id gathered in memory (gigabytes) before the
 /// backup failed as a whole, every night. Now that file alone is skipped.

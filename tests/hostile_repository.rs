@@ -23,6 +23,15 @@ const FAST: KdfParams = KdfParams {
 /// Stores a snapshot whose root tree holds `nodes`, sorted by name as readers require (a tree
 /// out of order is refused whole), with their names unchecked and repeats kept in order.
 fn craft(env: &Env, build: impl FnOnce(&mut Packer) -> Vec<Node>) -> SnapshotId {
+    craft_snapshot(env, true, build)
+}
+
+/// `craft`, for a snapshot that marks its sparse files or (as before cairn did) not.
+fn craft_snapshot(
+    env: &Env,
+    marks_sparse: bool,
+    build: impl FnOnce(&mut Packer) -> Vec<Node>,
+) -> SnapshotId {
     let storage = OpendalStorage::local(env.repo.to_str().unwrap()).unwrap();
     let repo = Repository::init(Box::new(storage), PASSWORD.as_bytes(), FAST).unwrap();
     let (mut index, _) = LocalIndex::open(&env.cache, &repo).unwrap();
@@ -33,6 +42,7 @@ fn craft(env: &Env, build: impl FnOnce(&mut Packer) -> Vec<Node>) -> SnapshotId 
         .unwrap();
     packer.finish().unwrap();
     let snap = Snapshot {
+        marks_sparse,
         time_ns: 1,
         utc_offset_s: 0,
         hostname: "evil".into(),
@@ -298,6 +308,31 @@ fn a_tree_nested_too_deep_is_refused_not_a_crash() {
             stderr(&out).contains(&too_deep()),
             "{args:?}: {}",
             stderr(&out)
+        );
+    }
+}
+
+/// A snapshot from before sparse files were marked (no `marks_sparse`) restores every all-zero
+/// blob as a hole, as those versions did; one that marks them writes the zeros of a file not
+/// marked sparse.
+#[test]
+fn zeros_are_holes_only_where_the_snapshot_says_so() {
+    for marks_sparse in [false, true] {
+        let env = Env::new();
+        craft_snapshot(&env, marks_sparse, |p| {
+            let mut zeros = file_node(p, b"zeros", &vec![0u8; 2 << 20]);
+            zeros.nlink = 1;
+            vec![zeros]
+        });
+        let out = env.path("out");
+        env.ok(&["restore", "latest", "--target", out.to_str().unwrap()]);
+        let meta = std::fs::metadata(out.join("zeros")).unwrap();
+        assert_eq!(meta.len(), 2 << 20);
+        let allocated = std::os::unix::fs::MetadataExt::blocks(&meta) * 512;
+        assert_eq!(
+            allocated >= 2 << 20,
+            marks_sparse,
+            "{allocated} bytes allocated"
         );
     }
 }

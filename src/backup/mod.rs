@@ -320,6 +320,7 @@ pub fn run(
         supersedes: None,
         started_ns: Some(started_ns),
         copied_from: None,
+        marks_sparse: true,
     };
     let parent = parent.map(|(id, _)| id);
     // The walk looks before each entry; this catches what failed after its last look.

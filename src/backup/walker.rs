@@ -389,6 +389,8 @@ impl Walker<'_, '_, '_> {
         meta: &Metadata,
         parent: Option<&Node>,
     ) -> Result<bool> {
+        // As it is read (or was, when a parent's blobs are taken: same metadata, same choice).
+        node.sparse = is_sparse(meta);
         if let Some(p) = parent.filter(|p| same_file(p, node) && !self.racy(p))
             && self.all_stored(p)?
         {

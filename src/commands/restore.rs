@@ -15,7 +15,7 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<Outcome> {
     // More workers than CPUs: a worker waiting for the disk or for a folder's lock in the
     // file system leaves its CPU to another (about 4% faster on 2 CPUs than one per CPU).
     super::set_worker_threads(args.threads.map(usize::from))?;
-    let opts = RestoreOptions {
+    let mut opts = RestoreOptions {
         target: args.target.clone(),
         numeric_owner: args.numeric_owner,
         selection: Selection::new(&args.includes, &args.excludes)?,
@@ -27,6 +27,7 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<Outcome> {
         dry_run: args.dry_run,
         verify: args.verify,
         batch_files: args.batch_files as usize,
+        holes_marked: false, // the snapshot's, once it is found
     };
     let arg = path_in_snapshot(&args.snapshot);
     let (name, path) = match arg.iter().position(|&b| b == b':') {
@@ -44,6 +45,7 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<Outcome> {
     let _lock = ctx.lock(&repo, false)?;
     let index = ctx.open_prepared_index_for_reading(&repo, preparing)?;
     let (id, snap) = snapshot::find(&index, name)?;
+    opts.holes_marked = snap.marks_sparse;
     let at = if path.is_empty() || path.starts_with(b"/") {
         path.to_vec()
     } else {

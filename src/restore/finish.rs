@@ -71,6 +71,8 @@ pub struct Finisher<'a> {
     pub copies_index: Result<Mutex<LocalIndex>>,
     pub verify: bool,
     pub owners: Owners,
+    /// See `RestoreOptions::holes_marked`.
+    pub holes_marked: bool,
     pub temp: &'a TempNames,
     /// Where the restore writes.
     pub target: &'a Target,
@@ -93,6 +95,7 @@ impl Finisher<'_> {
             target: self.target,
             owners: self.owners,
             failures: self.failures,
+            holes_marked: self.holes_marked,
         };
         let written = batch.plan.execute(self.repo, to, &copies);
         self.bytes += written.bytes;

@@ -63,6 +63,10 @@ pub struct RestoreOptions {
     pub dry_run: bool,
     /// Read every restored file back and check it against its blob ids.
     pub verify: bool,
+    /// The snapshot marks its sparse files (`Snapshot::marks_sparse`): only their all-zero
+    /// blobs are left holes, other files get theirs written (a swap file or a preallocated
+    /// database stays allocated). Else every all-zero blob is a hole.
+    pub holes_marked: bool,
     /// Files and folders handed over to be written at a time (two batches are held at
     /// most). Bounds memory whatever the size of the tree; a blob that files of two batches
     /// share is read once for each.
@@ -183,6 +187,7 @@ pub fn run(
         copies_index: index.another_connection().map(Mutex::new),
         verify: opts.verify,
         owners,
+        holes_marked: opts.holes_marked,
         temp: &temp,
         target: &target,
         failures: &failures,

@@ -171,6 +171,8 @@ pub struct Destination<'a> {
     pub target: &'a Target,
     pub owners: Owners,
     pub failures: &'a Failures,
+    /// See `RestoreOptions::holes_marked`.
+    pub holes_marked: bool,
 }
 
 /// Every location of a blob, for reading another copy when one fails.
@@ -312,13 +314,14 @@ impl Plan {
         to: Destination,
         bytes: &AtomicU64,
     ) -> u64 {
-        // A blob of zeros is left a hole in every file that has it.
+        // A blob of zeros is left a hole in every file that may have holes.
         let zeros = data.as_ref().is_ok_and(|d| d.iter().all(|&b| b == 0));
         let mut done = 0;
         for t in &blob.targets {
             let file = &self.files[t.file];
+            let hole = zeros && (file.node.sparse || !to.holes_marked);
             let handle = match &data {
-                Ok(data) => self.write_placement(file, data, t.offset, zeros, bytes, to),
+                Ok(data) => self.write_placement(file, data, t.offset, hole, bytes, to),
                 Err(e) => {
                     self.fail_file(file, describe(e), to.failures);
                     None

@@ -66,6 +66,10 @@ pub struct Snapshot {
     pub started_ns: Option<i64>,
     /// tag 16: where this snapshot was copied from (`copy`).
     pub copied_from: Option<CopiedFrom>,
+    /// tag 17: the files of this snapshot's trees that had holes carry `Node::sparse`, so a
+    /// restore writes the all-zero blobs of the others as data. Absent (snapshots written
+    /// before files were marked): every all-zero blob is a hole.
+    pub marks_sparse: bool,
 }
 
 /// The repository and snapshot a copy was made from.
@@ -160,6 +164,9 @@ impl Snapshot {
         if let Some(from) = &self.copied_from {
             w.bytes(16, &[from.repository.0, from.snapshot.0].concat());
         }
+        if self.marks_sparse {
+            w.uint(17, 1);
+        }
         w.finish()
     }
 
@@ -186,6 +193,7 @@ impl Snapshot {
             supersedes: None,
             started_ns: None,
             copied_from: None,
+            marks_sparse: false,
         };
         let mut tree = None;
         for f in codec::fields(bytes)? {
@@ -212,6 +220,7 @@ impl Snapshot {
                     });
                 }
                 16 => return None,
+                17 => s.marks_sparse = f.uint()? != 0,
                 _ => {}
             }
         }
@@ -369,6 +378,7 @@ pub(crate) mod tests {
                 repository: RepositoryId([7; 32]),
                 snapshot: SnapshotId([8; 32]),
             }),
+            marks_sparse: true,
         }
     }
 

@@ -98,6 +98,9 @@ pub struct Node {
     /// tag 19 (repeated): an extended attribute, a record of `1: name`, `2: value`, in name
     /// order.
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// tag 20: files: the file had holes and was read by data region, so its all-zero blobs
+    /// are holes (in a snapshot that marks sparse files: `Snapshot::marks_sparse`).
+    pub sparse: bool,
 }
 
 impl Node {
@@ -122,6 +125,7 @@ impl Node {
             nlink: 0,
             rdev: 0,
             xattrs: Vec::new(),
+            sparse: false,
         }
     }
 
@@ -177,6 +181,9 @@ impl Node {
             x.bytes(1, name).bytes(2, value);
             w.bytes(19, &x.finish());
         }
+        if self.sparse {
+            w.uint(20, 1);
+        }
         w.finish()
     }
 
@@ -224,6 +231,7 @@ impl Node {
                     }
                     node.xattrs.push((name, value));
                 }
+                20 => node.sparse = f.uint()? != 0,
                 _ => {}
             }
         }
@@ -331,6 +339,7 @@ mod tests {
             link_target in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64)),
             ids: (u64, u64, u64, u64),
             xattrs in proptest::collection::btree_map(proptest::collection::vec(1u8..=255, 1..20), proptest::collection::vec(any::<u8>(), 0..40), 0..3),
+            sparse: bool,
         ) -> Node {
             Node {
                 name, kind, mode, uid, gid, user, group,
@@ -340,6 +349,7 @@ mod tests {
                 link_target,
                 inode: ids.0, device: ids.1, nlink: ids.2, rdev: ids.3,
                 xattrs: xattrs.into_iter().collect(),
+                sparse,
             }
         }
     }
