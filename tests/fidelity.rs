@@ -163,6 +163,10 @@ fn extended_attributes_round_trip() {
     xattr::set(src.join("tagged.txt"), "user.empty", b"").unwrap();
     std::fs::create_dir_all(src.join("dir")).unwrap();
     xattr::set(src.join("dir"), "user.kind", b"folder").unwrap();
+    // Regression: a symlink's attributes were backed up but never set (only `trusted.*` and
+    // `security.*` ones can exist on a link, and only root sets `trusted.*`).
+    std::os::unix::fs::symlink("tagged.txt", src.join("link")).unwrap();
+    let link_tagged = xattr::set(src.join("link"), "trusted.cairn", b"on the link").is_ok();
     env.init();
     env.backup_json(&[&src]);
     let out = env.path("out");
@@ -192,6 +196,19 @@ fn extended_attributes_round_trip() {
             .next()
             .is_none()
     );
+    if link_tagged {
+        // `xattr` works on the link itself, not on what it points at.
+        assert_eq!(
+            xattr::get(base.join("link"), "trusted.cairn")
+                .unwrap()
+                .as_deref(),
+            Some(&b"on the link"[..])
+        );
+        assert_eq!(
+            xattr::get(base.join("tagged.txt"), "trusted.cairn").unwrap(),
+            None
+        );
+    }
 }
 
 /// FIFOs and sockets are recreated; as root, device nodes and owners (by name, or by number

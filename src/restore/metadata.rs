@@ -64,8 +64,9 @@ impl Current {
     }
 }
 
-/// Owner (only as root), extended attributes and mode (not for symlinks), then atime and
-/// mtime, on the entry `at` (`path` names it in errors).
+/// Owner (only as root), extended attributes (a symlink's too: `trusted.*` or `security.*`
+/// ones, set on the link itself), mode (not for symlinks), then atime and mtime, on the entry
+/// `at` (`path` names it in errors).
 pub fn apply(at: &At, path: &Path, node: &Node, owners: Owners) -> Result<()> {
     let io = |e| Error::io(path, e);
     if owners.is_root {
@@ -73,15 +74,15 @@ pub fn apply(at: &At, path: &Path, node: &Node, owners: Owners) -> Result<()> {
         at.chown(uid, gid).map_err(io)?;
     }
     // Extended attributes before the mode: a read-only mode would forbid them.
-    if node.kind != NodeKind::Symlink {
-        for (name, value) in &node.xattrs {
-            let name = std::ffi::OsStr::from_bytes(name);
-            // One it has already is left (a kept read-only file refuses a user.* change).
-            if at.get_xattr(name).ok().flatten().as_ref() != Some(value) {
-                let set = with_write_access(at, owners, || at.set_xattr(name, value));
-                xattr_set(path, name, set)?;
-            }
+    for (name, value) in &node.xattrs {
+        let name = std::ffi::OsStr::from_bytes(name);
+        // One it has already is left (a kept read-only file refuses a user.* change).
+        if at.get_xattr(name).ok().flatten().as_ref() != Some(value) {
+            let set = with_write_access(at, owners, || at.set_xattr(name, value));
+            xattr_set(path, name, set)?;
         }
+    }
+    if node.kind != NodeKind::Symlink {
         // Best effort: an immutable file refuses, and that is no reason to fail a re-run
         // every time.
         for name in extra_user_xattrs(at, node) {
@@ -159,8 +160,7 @@ fn xattrs_differ(at: &At, node: &Node) -> bool {
             .as_ref()
             != Some(value)
     };
-    (node.kind != NodeKind::Symlink && node.xattrs.iter().any(lacks))
-        || !extra_user_xattrs(at, node).is_empty()
+    node.xattrs.iter().any(lacks) || !extra_user_xattrs(at, node).is_empty()
 }
 
 /// The `user.*` extended attributes an existing entry has and the node does not (others are
