@@ -209,6 +209,12 @@ pub struct Entry {
     pub link: Option<Vec<u8>>,
     pub uid: u32,
     pub gid: u32,
+    /// Device nodes: the device.
+    pub rdev: u64,
+    /// Links to the inode (hard links within the tree).
+    pub nlink: u64,
+    /// Extended attributes (of the entry itself, a symlink's too), sorted.
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Every entry below `root`, keyed by relative path bytes, with content hashes and metadata.
@@ -229,15 +235,34 @@ fn describe_into(root: &Path, dir: &Path, out: &mut BTreeMap<Vec<u8>, Entry>) {
             .as_bytes()
             .to_vec();
         let t = m.file_type();
+        use std::os::unix::fs::FileTypeExt;
         let kind = if t.is_dir() {
             "dir"
         } else if t.is_symlink() {
             "symlink"
         } else if t.is_file() {
             "file"
+        } else if t.is_fifo() {
+            "fifo"
+        } else if t.is_socket() {
+            "socket"
+        } else if t.is_char_device() {
+            "char device"
         } else {
-            "other"
+            "block device"
         };
+        // `xattr` works on the entry itself, never on what a symlink points at.
+        let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> = xattr::list(&p)
+            .map(|names| {
+                names
+                    .filter_map(|n| {
+                        let value = xattr::get(&p, &n).ok().flatten()?;
+                        Some((n.as_bytes().to_vec(), value))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        xattrs.sort();
         let entry = Entry {
             kind,
             mode: if t.is_symlink() {
@@ -259,6 +284,9 @@ fn describe_into(root: &Path, dir: &Path, out: &mut BTreeMap<Vec<u8>, Entry>) {
             }),
             uid: m.uid(),
             gid: m.gid(),
+            rdev: m.rdev(),
+            nlink: if t.is_dir() { 0 } else { m.nlink() },
+            xattrs,
         };
         out.insert(rel, entry);
         if t.is_dir() {
