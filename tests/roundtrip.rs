@@ -49,7 +49,10 @@ fn make_tree(root: &Path) {
         ("exec", 0o755),
         ("private", 0o600),
         ("setuid", 0o4755),
+        ("setgid", 0o2755),
+        ("sticky", 0o1644),
         ("sticky-dir", 0o1777),
+        ("setgid-dir", 0o2775),
     ] {
         let p = modes.join(name);
         if name.ends_with("dir") {
