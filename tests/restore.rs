@@ -860,3 +860,37 @@ fn hard_links_count_towards_the_batch_size() {
     let ino = |p: &str| std::fs::metadata(back.join(p)).unwrap().ino();
     assert_eq!(ino("f"), ino("links/11"));
 }
+
+/// Regression: device nodes were left out of a restore that was not run as root without a
+/// word; they are counted and a note says why.
+#[test]
+fn a_users_restore_says_device_nodes_need_root() {
+    if !running_as_root() {
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    nix::sys::stat::mknod(
+        &src.join("null"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        nix::sys::stat::makedev(1, 3),
+    )
+    .unwrap();
+    env.backup_json(&[&src]);
+    env.give_to_nobody();
+    let out = env.path("out");
+    let target = out.to_str().unwrap();
+    let run = env.run_as_nobody(&["--json", "restore", "latest", "--target", target]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(
+        stderr(&run).contains("device nodes not restored"),
+        "{}",
+        stderr(&run)
+    );
+    let stats: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(stats["stats"]["devices_not_made"], 1, "{stats}");
+    assert!(!restored(&out, &src).join("null").exists());
+}

@@ -104,6 +104,12 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<Outcome> {
             }
         ));
     }
+    if stats.devices_not_made > 0 {
+        eprintln!(
+            "note: {} device nodes not restored: making them needs root",
+            stats.devices_not_made
+        );
+    }
     Ok(if stats.errors > 0 {
         Outcome::Partial
     } else {

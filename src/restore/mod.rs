@@ -82,6 +82,8 @@ pub struct RestoreStats {
     /// Existing entries left alone (`--overwrite if-changed|never`).
     pub skipped: u64,
     pub errors: u64,
+    /// Device nodes not made: that needs root.
+    pub devices_not_made: u64,
     /// With `dry_run`: the files that would be written.
     #[serde(
         skip_serializing_if = "Vec::is_empty",
@@ -397,12 +399,9 @@ impl Walk<'_> {
         }
         // Device nodes need root; FIFOs and sockets (a socket file, which no one listens on
         // until a program binds its name again) do not.
-        if node.kind != NodeKind::Fifo
-            && node.kind != NodeKind::Socket
-            && node.kind != NodeKind::File
-            && node.kind != NodeKind::Symlink
-            && !self.is_root
-        {
+        let device = matches!(node.kind, NodeKind::CharDevice | NodeKind::BlockDevice);
+        if device && !self.is_root {
+            self.stats.devices_not_made += 1;
             return Ok(false);
         }
         if !fresh {
