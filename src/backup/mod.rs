@@ -265,6 +265,7 @@ pub fn run(
         parent_started_ns: parent
             .as_ref()
             .map_or(i64::MIN, |(_, p)| p.started_ns.unwrap_or(p.time_ns)),
+        parent_marks_sparse: parent.as_ref().is_some_and(|(_, p)| p.marks_sparse),
         excludes: &excludes,
         reporter,
         counters: Counters::default(),

@@ -83,6 +83,9 @@ pub struct Walker<'w, 'p, 'a> {
     pub parent_complete: bool,
     /// When the parent backup started (`Snapshot::started_ns`).
     pub parent_started_ns: i64,
+    /// The parent marks its sparse files (`Snapshot::marks_sparse`): a reused file's mark is
+    /// the parent's, which goes with the blobs reused.
+    pub parent_marks_sparse: bool,
     pub excludes: &'w Excludes,
     pub reporter: &'w dyn Reporter,
     pub counters: Counters,
@@ -272,7 +275,7 @@ impl Walker<'_, '_, '_> {
                     return Ok(None);
                 }
             }
-            NodeKind::Symlink => match self.link_target(path, &node, parent) {
+            NodeKind::Symlink => match self.link_target(path, &node, &meta, parent) {
                 Ok(target) => {
                     node.link_target = Some(target);
                     Counters::bump(&self.counters.other, 1);
@@ -296,15 +299,26 @@ impl Walker<'_, '_, '_> {
     /// the parent's entry has the parent's target, without a `readlink`: that sets the
     /// link's access time (daily, under `relatime`), so its entry, and every tree above it,
     /// would differ from the night before's every night.
-    fn link_target(&self, path: &Path, node: &Node, parent: Option<&Node>) -> io::Result<Vec<u8>> {
+    /// (Not a link replaced within the timestamp tick of the parent's reading, which could
+    /// have the same inode and ctime: `racy`; and its length, the link's size, must match.)
+    fn link_target(
+        &self,
+        path: &Path,
+        node: &Node,
+        meta: &Metadata,
+        parent: Option<&Node>,
+    ) -> io::Result<Vec<u8>> {
         let known = parent.filter(|p| {
             p.kind == NodeKind::Symlink
                 && p.ctime_ns == node.ctime_ns
                 && p.ctime_ns != 0
+                && p.mtime_ns == node.mtime_ns
                 && p.inode == node.inode
                 && p.device == node.device
+                && !self.racy(p)
         });
-        if let Some(target) = known.and_then(|p| p.link_target.clone()) {
+        let target = known.and_then(|p| p.link_target.clone());
+        if let Some(target) = target.filter(|t| t.len() as u64 == meta.len()) {
             return Ok(target);
         }
         crate::failpoint::hook("backup-read-link", path);
@@ -389,12 +403,17 @@ impl Walker<'_, '_, '_> {
         meta: &Metadata,
         parent: Option<&Node>,
     ) -> Result<bool> {
-        // As it is read (or was, when a parent's blobs are taken: same metadata, same choice).
+        // As it is read: by data region if it has holes.
         node.sparse = is_sparse(meta);
         if let Some(p) = parent.filter(|p| same_file(p, node) && !self.racy(p))
             && self.all_stored(p)?
         {
             node.content = p.content.clone();
+            // How the blobs were made (allocation can change without the ctime: ZFS reports
+            // blocks late); from a parent that does not say, the same choice as then.
+            if self.parent_marks_sparse {
+                node.sparse = p.sparse;
+            }
             self.count_file(node.size, FileStatus::Unchanged, path);
             return Ok(true);
         }
