@@ -636,6 +636,18 @@ fn a_users_rerun_writes_into_a_folder_restored_read_only() {
     restore_as_nobody(&env, &target, &[]);
     assert_eq!(std::fs::read(ro.join("f")).unwrap(), b"as in the snapshot");
     assert_eq!(std::fs::metadata(&ro).unwrap().mode() & 0o7777, 0o555);
+    // With --overwrite never, the folder is opened up to write a new file in, then gets the
+    // mode it had back, not the snapshot's.
+    write(&src.join("ro/new"), b"new in the snapshot");
+    env.backup_json(&[&src]);
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o500)).unwrap();
+    restore_as_nobody(&env, &target, &["--overwrite", "never"]);
+    assert_eq!(
+        std::fs::read(ro.join("new")).unwrap(),
+        b"new in the snapshot"
+    );
+    assert_eq!(std::fs::read(ro.join("f")).unwrap(), b"as in the snapshot");
+    assert_eq!(std::fs::metadata(&ro).unwrap().mode() & 0o7777, 0o500);
 }
 
 /// Restores the latest snapshot into `target`, and at the hook `point` moves the folder `dir`
