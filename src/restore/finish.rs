@@ -149,16 +149,11 @@ impl Finisher<'_> {
             other => return other,
         };
         let at = target.at(path).map_err(|e| Error::io(path, e))?;
-        let euid = nix::unistd::geteuid().as_raw();
-        match at.stat() {
-            Ok(meta) if meta.uid() == euid && meta.mode() & 0o400 == 0 => {
-                let mode = meta.mode() & 0o7777;
-                at.chmod(mode | 0o400).map_err(|e| Error::io(path, e))?;
-                let same = select::same_content(repo, trees, target, path, node);
-                at.chmod(mode).map_err(|e| Error::io(path, e))?;
-                same
-            }
-            _ => Err(Error::io(path, refused)),
+        let read = || select::same_content(repo, trees, target, path, node);
+        match at.with_owner_bits(0o400, read) {
+            Ok(Some(same)) => same,
+            Ok(None) => Err(Error::io(path, refused)),
+            Err(e) => Err(Error::io(path, e)),
         }
     }
 

@@ -97,8 +97,7 @@ pub fn apply(at: &At, path: &Path, node: &Node, owners: Owners) -> Result<()> {
 
 /// Runs `op` (a change of `user.*` attributes, which needs write permission); if it is
 /// refused and the entry is ours but not writable (a kept file or folder a re-run found
-/// read-only), once more after giving the owner write permission. The snapshot's mode is set
-/// right after by the caller.
+/// read-only), once more with the owner given write permission for it.
 fn with_write_access(
     at: &At,
     owners: Owners,
@@ -111,16 +110,9 @@ fn with_write_access(
     if !refused || owners.is_root {
         return result;
     }
-    match at.stat() {
-        Ok(meta) if meta.uid() == nix::unistd::geteuid().as_raw() && meta.mode() & 0o200 == 0 => {
-            let mode = meta.mode() & 0o7777;
-            at.chmod(mode | 0o200)?;
-            // Refused all the same: the mode it had, not one giving more than it should.
-            op().inspect_err(|_| {
-                let _ = at.chmod(mode);
-            })
-        }
-        _ => result,
+    match at.with_owner_bits(0o200, op) {
+        Ok(Some(again)) => again,
+        Ok(None) | Err(_) => result,
     }
 }
 

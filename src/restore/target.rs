@@ -367,6 +367,21 @@ impl At<'_> {
         }
     }
 
+    /// Runs `op` with the owner permission `bits` (read `0o400`, write `0o200`) added to the
+    /// entry's mode and then the mode it had set again, when the entry is ours and lacks them
+    /// (a user's restore found or made it so); `None` if it is not ours or has them already.
+    pub fn with_owner_bits<T>(&self, bits: u32, op: impl FnOnce() -> T) -> io::Result<Option<T>> {
+        let looked = self.stat()?;
+        if looked.uid() != nix::unistd::geteuid().as_raw() || looked.mode() & bits == bits {
+            return Ok(None);
+        }
+        let mode = looked.mode() & 0o7777;
+        self.chmod(mode | bits)?;
+        let out = op();
+        self.chmod(mode)?;
+        Ok(Some(out))
+    }
+
     /// `chmod` where fchmodat cannot leave a symlink alone: through /proc on a descriptor
     /// that opens nothing, or without /proc through the entry opened for reading. A mode the
     /// entry already has is not set again (a device node cannot be opened for it).
