@@ -128,7 +128,7 @@ pub fn run(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
                 Change::Modified => ("M", human_bytes(e.new_size)),
                 Change::Metadata => ("U", human_bytes(e.new_size)),
             };
-            println!("{mark}  {size:>10}  {}", for_terminal_bytes(&e.bytes));
+            println!("{mark}  {size:>10}  {}", for_terminal_bytes(&e.path.bytes));
         }
         println!(
             "{} added ({}), {} removed ({}), {} modified ({} -> {}), {} metadata only",
@@ -143,7 +143,7 @@ pub fn run(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
         );
     }
     for u in &differ.unreadable {
-        let (path, reason) = (for_terminal_bytes(&u.bytes), &u.reason);
+        let (path, reason) = (for_terminal_bytes(&u.path.bytes), &u.reason);
         eprintln!("warning: {path}: {reason}; left out of the comparison");
     }
     Ok(if differ.unreadable.is_empty() {

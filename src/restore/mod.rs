@@ -92,25 +92,12 @@ pub struct RestoreStats {
     pub would_write: Vec<PathBuf>,
 }
 
-/// Paths as `{"path": lossy, "path_hex": bytes}` objects, the hex only where the bytes are not
-/// UTF-8 (serde refuses such a path outright).
+/// Paths as `JsonPath` objects (serde refuses a path that is not UTF-8 outright).
 fn paths_as_json<S: serde::Serializer>(paths: &[PathBuf], to: S) -> Result<S::Ok, S::Error> {
-    use serde::ser::SerializeSeq;
-    #[derive(serde::Serialize)]
-    struct Entry<'p> {
-        path: std::borrow::Cow<'p, str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        path_hex: Option<String>,
-    }
-    let mut seq = to.serialize_seq(Some(paths.len()))?;
-    for path in paths {
-        let bytes = path.as_os_str().as_bytes();
-        seq.serialize_element(&Entry {
-            path: String::from_utf8_lossy(bytes),
-            path_hex: crate::tree::hex_unless_utf8(bytes),
-        })?;
-    }
-    seq.end()
+    let paths = paths
+        .iter()
+        .map(|p| crate::tree::JsonPath::new(p.as_os_str().as_bytes()));
+    to.collect_seq(paths)
 }
 
 /// Where a restore starts: a folder's tree (its contents go into the target) or one entry

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{Node, NodeKind};
+use super::{JsonPath, Node, NodeKind};
 use crate::blobs::BlobReader;
 use crate::crypto::Keys;
 use crate::error::Result;
@@ -38,13 +38,8 @@ pub enum Change {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct DiffEntry {
-    pub path: String,
-    /// The path's bytes, when they are not UTF-8 (`path` then shows them lossily).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub path_hex: Option<String>,
-    /// The path's bytes.
-    #[serde(skip)]
-    pub bytes: Vec<u8>,
+    #[serde(flatten)]
+    pub path: JsonPath,
     pub change: Change,
     pub old_size: u64,
     pub new_size: u64,
@@ -53,13 +48,9 @@ pub struct DiffEntry {
 /// An entry on disk that could not be looked at (or read), and why.
 #[derive(Clone, Debug, Serialize)]
 pub struct Unreadable {
-    pub path: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub path_hex: Option<String>,
+    #[serde(flatten)]
+    pub path: JsonPath,
     pub reason: String,
-    /// The path's bytes.
-    #[serde(skip)]
-    pub bytes: Vec<u8>,
 }
 
 pub struct Differ<'r, 'a> {
@@ -99,9 +90,7 @@ impl Differ<'_, '_> {
 
     fn push(&mut self, path: &[u8], change: Change, old: Option<&Node>, new: Option<&Node>) {
         self.out.push(DiffEntry {
-            path: String::from_utf8_lossy(path).into_owned(),
-            path_hex: super::hex_unless_utf8(path),
-            bytes: path.to_vec(),
+            path: JsonPath::new(path),
             change,
             old_size: old.map_or(0, |n| n.size),
             new_size: new.map_or(0, |n| n.size),
@@ -153,12 +142,9 @@ impl Differ<'_, '_> {
     }
 
     fn unreadable(&mut self, path: &Path, reason: String) {
-        let bytes = path.as_os_str().as_bytes();
         self.unreadable.push(Unreadable {
-            path: String::from_utf8_lossy(bytes).into_owned(),
-            path_hex: super::hex_unless_utf8(bytes),
+            path: JsonPath::new(path.as_os_str().as_bytes()),
             reason,
-            bytes: bytes.to_vec(),
         });
     }
 

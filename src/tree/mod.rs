@@ -246,6 +246,28 @@ pub struct Tree {
     pub nodes: Vec<Node>,
 }
 
+/// A path as JSON output gives it: lossily as text, with its bytes in hex when they are not
+/// UTF-8 (`path_hex`), so that every path can be told exactly.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct JsonPath {
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_hex: Option<String>,
+    /// The path's bytes, for text output.
+    #[serde(skip)]
+    pub bytes: Vec<u8>,
+}
+
+impl JsonPath {
+    pub fn new(bytes: &[u8]) -> Self {
+        JsonPath {
+            path: String::from_utf8_lossy(bytes).into_owned(),
+            path_hex: hex_unless_utf8(bytes),
+            bytes: bytes.to_vec(),
+        }
+    }
+}
+
 /// A name or path that is not UTF-8, as hex, for output where names are strings (JSON):
 /// `None` for UTF-8, which the string itself gives exactly.
 pub fn hex_unless_utf8(bytes: &[u8]) -> Option<String> {
