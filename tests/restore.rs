@@ -249,6 +249,30 @@ fn a_resumed_restore_still_links_and_leaves_no_temporary_files() {
     assert_eq!(describe(&src), describe(&base));
 }
 
+/// Regression: a later path of a hard link found as a separate copy with the same content (a
+/// restore of only that path leaves one) was kept, so the tree had two files where the
+/// snapshot has one.
+#[test]
+fn a_separate_copy_at_a_later_path_of_a_hard_link_is_made_a_link_again() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("a/p"), &noise(13, 50_000));
+    std::fs::create_dir_all(src.join("b")).unwrap();
+    std::fs::hard_link(src.join("a/p"), src.join("b/l")).unwrap();
+    env.init();
+    env.backup_json(&[&src]);
+    let out = env.path("out");
+    let base = restored(&out, &src);
+    env.restore("latest", &out);
+    std::fs::remove_file(base.join("b/l")).unwrap();
+    std::fs::copy(base.join("a/p"), base.join("b/l")).unwrap();
+    let ino = |p: &str| std::fs::metadata(base.join(p)).unwrap().ino();
+    assert_ne!(ino("a/p"), ino("b/l"));
+    env.restore("latest", &out);
+    assert_eq!(ino("a/p"), ino("b/l"));
+    assert_eq!(describe(&src), describe(&base));
+}
+
 /// Regression: with `--overwrite never`, a resumed restore made the later paths of a hard
 /// link whose first path it kept separate copies; and a dry run counted each link's bytes.
 #[test]

@@ -582,6 +582,14 @@ impl Walk<'_> {
             Overwrite::Always => false,
             Overwrite::Never => true,
             Overwrite::IfChanged => match node.kind {
+                // A later path of a file with several links is the snapshot's entry only as
+                // a link of the first: a separate copy (left by a restore of only this path,
+                // or put there by hand) is made a link again.
+                NodeKind::File if let Some(first) = self.first_paths.get(node) => self
+                    .target
+                    .at(&first)
+                    .and_then(|first| first.stat())
+                    .is_ok_and(|first| existing.is_same_inode(&first)),
                 NodeKind::File => {
                     let same =
                         select::same_content(self.repo, &self.trees, self.target, path, node);

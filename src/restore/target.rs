@@ -237,6 +237,10 @@ impl Stat {
             _ => false,
         }
     }
+    /// True if both are the same inode (hard links of one file, or one name seen twice).
+    pub fn is_same_inode(&self, other: &Stat) -> bool {
+        (self.0.st_dev, self.0.st_ino) == (other.0.st_dev, other.0.st_ino)
+    }
     pub fn uid(&self) -> u32 {
         self.0.st_uid
     }
