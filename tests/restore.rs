@@ -869,6 +869,47 @@ fn a_users_verify_reads_back_a_file_its_mode_keeps_from_them() {
     );
 }
 
+/// Regression: a user's `--verify` gave its own read permission to a file it could not read
+/// and set the mode back by name, so an entry swapped in meanwhile (a hard link to another
+/// file of the user's) got the first file's mode.
+#[test]
+fn a_users_verify_sets_the_mode_back_on_the_file_it_opened_up() {
+    if !running_as_root() {
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    write(&src.join("drop-box"), b"write only");
+    std::fs::set_permissions(src.join("drop-box"), std::fs::Permissions::from_mode(0o200)).unwrap();
+    write(&src.join("notes"), b"readable");
+    env.backup_json(&[&src]);
+    env.give_to_nobody();
+    let out = env.path("out");
+    let base = restored(&out, &src);
+    let (drop_box, notes) = (base.join("drop-box"), base.join("notes"));
+    let swap = format!(
+        "restore-read-back:[ -e {0}.aside ] || {{ mv {0} {0}.aside && ln {1} {0}; }}",
+        drop_box.display(),
+        notes.display()
+    );
+    use std::os::unix::process::CommandExt;
+    let args = [
+        "restore",
+        "latest",
+        "--verify",
+        "--target",
+        out.to_str().unwrap(),
+    ];
+    let mut run = env.cmd(&args);
+    run.uid(65534).gid(65534).env("HOME", env.dir.path());
+    let run = run.env("CAIRN_HOOK", &swap).output().unwrap();
+    assert_eq!(run.status.code(), Some(3), "{}", stderr(&run));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&notes), 0o644, "the file swapped in got the mode");
+    assert_eq!(mode(&base.join("drop-box.aside")), 0o200);
+}
+
 /// Regression: hard links did not count towards `--batch-files`, so a folder of many links
 /// to one file was held in one batch however large (memory grew with the links).
 #[test]

@@ -149,7 +149,10 @@ impl Finisher<'_> {
             other => return other,
         };
         let at = target.at(path).map_err(|e| Error::io(path, e))?;
-        let read = || select::same_content(repo, trees, target, path, node);
+        let read = || {
+            crate::failpoint::hook("restore-read-back", path);
+            select::same_content(repo, trees, target, path, node)
+        };
         match at.with_owner_bits(0o400, read) {
             Ok(Some(same)) => same,
             Ok(None) => Err(Error::io(path, refused)),

@@ -374,15 +374,26 @@ impl At<'_> {
     /// Runs `op` with the owner permission `bits` (read `0o400`, write `0o200`) added to the
     /// entry's mode and then the mode it had set again, when the entry is ours and lacks them
     /// (a user's restore found or made it so); `None` if it is not ours or has them already.
+    /// Both changes of mode reach the inode looked at, held open: an entry swapped in
+    /// meanwhile (a hard link to another file of ours) is not given this one's mode.
     pub fn with_owner_bits<T>(&self, bits: u32, op: impl FnOnce() -> T) -> io::Result<Option<T>> {
-        let looked = self.stat()?;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let (held, through_proc) = match proc_mounted() {
+            true => self.pinned().map(|(file, path)| (file, Some(path)))?,
+            false => (self.open_without_proc()?, None),
+        };
+        let looked = held.metadata()?;
         if looked.uid() != nix::unistd::geteuid().as_raw() || looked.mode() & bits == bits {
             return Ok(None);
         }
+        let set_mode = |mode: u32| match &through_proc {
+            Some(path) => std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)),
+            None => held.set_permissions(std::fs::Permissions::from_mode(mode)),
+        };
         let mode = looked.mode() & 0o7777;
-        self.chmod(mode | bits)?;
+        set_mode(mode | bits)?;
         let out = op();
-        self.chmod(mode)?;
+        set_mode(mode)?;
         Ok(Some(out))
     }
 
