@@ -8,7 +8,7 @@ use cairn::ids::TreeId;
 use cairn::index::LocalIndex;
 use cairn::repo::Repository;
 use cairn::snapshot::{self, Snapshot};
-use cairn::tree::diff::{Change, DiffEntry, Differ};
+use cairn::tree::diff::{Change, DiffEntry, Differ, Unreadable};
 use cairn::tree::{Node, NodeKind};
 
 use super::{Context, Outcome, for_terminal_bytes, human_bytes, path_in_snapshot};
@@ -35,10 +35,12 @@ pub fn run(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
     let (repo, index) = ctx.open()?;
     let (first_id, first) = snapshot::find(&index, &args.first)?;
     let reader = BlobReader::new(&repo, index.snapshot_reader()?);
+    let mut report = Report::new(ctx.json);
+    let mut print = |entry| report.add(entry);
     let mut differ = Differ {
         reader: &reader,
         metadata: args.metadata,
-        out: Vec::new(),
+        out: &mut print,
         unreadable: Vec::new(),
     };
     match (&args.live, &args.second) {
@@ -93,62 +95,161 @@ pub fn run(ctx: &Context, args: &DiffArgs) -> Result<Outcome> {
             ));
         }
     }
-    let count = |c: Change| differ.out.iter().filter(|e| e.change == c).count();
-    let total = |c: Change, size: fn(&DiffEntry) -> u64| -> u64 {
-        differ.out.iter().filter(|e| e.change == c).map(size).sum()
-    };
-    let added_bytes = total(Change::Added, |e| e.new_size);
-    let removed_bytes = total(Change::Removed, |e| e.old_size);
-    let (modified_before, modified_after) = (
-        total(Change::Modified, |e| e.old_size),
-        total(Change::Modified, |e| e.new_size),
-    );
-    if ctx.json {
-        super::print_json(&serde_json::json!({
-            "entries": differ.out,
-            "added": count(Change::Added),
-            "removed": count(Change::Removed),
-            "modified": count(Change::Modified),
-            "metadata": count(Change::Metadata),
-            "bytes_added": added_bytes,
-            "bytes_removed": removed_bytes,
-            "bytes_modified_before": modified_before,
-            "bytes_modified_after": modified_after,
-            "unreadable": differ.unreadable,
-        }))?;
-    } else {
-        for e in &differ.out {
-            let (mark, size) = match e.change {
-                Change::Added => ("+", human_bytes(e.new_size)),
-                Change::Removed => ("-", human_bytes(e.old_size)),
-                Change::Modified if e.old_size != e.new_size => (
-                    "M",
-                    format!("{} -> {}", human_bytes(e.old_size), human_bytes(e.new_size)),
-                ),
-                Change::Modified => ("M", human_bytes(e.new_size)),
-                Change::Metadata => ("U", human_bytes(e.new_size)),
-            };
-            println!("{mark}  {size:>10}  {}", for_terminal_bytes(&e.path.bytes));
-        }
-        println!(
-            "{} added ({}), {} removed ({}), {} modified ({} -> {}), {} metadata only",
-            count(Change::Added),
-            human_bytes(added_bytes),
-            count(Change::Removed),
-            human_bytes(removed_bytes),
-            count(Change::Modified),
-            human_bytes(modified_before),
-            human_bytes(modified_after),
-            count(Change::Metadata)
-        );
-    }
-    for u in &differ.unreadable {
+    let unreadable = differ.unreadable;
+    report.finish(&unreadable)?;
+    for u in &unreadable {
         let (path, reason) = (for_terminal_bytes(&u.path.bytes), &u.reason);
         eprintln!("warning: {path}: {reason}; left out of the comparison");
     }
-    Ok(if differ.unreadable.is_empty() {
+    Ok(if unreadable.is_empty() {
         Outcome::Success
     } else {
         Outcome::Partial
     })
+}
+
+/// What the differences add up to.
+#[derive(Default, serde::Serialize)]
+struct Totals {
+    added: u64,
+    removed: u64,
+    modified: u64,
+    metadata: u64,
+    bytes_added: u64,
+    bytes_removed: u64,
+    bytes_modified_before: u64,
+    bytes_modified_after: u64,
+}
+
+/// Prints each difference as the comparison finds it (a line of text, or an element of the
+/// JSON `entries` array) and adds it to the totals, printed last.
+struct Report {
+    json: bool,
+    out: std::io::BufWriter<std::io::StdoutLock<'static>>,
+    /// The first failure to write; nothing more is written after it.
+    failed: Option<std::io::Error>,
+    entries: u64,
+    totals: Totals,
+}
+
+impl Report {
+    fn new(json: bool) -> Self {
+        Report {
+            json,
+            out: std::io::BufWriter::new(std::io::stdout().lock()),
+            failed: None,
+            entries: 0,
+            totals: Totals::default(),
+        }
+    }
+
+    fn add(&mut self, e: DiffEntry) {
+        let t = &mut self.totals;
+        match e.change {
+            Change::Added => {
+                t.added += 1;
+                t.bytes_added += e.new_size;
+            }
+            Change::Removed => {
+                t.removed += 1;
+                t.bytes_removed += e.old_size;
+            }
+            Change::Modified => {
+                t.modified += 1;
+                t.bytes_modified_before += e.old_size;
+                t.bytes_modified_after += e.new_size;
+            }
+            Change::Metadata => t.metadata += 1,
+        }
+        let line = match self.json {
+            false => text_line(&e),
+            true => match serde_json::to_string(&e) {
+                Ok(element) => {
+                    let before = if self.entries == 0 {
+                        "{\n  \"entries\": ["
+                    } else {
+                        ","
+                    };
+                    format!("{before}\n    {element}")
+                }
+                Err(err) => {
+                    self.failed.get_or_insert(std::io::Error::other(err));
+                    return;
+                }
+            },
+        };
+        self.entries += 1;
+        self.write(&line);
+    }
+
+    fn write(&mut self, text: &str) {
+        use std::io::Write;
+        if self.failed.is_none()
+            && let Err(e) = self.out.write_all(text.as_bytes())
+        {
+            self.failed = Some(e);
+        }
+    }
+
+    /// Prints the totals (and in JSON the entries that could not be read).
+    fn finish(mut self, unreadable: &[Unreadable]) -> Result<()> {
+        use std::io::Write;
+        let t = &self.totals;
+        let last = match self.json {
+            true => {
+                #[derive(serde::Serialize)]
+                struct Rest<'a> {
+                    #[serde(flatten)]
+                    totals: &'a Totals,
+                    unreadable: &'a [Unreadable],
+                }
+                let rest = serde_json::to_string_pretty(&Rest {
+                    totals: t,
+                    unreadable,
+                })
+                .map_err(|e| Error::Invalid(format!("cannot encode JSON: {e}")))?;
+                let fields = rest.strip_prefix('{').unwrap_or(&rest);
+                match self.entries {
+                    0 => format!("{{\n  \"entries\": [],{fields}\n"),
+                    _ => format!("\n  ],{fields}\n"),
+                }
+            }
+            false => format!(
+                "{} added ({}), {} removed ({}), {} modified ({} -> {}), {} metadata only\n",
+                t.added,
+                human_bytes(t.bytes_added),
+                t.removed,
+                human_bytes(t.bytes_removed),
+                t.modified,
+                human_bytes(t.bytes_modified_before),
+                human_bytes(t.bytes_modified_after),
+                t.metadata
+            ),
+        };
+        self.write(&last);
+        let flushed = self.out.flush();
+        match self.failed.take().map_or(flushed, Err) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(Error::io("standard output", e)),
+        }
+    }
+}
+
+/// A difference as a line of text: a mark, the size (before and after for a modified file
+/// whose size changed) and the path.
+fn text_line(e: &DiffEntry) -> String {
+    let (mark, size) = match e.change {
+        Change::Added => ("+", human_bytes(e.new_size)),
+        Change::Removed => ("-", human_bytes(e.old_size)),
+        Change::Modified if e.old_size != e.new_size => (
+            "M",
+            format!("{} -> {}", human_bytes(e.old_size), human_bytes(e.new_size)),
+        ),
+        Change::Modified => ("M", human_bytes(e.new_size)),
+        Change::Metadata => ("U", human_bytes(e.new_size)),
+    };
+    format!(
+        "{mark}  {size:>10}  {}\n",
+        for_terminal_bytes(&e.path.bytes)
+    )
 }

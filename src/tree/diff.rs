@@ -53,10 +53,12 @@ pub struct Unreadable {
     pub reason: String,
 }
 
-pub struct Differ<'r, 'a> {
+pub struct Differ<'r, 'a, 'o> {
     pub reader: &'r BlobReader<'a>,
     pub metadata: bool,
-    pub out: Vec<DiffEntry>,
+    /// Gets each difference as it is found, in path order (nothing is held back, so memory
+    /// does not grow with the number of differences).
+    pub out: &'o mut dyn FnMut(DiffEntry),
     /// Folders and entries on disk that could not be looked at: left out of the comparison
     /// rather than reported as removed or changed.
     pub unreadable: Vec<Unreadable>,
@@ -80,7 +82,7 @@ fn same_content(a: &Node, b: &Node) -> bool {
         && a.rdev == b.rdev
 }
 
-impl Differ<'_, '_> {
+impl Differ<'_, '_, '_> {
     fn tree(&self, id: Option<TreeId>) -> Result<Vec<Node>> {
         match id {
             Some(id) => Ok(self.reader.tree(&id)?.nodes),
@@ -89,7 +91,7 @@ impl Differ<'_, '_> {
     }
 
     fn push(&mut self, path: &[u8], change: Change, old: Option<&Node>, new: Option<&Node>) {
-        self.out.push(DiffEntry {
+        (self.out)(DiffEntry {
             path: JsonPath::new(path),
             change,
             old_size: old.map_or(0, |n| n.size),
