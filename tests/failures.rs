@@ -338,7 +338,12 @@ fn unwritable_output_is_an_error_not_a_panic() {
     write(&src.join("a"), b"a");
     env.init();
     env.backup_json(&[&src]);
-    for (args, expected) in [(&["ls", "-l", "latest"][..], 1), (&["check"], 18)] {
+    let diff = ["--json", "diff", "latest", "latest"];
+    for (args, expected) in [
+        (&["ls", "-l", "latest"][..], 1),
+        (&diff, 1),
+        (&["check"], 18),
+    ] {
         let full = std::fs::File::create("/dev/full").unwrap();
         let out = env.cmd(args).stdout(full).output().unwrap();
         assert_eq!(code(&out), expected, "{args:?}: {}", stderr(&out));

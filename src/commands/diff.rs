@@ -11,7 +11,7 @@ use cairn::snapshot::{self, Snapshot};
 use cairn::tree::diff::{Change, DiffEntry, Differ, Unreadable};
 use cairn::tree::{Node, NodeKind};
 
-use super::{Context, Outcome, for_terminal_bytes, human_bytes, path_in_snapshot};
+use super::{Context, Outcome, Printer, for_terminal_bytes, human_bytes, path_in_snapshot};
 use crate::cli::DiffArgs;
 
 /// What a snapshot holds at a path.
@@ -125,9 +125,7 @@ struct Totals {
 /// JSON `entries` array) and adds it to the totals, printed last.
 struct Report {
     json: bool,
-    out: std::io::BufWriter<std::io::StdoutLock<'static>>,
-    /// The first failure to write; nothing more is written after it.
-    failed: Option<std::io::Error>,
+    out: Printer,
     entries: u64,
     totals: Totals,
 }
@@ -136,8 +134,7 @@ impl Report {
     fn new(json: bool) -> Self {
         Report {
             json,
-            out: std::io::BufWriter::new(std::io::stdout().lock()),
-            failed: None,
+            out: Printer::new(),
             entries: 0,
             totals: Totals::default(),
         }
@@ -161,39 +158,16 @@ impl Report {
             }
             Change::Metadata => t.metadata += 1,
         }
-        let line = match self.json {
-            false => text_line(&e),
-            true => match serde_json::to_string(&e) {
-                Ok(element) => {
-                    let before = if self.entries == 0 {
-                        "{\n  \"entries\": ["
-                    } else {
-                        ","
-                    };
-                    format!("{before}\n    {element}")
-                }
-                Err(err) => {
-                    self.failed.get_or_insert(std::io::Error::other(err));
-                    return;
-                }
-            },
-        };
-        self.entries += 1;
-        self.write(&line);
-    }
-
-    fn write(&mut self, text: &str) {
-        use std::io::Write;
-        if self.failed.is_none()
-            && let Err(e) = self.out.write_all(text.as_bytes())
-        {
-            self.failed = Some(e);
+        match (self.json, self.entries) {
+            (false, _) => self.out.write(&text_line(&e)),
+            (true, 0) => self.out.json("{\n  \"entries\": [\n    ", &e),
+            (true, _) => self.out.json(",\n    ", &e),
         }
+        self.entries += 1;
     }
 
     /// Prints the totals (and in JSON the entries that could not be read).
     fn finish(mut self, unreadable: &[Unreadable]) -> Result<()> {
-        use std::io::Write;
         let t = &self.totals;
         let last = match self.json {
             true => {
@@ -226,12 +200,8 @@ impl Report {
                 t.metadata
             ),
         };
-        self.write(&last);
-        let flushed = self.out.flush();
-        match self.failed.take().map_or(flushed, Err) {
-            Ok(()) => Ok(()),
-            Err(e) => Err(Error::io("standard output", e)),
-        }
+        self.out.write(&last);
+        self.out.finish()
     }
 }
 

@@ -9,15 +9,17 @@ use cairn::repo::Repository;
 use cairn::snapshot;
 use cairn::tree::{Node, NodeKind};
 
-use super::{Context, Outcome, add_hex, for_terminal_bytes, path_in_snapshot};
+use super::{Context, Outcome, Printer, add_hex, for_terminal_bytes, path_in_snapshot};
 use crate::cli::LsArgs;
 
 struct Lister<'a> {
     repo: &'a Repository,
     index: &'a LocalIndex,
     args: &'a LsArgs,
-    json: Vec<serde_json::Value>,
+    /// Entries are printed as they are reached: a listing can hold millions.
+    out: Printer,
     as_json: bool,
+    printed: u64,
 }
 
 pub fn run(ctx: &Context, args: &LsArgs) -> Result<Outcome> {
@@ -35,8 +37,9 @@ pub fn run(ctx: &Context, args: &LsArgs) -> Result<Outcome> {
         repo: &repo,
         index: &index,
         args,
-        json: Vec::new(),
+        out: Printer::new(),
         as_json: ctx.json,
+        printed: 0,
     };
     let prefix = if path.is_empty() || path.starts_with(b"/") {
         path.to_vec()
@@ -51,8 +54,11 @@ pub fn run(ctx: &Context, args: &LsArgs) -> Result<Outcome> {
         },
     }
     if ctx.json {
-        super::print_json(&lister.json)?;
+        lister
+            .out
+            .write(if lister.printed == 0 { "[]\n" } else { "\n]\n" });
     }
+    lister.out.finish()?;
     Ok(Outcome::Success)
 }
 
@@ -116,7 +122,9 @@ impl Lister<'_> {
             });
             add_hex(&mut entry, "path_hex", path);
             add_hex(&mut entry, "link_target_hex", target.unwrap_or_default());
-            self.json.push(entry);
+            let before = if self.printed == 0 { "[\n  " } else { ",\n  " };
+            self.out.json(before, &entry);
+            self.printed += 1;
             return;
         }
         if self.args.long {
@@ -125,8 +133,8 @@ impl Lister<'_> {
                 .as_ref()
                 .map(|t| format!(" -> {}", for_terminal_bytes(t)))
                 .unwrap_or_default();
-            println!(
-                "{} {:>8} {:>8} {:>12} {} {}{link}",
+            let line = format!(
+                "{} {:>8} {:>8} {:>12} {} {}{link}\n",
                 mode_string(n),
                 n.user.clone().unwrap_or_else(|| n.uid.to_string()),
                 n.group.clone().unwrap_or_else(|| n.gid.to_string()),
@@ -139,8 +147,9 @@ impl Lister<'_> {
                 ),
                 for_terminal_bytes(path),
             );
+            self.out.write(&line);
         } else {
-            println!("{}", for_terminal_bytes(path));
+            self.out.write(&format!("{}\n", for_terminal_bytes(path)));
         }
     }
 }

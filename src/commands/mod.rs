@@ -433,6 +433,52 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// Standard output for commands that print as they go (a listing can hold millions of
+/// lines): buffered, and keeping the first failure to write, after which nothing more is
+/// written, for `finish` to return.
+pub struct Printer {
+    out: std::io::BufWriter<std::io::StdoutLock<'static>>,
+    failed: Option<std::io::Error>,
+}
+
+impl Printer {
+    pub fn new() -> Self {
+        Printer {
+            out: std::io::BufWriter::new(std::io::stdout().lock()),
+            failed: None,
+        }
+    }
+
+    pub fn write(&mut self, text: &str) {
+        use std::io::Write;
+        if self.failed.is_none()
+            && let Err(e) = self.out.write_all(text.as_bytes())
+        {
+            self.failed = Some(e);
+        }
+    }
+
+    /// `value` as compact JSON; a value that cannot be encoded fails the output.
+    pub fn json(&mut self, before: &str, value: &impl serde::Serialize) {
+        match serde_json::to_string(value) {
+            Ok(text) => self.write(&format!("{before}{text}")),
+            Err(e) => {
+                self.failed.get_or_insert(std::io::Error::other(e));
+            }
+        }
+    }
+
+    pub fn finish(mut self) -> Result<()> {
+        use std::io::Write;
+        let flushed = self.out.flush();
+        self.failed.take().map_or(flushed, Err).map_err(|e| {
+            Error::Invalid(format!(
+                "cannot write to standard output ({e}); the output is incomplete"
+            ))
+        })
+    }
+}
+
 pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Error::Invalid(format!("cannot encode JSON: {e}")))?;
