@@ -429,3 +429,24 @@ fn a_restore_that_cannot_make_folders_for_want_of_room_stops() {
     // Stopped at the first folder it could not make, not after failing each of them.
     assert!(!err.lines().any(|l| l.starts_with("error: ")), "{err}");
 }
+
+/// Regression: `--exclude-if-present ""` (an unset variable in a cron line) left every
+/// folder out, the sources included, and the backup of nothing ended with exit 0.
+#[test]
+fn a_marker_that_is_not_a_file_name_is_refused() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    write(&src.join("a"), b"a");
+    for marker in ["", ".", "..", "/etc/hostname", "sub/CACHEDIR.TAG"] {
+        let out = env.run(&[
+            "backup",
+            "--exclude-if-present",
+            marker,
+            src.to_str().unwrap(),
+        ]);
+        assert_eq!(code(&out), 2, "{marker:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("file name"), "{}", stderr(&out));
+    }
+    assert!(env.snapshots().is_empty());
+}

@@ -55,6 +55,18 @@ impl Excludes {
                 by_name.add(glob);
             }
         }
+        // A marker is a file name: "", ".", ".." or a path would name something every
+        // folder has (itself, its parent, one fixed file), so every folder, the sources
+        // included, would be left out (an unset variable in `--exclude-if-present "$M"`).
+        if let Some(bad) = opts
+            .if_present
+            .iter()
+            .find(|m| matches!(m.as_str(), "" | "." | "..") || m.contains('/'))
+        {
+            return Err(Error::Usage(format!(
+                "--exclude-if-present {bad:?}: give a file name, such as CACHEDIR.TAG"
+            )));
+        }
         let build = |b: GlobSetBuilder| {
             b.build()
                 .map_err(|e| Error::Usage(format!("exclude patterns: {e}")))
