@@ -226,30 +226,30 @@ impl Held {
             ));
             return;
         }
-        let current = lock_mutex(&self.path).clone();
-        match self.storage.exists(&current) {
-            Ok(true) => {}
-            Ok(false) => {
-                self.mark_lost("its lock file was removed by another process".into());
-                return;
-            }
-            Err(e) => {
-                self.mark_lost(format!("refreshing the lock failed: {e}"));
-                return;
-            }
-        }
         let mut info = lock_mutex(&self.info).clone();
         info.refreshed_ns = now;
-        match self.write(&info) {
-            Ok(new_path) => {
-                let old = std::mem::replace(&mut *lock_mutex(&self.path), new_path);
-                let _ = self.storage.delete(&old);
-                *lock_mutex(&self.info) = info.clone();
-                self.last_refresh_ns
-                    .store(info.refreshed_ns, Ordering::SeqCst);
-            }
-            Err(e) => self.mark_lost(format!("refreshing the lock failed: {e}")),
+        let renewed = match self.write(&info) {
+            Ok(renewed) => renewed,
+            Err(e) => return self.mark_lost(format!("refreshing the lock failed: {e}")),
+        };
+        // Whether the old file is still there is asked only once the new one is written: a
+        // removal before then is seen here, and one after finds the new file in its way. (A
+        // prune that listed the locks between the two files would otherwise find none.)
+        let current = lock_mutex(&self.path).clone();
+        let lost = match self.storage.exists(&current) {
+            Ok(true) => None,
+            Ok(false) => Some("its lock file was removed by another process".to_string()),
+            Err(e) => Some(format!("refreshing the lock failed: {e}")),
+        };
+        if let Some(why) = lost {
+            let _ = self.storage.delete(&renewed);
+            return self.mark_lost(why);
         }
+        *lock_mutex(&self.path) = renewed;
+        let _ = self.storage.delete(&current);
+        *lock_mutex(&self.info) = info.clone();
+        self.last_refresh_ns
+            .store(info.refreshed_ns, Ordering::SeqCst);
     }
 
     fn mark_lost(&self, why: String) {
@@ -557,6 +557,38 @@ mod tests {
         assert!(
             list(&repo).unwrap().locks.is_empty(),
             "a lost lock is not written again"
+        );
+    }
+
+    /// Regression (helper-42): a lock file removed between a refresh's check that it was
+    /// still there and the write of the new one went unnoticed, since every later check
+    /// looked at the new file; a prune listing the locks in between found none.
+    #[test]
+    fn a_lock_file_removed_while_it_is_refreshed_is_noticed() {
+        use crate::storage::{OpendalStorage, Storage, instrumented::Instrumented};
+        use std::sync::atomic::AtomicBool;
+        let storage = OpendalStorage::memory().unwrap();
+        let remover = storage.another_handle().unwrap();
+        let armed = Arc::new(AtomicBool::new(false));
+        let mut instrumented = Instrumented::new(storage.another_handle().unwrap());
+        let armed_in_hook = Arc::clone(&armed);
+        instrumented.before_write = Box::new(move |path, _| {
+            if path.starts_with("locks/") && armed_in_hook.swap(false, Ordering::SeqCst) {
+                for old in remover.list("locks", false).unwrap() {
+                    remover.delete(&old.path).unwrap();
+                }
+            }
+            Ok(())
+        });
+        let repo = crate::repo::repository_on(Box::new(instrumented));
+        let lock = RepositoryLock::acquire(&repo, false, Duration::ZERO).unwrap();
+        armed.store(true, Ordering::SeqCst);
+        lock.inner.refresh();
+        let err = lock.check().unwrap_err().to_string();
+        assert!(err.contains("removed by another process"), "{err}");
+        assert!(
+            list(&repo).unwrap().locks.is_empty(),
+            "the renewed lock file is taken back"
         );
     }
 
