@@ -14,9 +14,9 @@
 //! (a host name alone is not enough: containers and cloned machines share them). "Not
 //! refreshed for `STALE`" is judged by the storage's clock where it stamps files (local disk,
 //! NFS, object storage): the lock file's time against the time it gave the lock file just
-//! written by whoever is looking, so hosts whose clocks disagree never take each other's live
-//! locks for stale. Only storage without times, and `unlock` (which writes no lock file),
-//! compare the time in the lock with this host's clock. A lock that
+//! written by whoever is looking (`unlock` too writes one for that), so hosts whose clocks
+//! disagree never take each other's live locks for stale. Only on storage without times is
+//! the time in the lock compared with this host's clock. A lock that
 //! vanishes while the others are read may be a refresh whose new file the listing missed, so
 //! the listing is taken again; an unreadable lock counts as a conflict until the storage says
 //! it was written longer than `STALE` ago. A holder whose refresh
@@ -202,14 +202,22 @@ struct Held {
     lost: Mutex<Option<String>>,
 }
 
+/// Writes a lock file; returns its path.
+fn write_lock_file(
+    storage: &dyn crate::storage::Storage,
+    keys: &crate::crypto::Keys,
+    repo_id: &crate::ids::RepositoryId,
+    info: &LockInfo,
+) -> Result<String> {
+    let sealed = super::file::seal_file(keys, repo_id, FileKind::Lock, &info.encode());
+    let path = super::object_path(FileKind::Lock, blake3::hash(&sealed).as_bytes());
+    storage.write(&path, sealed)?;
+    Ok(path)
+}
+
 impl Held {
     fn write(&self, info: &LockInfo) -> Result<String> {
-        let sealed =
-            super::file::seal_file(&self.keys, &self.repo_id, FileKind::Lock, &info.encode());
-        let id = *blake3::hash(&sealed).as_bytes();
-        let path = super::object_path(FileKind::Lock, &id);
-        self.storage.write(&path, sealed)?;
-        Ok(path)
+        write_lock_file(&*self.storage, &self.keys, &self.repo_id, info)
     }
 
     /// Renews the lock file, unless the lock may already have been lost: a holder that was
@@ -481,16 +489,41 @@ pub struct Unlocked {
     pub kept: Vec<String>,
 }
 
-/// Removes stale locks (all locks with `all`). An unreadable lock is stale only once the
-/// storage says it is over 30 minutes old, as when acquiring: it may be the live lock of a
-/// newer version.
+/// Removes stale locks (all locks with `all`), judged as when acquiring: by the storage's
+/// clock where it stamps files, learnt from a shared lock file of our own written for the
+/// purpose (by this host's clock, a host whose clock is behind would have its live lock
+/// removed). An unreadable lock is stale only once the storage says it is over 30 minutes
+/// old: it may be the live lock of a newer version.
 pub fn unlock(repo: &Repository, all: bool) -> Result<Unlocked> {
     let now = host::now_ns();
+    let info = LockInfo {
+        exclusive: false,
+        hostname: host::hostname(),
+        username: host::username(),
+        pid: std::process::id(),
+        created_ns: now,
+        refreshed_ns: now,
+        process_namespace: host::process_namespace(),
+    };
+    let mine = write_lock_file(repo.storage(), repo.keys(), repo.id(), &info)?;
+    let removed = remove_stale(repo, all, &mine, now);
+    let _ = repo.storage().delete(&mine);
+    removed
+}
+
+fn remove_stale(repo: &Repository, all: bool, mine: &str, now: i64) -> Result<Unlocked> {
+    let storage_now = repo.storage().modified(mine).ok().flatten();
     let mut done = Unlocked::default();
     for (path, info) in list(repo)?.locks {
+        if path == mine {
+            continue;
+        }
+        let Ok(age) = age_on_storage(repo, &path, storage_now) else {
+            continue; // gone since the listing
+        };
         let stale = match &info {
-            None => unreadable_is_stale(repo, &path, None),
-            Some(info) => info.stale(now, None).is_some(),
+            None => unreadable_is_stale(repo, &path, age),
+            Some(info) => info.stale(now, age).is_some(),
         };
         let described = match info {
             Some(i) => i.describe(),
@@ -803,6 +836,25 @@ mod tests {
             .unwrap();
         RepositoryLock::acquire(&repo, true, Duration::ZERO).unwrap();
         assert!(!ahead.exists(), "a dead lock was kept");
+        // Regression (helper-42): `unlock` judged by this host's clock, and removed the
+        // live lock of a host whose clock is behind. It now judges as `acquire` does, and
+        // leaves no file of its own.
+        let behind = foreign(host::now_ns() - 2 * 3_600_000_000_000);
+        let unlocked = unlock(&repo, false).unwrap();
+        assert!(behind.exists(), "unlock removed a live lock");
+        assert_eq!((unlocked.removed.len(), unlocked.kept.len()), (0, 1));
+        let ahead = foreign(host::now_ns() + 2 * 3_600_000_000_000);
+        let file = std::fs::File::options().write(true).open(&ahead).unwrap();
+        file.set_modified(std::time::SystemTime::now() - hours(1))
+            .unwrap();
+        assert_eq!(unlock(&repo, false).unwrap().removed.len(), 1);
+        assert!(!ahead.exists(), "unlock kept a dead lock");
+        assert_eq!(
+            list(&repo).unwrap().locks.len(),
+            1,
+            "only the live lock is left"
+        );
+        std::fs::remove_file(&behind).unwrap();
         // Regression: one whose file was gone when its time was asked (replaced by a refresh
         // since the listing) was judged by this host's clock after all: the locks are listed
         // again instead.
