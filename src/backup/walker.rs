@@ -222,13 +222,17 @@ impl Walker<'_, '_, '_> {
         }
         let mut node = walk::node_from_metadata(name, &meta);
         // Changing an extended attribute changes the ctime: an entry whose ctime, inode and
-        // device match the parent's has the parent's attributes, without a listxattr.
+        // device match the parent's has the parent's attributes, without a listxattr. Not
+        // if the parent read them within a timestamp tick of that ctime (a change right
+        // after can keep it), nor where the file system gives no ctime.
         node.xattrs = match parent {
             Some(p)
                 if p.kind == node.kind
                     && p.ctime_ns == node.ctime_ns
+                    && p.ctime_ns != 0
                     && p.inode == node.inode
-                    && p.device == node.device =>
+                    && p.device == node.device
+                    && !self.racy(p) =>
             {
                 p.xattrs.clone()
             }
