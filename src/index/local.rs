@@ -528,6 +528,12 @@ impl LocalIndex {
             .map_err(self.err())
     }
 
+    /// Makes every later write to this connection fail, as a full cache disk would.
+    #[cfg(test)]
+    pub fn refuse_writes(&self) {
+        self.conn.execute_batch("PRAGMA query_only = ON;").unwrap();
+    }
+
     /// Where a blob is stored, if an index segment lists it: a location in a pack known to be
     /// lost, or found damaged, only when there is no other.
     pub fn lookup(&self, id: &BlobId) -> Result<Option<(PackId, BlobEntry)>> {

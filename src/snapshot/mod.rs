@@ -264,7 +264,13 @@ pub fn commit(
     }
     let body = snapshot.encode();
     let id = SnapshotId(repo.save_file(FileKind::Snapshot, &body)?);
-    index.add_snapshot(&id, snapshot.time_ns, &body)?;
+    // Committed now: the local index that could not list it lists it at its next sync.
+    if let Err(e) = index.add_snapshot(&id, snapshot.time_ns, &body) {
+        tracing::warn!(
+            "snapshot {} is stored, but the local index could not list it yet: {e}",
+            id.short()
+        );
+    }
     Ok(id)
 }
 
@@ -380,6 +386,18 @@ pub(crate) mod tests {
             }),
             marks_sparse: true,
         }
+    }
+
+    /// Regression (helper-43): a snapshot stored but not added to the local index (a full
+    /// cache disk) was reported as a failed commit, so a backup that had committed failed.
+    #[test]
+    fn a_stored_snapshot_the_local_index_cannot_list_is_committed() {
+        let repo = crate::repo::memory_repository();
+        let cache = tempfile::tempdir().unwrap();
+        let (index, _) = LocalIndex::open(cache.path(), &repo).unwrap();
+        index.refuse_writes();
+        let id = commit(&repo, &index, None, &sample()).unwrap();
+        assert_eq!(repo.list_ids(FileKind::Snapshot).unwrap(), vec![id.0]);
     }
 
     /// Regression: `--path /srv/uploads/` matched no snapshot of `/srv/uploads`.
