@@ -209,14 +209,18 @@ impl Error {
     }
 
     /// True for errors that mean stored data is damaged or gone for good: an integrity
-    /// failure, a blob the index does not hold, or a pack missing from storage.
+    /// failure, a blob the index does not hold, or a pack missing from storage when read
+    /// (a write that finds no bucket is about where the repository is, not what it holds).
     pub fn is_damage(&self) -> bool {
         self.is_integrity()
             || match self {
                 Error::BlobNotFound { .. } => true,
                 Error::Storage {
-                    not_found, path, ..
-                } => *not_found && path.starts_with("packs/"),
+                    op,
+                    not_found,
+                    path,
+                    ..
+                } => *not_found && matches!(*op, "read" | "stat") && path.starts_with("packs/"),
                 _ => false,
             }
     }
@@ -254,6 +258,15 @@ mod tests {
             not_found: true,
         };
         assert!(!snapshot_gone.is_damage());
+        // Regression (helper-43): a pack upload that found no bucket (S3 answers 404) was
+        // reported as a damaged repository (exit 17).
+        let no_bucket = Error::Storage {
+            op: "write",
+            path: "packs/ab/abcd".into(),
+            message: "NoSuchBucket".into(),
+            not_found: true,
+        };
+        assert!(!no_bucket.is_damage());
         assert!(
             Error::BlobNotFound {
                 blob: BlobId([1; 32])
