@@ -154,6 +154,31 @@ fn backup_stdin(env: &Env, data: &[u8], extra: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// Regression (helper-43): a stream that gave no data (`pg_dump` failing before the pipe,
+/// or standard input closed) was committed as a complete snapshot with exit 0. It is stored
+/// as the empty file it is, with a warning, and the exit code says partial.
+#[test]
+fn an_empty_stream_is_stored_but_not_as_if_nothing_were_wrong() {
+    let env = Env::new();
+    env.init();
+    let stdin = ["backup", "--json", "--stdin", "--stdin-name", "db.sql"];
+    let command = ["backup", "--json", "--stdin-from-command", "--", "true"];
+    for args in [&stdin[..], &command[..]] {
+        let out = env.cmd(args).stdin(Stdio::null()).output().unwrap();
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            v["warnings"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("no data"),
+            "{v}"
+        );
+        assert_eq!(v["partial"], true, "{v}");
+    }
+    assert_eq!(env.snapshots().len(), 2);
+}
+
 /// A text dump of `rows` rows; `edit` changes some rows the way a database does overnight.
 fn sql_dump(rows: u64, edit: impl Fn(u64) -> bool) -> Vec<u8> {
     let mut out = b"COPY public.assets (id, owner, path, size) FROM stdin;\n".to_vec();

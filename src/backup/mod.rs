@@ -431,6 +431,14 @@ fn stream_root(
     parent_root: Option<TreeId>,
 ) -> Result<TreeId> {
     let stored = stream::store(walker.content, source, walker.reporter)?;
+    // A dump is never empty: no data is a command before the pipe that failed (its status
+    // is not ours to see) or a closed standard input. Stored as it came, but not as if
+    // nothing were wrong.
+    if stored.size == 0 {
+        let why = "the stream gave no data (did the command before the pipe fail?); stored as \
+                   an empty file, and the snapshot marked partial";
+        walker.skip(Path::new(name), why.into());
+    }
     let mut node = Node::new(name.as_bytes().to_vec(), NodeKind::File);
     node.mode = 0o600;
     node.uid = nix::unistd::getuid().as_raw();

@@ -78,6 +78,13 @@ impl Reporter for CliReporter {
 }
 
 fn options(args: &BackupArgs) -> Result<BackupOptions> {
+    if args.stdin && std::io::stdin().is_terminal() {
+        return Err(Error::Usage(
+            "--stdin reads standard input, which is a terminal here: pipe the stream in \
+             (pg_dump mydb | cairn backup --stdin), or use --stdin-from-command"
+                .into(),
+        ));
+    }
     let source = if args.stdin {
         Source::Stream {
             source: StreamSource::Stdin,
