@@ -203,6 +203,18 @@ impl Error {
         }
     }
 
+    /// True for a storage that could not be read for a reason that says nothing of what it
+    /// holds: a timeout, a refused or failed request, a read cut short. Not a missing object.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Error::Storage {
+                not_found: false,
+                ..
+            } | Error::Io { .. }
+        )
+    }
+
     /// True for errors that mean stored bytes are damaged (as opposed to unavailable).
     pub fn is_integrity(&self) -> bool {
         matches!(self, Error::Corrupt { .. } | Error::BlobIntegrity { .. })

@@ -106,16 +106,21 @@ impl DataSubset {
 /// them, and the damaged blobs in them.
 #[derive(Default)]
 pub struct Verified {
+    /// The packs read to their end.
     pub packs: Vec<PackId>,
     pub bytes: u64,
     pub problems: Vec<Problem>,
     pub damaged: Vec<(BlobId, PackId, String)>,
+    /// Packs that could not be read to their end for a reason that says nothing of what
+    /// they hold (a timeout, a refused or failed request): the check did not run for them.
+    pub unread: Vec<(PackId, Error)>,
 }
 
 struct PackOutcome {
     problems: Vec<Problem>,
     damaged: Vec<(BlobId, PackId, String)>,
     bytes: u64,
+    unread: Option<Error>,
 }
 
 /// Packs are read in pieces of this size: memory per reading thread is one piece plus the
@@ -148,11 +153,17 @@ pub fn read_packs(
         packs: packs.iter().map(|(p, _)| p.id).collect(),
         ..Verified::default()
     };
-    for o in outcomes {
+    for (o, (p, _)) in outcomes.into_iter().zip(&packs) {
         verified.bytes += o.bytes;
         verified.problems.extend(o.problems);
         verified.damaged.extend(o.damaged);
+        if let Some(e) = o.unread {
+            verified.unread.push((p.id, e));
+        }
     }
+    verified
+        .packs
+        .retain(|p| !verified.unread.iter().any(|(u, _)| u == p));
     verified
 }
 
@@ -174,6 +185,7 @@ fn verify_pack(
         problems: Vec::new(),
         damaged: Vec::new(),
         bytes: 0,
+        unread: None,
     };
     let mut entries = Vec::with_capacity(pack.entries.len());
     for e in &pack.entries {
@@ -218,6 +230,9 @@ fn verify_pack(
                 }),
             }
         }
+        // Not damage (a timeout, a refused request): what was not read is not known bad, and
+        // recording it so would make `repair snapshots` drop intact files.
+        Err((e, _)) if e.is_unavailable() => out.unread = Some(e),
         Err((e, verified)) => {
             let reason = format!("cannot be read: {e}");
             out.problems.push(Problem::PackHeaderDamaged {
@@ -462,7 +477,12 @@ mod tests {
             })
             .collect();
         assert!(reported.contains(&victim.id), "{:?}", out.problems);
-        assert!(kinds(&out).contains(&"header damaged"));
+        // Regression (helper-44): the blobs after a read that failed for a reason that
+        // says nothing of them (here a short read; a timeout likewise) were recorded as
+        // damaged, and `repair snapshots` then dropped the intact files using them.
+        assert_eq!(out.damaged.len(), 1, "{:?}", out.damaged);
+        assert!(out.unread.is_some());
+        assert!(!kinds(&out).contains(&"header damaged"));
         // Garbage after the trailer: the name no longer matches and the trailer is gone.
         bytes[victim.offset as usize + 5] ^= 1;
         bytes.extend_from_slice(&[0xEE; 50_000]);

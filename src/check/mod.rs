@@ -405,7 +405,7 @@ impl Scope<'_> {
             &mut report,
             &mut damage,
             progress,
-        );
+        )?;
         let (snapshots, _forgotten_meanwhile) = trees::load_snapshots(self.repo, &mut report)?;
         let graph = trees::walk(loader, &snapshots, &mut report, &mut damage, progress, true);
         tracing::debug!("check: structure checked");
@@ -496,6 +496,10 @@ fn run_in_pool(
             damage.location(*blob, *pack, reason.clone());
         }
         local.record_verified_packs(&verified.packs, &verified.damaged)?;
+        // What was read is recorded; a pack that could not be was not checked.
+        if let Some((pack, e)) = verified.unread.into_iter().next() {
+            return Err(packs::unread(&pack, e));
+        }
     }
     let lost = damage.lost_blobs(&inventory);
     if let Some(verified) = verified_problems {

@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use rayon::prelude::*;
 
 use super::{CheckProgress, CheckReport, Damage, Problem, Warning};
+use crate::error::{Error, Result};
 use crate::ids::PackId;
 use crate::index::{IndexedPack, Inventory};
 use crate::pack::{self, BlobEntry};
@@ -41,7 +42,7 @@ pub fn check_packs(
     report: &mut CheckReport,
     damage: &mut Damage,
     progress: &dyn CheckProgress,
-) {
+) -> Result<()> {
     let mut headers_to_check: Vec<&IndexedPack> = Vec::new();
     for p in &inventory.packs {
         match stored.get(&p.id) {
@@ -69,21 +70,31 @@ pub fn check_packs(
         }
     }
     progress.phase("pack headers", headers_to_check.len() as u64);
-    let mut header_problems: Vec<Problem> = headers_to_check
+    let read: Vec<(PackId, Result<Option<Problem>>)> = headers_to_check
         .par_iter()
-        .filter_map(|p| {
+        .map(|p| {
             let outcome = pack::read_header(repo, &p.id, p.size);
             progress.advance(1);
-            match outcome {
-                Ok(header) => entries_differ(&header, &p.entries)
-                    .map(|reason| Problem::PackHeaderDisagrees { pack: p.id, reason }),
-                Err(e) => Some(Problem::PackHeaderDamaged {
+            let problem = match outcome {
+                Ok(header) => Ok(entries_differ(&header, &p.entries)
+                    .map(|reason| Problem::PackHeaderDisagrees { pack: p.id, reason })),
+                // Unread is not damaged: the check did not run for this pack.
+                Err(e) if e.is_unavailable() => Err(e),
+                Err(e) => Ok(Some(Problem::PackHeaderDamaged {
                     pack: p.id,
                     reason: e.to_string(),
-                }),
-            }
+                })),
+            };
+            (p.id, problem)
         })
         .collect();
+    let mut header_problems = Vec::new();
+    for (pack, problem) in read {
+        match problem {
+            Ok(problem) => header_problems.extend(problem),
+            Err(e) => return Err(unread(&pack, e)),
+        }
+    }
     header_problems.sort_by_key(|p| format!("{p}"));
     report.problems.extend(header_problems);
     let mut unindexed: Vec<_> = stored
@@ -93,4 +104,13 @@ pub fn check_packs(
         .collect();
     unindexed.sort_by_key(|w| format!("{w}"));
     report.warnings.extend(unindexed);
+    Ok(())
+}
+
+/// A pack that could not be read for a reason that says nothing of it: the check did not run.
+pub fn unread(pack: &PackId, e: Error) -> Error {
+    Error::Invalid(format!(
+        "pack {} could not be read ({e}); run the check again",
+        pack.short()
+    ))
 }
