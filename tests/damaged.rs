@@ -1208,3 +1208,28 @@ fn a_dump_that_meets_damage_fails_and_leaves_its_archive_cut_short() {
     assert!(files.contains(&17), "{files:?}");
     assert!(files.iter().all(|&c| c == 0 || c == 17), "{files:?}");
 }
+
+/// Regression (helper-44): a backup that committed while `check` ran, after the index
+/// segments were loaded and before the snapshots were listed, was reported as damage (exit
+/// 17): its new snapshot's blobs were in no segment the check had loaded.
+#[test]
+fn a_backup_committing_while_check_runs_is_not_damage() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    write(&src.join("a"), b"first");
+    env.backup_json(&[&src]);
+    let more = env.path("more");
+    write(&more.join("b"), &noise(5, 100_000));
+    let backup = format!(
+        "check-index-loaded:{} --repo {} --cache-dir {} backup {}",
+        env!("CARGO_BIN_EXE_cairn"),
+        env.repo.display(),
+        env.cache.display(),
+        more.display()
+    );
+    let out = env.run_hooked(&["check"], &backup);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(env.snapshots().len(), 2, "the backup ran");
+    env.ok(&["check"]);
+}

@@ -381,6 +381,9 @@ struct Structure {
 
 struct Scope<'a> {
     repo: &'a Repository,
+    /// Listed before the index segments were: every segment a listed snapshot needs is
+    /// written before it, so a backup committing meanwhile does not look like damage.
+    snapshots: crate::snapshot::Listed,
     inventory: &'a Inventory,
     stored: &'a std::collections::HashMap<PackId, u64>,
     to_read: &'a HashSet<PackId>,
@@ -389,7 +392,7 @@ struct Scope<'a> {
 impl Scope<'_> {
     /// Local index, packs, snapshots and trees (everything but reading data).
     fn structure(
-        &self,
+        self,
         local: &mut LocalIndex,
         loader: &trees::TreeLoader,
         progress: &dyn CheckProgress,
@@ -406,7 +409,7 @@ impl Scope<'_> {
             &mut damage,
             progress,
         )?;
-        let (snapshots, _forgotten_meanwhile) = trees::load_snapshots(self.repo, &mut report)?;
+        let snapshots = self.snapshots;
         let graph = trees::walk(loader, &snapshots, &mut report, &mut damage, progress, true);
         tracing::debug!("check: structure checked");
         Ok(Structure {
@@ -426,7 +429,9 @@ fn run_in_pool(
 ) -> Result<CheckReport> {
     let mut report = CheckReport::default();
     progress.phase("index", 0);
+    let (snapshots, _forgotten_meanwhile) = trees::load_snapshots(repo, &mut report)?;
     let inventory = Inventory::load(repo)?;
+    crate::failpoint::hook("check-index-loaded", std::path::Path::new(""));
     for (segment, e) in &inventory.damaged_segments {
         report.problems.push(Problem::IndexSegmentDamaged {
             segment: *segment,
@@ -461,6 +466,7 @@ fn run_in_pool(
     let loader = trees::TreeLoader::new(repo, &inventory);
     let scope = Scope {
         repo,
+        snapshots,
         inventory: &inventory,
         stored: &stored,
         to_read: &to_read,
@@ -481,7 +487,6 @@ fn run_in_pool(
     } = structure?;
     report.problems.extend(part.problems);
     report.warnings.extend(part.warnings);
-    report.stats.snapshots = part.stats.snapshots;
     report.stats.trees = part.stats.trees;
     tracing::debug!("check: trees walked, data read");
     unused(&inventory, &stored, &graph.referenced, &mut report);
