@@ -450,3 +450,29 @@ fn a_marker_that_is_not_a_file_name_is_refused() {
     }
     assert!(env.snapshots().is_empty());
 }
+
+/// Regression (helper-45): `init` created a repository under an empty password (an empty
+/// password file, `CAIRN_PASSWORD` set to nothing), which anyone who can read the storage
+/// could open.
+#[test]
+fn init_refuses_an_empty_password() {
+    let env = Env::new();
+    let empty = env.path("empty-password");
+    write(&empty, b"");
+    let file = ["init", "--password-file", empty.to_str().unwrap()];
+    for out in [
+        env.cmd(&file).output().unwrap(),
+        env.cmd(&["init"])
+            .env("CAIRN_PASSWORD", "")
+            .output()
+            .unwrap(),
+    ] {
+        assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("password is empty"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert!(!env.repo.join("config").exists());
+}

@@ -127,6 +127,13 @@ pub fn read_config(storage: &dyn Storage) -> Result<Config> {
 impl Repository {
     /// Creates a new repository with one key for `password`. Refuses if a config exists.
     pub fn init(storage: Box<dyn Storage>, password: &[u8], params: KdfParams) -> Result<Self> {
+        // An empty password file or variable is a mistake, and would let anyone who can read
+        // the storage open the repository.
+        if password.is_empty() {
+            return Err(Error::Password(
+                "the password is empty: no repository is created with one".into(),
+            ));
+        }
         if storage.exists("config")? {
             return Err(Error::RepositoryExists {
                 location: storage.location().to_string(),
