@@ -612,6 +612,29 @@ fn damage_found_by_read_data_is_healed_by_a_backup_from_another_machine_after_re
     f.backup_heals();
 }
 
+/// Regression (helper-44): `repair index` salvaged a pack by authenticating its blobs only,
+/// so a blob that was wrong when written (it authenticates, but its content does not match
+/// its id) was copied into a new pack and taken as stored; the damage record went with the
+/// old pack, and backups deduplicated against the bad copy for good.
+#[test]
+fn repair_index_does_not_salvage_a_blob_whose_content_does_not_match_its_id() {
+    let f = Fixture::new();
+    let repo = f.open_repo();
+    let id = repo.keys().blob_id(b"what the writer meant to store");
+    write_pack(&repo, BlobType::Data, &[(id, b"what it stored")], true);
+    let out = f.env.run(&["check", "--read-data"]);
+    assert!(stderr(&out).contains("does not match"), "{}", stderr(&out));
+    let out = f.env.run(&["repair", "index"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains(", 1 lost;"), "{said}\n{}", stderr(&out));
+    let out = f.env.run(&["check", "--read-data"]);
+    assert!(
+        !stderr(&out).contains("does not match"),
+        "copied again: {}",
+        stderr(&out)
+    );
+}
+
 /// Regression: a pack salvaged for damaged blobs was deleted last, after the old segments;
 /// interrupted between the two, it was left in no segment, with a readable header, and the
 /// next `repair index` (on a machine that had not run the check) indexed it again, damaged

@@ -193,7 +193,8 @@ pub fn run(
     Ok(report)
 }
 
-/// Copies the verifiable blobs of a damaged pack into new packs (written unless `dry_run`). Returns the blobs saved, the blobs lost, and the new packs.
+/// Copies the blobs of a damaged pack that verify whole into new packs (written unless
+/// `dry_run`). Returns the blobs saved, the blobs lost, and the new packs.
 fn salvage(
     repo: &Repository,
     pack: &IndexedPack,
@@ -208,8 +209,12 @@ fn salvage(
             .ok()
             .zip(usize::try_from(e.end()).ok())
             .and_then(|(a, b)| bytes.get(a..b));
+        // Verified whole (decompressed and hashed), not only authenticated: a blob that was
+        // wrong when written (memory that flipped a bit before it was sealed) authenticates,
+        // and copied it would be taken as stored again.
         let copied = match sealed {
-            Some(sealed) => repacker.add(&pack.id, e, sealed),
+            Some(sealed) => pack::verify_blob(repo.keys(), repo.id(), &pack.id, e, sealed)
+                .and_then(|()| repacker.add(&pack.id, e, sealed)),
             None => Err(crate::error::Error::BlobNotFound { blob: e.id }),
         };
         match copied {
