@@ -659,6 +659,25 @@ fn an_interrupted_repair_index_leaves_no_damaged_pack_to_be_indexed_again() {
     f.backup_heals();
 }
 
+/// Regression (helper-44): with every index segment gone, a pack whose header cannot be
+/// read was left alone and `repair index` ended with exit 0 ("the index was all that was
+/// wrong"), though the blobs in it, needed by snapshots, were no longer indexed anywhere.
+#[test]
+fn a_pack_no_header_or_index_describes_is_possible_loss() {
+    let f = Fixture::new();
+    let pack = f.data_pack(1);
+    let len = std::fs::metadata(&pack).unwrap().len() as usize;
+    flip_bit(&pack, len - 20 - 10);
+    for s in files_below(&f.env.repo.join("index")) {
+        std::fs::remove_file(s).unwrap();
+    }
+    let out = f.env.run(&["repair", "index"]);
+    assert_eq!(out.status.code(), Some(17), "{}", stderr(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("left alone"), "{said}");
+    assert!(pack.exists(), "a pack no one can describe is not deleted");
+}
+
 #[test]
 fn flipped_bit_in_a_pack_header_is_salvaged_by_repair_index() {
     let f = Fixture::new();

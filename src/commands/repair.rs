@@ -35,8 +35,10 @@ fn index(ctx: &Context, args: &RepairIndexArgs) -> Result<Outcome> {
             .collect();
         index.record_verified_packs(&gone, &[])?;
     }
-    // The index is right now, but data it listed is gone: that is still damage (exit 17).
-    let lost = !report.packs_dropped.is_empty() || report.salvaged.iter().any(|s| s.blobs_lost > 0);
+    // The index is right now, but data it listed is gone (or may be, in a pack no one can
+    // say the content of): that is still damage (exit 17).
+    let lost = !report.packs_dropped.is_empty()
+        || (report.salvaged.iter()).any(|s| s.blobs_lost > 0 || s.contents_unknown);
     let outcome = if lost {
         Outcome::Damaged
     } else {

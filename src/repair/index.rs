@@ -46,6 +46,9 @@ pub struct Salvaged {
     pub blobs_lost: usize,
     /// Whether the damaged pack was deleted (not in a dry run; not if nothing indexed it).
     pub deleted: bool,
+    /// Neither its header nor any index says what it holds: it may hold blobs snapshots
+    /// need, lost with it.
+    pub contents_unknown: bool,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -122,6 +125,7 @@ pub fn run(
                         blobs_saved: 0,
                         blobs_lost: 0,
                         deleted: false,
+                        contents_unknown: true,
                     });
                 }
                 continue;
@@ -154,6 +158,7 @@ pub fn run(
             blobs_saved: saved,
             blobs_lost: lost,
             deleted: !dry_run,
+            contents_unknown: false,
         });
         records.extend(new_packs);
         salvaged_packs.push((pack.id, readable));
