@@ -286,8 +286,16 @@ pub fn copy(
         .collect();
     chosen.sort_by_key(|(id, s)| (s.time_ns, *id));
     chosen.dedup_by_key(|(id, _)| *id);
-    chosen.retain(|(id, _)| {
-        let there = copies.contains_key(id);
+    // A snapshot copied from the destination, whose original is still there, is there
+    // already: copied back, two repositories copying to each other would echo every
+    // snapshot between them each night.
+    let dest_ids: HashSet<SnapshotId> = dest_snapshots.iter().map(|(id, _)| *id).collect();
+    let from_dest = |s: &Snapshot| {
+        s.copied_from
+            .is_some_and(|f| f.repository == *dest.repo.id() && dest_ids.contains(&f.snapshot))
+    };
+    chosen.retain(|(id, s)| {
+        let there = copies.contains_key(id) || from_dest(s);
         report.already_there += usize::from(there);
         !there
     });

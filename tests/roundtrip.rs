@@ -336,6 +336,36 @@ fn copies_restore_like_their_originals_and_read_only_what_changed() {
 
 /// A source snapshot whose data is damaged is skipped and named (exit 3); the others are
 /// copied.
+/// Regression (helper-45): two repositories copying to each other echoed every snapshot: a
+/// copy in B of A's snapshot was copied back into A as a new snapshot, and so on each night,
+/// so retention kept fewer distinct backups than asked.
+#[test]
+fn snapshots_copied_back_to_where_they_came_from_are_already_there() {
+    let (a, b) = (Env::new(), Env::new());
+    a.init();
+    b.init();
+    let src = a.path("src");
+    write(&src.join("f"), b"data");
+    a.backup_json(&[&src]);
+    let copy = |to: &Env, from: &Env| {
+        let args = ["copy", "--json", "--from-repo", from.repo.to_str().unwrap()];
+        let out = to
+            .cmd(&args)
+            .env("CAIRN_FROM_PASSWORD", PASSWORD)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["copied"].as_array().unwrap().len()
+    };
+    assert_eq!(copy(&b, &a), 1);
+    for _ in 0..2 {
+        assert_eq!(copy(&a, &b), 0, "copied back where it came from");
+        assert_eq!(copy(&b, &a), 0);
+    }
+    assert_eq!((a.snapshots().len(), b.snapshots().len()), (1, 1));
+}
+
 #[test]
 fn copy_skips_a_damaged_source_snapshot_and_copies_the_rest() {
     let source = Env::new();
