@@ -55,6 +55,8 @@ pub struct Source<'a> {
     pub id: RepositoryId,
     pub reader: &'a BlobReader<'a>,
     pub snapshots: &'a [(SnapshotId, Snapshot)],
+    /// Held on the source: while it holds, no prune there removes what is read.
+    pub lock: &'a RepositoryLock,
 }
 
 #[derive(Debug, Serialize)]
@@ -320,6 +322,7 @@ pub fn copy(
         bytes_read: 0,
     };
     for (id, snapshot) in &chosen {
+        crate::failpoint::hook("copy-snapshot", std::path::Path::new(""));
         ids.clear();
         if let Some((previous, copy)) = newest_copy(source.snapshots, &copies, snapshot)
             && let Err(e) = ids.seed(&dest_reader, &previous, &copy)
@@ -334,11 +337,16 @@ pub fn copy(
         let rewritten = ids
             .prefetch(&mut packer, dest.repo, &snapshot.tree)
             .and_then(|()| ids.tree(&mut packer, &snapshot.tree));
-        // Any other error (the destination's storage, its lock) ends the copy at once.
+        // Any other error (the destination's storage, its lock) ends the copy at once. So does
+        // damage seen after the source's lock was lost: a prune there may have removed what
+        // was being read, and that is no damage.
         if let Err(e) = &rewritten
             && !e.is_damage()
         {
             return Err(rewritten.unwrap_err());
+        }
+        if rewritten.is_err() {
+            source.lock.check()?;
         }
         // Damage in the source stopped this snapshot; what was stored of it is sound, and
         // committing it keeps the next snapshot from reading it again.

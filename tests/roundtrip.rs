@@ -366,6 +366,32 @@ fn snapshots_copied_back_to_where_they_came_from_are_already_there() {
     assert_eq!((a.snapshots().len(), b.snapshots().len()), (1, 1));
 }
 
+/// Regression (helper-45): the copy held a lock on the source but never checked it, so a
+/// source whose lock was removed and then pruned meanwhile was reported as damaged (exit 3,
+/// "not copied: ... not found") though nothing in it was.
+#[test]
+fn a_source_pruned_after_the_copy_lost_its_lock_there_is_not_damage() {
+    let (a, b) = (Env::new(), Env::new());
+    a.init();
+    b.init();
+    let src = a.path("src");
+    write(&src.join("f"), &noise(3, 200_000));
+    a.backup_json(&[&src]);
+    let prune = format!(
+        "copy-snapshot:rm -f {0}/locks/* && rm -rf {0}/packs",
+        a.repo.display()
+    );
+    let args = ["copy", "--from-repo", a.repo.to_str().unwrap()];
+    let mut cmd = b.cmd(&args);
+    let out = cmd
+        .env("CAIRN_FROM_PASSWORD", PASSWORD)
+        .env("CAIRN_HOOK", &prune);
+    let out = out.output().unwrap();
+    assert_ne!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("lock"), "{}", stderr(&out));
+    assert!(b.snapshots().is_empty());
+}
+
 #[test]
 fn copy_skips_a_damaged_source_snapshot_and_copies_the_rest() {
     let source = Env::new();

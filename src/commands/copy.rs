@@ -25,7 +25,7 @@ pub fn run(ctx: &Context, args: &CopyArgs) -> Result<Outcome> {
             repo.id().short()
         )));
     }
-    let _source_lock = RepositoryLock::acquire(&source, false, ctx.retry_lock)?;
+    let source_lock = RepositoryLock::acquire(&source, false, ctx.retry_lock)?;
     let source_index = ctx.open_index_for_reading(&source)?;
     let source_snapshots = snapshot::list(&source_index)?;
     let chosen = choose(args, &source_index, &source_snapshots)?;
@@ -42,6 +42,7 @@ pub fn run(ctx: &Context, args: &CopyArgs) -> Result<Outcome> {
             id: *source.id(),
             reader: &reader,
             snapshots: &source_snapshots,
+            lock: &source_lock,
         },
         chosen,
         Destination {
