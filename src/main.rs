@@ -166,7 +166,8 @@ fn main() {
             eprintln!("cairn: error: {e}");
             match &e {
                 Error::WrongPassword { .. } => {
-                    if let Some(source) = ctx.password_source.get() {
+                    let source = cairn::blobs::lock(&ctx.password_source).clone();
+                    if let Some(source) = source {
                         eprintln!("cairn: the password was taken from {source}.");
                     }
                 }

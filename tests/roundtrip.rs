@@ -392,6 +392,27 @@ fn a_source_pruned_after_the_copy_lost_its_lock_there_is_not_damage() {
     assert!(b.snapshots().is_empty());
 }
 
+/// Regression (helper-45): a wrong password for the source of a copy was blamed on where
+/// the destination's (right) password came from.
+#[test]
+fn a_wrong_source_password_is_said_to_be_the_sources() {
+    let (a, b) = (Env::new(), Env::new());
+    a.init();
+    b.init();
+    let args = ["copy", "--from-repo", a.repo.to_str().unwrap()];
+    let out = b
+        .cmd(&args)
+        .env("CAIRN_FROM_PASSWORD", "not it")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("CAIRN_FROM_PASSWORD (the source repository's password)"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn copy_skips_a_damaged_source_snapshot_and_copies_the_rest() {
     let source = Env::new();

@@ -80,7 +80,7 @@ pub struct Context {
     pub json: bool,
     pub quiet: bool,
     /// Where the password was taken from, once it was (for a "wrong password" message).
-    pub password_source: std::sync::OnceLock<String>,
+    pub password_source: std::sync::Mutex<Option<String>>,
 }
 
 fn home() -> PathBuf {
@@ -110,7 +110,7 @@ impl Context {
             password_file: g.password_file.clone(),
             json: g.json,
             quiet: g.quiet,
-            password_source: std::sync::OnceLock::new(),
+            password_source: std::sync::Mutex::new(None),
         }
     }
 
@@ -123,7 +123,7 @@ impl Context {
     /// CAIRN_PASSWORD_COMMAND, CAIRN_PASSWORD, or a prompt on a terminal.
     pub fn password(&self, confirm: bool) -> Result<Vec<u8>> {
         let from = |source: String| {
-            let _ = self.password_source.set(source);
+            self.password_was_from(source);
         };
         if let Some(path) = &self.password_file {
             from(format!("the password file {}", path.display()));
@@ -171,7 +171,19 @@ impl Context {
 
     /// The password of the repository `copy` reads from: from `file`, CAIRN_FROM_PASSWORD,
     /// or typed on a terminal.
+    /// Where the password last used came from, for the message if it opens nothing.
+    fn password_was_from(&self, source: String) {
+        *cairn::blobs::lock(&self.password_source) = Some(source);
+    }
+
     pub fn source_password(&self, file: Option<&std::path::Path>) -> Result<Vec<u8>> {
+        self.password_was_from(match file {
+            Some(path) => format!("the source repository's password file {}", path.display()),
+            None if std::env::var_os("CAIRN_FROM_PASSWORD").is_some() => {
+                "CAIRN_FROM_PASSWORD (the source repository's password)".into()
+            }
+            None => "the terminal (the source repository's password)".into(),
+        });
         let source = ("CAIRN_FROM_PASSWORD", "--from-password-file");
         other_password(file, source, "password of the source repository", false)
     }
