@@ -214,14 +214,11 @@ fn an_interrupted_restore_resumes_and_leaves_identical_files_alone() {
     );
 }
 
-/// Regression: a restore resumed after its first path of a hard link was written (and kept
-/// as identical) made the other paths separate copies instead of links; and the temporary
-/// files of the interrupted run stayed in the restored tree.
-#[test]
-fn a_resumed_restore_still_links_and_leaves_no_temporary_files() {
-    let env = Env::new();
+/// A source holding `a/p` (noise of `seed`) and its hard link `b/l`, backed up and restored
+/// once into `out`: (source, out, the restored source folder).
+fn linked_pair_restored(env: &Env, seed: u64) -> (PathBuf, PathBuf, PathBuf) {
     let src = env.path("src");
-    write(&src.join("a/p"), &noise(11, 50_000));
+    write(&src.join("a/p"), &noise(seed, 50_000));
     std::fs::create_dir_all(src.join("b")).unwrap();
     std::fs::hard_link(src.join("a/p"), src.join("b/l")).unwrap();
     env.init();
@@ -229,6 +226,16 @@ fn a_resumed_restore_still_links_and_leaves_no_temporary_files() {
     let out = env.path("out");
     let base = restored(&out, &src);
     env.restore("latest", &out);
+    (src, out, base)
+}
+
+/// Regression: a restore resumed after its first path of a hard link was written (and kept
+/// as identical) made the other paths separate copies instead of links; and the temporary
+/// files of the interrupted run stayed in the restored tree.
+#[test]
+fn a_resumed_restore_still_links_and_leaves_no_temporary_files() {
+    let env = Env::new();
+    let (src, out, base) = linked_pair_restored(&env, 11);
     std::fs::remove_file(base.join("b/l")).unwrap();
     let stale = base.join("a/.cairn-restore-0123456789abcdef.tmp");
     let not_ours = out.join(".cairn-restore-mine.tmp");
@@ -255,15 +262,7 @@ fn a_resumed_restore_still_links_and_leaves_no_temporary_files() {
 #[test]
 fn a_separate_copy_at_a_later_path_of_a_hard_link_is_made_a_link_again() {
     let env = Env::new();
-    let src = env.path("src");
-    write(&src.join("a/p"), &noise(13, 50_000));
-    std::fs::create_dir_all(src.join("b")).unwrap();
-    std::fs::hard_link(src.join("a/p"), src.join("b/l")).unwrap();
-    env.init();
-    env.backup_json(&[&src]);
-    let out = env.path("out");
-    let base = restored(&out, &src);
-    env.restore("latest", &out);
+    let (src, out, base) = linked_pair_restored(&env, 13);
     std::fs::remove_file(base.join("b/l")).unwrap();
     std::fs::copy(base.join("a/p"), base.join("b/l")).unwrap();
     let ino = |p: &str| std::fs::metadata(base.join(p)).unwrap().ino();

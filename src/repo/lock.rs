@@ -265,11 +265,10 @@ impl Held {
     }
 }
 
-impl RepositoryLock {
-    /// Takes a lock, retrying for up to `wait` while a conflicting live lock exists.
-    pub fn acquire(repo: &Repository, exclusive: bool, wait: Duration) -> Result<Self> {
-        let now = host::now_ns();
-        let info = LockInfo {
+impl LockInfo {
+    /// This process's lock, taken now.
+    fn ours(exclusive: bool, now: i64) -> Self {
+        LockInfo {
             exclusive,
             hostname: host::hostname(),
             username: host::username(),
@@ -277,7 +276,15 @@ impl RepositoryLock {
             created_ns: now,
             refreshed_ns: now,
             process_namespace: host::process_namespace(),
-        };
+        }
+    }
+}
+
+impl RepositoryLock {
+    /// Takes a lock, retrying for up to `wait` while a conflicting live lock exists.
+    pub fn acquire(repo: &Repository, exclusive: bool, wait: Duration) -> Result<Self> {
+        let now = host::now_ns();
+        let info = LockInfo::ours(exclusive, now);
         let held = Arc::new(Held {
             storage: repo.shared_storage(),
             keys: repo.keys().clone(),
@@ -496,15 +503,7 @@ pub struct Unlocked {
 /// old: it may be the live lock of a newer version.
 pub fn unlock(repo: &Repository, all: bool) -> Result<Unlocked> {
     let now = host::now_ns();
-    let info = LockInfo {
-        exclusive: false,
-        hostname: host::hostname(),
-        username: host::username(),
-        pid: std::process::id(),
-        created_ns: now,
-        refreshed_ns: now,
-        process_namespace: host::process_namespace(),
-    };
+    let info = LockInfo::ours(false, now);
     let mine = write_lock_file(repo.storage(), repo.keys(), repo.id(), &info)?;
     let removed = remove_stale(repo, all, &mine, now);
     let _ = repo.storage().delete(&mine);
