@@ -845,6 +845,16 @@ fn a_users_rerun_gives_a_read_only_file_back_its_attributes() {
     assert_eq!(mode & 0o7777, 0o444);
 }
 
+/// An initialised repository and a source holding `drop-box`, a file its owner may write
+/// but not read (mode 0200).
+fn drop_box_source(env: &Env) -> PathBuf {
+    env.init();
+    let src = env.path("src");
+    write(&src.join("drop-box"), b"write only");
+    std::fs::set_permissions(src.join("drop-box"), std::fs::Permissions::from_mode(0o200)).unwrap();
+    src
+}
+
 /// Regression: `--verify` run by a user failed a file of theirs restored with a mode that
 /// does not let its owner read it (it could not be read back).
 #[test]
@@ -853,10 +863,7 @@ fn a_users_verify_reads_back_a_file_its_mode_keeps_from_them() {
         return;
     }
     let env = Env::new();
-    env.init();
-    let src = env.path("src");
-    write(&src.join("drop-box"), b"write only");
-    std::fs::set_permissions(src.join("drop-box"), std::fs::Permissions::from_mode(0o200)).unwrap();
+    let src = drop_box_source(&env);
     env.backup_json(&[&src]);
     env.give_to_nobody();
     let out = env.path("out");
@@ -877,10 +884,7 @@ fn a_users_verify_sets_the_mode_back_on_the_file_it_opened_up() {
         return;
     }
     let env = Env::new();
-    env.init();
-    let src = env.path("src");
-    write(&src.join("drop-box"), b"write only");
-    std::fs::set_permissions(src.join("drop-box"), std::fs::Permissions::from_mode(0o200)).unwrap();
+    let src = drop_box_source(&env);
     write(&src.join("notes"), b"readable");
     env.backup_json(&[&src]);
     env.give_to_nobody();
