@@ -345,6 +345,25 @@ fn missing_pack_is_reported_and_healed_by_repair_index_and_the_next_backup() {
     f.assert_all_restore();
 }
 
+/// Regression (helper-44): `repair index` exited 17 for a lost pack whose blobs a backup
+/// had since stored again, as if data were still lost (`check` calls it a warning).
+#[test]
+fn repair_index_after_a_backup_healed_a_lost_pack_loses_nothing() {
+    let mut f = Fixture::new();
+    let pack = f.data_pack(1);
+    std::fs::remove_file(&pack).unwrap();
+    f.backup();
+    let out = f.env.run(&["--json", "repair", "index"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["packs_dropped"],
+        serde_json::json!([file_name(&pack)])
+    );
+    assert_eq!(report["blobs_lost_with_dropped"], 0);
+    f.assert_clean(&["--read-data"]);
+}
+
 /// Regression: after a pack was lost, the next backup trusted the index and stored nothing
 /// again, so the lost data stayed lost until `repair index` ran.
 #[test]

@@ -37,7 +37,7 @@ fn index(ctx: &Context, args: &RepairIndexArgs) -> Result<Outcome> {
     }
     // The index is right now, but data it listed is gone (or may be, in a pack no one can
     // say the content of): that is still damage (exit 17).
-    let lost = !report.packs_dropped.is_empty()
+    let lost = report.blobs_lost_with_dropped > 0
         || (report.salvaged.iter()).any(|s| s.blobs_lost > 0 || s.contents_unknown);
     let outcome = if lost {
         Outcome::Damaged

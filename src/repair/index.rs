@@ -28,7 +28,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::failpoint;
-use crate::ids::{IndexId, PackId};
+use crate::ids::{BlobId, IndexId, PackId};
 use crate::index::{IndexSegment, IndexedPack, Inventory, PackRecord};
 use crate::pack::{self, BlobEntry};
 use crate::repack::Repacker;
@@ -58,6 +58,9 @@ pub struct RepairIndexReport {
     pub packs_added: Vec<PackId>,
     /// Packs the segments listed that are gone from storage.
     pub packs_dropped: Vec<PackId>,
+    /// Blobs of the dropped packs that no pack on storage holds: lost with them (none if a
+    /// backup since stored them again).
+    pub blobs_lost_with_dropped: usize,
     /// Packs whose header cannot be read or that hold blobs found damaged, and what salvage
     /// made of them.
     pub salvaged: Vec<Salvaged>,
@@ -164,6 +167,18 @@ pub fn run(
         salvaged_packs.push((pack.id, readable));
         failpoint::hit("repair-index-salvaged");
     }
+    let held: std::collections::HashSet<BlobId> = (records.iter())
+        .flat_map(|r| r.entries.iter().map(|e| e.id))
+        .collect();
+    let dropped = old
+        .packs
+        .iter()
+        .filter(|p| report.packs_dropped.contains(&p.id));
+    report.blobs_lost_with_dropped = (dropped.flat_map(|p| &p.entries))
+        .filter(|e| !held.contains(&e.id))
+        .map(|e| e.id)
+        .collect::<std::collections::HashSet<_>>()
+        .len();
     report.packs_indexed = records.len();
     if dry_run {
         return Ok(report);
