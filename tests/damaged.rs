@@ -1272,7 +1272,9 @@ fn a_dump_that_meets_damage_fails_and_leaves_its_archive_cut_short() {
 
 /// Regression (helper-44): a backup that committed while `check` ran, after the index
 /// segments were loaded and before the snapshots were listed, was reported as damage (exit
-/// 17): its new snapshot's blobs were in no segment the check had loaded.
+/// 17): its new snapshot's blobs were in no segment the check had loaded. Its packs were
+/// then warned of as in no index segment (run `repair index`), and the local index it had
+/// added to was rebuilt as stale.
 #[test]
 fn a_backup_committing_while_check_runs_is_not_damage() {
     let env = Env::new();
@@ -1291,6 +1293,8 @@ fn a_backup_committing_while_check_runs_is_not_damage() {
     );
     let out = env.run_hooked(&["check"], &backup);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Nor is what it wrote "in no index segment", or the local index it added to stale.
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
     assert_eq!(env.snapshots().len(), 2, "the backup ran");
     env.ok(&["check"]);
 }

@@ -20,8 +20,8 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, IdMap, IdSet, IndexId, PackId, SnapshotId, TreeId};
-use crate::index::{Inventory, LocalIndex};
-use crate::repo::Repository;
+use crate::index::{IndexSegment, Inventory, LocalIndex};
+use crate::repo::{FileKind, Repository};
 
 pub use data::DataSubset;
 
@@ -490,6 +490,7 @@ fn run_in_pool(
     report.stats.trees = part.stats.trees;
     tracing::debug!("check: trees walked, data read");
     unused(&inventory, &stored, &graph.referenced, &mut report);
+    drop_packs_indexed_meanwhile(repo, &inventory, &mut report)?;
 
     let mut damage = damage;
     let mut verified_problems = None;
@@ -594,11 +595,21 @@ fn compare_local_index(
 ) -> Result<()> {
     let listed = local.blob_locations()?;
     let distinct: IdSet<BlobId> = listed.iter().map(|(b, _)| *b).collect();
-    let agrees = distinct.len() == inventory.blob_count()
-        && listed
-            .iter()
-            .all(|(b, p)| inventory.locations(b).any(|(pack, _)| pack.id == *p));
-    if !agrees {
+    let in_inventory =
+        |(b, p): &(BlobId, PackId)| inventory.locations(b).any(|(pack, _)| pack.id == *p);
+    let agrees = distinct.len() == inventory.blob_count() && listed.iter().all(in_inventory);
+    // A backup running beside the check adds to the local index what segments written
+    // since the index was loaded hold: more, but nothing wrong.
+    let written_since = || -> Result<bool> {
+        let since: HashSet<(BlobId, PackId)> = (segments_since(repo, inventory)?.into_iter())
+            .flat_map(|s| s.packs)
+            .flat_map(|p| p.entries.into_iter().map(move |e| (e.id, p.id)))
+            .collect();
+        let known = distinct.iter().filter(|b| inventory.contains(b)).count();
+        Ok(known == inventory.blob_count()
+            && listed.iter().all(|l| in_inventory(l) || since.contains(l)))
+    };
+    if !agrees && !written_since()? {
         let reason = format!(
             "it listed {} blobs where the repository's index segments list {}",
             distinct.len(),
@@ -607,6 +618,45 @@ fn compare_local_index(
         local.rebuild(repo, reason.clone())?;
         report.warnings.push(Warning::LocalIndexRebuilt { reason });
     }
+    Ok(())
+}
+
+/// The index segments that a backup running beside the check wrote after the index was
+/// loaded (those that can be read).
+fn segments_since(repo: &Repository, inventory: &Inventory) -> Result<Vec<IndexSegment>> {
+    let known: HashSet<IndexId> = (inventory.segments.iter().copied())
+        .chain(inventory.damaged_segments.iter().map(|(id, _)| *id))
+        .chain(inventory.vanished_segments.iter().copied())
+        .collect();
+    let ids = repo.list_ids(FileKind::Index)?.into_iter().map(IndexId);
+    Ok(ids
+        .filter(|id| !known.contains(id))
+        .filter_map(|id| {
+            let bytes = repo.load_file(FileKind::Index, &id.0).ok()?;
+            IndexSegment::decode(&id, &bytes).ok()
+        })
+        .collect())
+}
+
+/// Packs a backup running beside the check wrote after the index was loaded are listed by
+/// a segment written since, not "in no index segment": those warnings (and their advice to
+/// run `repair index`) are dropped.
+fn drop_packs_indexed_meanwhile(
+    repo: &Repository,
+    inventory: &Inventory,
+    report: &mut CheckReport,
+) -> Result<()> {
+    let unindexed = |w: &Warning| matches!(w, Warning::PackNotIndexed { .. });
+    if !report.warnings.iter().any(unindexed) {
+        return Ok(());
+    }
+    let indexed_since: HashSet<PackId> = (segments_since(repo, inventory)?.into_iter())
+        .flat_map(|s| s.packs.into_iter().map(|p| p.id))
+        .collect();
+    report.warnings.retain(|w| match w {
+        Warning::PackNotIndexed { pack, .. } => !indexed_since.contains(pack),
+        _ => true,
+    });
     Ok(())
 }
 
