@@ -409,10 +409,7 @@ mod tests {
         let repo = crate::repo::memory_repository();
         let cache = tempfile::tempdir().unwrap();
         let (mut index, _) = LocalIndex::open(cache.path(), &repo).unwrap();
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
+        let pool = worker_pool(2);
         let packer = Mutex::new(pool.install(|| Packer::new(&repo, &mut index, 1)).unwrap());
         let blob = |thread: usize, k: usize| format!("thread {thread} blob {k}").into_bytes();
         // The two threads take turns, so one packer for both would alternate their blobs.
@@ -455,13 +452,17 @@ mod tests {
         let repo = crate::repo::memory_repository();
         let cache = tempfile::tempdir().unwrap();
         let (mut index, _) = LocalIndex::open(cache.path(), &repo).unwrap();
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(4)
-            .build()
-            .unwrap();
+        let pool = worker_pool(4);
         let mut packer = pool.install(|| Packer::new(&repo, &mut index, 1)).unwrap();
         add_noise(&mut packer, 12).unwrap();
         assert_eq!(packer.finish().unwrap().packs, 1);
+    }
+
+    fn worker_pool(threads: usize) -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
     }
 
     /// Adds `n` incompressible blobs of 1 MiB (a pack every 16) to `packer`; stops at the

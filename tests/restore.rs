@@ -214,15 +214,22 @@ fn an_interrupted_restore_resumes_and_leaves_identical_files_alone() {
     );
 }
 
-/// A source holding `a/p` (noise of `seed`) and its hard link `b/l`, backed up and restored
-/// once into `out`: (source, out, the restored source folder).
-fn linked_pair_restored(env: &Env, seed: u64) -> (PathBuf, PathBuf, PathBuf) {
+/// A source holding `a/p` (`len` bytes of noise of `seed`) and its hard link `b/l`, backed
+/// up into a new repository.
+fn linked_pair_backed_up(env: &Env, seed: u64, len: usize) -> PathBuf {
     let src = env.path("src");
-    write(&src.join("a/p"), &noise(seed, 50_000));
+    write(&src.join("a/p"), &noise(seed, len));
     std::fs::create_dir_all(src.join("b")).unwrap();
     std::fs::hard_link(src.join("a/p"), src.join("b/l")).unwrap();
     env.init();
     env.backup_json(&[&src]);
+    src
+}
+
+/// `linked_pair_backed_up`, restored once into `out`: (source, out, the restored source
+/// folder).
+fn linked_pair_restored(env: &Env, seed: u64) -> (PathBuf, PathBuf, PathBuf) {
+    let src = linked_pair_backed_up(env, seed, 50_000);
     let out = env.path("out");
     let base = restored(&out, &src);
     env.restore("latest", &out);
@@ -581,12 +588,7 @@ fn small_batches_restore_the_same_tree() {
 #[test]
 fn a_link_whose_first_path_failed_is_not_made() {
     let env = Env::new();
-    let src = env.path("src");
-    write(&src.join("a/p"), &noise(9, 200_000));
-    std::fs::create_dir_all(src.join("b")).unwrap();
-    std::fs::hard_link(src.join("a/p"), src.join("b/l")).unwrap();
-    env.init();
-    env.backup_json(&[&src]);
+    let src = linked_pair_backed_up(&env, 9, 200_000);
     flip_in_largest_pack(&env.repo, 100);
     let target = env.path("out");
     let base = restored(&target, &src);
@@ -782,8 +784,12 @@ fn a_kept_file_loses_extended_attributes_the_snapshot_does_not_have() {
 }
 
 /// A read-only file with `user.origin` backed up as root and restored by nobody into a new
-/// target; `None` where the file system has no user extended attributes.
+/// target; `None` when not run as root, or where the file system has no user extended
+/// attributes.
 fn tagged_read_only_file_restored_by_nobody(env: &Env) -> Option<(PathBuf, PathBuf)> {
+    if !running_as_root() {
+        return None;
+    }
     env.init();
     let src = env.path("src");
     write(&src.join("f"), b"content");
@@ -805,9 +811,6 @@ fn tagged_read_only_file_restored_by_nobody(env: &Env) -> Option<(PathBuf, PathB
 /// time.
 #[test]
 fn a_users_rerun_over_a_read_only_file_with_an_added_attribute_succeeds() {
-    if !running_as_root() {
-        return;
-    }
     let env = Env::new();
     let Some((out, f)) = tagged_read_only_file_restored_by_nobody(&env) else {
         return;
@@ -826,9 +829,6 @@ fn a_users_rerun_over_a_read_only_file_with_an_added_attribute_succeeds() {
 /// re-run exited partial every time; an attribute added since was left for the same reason.
 #[test]
 fn a_users_rerun_gives_a_read_only_file_back_its_attributes() {
-    if !running_as_root() {
-        return;
-    }
     let env = Env::new();
     let Some((out, f)) = tagged_read_only_file_restored_by_nobody(&env) else {
         return;
