@@ -157,6 +157,60 @@ mod tests {
         assert!(keys.open(b"ad", &sealed[..10]).is_none());
     }
 
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// The cipher as built (chacha20 picks an SSE2, AVX2 or AVX-512 backend by the CPU, see
+    /// `.cargo/config.toml`) against answers from another implementation: the vector of
+    /// draft-irtf-cfrg-xchacha-03 (A.3.1), and a message long enough for the widest backend
+    /// (16 blocks at a time), whose tag and ends came from OpenSSL's ChaCha20-Poly1305 under
+    /// an HChaCha20 subkey.
+    #[test]
+    fn known_answers() {
+        let cipher = XChaCha20Poly1305::new(
+            &hex("808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f")
+                .as_slice()
+                .try_into()
+                .unwrap(),
+        );
+        let nonce =
+            XNonce::try_from(hex("404142434445464748494a4b4c4d4e4f5051525354555657").as_slice())
+                .unwrap();
+        let ad = hex("50515253c0c1c2c3c4c5c6c7");
+        let seal = |plain: &[u8]| {
+            let mut body = plain.to_vec();
+            let tag = cipher
+                .encrypt_inout_detached(&nonce, &ad, body.as_mut_slice().into())
+                .unwrap();
+            (body, tag.to_vec())
+        };
+        let (body, tag) = seal(b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.");
+        assert_eq!(
+            body,
+            hex(
+                "bd6d179d3e83d43b9576579493c0e939572a1700252bfaccbed2902c21396cbb731c7f1b0b4aa6440bf3a82f4eda7e39ae64c6708c54c216cb96b72e1213b4522f8c9ba40db5d945b11b69b982c1bb9e3f3fac2bc369488f76b2383565d3fff921f9664c97637da9768812f615c68b13b52e"
+            )
+        );
+        assert_eq!(tag, hex("c0875924c1c7987947deafd8780acf49"));
+        let long: Vec<u8> = (0..5000u32).map(|i| ((i * 7 + 3) % 251) as u8).collect();
+        let (body, tag) = seal(&long);
+        assert_eq!(body[..16], hex("f20662ec44d6d96ec0503e83a1f0f839"));
+        assert_eq!(
+            body[body.len() - 16..],
+            hex("d010f4f62f1d8198d2b215ea1de019d8")
+        );
+        assert_eq!(tag, hex("6c911d92d2358bb191c5fa6244ea00ae"));
+        let mut sealed = [&nonce[..], &body, &tag].concat();
+        let opened = open_with(&cipher, &ad, &sealed);
+        assert_eq!(opened.as_deref(), Some(&long[..]));
+        sealed[3000] ^= 1;
+        assert!(open_with(&cipher, &ad, &sealed).is_none());
+    }
+
     #[test]
     fn nonces_differ() {
         let keys = Keys::generate();
