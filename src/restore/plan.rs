@@ -16,6 +16,7 @@
 //! the other packs the index lists it in, if any, before the files that need it fail.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -80,45 +81,41 @@ impl PlannedFile {
         }
     }
 
-    /// Runs `op` on the temporary file's entry and the final one.
-    fn at<R>(
-        &self,
-        target: &Target,
-        op: impl FnOnce(&At, &At) -> std::io::Result<R>,
-    ) -> std::io::Result<R> {
-        let at = target.at(&self.path)?;
-        let name = super::temp::file_name(self.temp_suffix);
-        op(&at.sibling(&name), &at)
+    fn temp_name(&self) -> OsString {
+        super::temp::file_name(self.temp_suffix)
     }
 
-    /// Makes the temporary file unless it exists; returns the descriptor if it made it.
-    fn make(&self, target: &Target) -> std::io::Result<Option<File>> {
+    /// Makes the temporary file unless it exists; returns it open if it made it.
+    fn make(&self, target: &Target) -> std::io::Result<Option<OpenTemp<'_>>> {
         let mut temp = lock(&self.temp);
         if let Temp::Made(_) = *temp {
             return Ok(None);
         }
         // No one but its owner gets more access while it is written than it will have after.
         let mode = (self.node.mode & 0o777) | 0o200;
-        let f = self.at(target, |tmp, _| tmp.create_file(mode))?;
-        *temp = Temp::Made(Current::of(&f.metadata()?));
-        Ok(Some(f))
+        let at = target.at(&self.path)?;
+        let file = at.sibling(&self.temp_name()).create_file(mode)?;
+        *temp = Temp::Made(Current::of(&file.metadata()?));
+        Ok(Some(OpenTemp { file, at }))
     }
 
-    fn reopen(&self, target: &Target) -> std::io::Result<File> {
+    fn reopen(&self, target: &Target) -> std::io::Result<OpenTemp<'_>> {
         let Temp::Made(made) = *lock(&self.temp) else {
             return Err(std::io::Error::from_raw_os_error(libc::ENOENT));
         };
-        self.at(target, |tmp, _| open_again(tmp, &made))
+        let at = target.at(&self.path)?;
+        let file = open_again(&at.sibling(&self.temp_name()), &made)?;
+        Ok(OpenTemp { file, at })
     }
 
-    /// Writes one placement; returns the descriptor used, if one was opened.
+    /// Writes one placement; returns the temporary file used, if one was opened.
     fn write(
         &self,
         target: &Target,
         data: &[u8],
         offset: u64,
         zeros: bool,
-    ) -> std::io::Result<Option<File>> {
+    ) -> std::io::Result<Option<OpenTemp<'_>>> {
         let made = self.make(target)?;
         // A blob of zeros is not written but left a hole, so sparse files stay sparse: the
         // first one gives the file its full size (no write reaches past it), which the
@@ -126,17 +123,24 @@ impl PlannedFile {
         if zeros && self.sized.swap(true, Ordering::Relaxed) {
             return Ok(made);
         }
-        let f = match made {
-            Some(f) => f,
+        let open = match made {
+            Some(open) => open,
             None => self.reopen(target)?,
         };
         if zeros {
-            f.set_len(self.node.size)?;
+            open.file.set_len(self.node.size)?;
         } else {
-            f.write_all_at(data, offset)?;
+            open.file.write_all_at(data, offset)?;
         }
-        Ok(Some(f))
+        Ok(Some(open))
     }
+}
+
+/// A temporary file open for writing, with the entry it is to be renamed to: a file written
+/// and finished in one go has its folder looked up once.
+struct OpenTemp<'p> {
+    file: File,
+    at: At<'p>,
 }
 
 struct Placement {
@@ -334,15 +338,15 @@ impl Plan {
         done
     }
 
-    fn write_placement(
+    fn write_placement<'a>(
         &self,
-        file: &PlannedFile,
+        file: &'a PlannedFile,
         data: &[u8],
         offset: u64,
         zeros: bool,
         written: &AtomicU64,
         to: Destination,
-    ) -> Option<File> {
+    ) -> Option<OpenTemp<'a>> {
         if file.failed.load(Ordering::Relaxed) {
             return None;
         }
@@ -360,33 +364,40 @@ impl Plan {
 
     /// Puts a file whose placements are all settled in place (1), or removes its temporary
     /// file if anything failed (0).
-    fn finish(&self, file: &PlannedFile, handle: Option<File>, to: Destination) -> u64 {
+    fn finish(&self, file: &PlannedFile, open: Option<OpenTemp>, to: Destination) -> u64 {
         let Temp::Made(current) = *lock(&file.temp) else {
             debug_assert!(file.failed.load(Ordering::Acquire), "unmade but not failed");
             return 0; // failed before anything was written
         };
         let io = |e| Error::io(&file.path, e);
-        let result = file.at(to.target, |tmp, at| {
-            let put = match file.failed.load(Ordering::Acquire) {
-                true => Err(None),
-                false => handle
-                    .map_or_else(|| open_again(tmp, &current), Ok)
-                    .map_err(io)
-                    .and_then(|f| {
-                        let current = Some(current);
-                        metadata::apply_to_file(&f, &file.path, &file.node, to.owners, current)
-                    })
-                    .and_then(|()| tmp.rename_to(at).map_err(io))
-                    .map_err(Some),
-            };
-            if put.is_err() {
-                let _ = tmp.remove_file();
-            }
-            Ok(put)
-        });
-        match result.map_err(|e| Some(io(e))).and_then(|put| put) {
+        let (at, handle) = match open {
+            Some(OpenTemp { file, at }) => (at, Some(file)),
+            None => match to.target.at(&file.path) {
+                Ok(at) => (at, None),
+                Err(e) => {
+                    self.fail_file(file, io(e), to.failures);
+                    return 0;
+                }
+            },
+        };
+        let name = file.temp_name();
+        let tmp = at.sibling(&name);
+        let put = match file.failed.load(Ordering::Acquire) {
+            true => Err(None),
+            false => handle
+                .map_or_else(|| open_again(&tmp, &current), Ok)
+                .map_err(io)
+                .and_then(|f| {
+                    let current = Some(current);
+                    metadata::apply_to_file(&f, &file.path, &file.node, to.owners, current)
+                })
+                .and_then(|()| tmp.rename_to(&at).map_err(io))
+                .map_err(Some),
+        };
+        match put {
             Ok(()) => 1,
             Err(e) => {
+                let _ = tmp.remove_file();
                 if let Some(e) = e {
                     self.fail_file(file, e, to.failures);
                 }
