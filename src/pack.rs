@@ -443,7 +443,10 @@ pub fn read_header(repo: &Repository, pack: &PackId, size: u64) -> Result<Vec<Bl
     let tail_start = size.saturating_sub(TAIL_GUESS);
     let mut tail = repo.read_pack_range(pack, tail_start..size)?;
     let trailer = &tail[tail.len() - TRAILER_LEN..];
-    let (len, version) = header_len_from_trailer(pack, trailer)?;
+    let (len, version) = match header_len_from_trailer(pack, trailer) {
+        Err(e @ Error::NewerFormat { .. }) => return Err(newer_or_damaged(repo, pack, size, e)),
+        other => other?,
+    };
     let header_end = size - TRAILER_LEN as u64;
     let header_start = header_end
         .checked_sub(len.into())
@@ -455,6 +458,26 @@ pub fn read_header(repo: &Repository, pack: &PackId, size: u64) -> Result<Vec<Bl
         tail.drain(..(header_start - tail_start) as usize);
     }
     open_header(repo.keys(), repo.id(), pack, version, &tail, header_start)
+}
+
+/// A pack whose footer claims a newer format version than this cairn knows: it is damaged
+/// rather than newer if its bytes do not match its name (one flipped bit in the version field
+/// must not stop `repair index` for the whole repository as if a newer cairn had written it).
+fn newer_or_damaged(repo: &Repository, pack: &PackId, size: u64, newer: Error) -> Error {
+    let Error::NewerFormat { found, .. } = newer else {
+        return newer;
+    };
+    match repo.read_pack_range(pack, 0..size) {
+        Ok(bytes) if blake3::hash(&bytes).as_bytes() != &pack.0 => Error::corrupt(
+            "pack",
+            pack.to_hex(),
+            format!(
+                "its footer claims format version {found}, but its bytes do not match its name"
+            ),
+        ),
+        Ok(_) => newer,
+        Err(e) => e,
+    }
 }
 
 /// Parses the header of a pack from its last bytes, `tail`, which start at `tail_start` in the

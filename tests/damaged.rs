@@ -723,6 +723,45 @@ fn flipped_bit_in_a_pack_header_is_salvaged_by_repair_index() {
     f.assert_all_restore();
 }
 
+/// Regression (helper-44): one flipped bit in the version field of a pack's footer read as a
+/// pack written by a newer cairn: check and `repair index` stopped for the whole repository
+/// with exit 14. A pack whose bytes do not match its name is damaged, whatever it claims.
+#[test]
+fn a_flipped_bit_in_a_pack_footer_version_is_damage_not_a_newer_format() {
+    let f = Fixture::new();
+    let pack = f.data_pack(1);
+    let len = std::fs::metadata(&pack).unwrap().len() as usize;
+    // The footer is kind (4) | version (4, LE) | magic (8): this is the version's top byte.
+    flip_bit(&pack, len - 9);
+    for extra in [&[][..], &["--read-data"][..]] {
+        let (code, report) = f.check(extra);
+        assert_eq!(code, 17, "{extra:?}: {report}");
+        assert!(
+            has_problem(&report, "pack_header_damaged", "pack", &file_name(&pack)),
+            "{extra:?}: {report}"
+        );
+    }
+    let out = f.env.ok(&["repair", "index"]);
+    assert!(out.contains(", 0 lost"), "{out}");
+    f.assert_clean(&["--read-data"]);
+    f.assert_all_restore();
+
+    // A pack whose bytes do match its name is one a newer cairn wrote: `repair index` still
+    // stops with exit 14, and leaves it alone.
+    let pack = f.data_pack(0);
+    let mut bytes = std::fs::read(&pack).unwrap();
+    let len = bytes.len();
+    bytes[len - 12] = 2;
+    let name = blake3::hash(&bytes).to_hex().to_string();
+    std::fs::remove_file(&pack).unwrap();
+    let newer = f.env.repo.join("packs").join(&name[..2]).join(&name);
+    std::fs::create_dir_all(newer.parent().unwrap()).unwrap();
+    std::fs::write(&newer, bytes).unwrap();
+    let out = f.env.run(&["repair", "index"]);
+    assert_eq!(out.status.code(), Some(14), "{}", stderr(&out));
+    assert!(newer.exists());
+}
+
 #[test]
 fn flipped_bit_in_an_index_segment_is_repaired_by_repair_index() {
     let f = Fixture::new();
