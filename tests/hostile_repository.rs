@@ -236,6 +236,21 @@ fn a_file_whose_blobs_do_not_hold_its_size_is_refused() {
         assert!(!out.status.success(), "dump {path} succeeded");
         assert!(stderr(&out).contains(why), "dump {path}: {}", stderr(&out));
     }
+    // Regression (helper-44): check found nothing wrong with either.
+    let out = env.run(&["--json", "check"]);
+    assert_eq!(out.status.code(), Some(17), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let wrong: Vec<(&str, u64, u64)> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == "file_size_wrong")
+        .map(|p| {
+            let (size, held) = (p["size"].as_u64(), p["blobs_hold"].as_u64());
+            (p["name"].as_str().unwrap(), size.unwrap(), held.unwrap())
+        })
+        .collect();
+    assert_eq!(wrong, [("long", 0, 5), ("short", 100, 5)], "{report}");
 }
 
 /// Regression: `dump` archived a name listed twice in a folder, so that an extractor could

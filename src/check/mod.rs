@@ -87,6 +87,14 @@ pub enum Problem {
         tree: TreeId,
         reason: String,
     },
+    /// A file whose blobs hold another number of bytes than its entry says: restore
+    /// refuses it (the rest of its folder restores).
+    FileSizeWrong {
+        tree: TreeId,
+        name: String,
+        size: u64,
+        blobs_hold: u64,
+    },
     /// A removal record left by an interrupted `forget` cannot be read: the snapshots it
     /// names are visible again.
     RemovalRecordDamaged {
@@ -151,6 +159,15 @@ impl std::fmt::Display for Problem {
             Problem::TreeDamaged { tree, reason } => {
                 write!(f, "tree {tree} cannot be read: {reason}")
             }
+            Problem::FileSizeWrong {
+                tree,
+                name,
+                size,
+                blobs_hold,
+            } => write!(
+                f,
+                "tree {tree} lists file {name:?} as {size} bytes, but its blobs hold {blobs_hold}: restore refuses that file"
+            ),
             Problem::RemovalRecordDamaged { reason } => write!(
                 f,
                 "{reason}; the snapshots an interrupted forget was removing are visible again: the next forget or prune deletes the record, then run that forget again"

@@ -22,23 +22,47 @@ pub struct TreeEdges {
     blobs: Vec<BlobId>,
 }
 
+/// A file whose indexed blobs do not add up to its size, which restore refuses: its name, its
+/// size, and the bytes its blobs hold.
+type WrongSize = (Vec<u8>, u64, u64);
+
 impl TreeEdges {
     /// The links of a fully decoded tree: `check` decodes every tree whole, so damage
-    /// anywhere in it is found.
-    fn decoded(id: &TreeId, plain: &[u8]) -> Result<Self> {
-        let mut edges = TreeEdges::default();
+    /// anywhere in it is found, and checks each file's size against its blobs' lengths.
+    fn decoded(id: &TreeId, plain: &[u8], inventory: &Inventory) -> Result<(Self, Vec<WrongSize>)> {
+        let (mut edges, mut wrong_sizes) = (TreeEdges::default(), Vec::new());
         for node in Tree::decode(id, plain)?.nodes {
+            // A blob in no index segment is reported as missing, not here.
+            if node.kind == NodeKind::File
+                && let Some(held) = blobs_hold(inventory, &node.content)
+                && held != node.size
+            {
+                wrong_sizes.push((node.name, node.size, held));
+            }
             edges.subtrees.extend(node.subtree);
             edges.blobs.extend(node.content);
         }
-        Ok(edges)
+        Ok((edges, wrong_sizes))
     }
 
     /// Only the links (prune's marking needs no more, and skips decoding the rest).
-    fn links(id: &TreeId, plain: &[u8]) -> Result<Self> {
+    fn links(id: &TreeId, plain: &[u8]) -> Result<(Self, Vec<WrongSize>)> {
         let (subtrees, blobs) = Tree::links(id, plain)?;
-        Ok(TreeEdges { subtrees, blobs })
+        Ok((TreeEdges { subtrees, blobs }, Vec::new()))
     }
+}
+
+/// The bytes a file's blobs hold, as indexed; None if one is in no index segment.
+fn blobs_hold(inventory: &Inventory, content: &[BlobId]) -> Option<u64> {
+    content
+        .iter()
+        .map(|blob| {
+            inventory
+                .locations(blob)
+                .next()
+                .map(|(_, e)| u64::from(e.raw_len))
+        })
+        .sum()
 }
 
 /// Turns a tree's plaintext into what a walk keeps of it.
@@ -227,21 +251,30 @@ pub fn walk(
     }
     while !level.is_empty() {
         let mut next = Vec::new();
-        let decoder: Decoder<TreeEdges> = if keep_edges {
-            &TreeEdges::decoded
+        let decoded = |id: &TreeId, plain: &[u8]| TreeEdges::decoded(id, plain, inventory);
+        let decoder: Decoder<(TreeEdges, Vec<WrongSize>)> = if keep_edges {
+            &decoded
         } else {
             &TreeEdges::links
         };
         for (id, edges) in loader.load_with(&level, decoder) {
             progress.advance(1);
-            let edges = match edges {
-                Ok(edges) => edges,
+            let (edges, wrong_sizes) = match edges {
+                Ok(decoded) => decoded,
                 Err(e) => {
                     tree_failed(inventory, id, e, report, damage);
                     continue;
                 }
             };
             trees += 1;
+            for (name, size, blobs_hold) in wrong_sizes {
+                report.problems.push(Problem::FileSizeWrong {
+                    tree: id,
+                    name: String::from_utf8_lossy(&name).into_owned(),
+                    size,
+                    blobs_hold,
+                });
+            }
             for sub in &edges.subtrees {
                 if graph.referenced.insert(*sub) {
                     next.push(*sub);
