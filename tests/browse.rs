@@ -17,6 +17,7 @@ fn find_shows_when_a_file_changed() {
     let src = env.path("src");
     write(&src.join("docs/contract.pdf"), b"version one");
     write(&src.join("docs/other.txt"), b"x");
+    write(&src.join("kept/same/a.pdf"), b"never changes");
     env.init();
     env.ok(&["backup", "--tag", "nightly", src.to_str().unwrap()]);
     write(&src.join("docs/contract.pdf"), b"version two, longer");
@@ -24,6 +25,19 @@ fn find_shows_when_a_file_changed() {
     std::fs::remove_file(src.join("docs/contract.pdf")).unwrap();
     env.ok(&["backup", src.to_str().unwrap()]);
     let found = json(&env, &["find", "contract.pdf", "--json"]);
+    // One folder, the same tree at the same path in all three snapshots: found in each.
+    for pattern in [
+        "a.pdf",
+        "same/*.pdf",
+        &format!("{}/kept/*/a.pdf", src.display()),
+    ] {
+        let kept = json(&env, &["find", pattern, "--json"]);
+        let paths: Vec<&str> = (kept.as_array().unwrap().iter())
+            .map(|s| s["matches"][0]["path"].as_str().unwrap())
+            .collect();
+        let path = format!("{}/kept/same/a.pdf", src.display());
+        assert_eq!(paths, [&path[..]; 3], "{pattern}: {kept}");
+    }
     let found = found.as_array().unwrap();
     assert_eq!(found.len(), 2, "{found:?}");
     assert_eq!(found[0]["matches"][0]["size"], 11);

@@ -26,17 +26,24 @@ struct Finder<'a> {
     reader: BlobReader<'a>,
     pattern: GlobMatcher,
     by_path: bool,
-    memo: HashMap<TreeId, Matches>,
+    /// By tree, and for path patterns by the path it is at too (an unchanged folder is the
+    /// same tree at the same path in every snapshot).
+    memo: HashMap<(TreeId, Vec<u8>), Matches>,
 }
 
 impl Finder<'_> {
-    /// Matches below `tree`; `at` is the tree's path, needed only for path patterns (which
-    /// then cannot be memoized by tree id alone).
+    /// Matches below `tree`; `at` is the tree's path, needed only for path patterns.
     fn search(&mut self, tree: &TreeId, at: &[u8]) -> Result<Matches> {
         cairn::walk::check_depth(at)?;
-        if !self.by_path
-            && let Some(m) = self.memo.get(tree)
-        {
+        let key = (
+            *tree,
+            if self.by_path {
+                at.to_vec()
+            } else {
+                Vec::new()
+            },
+        );
+        if let Some(m) = self.memo.get(&key) {
             return Ok(Rc::clone(m));
         }
         let nodes = self.reader.tree(tree)?.nodes;
@@ -61,9 +68,7 @@ impl Finder<'_> {
             }
         }
         let found = Rc::new(found);
-        if !self.by_path {
-            self.memo.insert(*tree, Rc::clone(&found));
-        }
+        self.memo.insert(key, Rc::clone(&found));
         Ok(found)
     }
 }
