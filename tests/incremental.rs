@@ -371,6 +371,71 @@ fn excludes_leave_out_what_they_name() {
     assert_eq!(names, vec!["deep", "er", "keep.txt"], "{listing}");
 }
 
+/// Regression (helper-47): a source inside another was left to the outer one's walk, which
+/// left it out without a word (exit 0) where an exclude or an exclude marker stopped it, or
+/// stored a symlink on the way to it; a source matching an exclude was left out too. A named
+/// source is saved whatever the excludes say, and one the walk would not reach is refused
+/// before anything is read.
+#[test]
+fn a_named_source_is_saved_whatever_the_excludes_say() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("cache/keep/a"), b"a");
+    write(&src.join("cache/other"), b"o");
+    write(
+        &src.join("tagged/CACHEDIR.TAG"),
+        b"Signature: 8a477f597d28d172789f06886806bc55",
+    );
+    write(&src.join("tagged/b"), b"b");
+    write(&src.join("c.log"), b"c");
+    std::os::unix::fs::symlink(src.join("cache"), src.join("link")).unwrap();
+    env.init();
+    let at = |rel: &str| src.join(rel).to_str().unwrap().to_string();
+    let excludes = ["--exclude", "cache", "--exclude-if-present", "CACHEDIR.TAG"];
+    let listing = |paths: &[&str]| {
+        let mut args = vec!["backup"];
+        args.extend_from_slice(paths);
+        args.extend_from_slice(&excludes);
+        args.extend_from_slice(&["--exclude", "*.log"]);
+        env.ok(&args);
+        env.ok(&["ls", "latest", "--recursive"])
+    };
+    let names = |listing: &str| -> Vec<String> {
+        let below = format!("{}/", src.display());
+        let rel = listing.lines().filter_map(|l| l.strip_prefix(&below));
+        rel.map(str::to_string).collect()
+    };
+    let saved = listing(&[&at("cache"), &at("tagged"), &at("c.log")]);
+    let want = [
+        "c.log",
+        "cache",
+        "cache/keep",
+        "cache/keep/a",
+        "cache/other",
+    ];
+    let want = [&want[..], &["tagged", "tagged/CACHEDIR.TAG", "tagged/b"]].concat();
+    assert_eq!(names(&saved), want, "{saved}");
+    // The way to a nested source is stopped by an exclude, or goes through a symlink.
+    for nested in ["cache/keep", "link/keep"] {
+        let out = env.run(
+            &[
+                &["backup", src.to_str().unwrap(), &at(nested)][..],
+                &excludes,
+            ]
+            .concat(),
+        );
+        assert_eq!(out.status.code(), Some(2), "{nested}: {}", stderr(&out));
+        let why = ["is excluded", "is not a folder"][usize::from(nested == "link/keep")];
+        assert!(stderr(&out).contains(why), "{nested}: {}", stderr(&out));
+    }
+    // A folder named on the way is a new start: the exclude no longer stops it.
+    let saved = listing(&[src.to_str().unwrap(), &at("cache"), &at("cache/keep")]);
+    assert!(
+        names(&saved).contains(&"cache/keep/a".to_string()),
+        "{saved}"
+    );
+}
+
 #[test]
 fn dry_run_writes_nothing_and_lists_new_files() {
     let env = Env::new();
@@ -433,7 +498,26 @@ fn one_file_system_stops_at_mount_points() {
         "/dev/mqueue",
     ]);
     let without = env.run(&["backup", "/dev/shm"]);
+    // Regression (helper-47): a source on another file system inside another source was
+    // kept as an empty folder, with exit 0.
+    let named = env.run(&[
+        "backup",
+        "-x",
+        "/dev",
+        "/dev/shm",
+        "--exclude",
+        "/dev/pts",
+        "--exclude",
+        "/dev/mqueue",
+    ]);
     let _ = std::fs::remove_file(&marker_path);
+    assert!(
+        matches!(named.status.code(), Some(0 | 3)),
+        "{}",
+        stderr(&named)
+    );
+    let listed = env.ok(&["ls", "latest", "/dev/shm"]);
+    assert!(listed.contains(&marker), "{listed}");
     assert!(
         matches!(with_x.status.code(), Some(0 | 3)),
         "{}",

@@ -19,7 +19,9 @@ pub(crate) mod source_file;
 pub mod stream;
 mod walker;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
@@ -169,7 +171,61 @@ pub fn check_options(opts: &BackupOptions) -> Result<Excludes> {
             ));
         }
     }
-    Excludes::new(&opts.excludes)
+    let excludes = Excludes::new(&opts.excludes)?;
+    if let Source::Paths(paths) = &opts.source {
+        check_nested_sources(paths, &excludes)?;
+    }
+    Ok(excludes)
+}
+
+/// Refuses a source inside another that the walk of the outer one would not reach. On the
+/// way down to it, each entry must be a folder the walk descends into: not excluded, without
+/// an exclude marker, on the device of the source above with --one-file-system. A source
+/// named on the way is a new start, as for `Walker::entry`, which saves every named source
+/// whatever the excludes say.
+fn check_nested_sources(paths: &[PathBuf], excludes: &Excludes) -> Result<()> {
+    let named = walk::named_sources(paths)?;
+    let roots = walk::prepare_sources(paths)?;
+    let metadata = |path: &Path| {
+        walk::long_path::symlink_metadata(path).map_err(|e| Error::SourceUnreadable {
+            path: path.to_path_buf(),
+            source: e,
+        })
+    };
+    for nested in named.iter().filter(|p| !roots.contains(p)) {
+        let mut way: Vec<&Path> = nested.ancestors().skip(1).collect();
+        let Some(outer) = way.iter().position(|a| roots.iter().any(|r| r == a)) else {
+            continue;
+        };
+        let outer = way.drain(outer..).next().unwrap_or(Path::new("/"));
+        let mut device = metadata(outer)?.dev();
+        for dir in way.into_iter().rev() {
+            let meta = metadata(dir)?;
+            let name = dir.file_name().map_or(&[][..], |n| n.as_bytes());
+            let stops = if !meta.is_dir() {
+                "is not a folder (a symlink is stored, not followed)"
+            } else if named.iter().any(|n| n == dir) {
+                device = meta.dev();
+                continue;
+            } else if excludes.excludes(dir, name, None) {
+                "is excluded"
+            } else if excludes.has_marker(dir) {
+                "holds an exclude marker"
+            } else if excludes.one_file_system && meta.dev() != device {
+                "is on another file system, and --one-file-system is set"
+            } else {
+                continue;
+            };
+            return Err(Error::Usage(format!(
+                "source {} is inside source {}, but {} on the way {stops}, so the backup \
+                 would not reach it: back it up on its own",
+                nested.display(),
+                outer.display(),
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Starts listing the sources' folders ahead of the walk, as the walk will descend into them
@@ -180,18 +236,20 @@ pub fn list_ahead(opts: &BackupOptions) -> Result<Option<ListingAhead>> {
         return Ok(None);
     };
     let sources = walk::prepare_sources(paths)?;
+    let named: HashSet<PathBuf> = walk::named_sources(paths)?.into_iter().collect();
     let excludes = Excludes::new(&opts.excludes)?;
-    // The walk's own rules (`Walker::entry`): a folder not excluded, on the source's device
-    // with --one-file-system, without an exclude marker.
+    // The walk's own rules (`Walker::entry`): a folder named as a source, or one not
+    // excluded, on the source's device with --one-file-system, without an exclude marker.
     let descends = move |e: &walk::DirEntry, device: u64| {
         let Ok(meta) = &e.metadata else { return false };
         if !meta.is_dir() {
             return false;
         }
-        let other_device = std::os::unix::fs::MetadataExt::dev(meta) != device;
-        !(excludes.excludes(&e.path, &e.name, None)
-            || (excludes.one_file_system && other_device)
-            || excludes.has_marker(&e.path))
+        let other_device = meta.dev() != device;
+        named.contains(&e.path)
+            || !(excludes.excludes(&e.path, &e.name, None)
+                || (excludes.one_file_system && other_device)
+                || excludes.has_marker(&e.path))
     };
     Ok(Some(ListingAhead::start(&sources, Box::new(descends))))
 }
@@ -209,9 +267,10 @@ pub fn run(
     let started = Instant::now();
     let started_ns = host::now_ns();
     let time_ns = opts.time_ns.unwrap_or(started_ns);
-    let (sources, paths) = match &opts.source {
+    let (sources, paths, named) = match &opts.source {
         Source::Paths(p) => {
             let sources = walk::prepare_sources(p)?;
+            let named = walk::named_sources(p)?.into_iter().collect();
             if let Some(first) = sources.first() {
                 crate::failpoint::hook("sources-checked", first);
             }
@@ -219,9 +278,12 @@ pub fn run(
                 .iter()
                 .map(|p| walk::name_bytes(p.as_os_str()))
                 .collect();
-            (sources, paths)
+            (sources, paths, named)
         }
-        Source::Stream { name, .. } => (Vec::new(), vec![format!("/{name}").into_bytes()]),
+        Source::Stream { name, .. } => {
+            let paths = vec![format!("/{name}").into_bytes()];
+            (Vec::new(), paths, HashSet::new())
+        }
     };
     // Read first: if anything makes a blob unusable from here on, in this process or another,
     // this backup's view of the index may be stale and its tree is not recorded complete.
@@ -279,6 +341,7 @@ pub fn run(
             })
             .collect(),
         ahead,
+        named,
     };
     let parent_root = parent.as_ref().map(|(_, s)| s.tree);
     let root = match &opts.source {
@@ -359,7 +422,7 @@ fn paths_root(walker: &Walker, sources: &[PathBuf], parent_root: Option<TreeId>)
         walker.dir_tree(
             Path::new("/"),
             parent_root,
-            std::os::unix::fs::MetadataExt::dev(&device),
+            device.dev(),
             walk::ListingGuard::source(&device),
         )?
     } else {

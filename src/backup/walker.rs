@@ -15,6 +15,7 @@
 //! A symlink whose ctime, inode and device equal the parent's takes the parent's target (a
 //! link's target never changes in place).
 
+use std::collections::HashSet;
 use std::fs::Metadata;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -94,6 +95,10 @@ pub struct Walker<'w, 'p, 'a> {
     pub resolved_sources: Vec<(PathBuf, PathBuf)>,
     /// Folder listings read ahead (`walk::ahead`), if started.
     pub ahead: Option<&'w ListingAhead>,
+    /// Every source the user named, those inside another too (`walk::named_sources`): each
+    /// is saved whatever the excludes, exclude markers and --one-file-system say (those
+    /// apply below it, from its own device).
+    pub named: HashSet<PathBuf>,
 }
 
 /// Files larger than this are not prefetched (their own sequential readahead suffices).
@@ -216,7 +221,8 @@ impl Walker<'_, '_, '_> {
             }
         };
         let file_size = meta.is_file().then_some(meta.len());
-        if self.excludes.excludes(path, &name, file_size) {
+        let named = self.named.contains(path);
+        if !named && self.excludes.excludes(path, &name, file_size) {
             self.not_descended(&meta, path);
             return Ok(None);
         }
@@ -243,11 +249,11 @@ impl Walker<'_, '_, '_> {
         };
         match node.kind {
             NodeKind::Dir => {
-                if self.excludes.has_marker(path) {
+                if !named && self.excludes.has_marker(path) {
                     self.not_descended(&meta, path);
                     return Ok(None);
                 }
-                let device = device.unwrap_or(meta.dev());
+                let device = device.filter(|_| !named).unwrap_or(meta.dev());
                 let subtree = if self.excludes.one_file_system && meta.dev() != device {
                     self.not_descended(&meta, path);
                     Counters::bump(&self.counters.dirs, 1);

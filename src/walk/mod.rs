@@ -34,8 +34,17 @@ pub fn normalize(path: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
-/// Normalizes, checks existence, sorts, and drops sources inside other sources.
+/// Normalizes, checks existence, sorts, and drops sources inside other sources (the walk of
+/// the outer one reaches them: `backup::check_options` refuses one it would not).
 pub fn prepare_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let all = named_sources(paths)?;
+    let mut out = all.clone();
+    out.retain(|p| !all.iter().any(|q| q != p && p.starts_with(q)));
+    Ok(out)
+}
+
+/// Every source named: normalized, checked to exist, sorted, without duplicates.
+pub fn named_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
         let n = normalize(p)?;
@@ -55,8 +64,6 @@ pub fn prepare_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     }
     out.sort();
     out.dedup();
-    let all = out.clone();
-    out.retain(|p| !all.iter().any(|q| q != p && p.starts_with(q)));
     Ok(out)
 }
 
