@@ -279,6 +279,21 @@ fn a_separate_copy_at_a_later_path_of_a_hard_link_is_made_a_link_again() {
     assert_eq!(describe(&src), describe(&base));
 }
 
+/// Regression (helper-46): restoring a newer snapshot over an older one's restore, where a
+/// hard-linked file changed, kept the later path as a link of the first path found on disk,
+/// which was then replaced: the later path kept the old content, with exit 0.
+#[test]
+fn a_later_path_of_a_changed_hard_link_gets_the_new_content() {
+    let env = Env::new();
+    let (src, out, base) = linked_pair_restored(&env, 14);
+    write(&src.join("a/p"), &noise(15, 50_000));
+    env.backup_json(&[&src]);
+    env.restore("latest", &out);
+    let ino = |p: &str| std::fs::metadata(base.join(p)).unwrap().ino();
+    assert_eq!(ino("a/p"), ino("b/l"));
+    assert_eq!(describe(&src), describe(&base));
+}
+
 /// Regression: with `--overwrite never`, a resumed restore made the later paths of a hard
 /// link whose first path it kept separate copies; and a dry run counted each link's bytes.
 #[test]

@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 
 use crate::tree::Node;
 
-/// The first path restored for each file with several links.
+/// The first path restored for each file with several links, and whether the file found
+/// there was kept as it was (not written anew).
 #[derive(Default)]
-pub struct FirstPaths(HashMap<LinkedFile, PathBuf>);
+pub struct FirstPaths(HashMap<LinkedFile, (PathBuf, bool)>);
 
 impl FirstPaths {
     /// The path an entry is to be a hard link to, if an earlier entry was the same file.
@@ -21,15 +22,37 @@ impl FirstPaths {
         if node.nlink < 2 {
             return None;
         }
-        self.0.get(&LinkedFile::of(node)).cloned()
+        self.0
+            .get(&LinkedFile::of(node))
+            .map(|(path, _)| path.clone())
     }
 
-    /// Makes `path` the one later links of this file are made to, unless one is known.
+    /// Whether the entry's first path was kept as found: only then may a later path found to
+    /// be the same inode be kept too (else it is a link of what is being replaced).
+    pub fn first_kept(&self, node: &Node) -> bool {
+        node.nlink > 1
+            && self
+                .0
+                .get(&LinkedFile::of(node))
+                .is_some_and(|&(_, kept)| kept)
+    }
+
+    /// Makes `path`, written anew, the one later links of this file are made to, unless one
+    /// is known.
     pub fn remember(&mut self, node: &Node, path: &Path) {
+        self.remember_as(node, path, false);
+    }
+
+    /// `remember` for a path whose file was kept as found.
+    pub fn remember_kept(&mut self, node: &Node, path: &Path) {
+        self.remember_as(node, path, true);
+    }
+
+    fn remember_as(&mut self, node: &Node, path: &Path, kept: bool) {
         if node.nlink > 1 {
             self.0
                 .entry(LinkedFile::of(node))
-                .or_insert_with(|| path.to_path_buf());
+                .or_insert_with(|| (path.to_path_buf(), kept));
         }
     }
 }

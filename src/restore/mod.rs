@@ -537,7 +537,7 @@ impl Walk<'_> {
     fn keep(&mut self, node: &Node, at: &At, path: &Path) -> Result<()> {
         self.stats.skipped += 1;
         if node.kind == NodeKind::File && self.may_link_to(node, at, path) {
-            self.first_paths.remember(node, path);
+            self.first_paths.remember_kept(node, path);
         }
         if self.opts.dry_run || self.opts.overwrite == Overwrite::Never {
             return Ok(());
@@ -583,13 +583,17 @@ impl Walk<'_> {
             Overwrite::Never => true,
             Overwrite::IfChanged => match node.kind {
                 // A later path of a file with several links is the snapshot's entry only as
-                // a link of the first: a separate copy (left by a restore of only this path,
-                // or put there by hand) is made a link again.
-                NodeKind::File if let Some(first) = self.first_paths.get(node) => self
-                    .target
-                    .at(&first)
-                    .and_then(|first| first.stat())
-                    .is_ok_and(|first| existing.is_same_inode(&first)),
+                // a link of the first, kept as found: a separate copy (left by a restore of
+                // only this path, or put there by hand) is made a link again, and so is a
+                // link of a first path being written anew (it has the old content).
+                NodeKind::File if let Some(first) = self.first_paths.get(node) => {
+                    self.first_paths.first_kept(node)
+                        && self
+                            .target
+                            .at(&first)
+                            .and_then(|first| first.stat())
+                            .is_ok_and(|first| existing.is_same_inode(&first))
+                }
                 NodeKind::File => {
                     let same =
                         select::same_content(self.repo, &self.trees, self.target, path, node);
