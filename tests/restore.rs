@@ -279,6 +279,34 @@ fn a_separate_copy_at_a_later_path_of_a_hard_link_is_made_a_link_again() {
     assert_eq!(describe(&src), describe(&base));
 }
 
+/// Regression (helper-46): folders were made 0777 less the umask, and given the snapshot's
+/// mode only once their contents were in place: a private folder's files could be listed and
+/// read by others meanwhile. They are made 0700 until then.
+#[test]
+fn folders_give_no_one_else_access_while_their_contents_are_restored() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("private/secret"), b"s");
+    write(&src.join("open/readme"), b"r");
+    std::fs::set_permissions(src.join("private"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(src.join("open"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.init();
+    env.backup_json(&[&src]);
+    let out = env.path("out");
+    let (seen, base) = (env.path("seen"), restored(&out, &src));
+    let hook = format!(
+        "restore-batch:stat -c %a '{}' '{}' > '{}'",
+        base.join("private").display(),
+        base.join("open").display(),
+        seen.display()
+    );
+    let args = ["restore", "latest", "--target", out.to_str().unwrap()];
+    let o = env.run_hooked(&args, &hook);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&seen).unwrap(), "700\n700\n");
+    assert_eq!(describe(&src), describe(&base));
+}
+
 /// Regression (helper-46): restoring a newer snapshot over an older one's restore, where a
 /// hard-linked file changed, kept the later path as a link of the first path found on disk,
 /// which was then replaced: the later path kept the old content, with exit 0.

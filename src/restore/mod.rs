@@ -472,9 +472,16 @@ impl Walk<'_> {
             (Ok(d), false) => d.stat().ok(),
             _ => None,
         };
-        let existed = found.is_some();
-        if !self.opts.dry_run && !self.made(path, on_disk.and_then(|d| make_dir(&d, path))) {
-            return Ok(false);
+        let mut existed = found.is_some();
+        if !self.opts.dry_run {
+            match on_disk.and_then(|d| make_dir(&d, path)) {
+                // Made by someone else since it was looked for: not ours to treat as empty.
+                Ok(made) => existed |= !made,
+                Err(e) => {
+                    self.failures.record_write(path, e);
+                    return Ok(false);
+                }
+            }
         }
         let opened_up = match found {
             Some(found) if !self.opts.dry_run => self.open_up(path, &found),
@@ -653,13 +660,14 @@ fn owned_by_us(at: &At) -> bool {
 }
 
 /// Creates a directory, or accepts an existing real one; refuses anything else in the way.
-fn make_dir(at: &At, path: &Path) -> Result<()> {
+/// True if it made it.
+fn make_dir(at: &At, path: &Path) -> Result<bool> {
     match at.create_dir() {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             let meta = at.stat().map_err(|e| Error::io(path, e))?;
             if meta.is_dir() {
-                Ok(())
+                Ok(false)
             } else {
                 Err(Error::io(
                     path,

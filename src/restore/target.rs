@@ -308,8 +308,10 @@ impl At<'_> {
         }
     }
 
+    /// Creates a folder only its owner can enter: restore gives it the snapshot's mode once
+    /// its contents are in place, and no one else sees or adds to them meanwhile.
     pub fn create_dir(&self) -> io::Result<()> {
-        nix::sys::stat::mkdirat(&*self.dir, self.name, Mode::from_bits_truncate(0o777))
+        nix::sys::stat::mkdirat(&*self.dir, self.name, Mode::from_bits_truncate(0o700))
             .map_err(nix_io)
     }
 
