@@ -535,8 +535,8 @@ fn one_file_system_stops_at_mount_points() {
 }
 
 /// Sources that move: a file that vanishes after it was listed is left out with a warning,
-/// without marking the snapshot partial; one that changes while it is read is stored as read,
-/// with a warning. Neither aborts the backup.
+/// without marking the snapshot partial (unless it was named as a source); one that changes
+/// while it is read is stored as read, with a warning. Neither aborts the backup.
 #[test]
 fn files_that_vanish_or_change_while_read_are_warned_about() {
     let env = Env::new();
@@ -584,6 +584,20 @@ fn files_that_vanish_or_change_while_read_are_warned_about() {
     env.restore("latest", &out);
     let back = restored(&out, &src);
     assert_eq!(std::fs::read(back.join("replaced")).unwrap(), before);
+
+    // Regression (helper-47): a source the user named that vanished, and a file replaced by
+    // a symlink after it was listed, were only warned of: the snapshot looked complete.
+    let victim = src.join("victim");
+    write(&victim, b"goes away");
+    let hook = r#"file-listed:rm -f "$1""#;
+    let out = env.run_hooked(&["backup", victim.to_str().unwrap()], hook);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("vanished"), "{}", stderr(&out));
+    write(&victim, b"replaced by a link");
+    let hook = r#"file-listed:case "$1" in *victim) rm "$1" && ln -s stays "$1";; esac"#;
+    let out = env.run_hooked(&["backup", src.to_str().unwrap()], hook);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("was replaced"), "{}", stderr(&out));
 }
 
 /// Regression: a source gone between the check of the sources and the walk (a share

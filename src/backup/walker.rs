@@ -162,6 +162,16 @@ impl Walker<'_, '_, '_> {
         });
     }
 
+    /// An entry gone between being listed and being read: the snapshot shows its folder as
+    /// it is now, with a warning; but a source the user named that is gone (a log rotated
+    /// away, an unmounted share) leaves a partial snapshot, never one that looks complete.
+    fn vanished(&self, path: &Path) {
+        match self.named.contains(path) {
+            true => self.skip(path, VANISHED.into()),
+            false => self.warn(path, VANISHED.into()),
+        }
+    }
+
     pub fn store_tree(&self, tree: &Tree) -> Result<TreeId> {
         self.content.store_blob(BlobType::Tree, &tree.encode())
     }
@@ -212,7 +222,7 @@ impl Walker<'_, '_, '_> {
             // Gone between listing and looking: the snapshot shows the folder as it is now,
             // so this is not a partial snapshot.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.warn(path, VANISHED.into());
+                self.vanished(path);
                 return Ok(None);
             }
             Err(e) => {
@@ -292,7 +302,7 @@ impl Walker<'_, '_, '_> {
                 }
                 // Gone since it was listed: as for any entry that vanished.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    self.warn(path, VANISHED.into());
+                    self.vanished(path);
                     return Ok(None);
                 }
                 Err(e) => {
@@ -360,7 +370,7 @@ impl Walker<'_, '_, '_> {
         let entries = match listed {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.warn(path, VANISHED.into());
+                self.vanished(path);
                 return Ok(None);
             }
             Err(e) => {
@@ -444,8 +454,9 @@ impl Walker<'_, '_, '_> {
                 .content
                 .store(&f, meta.len(), &on_bytes)?
                 .map(|s| (s, f)),
+            // Something is at the path, but not what was listed, nor stored: partial.
             Ok(None) => {
-                self.warn(path, REPLACED.into());
+                self.skip(path, REPLACED.into());
                 return Ok(false);
             }
             Err(e) => Err(e),
@@ -454,7 +465,7 @@ impl Walker<'_, '_, '_> {
         let (stored, file) = match read {
             Ok(read) => read,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.warn(path, VANISHED.into());
+                self.vanished(path);
                 return Ok(false);
             }
             Err(e) => {
