@@ -94,6 +94,29 @@ fn sparse_files_stay_sparse() {
     assert_eq!(meta.mode(), original.mode());
 }
 
+/// Regression (helper-47): a sparse file was read up to the length it was listed with, so
+/// one that grew (or was renamed over by a longer one) before it was opened lost its end,
+/// where any other file is read to the end of what was opened.
+#[test]
+fn a_sparse_file_that_grows_before_it_is_read_is_stored_whole() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let f = std::fs::File::create(src.join("disk.img")).unwrap();
+    f.set_len(8 << 20).unwrap();
+    f.write_all_at(b"start", 0).unwrap();
+    drop(f);
+    env.init();
+    let hook = r#"file-listed:printf 'the end' >> "$1""#;
+    let out = env.run_hooked(&["backup", src.to_str().unwrap()], hook);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = env.path("out");
+    env.restore("latest", &out);
+    let back = std::fs::read(restored(&out, &src).join("disk.img")).unwrap();
+    assert_eq!(back.len(), (8 << 20) + 7);
+    assert!(back.starts_with(b"start") && back.ends_with(b"the end"));
+}
+
 /// Regression: every all-zero blob was left a hole, so zeros that were data (a swap file, a
 /// preallocated database) came back sparse (`swapon` refuses such a file, and space reserved
 /// in advance was gone). Only a file that had holes gets holes.

@@ -446,10 +446,13 @@ impl Walker<'_, '_, '_> {
         crate::failpoint::hook("file-listed", path);
         let on_bytes = |n| self.reporter.bytes_read(n);
         let read = match source_file::open_listed(path, || self.resolved(path), meta) {
-            Ok(Some(f)) if is_sparse(meta) => self
-                .content
-                .store_sparse(&f, meta.len(), &on_bytes)?
-                .map(|s| (s, f)),
+            // To the end of the file opened, as for any other (one renamed over since it was
+            // listed may be longer).
+            Ok(Some(f)) if is_sparse(meta) => {
+                let len = f.metadata().map_or(meta.len(), |now| now.len());
+                let stored = self.content.store_sparse(&f, len, &on_bytes)?;
+                stored.map(|s| (s, f))
+            }
             Ok(Some(f)) => self
                 .content
                 .store(&f, meta.len(), &on_bytes)?
