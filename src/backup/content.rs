@@ -109,8 +109,15 @@ impl<'p, 'a> ContentWriter<'p, 'a> {
                     Ok(_) => break,
                     Err(e) => return Ok(Err(e)),
                 },
-                // A file system without SEEK_DATA: read it all.
-                Err(e) if pos == 0 && e.raw_os_error() == Some(libc::EINVAL) => {
+                // A file system without SEEK_DATA (some FUSE and CIFS servers say so with
+                // other errors than EINVAL): read it all.
+                Err(e)
+                    if pos == 0
+                        && matches!(
+                            e.raw_os_error(),
+                            Some(libc::EINVAL | libc::EOPNOTSUPP | libc::ENOSYS)
+                        ) =>
+                {
                     return self.store(file, len, on_bytes);
                 }
                 Err(e) => return Ok(Err(e)),
