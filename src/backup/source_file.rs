@@ -5,7 +5,9 @@
 //! Guarantees: no symlink is followed at the file itself; an open never waits for a FIFO; a
 //! file whose inode differs from the listing is returned only if the kernel names it by its
 //! path (it was renamed over, not reached another way); a file under a lease is waited for
-//! at most `LEASE_WAIT`.
+//! at most `LEASE_WAIT`. Where someone else could have swapped a folder on the way for a
+//! symlink (`pinned`), nothing but a regular file is opened at all: a device node reached so
+//! (`/dev/watchdog`, a tape) would have its driver run by the open.
 
 use std::fs::{File, Metadata};
 use std::io;
@@ -18,14 +20,41 @@ use crate::walk;
 /// Opens a source file without updating its access time where the kernel allows it (we own
 /// the file or are root), so reading does not change what the next backup sees. Never
 /// follows a symlink, and does not wait for a FIFO. `wait_for_lease`: see `LEASE_WAIT`.
-pub fn open(path: &Path, wait_for_lease: bool) -> io::Result<File> {
+/// `pinned`: the entry is first opened without being opened for reading (`O_PATH`), and only
+/// a regular file is then opened, through that descriptor (`/proc`); `None` if what is at the
+/// path is something else. Without `pinned`, or without `/proc`, anything but a symlink at
+/// the path is opened (and the caller looks at what it got).
+pub fn open(path: &Path, wait_for_lease: bool, pinned: bool) -> io::Result<Option<File>> {
     use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::io::AsRawFd;
     let path = walk::long_path::reachable(path)?;
+    let pin = match pinned && proc_mounted() {
+        true => {
+            let flags = libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+            let pin = File::options()
+                .read(true)
+                .custom_flags(flags)
+                .open(&*path)?;
+            if !pin.metadata()?.is_file() {
+                return Ok(None);
+            }
+            Some(pin)
+        }
+        false => None,
+    };
+    // The descriptor's own link in /proc leads to its inode, whatever its path leads to now.
+    let (at, nofollow) = match &pin {
+        Some(pin) => (
+            PathBuf::from(format!("/proc/self/fd/{}", pin.as_raw_fd())),
+            0,
+        ),
+        None => (path.to_path_buf(), libc::O_NOFOLLOW),
+    };
     let open = |flags| {
         File::options()
             .read(true)
-            .custom_flags(flags | libc::O_NOFOLLOW)
-            .open(&*path)
+            .custom_flags(flags | nofollow)
+            .open(&at)
     };
     let open_noatime = |flags| match open(flags | libc::O_NOATIME) {
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(flags),
@@ -45,9 +74,16 @@ pub fn open(path: &Path, wait_for_lease: bool) -> io::Result<File> {
             Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(50));
             }
-            other => return other,
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
+            other => return other.map(Some),
         }
     }
+}
+
+/// Whether descriptors can be reopened as `/proc/self/fd/N`.
+fn proc_mounted() -> bool {
+    static MOUNTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *MOUNTED.get_or_init(|| Path::new("/proc/self/fd").is_dir())
 }
 
 /// How long to wait for the holder of a lease on a source file: longer than the kernel's
@@ -62,11 +98,10 @@ pub fn open_listed(
     path: &Path,
     resolved: impl FnOnce() -> PathBuf,
     listed: &Metadata,
+    pinned: bool,
 ) -> io::Result<Option<File>> {
-    let file = match open(path, true) {
-        Ok(file) => file,
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
-        Err(e) => return Err(e),
+    let Some(file) = open(path, true, pinned)? else {
+        return Ok(None);
     };
     let meta = file.metadata()?;
     if !meta.is_file() {

@@ -107,7 +107,7 @@ const PREFETCH_BELOW: u64 = 64 * 1024 * 1024;
 /// Asks the kernel to start reading, in the background, the files of a folder that will
 /// probably be read (no parent entry with the same size and mtime): on a cold cache the disk
 /// then works on many files at once while the workers hash and compress.
-fn prefetch(entries: &[walk::DirEntry], parent: Option<&Tree>) {
+fn prefetch(entries: &[walk::DirEntry], parent: Option<&Tree>, pinned: bool) {
     use std::os::unix::io::AsRawFd;
     for e in entries {
         let Ok(meta) = &e.metadata else { continue };
@@ -121,7 +121,7 @@ fn prefetch(entries: &[walk::DirEntry], parent: Option<&Tree>) {
         if unchanged {
             continue;
         }
-        if let Ok(f) = source_file::open(&e.path, false) {
+        if let Ok(Some(f)) = source_file::open(&e.path, false, pinned) {
             // SAFETY: the descriptor is open for the duration of the call.
             unsafe {
                 libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED);
@@ -291,7 +291,9 @@ impl Walker<'_, '_, '_> {
                 }
             }
             NodeKind::File => {
-                if !self.file(&mut node, path, &meta, parent)? {
+                // Someone else could have swapped a folder on the way since it was listed.
+                let pinned = listed_in.is_none_or(|g| g.check.is_some());
+                if !self.file(&mut node, path, &meta, parent, pinned)? {
                     return Ok(None);
                 }
             }
@@ -380,7 +382,7 @@ impl Walker<'_, '_, '_> {
         };
         let parent_id = parent;
         let parent = self.parent_tree(parent_id);
-        prefetch(&entries, parent.as_ref());
+        prefetch(&entries, parent.as_ref(), guard.check.is_some());
         let nodes: Vec<Option<Node>> = entries
             .into_par_iter()
             .map(|e| {
@@ -422,6 +424,7 @@ impl Walker<'_, '_, '_> {
         path: &Path,
         meta: &Metadata,
         parent: Option<&Node>,
+        pinned: bool,
     ) -> Result<bool> {
         // As it is read: by data region if it has holes.
         node.sparse = is_sparse(meta);
@@ -445,7 +448,7 @@ impl Walker<'_, '_, '_> {
         self.reporter.file_started(path);
         crate::failpoint::hook("file-listed", path);
         let on_bytes = |n| self.reporter.bytes_read(n);
-        let read = match source_file::open_listed(path, || self.resolved(path), meta) {
+        let read = match source_file::open_listed(path, || self.resolved(path), meta, pinned) {
             // To the end of the file opened, as for any other (one renamed over since it was
             // listed may be longer).
             Ok(Some(f)) if is_sparse(meta) => {

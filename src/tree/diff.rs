@@ -213,10 +213,10 @@ impl Differ<'_, '_, '_> {
     /// Whether the file at `path` holds `node`'s content; `None`, with a warning, if it
     /// cannot be read.
     fn holds_content(&mut self, keys: &Keys, path: &Path, node: &Node) -> Result<Option<bool>> {
-        let mut file = match crate::backup::source_file::open(path, false) {
-            Ok(file) => file,
-            // A symlink now: not the file.
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(Some(false)),
+        let mut file = match crate::backup::source_file::open(path, false, true) {
+            Ok(Some(file)) => file,
+            // A symlink, FIFO or device now: not the file (and not opened, see `open`).
+            Ok(None) => return Ok(Some(false)),
             Err(e) => {
                 self.unreadable(path, format!("cannot read: {e}"));
                 return Ok(None);
