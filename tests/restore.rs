@@ -322,6 +322,30 @@ fn a_later_path_of_a_changed_hard_link_gets_the_new_content() {
     assert_eq!(describe(&src), describe(&base));
 }
 
+/// Regression (helper-46): `--overwrite never` looked for each entry as the walk planned it,
+/// and the file was renamed into place later, over whatever had appeared there meanwhile.
+/// The rename itself now refuses to replace anything.
+#[test]
+fn overwrite_never_keeps_a_file_that_appears_while_the_restore_runs() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("a"), b"from the snapshot");
+    write(&src.join("b"), b"from the snapshot too");
+    env.init();
+    env.backup_json(&[&src]);
+    let out = env.path("out");
+    let a = restored(&out, &src).join("a");
+    let hook = format!("restore-batch:printf mine > '{}'", a.display());
+    let args = ["restore", "latest", "--overwrite", "never", "--target"];
+    let o = env.run_hooked(&[&args[..], &[out.to_str().unwrap()]].concat(), &hook);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&a).unwrap(), b"mine");
+    let b = restored(&out, &src).join("b");
+    assert_eq!(std::fs::read(b).unwrap(), b"from the snapshot too");
+    let names = std::fs::read_dir(a.parent().unwrap()).unwrap().count();
+    assert_eq!(names, 2, "a temporary file was left");
+}
+
 /// Regression: with `--overwrite never`, a resumed restore made the later paths of a hard
 /// link whose first path it kept separate copies; and a dry run counted each link's bytes.
 #[test]

@@ -73,6 +73,8 @@ pub struct Finisher<'a> {
     pub owners: Owners,
     /// See `RestoreOptions::holes_marked`.
     pub holes_marked: bool,
+    /// See `Destination::replace`.
+    pub replace: bool,
     pub temp: &'a TempNames,
     /// Where the restore writes.
     pub target: &'a Target,
@@ -96,6 +98,7 @@ impl Finisher<'_> {
             owners: self.owners,
             failures: self.failures,
             holes_marked: self.holes_marked,
+            replace: self.replace,
         };
         let written = batch.plan.execute(self.repo, to, &copies);
         self.bytes += written.bytes;
@@ -181,12 +184,15 @@ impl Finisher<'_> {
                 let tmp = at.sibling(&name);
                 self.target.at(&first)?.hard_link_to(&tmp)?;
                 // Only a link made here is removed again: the name may be someone else's.
-                tmp.rename_to(&at).inspect_err(|_| {
+                let put = tmp.rename_into_place(&at, self.replace);
+                if !put.as_ref().is_ok_and(|&put| put) {
                     let _ = tmp.remove_file();
-                })
+                }
+                put
             });
             match result {
-                Ok(()) => self.files += 1,
+                Ok(true) => self.files += 1,
+                Ok(false) => {}
                 Err(e) => self.failures.record_write(&link, Error::io(&link, e)),
             }
         }

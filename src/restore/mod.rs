@@ -177,6 +177,7 @@ pub fn run(
         verify: opts.verify,
         owners,
         holes_marked: opts.holes_marked,
+        replace: opts.overwrite != Overwrite::Never,
         temp: &temp,
         target: &target,
         failures: &failures,
@@ -631,13 +632,16 @@ impl Walk<'_> {
 
     /// Applies metadata to a finished temporary entry and renames it into place at `at`.
     fn place(&mut self, tmp: &At, at: &At, path: &Path, node: &Node) -> Result<()> {
+        let replace = self.opts.overwrite != Overwrite::Never;
         let result = metadata::apply(tmp, path, node, self.owners())
-            .and_then(|()| tmp.rename_to(at).map_err(|e| Error::io(path, e)));
-        if result.is_err() {
+            .and_then(|()| (tmp.rename_into_place(at, replace)).map_err(|e| Error::io(path, e)));
+        if !result.as_ref().is_ok_and(|&put| put) {
             let _ = tmp.remove_file();
         }
-        result?;
-        self.stats.other_entries += 1;
+        match result? {
+            true => self.stats.other_entries += 1,
+            false => self.stats.skipped += 1,
+        }
         Ok(())
     }
 

@@ -177,6 +177,9 @@ pub struct Destination<'a> {
     pub failures: &'a Failures,
     /// See `RestoreOptions::holes_marked`.
     pub holes_marked: bool,
+    /// Whether a file may replace what is at its path (not with `--overwrite never`, which
+    /// keeps even what appeared there after the walk looked).
+    pub replace: bool,
 }
 
 /// Every location of a blob, for reading another copy when one fails.
@@ -391,11 +394,16 @@ impl Plan {
                     let current = Some(current);
                     metadata::apply_to_file(&f, &file.path, &file.node, to.owners, current)
                 })
-                .and_then(|()| tmp.rename_to(&at).map_err(io))
+                .and_then(|()| tmp.rename_into_place(&at, to.replace).map_err(io))
                 .map_err(Some),
         };
         match put {
-            Ok(()) => 1,
+            Ok(true) => 1,
+            // Something appeared at the path since the walk looked, and is kept.
+            Ok(false) => {
+                let _ = tmp.remove_file();
+                0
+            }
             Err(e) => {
                 let _ = tmp.remove_file();
                 if let Some(e) = e {

@@ -331,6 +331,26 @@ impl At<'_> {
         nix::fcntl::renameat(&*self.dir, self.name, &*to.dir, to.name).map_err(nix_io)
     }
 
+    /// `rename_to`, or with `replace` false, renames only if nothing is at `to` (checked by
+    /// the rename itself where the file system can, else just before); false if something
+    /// is, and this entry is then left as it is.
+    pub fn rename_into_place(&self, to: &At, replace: bool) -> io::Result<bool> {
+        if replace {
+            return self.rename_to(to).map(|()| true);
+        }
+        use nix::fcntl::RenameFlags;
+        let flags = RenameFlags::RENAME_NOREPLACE;
+        match nix::fcntl::renameat2(&*self.dir, self.name, &*to.dir, to.name, flags) {
+            Ok(()) => Ok(true),
+            Err(nix::Error::EEXIST) => Ok(false),
+            Err(nix::Error::EINVAL | nix::Error::ENOSYS) if to.stat().is_err() => {
+                self.rename_to(to).map(|()| true)
+            }
+            Err(nix::Error::EINVAL | nix::Error::ENOSYS) => Ok(false),
+            Err(e) => Err(nix_io(e)),
+        }
+    }
+
     /// Makes `link` a hard link of this entry (of a symlink itself, were it one).
     pub fn hard_link_to(&self, link: &At) -> io::Result<()> {
         let flags = AtFlags::empty();
