@@ -331,19 +331,33 @@ fn overwrite_never_keeps_a_file_that_appears_while_the_restore_runs() {
     let src = env.path("src");
     write(&src.join("a"), b"from the snapshot");
     write(&src.join("b"), b"from the snapshot too");
+    // Regression (helper-48): a later path of a hard link was then linked to what appeared.
+    write(&src.join("x/p"), b"linked");
+    std::fs::create_dir_all(src.join("y")).unwrap();
+    std::fs::hard_link(src.join("x/p"), src.join("y/l")).unwrap();
     env.init();
     env.backup_json(&[&src]);
     let out = env.path("out");
-    let a = restored(&out, &src).join("a");
-    let hook = format!("restore-batch:printf mine > '{}'", a.display());
+    let base = restored(&out, &src);
+    let (a, p) = (base.join("a"), base.join("x/p"));
+    let hook = format!(
+        "restore-batch:printf mine > '{}'; printf theirs > '{}'",
+        a.display(),
+        p.display()
+    );
     let args = ["restore", "latest", "--overwrite", "never", "--target"];
     let o = env.run_hooked(&[&args[..], &[out.to_str().unwrap()]].concat(), &hook);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not linked"), "{}", stderr(&o));
     assert_eq!(std::fs::read(&a).unwrap(), b"mine");
-    let b = restored(&out, &src).join("b");
-    assert_eq!(std::fs::read(b).unwrap(), b"from the snapshot too");
-    let names = std::fs::read_dir(a.parent().unwrap()).unwrap().count();
-    assert_eq!(names, 2, "a temporary file was left");
+    assert_eq!(std::fs::read(&p).unwrap(), b"theirs");
+    assert!(!base.join("y/l").exists());
+    assert_eq!(
+        std::fs::read(base.join("b")).unwrap(),
+        b"from the snapshot too"
+    );
+    let names = std::fs::read_dir(&base).unwrap().count();
+    assert_eq!(names, 4, "a temporary file was left");
 }
 
 /// Regression: with `--overwrite never`, a resumed restore made the later paths of a hard

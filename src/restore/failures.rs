@@ -6,6 +6,7 @@
 //! follow from stopping are not kept, and every part of the restore can ask whether to go
 //! on. Every path that failed, the stopping one included, is known (`paths`).
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +23,9 @@ pub struct Failures {
     stopped: AtomicBool,
     /// The failure that stopped the restore.
     stop: Mutex<Option<Failure>>,
+    /// Files not put in place because something appeared at their path meanwhile, which
+    /// `--overwrite never` keeps: no failure, but nothing to link to either.
+    kept_instead: Mutex<HashSet<PathBuf>>,
 }
 
 impl Failures {
@@ -52,13 +56,23 @@ impl Failures {
 
     /// The paths that failed so far (those that failed because the restore had stopped
     /// excepted: after a stop, nothing more is to be done).
-    pub fn paths(&self) -> std::collections::HashSet<PathBuf> {
+    pub fn paths(&self) -> HashSet<PathBuf> {
         let stop = lock(&self.stop);
         let list = lock(&self.list);
         list.iter()
             .chain(stop.iter())
             .map(|(p, _)| p.clone())
             .collect()
+    }
+
+    /// Notes a file left unwritten because what appeared at its path is kept.
+    pub fn keep_instead(&self, path: &Path) {
+        lock(&self.kept_instead).insert(path.to_path_buf());
+    }
+
+    /// Whether a file was left unwritten for what appeared at its path (`keep_instead`).
+    pub fn was_kept_instead(&self, path: &Path) -> bool {
+        lock(&self.kept_instead).contains(path)
     }
 
     /// The failures kept, and the one that stopped the restore, if it stopped.

@@ -179,6 +179,14 @@ impl Finisher<'_> {
                 self.fail(link, Error::Invalid(why));
                 continue;
             }
+            if self.failures.was_kept_instead(&first) {
+                let why = format!(
+                    "not linked: something appeared at {} while the restore ran, and was kept",
+                    first.display()
+                );
+                self.fail(link, Error::Invalid(why));
+                continue;
+            }
             let name = temp::file_name(self.temp.next());
             let result = self.target.at(&link).and_then(|at| {
                 let tmp = at.sibling(&name);

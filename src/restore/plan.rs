@@ -399,9 +399,12 @@ impl Plan {
         };
         match put {
             Ok(true) => 1,
-            // Something appeared at the path since the walk looked, and is kept.
+            // Something appeared at the path since the walk looked, and is kept: not the
+            // snapshot's file, so it is neither read back nor linked to.
             Ok(false) => {
                 let _ = tmp.remove_file();
+                file.failed.store(true, Ordering::Release);
+                to.failures.keep_instead(&file.path);
                 0
             }
             Err(e) => {
