@@ -415,19 +415,26 @@ fn a_named_source_is_saved_whatever_the_excludes_say() {
     ];
     let want = [&want[..], &["tagged", "tagged/CACHEDIR.TAG", "tagged/b"]].concat();
     assert_eq!(names(&saved), want, "{saved}");
-    // The way to a nested source is stopped by an exclude, or goes through a symlink.
-    for nested in ["cache/keep", "link/keep"] {
-        let out = env.run(
-            &[
-                &["backup", src.to_str().unwrap(), &at(nested)][..],
-                &excludes,
-            ]
-            .concat(),
-        );
-        assert_eq!(out.status.code(), Some(2), "{nested}: {}", stderr(&out));
-        let why = ["is excluded", "is not a folder"][usize::from(nested == "link/keep")];
-        assert!(stderr(&out).contains(why), "{nested}: {}", stderr(&out));
+    // The way to a nested source is stopped by an exclude (also where a symlink on the way
+    // leads), or goes through a symlink that leads nowhere the walk goes.
+    let (top, link) = (src.to_str().unwrap(), at("link"));
+    for (sources, why) in [
+        ([top, &at("cache/keep")], "is excluded"),
+        ([top, &at("link/keep")], "is excluded"),
+        ([&link, &at("link/keep")], "is not a folder"),
+    ] {
+        let out = env.run(&[&["backup"][..], &sources, &excludes].concat());
+        assert_eq!(out.status.code(), Some(2), "{sources:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(why), "{sources:?}: {}", stderr(&out));
     }
+    // Regression (helper-48): a source behind a symlink whose real path the walk reaches
+    // (`backup / /home/alice` where /home links to var/home) is saved there, as before.
+    env.ok(&["backup", top, &at("link/keep")]);
+    let listed = env.ok(&["ls", "latest", "--recursive"]);
+    assert!(
+        names(&listed).contains(&"cache/keep/a".to_string()),
+        "{listed}"
+    );
     // A folder named on the way is a new start: the exclude no longer stops it.
     let saved = listing(&[src.to_str().unwrap(), &at("cache"), &at("cache/keep")]);
     assert!(

@@ -179,53 +179,75 @@ pub fn check_options(opts: &BackupOptions) -> Result<Excludes> {
 }
 
 /// Refuses a source inside another that the walk of the outer one would not reach. On the
-/// way down to it, each entry must be a folder the walk descends into: not excluded, without
-/// an exclude marker, on the device of the source above with --one-file-system. A source
-/// named on the way is a new start, as for `Walker::entry`, which saves every named source
-/// whatever the excludes say.
+/// way down to it, the outer source and each entry after it must be a folder the walk
+/// descends into: not excluded, without an exclude marker, on the device of the source above
+/// with --one-file-system. A source named on the way is a new start, as for `Walker::entry`,
+/// which saves every named source whatever the excludes say. A symlink on the way is not
+/// followed by the walk; the source is accepted if where it leads is reached instead (under
+/// its real path: `/home/alice` where `/home` links to `var/home`, in a backup of `/`).
 fn check_nested_sources(paths: &[PathBuf], excludes: &Excludes) -> Result<()> {
     let named = walk::named_sources(paths)?;
     let roots = walk::prepare_sources(paths)?;
+    for nested in named.iter().filter(|p| !roots.contains(p)) {
+        if let Some((dir, stops)) = way_stops(nested, &roots, &named, excludes)? {
+            let outer = roots.iter().find(|r| nested.starts_with(r));
+            return Err(Error::Usage(format!(
+                "source {} is inside source {}, but {} on the way {stops}, so the backup \
+                 would not reach it: back it up on its own",
+                nested.display(),
+                outer.map_or(Path::new("/"), |o| o).display(),
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Where and why the walk from the source above `nested` would stop before reaching it.
+fn way_stops(
+    nested: &Path,
+    roots: &[PathBuf],
+    named: &[PathBuf],
+    excludes: &Excludes,
+) -> Result<Option<(PathBuf, &'static str)>> {
     let metadata = |path: &Path| {
         walk::long_path::symlink_metadata(path).map_err(|e| Error::SourceUnreadable {
             path: path.to_path_buf(),
             source: e,
         })
     };
-    for nested in named.iter().filter(|p| !roots.contains(p)) {
-        let mut way: Vec<&Path> = nested.ancestors().skip(1).collect();
-        let Some(outer) = way.iter().position(|a| roots.iter().any(|r| r == a)) else {
+    let mut way: Vec<&Path> = nested.ancestors().skip(1).collect();
+    let Some(outer) = way.iter().position(|a| roots.iter().any(|r| r == a)) else {
+        return Ok(None);
+    };
+    way.truncate(outer + 1);
+    let mut device = None;
+    for dir in way.into_iter().rev() {
+        let meta = metadata(dir)?;
+        let name = dir.file_name().map_or(&[][..], |n| n.as_bytes());
+        let stops = if !meta.is_dir() {
+            let real = std::fs::canonicalize(nested).ok();
+            if let Some(real) =
+                real.filter(|r| r != nested && roots.iter().any(|o| r.starts_with(o)))
+            {
+                return way_stops(&real, roots, named, excludes);
+            }
+            "is not a folder (a symlink is stored, not followed)"
+        } else if named.iter().any(|n| n == dir) {
+            device = Some(meta.dev());
+            continue;
+        } else if excludes.excludes(dir, name, None) {
+            "is excluded"
+        } else if excludes.has_marker(dir) {
+            "holds an exclude marker"
+        } else if excludes.one_file_system && device.is_some_and(|d| meta.dev() != d) {
+            "is on another file system, and --one-file-system is set"
+        } else {
             continue;
         };
-        let outer = way.drain(outer..).next().unwrap_or(Path::new("/"));
-        let mut device = metadata(outer)?.dev();
-        for dir in way.into_iter().rev() {
-            let meta = metadata(dir)?;
-            let name = dir.file_name().map_or(&[][..], |n| n.as_bytes());
-            let stops = if !meta.is_dir() {
-                "is not a folder (a symlink is stored, not followed)"
-            } else if named.iter().any(|n| n == dir) {
-                device = meta.dev();
-                continue;
-            } else if excludes.excludes(dir, name, None) {
-                "is excluded"
-            } else if excludes.has_marker(dir) {
-                "holds an exclude marker"
-            } else if excludes.one_file_system && meta.dev() != device {
-                "is on another file system, and --one-file-system is set"
-            } else {
-                continue;
-            };
-            return Err(Error::Usage(format!(
-                "source {} is inside source {}, but {} on the way {stops}, so the backup \
-                 would not reach it: back it up on its own",
-                nested.display(),
-                outer.display(),
-                dir.display()
-            )));
-        }
+        return Ok(Some((dir.to_path_buf(), stops)));
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Starts listing the sources' folders ahead of the walk, as the walk will descend into them
