@@ -28,6 +28,12 @@ pub fn process_namespace() -> String {
     }
 }
 
+/// Whether descriptors can be named, and reopened, as `/proc/self/fd/N`.
+pub fn proc_mounted() -> bool {
+    static MOUNTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *MOUNTED.get_or_init(|| std::path::Path::new("/proc/self/fd").is_dir())
+}
+
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }

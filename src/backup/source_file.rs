@@ -28,7 +28,7 @@ pub fn open(path: &Path, wait_for_lease: bool, pinned: bool) -> io::Result<Optio
     use std::os::unix::fs::OpenOptionsExt;
     use std::os::unix::io::AsRawFd;
     let path = walk::long_path::reachable(path)?;
-    let pin = match pinned && proc_mounted() {
+    let pin = match pinned && crate::host::proc_mounted() {
         true => {
             let flags = libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC;
             let pin = File::options()
@@ -78,12 +78,6 @@ pub fn open(path: &Path, wait_for_lease: bool, pinned: bool) -> io::Result<Optio
             other => return other.map(Some),
         }
     }
-}
-
-/// Whether descriptors can be reopened as `/proc/self/fd/N`.
-fn proc_mounted() -> bool {
-    static MOUNTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *MOUNTED.get_or_init(|| Path::new("/proc/self/fd").is_dir())
 }
 
 /// How long to wait for the holder of a lease on a source file: longer than the kernel's

@@ -26,6 +26,7 @@ use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::Mode;
 
 use crate::blobs::lock;
+use crate::host::proc_mounted;
 
 /// Folder descriptors kept open at most (well below the usual limit of 1,024 descriptors).
 const OPEN_FOLDERS: usize = 128;
@@ -69,12 +70,6 @@ impl OpenFolders {
 
 fn replaced_by_symlink() -> io::Error {
     io::Error::other("was replaced by a symlink; not followed")
-}
-
-/// Whether descriptors can be named as `/proc/self/fd/N`.
-fn proc_mounted() -> bool {
-    static MOUNTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *MOUNTED.get_or_init(|| Path::new("/proc/self/fd").is_dir())
 }
 
 fn nix_io(e: nix::Error) -> io::Error {
