@@ -443,6 +443,24 @@ fn a_named_source_is_saved_whatever_the_excludes_say() {
     );
 }
 
+/// Regression (helper-47): backup printed names raw in its warnings (and dry-run list), so a
+/// file name could fake lines of output or send escape sequences to the terminal.
+#[test]
+fn warnings_show_names_escaped() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("bad\nname\x1b[31m.victim"), b"goes away");
+    env.init();
+    let hook = r#"file-listed:case "$1" in *victim) rm -f "$1";; esac"#;
+    let out = env.run_hooked(&["backup", src.to_str().unwrap()], hook);
+    let err = stderr(&out);
+    assert!(
+        err.contains("bad\\nname\\x1b[31m.victim: vanished"),
+        "{err}"
+    );
+    assert!(!err.contains('\x1b') && !err.contains("bad\nname"), "{err}");
+}
+
 #[test]
 fn dry_run_writes_nothing_and_lists_new_files() {
     let env = Env::new();

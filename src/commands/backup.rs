@@ -28,9 +28,15 @@ struct CliReporter {
     output_failed: std::sync::OnceLock<String>,
 }
 
+/// A path as the terminal should show it: a name cannot fake lines or send escape sequences.
+fn for_terminal_path(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    super::for_terminal_bytes(path.as_os_str().as_bytes())
+}
+
 impl Reporter for CliReporter {
     fn warning(&self, w: Warning) {
-        let line = format!("warning: {}: {}", w.path.display(), w.message);
+        let line = format!("warning: {}: {}", for_terminal_path(&w.path), w.message);
         match &self.bar {
             Some(bar) => bar.println(line),
             None => eprintln!("{line}"),
@@ -40,7 +46,7 @@ impl Reporter for CliReporter {
 
     fn file_started(&self, path: &Path) {
         if let Some(bar) = &self.bar {
-            bar.set_message(path.display().to_string());
+            bar.set_message(for_terminal_path(path));
         }
     }
 
@@ -62,7 +68,11 @@ impl Reporter for CliReporter {
             } else {
                 "changed"
             };
-            let line = format!("{what:<8} {} ({})", path.display(), human_bytes(size));
+            let line = format!(
+                "{what:<8} {} ({})",
+                for_terminal_path(path),
+                human_bytes(size)
+            );
             use std::io::Write;
             if let Err(e) = writeln!(std::io::stdout().lock(), "{line}") {
                 let _ = self.output_failed.set(format!(
