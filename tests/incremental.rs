@@ -649,6 +649,19 @@ fn a_source_gone_before_the_walk_makes_the_snapshot_partial() {
         std::fs::read(restored(&target, &kept).join("file")).unwrap(),
         b"kept"
     );
+    // Regression (helper-48): a source inside another, gone before its folder was listed,
+    // was not missed at all (exit 0). The wait outlasts listings read ahead (2 s), so the
+    // folder is listed again, without it.
+    let nested = kept.join("sub/named");
+    write(&nested, b"named");
+    let hook = format!("sources-checked:rm {} && sleep 2.5", nested.display());
+    let out = env.run_hooked(
+        &["backup", kept.to_str().unwrap(), nested.to_str().unwrap()],
+        &hook,
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("sub/named: vanished"), "{err}");
 }
 
 /// Regression: a folder swapped for a symlink after its parent was listed was listed through

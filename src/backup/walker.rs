@@ -380,6 +380,11 @@ impl Walker<'_, '_, '_> {
                 return Ok(None);
             }
         };
+        // A source named inside this folder, gone from its listing: not a complete snapshot.
+        let gone = self.named.iter().filter(|n| n.parent() == Some(path));
+        for source in gone.filter(|n| !entries.iter().any(|e| e.path == **n)) {
+            self.skip(source, VANISHED.into());
+        }
         let parent_id = parent;
         let parent = self.parent_tree(parent_id);
         prefetch(&entries, parent.as_ref(), guard.check.is_some());
