@@ -444,7 +444,7 @@ pub fn read_header(repo: &Repository, pack: &PackId, size: u64) -> Result<Vec<Bl
     let mut tail = repo.read_pack_range(pack, tail_start..size)?;
     let trailer = &tail[tail.len() - TRAILER_LEN..];
     let (len, version) = match header_len_from_trailer(pack, trailer) {
-        Err(e @ Error::NewerFormat { .. }) => return Err(newer_or_damaged(repo, pack, size, e)),
+        Err(e @ Error::NewerFormat { .. }) => return Err(newer_or_damaged(repo, pack, e)),
         other => other?,
     };
     let header_end = size - TRAILER_LEN as u64;
@@ -463,11 +463,11 @@ pub fn read_header(repo: &Repository, pack: &PackId, size: u64) -> Result<Vec<Bl
 /// A pack whose footer claims a newer format version than this cairn knows: it is damaged
 /// rather than newer if its bytes do not match its name (one flipped bit in the version field
 /// must not stop `repair index` for the whole repository as if a newer cairn had written it).
-fn newer_or_damaged(repo: &Repository, pack: &PackId, size: u64, newer: Error) -> Error {
+fn newer_or_damaged(repo: &Repository, pack: &PackId, newer: Error) -> Error {
     let Error::NewerFormat { found, .. } = newer else {
         return newer;
     };
-    match repo.read_pack_range(pack, 0..size) {
+    match repo.read_pack(pack) {
         Ok(bytes) if blake3::hash(&bytes).as_bytes() != &pack.0 => Error::corrupt(
             "pack",
             pack.to_hex(),

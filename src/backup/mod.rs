@@ -187,7 +187,7 @@ pub fn check_options(opts: &BackupOptions) -> Result<Excludes> {
 /// its real path: `/home/alice` where `/home` links to `var/home`, in a backup of `/`).
 fn check_nested_sources(paths: &[PathBuf], excludes: &Excludes) -> Result<()> {
     let named = walk::named_sources(paths)?;
-    let roots = walk::prepare_sources(paths)?;
+    let roots = walk::roots_of(&named);
     for nested in named.iter().filter(|p| !roots.contains(p)) {
         if let Some((dir, stops)) = way_stops(nested, &roots, &named, excludes)? {
             let outer = roots.iter().find(|r| nested.starts_with(r));
@@ -257,8 +257,9 @@ pub fn list_ahead(opts: &BackupOptions) -> Result<Option<ListingAhead>> {
     let Source::Paths(paths) = &opts.source else {
         return Ok(None);
     };
-    let sources = walk::prepare_sources(paths)?;
-    let named: HashSet<PathBuf> = walk::named_sources(paths)?.into_iter().collect();
+    let named = walk::named_sources(paths)?;
+    let sources = walk::roots_of(&named);
+    let named: HashSet<PathBuf> = named.into_iter().collect();
     let excludes = Excludes::new(&opts.excludes)?;
     // The walk's own rules (`Walker::entry`): a folder named as a source, or one not
     // excluded, on the source's device with --one-file-system, without an exclude marker.
@@ -291,8 +292,9 @@ pub fn run(
     let time_ns = opts.time_ns.unwrap_or(started_ns);
     let (sources, paths, named) = match &opts.source {
         Source::Paths(p) => {
-            let sources = walk::prepare_sources(p)?;
-            let named = walk::named_sources(p)?.into_iter().collect();
+            let named = walk::named_sources(p)?;
+            let sources = walk::roots_of(&named);
+            let named = named.into_iter().collect();
             if let Some(first) = sources.first() {
                 crate::failpoint::hook("sources-checked", first);
             }

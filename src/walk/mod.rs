@@ -37,10 +37,14 @@ pub fn normalize(path: &Path) -> Result<PathBuf> {
 /// Normalizes, checks existence, sorts, and drops sources inside other sources (the walk of
 /// the outer one reaches them: `backup::check_options` refuses one it would not).
 pub fn prepare_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let all = named_sources(paths)?;
-    let mut out = all.clone();
-    out.retain(|p| !all.iter().any(|q| q != p && p.starts_with(q)));
-    Ok(out)
+    Ok(roots_of(&named_sources(paths)?))
+}
+
+/// Of the sources `named_sources` returns, those inside no other.
+pub fn roots_of(named: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = named.to_vec();
+    out.retain(|p| !named.iter().any(|q| q != p && p.starts_with(q)));
+    out
 }
 
 /// Every source named: normalized, checked to exist, sorted, without duplicates.
