@@ -448,7 +448,7 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub numeric_owner: bool,
     /// Write files and folders in batches of at most N, while the next batch is planned
-    /// (memory, for the two: about 0.5 KB a file plus 40 bytes a chunk, 350 bytes a folder)
+    /// (memory, for the three held: about 0.5 KB a file plus 40 bytes a chunk, 350 bytes a folder)
     #[arg(long, value_name = "N", default_value_t = 50_000,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_files: u32,

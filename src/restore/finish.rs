@@ -1,23 +1,29 @@
 //! The second half of a restore, on a thread of its own while the walk goes on: the batches
-//! the walk hands over, in order and each completely before the next. For each: the files'
-//! data (`plan::Plan::execute`), then with `verify` reading them back, then the hard links
-//! planned in it, then the metadata of the folders the walk had left when it handed it over.
+//! the walk hands over, in order. For each: the files' data (`plan::Plan::execute`), then
+//! with `verify` reading them back; then its end: the hard links planned in it, then the
+//! metadata of the folders the walk had left when it handed it over. A batch's files are
+//! written while the batch before is still being written, and that one's end made: its last
+//! reads and writes, and the next one's first, keep the workers busy between them. A batch's
+//! files lie in folders of its own, which no other batch writes into.
 //!
 //! Guarantees: a folder's metadata is set only after every file and link in it is in place
 //! (the walk hands a folder over only after everything in it); a link is made only once its
-//! first path was written, in this batch or an earlier one, and not at all if that failed.
+//! first path was written, in this batch or an earlier one, and not at all if that failed;
+//! batches end in order, each once its files are written.
 //! A folder whose mode denies its owner search permission is finished last of all, so that
 //! links made later to files inside it need no privilege to reach them.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::Receiver;
+use std::thread::ScopedJoinHandle;
 
 use rayon::prelude::*;
 
 use super::failures::Failures;
 use super::metadata::{self, Owners};
-use super::plan::{Destination, Plan};
+use super::plan::{Destination, Plan, Written};
 use super::select;
 use super::target::Target;
 use super::temp::{self, TempNames};
@@ -63,6 +69,19 @@ impl Batch {
     }
 }
 
+/// What is left of a batch once its files are in place: its links, then its folders.
+struct BatchEnd {
+    links: Vec<(PathBuf, PathBuf)>,
+    dirs: Vec<(PathBuf, FolderEnd)>,
+}
+
+/// What a batch's end made: links, and the folders left for last.
+#[derive(Default)]
+struct Ended {
+    links: u64,
+    closed_dirs: Vec<(PathBuf, FolderEnd)>,
+}
+
 pub struct Finisher<'a> {
     pub repo: &'a Repository,
     /// For `verify`.
@@ -87,12 +106,57 @@ pub struct Finisher<'a> {
 }
 
 impl Finisher<'_> {
-    pub fn finish(&mut self, batch: Batch) {
+    /// Finishes every batch the walk hands over, then the folders left for last.
+    pub fn finish_all(&mut self, batches: Receiver<Batch>) {
+        let (mut written, mut ended) = (Written::default(), Ended::default());
+        let this = &*self;
+        std::thread::scope(|scope| {
+            let mut before: Option<(ScopedJoinHandle<'_, Written>, BatchEnd)> = None;
+            for Batch { plan, links, dirs } in batches {
+                crate::failpoint::hook("restore-batch", this.target.path());
+                let writing = scope.spawn(move || this.write(plan));
+                let end = BatchEnd { links, dirs };
+                if let Some((writing, end)) = before.replace((writing, end)) {
+                    this.end(writing, end, &mut written, &mut ended);
+                }
+            }
+            if let Some((writing, end)) = before {
+                this.end(writing, end, &mut written, &mut ended);
+            }
+        });
+        self.bytes += written.bytes;
+        self.files += written.files + ended.links;
+        self.closed_dirs = ended.closed_dirs;
+        self.finish_closed_dirs();
+    }
+
+    /// Once a batch's files are written (`writing`), makes its links, then sets its folders'
+    /// metadata; adds what it did to `written` and `ended`.
+    fn end(
+        &self,
+        writing: ScopedJoinHandle<'_, Written>,
+        end: BatchEnd,
+        written: &mut Written,
+        ended: &mut Ended,
+    ) {
+        let done = writing
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        written.bytes += done.bytes;
+        written.files += done.files;
+        // After a stop, links could only point at files that were not rewritten.
+        if !self.failures.stopped() {
+            ended.links += self.links(end.links);
+        }
+        ended.closed_dirs.extend(self.dirs(end.dirs));
+    }
+
+    /// The files' data, then with `verify` reading them back.
+    fn write(&self, plan: Plan) -> Written {
         let copies = |id: &BlobId| match &self.copies_index {
             Ok(index) => lock(index).locations(id),
             Err(e) => Err(Error::Invalid(e.to_string())),
         };
-        crate::failpoint::hook("restore-batch", self.target.path());
         let to = Destination {
             target: self.target,
             owners: self.owners,
@@ -100,18 +164,12 @@ impl Finisher<'_> {
             holes_marked: self.holes_marked,
             replace: self.replace,
         };
-        let written = batch.plan.execute(self.repo, to, &copies);
-        self.bytes += written.bytes;
-        self.files += written.files;
+        let written = plan.execute(self.repo, to, &copies);
         tracing::debug!("restore: data written, files in place");
         if self.verify {
-            self.verify(&batch.plan);
+            self.verify(&plan);
         }
-        // After a stop, links could only point at files that were not rewritten.
-        if !self.failures.stopped() {
-            self.links(batch.links);
-        }
-        self.dirs(batch.dirs);
+        written
     }
 
     fn fail(&self, path: PathBuf, err: Error) {
@@ -165,9 +223,11 @@ impl Finisher<'_> {
 
     /// Hard links within the restored set become hard links again; a link whose first path
     /// failed is not made (it would link to whatever is at that path), and fails too.
-    fn links(&mut self, links: Vec<(PathBuf, PathBuf)>) {
+    /// Returns how many were made.
+    fn links(&self, links: Vec<(PathBuf, PathBuf)>) -> u64 {
+        let mut made = 0;
         if links.is_empty() {
-            return;
+            return made;
         }
         let failed = self.failures.paths();
         for (link, first) in links {
@@ -199,22 +259,26 @@ impl Finisher<'_> {
                 put
             });
             match result {
-                Ok(true) => self.files += 1,
+                Ok(true) => made += 1,
                 Ok(false) => {}
                 Err(e) => self.failures.record_write(&link, Error::io(&link, e)),
             }
         }
+        made
     }
 
-    /// Folder metadata, children before parents (the order the walk left them in).
-    fn dirs(&mut self, dirs: Vec<(PathBuf, FolderEnd)>) {
+    /// Folder metadata, children before parents (the order the walk left them in); returns
+    /// the folders left for last.
+    fn dirs(&self, dirs: Vec<(PathBuf, FolderEnd)>) -> Vec<(PathBuf, FolderEnd)> {
+        let mut closed = Vec::new();
         for (path, end) in dirs {
             if end.mode() & 0o100 == 0 {
-                self.closed_dirs.push((path, end));
+                closed.push((path, end));
             } else {
                 self.apply(path, &end);
             }
         }
+        closed
     }
 
     fn apply(&self, path: PathBuf, end: &FolderEnd) {
@@ -232,7 +296,7 @@ impl Finisher<'_> {
     /// Finishes the folders left for last, once every batch is done. The folders above them
     /// were given to their owners long before, who could have swapped one for a symlink
     /// since: like every entry, each is reached through its folder's descriptor.
-    pub fn finish_closed_dirs(&mut self) {
+    fn finish_closed_dirs(&mut self) {
         crate::failpoint::hook("restore-closed-dirs", self.target.path());
         self.target.forget_all();
         for (path, end) in std::mem::take(&mut self.closed_dirs) {

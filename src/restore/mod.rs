@@ -6,8 +6,8 @@
 //! parallel and writes each verified blob where it belongs, each file under a temporary name
 //! that it is renamed from once complete, with its metadata (`plan::Plan::execute`); then
 //! makes the batch's hard links and sets the metadata of the folders in it. The walk waits
-//! while the finisher is busy with the batch before, so two batches are held at most and
-//! memory is bounded whatever the size of the tree (only the first path of each file with
+//! while the finisher is busy with the two batches before, so three batches are held at most
+//! and memory is bounded whatever the size of the tree (only the first path of each file with
 //! several links is kept to the end).
 //!
 //! Guarantees:
@@ -67,7 +67,7 @@ pub struct RestoreOptions {
     /// blobs are left holes, other files get theirs written (a swap file or a preallocated
     /// database stays allocated). Else every all-zero blob is a hole.
     pub holes_marked: bool,
-    /// Files and folders handed over to be written at a time (two batches are held at
+    /// Files and folders handed over to be written at a time (three batches are held at
     /// most). Bounds memory whatever the size of the tree; a blob that files of two batches
     /// share is read once for each.
     pub batch_files: usize,
@@ -190,10 +190,7 @@ pub fn run(
         // No batch waits in between: the walk hands one over when the finisher takes it.
         let (hand_over, batches) = sync_channel::<Batch>(0);
         let finishing = scope.spawn(move || {
-            for batch in batches {
-                finisher.finish(batch);
-            }
-            finisher.finish_closed_dirs();
+            finisher.finish_all(batches);
             (finisher.files, finisher.bytes)
         });
         let walk = Walk {
