@@ -102,7 +102,7 @@ fn content<'r, 'a>(reader: &'r BlobReader<'a>, node: &'r Node) -> ContentReader<
 }
 
 pub fn run(ctx: &Context, args: &DumpArgs) -> Result<Outcome> {
-    let preparing = ctx.prepare_index();
+    let preparing = ctx.prepare_index_for_reading();
     let repo = ctx.open_repo()?;
     let _lock = ctx.lock(&repo, false)?;
     let index = ctx.open_prepared_index_for_reading(&repo, preparing)?;

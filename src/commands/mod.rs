@@ -23,7 +23,7 @@ use std::path::PathBuf;
 
 use cairn::error::{Error, Result};
 use cairn::ids::PackId;
-use cairn::index::{LocalIndex, OpenReport, PreparedIndex};
+use cairn::index::{LocalIndex, OpenReport, PreparedIndex, Unjudged};
 use cairn::repo::Repository;
 use cairn::repo::lock::RepositoryLock;
 use cairn::storage::{self, Storage};
@@ -226,11 +226,25 @@ impl Context {
     /// (its id read from its config, which needs no key), so that opening and checking the
     /// local index overlaps the key derivation; `open_prepared_index` takes the result.
     pub fn prepare_index(&self) -> PreparingIndex {
+        self.prepare(false)
+    }
+
+    /// `prepare_index`, then the packs on storage listed too, for
+    /// `open_prepared_index_for_reading` (`PreparedIndex::list_packs`).
+    pub fn prepare_index_for_reading(&self) -> PreparingIndex {
+        self.prepare(true)
+    }
+
+    fn prepare(&self, list_packs: bool) -> PreparingIndex {
         let (location, cache_dir) = (self.repo.clone(), self.cache_dir.clone());
         PreparingIndex(Some(std::thread::spawn(move || {
             let storage = storage::open_location(&location, false).ok()?;
             let config = cairn::repo::read_config(storage.as_ref()).ok()?;
-            LocalIndex::prepare(&cache_dir, &config.id).ok()
+            let mut prepared = LocalIndex::prepare(&cache_dir, &config.id).ok()?;
+            if list_packs {
+                prepared.list_packs(storage.as_ref());
+            }
+            Some(prepared)
         })))
     }
 
@@ -241,7 +255,15 @@ impl Context {
         repo: &Repository,
         mut preparing: PreparingIndex,
     ) -> Result<LocalIndex> {
-        match preparing.finish() {
+        self.open_prepared(repo, preparing.finish())
+    }
+
+    fn open_prepared(
+        &self,
+        repo: &Repository,
+        prepared: Option<PreparedIndex>,
+    ) -> Result<LocalIndex> {
+        match prepared {
             Some(prepared) if prepared.is_for(repo) => {
                 tracing::debug!("repository open; syncing the prepared local index");
                 let (index, report) = prepared.sync_with(repo)?;
@@ -272,14 +294,26 @@ impl Context {
         self.validated_for_reading(repo, index)
     }
 
-    /// `open_index_for_reading` from what `prepare_index` prepared (`open_prepared_index`).
+    /// `open_index_for_reading` from what `prepare_index_for_reading` prepared
+    /// (`open_prepared_index`), with the packs it listed if it could.
     pub fn open_prepared_index_for_reading(
         &self,
         repo: &Repository,
-        preparing: PreparingIndex,
+        mut preparing: PreparingIndex,
     ) -> Result<LocalIndex> {
-        let index = self.open_prepared_index(repo, preparing)?;
-        self.validated_for_reading(repo, index)
+        let mut prepared = preparing.finish();
+        let listing = prepared.as_mut().and_then(PreparedIndex::take_listing);
+        let mut index = self.open_prepared(repo, prepared)?;
+        let early = match listing {
+            Some(listing) => index.mark_lost(&listing, Unjudged::Relist)?,
+            None => None,
+        };
+        let lost = match early {
+            Some(lost) => lost,
+            None => index.validate_packs(repo)?,
+        };
+        self.warn_lost(&lost);
+        Ok(index)
     }
 
     fn validated_for_reading(
@@ -288,8 +322,12 @@ impl Context {
         mut index: LocalIndex,
     ) -> Result<LocalIndex> {
         let lost = index.validate_packs(repo)?;
-        self.warn_lost_packs(&lost, "files whose data was only there cannot be restored");
+        self.warn_lost(&lost);
         Ok(index)
+    }
+
+    fn warn_lost(&self, lost: &[PackId]) {
+        self.warn_lost_packs(lost, "files whose data was only there cannot be restored");
     }
 
     pub fn report_index_open(&self, report: &OpenReport) {

@@ -40,7 +40,7 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<Outcome> {
             String::from_utf8_lossy(name)
         ))
     })?;
-    let preparing = ctx.prepare_index();
+    let preparing = ctx.prepare_index_for_reading();
     let repo = ctx.open_repo()?;
     let _lock = ctx.lock(&repo, false)?;
     let index = ctx.open_prepared_index_for_reading(&repo, preparing)?;

@@ -15,7 +15,7 @@
 //! - a tree it lists as complete has every blob below it indexed and usable: whatever takes
 //!   a blob out or makes one unusable empties that list (`COMPLETE_TREES`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -262,6 +262,22 @@ pub struct PreparedIndex {
     index: LocalIndex,
     report: OpenReport,
     repo_id: RepositoryId,
+    listing: Option<PackListing>,
+}
+
+/// The packs on storage, and the packs the index listed before they were listed, which the
+/// listing judges whether it holds them or not (`LocalIndex::mark_lost`).
+pub struct PackListing {
+    judged: HashSet<PackId>,
+    stored: HashMap<PackId, u64>,
+}
+
+/// What a pack indexed after a listing was made, and missing from it, calls for.
+pub enum Unjudged {
+    /// Nothing: another process indexed it after it was written, after the listing.
+    Skip,
+    /// A new listing: the index itself took it in since (an early listing).
+    Relist,
 }
 
 impl PreparedIndex {
@@ -269,6 +285,23 @@ impl PreparedIndex {
     /// opened, from another repository's config at the same place).
     pub fn is_for(&self, repo: &Repository) -> bool {
         self.repo_id == *repo.id()
+    }
+
+    /// Lists the packs on `storage` (after noting the packs the index lists), for
+    /// `LocalIndex::mark_lost`: this way the listing, which needs no key, overlaps the key
+    /// derivation. A listing that fails is left to be made again later.
+    pub fn list_packs(&mut self, storage: &dyn crate::storage::Storage) {
+        let Ok(judged) = self.index.indexed_packs() else {
+            return;
+        };
+        if let Ok(stored) = crate::repo::stored_packs(storage) {
+            self.listing = Some(PackListing { judged, stored });
+        }
+    }
+
+    /// The listing `list_packs` made, if any.
+    pub fn take_listing(&mut self) -> Option<PackListing> {
+        self.listing.take()
     }
 
     /// The second half of `LocalIndex::open`: merges the repository's index segments and
@@ -341,6 +374,7 @@ impl LocalIndex {
             index,
             report,
             repo_id: *repo_id,
+            listing: None,
         })
     }
 
@@ -642,6 +676,29 @@ impl LocalIndex {
     pub fn validate_packs(&mut self, repo: &Repository) -> Result<Vec<PackId>> {
         // The table before the listing: a pack another process indexes in between is then
         // not looked for in a listing made before it was written.
+        let judged = self.indexed_packs()?;
+        let stored = repo.stored_packs()?;
+        let listing = PackListing { judged, stored };
+        Ok(self
+            .mark_lost(&listing, Unjudged::Skip)?
+            .unwrap_or_default())
+    }
+
+    /// The packs the index lists.
+    fn indexed_packs(&self) -> Result<HashSet<PackId>> {
+        Ok(self.ids_in("packs")?.into_iter().map(PackId).collect())
+    }
+
+    /// `validate_packs` with a listing made already: a pack the index listed before the
+    /// listing was made is judged by it, so is one indexed since that the listing holds; one
+    /// indexed since that it lacks may have been written after it (`Unjudged`). `None` (and
+    /// nothing changed) where that calls for a new listing.
+    pub fn mark_lost(
+        &mut self,
+        listing: &PackListing,
+        unjudged: Unjudged,
+    ) -> Result<Option<Vec<PackId>>> {
+        let PackListing { judged, stored } = listing;
         let indexed: Vec<(Vec<u8>, i64, bool)> = {
             let mut stmt = self
                 .conn
@@ -651,12 +708,16 @@ impl LocalIndex {
                 .and_then(|rows| rows.collect::<rusqlite::Result<_>>())
                 .map_err(self.err())?
         };
-        let stored = repo.stored_packs()?;
+        let decided = |p: &PackId| judged.contains(p) || stored.contains_key(p);
+        let ids = || indexed.iter().filter_map(|(id, ..)| PackId::from_slice(id));
+        if matches!(unjudged, Unjudged::Relist) && !ids().all(|p| decided(&p)) {
+            return Ok(None);
+        }
         let path = self.path.clone();
         let tx = self.conn.transaction().map_err(sql_err(&path))?;
         let mut lost = Vec::new();
         for (id, size, was_lost) in indexed {
-            let Some(pack) = PackId::from_slice(&id) else {
+            let Some(pack) = PackId::from_slice(&id).filter(decided) else {
                 continue;
             };
             let is_lost = stored.get(&pack).is_none_or(|&s| s as i64 != size);
@@ -674,7 +735,7 @@ impl LocalIndex {
         tx.commit().map_err(sql_err(&path))?;
         self.careful = self.has_unusable()?;
         lost.sort();
-        Ok(lost)
+        Ok(Some(lost))
     }
 
     /// The rows of a query selecting two byte columns.
@@ -849,6 +910,45 @@ mod tests {
                 .path()
                 .starts_with(cache.path().join(one.id().to_hex()))
         );
+    }
+
+    /// A listing made before the sync (`PreparedIndex::list_packs`) judges the packs the
+    /// index held then, and those indexed since that it holds; one indexed since that it
+    /// lacks may have been written after it, and calls for a new listing (a fresh cache, in
+    /// which nothing was indexed before, must still find lost packs).
+    #[test]
+    fn an_early_listing_judges_only_what_it_can() {
+        let repo = crate::repo::memory_repository();
+        let cache = tempfile::tempdir().unwrap();
+        let (mut index, _) = LocalIndex::open(cache.path(), &repo).unwrap();
+        let add = |index: &LocalIndex, seq: u8| {
+            let sql = format!("INSERT INTO packs (seq, id, size) VALUES ({seq}, ?1, 10)");
+            index.conn.execute(&sql, [&[seq; 32][..]]).unwrap();
+        };
+        add(&index, 1);
+        add(&index, 2);
+        let listing = |judged: &[u8], stored: &[u8]| PackListing {
+            judged: judged.iter().map(|&s| PackId([s; 32])).collect(),
+            stored: stored.iter().map(|&s| (PackId([s; 32]), 10)).collect(),
+        };
+        let lost = |index: &mut LocalIndex, l: PackListing, unjudged| {
+            index.mark_lost(&l, unjudged).unwrap()
+        };
+        // Pack 1 was indexed before the listing, which lacks it: lost. Pack 2 was indexed
+        // since, and is listed: there.
+        let one = vec![PackId([1; 32])];
+        let early = lost(&mut index, listing(&[1], &[2]), Unjudged::Relist);
+        assert_eq!(early, Some(one.clone()));
+        // Nothing was indexed before (a fresh cache): every pack is listed, nothing is lost.
+        let fresh = lost(&mut index, listing(&[], &[1, 2]), Unjudged::Relist);
+        assert_eq!(fresh, Some(vec![]));
+        // Pack 2, indexed since, is not listed: only a new listing can tell.
+        assert_eq!(lost(&mut index, listing(&[1], &[]), Unjudged::Relist), None);
+        assert!(!index.careful, "nothing changed");
+        // A listing made after the sync skips it (another process indexed it since).
+        let late = lost(&mut index, listing(&[1], &[]), Unjudged::Skip);
+        assert_eq!(late, Some(one));
+        assert!(index.careful);
     }
 
     /// A tree recorded complete stays so while blobs are only added or healed, and is

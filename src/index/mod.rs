@@ -6,5 +6,5 @@ pub mod local;
 pub mod segment;
 
 pub use inventory::{IndexedPack, Inventory};
-pub use local::{LocalIndex, OpenReport, PreparedIndex};
+pub use local::{LocalIndex, OpenReport, PackListing, PreparedIndex, Unjudged};
 pub use segment::{IndexSegment, PackRecord, SEGMENT_BLOBS};

@@ -48,6 +48,23 @@ fn dir_of(kind: FileKind) -> &'static str {
 }
 
 /// The storage path of a content-addressed file.
+/// Every pack on `storage` with its size in bytes (needs no key).
+pub fn stored_packs(storage: &dyn Storage) -> Result<std::collections::HashMap<PackId, u64>> {
+    use rayon::prelude::*;
+    let listed = storage.list(dir_of(FileKind::Pack), true)?;
+    listed
+        .into_par_iter()
+        .filter_map(|o| {
+            let id = PackId(id_at(FileKind::Pack, &o.path)?);
+            Some((id, o))
+        })
+        .map(|(id, o)| match o.size {
+            Some(size) => Ok((id, size)),
+            None => storage.size(&o.path).map(|size| (id, size)),
+        })
+        .collect()
+}
+
 pub fn object_path(kind: FileKind, id: &[u8; 32]) -> String {
     let hex = to_hex(id);
     match kind {
@@ -343,19 +360,7 @@ impl Repository {
 
     /// Every pack on storage with its size in bytes.
     pub fn stored_packs(&self) -> Result<std::collections::HashMap<PackId, u64>> {
-        use rayon::prelude::*;
-        let listed = self.storage.list(dir_of(FileKind::Pack), true)?;
-        listed
-            .into_par_iter()
-            .filter_map(|o| {
-                let id = PackId(id_at(FileKind::Pack, &o.path)?);
-                Some((id, o))
-            })
-            .map(|(id, o)| match o.size {
-                Some(size) => Ok((id, size)),
-                None => self.storage.size(&o.path).map(|size| (id, size)),
-            })
-            .collect()
+        stored_packs(self.storage.as_ref())
     }
 
     pub fn read_pack_range(&self, pack: &PackId, range: std::ops::Range<u64>) -> Result<Vec<u8>> {
