@@ -267,17 +267,14 @@ impl Finisher<'_> {
         made
     }
 
-    /// Folder metadata, children before parents (the order the walk left them in); returns
-    /// the folders left for last.
+    /// Folder metadata, on every worker (in any order: setting a folder's metadata changes
+    /// nothing in the folder above it); returns the folders left for last.
     fn dirs(&self, dirs: Vec<(PathBuf, FolderEnd)>) -> Vec<(PathBuf, FolderEnd)> {
-        let mut closed = Vec::new();
-        for (path, end) in dirs {
-            if end.mode() & 0o100 == 0 {
-                closed.push((path, end));
-            } else {
-                self.apply(path, &end);
-            }
-        }
+        let (closed, open): (Vec<_>, Vec<_>) = dirs
+            .into_iter()
+            .partition(|(_, end)| end.mode() & 0o100 == 0);
+        open.into_par_iter()
+            .for_each(|(path, end)| self.apply(path, &end));
         closed
     }
 
