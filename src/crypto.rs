@@ -82,6 +82,7 @@ impl Keys {
     }
 
     /// Like `open`, but decrypts inside `sealed` and returns the plaintext part of it.
+    /// `sealed` is garbage afterwards, and cleared if it fails to open.
     pub fn open_in_place<'a>(
         &self,
         associated_data: &[u8],

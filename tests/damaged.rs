@@ -989,6 +989,54 @@ fn damaged_local_index_is_rebuilt_not_reported() {
     );
 }
 
+/// Regression (helper-49): a blob opened in place where it was read is wiped when it fails
+/// authentication (aws-lc clears what it could not open). A damaged index entry that takes in
+/// the next blob's bytes then destroyed that blob too, and its file failed with it.
+#[test]
+fn a_bad_index_entry_spanning_the_next_blob_fails_only_its_own_file() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("a"), &noise(21, 5000));
+    write(&src.join("b"), &noise(22, 5000));
+    env.init();
+    env.backup_json(&[&src]);
+    let folder = std::fs::read_dir(&env.cache)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let db = rusqlite::Connection::open(folder.path().join("index.sqlite")).unwrap();
+    let data_blobs = "SELECT pack, offset, stored_len FROM blobs WHERE type = 0 AND raw_len = 5000
+                      ORDER BY pack, offset";
+    let rows: Vec<(i64, i64, i64)> = db
+        .prepare(data_blobs)
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let [(pack, first, _), (same_pack, second, second_len)] = rows[..] else {
+        panic!("two data blobs expected: {rows:?}");
+    };
+    assert_eq!(pack, same_pack);
+    let spanning = second + second_len - first;
+    db.execute(
+        "UPDATE blobs SET stored_len = ?1 WHERE pack = ?2 AND offset = ?3",
+        rusqlite::params![spanning, pack, first],
+    )
+    .unwrap();
+    drop(db);
+    let target = env.path("out");
+    let out = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let back = restored(&target, &src);
+    let intact = ["a", "b"]
+        .iter()
+        .filter(|name| std::fs::read(back.join(name)).ok() == std::fs::read(src.join(name)).ok())
+        .count();
+    assert_eq!(intact, 1, "{}", stderr(&out));
+}
+
 /// Writes one pack holding `data` as a data blob; with `indexed`, also a segment listing it.
 fn store_pack(repo: &Repository, data: &[u8], indexed: bool) -> (PackId, BlobId) {
     let id = repo.keys().blob_id(data);

@@ -32,7 +32,7 @@ use crate::blobs::lock;
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, PackId};
 use crate::index::LocalIndex;
-use crate::pack::{BlobEntry, with_blob_in_place};
+use crate::pack::{BlobEntry, open_blob, with_blob_in_place};
 use crate::repo::Repository;
 use crate::tree::Node;
 
@@ -267,20 +267,34 @@ impl Plan {
                 (stopped, read)
             };
             let mut read = read;
-            for blob in span {
+            let shared = sharing_bytes(span);
+            for (blob, shared) in span.iter().zip(shared) {
                 let place_blob = |data: Result<&[u8]>| {
                     let done = self.place_blob(blob, data, to, &bytes);
                     files.fetch_add(done, Ordering::Relaxed);
                 };
-                // Opened where it was read (no copy), written from this thread's buffer.
+                // Opened where it was read (no copy), written from this thread's buffer. Opening
+                // garbles the bytes, and wipes them where it fails: a blob that shares bytes
+                // with another (entries of a damaged index may) is opened from a copy.
                 let opened = match &mut read {
                     Ok(packed) => {
                         let at = (blob.entry.offset - start) as usize;
                         let sealed = &mut packed[at..at + blob.entry.stored_len as usize];
-                        let keys = repo.keys();
-                        with_blob_in_place(keys, repo.id(), pack, &blob.entry, sealed, |data| {
-                            place_blob(Ok(data));
-                        })
+                        let (keys, repo_id) = (repo.keys(), repo.id());
+                        match shared {
+                            true => open_blob(keys, repo_id, pack, &blob.entry, sealed)
+                                .map(|data| place_blob(Ok(&data))),
+                            false => with_blob_in_place(
+                                keys,
+                                repo_id,
+                                pack,
+                                &blob.entry,
+                                sealed,
+                                |data| {
+                                    place_blob(Ok(data));
+                                },
+                            ),
+                        }
                     }
                     Err(e) => Err(describe(e)),
                 };
@@ -531,6 +545,21 @@ fn spans<'b>(order: &'b [&'b PlannedBlob], max_read: u64) -> Vec<&'b [&'b Planne
     out
 }
 
+/// For each blob of a span (sorted by offset), whether it shares bytes with another.
+fn sharing_bytes(span: &[&PlannedBlob]) -> Vec<bool> {
+    let mut shared = vec![false; span.len()];
+    let mut end_so_far = 0;
+    for (i, blob) in span.iter().enumerate() {
+        let with_earlier = i > 0 && blob.entry.offset < end_so_far;
+        let with_later = span
+            .get(i + 1)
+            .is_some_and(|next| next.entry.offset < blob.entry.end());
+        shared[i] = with_earlier || with_later;
+        end_so_far = end_so_far.max(blob.entry.end());
+    }
+    shared
+}
+
 /// The bytes of a pack that hold a span's blobs (sorted by offset): up to the largest end, not
 /// the last blob's, since entries of a damaged index may overlap.
 fn read_range(span: &[&PlannedBlob]) -> std::ops::Range<u64> {
@@ -625,6 +654,23 @@ mod tests {
         let (outer, inner, next) = (blob(0, 100), blob(10, 5), blob(100, 20));
         assert_eq!(read_range(&[&outer, &inner]), 0..100);
         assert_eq!(read_range(&[&outer, &inner, &next]), 0..120);
+    }
+
+    /// Blobs whose bytes another entry of the span also takes in, before or after, are
+    /// found (and opened from a copy); neighbours that only touch are not.
+    #[test]
+    fn blobs_sharing_bytes_are_found() {
+        let span = [
+            blob(0, 100),
+            blob(10, 5),
+            blob(100, 20),
+            blob(120, 10),
+            blob(125, 10),
+        ];
+        let span: Vec<&PlannedBlob> = span.iter().collect();
+        assert_eq!(sharing_bytes(&span), [true, true, false, true, true]);
+        let (first, later) = (blob(0, 50), blob(60, 10));
+        assert_eq!(sharing_bytes(&[&first, &later]), [false, false]);
     }
 
     fn tmp(file: &PlannedFile) -> PathBuf {
