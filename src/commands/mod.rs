@@ -55,19 +55,26 @@ pub fn set_worker_threads(threads: Option<usize>) -> Result<()> {
     Ok(())
 }
 
-/// `Context::prepare_index` under way; waited for when dropped, so that an early error does
-/// not end the process in the middle of creating the index file.
-pub struct PreparingIndex(Option<std::thread::JoinHandle<Option<PreparedIndex>>>);
+/// `Context::prepare_index` under way. Dropped, it waits until the index file is prepared,
+/// so that an early error does not end the process in the middle of creating it (not for
+/// a listing of packs that may follow, which can take long on object storage).
+pub struct PreparingIndex {
+    thread: Option<std::thread::JoinHandle<Option<PreparedIndex>>>,
+    /// Signalled (or closed) once the index file is prepared.
+    file_ready: std::sync::mpsc::Receiver<()>,
+}
 
 impl PreparingIndex {
     fn finish(&mut self) -> Option<PreparedIndex> {
-        self.0.take()?.join().ok().flatten()
+        self.thread.take()?.join().ok().flatten()
     }
 }
 
 impl Drop for PreparingIndex {
     fn drop(&mut self) {
-        self.finish();
+        if self.thread.is_some() {
+            let _ = self.file_ready.recv();
+        }
     }
 }
 
@@ -237,15 +244,21 @@ impl Context {
 
     fn prepare(&self, list_packs: bool) -> PreparingIndex {
         let (location, cache_dir) = (self.repo.clone(), self.cache_dir.clone());
-        PreparingIndex(Some(std::thread::spawn(move || {
+        let (ready, file_ready) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
             let storage = storage::open_location(&location, false).ok()?;
             let config = cairn::repo::read_config(storage.as_ref()).ok()?;
             let mut prepared = LocalIndex::prepare(&cache_dir, &config.id).ok()?;
+            let _ = ready.send(());
             if list_packs {
                 prepared.list_packs(storage.as_ref());
             }
             Some(prepared)
-        })))
+        });
+        PreparingIndex {
+            thread: Some(thread),
+            file_ready,
+        }
     }
 
     /// `open_index`, from what `prepare_index` prepared if that is this repository's index
@@ -302,7 +315,10 @@ impl Context {
         mut preparing: PreparingIndex,
     ) -> Result<LocalIndex> {
         let mut prepared = preparing.finish();
-        let listing = prepared.as_mut().and_then(PreparedIndex::take_listing);
+        // Only for this repository's index: another may have been put at the same place.
+        let listing = (prepared.as_mut())
+            .filter(|p| p.is_for(repo))
+            .and_then(PreparedIndex::take_listing);
         let mut index = self.open_prepared(repo, prepared)?;
         let early = match listing {
             Some(listing) => index.mark_lost(&listing, Unjudged::Relist)?,

@@ -47,7 +47,6 @@ fn dir_of(kind: FileKind) -> &'static str {
     }
 }
 
-/// The storage path of a content-addressed file.
 /// Every pack on `storage` with its size in bytes (needs no key).
 pub fn stored_packs(storage: &dyn Storage) -> Result<std::collections::HashMap<PackId, u64>> {
     use rayon::prelude::*;
@@ -65,6 +64,7 @@ pub fn stored_packs(storage: &dyn Storage) -> Result<std::collections::HashMap<P
         .collect()
 }
 
+/// The storage path of a content-addressed file.
 pub fn object_path(kind: FileKind, id: &[u8; 32]) -> String {
     let hex = to_hex(id);
     match kind {

@@ -35,6 +35,12 @@ impl Failures {
         }
     }
 
+    /// Records a failure found in what was done before any stop (a file read back that
+    /// differs): kept even after a stop.
+    pub fn record_found(&self, path: &Path, err: Error) {
+        lock(&self.list).push((path.to_path_buf(), err));
+    }
+
     /// Records a failure to write a file's data or to make an entry; one for want of room
     /// stops the restore. (Metadata failures go to `record`: one owner over quota is no
     /// reason to stop.)

@@ -3,8 +3,10 @@
 //! with `verify` reading them back; then its end: the hard links planned in it, then the
 //! metadata of the folders the walk had left when it handed it over. A batch's files are
 //! written while the batch before is still being written, and that one's end made: its last
-//! reads and writes, and the next one's first, keep the workers busy between them. A batch's
-//! files lie in folders of its own, which no other batch writes into.
+//! reads and writes, and the next one's first, keep the workers busy between them. Two
+//! batches may write into one folder (a batch ends after any file); their temporary names
+//! come from one counter, and the folder is handed over, with the later batch, only after
+//! both.
 //!
 //! Guarantees: a folder's metadata is set only after every file and link in it is in place
 //! (the walk hands a folder over only after everything in it); a link is made only once its
@@ -113,6 +115,7 @@ impl Finisher<'_> {
         std::thread::scope(|scope| {
             let mut before: Option<(ScopedJoinHandle<'_, Written>, BatchEnd)> = None;
             for Batch { plan, links, dirs } in batches {
+                // Runs while the batch before is still being written.
                 crate::failpoint::hook("restore-batch", this.target.path());
                 let writing = scope.spawn(move || this.write(plan));
                 let end = BatchEnd { links, dirs };
@@ -144,7 +147,9 @@ impl Finisher<'_> {
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         written.bytes += done.bytes;
         written.files += done.files;
-        // After a stop, links could only point at files that were not rewritten.
+        // After a stop (in this batch or the next, written meanwhile), files not written
+        // failed unreported: a link could point at the old file at their path. A restore
+        // that stopped makes no more links; run again, it makes them.
         if !self.failures.stopped() {
             ended.links += self.links(end.links);
         }
@@ -191,8 +196,11 @@ impl Finisher<'_> {
                 Some((f.path.clone(), why))
             })
             .collect();
+        // Kept even if the next batch, written meanwhile, stopped the restore: this file
+        // counts as written.
         for (path, why) in bad {
-            self.fail(path, Error::Invalid(format!("verification failed: {why}")));
+            let err = Error::Invalid(format!("verification failed: {why}"));
+            self.failures.record_found(&path, err);
         }
     }
 
