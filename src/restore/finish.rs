@@ -103,8 +103,6 @@ pub struct Finisher<'a> {
     /// Files (and links) put in place, and bytes written.
     pub files: u64,
     pub bytes: u64,
-    /// Folders left for last (see the module comment), children before parents.
-    pub closed_dirs: Vec<(PathBuf, FolderEnd)>,
 }
 
 impl Finisher<'_> {
@@ -129,8 +127,7 @@ impl Finisher<'_> {
         });
         self.bytes += written.bytes;
         self.files += written.files + ended.links;
-        self.closed_dirs = ended.closed_dirs;
-        self.finish_closed_dirs();
+        self.finish_closed_dirs(ended.closed_dirs);
     }
 
     /// Once a batch's files are written (`writing`), makes its links, then sets its folders'
@@ -298,13 +295,14 @@ impl Finisher<'_> {
         }
     }
 
-    /// Finishes the folders left for last, once every batch is done. The folders above them
-    /// were given to their owners long before, who could have swapped one for a symlink
-    /// since: like every entry, each is reached through its folder's descriptor.
-    fn finish_closed_dirs(&mut self) {
+    /// Finishes the folders left for last (see the module comment; children before parents),
+    /// once every batch is done. The folders above them were given to their owners long
+    /// before, who could have swapped one for a symlink since: like every entry, each is
+    /// reached through its folder's descriptor.
+    fn finish_closed_dirs(&self, closed_dirs: Vec<(PathBuf, FolderEnd)>) {
         crate::failpoint::hook("restore-closed-dirs", self.target.path());
         self.target.forget_all();
-        for (path, end) in std::mem::take(&mut self.closed_dirs) {
+        for (path, end) in closed_dirs {
             self.apply(path, &end);
         }
     }

@@ -183,7 +183,6 @@ pub fn run(
         failures: &failures,
         files: 0,
         bytes: 0,
-        closed_dirs: Vec::new(),
     };
     let (trees, walk_index) = (index.snapshot_reader()?, index.snapshot_reader()?);
     let mut stats = std::thread::scope(|scope| {
