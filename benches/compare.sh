@@ -149,6 +149,8 @@ for tool in ${tools//,/ }; do
   fi
 done
 # Restores are deleted only now: ext4 passes over inodes freed in the last minutes one by one
-# when it allocates, which would slow the next tool's restore and not the first one's. (So
-# leave some minutes between two runs that restore.)
+# when it allocates (`recently_deleted`: 60 s, or 300 s while the inode table block is
+# dirty), which would slow the next tool's restore and not the first one's. So leave at
+# least 6 minutes between two runs that restore; on a VM whose balloon reports free pages to
+# the host, page cache freed by the deletion also costs a host fault when used again.
 rm -rf "$work"/*-restore
