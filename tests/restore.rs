@@ -379,6 +379,10 @@ fn a_resumed_restore_that_overwrites_nothing_still_links() {
     let planned: serde_json::Value = serde_json::from_str(&planned).unwrap();
     assert_eq!(planned["stats"]["bytes"], 50_000, "{planned}");
     assert_eq!(planned["stats"]["files"], 3, "{planned}");
+    let listed = planned["stats"]["would_write"].as_array().unwrap();
+    let first = base.join("a/p").display().to_string();
+    let linked = |e: &&serde_json::Value| e["kind"] == "link" && e["link_to"]["path"] == first;
+    assert_eq!(listed.iter().filter(linked).count(), 2, "{planned}");
     env.restore("latest", &out);
     std::fs::remove_file(base.join("b/l")).unwrap();
     let never = ["restore", "latest", "--overwrite", "never", "--target"];
@@ -404,29 +408,72 @@ fn a_resumed_restore_that_overwrites_nothing_still_links() {
     assert_eq!(std::fs::read(base.join("b/l")).unwrap(), noise(12, 50_000));
 }
 
+/// A dry run lists every entry it would write, of every kind (helper-46: it listed files
+/// only, and held every path until the end), and over a restored tree only what would
+/// change.
 #[test]
-fn dry_run_lists_and_writes_nothing() {
-    let (env, src) = setup();
+fn dry_run_lists_every_entry_it_would_write_and_writes_nothing() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("docs/contract.pdf"), &noise(1, 200_000));
+    std::fs::hard_link(src.join("docs/contract.pdf"), src.join("link.pdf")).unwrap();
+    std::os::unix::fs::symlink("docs/contract.pdf", src.join("latest.pdf")).unwrap();
+    nix::unistd::mkfifo(&src.join("pipe"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    env.init();
+    env.backup_json(&[&src]);
     let out = env.path("out");
-    let listing = env.ok(&[
+    let dry = [
         "restore",
         "latest",
         "--dry-run",
         "--target",
         out.to_str().unwrap(),
-    ]);
+    ];
+    let listing = env.ok(&dry);
     assert!(!out.exists(), "dry run created the target");
+    let base = restored(&out, &src);
+    let at = |p: &str| base.join(p).display().to_string();
+    let mut expected = vec![
+        format!("would restore file {} (195.3 KiB)", at("docs/contract.pdf")),
+        format!("would restore dir {}", at("docs")),
+        format!("would restore symlink {}", at("latest.pdf")),
+        format!(
+            "would restore link {} (hard link to {})",
+            at("link.pdf"),
+            at("docs/contract.pdf")
+        ),
+        format!("would restore fifo {}", at("pipe")),
+    ];
+    // Then the folders leading to it, the nearest first.
+    let mut dir = base.clone();
+    while dir != out {
+        expected.push(format!("would restore dir {}", dir.display()));
+        dir.pop();
+    }
+    assert_eq!(listing.lines().collect::<Vec<_>>(), expected);
+    // Restored: only what was changed since is listed.
+    env.restore("latest", &out);
+    std::fs::set_permissions(base.join("docs"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    write(&base.join("docs/contract.pdf"), b"changed");
+    std::fs::remove_file(base.join("pipe")).unwrap();
+    let listing = env.ok(&dry);
+    // The symlink was read to be compared, which moved its atime: not listed all the same.
+    // The link has the changed content too (one inode); the fifo's folder, a new mtime.
+    let expected = [
+        format!("would restore file {} (195.3 KiB)", at("docs/contract.pdf")),
+        format!("would set the metadata of {}", at("docs")),
+        format!(
+            "would restore link {} (hard link to {})",
+            at("link.pdf"),
+            at("docs/contract.pdf")
+        ),
+        format!("would restore fifo {}", at("pipe")),
+        format!("would set the metadata of {}", base.display()),
+    ];
+    assert_eq!(listing.lines().collect::<Vec<_>>(), expected);
     assert_eq!(
-        listing
-            .lines()
-            .filter(|l| l.starts_with("would restore"))
-            .count(),
-        5,
-        "{listing}"
-    );
-    assert!(
-        listing.contains(&format!("{}/docs/contract.pdf", src.display())),
-        "{listing}"
+        std::fs::read(base.join("docs/contract.pdf")).unwrap(),
+        b"changed"
     );
 }
 

@@ -1,12 +1,14 @@
 //! `cairn restore SNAPSHOT[:PATH] --target DIR`: restore a snapshot, a folder or one file.
 
+use std::cell::Cell;
 use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 use cairn::blobs::find_node;
 use cairn::error::{Error, Result};
-use cairn::restore::{self, Overwrite, RestoreOptions, Selection, Start};
+use cairn::restore::{self, Overwrite, RestoreOptions, RestoreStats, Selection, Start, WouldWrite};
 use cairn::snapshot;
-use cairn::tree::NodeKind;
+use cairn::tree::{JsonPath, NodeKind};
 
 use super::{Context, Outcome, for_terminal_bytes, human_bytes, path_in_snapshot};
 use crate::cli::RestoreArgs;
@@ -65,28 +67,26 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<Outcome> {
         }
         Err(e) => return Err(e),
     };
-    let stats = restore::run(&repo, &index, start, &opts, &|path, err| {
-        // An I/O error names its path already.
-        let reason = match err {
-            Error::Io { path: p, source } if p == path => source.to_string(),
-            other => other.to_string(),
-        };
-        eprintln!(
-            "error: {}: {reason}",
-            for_terminal_bytes(path.as_os_str().as_bytes())
-        );
-    })?;
-    if ctx.json {
+    let listing_json = ctx.json && args.dry_run;
+    if listing_json {
+        // The entries are listed as the walk comes to them, in `stats.would_write`.
+        let head = serde_json::json!(id.to_hex());
+        println!("{{\"snapshot_id\":{head},\"dry_run\":true,\"stats\":{{\"would_write\":[");
+    }
+    let printer = Printer {
+        json: ctx.json,
+        listed: Cell::new(false),
+    };
+    let stats = restore::run(&repo, &index, start, &opts, &printer);
+    if listing_json {
+        close_json_listing(stats.as_ref().ok())?;
+    }
+    let stats = stats?;
+    if ctx.json && !args.dry_run {
         super::print_json(
-            &serde_json::json!({ "snapshot_id": id.to_hex(), "dry_run": args.dry_run, "stats": stats }),
+            &serde_json::json!({ "snapshot_id": id.to_hex(), "dry_run": false, "stats": stats }),
         )?;
-    } else {
-        for p in &stats.would_write {
-            println!(
-                "would restore {}",
-                for_terminal_bytes(p.as_os_str().as_bytes())
-            );
-        }
+    } else if !ctx.json {
         ctx.note(&format!(
             "{} snapshot {} to {}: {} files, {} dirs, {} other, {}; {} existing entries left alone{}",
             if args.dry_run { "would restore" } else { "restored" },
@@ -115,4 +115,84 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<Outcome> {
     } else {
         Outcome::Success
     })
+}
+
+/// Prints what a restore reports as it comes: failures on stderr, a dry run's entries on
+/// stdout (with `json`, as the elements of an array).
+struct Printer {
+    json: bool,
+    /// Whether an element was printed yet.
+    listed: Cell<bool>,
+}
+
+impl restore::Report for Printer {
+    fn failed(&self, path: &Path, err: &Error) {
+        // An I/O error names its path already.
+        let reason = match err {
+            Error::Io { path: p, source } if p == path => source.to_string(),
+            other => other.to_string(),
+        };
+        eprintln!("error: {}: {reason}", shown(path));
+    }
+
+    fn would_write(&self, path: &Path, what: WouldWrite<'_>) {
+        if self.json {
+            let comma = if self.listed.replace(true) { "," } else { "" };
+            println!("{comma}{}", entry_json(path, &what));
+            return;
+        }
+        let path = shown(path);
+        match what {
+            WouldWrite::File(size) => println!("would restore file {path} ({})", human_bytes(size)),
+            WouldWrite::Link(first) => {
+                println!("would restore link {path} (hard link to {})", shown(first))
+            }
+            WouldWrite::Dir => println!("would restore dir {path}"),
+            WouldWrite::Other(kind) => println!("would restore {} {path}", kind.name()),
+            WouldWrite::Metadata => println!("would set the metadata of {path}"),
+        }
+    }
+}
+
+fn shown(path: &Path) -> String {
+    for_terminal_bytes(path.as_os_str().as_bytes())
+}
+
+/// One entry of a JSON dry run: `kind`, `path` (and `path_hex`), with `size` for a file and
+/// `link_to` for a hard link.
+fn entry_json(path: &Path, what: &WouldWrite<'_>) -> serde_json::Value {
+    let json_path = |p: &Path| JsonPath::new(p.as_os_str().as_bytes());
+    let JsonPath { path, path_hex, .. } = json_path(path);
+    let kind = match what {
+        WouldWrite::File(_) => "file",
+        WouldWrite::Link(_) => "link",
+        WouldWrite::Dir => "dir",
+        WouldWrite::Other(kind) => kind.name(),
+        WouldWrite::Metadata => "metadata",
+    };
+    let mut entry = serde_json::json!({ "kind": kind, "path": path });
+    if let Some(hex) = path_hex {
+        entry["path_hex"] = hex.into();
+    }
+    match what {
+        WouldWrite::File(size) => entry["size"] = (*size).into(),
+        WouldWrite::Link(first) => entry["link_to"] = serde_json::json!(json_path(first)),
+        _ => {}
+    }
+    entry
+}
+
+/// Ends a JSON dry run's listing: the rest of `stats` (none if the restore stopped), and
+/// the objects the listing is in.
+fn close_json_listing(stats: Option<&RestoreStats>) -> Result<()> {
+    let mut tail = String::from("]");
+    if let Some(stats) = stats {
+        let fields = serde_json::to_value(stats)
+            .map_err(|e| Error::Invalid(format!("cannot encode JSON: {e}")))?;
+        for (name, value) in fields.as_object().into_iter().flatten() {
+            tail += &format!(",{}:{value}", serde_json::Value::from(name.as_str()));
+        }
+    }
+    println!("{tail}}}}}");
+    Ok(())
 }

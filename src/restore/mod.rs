@@ -84,20 +84,31 @@ pub struct RestoreStats {
     pub errors: u64,
     /// Device nodes not made: that needs root.
     pub devices_not_made: u64,
-    /// With `dry_run`: the files that would be written.
-    #[serde(
-        skip_serializing_if = "Vec::is_empty",
-        serialize_with = "paths_as_json"
-    )]
-    pub would_write: Vec<PathBuf>,
 }
 
-/// Paths as `JsonPath` objects (serde refuses a path that is not UTF-8 outright).
-fn paths_as_json<S: serde::Serializer>(paths: &[PathBuf], to: S) -> Result<S::Ok, S::Error> {
-    let paths = paths
-        .iter()
-        .map(|p| crate::tree::JsonPath::new(p.as_os_str().as_bytes()));
-    to.collect_seq(paths)
+/// What a dry run would write at a path.
+#[derive(Debug, PartialEq)]
+pub enum WouldWrite<'a> {
+    /// A file's content, of this size.
+    File(u64),
+    /// A later path of a file with several links: a hard link to the first.
+    Link(&'a Path),
+    /// A folder not there yet.
+    Dir,
+    /// A symlink, FIFO, socket or device node.
+    Other(NodeKind),
+    /// An entry kept as it is, whose metadata differs from the snapshot's.
+    Metadata,
+}
+
+/// Where a restore's news of single entries goes.
+pub trait Report {
+    /// A problem with one entry (counted in `errors`); called once the restore is over.
+    fn failed(&self, path: &Path, err: &Error);
+    /// With `dry_run`: what the restore would write at `path`, as the walk comes to it (a
+    /// folder after what is below it). Nothing is held: a dry run of any size lists in
+    /// bounded memory.
+    fn would_write(&self, path: &Path, what: WouldWrite<'_>);
 }
 
 /// Where a restore starts: a folder's tree (its contents go into the target) or one entry
@@ -148,17 +159,18 @@ struct Walk<'a> {
     batch_limit: usize,
     first_paths: FirstPaths,
     stats: RestoreStats,
+    report: &'a dyn Report,
     failures: &'a Failures,
 }
 
-/// Restores from `start` into `opts.target`. Per-entry problems are passed to `on_error`
-/// and counted; the returned error is for problems that stop the whole restore.
+/// Restores from `start` into `opts.target`. Per-entry problems go to `report` and are
+/// counted; the returned error is for problems that stop the whole restore.
 pub fn run(
     repo: &Repository,
     index: &LocalIndex,
     start: Start,
     opts: &RestoreOptions,
-    on_error: &(dyn Fn(&Path, &Error) + Sync),
+    report: &dyn Report,
 ) -> Result<RestoreStats> {
     if !opts.dry_run {
         fs::create_dir_all(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
@@ -208,6 +220,7 @@ pub fn run(
             first_paths: FirstPaths::default(),
             stats: RestoreStats::default(),
             failures: &failures,
+            report,
         };
         let walked = walk.run(start);
         let (files, bytes) = finishing
@@ -222,7 +235,7 @@ pub fn run(
     let (failures, stop) = failures.into_inner();
     stats.errors = failures.len() as u64;
     for (path, err) in &failures {
-        on_error(path, err);
+        report.failed(path, err);
     }
     match stop {
         Some((path, err)) => Err(Error::RestoreStopped {
@@ -390,28 +403,22 @@ impl Walk<'_> {
         }
         if !fresh {
             match self.at(path) {
-                Ok(on_disk) if self.keep_existing(&node, &on_disk, path)? => {
-                    self.keep(&node, &on_disk, path)?;
-                    return Ok(true);
+                Ok(on_disk) => {
+                    // Looked at first: reading a symlink to compare it moves its atime.
+                    let stale = (node.kind == NodeKind::Symlink)
+                        .then(|| self.metadata_would_change(&on_disk, &node));
+                    if self.keep_existing(&node, &on_disk, path)? {
+                        self.keep(&node, &on_disk, path, stale)?;
+                        return Ok(true);
+                    }
                 }
-                Ok(_) => {}
                 // A dry run's folder that is not there: nothing in it is either.
                 Err(_) if self.opts.dry_run => {}
                 Err(e) => return Err(e),
             }
         }
         if self.opts.dry_run {
-            if node.kind == NodeKind::File {
-                self.stats.files += 1;
-                // A later path of a file with several links would be a link: no data.
-                if self.first_paths.get(&node).is_none() {
-                    self.first_paths.remember(&node, path);
-                    self.stats.bytes += node.size;
-                }
-                self.stats.would_write.push(path.to_path_buf());
-            } else {
-                self.stats.other_entries += 1;
-            }
+            self.list(&node, path);
             return Ok(true);
         }
         match node.kind {
@@ -436,6 +443,24 @@ impl Walk<'_> {
             }
         }
         Ok(true)
+    }
+
+    /// A dry run's entry to be written: counted and reported.
+    fn list(&mut self, node: &Node, path: &Path) {
+        if node.kind != NodeKind::File {
+            self.stats.other_entries += 1;
+            return self.report.would_write(path, WouldWrite::Other(node.kind));
+        }
+        self.stats.files += 1;
+        match self.first_paths.get(node) {
+            // No data: a link.
+            Some(first) => self.report.would_write(path, WouldWrite::Link(&first)),
+            None => {
+                self.first_paths.remember(node, path);
+                self.stats.bytes += node.size;
+                self.report.would_write(path, WouldWrite::File(node.size));
+            }
+        }
     }
 
     /// Makes a symlink or special file under a temporary name (`make`), then gives it its
@@ -470,6 +495,14 @@ impl Walk<'_> {
             _ => None,
         };
         let mut existed = found.is_some();
+        // A dry run's news of the folder itself, given after what is below it.
+        let dry_news = match &on_disk {
+            _ if !self.opts.dry_run => None,
+            Ok(d) if existed => self
+                .metadata_would_change(d, &node)
+                .then_some(WouldWrite::Metadata),
+            _ => Some(WouldWrite::Dir),
+        };
         if !self.opts.dry_run {
             match on_disk.and_then(|d| make_dir(&d, path)) {
                 // Made by someone else since it was looked for: not ours to treat as empty.
@@ -506,6 +539,9 @@ impl Walk<'_> {
             return Ok(false);
         }
         self.stats.dirs += 1;
+        if let Some(news) = dry_news {
+            self.report.would_write(path, news);
+        }
         let end = match (
             existed && self.opts.overwrite == Overwrite::Never,
             opened_up,
@@ -538,15 +574,17 @@ impl Walk<'_> {
     /// An existing entry left alone keeps its content but gets the snapshot's metadata (a
     /// restore that undoes a mass `chmod`), and a file with several links stands for its
     /// inode, so a restore resumed after the first path of a link was written still links.
-    fn keep(&mut self, node: &Node, at: &At, path: &Path) -> Result<()> {
+    /// `stale`: whether its metadata differs, if that was seen before it was compared.
+    fn keep(&mut self, node: &Node, at: &At, path: &Path, stale: Option<bool>) -> Result<()> {
         self.stats.skipped += 1;
         if node.kind == NodeKind::File && self.may_link_to(node, at, path) {
             self.first_paths.remember_kept(node, path);
         }
-        if self.opts.dry_run || self.opts.overwrite == Overwrite::Never {
+        if !stale.unwrap_or_else(|| self.metadata_would_change(at, node)) {
             return Ok(());
         }
-        if !metadata::differs(at, node, self.owners()) {
+        if self.opts.dry_run {
+            self.report.would_write(path, WouldWrite::Metadata);
             return Ok(());
         }
         match metadata::apply(at, path, node, self.owners()) {
@@ -566,6 +604,11 @@ impl Walk<'_> {
     /// `--overwrite never` whatever is there is kept, so only a regular file with the
     /// snapshot's content and metadata (owner, mode, attributes): not a symlink or folder,
     /// nor a file someone else put there, whose content they would then control.
+    /// Whether a restore would set the metadata of the entry kept at `at`.
+    fn metadata_would_change(&self, at: &At, node: &Node) -> bool {
+        self.opts.overwrite != Overwrite::Never && metadata::differs(at, node, self.owners())
+    }
+
     fn may_link_to(&self, node: &Node, at: &At, path: &Path) -> bool {
         if self.opts.overwrite != Overwrite::Never {
             return true; // kept only as identical, and given the snapshot's metadata
