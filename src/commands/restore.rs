@@ -1,6 +1,6 @@
 //! `cairn restore SNAPSHOT[:PATH] --target DIR`: restore a snapshot, a folder or one file.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -8,9 +8,11 @@ use cairn::blobs::find_node;
 use cairn::error::{Error, Result};
 use cairn::restore::{self, Overwrite, RestoreOptions, RestoreStats, Selection, Start, WouldWrite};
 use cairn::snapshot;
-use cairn::tree::{JsonPath, NodeKind};
+use cairn::tree::NodeKind;
 
-use super::{Context, Outcome, for_terminal_bytes, human_bytes, path_in_snapshot};
+use super::{
+    Context, Outcome, Printer, add_hex, for_terminal_bytes, human_bytes, path_in_snapshot,
+};
 use crate::cli::RestoreArgs;
 
 pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<Outcome> {
@@ -67,20 +69,24 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<Outcome> {
         }
         Err(e) => return Err(e),
     };
-    let listing_json = ctx.json && args.dry_run;
-    if listing_json {
-        // The entries are listed as the walk comes to them, in `stats.would_write`.
-        let head = serde_json::json!(id.to_hex());
-        println!("{{\"snapshot_id\":{head},\"dry_run\":true,\"stats\":{{\"would_write\":[");
-    }
-    let printer = Printer {
+    let listing = Listing {
+        out: RefCell::new(Printer::new()),
         json: ctx.json,
         listed: Cell::new(false),
     };
-    let stats = restore::run(&repo, &index, start, &opts, &printer);
+    let listing_json = ctx.json && args.dry_run;
     if listing_json {
-        close_json_listing(stats.as_ref().ok())?;
+        // The entries are listed as the walk comes to them, in `stats.would_write`.
+        let mut out = listing.out.borrow_mut();
+        out.json("{\"snapshot_id\":", &id.to_hex());
+        out.write(",\"dry_run\":true,\"stats\":{\"would_write\":[");
     }
+    let stats = restore::run(&repo, &index, start, &opts, &listing);
+    let mut out = listing.out.into_inner();
+    if listing_json {
+        close_json_listing(&mut out, stats.as_ref().ok());
+    }
+    out.finish()?;
     let stats = stats?;
     if ctx.json && !args.dry_run {
         super::print_json(
@@ -117,15 +123,16 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<Outcome> {
     })
 }
 
-/// Prints what a restore reports as it comes: failures on stderr, a dry run's entries on
-/// stdout (with `json`, as the elements of an array).
-struct Printer {
+/// What a restore reports as it comes: failures on stderr, a dry run's entries on standard
+/// output (with `json`, as the elements of an array).
+struct Listing {
+    out: RefCell<Printer>,
     json: bool,
-    /// Whether an element was printed yet.
+    /// Whether an element was listed yet.
     listed: Cell<bool>,
 }
 
-impl restore::Report for Printer {
+impl restore::Report for Listing {
     fn failed(&self, path: &Path, err: &Error) {
         // An I/O error names its path already.
         let reason = match err {
@@ -136,21 +143,30 @@ impl restore::Report for Printer {
     }
 
     fn would_write(&self, path: &Path, what: WouldWrite<'_>) {
+        let mut out = self.out.borrow_mut();
         if self.json {
-            let comma = if self.listed.replace(true) { "," } else { "" };
-            println!("{comma}{}", entry_json(path, &what));
-            return;
+            let before = if self.listed.replace(true) {
+                ",\n"
+            } else {
+                "\n"
+            };
+            return out.json(before, &entry_json(path, &what));
         }
         let path = shown(path);
-        match what {
-            WouldWrite::File(size) => println!("would restore file {path} ({})", human_bytes(size)),
-            WouldWrite::Link(first) => {
-                println!("would restore link {path} (hard link to {})", shown(first))
+        out.write(&match what {
+            WouldWrite::File(size) => {
+                format!("would restore file {path} ({})\n", human_bytes(size))
             }
-            WouldWrite::Dir => println!("would restore dir {path}"),
-            WouldWrite::Other(kind) => println!("would restore {} {path}", kind.name()),
-            WouldWrite::Metadata => println!("would set the metadata of {path}"),
-        }
+            WouldWrite::Link(first) => {
+                format!(
+                    "would restore link {path} (hard link to {})\n",
+                    shown(first)
+                )
+            }
+            WouldWrite::Dir => format!("would restore dir {path}\n"),
+            WouldWrite::Other(kind) => format!("would restore {} {path}\n", kind.name()),
+            WouldWrite::Metadata => format!("would set the metadata of {path}\n"),
+        });
     }
 }
 
@@ -161,8 +177,6 @@ fn shown(path: &Path) -> String {
 /// One entry of a JSON dry run: `kind`, `path` (and `path_hex`), with `size` for a file and
 /// `link_to` for a hard link.
 fn entry_json(path: &Path, what: &WouldWrite<'_>) -> serde_json::Value {
-    let json_path = |p: &Path| JsonPath::new(p.as_os_str().as_bytes());
-    let JsonPath { path, path_hex, .. } = json_path(path);
     let kind = match what {
         WouldWrite::File(_) => "file",
         WouldWrite::Link(_) => "link",
@@ -170,13 +184,16 @@ fn entry_json(path: &Path, what: &WouldWrite<'_>) -> serde_json::Value {
         WouldWrite::Other(kind) => kind.name(),
         WouldWrite::Metadata => "metadata",
     };
-    let mut entry = serde_json::json!({ "kind": kind, "path": path });
-    if let Some(hex) = path_hex {
-        entry["path_hex"] = hex.into();
-    }
+    let bytes = path.as_os_str().as_bytes();
+    let mut entry = serde_json::json!({ "kind": kind, "path": String::from_utf8_lossy(bytes) });
+    add_hex(&mut entry, "path_hex", bytes);
     match what {
         WouldWrite::File(size) => entry["size"] = (*size).into(),
-        WouldWrite::Link(first) => entry["link_to"] = serde_json::json!(json_path(first)),
+        WouldWrite::Link(first) => {
+            let first = first.as_os_str().as_bytes();
+            entry["link_to"] = serde_json::json!({ "path": String::from_utf8_lossy(first) });
+            add_hex(&mut entry["link_to"], "path_hex", first);
+        }
         _ => {}
     }
     entry
@@ -184,15 +201,12 @@ fn entry_json(path: &Path, what: &WouldWrite<'_>) -> serde_json::Value {
 
 /// Ends a JSON dry run's listing: the rest of `stats` (none if the restore stopped), and
 /// the objects the listing is in.
-fn close_json_listing(stats: Option<&RestoreStats>) -> Result<()> {
-    let mut tail = String::from("]");
-    if let Some(stats) = stats {
-        let fields = serde_json::to_value(stats)
-            .map_err(|e| Error::Invalid(format!("cannot encode JSON: {e}")))?;
-        for (name, value) in fields.as_object().into_iter().flatten() {
-            tail += &format!(",{}:{value}", serde_json::Value::from(name.as_str()));
-        }
+fn close_json_listing(out: &mut Printer, stats: Option<&RestoreStats>) {
+    out.write("\n]");
+    let fields = stats.and_then(|s| serde_json::to_value(s).ok());
+    for (name, value) in fields.iter().filter_map(|f| f.as_object()).flatten() {
+        out.json(",", &serde_json::json!(name));
+        out.write(&format!(":{value}"));
     }
-    println!("{tail}}}}}");
-    Ok(())
+    out.write("}}\n");
 }
