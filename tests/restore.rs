@@ -444,9 +444,9 @@ fn dry_run_lists_every_entry_it_would_write_and_writes_nothing() {
         ),
         format!("would restore fifo {}", at("pipe")),
     ];
-    // Then the folders leading to it, the nearest first.
+    // Then the folders leading to it, the nearest first, and the target.
     let mut dir = base.clone();
-    while dir != out {
+    while dir != env.path("") {
         expected.push(format!("would restore dir {}", dir.display()));
         dir.pop();
     }
@@ -475,6 +475,99 @@ fn dry_run_lists_every_entry_it_would_write_and_writes_nothing() {
         std::fs::read(base.join("docs/contract.pdf")).unwrap(),
         b"changed"
     );
+}
+
+/// Regression (helper-50): a kept symlink was read to be compared, which moved its atime,
+/// so every run set its metadata again and every dry run listed it; judged before the read
+/// instead, its atime was left moved. Now its times are put back, and it is not listed.
+#[test]
+fn a_kept_symlink_keeps_its_times_run_after_run_and_is_not_listed() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("a.txt"), b"a");
+    std::os::unix::fs::symlink("a.txt", src.join("link")).unwrap();
+    env.init();
+    env.backup_json(&[&src]);
+    let out = env.path("out");
+    env.restore("latest", &out);
+    let link = restored(&out, &src).join("link");
+    let times = || {
+        let m = std::fs::symlink_metadata(&link).unwrap();
+        (m.atime(), m.atime_nsec(), m.mtime(), m.mtime_nsec())
+    };
+    let restored_times = times();
+    let dry = [
+        "restore",
+        "latest",
+        "--dry-run",
+        "--target",
+        out.to_str().unwrap(),
+    ];
+    for _ in 0..2 {
+        env.restore("latest", &out);
+        assert_eq!(times(), restored_times);
+        assert_eq!(
+            env.ok(&dry),
+            "",
+            "a dry run over an unchanged restore lists something"
+        );
+    }
+}
+
+/// A dry run meets a file where the snapshot has a folder as a real run does (helper-50: it
+/// offered to set the file's metadata and listed everything below as written).
+#[test]
+fn a_dry_run_refuses_to_write_through_a_file_in_place_of_a_folder() {
+    let (env, src) = setup();
+    let out = env.path("out");
+    env.restore("latest", &out);
+    let docs = restored(&out, &src).join("docs");
+    std::fs::remove_dir_all(&docs).unwrap();
+    write(&docs, b"in the way");
+    let dry = env
+        .cmd(&[
+            "restore",
+            "latest",
+            "--dry-run",
+            "--target",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&dry.stdout);
+    assert_eq!(dry.status.code(), Some(3), "{listing}");
+    assert!(
+        stderr(&dry).contains("exists and is not a directory"),
+        "{}",
+        stderr(&dry)
+    );
+    assert!(!listing.contains("docs"), "{listing}");
+}
+
+/// The first path of a file with several links kept with other metadata is listed once: the
+/// later paths are the same inode (helper-50).
+#[test]
+fn a_dry_run_lists_the_metadata_of_a_linked_file_once() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("a/p"), b"linked");
+    std::fs::create_dir_all(src.join("b")).unwrap();
+    std::fs::hard_link(src.join("a/p"), src.join("b/l")).unwrap();
+    env.init();
+    env.backup_json(&[&src]);
+    let out = env.path("out");
+    env.restore("latest", &out);
+    let base = restored(&out, &src);
+    std::fs::set_permissions(base.join("b/l"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let listing = env.ok(&[
+        "restore",
+        "latest",
+        "--dry-run",
+        "--target",
+        out.to_str().unwrap(),
+    ]);
+    let expected = format!("would set the metadata of {}", base.join("a/p").display());
+    assert_eq!(listing.lines().collect::<Vec<_>>(), [expected]);
 }
 
 /// Dumps a folder of the latest snapshot and unpacks the archive with GNU tar (given `args`)

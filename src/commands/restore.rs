@@ -86,8 +86,10 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<Outcome> {
     if listing_json {
         close_json_listing(&mut out, stats.as_ref().ok());
     }
-    out.finish()?;
+    // The restore's own error first: it says what was kept.
+    let printed = out.finish();
     let stats = stats?;
+    printed?;
     if ctx.json && !args.dry_run {
         super::print_json(
             &serde_json::json!({ "snapshot_id": id.to_hex(), "dry_run": false, "stats": stats }),
@@ -124,7 +126,7 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<Outcome> {
 }
 
 /// What a restore reports as it comes: failures on stderr, a dry run's entries on standard
-/// output (with `json`, as the elements of an array).
+/// output (with `json`, its files, as the elements of an array).
 struct Listing {
     out: RefCell<Printer>,
     json: bool,
@@ -145,12 +147,16 @@ impl restore::Report for Listing {
     fn would_write(&self, path: &Path, what: WouldWrite<'_>) {
         let mut out = self.out.borrow_mut();
         if self.json {
-            let before = if self.listed.replace(true) {
-                ",\n"
-            } else {
-                "\n"
-            };
-            return out.json(before, &entry_json(path, &what));
+            // `would_write` has always meant files (a later path of a link included).
+            if matches!(what, WouldWrite::File(_) | WouldWrite::Link(_)) {
+                let before = if self.listed.replace(true) {
+                    ",\n"
+                } else {
+                    "\n"
+                };
+                out.json(before, &entry_json(path, &what));
+            }
+            return;
         }
         let path = shown(path);
         out.write(&match what {
@@ -174,25 +180,22 @@ fn shown(path: &Path) -> String {
     for_terminal_bytes(path.as_os_str().as_bytes())
 }
 
-/// One entry of a JSON dry run: `kind`, `path` (and `path_hex`), with `size` for a file and
-/// `link_to` for a hard link.
+/// A file of a JSON dry run: `kind` (`file`, with `size`, or `link`, with `link_to`),
+/// `path` (and `path_hex`).
 fn entry_json(path: &Path, what: &WouldWrite<'_>) -> serde_json::Value {
-    let kind = match what {
-        WouldWrite::File(_) => "file",
-        WouldWrite::Link(_) => "link",
-        WouldWrite::Dir => "dir",
-        WouldWrite::Other(kind) => kind.name(),
-        WouldWrite::Metadata => "metadata",
-    };
     let bytes = path.as_os_str().as_bytes();
-    let mut entry = serde_json::json!({ "kind": kind, "path": String::from_utf8_lossy(bytes) });
+    let mut entry = serde_json::json!({ "path": String::from_utf8_lossy(bytes) });
     add_hex(&mut entry, "path_hex", bytes);
     match what {
-        WouldWrite::File(size) => entry["size"] = (*size).into(),
         WouldWrite::Link(first) => {
             let first = first.as_os_str().as_bytes();
+            entry["kind"] = "link".into();
             entry["link_to"] = serde_json::json!({ "path": String::from_utf8_lossy(first) });
             add_hex(&mut entry["link_to"], "path_hex", first);
+        }
+        WouldWrite::File(size) => {
+            entry["kind"] = "file".into();
+            entry["size"] = (*size).into();
         }
         _ => {}
     }

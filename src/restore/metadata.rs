@@ -95,6 +95,14 @@ pub fn apply(at: &At, path: &Path, node: &Node, owners: Owners) -> Result<()> {
     at.set_times(&times(node)).map_err(io)
 }
 
+/// Sets the node's times again on an entry kept as it was, as best it can: reading a
+/// symlink to compare it moved its atime.
+pub fn put_back_times(at: &At, path: &Path, node: &Node) {
+    if let Err(e) = at.set_times(&times(node)) {
+        tracing::info!("{}: times not set back: {e}", path.display());
+    }
+}
+
 /// Runs `op` (a change of `user.*` attributes, which needs write permission); if it is
 /// refused and the entry is ours but not writable (a kept file or folder a re-run found
 /// read-only), once more with the owner given write permission for it.

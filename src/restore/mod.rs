@@ -172,6 +172,7 @@ pub fn run(
     opts: &RestoreOptions,
     report: &dyn Report,
 ) -> Result<RestoreStats> {
+    let target_missing = !opts.target.exists();
     if !opts.dry_run {
         fs::create_dir_all(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
     }
@@ -232,6 +233,9 @@ pub fn run(
             ..stats
         })
     })?;
+    if opts.dry_run && target_missing {
+        report.would_write(&opts.target, WouldWrite::Dir);
+    }
     let (failures, stop) = failures.into_inner();
     stats.errors = failures.len() as u64;
     for (path, err) in &failures {
@@ -404,7 +408,8 @@ impl Walk<'_> {
         if !fresh {
             match self.at(path) {
                 Ok(on_disk) => {
-                    // Looked at first: reading a symlink to compare it moves its atime.
+                    // Looked at first: reading a symlink to compare it moves its atime (which
+                    // `keep` puts back).
                     let stale = (node.kind == NodeKind::Symlink)
                         .then(|| self.metadata_would_change(&on_disk, &node));
                     if self.keep_existing(&node, &on_disk, path)? {
@@ -495,6 +500,11 @@ impl Walk<'_> {
             _ => None,
         };
         let mut existed = found.is_some();
+        if self.opts.dry_run && found.as_ref().is_some_and(|f| !f.is_dir()) {
+            // What a real run's `make_dir` finds: nothing is written through it.
+            self.failures.record_write(path, not_a_folder(path));
+            return Ok(false);
+        }
         // A dry run's news of the folder itself, given after what is below it.
         let dry_news = match &on_disk {
             _ if !self.opts.dry_run => None,
@@ -574,17 +584,27 @@ impl Walk<'_> {
     /// An existing entry left alone keeps its content but gets the snapshot's metadata (a
     /// restore that undoes a mass `chmod`), and a file with several links stands for its
     /// inode, so a restore resumed after the first path of a link was written still links.
-    /// `stale`: whether its metadata differs, if that was seen before it was compared.
+    /// `stale`: for a symlink, whether its metadata differed before it was read to be
+    /// compared, which moved its atime.
     fn keep(&mut self, node: &Node, at: &At, path: &Path, stale: Option<bool>) -> Result<()> {
         self.stats.skipped += 1;
+        // A later path kept is a link of the first, kept too: one inode, one news of it.
+        let later_path = self.first_paths.first_kept(node);
         if node.kind == NodeKind::File && self.may_link_to(node, at, path) {
             self.first_paths.remember_kept(node, path);
         }
         if !stale.unwrap_or_else(|| self.metadata_would_change(at, node)) {
+            // Only `if-changed` reads a symlink to compare it.
+            if stale.is_some() && self.opts.overwrite == Overwrite::IfChanged && !self.opts.dry_run
+            {
+                metadata::put_back_times(at, path, node);
+            }
             return Ok(());
         }
         if self.opts.dry_run {
-            self.report.would_write(path, WouldWrite::Metadata);
+            if !later_path {
+                self.report.would_write(path, WouldWrite::Metadata);
+            }
             return Ok(());
         }
         match metadata::apply(at, path, node, self.owners()) {
@@ -600,15 +620,15 @@ impl Walk<'_> {
         }
     }
 
-    /// Whether a kept file may be what the later paths of its hard links are linked to. With
-    /// `--overwrite never` whatever is there is kept, so only a regular file with the
-    /// snapshot's content and metadata (owner, mode, attributes): not a symlink or folder,
-    /// nor a file someone else put there, whose content they would then control.
     /// Whether a restore would set the metadata of the entry kept at `at`.
     fn metadata_would_change(&self, at: &At, node: &Node) -> bool {
         self.opts.overwrite != Overwrite::Never && metadata::differs(at, node, self.owners())
     }
 
+    /// Whether a kept file may be what the later paths of its hard links are linked to. With
+    /// `--overwrite never` whatever is there is kept, so only a regular file with the
+    /// snapshot's content and metadata (owner, mode, attributes): not a symlink or folder,
+    /// nor a file someone else put there, whose content they would then control.
     fn may_link_to(&self, node: &Node, at: &At, path: &Path) -> bool {
         if self.opts.overwrite != Overwrite::Never {
             return true; // kept only as identical, and given the snapshot's metadata
@@ -704,20 +724,19 @@ fn owned_by_us(at: &At) -> bool {
 
 /// Creates a directory, or accepts an existing real one; refuses anything else in the way.
 /// True if it made it.
+fn not_a_folder(path: &Path) -> Error {
+    let why = "exists and is not a directory; refusing to write through it";
+    Error::io(path, std::io::Error::other(why))
+}
+
 fn make_dir(at: &At, path: &Path) -> Result<bool> {
     match at.create_dir() {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             let meta = at.stat().map_err(|e| Error::io(path, e))?;
-            if meta.is_dir() {
-                Ok(false)
-            } else {
-                Err(Error::io(
-                    path,
-                    std::io::Error::other(
-                        "exists and is not a directory; refusing to write through it",
-                    ),
-                ))
+            match meta.is_dir() {
+                true => Ok(false),
+                false => Err(not_a_folder(path)),
             }
         }
         Err(e) => Err(Error::io(path, e)),
