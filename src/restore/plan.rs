@@ -15,7 +15,6 @@
 //! A blob that cannot be read or fails verification where the plan looked for it is read from
 //! the other packs the index lists it in, if any, before the files that need it fail.
 
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -30,7 +29,7 @@ use super::metadata::{self, Current, Owners};
 use super::target::{At, Target};
 use crate::blobs::lock;
 use crate::error::{Error, Result};
-use crate::ids::{BlobId, PackId};
+use crate::ids::{BlobId, IdMap, PackId};
 use crate::index::LocalIndex;
 use crate::pack::{BlobEntry, open_blob, with_blob_in_place};
 use crate::repo::Repository;
@@ -156,8 +155,8 @@ struct PlannedBlob {
 #[derive(Default)]
 pub struct Plan {
     pub files: Vec<PlannedFile>,
-    packs: HashMap<PackId, Vec<PlannedBlob>>,
-    where_is: HashMap<BlobId, (PackId, usize)>,
+    packs: IdMap<PackId, Vec<PlannedBlob>>,
+    where_is: IdMap<BlobId, (PackId, usize)>,
 }
 
 /// What `Plan::execute` did.
