@@ -195,6 +195,16 @@ pub enum RepairCommand {
     Index(RepairIndexArgs),
     /// Write new snapshots without the files whose data is lost
     Snapshots(RepairSnapshotsArgs),
+    /// Write the config again, with the repository id the key files were made for, when it
+    /// is damaged or lost
+    Config(RepairConfigArgs),
+}
+
+#[derive(Args)]
+pub struct RepairConfigArgs {
+    /// Report whether it would be written; write nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
 }
 
 #[derive(Args)]

@@ -286,7 +286,9 @@ fn a_check_that_cannot_run_exits_18() {
         "{}",
         stderr(&wrong)
     );
+    // Without a config, the key files say which repository it is; without both, nothing does.
     std::fs::remove_file(f.env.repo.join("config")).unwrap();
+    std::fs::remove_dir_all(f.env.repo.join("keys")).unwrap();
     let gone = f.env.run(&["check"]);
     assert_eq!(gone.status.code(), Some(18), "{}", stderr(&gone));
 }
@@ -605,6 +607,64 @@ fn flipped_bit_in_a_data_blob_needs_read_data_and_is_repaired_by_repair_snapshot
         }
     }
     assert_eq!(cut, 1);
+}
+
+/// A config with one bit flipped in its repository id made every password wrong, and so the
+/// whole repository unreadable (every file binds the id). The key files now record the id:
+/// the repository opens with it, `check` reports the config, `repair config` writes it again.
+#[test]
+fn a_damaged_config_is_recovered_from_the_key_files() {
+    let f = Fixture::new();
+    let config = f.env.repo.join("config");
+    flip_bit(&config, 5);
+    let out = f.env.run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("config is damaged"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("cairn repair config"),
+        "{}",
+        stderr(&out)
+    );
+    let (code, report) = f.check(&[]);
+    assert_eq!(code, 17, "{report:#}");
+    assert_eq!(kinds(&report), ["config_damaged"]);
+    let wrong = f
+        .env
+        .cmd(&["snapshots"])
+        .env("CAIRN_PASSWORD", "wrong")
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(12), "{}", stderr(&wrong));
+    assert!(
+        stderr(&wrong).contains("config may be damaged"),
+        "{}",
+        stderr(&wrong)
+    );
+    f.env.ok(&["repair", "config"]);
+    let out = f.env.run(&["snapshots"]);
+    assert!(!stderr(&out).contains("damaged"), "{}", stderr(&out));
+    f.assert_clean(&["--read-data"]);
+    f.assert_all_restore();
+}
+
+/// A lost config: the key files say which repository this is, and `init` does not put a new
+/// repository in its place.
+#[test]
+fn a_lost_config_is_recovered_from_the_key_files() {
+    let f = Fixture::new();
+    std::fs::remove_file(f.env.repo.join("config")).unwrap();
+    let out = f.env.run(&["init"]);
+    assert_eq!(out.status.code(), Some(16), "{}", stderr(&out));
+    let (code, report) = f.check(&[]);
+    assert_eq!(code, 17, "{report:#}");
+    assert_eq!(kinds(&report), ["config_damaged"]);
+    f.env.ok(&["repair", "config"]);
+    f.assert_clean(&[]);
+    f.assert_all_restore();
 }
 
 /// Regression: damage `check --read-data` found was known only to the machine that ran it;

@@ -100,6 +100,11 @@ pub enum Problem {
     RemovalRecordDamaged {
         reason: String,
     },
+    /// The config could not be read, or named another repository id than the key files do;
+    /// the repository was read with theirs (`repair config` writes it again).
+    ConfigDamaged {
+        reason: String,
+    },
 }
 
 impl Problem {
@@ -123,6 +128,11 @@ impl std::fmt::Display for Problem {
             Problem::IndexSegmentDamaged { segment, reason } => {
                 write!(f, "index segment {segment} cannot be read: {reason}")
             }
+            Problem::ConfigDamaged { reason } => write!(
+                f,
+                "the config is damaged ({reason}); the repository was read with the id its key \
+                 files record; `cairn repair config` writes it again"
+            ),
             Problem::SnapshotDamaged { snapshot, reason } => {
                 write!(f, "snapshot {snapshot} cannot be read: {reason}")
             }
@@ -445,6 +455,10 @@ fn run_in_pool(
     progress: &dyn CheckProgress,
 ) -> Result<CheckReport> {
     let mut report = CheckReport::default();
+    if let Some(reason) = repo.config_damage() {
+        let reason = reason.to_string();
+        report.problems.push(Problem::ConfigDamaged { reason });
+    }
     progress.phase("index", 0);
     let (snapshots, _forgotten_meanwhile) = trees::load_snapshots(repo, &mut report)?;
     let inventory = Inventory::load(repo)?;

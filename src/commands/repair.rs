@@ -1,4 +1,4 @@
-//! `cairn repair index` and `cairn repair snapshots`.
+//! `cairn repair index`, `cairn repair snapshots` and `cairn repair config`.
 
 use std::collections::HashMap;
 
@@ -10,13 +10,36 @@ use cairn::repo::Repository;
 use cairn::snapshot;
 
 use super::{Context, Outcome};
-use crate::cli::{RepairCommand, RepairIndexArgs, RepairSnapshotsArgs};
+use crate::cli::{RepairCommand, RepairConfigArgs, RepairIndexArgs, RepairSnapshotsArgs};
 
 pub fn run(ctx: &Context, command: &RepairCommand) -> Result<Outcome> {
     match command {
         RepairCommand::Index(a) => index(ctx, a),
         RepairCommand::Snapshots(a) => snapshots(ctx, a),
+        RepairCommand::Config(a) => config(ctx, a),
     }
+}
+
+/// Writes a damaged or lost config again from what opening the repository recovered (the
+/// repository id a key file records); an intact one is left alone.
+fn config(ctx: &Context, args: &RepairConfigArgs) -> Result<Outcome> {
+    let repo = ctx.open_repo()?;
+    let Some(damage) = repo.config_damage() else {
+        ctx.note("the config is intact; nothing to do");
+        return Ok(Outcome::Success);
+    };
+    if args.dry_run {
+        ctx.note(&format!(
+            "would write the config again (it is damaged: {damage})"
+        ));
+        return Ok(Outcome::Success);
+    }
+    let _lock = ctx.lock(&repo, true)?;
+    repo.rewrite_config()?;
+    ctx.note(&format!(
+        "wrote the config again (it was damaged: {damage})"
+    ));
+    Ok(Outcome::Success)
 }
 
 fn index(ctx: &Context, args: &RepairIndexArgs) -> Result<Outcome> {

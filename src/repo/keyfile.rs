@@ -3,7 +3,8 @@
 //!
 //! Layout: fields `1: kdf name ("argon2id")`, `2: memory KiB`, `3: iterations`,
 //! `4: parallelism`, `5: salt (16 bytes)`, `6: wrapped master key (sealed, 72 bytes)`,
-//! `7: created ns`, `8: hostname`, `9: username`; then the footer with kind `KEY_`. The wrapping
+//! `7: created ns`, `8: hostname`, `9: username`, `10: repository id` (from 2026-11-24; what
+//! recovers a damaged or lost config); then the footer with kind `KEY_`. The wrapping
 //! key is Argon2id(password, salt) with the stored parameters; the associated data of the
 //! wrapped key is `"cairn-key" | repository id`.
 
@@ -49,6 +50,8 @@ pub struct KeyFile {
     pub created_ns: i64,
     pub hostname: String,
     pub username: String,
+    /// The repository it was made for; key files written before this field lack it.
+    pub repository: Option<RepositoryId>,
 }
 
 fn wrapping_key(password: &[u8], salt: &[u8], p: KdfParams) -> Result<[u8; 32]> {
@@ -116,6 +119,7 @@ impl KeyFile {
             created_ns,
             hostname,
             username,
+            repository: Some(*repo),
         })
     }
 
@@ -138,6 +142,9 @@ impl KeyFile {
             .int(7, self.created_ns)
             .bytes(8, self.hostname.as_bytes())
             .bytes(9, self.username.as_bytes());
+        if let Some(repo) = &self.repository {
+            w.bytes(10, &repo.0);
+        }
         let mut out = w.finish();
         out.extend_from_slice(&file::footer(FileKind::Key));
         out
@@ -157,6 +164,7 @@ impl KeyFile {
             created_ns: 0,
             hostname: String::new(),
             username: String::new(),
+            repository: None,
         };
         let small = |v: Option<u64>| v.and_then(|n| u32::try_from(n).ok());
         for f in codec::fields(body).ok_or_else(|| bad("malformed fields"))? {
@@ -170,6 +178,7 @@ impl KeyFile {
                 7 => k.created_ns = f.int().unwrap_or(0),
                 8 => k.hostname = String::from_utf8_lossy(f.value).into_owned(),
                 9 => k.username = String::from_utf8_lossy(f.value).into_owned(),
+                10 => k.repository = Some(RepositoryId(f.id().ok_or_else(|| bad("repository"))?)),
                 _ => {}
             }
         }
@@ -194,6 +203,13 @@ mod tests {
         let kf = KeyFile::create(&keys, &repo, b"pw", FAST, 5, "h".into(), "u".into()).unwrap();
         let decoded = KeyFile::decode("k", &kf.encode()).unwrap();
         assert_eq!(decoded, kf);
+        assert_eq!(decoded.repository, Some(repo));
+        // Key files from before the field: without it, and otherwise the same.
+        let old = KeyFile {
+            repository: None,
+            ..kf.clone()
+        };
+        assert_eq!(KeyFile::decode("k", &old.encode()).unwrap(), old);
         let opened = decoded.unwrap_keys(&repo, b"pw").unwrap().unwrap();
         assert_eq!(opened.master(), keys.master());
         assert!(decoded.unwrap_keys(&repo, b"wrong").unwrap().is_none());

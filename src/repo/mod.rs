@@ -32,6 +32,8 @@ pub struct Repository {
     keys: Keys,
     /// The id of the key file that opened the repository (or that `init` wrote).
     key_id: [u8; 32],
+    /// What was wrong with the config, when the repository id came from a key file instead.
+    config_damage: Option<String>,
 }
 
 fn dir_of(kind: FileKind) -> &'static str {
@@ -112,6 +114,20 @@ fn id_at(kind: FileKind, path: &str) -> Option<[u8; 32]> {
     (object_path(kind, &id) == path).then_some(id)
 }
 
+/// The key among `unopened` (not opened with the config's id) that `password` opens with the
+/// repository id it records, when that differs: its id, keys, recorded id and creation time.
+fn recover_id(
+    config_id: Option<RepositoryId>,
+    unopened: &[([u8; 32], KeyFile)],
+    password: &[u8],
+) -> Option<([u8; 32], Keys, RepositoryId, i64)> {
+    unopened.iter().find_map(|(key_id, key)| {
+        let id = key.repository.filter(|&r| Some(r) != config_id)?;
+        let keys = key.unwrap_keys(&id, password).ok()??;
+        Some((*key_id, keys, id, key.created_ns))
+    })
+}
+
 /// Reads the config, telling apart "nothing here", "something else here" and "too new".
 pub fn read_config(storage: &dyn Storage) -> Result<Config> {
     match storage.read("config") {
@@ -151,7 +167,9 @@ impl Repository {
                 "the password is empty: no repository is created with one".into(),
             ));
         }
-        if storage.exists("config")? {
+        // Key files without a config are a repository whose config was lost: a new one here
+        // would take their place (`repair config` writes theirs again).
+        if storage.exists("config")? || !storage.list("keys", true)?.is_empty() {
             return Err(Error::RepositoryExists {
                 location: storage.location().to_string(),
             });
@@ -176,6 +194,7 @@ impl Repository {
             config,
             keys,
             key_id: [0; 32],
+            config_damage: None,
         };
         // The key goes first: a config without a key is an unusable repository, while a key
         // without a config is garbage that a second `init` overwrites nothing of.
@@ -185,21 +204,28 @@ impl Repository {
     }
 
     /// Opens a repository. The password is asked for only once the config has been read, so
-    /// a missing or too-new repository fails before any prompt.
+    /// a missing or too-new repository fails before any prompt. A config that cannot be read,
+    /// or whose repository id opens no key, is recovered from a key file that records the
+    /// repository it was made for (`config_damage` then says what was wrong).
     pub fn open(
         storage: Box<dyn Storage>,
         password: impl FnOnce() -> Result<Vec<u8>>,
     ) -> Result<Self> {
-        let config = read_config(storage.as_ref())?;
+        let config = match read_config(storage.as_ref()) {
+            // Perhaps only the config is damaged or lost: the key files may tell.
+            Err(e @ Error::NotARepository { .. }) => Err(e),
+            other => Ok(other?),
+        };
         let key_names = storage.list("keys", true)?;
         if key_names.is_empty() {
-            return Err(Error::NotARepository {
+            return Err(config.err().unwrap_or_else(|| Error::NotARepository {
                 location: storage.location().to_string(),
                 reason: "it has no key files".into(),
-            });
+            }));
         }
         let password = password()?;
-        let (mut tried, mut damaged) = (0, Vec::new());
+        let config_id = config.as_ref().ok().map(|c| c.id);
+        let (mut unopened, mut damaged) = (Vec::new(), Vec::new());
         let mut paths: Vec<String> = key_names.into_iter().map(|o| o.path).collect();
         let mut seen: std::collections::HashSet<String> = paths.iter().cloned().collect();
         // A key file removed (`key remove`, `key passwd`) between the listing and its read
@@ -207,16 +233,24 @@ impl Repository {
         for round in 0..2 {
             let mut vanished = false;
             for path in &paths {
-                match try_key(storage.as_ref(), path, &config.id, &password) {
-                    Ok(Some((key_id, keys))) => {
+                let opened = read_key_file(storage.as_ref(), path).and_then(|(key_id, key)| {
+                    let keys = match config_id {
+                        Some(id) => key.unwrap_keys(&id, &password)?,
+                        None => None,
+                    };
+                    Ok((key_id, key, keys))
+                });
+                match opened {
+                    Ok((key_id, _, Some(keys))) => {
                         return Ok(Repository {
                             storage: storage.into(),
-                            config,
+                            config: config?,
                             keys,
                             key_id,
+                            config_damage: None,
                         });
                     }
-                    Ok(None) => tried += 1,
+                    Ok((key_id, key, None)) => unopened.push((key_id, key)),
                     Err(Error::Storage {
                         not_found: true, ..
                     }) => vanished = true,
@@ -237,15 +271,66 @@ impl Repository {
                 .collect();
             paths.retain(|p| seen.insert(p.clone()));
         }
-        let listed = tried + damaged.len();
+        if let Some((key_id, keys, id, key_made_ns)) = recover_id(config_id, &unopened, &password) {
+            let key = &to_hex(&key_id)[..8];
+            let damage = match &config {
+                Ok(_) => format!("its repository id is not the one key file {key} was made for"),
+                Err(Error::NotARepository { reason, .. }) => reason.clone(),
+                Err(e) => e.to_string(),
+            };
+            tracing::warn!(
+                "the repository's config is damaged ({damage}); the repository id was taken \
+                 from key file {key}. Run `cairn repair config` to write the config again"
+            );
+            let created_ns = config.as_ref().map_or(key_made_ns, |c| c.created_ns);
+            return Ok(Repository {
+                storage: storage.into(),
+                config: Config {
+                    id,
+                    created_ns,
+                    version: FORMAT_VERSION,
+                },
+                keys,
+                key_id,
+                config_damage: Some(damage),
+            });
+        }
+        let recorded = |k: &KeyFile| k.repository.is_some();
+        match config {
+            // No key can say which repository this is.
+            Err(e) if !unopened.iter().any(|(_, k)| recorded(k)) => return Err(e),
+            Err(_) => {}
+            Ok(c)
+                if unopened
+                    .iter()
+                    .any(|(_, k)| k.repository.is_some_and(|r| r != c.id)) =>
+            {
+                tracing::warn!(
+                    "the config's repository id is not the one the key files were made for: the \
+                     config may be damaged (with the right password it is read anyway)"
+                );
+            }
+            Ok(_) => {}
+        }
+        let (tried, damaged_keys) = (unopened.len(), damaged.len());
         match damaged.into_iter().next() {
             // Not one key could be tried: that is damage, not a wrong password.
             Some(e) if tried == 0 => Err(e),
             Some(_) | None => Err(Error::WrongPassword {
                 keys: tried,
-                damaged: listed - tried,
+                damaged: damaged_keys,
             }),
         }
+    }
+
+    /// What was wrong with the config if it was recovered from a key file when opened.
+    pub fn config_damage(&self) -> Option<&str> {
+        self.config_damage.as_deref()
+    }
+
+    /// Writes the config again (`repair config`), atomically replacing what is there.
+    pub fn rewrite_config(&self) -> Result<()> {
+        self.storage.write("config", self.config.encode())
     }
 
     pub fn id(&self) -> &RepositoryId {

@@ -97,7 +97,8 @@ pub fn open_location(location: &str, create: bool) -> Result<Box<dyn Storage>> {
 
 fn check_local_repository(root: &Path) -> Result<()> {
     let location = root.display().to_string();
-    if root.join("config").exists() {
+    // Without a config, key files may still say which repository this is (`Repository::open`).
+    if root.join("config").exists() || root.join("keys").is_dir() {
         return Ok(());
     }
     let empty = match std::fs::read_dir(root) {
