@@ -21,6 +21,11 @@ pub enum Error {
     RepositoryExists { location: String },
 
     #[error(
+        "{location} holds the key files of a repository but no config (an init that was interrupted, or a config that was lost): `cairn repair config` writes it again; nothing was changed"
+    )]
+    ConfigLost { location: String },
+
+    #[error(
         "the repository uses format version {found}, but this cairn reads only up to version {supported}: upgrade cairn; nothing was changed"
     )]
     NewerFormat { found: u32, supported: u32 },

@@ -36,7 +36,7 @@ fn exit_code(err: &Error) -> i32 {
         Error::NotARepository { .. } => exit::NOT_A_REPOSITORY,
         Error::NewerFormat { .. } => exit::NEWER_FORMAT,
         Error::SourceNotFound { .. } | Error::SourceUnreadable { .. } => exit::SOURCE_NOT_FOUND,
-        Error::RepositoryExists { .. } => exit::REPOSITORY_EXISTS,
+        Error::RepositoryExists { .. } | Error::ConfigLost { .. } => exit::REPOSITORY_EXISTS,
         e if e.is_damage() => exit::DAMAGED,
         _ => exit::FAILURE,
     }

@@ -616,18 +616,14 @@ fn flipped_bit_in_a_data_blob_needs_read_data_and_is_repaired_by_repair_snapshot
 fn a_damaged_config_is_recovered_from_the_key_files() {
     let f = Fixture::new();
     let config = f.env.repo.join("config");
+    let intact = std::fs::read(&config).unwrap();
     flip_bit(&config, 5);
     let out = f.env.run(&["snapshots"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let said = stderr(&out);
     assert!(
-        stderr(&out).contains("config is damaged"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(
-        stderr(&out).contains("cairn repair config"),
-        "{}",
-        stderr(&out)
+        said.contains("config is damaged") && said.contains("cairn repair config"),
+        "{said}"
     );
     let (code, report) = f.check(&[]);
     assert_eq!(code, 17, "{report:#}");
@@ -644,7 +640,11 @@ fn a_damaged_config_is_recovered_from_the_key_files() {
         "{}",
         stderr(&wrong)
     );
+    let damaged = std::fs::read(&config).unwrap();
+    f.env.ok(&["repair", "config", "--dry-run"]);
+    assert_eq!(std::fs::read(&config).unwrap(), damaged, "a dry run wrote");
     f.env.ok(&["repair", "config"]);
+    assert_eq!(std::fs::read(&config).unwrap(), intact);
     let out = f.env.run(&["snapshots"]);
     assert!(!stderr(&out).contains("damaged"), "{}", stderr(&out));
     f.assert_clean(&["--read-data"]);
@@ -656,15 +656,43 @@ fn a_damaged_config_is_recovered_from_the_key_files() {
 #[test]
 fn a_lost_config_is_recovered_from_the_key_files() {
     let f = Fixture::new();
-    std::fs::remove_file(f.env.repo.join("config")).unwrap();
+    let config = f.env.repo.join("config");
+    let intact = std::fs::read(&config).unwrap();
+    std::fs::remove_file(&config).unwrap();
     let out = f.env.run(&["init"]);
     assert_eq!(out.status.code(), Some(16), "{}", stderr(&out));
+    assert!(stderr(&out).contains("repair config"), "{}", stderr(&out));
     let (code, report) = f.check(&[]);
     assert_eq!(code, 17, "{report:#}");
     assert_eq!(kinds(&report), ["config_damaged"]);
     f.env.ok(&["repair", "config"]);
+    // The creation time too: the repository's first key was made with it.
+    assert_eq!(std::fs::read(&config).unwrap(), intact);
     f.assert_clean(&[]);
     f.assert_all_restore();
+}
+
+/// Key files that record different repository ids do not pick one for a damaged config
+/// (helper-51: the first listed won, and hostile storage can choose which is first).
+#[test]
+fn key_files_that_disagree_do_not_stand_in_for_a_damaged_config() {
+    let f = Fixture::new();
+    let other = Env::new();
+    other.init();
+    for key in std::fs::read_dir(other.repo.join("keys")).unwrap() {
+        let key = key.unwrap().path();
+        std::fs::copy(&key, f.env.repo.join("keys").join(key.file_name().unwrap())).unwrap();
+    }
+    // Intact, the config is trusted whatever else the key files say.
+    f.env.ok(&["snapshots"]);
+    flip_bit(&f.env.repo.join("config"), 5);
+    let out = f.env.run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(17), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("2 different repository ids"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// Regression: damage `check --read-data` found was known only to the machine that ran it;

@@ -362,11 +362,8 @@ impl Context {
 
     pub fn init(&self, kdf: &KdfArgs) -> Result<Repository> {
         let storage = self.storage(true)?;
-        if storage.exists("config")? {
-            return Err(Error::RepositoryExists {
-                location: storage.location().to_string(),
-            });
-        }
+        // Before the password is asked for.
+        Repository::refuse_init_over(storage.as_ref())?;
         let password = self.password(true)?;
         Repository::init(storage, &password, kdf.params())
     }

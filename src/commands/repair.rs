@@ -28,16 +28,17 @@ fn config(ctx: &Context, args: &RepairConfigArgs) -> Result<Outcome> {
         ctx.note("the config is intact; nothing to do");
         return Ok(Outcome::Success);
     };
+    let id = repo.id().to_hex();
     if args.dry_run {
         ctx.note(&format!(
-            "would write the config again (it is damaged: {damage})"
+            "would write the config again with repository id {id} (it is damaged: {damage})"
         ));
         return Ok(Outcome::Success);
     }
     let _lock = ctx.lock(&repo, true)?;
     repo.rewrite_config()?;
     ctx.note(&format!(
-        "wrote the config again (it was damaged: {damage})"
+        "wrote the config again with repository id {id} (it was damaged: {damage})"
     ));
     Ok(Outcome::Success)
 }

@@ -114,17 +114,43 @@ fn id_at(kind: FileKind, path: &str) -> Option<[u8; 32]> {
     (object_path(kind, &id) == path).then_some(id)
 }
 
-/// The key among `unopened` (not opened with the config's id) that `password` opens with the
-/// repository id it records, when that differs: its id, keys, recorded id and creation time.
-fn recover_id(
-    config_id: Option<RepositoryId>,
+/// The repository id the key files not opened with the config's id record, when the config
+/// is not to be trusted for it: it could not be read, or every key file records an id and
+/// none the config's (a key file from before ids were recorded may be this repository's, so
+/// the config's id is then kept). None when they cannot say; an error when they disagree.
+fn recorded_id(
+    config: &Result<Config>,
+    unopened: &[([u8; 32], KeyFile)],
+) -> Result<Option<RepositoryId>> {
+    let ids: std::collections::BTreeSet<[u8; 32]> = unopened
+        .iter()
+        .filter_map(|(_, k)| k.repository.map(|r| r.0))
+        .collect();
+    let suspect = match config {
+        Err(_) => true,
+        Ok(c) => unopened.iter().all(|(_, k)| k.repository.is_some()) && !ids.contains(&c.id.0),
+    };
+    match ids.len() {
+        _ if !suspect => Ok(None),
+        0 | 1 => Ok(ids.into_iter().next().map(RepositoryId)),
+        n => Err(Error::corrupt(
+            "config",
+            "config",
+            format!("it cannot be trusted, and the key files record {n} different repository ids"),
+        )),
+    }
+}
+
+/// The first key among `unopened` that `password` opens with repository id `id` (one made
+/// before ids were recorded included): its id and keys.
+fn open_with(
+    id: RepositoryId,
     unopened: &[([u8; 32], KeyFile)],
     password: &[u8],
-) -> Option<([u8; 32], Keys, RepositoryId, i64)> {
+) -> Option<([u8; 32], Keys)> {
     unopened.iter().find_map(|(key_id, key)| {
-        let id = key.repository.filter(|&r| Some(r) != config_id)?;
         let keys = key.unwrap_keys(&id, password).ok()??;
-        Some((*key_id, keys, id, key.created_ns))
+        Some((*key_id, keys))
     })
 }
 
@@ -167,13 +193,7 @@ impl Repository {
                 "the password is empty: no repository is created with one".into(),
             ));
         }
-        // Key files without a config are a repository whose config was lost: a new one here
-        // would take their place (`repair config` writes theirs again).
-        if storage.exists("config")? || !storage.list("keys", true)?.is_empty() {
-            return Err(Error::RepositoryExists {
-                location: storage.location().to_string(),
-            });
-        }
+        Self::refuse_init_over(storage.as_ref())?;
         let config = Config {
             id: RepositoryId(crate::crypto::random_bytes()),
             created_ns: host::now_ns(),
@@ -201,6 +221,19 @@ impl Repository {
         repo.key_id = repo.write_content_addressed(FileKind::Key, key.encode())?;
         repo.storage.write("config", repo.config.encode())?;
         Ok(repo)
+    }
+
+    /// An error if `init` would put a repository over one: a config, or key files without
+    /// one (an interrupted init, or a lost config: a new repository would take its place).
+    pub fn refuse_init_over(storage: &dyn Storage) -> Result<()> {
+        let location = storage.location().to_string();
+        if storage.exists("config")? {
+            return Err(Error::RepositoryExists { location });
+        }
+        if !storage.list("keys", true)?.is_empty() {
+            return Err(Error::ConfigLost { location });
+        }
+        Ok(())
     }
 
     /// Opens a repository. The password is asked for only once the config has been read, so
@@ -271,18 +304,32 @@ impl Repository {
                 .collect();
             paths.retain(|p| seen.insert(p.clone()));
         }
-        if let Some((key_id, keys, id, key_made_ns)) = recover_id(config_id, &unopened, &password) {
+        let recorded = recorded_id(&config, &unopened)?;
+        if let Some(id) = recorded
+            && let Some((key_id, keys)) = open_with(id, &unopened, &password)
+        {
             let key = &to_hex(&key_id)[..8];
             let damage = match &config {
-                Ok(_) => format!("its repository id is not the one key file {key} was made for"),
+                Ok(_) => "its repository id is not the one the key files record".to_string(),
                 Err(Error::NotARepository { reason, .. }) => reason.clone(),
                 Err(e) => e.to_string(),
             };
             tracing::warn!(
-                "the repository's config is damaged ({damage}); the repository id was taken \
-                 from key file {key}. Run `cairn repair config` to write the config again"
+                "the repository's config is damaged ({damage}); it was opened with the \
+                 repository id key file {key} records. Run `cairn repair config` to write the \
+                 config again"
             );
-            let created_ns = config.as_ref().map_or(key_made_ns, |c| c.created_ns);
+            // The first key of a repository is made with it, at its creation time.
+            let made = |k: &&([u8; 32], KeyFile)| k.1.repository == Some(id);
+            let oldest_key = unopened
+                .iter()
+                .filter(made)
+                .map(|(_, k)| k.created_ns)
+                .min();
+            let created_ns = match &config {
+                Ok(c) => c.created_ns,
+                Err(_) => oldest_key.unwrap_or_default(),
+            };
             return Ok(Repository {
                 storage: storage.into(),
                 config: Config {
@@ -295,22 +342,14 @@ impl Repository {
                 config_damage: Some(damage),
             });
         }
-        let recorded = |k: &KeyFile| k.repository.is_some();
-        match config {
+        match (config, recorded) {
             // No key can say which repository this is.
-            Err(e) if !unopened.iter().any(|(_, k)| recorded(k)) => return Err(e),
-            Err(_) => {}
-            Ok(c)
-                if unopened
-                    .iter()
-                    .any(|(_, k)| k.repository.is_some_and(|r| r != c.id)) =>
-            {
-                tracing::warn!(
-                    "the config's repository id is not the one the key files were made for: the \
-                     config may be damaged (with the right password it is read anyway)"
-                );
-            }
-            Ok(_) => {}
+            (Err(e), None) => return Err(e),
+            (Ok(_), Some(_)) => tracing::warn!(
+                "the config's repository id is not the one the key files record: the config may \
+                 be damaged"
+            ),
+            _ => {}
         }
         let (tried, damaged_keys) = (unopened.len(), damaged.len());
         match damaged.into_iter().next() {

@@ -95,10 +95,21 @@ pub fn open_location(location: &str, create: bool) -> Result<Box<dyn Storage>> {
     Ok(Box::new(OpendalStorage::local(path)?))
 }
 
+/// Whether `dir` holds a file named as key files are (64 hex digits).
+fn has_key_files(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let name = e.file_name();
+        name.len() == 64 && name.as_encoded_bytes().iter().all(u8::is_ascii_hexdigit)
+    })
+}
+
 fn check_local_repository(root: &Path) -> Result<()> {
     let location = root.display().to_string();
     // Without a config, key files may still say which repository this is (`Repository::open`).
-    if root.join("config").exists() || root.join("keys").is_dir() {
+    if root.join("config").exists() || has_key_files(&root.join("keys")) {
         return Ok(());
     }
     let empty = match std::fs::read_dir(root) {
