@@ -433,16 +433,19 @@ fn dry_run_lists_every_entry_it_would_write_and_writes_nothing() {
     assert!(!out.exists(), "dry run created the target");
     let base = restored(&out, &src);
     let at = |p: &str| base.join(p).display().to_string();
+    let file = format!("would restore file {} (195.3 KiB)", at("docs/contract.pdf"));
+    let link = format!(
+        "would restore link {} (hard link to {})",
+        at("link.pdf"),
+        at("docs/contract.pdf")
+    );
+    let fifo = format!("would restore fifo {}", at("pipe"));
     let mut expected = vec![
-        format!("would restore file {} (195.3 KiB)", at("docs/contract.pdf")),
+        file.clone(),
         format!("would restore dir {}", at("docs")),
         format!("would restore symlink {}", at("latest.pdf")),
-        format!(
-            "would restore link {} (hard link to {})",
-            at("link.pdf"),
-            at("docs/contract.pdf")
-        ),
-        format!("would restore fifo {}", at("pipe")),
+        link.clone(),
+        fifo.clone(),
     ];
     // Then the folders leading to it, the nearest first, and the target.
     let mut dir = base.clone();
@@ -460,14 +463,10 @@ fn dry_run_lists_every_entry_it_would_write_and_writes_nothing() {
     // The symlink was read to be compared, which moved its atime: not listed all the same.
     // The link has the changed content too (one inode); the fifo's folder, a new mtime.
     let expected = [
-        format!("would restore file {} (195.3 KiB)", at("docs/contract.pdf")),
+        file,
         format!("would set the metadata of {}", at("docs")),
-        format!(
-            "would restore link {} (hard link to {})",
-            at("link.pdf"),
-            at("docs/contract.pdf")
-        ),
-        format!("would restore fifo {}", at("pipe")),
+        link,
+        fifo,
         format!("would set the metadata of {}", base.display()),
     ];
     assert_eq!(listing.lines().collect::<Vec<_>>(), expected);

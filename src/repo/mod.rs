@@ -217,7 +217,7 @@ impl Repository {
             config_damage: None,
         };
         // The key goes first: a config without a key is an unusable repository, while a key
-        // without a config is garbage that a second `init` overwrites nothing of.
+        // without a config is one that `repair config` completes (a second `init` refuses it).
         repo.key_id = repo.write_content_addressed(FileKind::Key, key.encode())?;
         repo.storage.write("config", repo.config.encode())?;
         Ok(repo)

@@ -106,8 +106,8 @@ pub trait Report {
     /// A problem with one entry (counted in `errors`); called once the restore is over.
     fn failed(&self, path: &Path, err: &Error);
     /// With `dry_run`: what the restore would write at `path`, as the walk comes to it (a
-    /// folder after what is below it). Nothing is held: a dry run of any size lists in
-    /// bounded memory.
+    /// folder after what is below it). The listing is not held, so it takes no memory
+    /// however long it is.
     fn would_write(&self, path: &Path, what: WouldWrite<'_>);
 }
 
