@@ -66,6 +66,14 @@ fn check_sample(fixture: &str) {
         &env.repo,
     );
     let run = |args: &[&str]| run_with_sample_password(&env, args);
+    // Its key file predates the repository id in key files: check says what that means.
+    let report: serde_json::Value = serde_json::from_slice(&run(&["--json", "check"])).unwrap();
+    let warned =
+        |w: &serde_json::Value| w["kind"] == "keys_without_repository_id" && w["keys"] == 1;
+    assert!(
+        report["warnings"].as_array().unwrap().iter().any(warned),
+        "{report:#}"
+    );
     let snaps: serde_json::Value = serde_json::from_slice(&run(&["snapshots", "--json"])).unwrap();
     assert_eq!(snaps.as_array().unwrap().len(), 1);
     let source = snaps[0]["paths"][0].as_str().unwrap().to_string();

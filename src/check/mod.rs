@@ -220,6 +220,9 @@ pub enum Warning {
     PackReplaced { pack: PackId },
     /// Snapshots an interrupted `forget` committed to removing, whose files are still there.
     RemovalPending { snapshots: usize },
+    /// Key files made before key files recorded the repository id: a damaged or lost config
+    /// cannot be recovered through them.
+    KeysWithoutRepositoryId { keys: usize },
 }
 
 impl std::fmt::Display for Warning {
@@ -265,6 +268,10 @@ impl std::fmt::Display for Warning {
             Warning::RemovalPending { snapshots } => write!(
                 f,
                 "an interrupted forget left {snapshots} snapshot file(s) to delete; the next forget or prune deletes them"
+            ),
+            Warning::KeysWithoutRepositoryId { keys } => write!(
+                f,
+                "{keys} key file(s) do not record the repository id (made before cairn of 2026-11-24), so a damaged or lost config could not be recovered through them; `cairn key add` (then `cairn key remove` of the old key) gives the repository a key that does"
             ),
             Warning::PackReplaced { pack } => write!(
                 f,
@@ -458,6 +465,16 @@ fn run_in_pool(
     if let Some(reason) = repo.config_damage() {
         let reason = reason.to_string();
         report.problems.push(Problem::ConfigDamaged { reason });
+    }
+    let keys = crate::repo::key_files::list(repo)?;
+    let unrecorded = keys
+        .iter()
+        .filter(|k| k.file.as_ref().is_ok_and(|f| f.repository.is_none()));
+    if unrecorded.clone().next().is_some() {
+        let keys = unrecorded.count();
+        report
+            .warnings
+            .push(Warning::KeysWithoutRepositoryId { keys });
     }
     progress.phase("index", 0);
     let (snapshots, _forgotten_meanwhile) = trees::load_snapshots(repo, &mut report)?;
