@@ -622,7 +622,7 @@ fn a_damaged_config_is_recovered_from_the_key_files() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let said = stderr(&out);
     assert!(
-        said.contains("config is damaged") && said.contains("cairn repair config"),
+        said.contains("checksum does not match") && said.contains("cairn repair config"),
         "{said}"
     );
     let (code, report) = f.check(&[]);
@@ -649,6 +649,23 @@ fn a_damaged_config_is_recovered_from_the_key_files() {
     assert!(!stderr(&out).contains("damaged"), "{}", stderr(&out));
     f.assert_clean(&["--read-data"]);
     f.assert_all_restore();
+    // A flipped bit in the footer's version made it claim a newer format ("upgrade cairn").
+    flip_bit(&config, intact.len() - 12);
+    let out = f.env.run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    f.env.ok(&["repair", "config"]);
+    assert_eq!(std::fs::read(&config).unwrap(), intact);
+    // A config from before the checksum: its id not the one every key file records.
+    let field_at = intact.len() - 16 - 34;
+    let mut old = [&intact[..field_at], &intact[intact.len() - 16..]].concat();
+    old[5] ^= 0x10;
+    std::fs::write(&config, &old).unwrap();
+    let out = f.env.run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let said = stderr(&out);
+    assert!(said.contains("not the one the key files record"), "{said}");
+    f.env.ok(&["repair", "config"]);
+    assert_eq!(std::fs::read(&config).unwrap(), intact);
 }
 
 /// A lost config: the key files say which repository this is, and `init` does not put a new

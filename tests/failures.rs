@@ -106,6 +106,14 @@ fn newer_format_is_refused_before_asking_for_a_password() {
     let mut bytes = std::fs::read(&config).unwrap();
     let n = bytes.len();
     bytes[n - 12..n - 8].copy_from_slice(&2u32.to_le_bytes());
+    // As a newer cairn would write it: the checksum (the last field) over the new footer.
+    let (fields, footer) = (&bytes[..n - 16 - 34], &bytes[n - 16..]);
+    let sum = *blake3::Hasher::new()
+        .update(fields)
+        .update(footer)
+        .finalize()
+        .as_bytes();
+    bytes[n - 16 - 32..n - 16].copy_from_slice(&sum);
     std::fs::write(&config, bytes).unwrap();
     let out = env
         .cmd(&["snapshots"])

@@ -130,8 +130,8 @@ impl std::fmt::Display for Problem {
             }
             Problem::ConfigDamaged { reason } => write!(
                 f,
-                "the config is damaged ({reason}); the repository was read with the id its key \
-                 files record; `cairn repair config` writes it again"
+                "the config cannot be used ({reason}); the repository was read with the id its \
+                 key files record; `cairn repair config` writes it again"
             ),
             Problem::SnapshotDamaged { snapshot, reason } => {
                 write!(f, "snapshot {snapshot} cannot be read: {reason}")

@@ -154,16 +154,21 @@ fn open_with(
     })
 }
 
-/// Reads the config, telling apart "nothing here", "something else here" and "too new".
+/// Reads the config, telling apart "nothing here", "something else here", "damaged" and "too
+/// new" (a checksum that does not match makes any version damage).
 pub fn read_config(storage: &dyn Storage) -> Result<Config> {
+    let damaged = |reason: String| Error::NotARepository {
+        location: storage.location().to_string(),
+        reason,
+    };
     match storage.read("config") {
-        Ok(bytes) => Config::decode(&bytes).map_err(|e| match e {
-            Error::NewerFormat { .. } => e,
-            other => Error::NotARepository {
-                location: storage.location().to_string(),
-                reason: other.to_string(),
-            },
-        }),
+        Ok(bytes) => match (Config::checksum_state(&bytes), Config::decode(&bytes)) {
+            (config::Checksum::Differs, _) => Err(damaged(
+                "its config is damaged: its checksum does not match".into(),
+            )),
+            (_, Err(e @ Error::NewerFormat { .. })) => Err(e),
+            (_, decoded) => decoded.map_err(|e| damaged(e.to_string())),
+        },
         Err(Error::Storage {
             not_found: true, ..
         }) => {
@@ -315,7 +320,7 @@ impl Repository {
                 Err(e) => e.to_string(),
             };
             tracing::warn!(
-                "the repository's config is damaged ({damage}); it was opened with the \
+                "the repository's config cannot be used ({damage}); it was opened with the \
                  repository id key file {key} records. Run `cairn repair config` to write the \
                  config again"
             );
@@ -345,11 +350,15 @@ impl Repository {
         match (config, recorded) {
             // No key can say which repository this is.
             (Err(e), None) => return Err(e),
+            (Err(e), Some(_)) => tracing::warn!(
+                "the repository's config may be damaged ({e}): with a right password it is read \
+                 with the repository id its key files record"
+            ),
             (Ok(_), Some(_)) => tracing::warn!(
                 "the config's repository id is not the one the key files record: the config may \
                  be damaged"
             ),
-            _ => {}
+            (Ok(_), None) => {}
         }
         let (tried, damaged_keys) = (unopened.len(), damaged.len());
         match damaged.into_iter().next() {
