@@ -33,23 +33,6 @@ impl Config {
         out
     }
 
-    /// Whether a config's bytes hold a checksum, and whether it matches. Read before the
-    /// footer is trusted: a version that only damage made newer is damage.
-    pub fn checksum_state(bytes: &[u8]) -> Checksum {
-        let Some(field_at) = bytes.len().checked_sub(FOOTER_LEN + CHECKSUM_FIELD_LEN) else {
-            return Checksum::Absent;
-        };
-        let (before, rest) = bytes.split_at(field_at);
-        let (field, footer) = rest.split_at(CHECKSUM_FIELD_LEN);
-        if field[..2] != [CHECKSUM_TAG as u8, 32] {
-            return Checksum::Absent;
-        }
-        match field[2..] == checksum(before, footer) {
-            true => Checksum::Matches,
-            false => Checksum::Differs,
-        }
-    }
-
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let (body, version) = file::split_footer(FileKind::Config, "config", bytes)?;
         let bad = |why: &str| Error::corrupt("config", "config", why);
@@ -67,6 +50,29 @@ impl Config {
             created_ns,
             version,
         })
+    }
+
+    /// Whether a config's bytes hold a checksum, and whether it matches. Read before the
+    /// footer is trusted: a version that only damage made newer is damage. The checksum is
+    /// the last of the fields parsed from the start, so an older config's bytes are never
+    /// taken for one.
+    pub fn checksum_state(bytes: &[u8]) -> Checksum {
+        let Some(body_len) = bytes.len().checked_sub(FOOTER_LEN) else {
+            return Checksum::Absent;
+        };
+        let (body, footer) = bytes.split_at(body_len);
+        let last = codec::fields(body).and_then(|f| f.last().map(|f| (f.tag, f.value.len())));
+        if last != Some((CHECKSUM_TAG, 32)) || body.len() < CHECKSUM_FIELD_LEN {
+            return Checksum::Absent;
+        }
+        let (before, field) = body.split_at(body.len() - CHECKSUM_FIELD_LEN);
+        if field[..2] != [CHECKSUM_TAG as u8, 32] {
+            return Checksum::Absent; // not as we write it
+        }
+        match field[2..] == checksum(before, footer) {
+            true => Checksum::Matches,
+            false => Checksum::Differs,
+        }
     }
 }
 
@@ -105,32 +111,46 @@ mod tests {
         assert_eq!(Config::checksum_state(&c.encode()), Checksum::Matches);
     }
 
-    /// Every flipped bit is seen, in the footer's version too; a config from before the
-    /// checksum has none.
+    /// A flipped bit anywhere is damage (the checksum differs, or the fields no longer
+    /// parse), or leaves the config as it was (a flip in the checksum field's own tag or
+    /// length): never a newer version nor another id. A config from before the checksum has
+    /// none, even when its id holds the checksum field's first two bytes.
     #[test]
     fn the_checksum_sees_every_flipped_bit() {
         let c = Config {
             id: RepositoryId([3; 32]),
-            created_ns: 1,
+            created_ns: 1_700_000_000_000_000_000,
             version: file::FORMAT_VERSION,
         };
         let bytes = c.encode();
         for bit in 0..bytes.len() * 8 {
             let mut damaged = bytes.clone();
             damaged[bit / 8] ^= 1 << (bit % 8);
-            let state = Config::checksum_state(&damaged);
-            // A flip in the checksum field's tag or length makes it look absent.
-            let field_at = bytes.len() - FOOTER_LEN - CHECKSUM_FIELD_LEN;
-            if (field_at..field_at + 2).contains(&(bit / 8)) {
-                assert_eq!(state, Checksum::Absent, "bit {bit}");
-            } else {
-                assert_eq!(state, Checksum::Differs, "bit {bit}");
-            }
+            let seen = match Config::checksum_state(&damaged) {
+                Checksum::Differs => true,
+                Checksum::Matches => false,
+                Checksum::Absent => match Config::decode(&damaged) {
+                    Ok(d) => d == c,
+                    Err(e) => !matches!(e, Error::NewerFormat { .. }),
+                },
+            };
+            assert!(seen, "bit {bit}");
         }
+        let mut id = [3; 32];
+        id[9..11].copy_from_slice(&[CHECKSUM_TAG as u8, 32]);
+        let c = Config {
+            id: RepositoryId(id),
+            ..c
+        };
         let mut w = FieldWriter::new();
         w.bytes(1, &c.id.0).int(2, c.created_ns);
         let mut old = w.finish();
         old.extend_from_slice(&file::footer(FileKind::Config));
+        assert_eq!(
+            old.len() - FOOTER_LEN - CHECKSUM_FIELD_LEN,
+            11,
+            "the test's premise"
+        );
         assert_eq!(Config::checksum_state(&old), Checksum::Absent);
         assert_eq!(Config::decode(&old).unwrap(), c);
     }
