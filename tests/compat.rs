@@ -74,6 +74,20 @@ fn check_sample(fixture: &str) {
         report["warnings"].as_array().unwrap().iter().any(warned),
         "{report:#}"
     );
+    // `repair config` gives its config the checksum (the rest of the test reads it so).
+    let config = env.repo.join("config");
+    let old = std::fs::read(&config).unwrap();
+    run(&["repair", "config"]);
+    let new = std::fs::read(&config).unwrap();
+    let body = old.len() - 16;
+    assert_eq!(new.len(), old.len() + 34);
+    assert_eq!(
+        (&new[..body], &new[body..body + 2]),
+        (&old[..body], &[0x7f, 0x20][..])
+    );
+    assert_eq!(&new[body + 34..], &old[body..]);
+    run(&["repair", "config"]);
+    assert_eq!(std::fs::read(&config).unwrap(), new, "written again");
     let snaps: serde_json::Value = serde_json::from_slice(&run(&["snapshots", "--json"])).unwrap();
     assert_eq!(snaps.as_array().unwrap().len(), 1);
     let source = snaps[0]["paths"][0].as_str().unwrap().to_string();

@@ -7,6 +7,7 @@ use cairn::ids::PackId;
 use cairn::repair::index as repair_index;
 use cairn::repair::snapshots::{self as repair_snapshots, RepairSnapshotsOptions};
 use cairn::repo::Repository;
+use cairn::repo::config::{Checksum, Config};
 use cairn::snapshot;
 
 use super::{Context, Outcome};
@@ -21,24 +22,31 @@ pub fn run(ctx: &Context, command: &RepairCommand) -> Result<Outcome> {
 }
 
 /// Writes a damaged or lost config again from what opening the repository recovered (the
-/// repository id a key file records); an intact one is left alone.
+/// repository id a key file records), or an intact one written before configs had a
+/// checksum, with one; an intact one with a checksum is left alone.
 fn config(ctx: &Context, args: &RepairConfigArgs) -> Result<Outcome> {
     let repo = ctx.open_repo()?;
-    let Some(damage) = repo.config_damage() else {
-        ctx.note("the config is intact; nothing to do");
-        return Ok(Outcome::Success);
+    let why = match repo.config_damage() {
+        Some(damage) => format!("it is damaged: {damage}"),
+        None if Config::checksum_state(&repo.storage().read("config")?) == Checksum::Absent => {
+            "it has no checksum, which configs written from 2026-11-24 on have".to_string()
+        }
+        None => {
+            ctx.note("the config is intact; nothing to do");
+            return Ok(Outcome::Success);
+        }
     };
     let id = repo.id().to_hex();
     if args.dry_run {
         ctx.note(&format!(
-            "would write the config again with repository id {id} (it is damaged: {damage})"
+            "would write the config again with repository id {id} ({why})"
         ));
         return Ok(Outcome::Success);
     }
     let _lock = ctx.lock(&repo, true)?;
     repo.rewrite_config()?;
     ctx.note(&format!(
-        "wrote the config again with repository id {id} (it was damaged: {damage})"
+        "wrote the config again with repository id {id} ({why})"
     ));
     Ok(Outcome::Success)
 }
