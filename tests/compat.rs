@@ -66,14 +66,19 @@ fn check_sample(fixture: &str) {
         &env.repo,
     );
     let run = |args: &[&str]| run_with_sample_password(&env, args);
-    // Its key file predates the repository id in key files: check says what that means.
+    // Its config and key file predate the checksum and the repository id in key files: check
+    // says what that means.
     let report: serde_json::Value = serde_json::from_slice(&run(&["--json", "check"])).unwrap();
-    let warned =
-        |w: &serde_json::Value| w["kind"] == "keys_without_repository_id" && w["keys"] == 1;
-    assert!(
-        report["warnings"].as_array().unwrap().iter().any(warned),
-        "{report:#}"
+    let warnings = report["warnings"].as_array().unwrap();
+    let kinds: Vec<_> = warnings
+        .iter()
+        .map(|w| w["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["config_without_checksum", "keys_without_repository_id"]
     );
+    assert_eq!(warnings[1]["keys"], 1);
     // `repair config` gives its config the checksum (the rest of the test reads it so).
     let config = env.repo.join("config");
     let old = std::fs::read(&config).unwrap();
@@ -88,6 +93,12 @@ fn check_sample(fixture: &str) {
     assert_eq!(&new[body + 34..], &old[body..]);
     run(&["repair", "config"]);
     assert_eq!(std::fs::read(&config).unwrap(), new, "written again");
+    let report: serde_json::Value = serde_json::from_slice(&run(&["--json", "check"])).unwrap();
+    assert_eq!(
+        report["warnings"].as_array().unwrap().len(),
+        1,
+        "{report:#}"
+    );
     let snaps: serde_json::Value = serde_json::from_slice(&run(&["snapshots", "--json"])).unwrap();
     assert_eq!(snaps.as_array().unwrap().len(), 1);
     let source = snaps[0]["paths"][0].as_str().unwrap().to_string();

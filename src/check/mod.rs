@@ -21,6 +21,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, IdMap, IdSet, IndexId, PackId, SnapshotId, TreeId};
 use crate::index::{IndexSegment, Inventory, LocalIndex};
+use crate::repo::config::{Checksum, Config};
 use crate::repo::{FileKind, Repository};
 
 pub use data::DataSubset;
@@ -223,6 +224,8 @@ pub enum Warning {
     /// Key files made before key files recorded the repository id: a damaged or lost config
     /// cannot be recovered through them.
     KeysWithoutRepositoryId { keys: usize },
+    /// A config written before configs had a checksum: `repair config` gives it one.
+    ConfigWithoutChecksum,
 }
 
 impl std::fmt::Display for Warning {
@@ -268,6 +271,10 @@ impl std::fmt::Display for Warning {
             Warning::RemovalPending { snapshots } => write!(
                 f,
                 "an interrupted forget left {snapshots} snapshot file(s) to delete; the next forget or prune deletes them"
+            ),
+            Warning::ConfigWithoutChecksum => write!(
+                f,
+                "the config has no checksum (written before cairn of 2026-11-24), so damage to its format version would read as a newer format; `cairn repair config` adds one"
             ),
             Warning::KeysWithoutRepositoryId { keys } => write!(
                 f,
@@ -465,6 +472,8 @@ fn run_in_pool(
     if let Some(reason) = repo.config_damage() {
         let reason = reason.to_string();
         report.problems.push(Problem::ConfigDamaged { reason });
+    } else if Config::checksum_state(&repo.storage().read("config")?) == Checksum::Absent {
+        report.warnings.push(Warning::ConfigWithoutChecksum);
     }
     let keys = crate::repo::key_files::list(repo)?;
     let unrecorded = keys
