@@ -21,7 +21,6 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, IdMap, IdSet, IndexId, PackId, SnapshotId, TreeId};
 use crate::index::{IndexSegment, Inventory, LocalIndex};
-use crate::repo::config::{Checksum, Config};
 use crate::repo::{FileKind, Repository};
 
 pub use data::DataSubset;
@@ -472,7 +471,7 @@ fn run_in_pool(
     if let Some(reason) = repo.config_damage() {
         let reason = reason.to_string();
         report.problems.push(Problem::ConfigDamaged { reason });
-    } else if Config::checksum_state(&repo.storage().read("config")?) == Checksum::Absent {
+    } else if !repo.config_has_checksum()? {
         report.warnings.push(Warning::ConfigWithoutChecksum);
     }
     let keys = crate::repo::key_files::list(repo)?;

@@ -7,7 +7,6 @@ use cairn::ids::PackId;
 use cairn::repair::index as repair_index;
 use cairn::repair::snapshots::{self as repair_snapshots, RepairSnapshotsOptions};
 use cairn::repo::Repository;
-use cairn::repo::config::{Checksum, Config};
 use cairn::snapshot;
 
 use super::{Context, Outcome};
@@ -28,7 +27,7 @@ fn config(ctx: &Context, args: &RepairConfigArgs) -> Result<Outcome> {
     let repo = ctx.open_repo()?;
     let why = match repo.config_damage() {
         Some(damage) => format!("it is damaged: {damage}"),
-        None if Config::checksum_state(&repo.storage().read("config")?) == Checksum::Absent => {
+        None if !repo.config_has_checksum()? => {
             "it has no checksum, which configs written from 2026-11-24 on have".to_string()
         }
         None => {

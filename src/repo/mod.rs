@@ -376,6 +376,12 @@ impl Repository {
         self.config_damage.as_deref()
     }
 
+    /// Whether the config on storage has a checksum (written from 2026-11-24 on).
+    pub fn config_has_checksum(&self) -> Result<bool> {
+        let bytes = self.storage.read("config")?;
+        Ok(Config::checksum_state(&bytes) != config::Checksum::Absent)
+    }
+
     /// Writes the config again (`repair config`), atomically replacing what is there.
     pub fn rewrite_config(&self) -> Result<()> {
         self.storage.write("config", self.config.encode())
