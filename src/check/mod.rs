@@ -471,7 +471,7 @@ fn run_in_pool(
     if let Some(reason) = repo.config_damage() {
         let reason = reason.to_string();
         report.problems.push(Problem::ConfigDamaged { reason });
-    } else if !repo.config_has_checksum()? {
+    } else if !repo.config_has_checksum() {
         report.warnings.push(Warning::ConfigWithoutChecksum);
     }
     let keys = crate::repo::key_files::list(repo)?;

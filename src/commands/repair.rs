@@ -27,7 +27,7 @@ fn config(ctx: &Context, args: &RepairConfigArgs) -> Result<Outcome> {
     let repo = ctx.open_repo()?;
     let why = match repo.config_damage() {
         Some(damage) => format!("it is damaged: {damage}"),
-        None if !repo.config_has_checksum()? => {
+        None if !repo.config_has_checksum() => {
             "it has no checksum, which configs written from 2026-11-24 on have".to_string()
         }
         None => {

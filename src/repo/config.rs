@@ -17,6 +17,8 @@ pub struct Config {
     pub id: RepositoryId,
     pub created_ns: i64,
     pub version: u32,
+    /// Whether it was read with a checksum that matches (one written by `encode` has one).
+    pub checksummed: bool,
 }
 
 impl Config {
@@ -49,7 +51,20 @@ impl Config {
             id: id.ok_or_else(|| bad("no repository id"))?,
             created_ns,
             version,
+            checksummed: Self::checksum_state(bytes) == Checksum::Matches,
         })
+    }
+
+    /// A config written before the checksum, as it is (its fields, unknown ones included, and
+    /// its footer) with the checksum field added; None if it has one.
+    pub fn with_checksum(bytes: &[u8]) -> Option<Vec<u8>> {
+        if Self::checksum_state(bytes) != Checksum::Absent || bytes.len() < FOOTER_LEN {
+            return None;
+        }
+        let (body, footer) = bytes.split_at(bytes.len() - FOOTER_LEN);
+        let mut w = FieldWriter::new();
+        w.bytes(CHECKSUM_TAG, &checksum(body, footer));
+        Some([body, &w.finish(), footer].concat())
     }
 
     /// Whether a config's bytes hold a checksum, and whether it matches. Read before the
@@ -106,6 +121,7 @@ mod tests {
             id: RepositoryId([3; 32]),
             created_ns: 1_700_000_000_000_000_000,
             version: file::FORMAT_VERSION,
+            checksummed: true,
         };
         assert_eq!(Config::decode(&c.encode()).unwrap(), c);
         assert_eq!(Config::checksum_state(&c.encode()), Checksum::Matches);
@@ -121,6 +137,7 @@ mod tests {
             id: RepositoryId([3; 32]),
             created_ns: 1_700_000_000_000_000_000,
             version: file::FORMAT_VERSION,
+            checksummed: true,
         };
         let bytes = c.encode();
         for bit in 0..bytes.len() * 8 {
@@ -130,7 +147,13 @@ mod tests {
                 Checksum::Differs => true,
                 Checksum::Matches => false,
                 Checksum::Absent => match Config::decode(&damaged) {
-                    Ok(d) => d == c,
+                    // As it was, but for its checksum.
+                    Ok(d) => {
+                        Config {
+                            checksummed: true,
+                            ..d
+                        } == c
+                    }
                     Err(e) => !matches!(e, Error::NewerFormat { .. }),
                 },
             };
@@ -140,6 +163,7 @@ mod tests {
         id[9..11].copy_from_slice(&[CHECKSUM_TAG as u8, 32]);
         let c = Config {
             id: RepositoryId(id),
+            checksummed: false,
             ..c
         };
         let mut w = FieldWriter::new();
@@ -153,5 +177,25 @@ mod tests {
         );
         assert_eq!(Config::checksum_state(&old), Checksum::Absent);
         assert_eq!(Config::decode(&old).unwrap(), c);
+        // Given one, it is the config `encode` writes, and keeps what it did not know.
+        let with = Config::with_checksum(&old).unwrap();
+        let checksummed = Config {
+            checksummed: true,
+            ..c.clone()
+        };
+        assert_eq!(with, checksummed.encode());
+        let mut unknown = FieldWriter::new();
+        unknown
+            .bytes(1, &c.id.0)
+            .int(2, c.created_ns)
+            .bytes(50, b"new");
+        let newer = [unknown.finish(), file::footer(FileKind::Config).to_vec()].concat();
+        let with = Config::with_checksum(&newer).unwrap();
+        assert_eq!(
+            &with[..newer.len() - FOOTER_LEN],
+            &newer[..newer.len() - FOOTER_LEN]
+        );
+        assert_eq!(Config::checksum_state(&with), Checksum::Matches);
+        assert!(Config::with_checksum(&with).is_none());
     }
 }

@@ -203,6 +203,7 @@ impl Repository {
             id: RepositoryId(crate::crypto::random_bytes()),
             created_ns: host::now_ns(),
             version: FORMAT_VERSION,
+            checksummed: true,
         };
         let keys = Keys::generate();
         let key = KeyFile::create(
@@ -341,6 +342,7 @@ impl Repository {
                     id,
                     created_ns,
                     version: FORMAT_VERSION,
+                    checksummed: false,
                 },
                 keys,
                 key_id,
@@ -376,15 +378,26 @@ impl Repository {
         self.config_damage.as_deref()
     }
 
-    /// Whether the config on storage has a checksum (written from 2026-11-24 on).
-    pub fn config_has_checksum(&self) -> Result<bool> {
-        let bytes = self.storage.read("config")?;
-        Ok(Config::checksum_state(&bytes) != config::Checksum::Absent)
+    /// Whether the config was read with a checksum (written from 2026-11-24 on).
+    pub fn config_has_checksum(&self) -> bool {
+        self.config.checksummed
     }
 
-    /// Writes the config again (`repair config`), atomically replacing what is there.
+    /// Writes the config again (`repair config`), atomically replacing what is there: a
+    /// damaged one as this version writes it, one without a checksum as it is with one added
+    /// (its footer and any field this version does not know kept).
     pub fn rewrite_config(&self) -> Result<()> {
-        self.storage.write("config", self.config.encode())
+        let bytes = match self.config_damage {
+            Some(_) => self.config.encode(),
+            None => {
+                let stored = self.storage.read("config")?;
+                match Config::with_checksum(&stored) {
+                    Some(bytes) => bytes,
+                    None => return Ok(()), // it has one
+                }
+            }
+        };
+        self.storage.write("config", bytes)
     }
 
     pub fn id(&self) -> &RepositoryId {

@@ -7,8 +7,8 @@
 //!   crash; after a crash during `write`, the name holds either nothing or the whole object
 //!   (local disk: temporary file, fsync, rename; object storage: a single PUT).
 //! - Objects are never modified in place; a name is written once (content-addressed) except
-//!   for `config`, which is written once by `init`, and `generation`, which prune replaces
-//!   whole.
+//!   for `config`, which `init` writes and `repair config` replaces whole, and `generation`,
+//!   which prune replaces whole.
 
 #[cfg(test)]
 pub mod instrumented;
