@@ -408,6 +408,17 @@ fn a_resumed_restore_that_overwrites_nothing_still_links() {
     assert_eq!(std::fs::read(base.join("b/l")).unwrap(), noise(12, 50_000));
 }
 
+/// What `restore latest --dry-run` into `out` prints.
+fn dry_run(env: &Env, out: &Path) -> String {
+    env.ok(&[
+        "restore",
+        "latest",
+        "--dry-run",
+        "--target",
+        out.to_str().unwrap(),
+    ])
+}
+
 /// A dry run lists every entry it would write, of every kind (helper-46: it listed files
 /// only, and held every path until the end), and over a restored tree only what would
 /// change.
@@ -422,14 +433,7 @@ fn dry_run_lists_every_entry_it_would_write_and_writes_nothing() {
     env.init();
     env.backup_json(&[&src]);
     let out = env.path("out");
-    let dry = [
-        "restore",
-        "latest",
-        "--dry-run",
-        "--target",
-        out.to_str().unwrap(),
-    ];
-    let listing = env.ok(&dry);
+    let listing = dry_run(&env, &out);
     assert!(!out.exists(), "dry run created the target");
     let base = restored(&out, &src);
     let at = |p: &str| base.join(p).display().to_string();
@@ -459,7 +463,7 @@ fn dry_run_lists_every_entry_it_would_write_and_writes_nothing() {
     std::fs::set_permissions(base.join("docs"), std::fs::Permissions::from_mode(0o700)).unwrap();
     write(&base.join("docs/contract.pdf"), b"changed");
     std::fs::remove_file(base.join("pipe")).unwrap();
-    let listing = env.ok(&dry);
+    let listing = dry_run(&env, &out);
     // The symlink was read to be compared, which moved its atime: not listed all the same.
     // The link has the changed content too (one inode); the fifo's folder, a new mtime.
     let expected = [
@@ -495,18 +499,11 @@ fn a_kept_symlink_keeps_its_times_run_after_run_and_is_not_listed() {
         (m.atime(), m.atime_nsec(), m.mtime(), m.mtime_nsec())
     };
     let restored_times = times();
-    let dry = [
-        "restore",
-        "latest",
-        "--dry-run",
-        "--target",
-        out.to_str().unwrap(),
-    ];
     for _ in 0..2 {
         env.restore("latest", &out);
         assert_eq!(times(), restored_times);
         assert_eq!(
-            env.ok(&dry),
+            dry_run(&env, &out),
             "",
             "a dry run over an unchanged restore lists something"
         );
@@ -558,13 +555,7 @@ fn a_dry_run_lists_the_metadata_of_a_linked_file_once() {
     env.restore("latest", &out);
     let base = restored(&out, &src);
     std::fs::set_permissions(base.join("b/l"), std::fs::Permissions::from_mode(0o600)).unwrap();
-    let listing = env.ok(&[
-        "restore",
-        "latest",
-        "--dry-run",
-        "--target",
-        out.to_str().unwrap(),
-    ]);
+    let listing = dry_run(&env, &out);
     let expected = format!("would set the metadata of {}", base.join("a/p").display());
     assert_eq!(listing.lines().collect::<Vec<_>>(), [expected]);
 }
