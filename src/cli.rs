@@ -21,7 +21,7 @@ pub struct Cli {
 
 #[derive(Args)]
 pub struct GlobalArgs {
-    /// Repository location: a local path or file:// URL [default: ~/.local/share/cairn/repository]
+    /// Repository location: a local path, file://PATH or s3://BUCKET[/PREFIX] [default: ~/.local/share/cairn/repository]
     #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true)]
     pub repo: Option<String>,
     /// Folder for the local index cache [default: ~/.cache/cairn]

@@ -238,7 +238,8 @@ fn linked_pair_restored(env: &Env, seed: u64) -> (PathBuf, PathBuf, PathBuf) {
 
 /// Regression: a restore resumed after its first path of a hard link was written (and kept
 /// as identical) made the other paths separate copies instead of links; and the temporary
-/// files of the interrupted run stayed in the restored tree.
+/// files of the interrupted run stayed in the restored tree (and a dry run did not list
+/// them).
 #[test]
 fn a_resumed_restore_still_links_and_leaves_no_temporary_files() {
     let env = Env::new();
@@ -251,6 +252,17 @@ fn a_resumed_restore_still_links_and_leaves_no_temporary_files() {
     write(&stale, b"half");
     write(&not_ours, b"mine");
     write(&stale_in_target, b"half");
+    // Regression: a dry run did not list what the real run removes.
+    let listing = dry_run(&env, &out);
+    for path in [&stale, &stale_in_target] {
+        let line = format!(
+            "would remove {} (left by an interrupted restore)",
+            path.display()
+        );
+        assert!(listing.contains(&line), "{line} not in {listing}");
+        assert!(path.exists(), "the dry run removed {}", path.display());
+    }
+    assert!(!listing.contains("mine.tmp"), "{listing}");
     env.restore("latest", &out);
     let ino = |p: &str| std::fs::metadata(base.join(p)).unwrap().ino();
     assert_eq!(ino("a/p"), ino("b/l"));

@@ -172,6 +172,9 @@ impl restore::Report for Listing {
             WouldWrite::Dir => format!("would restore dir {path}\n"),
             WouldWrite::Other(kind) => format!("would restore {} {path}\n", kind.name()),
             WouldWrite::Metadata => format!("would set the metadata of {path}\n"),
+            WouldWrite::Removal => {
+                format!("would remove {path} (left by an interrupted restore)\n")
+            }
         });
     }
 }

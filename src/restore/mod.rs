@@ -99,6 +99,8 @@ pub enum WouldWrite<'a> {
     Other(NodeKind),
     /// An entry kept as it is, whose metadata differs from the snapshot's.
     Metadata,
+    /// A temporary file an interrupted restore left, which a real run removes.
+    Removal,
 }
 
 /// Where a restore's news of single entries goes.
@@ -339,8 +341,14 @@ impl Walk<'_> {
                 return false;
             }
         };
-        if !fresh && !self.opts.dry_run {
-            temp::remove_stale(self.target, dir, self.started);
+        match (fresh, self.opts.dry_run) {
+            (true, _) => {}
+            (false, true) => {
+                for path in temp::stale(self.target, dir, self.started) {
+                    self.report.would_write(&path, WouldWrite::Removal);
+                }
+            }
+            (false, false) => temp::remove_stale(self.target, dir, self.started),
         }
         let mut any = false;
         let mut previous: Option<Vec<u8>> = None;

@@ -5,7 +5,7 @@
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
@@ -44,27 +44,36 @@ pub fn file_name(suffix: u64) -> OsString {
     format!("{PREFIX}{suffix:016x}{SUFFIX}").into()
 }
 
-/// Removes what an interrupted restore left under temporary names in a folder restored into
-/// again (only names `name` makes: a dot, the prefix, 16 hex digits, `.tmp`; and only
-/// entries unchanged since `started`: the ctime, since a temporary file's mtime may already
-/// be the snapshot's). Two restores into one folder at once are not supported.
-pub fn remove_stale(target: &Target, dir: &Path, started: SystemTime) {
+/// What an interrupted restore left under temporary names in a folder restored into again:
+/// only names `file_name` makes (a dot, the prefix, 16 hex digits, `.tmp`), and only entries
+/// unchanged since `started` (the ctime, since a temporary file's mtime may already be the
+/// snapshot's). Two restores into one folder at once are not supported.
+pub fn stale(target: &Target, dir: &Path, started: SystemTime) -> Vec<PathBuf> {
     let Ok(names) = target.list(dir) else {
-        return;
+        return Vec::new();
     };
-    for name in names {
-        let digits = name
-            .as_bytes()
-            .strip_prefix(PREFIX.as_bytes())
-            .and_then(|n| n.strip_suffix(SUFFIX.as_bytes()));
-        let ours = digits.is_some_and(|d| d.len() == 16 && d.iter().all(u8::is_ascii_hexdigit));
-        if !ours {
-            continue;
-        }
-        let path = dir.join(&name);
-        if let Ok(at) = target.at(&path)
-            && at.stat().is_ok_and(|m| m.ctime() < started)
-        {
+    names
+        .into_iter()
+        .filter(|name| {
+            let digits = name
+                .as_bytes()
+                .strip_prefix(PREFIX.as_bytes())
+                .and_then(|n| n.strip_suffix(SUFFIX.as_bytes()));
+            digits.is_some_and(|d| d.len() == 16 && d.iter().all(u8::is_ascii_hexdigit))
+        })
+        .map(|name| dir.join(name))
+        .filter(|path| {
+            target
+                .at(path)
+                .is_ok_and(|at| at.stat().is_ok_and(|m| m.ctime() < started))
+        })
+        .collect()
+}
+
+/// Removes what `stale` finds (best effort: what cannot be removed stays, harmless).
+pub fn remove_stale(target: &Target, dir: &Path, started: SystemTime) {
+    for path in stale(target, dir, started) {
+        if let Ok(at) = target.at(&path) {
             let _ = at.remove_file();
         }
     }
