@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 
 use common::*;
@@ -219,8 +220,10 @@ fn unreadable_file_is_skipped_and_snapshot_marked_partial() {
     let env = Env::new();
     let src = env.path("src");
     write(&src.join("readable"), b"fine");
-    write(&src.join("secret"), b"no access");
-    std::fs::set_permissions(src.join("secret"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    // Not UTF-8: the JSON warning gives its bytes exactly (regression: it gave them lossily).
+    let secret = src.join(std::ffi::OsStr::from_bytes(b"secret\xff"));
+    write(&secret, b"no access");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).unwrap();
     std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let as_user = |args: &[&str]| {
         let mut c = env.cmd(args);
@@ -237,6 +240,18 @@ fn unreadable_file_is_skipped_and_snapshot_marked_partial() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["partial"], true);
     assert_eq!(json["summary"]["files"], 1);
+    let warning = &json["warnings"][0];
+    let hex: String = secret
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(warning["path_hex"], hex.as_str(), "{warning}");
+    assert!(
+        warning["message"].as_str().unwrap().contains("denied"),
+        "{warning}"
+    );
     let out = as_user(&["snapshots", "--json"]);
     let snaps: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(snaps[0]["partial"], true);

@@ -108,6 +108,46 @@ fn traversal_names_are_refused_and_named() {
     assert!(!std::path::Path::new("/tmp/cairn-absolute-escape").exists());
 }
 
+/// With `--json`, each failure is in the output too, its path exact where it is not UTF-8
+/// (regression: failures went to stderr only, as text), in a dry run as in a real one.
+#[test]
+fn failures_are_listed_in_the_json_output() {
+    let env = Env::new();
+    craft(&env, |p| {
+        let escape = file_node(p, b"..", b"pwned");
+        vec![
+            dir_node(p, b"d\xff", vec![escape]),
+            file_node(p, b"fine", b"ok"),
+        ]
+    });
+    let target = env.path("target");
+    for dry_run in [true, false] {
+        let mut args = vec![
+            "--json",
+            "restore",
+            "latest",
+            "--target",
+            target.to_str().unwrap(),
+        ];
+        args.extend(dry_run.then_some("--dry-run"));
+        let out = env.run(&args);
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(json["dry_run"], dry_run);
+        assert_eq!(json["stats"]["errors"], 1);
+        let failures = json["failures"].as_array().unwrap();
+        assert_eq!(failures.len(), 1, "{json}");
+        let folder = [target.as_os_str().as_encoded_bytes(), b"/d\xff"].concat();
+        let hex: String = folder.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(failures[0]["path_hex"], hex.as_str(), "{json}");
+        assert!(
+            failures[0]["reason"].as_str().unwrap().contains("\"..\""),
+            "{json}"
+        );
+    }
+    assert_eq!(std::fs::read(target.join("fine")).unwrap(), b"ok");
+}
+
 #[test]
 fn symlink_followed_by_a_folder_of_the_same_name_is_not_written_through() {
     let env = Env::new();

@@ -2,6 +2,7 @@
 //! terminal and a summary (or one JSON object) at the end.
 
 use std::io::IsTerminal;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use cairn::error::{Error, Result};
 use cairn::repo::Repository;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{Context, Outcome, human_bytes};
+use super::{Context, Outcome, add_hex, human_bytes};
 use crate::cli::BackupArgs;
 
 struct CliReporter {
@@ -257,10 +258,15 @@ fn print_summary(
             "summary": s,
             "dedup_ratio": dedup_ratio,
             "lost_packs": outcome.lost_packs.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
-            "warnings": warnings.iter().map(|w| serde_json::json!({
-                "path": w.path.to_string_lossy(),
-                "message": w.message,
-            })).collect::<Vec<_>>(),
+            "warnings": warnings.iter().map(|w| {
+                let path = w.path.as_os_str().as_bytes();
+                let mut warning = serde_json::json!({
+                    "path": String::from_utf8_lossy(path),
+                    "message": w.message,
+                });
+                add_hex(&mut warning, "path_hex", path);
+                warning
+            }).collect::<Vec<_>>(),
         }));
     }
     if ctx.quiet {

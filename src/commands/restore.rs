@@ -73,6 +73,7 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<Outcome> {
         out: RefCell::new(Printer::new()),
         json: ctx.json,
         listed: Cell::new(false),
+        failures: RefCell::new(Vec::new()),
     };
     let listing_json = ctx.json && args.dry_run;
     if listing_json {
@@ -82,18 +83,22 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<Outcome> {
         out.write(",\"dry_run\":true,\"stats\":{\"would_write\":[");
     }
     let stats = restore::run(&repo, &index, start, &opts, &listing);
+    let failures = serde_json::Value::Array(listing.failures.into_inner());
     let mut out = listing.out.into_inner();
     if listing_json {
-        close_json_listing(&mut out, stats.as_ref().ok());
+        close_json_listing(&mut out, stats.as_ref().ok(), &failures);
     }
     // The restore's own error first: it says what was kept.
     let printed = out.finish();
     let stats = stats?;
     printed?;
     if ctx.json && !args.dry_run {
-        super::print_json(
-            &serde_json::json!({ "snapshot_id": id.to_hex(), "dry_run": false, "stats": stats }),
-        )?;
+        super::print_json(&serde_json::json!({
+            "snapshot_id": id.to_hex(),
+            "dry_run": false,
+            "stats": stats,
+            "failures": failures,
+        }))?;
     } else if !ctx.json {
         ctx.note(&format!(
             "{} snapshot {} to {}: {} files, {} dirs, {} other, {}; {} existing entries left alone{}",
@@ -132,6 +137,8 @@ struct Listing {
     json: bool,
     /// Whether an element was listed yet.
     listed: Cell<bool>,
+    /// With `json`: the failures, as `{path, path_hex, reason}`, for the output's end.
+    failures: RefCell<Vec<serde_json::Value>>,
 }
 
 impl restore::Report for Listing {
@@ -142,6 +149,11 @@ impl restore::Report for Listing {
             other => other.to_string(),
         };
         eprintln!("error: {}: {reason}", shown(path));
+        if self.json {
+            let mut failure = path_json(path);
+            failure["reason"] = reason.into();
+            self.failures.borrow_mut().push(failure);
+        }
     }
 
     fn would_write(&self, path: &Path, what: WouldWrite<'_>) {
@@ -186,15 +198,11 @@ fn shown(path: &Path) -> String {
 /// A file of a JSON dry run: `kind` (`file`, with `size`, or `link`, with `link_to`),
 /// `path` (and `path_hex`).
 fn entry_json(path: &Path, what: &WouldWrite<'_>) -> serde_json::Value {
-    let bytes = path.as_os_str().as_bytes();
-    let mut entry = serde_json::json!({ "path": String::from_utf8_lossy(bytes) });
-    add_hex(&mut entry, "path_hex", bytes);
+    let mut entry = path_json(path);
     match what {
         WouldWrite::Link(first) => {
-            let first = first.as_os_str().as_bytes();
             entry["kind"] = "link".into();
-            entry["link_to"] = serde_json::json!({ "path": String::from_utf8_lossy(first) });
-            add_hex(&mut entry["link_to"], "path_hex", first);
+            entry["link_to"] = path_json(first);
         }
         WouldWrite::File(size) => {
             entry["kind"] = "file".into();
@@ -205,14 +213,27 @@ fn entry_json(path: &Path, what: &WouldWrite<'_>) -> serde_json::Value {
     entry
 }
 
-/// Ends a JSON dry run's listing: the rest of `stats` (none if the restore stopped), and
-/// the objects the listing is in.
-fn close_json_listing(out: &mut Printer, stats: Option<&RestoreStats>) {
+/// `{path, path_hex}`: `path_hex` only where the path is not UTF-8.
+fn path_json(path: &Path) -> serde_json::Value {
+    let bytes = path.as_os_str().as_bytes();
+    let mut object = serde_json::json!({ "path": String::from_utf8_lossy(bytes) });
+    add_hex(&mut object, "path_hex", bytes);
+    object
+}
+
+/// Ends a JSON dry run's listing: the rest of `stats` (none if the restore stopped), the
+/// failures, and the objects the listing is in.
+fn close_json_listing(
+    out: &mut Printer,
+    stats: Option<&RestoreStats>,
+    failures: &serde_json::Value,
+) {
     out.write("\n]");
     let fields = stats.and_then(|s| serde_json::to_value(s).ok());
     for (name, value) in fields.iter().filter_map(|f| f.as_object()).flatten() {
         out.json(",", &serde_json::json!(name));
         out.write(&format!(":{value}"));
     }
-    out.write("}}\n");
+    out.json("},\"failures\":", failures);
+    out.write("}\n");
 }
