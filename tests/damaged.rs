@@ -1490,3 +1490,33 @@ fn a_backup_committing_while_check_runs_is_not_damage() {
     assert_eq!(env.snapshots().len(), 2, "the backup ran");
     env.ok(&["check"]);
 }
+
+/// An affected file whose name is not UTF-8 is named exactly in the JSON report (`path_hex`)
+/// and escaped in the text one (regression: both gave its name lossily, and the text report
+/// wrote control characters from the snapshot to the terminal as they were).
+#[test]
+fn an_affected_name_that_is_not_utf8_is_given_exactly() {
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    let name = b"caf\xe9\x1b[31m.bin";
+    write(&src.join(os(name)), &noise(3, 300_000));
+    env.backup_json(&[&src]);
+    let mut packs = files_below(&env.repo.join("packs"));
+    packs.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
+    std::fs::remove_file(packs.pop().unwrap()).unwrap(); // the data pack: the largest
+    let out = env.run(&["--json", "check"]);
+    assert_eq!(out.status.code(), Some(17), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let affected = report["affected"].as_array().unwrap();
+    assert_eq!(affected.len(), 1, "{report:#}");
+    let path = [src.as_os_str().as_bytes(), b"/", name].concat();
+    let hex: String = path.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(affected[0]["path_hex"], hex.as_str(), "{report:#}");
+    assert_eq!(affected[0]["node"], "file");
+    let text = env.run(&["check"]);
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    assert!(stdout.contains("caf\\xe9"), "{stdout}");
+    assert!(!stdout.contains('\x1b'), "{stdout}");
+}

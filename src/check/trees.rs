@@ -350,12 +350,7 @@ pub fn affected(
     let mut out = Vec::new();
     for (sid, s) in snapshots {
         if let Some(reason) = lost.get(&s.tree) {
-            out.push(Affected {
-                snapshot: *sid,
-                path: "/".into(),
-                node: "dir",
-                reason: reason.clone(),
-            });
+            out.push(Affected::new(*sid, b"/".to_vec(), "dir", reason.clone()));
         } else if leads_to_loss(&s.tree, graph, lost, &mut memo) {
             let mut walk = AffectedWalk {
                 loader,
@@ -365,7 +360,7 @@ pub fn affected(
                 snapshot: *sid,
                 out: &mut out,
             };
-            walk.tree(&s.tree, "");
+            walk.tree(&s.tree, b"");
         }
     }
     out
@@ -401,12 +396,12 @@ struct AffectedWalk<'a> {
 }
 
 impl AffectedWalk<'_> {
-    fn tree(&mut self, id: &TreeId, prefix: &str) {
+    fn tree(&mut self, id: &TreeId, prefix: &[u8]) {
         let Some((_, Ok(tree))) = self.loader.load(&[*id]).pop() else {
             return;
         };
         for node in &tree.nodes {
-            let path = format!("{prefix}/{}", String::from_utf8_lossy(&node.name));
+            let path = [prefix, b"/", &node.name].concat();
             if let Some(sub) = node.subtree {
                 if let Some(reason) = self.lost.get(&sub) {
                     self.push(path, "dir", reason);
@@ -421,13 +416,10 @@ impl AffectedWalk<'_> {
         }
     }
 
-    fn push(&mut self, path: String, node: &'static str, reason: &str) {
-        self.out.push(Affected {
-            snapshot: self.snapshot,
-            path,
-            node,
-            reason: reason.to_string(),
-        });
+    fn push(&mut self, path: Vec<u8>, node: &'static str, reason: &str) {
+        let reason = reason.to_string();
+        self.out
+            .push(Affected::new(self.snapshot, path, node, reason));
     }
 }
 
