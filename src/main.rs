@@ -155,15 +155,15 @@ fn main() {
         Ok(Outcome::Partial) => exit::PARTIAL,
         Ok(Outcome::Damaged) => exit::DAMAGED,
         Err(Error::Usage(message)) => {
-            eprintln!("cairn: error: {message}");
+            eprintln!("cairn: error: {}", commands::for_terminal(&message));
             exit::USAGE
         }
         Err(e) if matches!(cli.command, Command::Check(_)) => {
-            eprintln!("cairn: error: the check could not run: {e}");
+            eprintln!("cairn: error: the check could not run: {}", shown(&e));
             exit::CHECK_NOT_RUN
         }
         Err(e) => {
-            eprintln!("cairn: error: {e}");
+            eprintln!("cairn: error: {}", shown(&e));
             match &e {
                 Error::WrongPassword { .. } => {
                     let source = cairn::blobs::lock(&ctx.password_source).clone();
@@ -184,4 +184,14 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// An error's message, with control characters escaped: it may carry names from the disk or
+/// a snapshot. A failed command's own error output is passed on as it is, as it was while it
+/// ran.
+fn shown(e: &Error) -> String {
+    match e {
+        Error::CommandFailed { .. } => e.to_string(),
+        e => commands::for_terminal(&e.to_string()),
+    }
 }

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 
 use common::*;
@@ -483,4 +484,46 @@ fn a_json_dry_run_lists_paths_that_are_not_utf8() {
     let hex = files[0]["path_hex"].as_str().unwrap();
     assert!(hex.ends_with("636166e92e747874"), "{d}");
     assert!(!target.exists(), "a dry run made the target");
+}
+
+/// Names from the disk or a snapshot reach the terminal escaped, and JSON gives their exact
+/// bytes (regression: `snapshots`, `forget`, `tag` and error messages wrote a source path's
+/// control characters to the terminal as they were, and the JSON gave the path lossily).
+#[test]
+fn source_paths_tags_and_errors_are_escaped_and_exact() {
+    let env = Env::new();
+    let src = env.path("src");
+    let odd = src.join(os(b"caf\xe9\x1b[31m"));
+    write(&odd.join("a"), b"a");
+    env.init();
+    let out = env.cmd(&["backup"]).arg(&odd).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let tagged = env.ok(&["tag", "latest", "--add", "red\x1b[31m"]);
+    assert!(tagged.contains("red\\x1b[31m"), "{tagged}");
+    let listed = env.ok(&["snapshots"]);
+    let forgotten = env.ok(&["forget", "--keep-last", "1", "--dry-run"]);
+    for text in [&tagged, &listed, &forgotten] {
+        assert!(!text.contains('\x1b'), "{text}");
+    }
+    assert!(listed.contains("caf\\xe9\\x1b[31m"), "{listed}");
+    assert!(forgotten.contains("caf\\xe9\\x1b[31m"), "{forgotten}");
+    let hex: String = odd
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let snapshots = json(&env, &["--json", "snapshots"]);
+    assert_eq!(snapshots[0]["paths_hex"], serde_json::json!([hex]));
+    let groups = json(&env, &["--json", "forget", "--keep-last", "1", "--dry-run"]);
+    assert_eq!(groups[0]["group"]["paths_hex"], serde_json::json!([hex]));
+    // An error naming a path from the disk.
+    let missing = odd.join("gone\x1b[2J");
+    let out = env.cmd(&["backup"]).arg(&missing).output().unwrap();
+    assert_eq!(out.status.code(), Some(15), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("gone\\x1b[2J") && !err.contains('\x1b'),
+        "{err}"
+    );
 }

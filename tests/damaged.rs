@@ -1492,8 +1492,9 @@ fn a_backup_committing_while_check_runs_is_not_damage() {
 }
 
 /// An affected file whose name is not UTF-8 is named exactly in the JSON report (`path_hex`)
-/// and escaped in the text one (regression: both gave its name lossily, and the text report
-/// wrote control characters from the snapshot to the terminal as they were).
+/// and escaped in the text one, by `check` and by `repair snapshots` (regression: both gave
+/// its name lossily, and the text reports wrote control characters from the snapshot to the
+/// terminal as they were).
 #[test]
 fn an_affected_name_that_is_not_utf8_is_given_exactly() {
     use std::os::unix::ffi::OsStrExt;
@@ -1519,4 +1520,16 @@ fn an_affected_name_that_is_not_utf8_is_given_exactly() {
     let stdout = String::from_utf8_lossy(&text.stdout);
     assert!(stdout.contains("caf\\xe9"), "{stdout}");
     assert!(!stdout.contains('\x1b'), "{stdout}");
+    // So are the changes `repair snapshots` would make.
+    let out = env.ok(&["--json", "repair", "snapshots", "--dry-run"]);
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let change = &report["snapshots"][0]["changes"][0];
+    assert_eq!(change["path_hex"], hex.as_str(), "{report:#}");
+    assert_eq!(change["action"], "removed");
+    let text = env.ok(&["repair", "snapshots", "--dry-run"]);
+    assert!(
+        text.contains("removed ") && text.contains("caf\\xe9"),
+        "{text}"
+    );
+    assert!(!text.contains('\x1b'), "{text}");
 }

@@ -126,7 +126,8 @@ pub fn run(ctx: &Context, args: &FindArgs) -> Result<Outcome> {
             }));
             continue;
         }
-        println!("snapshot {} of {} ({}):", id.short(), time, snap.hostname);
+        let host = super::for_terminal(&snap.hostname);
+        println!("snapshot {} of {time} ({host}):", id.short());
         for (p, n) in found.iter() {
             println!(
                 "  {:>12}  {}  {}",

@@ -7,7 +7,7 @@ use cairn::retention::forget::{self, ForgetOptions, GroupPlan, Removed};
 use cairn::retention::{CalendarSpan, GroupBy, Policy};
 use cairn::snapshot;
 
-use super::{Context, Outcome};
+use super::{Context, Outcome, for_terminal, for_terminal_bytes};
 use crate::cli::ForgetArgs;
 
 fn options(args: &ForgetArgs) -> Result<ForgetOptions> {
@@ -134,11 +134,12 @@ fn print_plans(
     for plan in plans {
         let g = &plan.group;
         if !(g.host.is_empty() && g.paths.is_empty() && g.tags.is_empty()) {
+            let paths: Vec<_> = g.raw_paths.iter().map(|p| for_terminal_bytes(p)).collect();
             println!(
                 "host {:?}, paths [{}], tags [{}]:",
                 g.host,
-                g.paths.join(", "),
-                g.tags.join(", ")
+                paths.join(", "),
+                for_terminal(&g.tags.join(", "))
             );
         }
         for k in &plan.keep {

@@ -136,8 +136,12 @@ impl Lister<'_> {
             let line = format!(
                 "{} {:>8} {:>8} {:>12} {} {}{link}\n",
                 mode_string(n),
-                n.user.clone().unwrap_or_else(|| n.uid.to_string()),
-                n.group.clone().unwrap_or_else(|| n.gid.to_string()),
+                n.user
+                    .as_deref()
+                    .map_or_else(|| n.uid.to_string(), super::for_terminal),
+                n.group
+                    .as_deref()
+                    .map_or_else(|| n.gid.to_string(), super::for_terminal),
                 n.size,
                 format_time(
                     n.mtime_ns

@@ -203,7 +203,8 @@ fn print_snapshots(report: &repair_snapshots::RepairSnapshotsReport, dry_run: bo
             continue;
         }
         for c in &s.changes {
-            println!("snapshot {original} {} {}: {}", c.action, c.path, c.reason);
+            let path = super::for_terminal_bytes(&c.path_bytes);
+            println!("snapshot {original} {} {path}: {}", c.action, c.reason);
         }
         match (&s.repaired, dry_run) {
             (Some(new), _) => println!(

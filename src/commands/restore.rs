@@ -11,7 +11,8 @@ use cairn::snapshot;
 use cairn::tree::NodeKind;
 
 use super::{
-    Context, Outcome, Printer, add_hex, for_terminal_bytes, human_bytes, path_in_snapshot,
+    Context, Outcome, Printer, add_hex, for_terminal, for_terminal_bytes, human_bytes,
+    path_in_snapshot,
 };
 use crate::cli::RestoreArgs;
 
@@ -148,7 +149,7 @@ impl restore::Report for Listing {
             Error::Io { path: p, source } if p == path => source.to_string(),
             other => other.to_string(),
         };
-        eprintln!("error: {}: {reason}", shown(path));
+        eprintln!("error: {}: {}", shown(path), for_terminal(&reason));
         if self.json {
             let mut failure = path_json(path);
             failure["reason"] = reason.into();

@@ -5,7 +5,7 @@ use cairn::error::Result;
 use cairn::host::format_time;
 use cairn::snapshot;
 
-use super::{Context, Outcome, human_bytes};
+use super::{Context, Outcome, for_terminal, for_terminal_bytes, human_bytes};
 
 pub fn run(ctx: &Context) -> Result<Outcome> {
     let (_repo, index) = ctx.open()?;
@@ -14,7 +14,7 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
         let items: Vec<_> = all
             .iter()
             .map(|(id, s)| {
-                serde_json::json!({
+                let mut item = serde_json::json!({
                     "id": id.to_hex(),
                     "short_id": id.short(),
                     "time": format_time(s.time_ns, s.utc_offset_s),
@@ -29,7 +29,11 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
                     "summary": s.summary,
                     "original": s.original.map(|o| o.to_hex()),
                     "repair_note": s.repair_note,
-                })
+                });
+                if let Some(hex) = cairn::tree::all_hex_unless_utf8(&s.paths) {
+                    item["paths_hex"] = hex.into();
+                }
+                item
             })
             .collect();
         return super::print_json(&items).map(|()| Outcome::Success);
@@ -44,10 +48,14 @@ pub fn run(ctx: &Context) -> Result<Outcome> {
             "{:<8}  {:<25}  {:<15}  {:<12}  {:>10}  {}{}",
             id.short(),
             time,
-            s.hostname,
-            s.tags.join(","),
+            for_terminal(&s.hostname),
+            for_terminal(&s.tags.join(",")),
             human_bytes(s.summary.total_file_bytes),
-            s.paths_lossy().join(" "),
+            s.paths
+                .iter()
+                .map(|p| for_terminal_bytes(p))
+                .collect::<Vec<_>>()
+                .join(" "),
             if s.partial { " (partial)" } else { "" }
         );
     }

@@ -62,7 +62,7 @@ pub fn run(ctx: &Context, args: &TagArgs) -> Result<Outcome> {
             "snapshot {} is now {} with tags [{}]",
             id.short(),
             new.short(),
-            replacement.tags.join(", ")
+            super::for_terminal(&replacement.tags.join(", "))
         );
         changed += 1;
     }

@@ -3,17 +3,17 @@
 use cairn::error::Result;
 use cairn::repo::lock;
 
-use super::{Context, Outcome};
+use super::{Context, Outcome, for_terminal};
 use crate::cli::UnlockArgs;
 
 pub fn run(ctx: &Context, args: &UnlockArgs) -> Result<Outcome> {
     let repo = ctx.open_repo()?;
     let done = lock::unlock(&repo, args.remove_all)?;
     for r in &done.removed {
-        println!("removed {r}");
+        println!("removed {}", for_terminal(r));
     }
     for k in &done.kept {
-        println!("kept {k}: it is live");
+        println!("kept {}: it is live", for_terminal(k));
     }
     ctx.note(&format!("{} lock(s) removed", done.removed.len()));
     if !done.kept.is_empty() {

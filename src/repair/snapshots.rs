@@ -40,11 +40,35 @@ pub struct RepairSnapshotsOptions {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Change {
-    /// Path inside the snapshot, `/`-separated (lossy UTF-8 for display).
+    /// Path inside the snapshot, `/`-separated (lossy UTF-8 where it is not UTF-8).
     pub path: String,
+    /// The path's bytes in hex, where they are not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_hex: Option<String>,
+    /// The path's bytes.
+    #[serde(skip)]
+    pub path_bytes: Vec<u8>,
     /// `removed`, `truncated` or `emptied` (a folder whose listing is lost).
     pub action: &'static str,
     pub reason: String,
+}
+
+impl Change {
+    fn new(path: Vec<u8>, action: &'static str, reason: String) -> Self {
+        Change {
+            path: String::from_utf8_lossy(&path).into_owned(),
+            path_hex: crate::tree::hex_unless_utf8(&path),
+            path_bytes: path,
+            action,
+            reason,
+        }
+    }
+
+    /// The same change, at `prefix/` its path.
+    fn below(self, prefix: &[u8]) -> Self {
+        let path = [prefix, b"/", &self.path_bytes].concat();
+        Change::new(path, self.action, self.reason)
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -154,24 +178,18 @@ impl TreeFixer<'_> {
         let mut changes = Vec::new();
         let mut nodes = Vec::with_capacity(tree.nodes.len());
         for mut node in tree.nodes {
-            let name = String::from_utf8_lossy(&node.name).into_owned();
+            let name = node.name.clone();
             if let Some(sub) = node.subtree {
                 match self.load(&sub)? {
                     Err(reason) => {
                         node.subtree = Some(self.empty_tree());
-                        changes.push(Change {
-                            path: name,
-                            action: "emptied",
-                            reason: format!("its listing is lost: {reason}"),
-                        });
+                        let why = format!("its listing is lost: {reason}");
+                        changes.push(Change::new(name, "emptied", why));
                     }
                     Ok(subtree) => {
                         if let Some((new, below)) = self.fix(&sub, subtree)? {
                             node.subtree = Some(new);
-                            changes.extend(below.into_iter().map(|c| Change {
-                                path: format!("{name}/{}", c.path),
-                                ..c
-                            }));
+                            changes.extend(below.into_iter().map(|c| c.below(&name)));
                         }
                     }
                 }
@@ -185,11 +203,7 @@ impl TreeFixer<'_> {
                 }
                 if let Some((i, reason)) = first_lost {
                     if !self.truncate {
-                        changes.push(Change {
-                            path: name,
-                            action: "removed",
-                            reason,
-                        });
+                        changes.push(Change::new(name, "removed", reason));
                         continue;
                     }
                     let mut kept = 0u64;
@@ -200,11 +214,8 @@ impl TreeFixer<'_> {
                             .lookup(blob)?
                             .map_or(0, |(_, e)| e.raw_len.into());
                     }
-                    changes.push(Change {
-                        path: name,
-                        action: "truncated",
-                        reason: format!("kept the first {kept} of {} bytes; {reason}", node.size),
-                    });
+                    let why = format!("kept the first {kept} of {} bytes; {reason}", node.size);
+                    changes.push(Change::new(name, "truncated", why));
                     node.content.truncate(i);
                     node.size = kept;
                 }
@@ -300,13 +311,7 @@ pub fn run(
             report.unchanged += 1;
             continue;
         };
-        let changes: Vec<Change> = changes
-            .into_iter()
-            .map(|c| Change {
-                path: format!("/{}", c.path),
-                ..c
-            })
-            .collect();
+        let changes: Vec<Change> = changes.into_iter().map(|c| c.below(b"")).collect();
         let mut repaired = s.clone();
         repaired.tree = tree;
         repaired.original = Some(id);

@@ -317,6 +317,7 @@ impl GroupBy {
                 String::new()
             },
             paths,
+            paths_hex: crate::tree::all_hex_unless_utf8(&raw_paths),
             raw_paths,
             tags,
         }
@@ -328,6 +329,9 @@ pub struct GroupKey {
     pub host: String,
     /// For display: `raw_paths` as UTF-8, invalid bytes replaced.
     pub paths: Vec<String>,
+    /// `raw_paths` in hex, where one of them is not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paths_hex: Option<Vec<String>>,
     /// What groups: two sources whose names differ only in bytes that are not UTF-8 stay
     /// apart.
     #[serde(skip)]

@@ -276,6 +276,12 @@ pub fn hex_unless_utf8(bytes: &[u8]) -> Option<String> {
         .then(|| crate::ids::to_hex(bytes))
 }
 
+/// Every path in hex, where one of them is not UTF-8 (`paths_hex` beside a lossy `paths`).
+pub fn all_hex_unless_utf8(paths: &[Vec<u8>]) -> Option<Vec<String>> {
+    let exact = paths.iter().all(|p| std::str::from_utf8(p).is_ok());
+    (!exact).then(|| paths.iter().map(|p| crate::ids::to_hex(p)).collect())
+}
+
 impl Tree {
     /// Encodes with nodes sorted by name, so equal directories give equal bytes.
     pub fn encode(&self) -> Vec<u8> {
