@@ -155,7 +155,7 @@ fn main() {
         Ok(Outcome::Partial) => exit::PARTIAL,
         Ok(Outcome::Damaged) => exit::DAMAGED,
         Err(Error::Usage(message)) => {
-            eprintln!("cairn: error: {}", commands::for_terminal(&message));
+            eprintln!("cairn: error: {}", commands::message_for_terminal(&message));
             exit::USAGE
         }
         Err(e) if matches!(cli.command, Command::Check(_)) => {
@@ -192,6 +192,6 @@ fn main() {
 fn shown(e: &Error) -> String {
     match e {
         Error::CommandFailed { .. } => e.to_string(),
-        e => commands::for_terminal(&e.to_string()),
+        e => commands::message_for_terminal(&e.to_string()),
     }
 }

@@ -522,6 +522,10 @@ fn source_paths_tags_and_errors_are_escaped_and_exact() {
     let out = env.cmd(&["backup"]).arg(&missing).output().unwrap();
     assert_eq!(out.status.code(), Some(15), "{}", stderr(&out));
     let err = stderr(&out);
+    // A name a message quotes (`{:?}` escapes it already) is not escaped twice.
+    let out = env.run(&["ls", "latest", "/no\\such"]);
+    let quoted = stderr(&out);
+    assert!(quoted.contains("\"/no\\\\such\""), "{quoted}");
     assert!(
         err.contains("gone\\x1b[2J") && !err.contains('\x1b'),
         "{err}"

@@ -252,6 +252,9 @@ fn a_resumed_restore_still_links_and_leaves_no_temporary_files() {
     write(&stale, b"half");
     write(&not_ours, b"mine");
     write(&stale_in_target, b"half");
+    // A folder of that name is not a restore's: it is neither listed nor removed.
+    let folder = out.join(".cairn-restore-aaaaaaaaaaaaaaaa.tmp");
+    std::fs::create_dir(&folder).unwrap();
     // Regression: a dry run did not list what the real run removes.
     let listing = dry_run(&env, &out);
     for path in [&stale, &stale_in_target] {
@@ -263,11 +266,13 @@ fn a_resumed_restore_still_links_and_leaves_no_temporary_files() {
         assert!(path.exists(), "the dry run removed {}", path.display());
     }
     assert!(!listing.contains("mine.tmp"), "{listing}");
+    assert!(!listing.contains("aaaa"), "{listing}");
     env.restore("latest", &out);
     let ino = |p: &str| std::fs::metadata(base.join(p)).unwrap().ino();
     assert_eq!(ino("a/p"), ino("b/l"));
     assert!(!stale.exists());
     assert!(!stale_in_target.exists());
+    assert!(folder.is_dir());
     assert!(
         not_ours.exists(),
         "a name restore does not make is not its to remove"

@@ -466,10 +466,20 @@ pub fn for_terminal_bytes(bytes: &[u8]) -> String {
 /// and a backslash as `\\` (as `ls -b` does), so that a file name can neither fake lines of
 /// output nor send escape sequences to the terminal.
 pub fn for_terminal(text: &str) -> String {
+    escaped(text, true)
+}
+
+/// A message for a terminal: control characters escaped as by `for_terminal`, backslashes
+/// left as they are (names a message quotes with `{:?}` are escaped already).
+pub fn message_for_terminal(text: &str) -> String {
+    escaped(text, false)
+}
+
+fn escaped(text: &str, backslash: bool) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
-            '\\' => out.push_str("\\\\"),
+            '\\' if backslash => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),

@@ -11,7 +11,7 @@ use cairn::snapshot;
 use cairn::tree::NodeKind;
 
 use super::{
-    Context, Outcome, Printer, add_hex, for_terminal, for_terminal_bytes, human_bytes,
+    Context, Outcome, Printer, add_hex, for_terminal_bytes, human_bytes, message_for_terminal,
     path_in_snapshot,
 };
 use crate::cli::RestoreArgs;
@@ -149,7 +149,7 @@ impl restore::Report for Listing {
             Error::Io { path: p, source } if p == path => source.to_string(),
             other => other.to_string(),
         };
-        eprintln!("error: {}: {}", shown(path), for_terminal(&reason));
+        eprintln!("error: {}: {}", shown(path), message_for_terminal(&reason));
         if self.json {
             let mut failure = path_json(path);
             failure["reason"] = reason.into();

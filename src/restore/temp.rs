@@ -65,7 +65,7 @@ pub fn stale(target: &Target, dir: &Path, started: SystemTime) -> Vec<PathBuf> {
         .filter(|path| {
             target
                 .at(path)
-                .is_ok_and(|at| at.stat().is_ok_and(|m| m.ctime() < started))
+                .is_ok_and(|at| at.stat().is_ok_and(|m| !m.is_dir() && m.ctime() < started))
         })
         .collect()
 }

@@ -329,13 +329,14 @@ pub struct GroupKey {
     pub host: String,
     /// For display: `raw_paths` as UTF-8, invalid bytes replaced.
     pub paths: Vec<String>,
-    /// `raw_paths` in hex, where one of them is not UTF-8.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub paths_hex: Option<Vec<String>>,
     /// What groups: two sources whose names differ only in bytes that are not UTF-8 stay
     /// apart.
     #[serde(skip)]
     pub raw_paths: Vec<Vec<u8>>,
+    /// `raw_paths` in hex, where one of them is not UTF-8 (after `raw_paths`, so that it
+    /// does not change how groups sort).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paths_hex: Option<Vec<String>>,
     pub tags: Vec<String>,
 }
 
