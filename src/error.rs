@@ -39,10 +39,16 @@ pub enum Error {
     #[error("password: {0}")]
     Password(String),
 
-    #[error("source path {} does not exist; nothing was saved", path.display())]
+    #[error(
+        "source path {} does not exist; nothing was saved",
+        crate::terminal::path(path)
+    )]
     SourceNotFound { path: PathBuf },
 
-    #[error("cannot look at source path {}: {source}; nothing was saved", path.display())]
+    #[error(
+        "cannot look at source path {}: {source}; nothing was saved",
+        crate::terminal::path(path)
+    )]
     SourceUnreadable {
         path: PathBuf,
         #[source]
@@ -145,10 +151,10 @@ pub enum Error {
     #[error("path {path:?} is not in snapshot {snapshot}")]
     PathNotInSnapshot { snapshot: String, path: String },
 
-    #[error("local index {}: {message}", path.display())]
+    #[error("local index {}: {message}", crate::terminal::path(path))]
     Index { path: PathBuf, message: String },
 
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {source}", crate::terminal::path(path))]
     Io {
         path: PathBuf,
         #[source]

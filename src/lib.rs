@@ -29,6 +29,7 @@ pub mod restore;
 pub mod retention;
 pub mod snapshot;
 pub mod storage;
+pub mod terminal;
 pub mod tree;
 pub mod upload;
 pub mod walk;

@@ -517,7 +517,7 @@ fn source_paths_tags_and_errors_are_escaped_and_exact() {
     assert_eq!(snapshots[0]["paths_hex"], serde_json::json!([hex]));
     let groups = json(&env, &["--json", "forget", "--keep-last", "1", "--dry-run"]);
     assert_eq!(groups[0]["group"]["paths_hex"], serde_json::json!([hex]));
-    // An error naming a path from the disk.
+    // An error naming a path from the disk: exactly (regression: as U+FFFD).
     let missing = odd.join("gone\x1b[2J");
     let out = env.cmd(&["backup"]).arg(&missing).output().unwrap();
     assert_eq!(out.status.code(), Some(15), "{}", stderr(&out));
@@ -527,7 +527,7 @@ fn source_paths_tags_and_errors_are_escaped_and_exact() {
     let quoted = stderr(&out);
     assert!(quoted.contains("\"/no\\\\such\""), "{quoted}");
     assert!(
-        err.contains("gone\\x1b[2J") && !err.contains('\x1b'),
+        err.contains("caf\\xe9\\x1b[31m/gone\\x1b[2J") && !err.contains('\x1b'),
         "{err}"
     );
 }

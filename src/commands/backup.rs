@@ -15,6 +15,7 @@ use cairn::blobs::lock;
 use cairn::chunk::ChunkerParams;
 use cairn::error::{Error, Result};
 use cairn::repo::Repository;
+use cairn::terminal;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{Context, Outcome, add_hex, human_bytes};
@@ -29,15 +30,9 @@ struct CliReporter {
     output_failed: std::sync::OnceLock<String>,
 }
 
-/// A path as the terminal should show it: a name cannot fake lines or send escape sequences.
-fn for_terminal_path(path: &Path) -> String {
-    use std::os::unix::ffi::OsStrExt;
-    super::for_terminal_bytes(path.as_os_str().as_bytes())
-}
-
 impl Reporter for CliReporter {
     fn warning(&self, w: Warning) {
-        let line = format!("warning: {}: {}", for_terminal_path(&w.path), w.message);
+        let line = format!("warning: {}: {}", terminal::path(&w.path), w.message);
         match &self.bar {
             Some(bar) => bar.println(line),
             None => eprintln!("{line}"),
@@ -47,7 +42,7 @@ impl Reporter for CliReporter {
 
     fn file_started(&self, path: &Path) {
         if let Some(bar) = &self.bar {
-            bar.set_message(for_terminal_path(path));
+            bar.set_message(terminal::path(path));
         }
     }
 
@@ -69,11 +64,7 @@ impl Reporter for CliReporter {
             } else {
                 "changed"
             };
-            let line = format!(
-                "{what:<8} {} ({})",
-                for_terminal_path(path),
-                human_bytes(size)
-            );
+            let line = format!("{what:<8} {} ({})", terminal::path(path), human_bytes(size));
             use std::io::Write;
             if let Err(e) = writeln!(std::io::stdout().lock(), "{line}") {
                 let _ = self.output_failed.set(format!(

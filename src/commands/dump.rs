@@ -14,6 +14,7 @@ use cairn::blobs::{BlobReader, find_node};
 use cairn::error::{Error, Result};
 use cairn::ids::{BlobId, TreeId};
 use cairn::snapshot;
+use cairn::terminal;
 use cairn::tree::{Node, NodeKind};
 use cairn::walk::os_string;
 
@@ -334,7 +335,7 @@ impl<W: Write> Archive<'_, '_, W> {
             eprintln!(
                 "warning: {}: extended attribute {} left out of the archive (PAX cannot \
                  hold a name with '=')",
-                super::for_terminal_bytes(path.as_os_str().as_bytes()),
+                terminal::path(path),
                 super::for_terminal_bytes(name),
             );
         }

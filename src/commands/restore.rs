@@ -8,11 +8,11 @@ use cairn::blobs::find_node;
 use cairn::error::{Error, Result};
 use cairn::restore::{self, Overwrite, RestoreOptions, RestoreStats, Selection, Start, WouldWrite};
 use cairn::snapshot;
+use cairn::terminal;
 use cairn::tree::NodeKind;
 
 use super::{
-    Context, Outcome, Printer, add_hex, for_terminal_bytes, human_bytes, message_for_terminal,
-    path_in_snapshot,
+    Context, Outcome, Printer, add_hex, human_bytes, message_for_terminal, path_in_snapshot,
 };
 use crate::cli::RestoreArgs;
 
@@ -149,7 +149,11 @@ impl restore::Report for Listing {
             Error::Io { path: p, source } if p == path => source.to_string(),
             other => other.to_string(),
         };
-        eprintln!("error: {}: {}", shown(path), message_for_terminal(&reason));
+        eprintln!(
+            "error: {}: {}",
+            terminal::path(path),
+            message_for_terminal(&reason)
+        );
         if self.json {
             let mut failure = path_json(path);
             failure["reason"] = reason.into();
@@ -171,7 +175,7 @@ impl restore::Report for Listing {
             }
             return;
         }
-        let path = shown(path);
+        let path = terminal::path(path);
         out.write(&match what {
             WouldWrite::File(size) => {
                 format!("would restore file {path} ({})\n", human_bytes(size))
@@ -179,7 +183,7 @@ impl restore::Report for Listing {
             WouldWrite::Link(first) => {
                 format!(
                     "would restore link {path} (hard link to {})\n",
-                    shown(first)
+                    terminal::path(first)
                 )
             }
             WouldWrite::Dir => format!("would restore dir {path}\n"),
@@ -190,10 +194,6 @@ impl restore::Report for Listing {
             }
         });
     }
-}
-
-fn shown(path: &Path) -> String {
-    for_terminal_bytes(path.as_os_str().as_bytes())
 }
 
 /// A file of a JSON dry run: `kind` (`file`, with `size`, or `link`, with `link_to`),
