@@ -248,7 +248,10 @@ fn a_file_whose_blobs_do_not_hold_its_size_is_refused() {
         long.size = 0;
         let mut short = file_node(p, b"short", b"pwned");
         short.size = 100;
-        vec![file_node(p, b"fine", b"ok"), long, short]
+        // Not UTF-8: check names it exactly (`name_hex`).
+        let mut odd = file_node(p, b"odd\xff", b"pwned");
+        odd.size = 7;
+        vec![file_node(p, b"fine", b"ok"), long, odd, short]
     });
     let target = env.path("target");
     let out = env.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
@@ -290,7 +293,14 @@ fn a_file_whose_blobs_do_not_hold_its_size_is_refused() {
             (p["name"].as_str().unwrap(), size.unwrap(), held.unwrap())
         })
         .collect();
-    assert_eq!(wrong, [("long", 0, 5), ("short", 100, 5)], "{report}");
+    assert_eq!(
+        wrong,
+        [("long", 0, 5), ("odd\u{fffd}", 7, 5), ("short", 100, 5)],
+        "{report}"
+    );
+    let odd = report["problems"].as_array().unwrap().iter();
+    let odd: Vec<_> = odd.filter(|p| p["name_hex"] == "6f6464ff").collect();
+    assert_eq!(odd.len(), 1, "{report}");
 }
 
 /// Regression: `dump` archived a name listed twice in a folder, so that an extractor could

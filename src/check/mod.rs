@@ -91,7 +91,10 @@ pub enum Problem {
     /// refuses it (the rest of its folder restores).
     FileSizeWrong {
         tree: TreeId,
+        /// Lossy where it is not UTF-8; `name_hex` then gives its bytes.
         name: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        name_hex: Option<String>,
         size: u64,
         blobs_hold: u64,
     },
@@ -174,6 +177,7 @@ impl std::fmt::Display for Problem {
                 name,
                 size,
                 blobs_hold,
+                ..
             } => write!(
                 f,
                 "tree {tree} lists file {name:?} as {size} bytes, but its blobs hold {blobs_hold}: restore refuses that file"

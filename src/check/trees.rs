@@ -271,6 +271,7 @@ pub fn walk(
                 report.problems.push(Problem::FileSizeWrong {
                     tree: id,
                     name: String::from_utf8_lossy(&name).into_owned(),
+                    name_hex: crate::tree::hex_unless_utf8(&name),
                     size,
                     blobs_hold,
                 });
