@@ -267,6 +267,26 @@ fn a_resumed_restore_still_links_and_leaves_no_temporary_files() {
     }
     assert!(!listing.contains("mine.tmp"), "{listing}");
     assert!(!listing.contains("aaaa"), "{listing}");
+    let target = out.to_str().unwrap();
+    let json = env.ok(&[
+        "--json",
+        "restore",
+        "latest",
+        "--dry-run",
+        "--target",
+        target,
+    ]);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let mut removals: Vec<&str> = json["stats"]["would_remove"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap())
+        .collect();
+    removals.sort();
+    let mut stale_paths = [stale.to_str().unwrap(), stale_in_target.to_str().unwrap()];
+    stale_paths.sort();
+    assert_eq!(removals, stale_paths, "{json}");
     env.restore("latest", &out);
     let ino = |p: &str| std::fs::metadata(base.join(p)).unwrap().ino();
     assert_eq!(ino("a/p"), ino("b/l"));

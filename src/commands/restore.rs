@@ -75,6 +75,7 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<Outcome> {
         json: ctx.json,
         listed: Cell::new(false),
         failures: RefCell::new(Vec::new()),
+        removals: RefCell::new(Vec::new()),
     };
     let listing_json = ctx.json && args.dry_run;
     if listing_json {
@@ -85,9 +86,10 @@ pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<Outcome> {
     }
     let stats = restore::run(&repo, &index, start, &opts, &listing);
     let failures = serde_json::Value::Array(listing.failures.into_inner());
+    let removals = serde_json::Value::Array(listing.removals.into_inner());
     let mut out = listing.out.into_inner();
     if listing_json {
-        close_json_listing(&mut out, stats.as_ref().ok(), &failures);
+        close_json_listing(&mut out, &removals, stats.as_ref().ok(), &failures);
     }
     // The restore's own error first: it says what was kept.
     let printed = out.finish();
@@ -140,6 +142,9 @@ struct Listing {
     listed: Cell<bool>,
     /// With `json`: the failures, as `{path, path_hex, reason}`, for the output's end.
     failures: RefCell<Vec<serde_json::Value>>,
+    /// With `json`: a dry run's stale temporary files, as `{path, path_hex}` (few: they are
+    /// listed after the files).
+    removals: RefCell<Vec<serde_json::Value>>,
 }
 
 impl restore::Report for Listing {
@@ -165,7 +170,9 @@ impl restore::Report for Listing {
         let mut out = self.out.borrow_mut();
         if self.json {
             // `would_write` has always meant files (a later path of a link included).
-            if matches!(what, WouldWrite::File(_) | WouldWrite::Link(_)) {
+            if what == WouldWrite::Removal {
+                self.removals.borrow_mut().push(path_json(path));
+            } else if matches!(what, WouldWrite::File(_) | WouldWrite::Link(_)) {
                 let before = if self.listed.replace(true) {
                     ",\n"
                 } else {
@@ -222,14 +229,15 @@ fn path_json(path: &Path) -> serde_json::Value {
     object
 }
 
-/// Ends a JSON dry run's listing: the rest of `stats` (none if the restore stopped), the
-/// failures, and the objects the listing is in.
+/// Ends a JSON dry run's listing: the stale temporary files it would remove, the rest of
+/// `stats` (none if the restore stopped), the failures, and the objects the listing is in.
 fn close_json_listing(
     out: &mut Printer,
+    removals: &serde_json::Value,
     stats: Option<&RestoreStats>,
     failures: &serde_json::Value,
 ) {
-    out.write("\n]");
+    out.json("\n],\"would_remove\":", removals);
     let fields = stats.and_then(|s| serde_json::to_value(s).ok());
     for (name, value) in fields.iter().filter_map(|f| f.as_object()).flatten() {
         out.json(",", &serde_json::json!(name));
