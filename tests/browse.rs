@@ -253,7 +253,6 @@ fn paths_that_are_not_utf8_can_be_named() {
 
     // Regression: `--json` gave such names only lossily (\u{fffd} for the byte), so two
     // names differing in it looked alike; `*_hex` now gives the bytes exactly.
-    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
     std::os::unix::fs::symlink(os(b"to-caf\xe9"), src.join("link")).unwrap();
     let before = env.backup_json(&[&src])["snapshot_id"].clone();
     let listed = json(
@@ -507,12 +506,7 @@ fn source_paths_tags_and_errors_are_escaped_and_exact() {
     }
     assert!(listed.contains("caf\\xe9\\x1b[31m"), "{listed}");
     assert!(forgotten.contains("caf\\xe9\\x1b[31m"), "{forgotten}");
-    let hex: String = odd
-        .as_os_str()
-        .as_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hex = hex(odd.as_os_str().as_bytes());
     let snapshots = json(&env, &["--json", "snapshots"]);
     assert_eq!(snapshots[0]["paths_hex"], serde_json::json!([hex]));
     let groups = json(&env, &["--json", "forget", "--keep-last", "1", "--dry-run"]);

@@ -1513,7 +1513,7 @@ fn an_affected_name_that_is_not_utf8_is_given_exactly() {
     let affected = report["affected"].as_array().unwrap();
     assert_eq!(affected.len(), 1, "{report:#}");
     let path = [src.as_os_str().as_bytes(), b"/", name].concat();
-    let hex: String = path.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = hex(&path);
     assert_eq!(affected[0]["path_hex"], hex.as_str(), "{report:#}");
     assert_eq!(affected[0]["node"], "file");
     let text = env.run(&["check"]);

@@ -241,12 +241,7 @@ fn unreadable_file_is_skipped_and_snapshot_marked_partial() {
     assert_eq!(json["partial"], true);
     assert_eq!(json["summary"]["files"], 1);
     let warning = &json["warnings"][0];
-    let hex: String = secret
-        .as_os_str()
-        .as_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hex = hex(secret.as_os_str().as_bytes());
     assert_eq!(warning["path_hex"], hex.as_str(), "{warning}");
     assert!(
         warning["message"].as_str().unwrap().contains("denied"),

@@ -138,8 +138,7 @@ fn failures_are_listed_in_the_json_output() {
         let failures = json["failures"].as_array().unwrap();
         assert_eq!(failures.len(), 1, "{json}");
         let folder = [target.as_os_str().as_encoded_bytes(), b"/d\xff"].concat();
-        let hex: String = folder.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(failures[0]["path_hex"], hex.as_str(), "{json}");
+        assert_eq!(failures[0]["path_hex"], hex(&folder).as_str(), "{json}");
         assert!(
             failures[0]["reason"].as_str().unwrap().contains("\"..\""),
             "{json}"

@@ -319,6 +319,11 @@ pub fn os(bytes: &[u8]) -> &OsStr {
     OsStr::from_bytes(bytes)
 }
 
+/// Bytes in lowercase hex, as `path_hex` gives them.
+pub fn hex(bytes: impl AsRef<[u8]>) -> String {
+    bytes.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Asserts that a command run with `CAIRN_FAILPOINT=stop` aborted at that failpoint; returns
 /// the failpoint's name.
 pub fn assert_aborted_at<'s>(out: &Output, stop: &'s str) -> &'s str {
