@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::ids::{BlobId, IdMap, IdSet, IndexId, PackId, SnapshotId, TreeId};
 use crate::index::{IndexSegment, Inventory, LocalIndex};
 use crate::repo::{FileKind, Repository};
+use crate::tree::JsonPath;
 
 pub use data::DataSubset;
 
@@ -295,30 +296,12 @@ impl std::fmt::Display for Warning {
 #[derive(Clone, Debug, Serialize)]
 pub struct Affected {
     pub snapshot: SnapshotId,
-    /// Path inside the snapshot, `/`-separated (lossy UTF-8 where it is not UTF-8).
-    pub path: String,
-    /// The path's bytes in hex, where they are not UTF-8.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub path_hex: Option<String>,
-    /// The path's bytes.
-    #[serde(skip)]
-    pub path_bytes: Vec<u8>,
+    /// Path inside the snapshot, `/`-separated.
+    #[serde(flatten)]
+    pub path: JsonPath,
     /// `file`, or `dir` when the folder's own listing is damaged.
     pub node: &'static str,
     pub reason: String,
-}
-
-impl Affected {
-    pub fn new(snapshot: SnapshotId, path: Vec<u8>, node: &'static str, reason: String) -> Self {
-        Affected {
-            snapshot,
-            path: String::from_utf8_lossy(&path).into_owned(),
-            path_hex: crate::tree::hex_unless_utf8(&path),
-            path_bytes: path,
-            node,
-            reason,
-        }
-    }
 }
 
 #[derive(Clone, Debug, Default, Serialize)]

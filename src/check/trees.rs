@@ -13,7 +13,7 @@ use crate::index::Inventory;
 use crate::pack::{BlobEntry, open_blob};
 use crate::repo::{FileKind, Repository};
 use crate::snapshot::Snapshot;
-use crate::tree::{NodeKind, Tree};
+use crate::tree::{JsonPath, NodeKind, Tree};
 
 /// What a tree points at, kept for tracing damage back to paths.
 #[derive(Default)]
@@ -351,7 +351,12 @@ pub fn affected(
     let mut out = Vec::new();
     for (sid, s) in snapshots {
         if let Some(reason) = lost.get(&s.tree) {
-            out.push(Affected::new(*sid, b"/".to_vec(), "dir", reason.clone()));
+            out.push(Affected {
+                snapshot: *sid,
+                path: JsonPath::new(b"/"),
+                node: "dir",
+                reason: reason.clone(),
+            });
         } else if leads_to_loss(&s.tree, graph, lost, &mut memo) {
             let mut walk = AffectedWalk {
                 loader,
@@ -418,9 +423,12 @@ impl AffectedWalk<'_> {
     }
 
     fn push(&mut self, path: Vec<u8>, node: &'static str, reason: &str) {
-        let reason = reason.to_string();
-        self.out
-            .push(Affected::new(self.snapshot, path, node, reason));
+        self.out.push(Affected {
+            snapshot: self.snapshot,
+            path: JsonPath::new(&path),
+            node,
+            reason: reason.to_string(),
+        });
     }
 }
 

@@ -112,7 +112,7 @@ fn print_text(ctx: &Context, report: &CheckReport, elapsed: Duration) {
             println!(
                 "snapshot {} {what} {} cannot be restored: {}",
                 sid.short(),
-                super::for_terminal_bytes(&a.path_bytes),
+                super::for_terminal_bytes(&a.path.bytes),
                 a.reason
             );
         }

@@ -203,7 +203,7 @@ fn print_snapshots(report: &repair_snapshots::RepairSnapshotsReport, dry_run: bo
             continue;
         }
         for c in &s.changes {
-            let path = super::for_terminal_bytes(&c.path_bytes);
+            let path = super::for_terminal_bytes(&c.path.bytes);
             println!("snapshot {original} {} {path}: {}", c.action, c.reason);
         }
         match (&s.repaired, dry_run) {

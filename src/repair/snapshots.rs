@@ -23,7 +23,7 @@ use crate::packer::Packer;
 use crate::repo::lock::RepositoryLock;
 use crate::repo::{FileKind, Repository, object_path};
 use crate::snapshot::{self, Snapshot};
-use crate::tree::{NodeKind, Tree};
+use crate::tree::{JsonPath, NodeKind, Tree};
 
 pub const REPAIRED_TAG: &str = "repaired";
 
@@ -40,25 +40,19 @@ pub struct RepairSnapshotsOptions {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Change {
-    /// Path inside the snapshot, `/`-separated (lossy UTF-8 where it is not UTF-8).
-    pub path: String,
-    /// The path's bytes in hex, where they are not UTF-8.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub path_hex: Option<String>,
-    /// The path's bytes.
-    #[serde(skip)]
-    pub path_bytes: Vec<u8>,
+    /// Path inside the snapshot, `/`-separated.
+    #[serde(flatten)]
+    pub path: JsonPath,
     /// `removed`, `truncated` or `emptied` (a folder whose listing is lost).
     pub action: &'static str,
     pub reason: String,
 }
 
 impl Change {
-    fn new(path: Vec<u8>, action: &'static str, reason: String) -> Self {
+    fn new(path: &[u8], action: &'static str, reason: String) -> Self {
+        let path = JsonPath::new(path);
         Change {
-            path: String::from_utf8_lossy(&path).into_owned(),
-            path_hex: crate::tree::hex_unless_utf8(&path),
-            path_bytes: path,
+            path,
             action,
             reason,
         }
@@ -66,8 +60,8 @@ impl Change {
 
     /// The same change, at `prefix/` its path.
     fn below(self, prefix: &[u8]) -> Self {
-        let path = [prefix, b"/", &self.path_bytes].concat();
-        Change::new(path, self.action, self.reason)
+        let path = [prefix, b"/", &self.path.bytes].concat();
+        Change::new(&path, self.action, self.reason)
     }
 }
 
@@ -178,18 +172,17 @@ impl TreeFixer<'_> {
         let mut changes = Vec::new();
         let mut nodes = Vec::with_capacity(tree.nodes.len());
         for mut node in tree.nodes {
-            let name = node.name.clone();
             if let Some(sub) = node.subtree {
                 match self.load(&sub)? {
                     Err(reason) => {
                         node.subtree = Some(self.empty_tree());
                         let why = format!("its listing is lost: {reason}");
-                        changes.push(Change::new(name, "emptied", why));
+                        changes.push(Change::new(&node.name, "emptied", why));
                     }
                     Ok(subtree) => {
                         if let Some((new, below)) = self.fix(&sub, subtree)? {
                             node.subtree = Some(new);
-                            changes.extend(below.into_iter().map(|c| c.below(&name)));
+                            changes.extend(below.into_iter().map(|c| c.below(&node.name)));
                         }
                     }
                 }
@@ -203,7 +196,7 @@ impl TreeFixer<'_> {
                 }
                 if let Some((i, reason)) = first_lost {
                     if !self.truncate {
-                        changes.push(Change::new(name, "removed", reason));
+                        changes.push(Change::new(&node.name, "removed", reason));
                         continue;
                     }
                     let mut kept = 0u64;
@@ -215,7 +208,7 @@ impl TreeFixer<'_> {
                             .map_or(0, |(_, e)| e.raw_len.into());
                     }
                     let why = format!("kept the first {kept} of {} bytes; {reason}", node.size);
-                    changes.push(Change::new(name, "truncated", why));
+                    changes.push(Change::new(&node.name, "truncated", why));
                     node.content.truncate(i);
                     node.size = kept;
                 }
