@@ -9,11 +9,9 @@ use cairn::error::{Error, Result};
 use cairn::restore::{self, Overwrite, RestoreOptions, RestoreStats, Selection, Start, WouldWrite};
 use cairn::snapshot;
 use cairn::terminal;
-use cairn::tree::NodeKind;
+use cairn::tree::{JsonPath, NodeKind};
 
-use super::{
-    Context, Outcome, Printer, add_hex, human_bytes, message_for_terminal, path_in_snapshot,
-};
+use super::{Context, Outcome, Printer, human_bytes, message_for_terminal, path_in_snapshot};
 use crate::cli::RestoreArgs;
 
 pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<Outcome> {
@@ -223,10 +221,8 @@ fn entry_json(path: &Path, what: &WouldWrite<'_>) -> serde_json::Value {
 
 /// `{path, path_hex}`: `path_hex` only where the path is not UTF-8.
 fn path_json(path: &Path) -> serde_json::Value {
-    let bytes = path.as_os_str().as_bytes();
-    let mut object = serde_json::json!({ "path": String::from_utf8_lossy(bytes) });
-    add_hex(&mut object, "path_hex", bytes);
-    object
+    let path = JsonPath::new(path.as_os_str().as_bytes());
+    serde_json::to_value(path).unwrap_or_default()
 }
 
 /// Ends a JSON dry run's listing: the stale temporary files it would remove, the rest of
