@@ -495,15 +495,21 @@ fn source_paths_tags_and_errors_are_escaped_and_exact() {
     let odd = src.join(os(b"caf\xe9\x1b[31m"));
     write(&odd.join("a"), b"a");
     env.init();
-    let out = env.cmd(&["backup"]).arg(&odd).output().unwrap();
+    let backup = env
+        .cmd(&["backup", "--host", "h\x1b[32m"])
+        .arg(&odd)
+        .output();
+    let out = backup.unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let tagged = env.ok(&["tag", "latest", "--add", "red\x1b[31m"]);
     assert!(tagged.contains("red\\x1b[31m"), "{tagged}");
     let listed = env.ok(&["snapshots"]);
     let forgotten = env.ok(&["forget", "--keep-last", "1", "--dry-run"]);
-    for text in [&tagged, &listed, &forgotten] {
+    let found = env.ok(&["find", "a"]);
+    for text in [&tagged, &listed, &forgotten, &found] {
         assert!(!text.contains('\x1b'), "{text}");
     }
+    assert!(found.contains("(h\\x1b[32m)"), "{found}");
     assert!(listed.contains("caf\\xe9\\x1b[31m"), "{listed}");
     assert!(forgotten.contains("caf\\xe9\\x1b[31m"), "{forgotten}");
     let hex = hex(odd.as_os_str().as_bytes());
