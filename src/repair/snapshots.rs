@@ -48,20 +48,37 @@ pub struct Change {
     pub reason: String,
 }
 
-impl Change {
-    fn new(path: &[u8], action: &'static str, reason: String) -> Self {
-        let path = JsonPath::new(path);
-        Change {
+/// A change found below a tree, its path relative to that tree.
+#[derive(Clone)]
+struct Found {
+    path: Vec<u8>,
+    action: &'static str,
+    reason: String,
+}
+
+impl Found {
+    fn new(name: &[u8], action: &'static str, reason: String) -> Self {
+        let path = name.to_vec();
+        Found {
             path,
             action,
             reason,
         }
     }
 
-    /// The same change, at `prefix/` its path.
-    fn below(self, prefix: &[u8]) -> Self {
-        let path = [prefix, b"/", &self.path.bytes].concat();
-        Change::new(&path, self.action, self.reason)
+    /// The same change, seen from the folder above: at `name/` its path.
+    fn below(mut self, name: &[u8]) -> Self {
+        self.path = [name, b"/", &self.path].concat();
+        self
+    }
+
+    /// The change as reported: its path from the snapshot's root.
+    fn change(self) -> Change {
+        Change {
+            path: JsonPath::new(&[b"/", &self.path[..]].concat()),
+            action: self.action,
+            reason: self.reason,
+        }
     }
 }
 
@@ -126,7 +143,7 @@ struct TreeFixer<'a> {
     lost: LostBlobs<'a>,
     truncate: bool,
     /// original tree → `None` if unchanged, else the new tree and the changes below it.
-    memo: HashMap<TreeId, Option<(TreeId, Vec<Change>)>>,
+    memo: HashMap<TreeId, Option<(TreeId, Vec<Found>)>>,
     /// Encoded new trees to store.
     new_trees: Vec<Vec<u8>>,
     empty_tree: Option<TreeId>,
@@ -165,7 +182,7 @@ impl TreeFixer<'_> {
         }
     }
 
-    fn fix(&mut self, id: &TreeId, tree: Tree) -> Result<Option<(TreeId, Vec<Change>)>> {
+    fn fix(&mut self, id: &TreeId, tree: Tree) -> Result<Option<(TreeId, Vec<Found>)>> {
         if let Some(known) = self.memo.get(id) {
             return Ok(known.clone());
         }
@@ -177,7 +194,7 @@ impl TreeFixer<'_> {
                     Err(reason) => {
                         node.subtree = Some(self.empty_tree());
                         let why = format!("its listing is lost: {reason}");
-                        changes.push(Change::new(&node.name, "emptied", why));
+                        changes.push(Found::new(&node.name, "emptied", why));
                     }
                     Ok(subtree) => {
                         if let Some((new, below)) = self.fix(&sub, subtree)? {
@@ -196,7 +213,7 @@ impl TreeFixer<'_> {
                 }
                 if let Some((i, reason)) = first_lost {
                     if !self.truncate {
-                        changes.push(Change::new(&node.name, "removed", reason));
+                        changes.push(Found::new(&node.name, "removed", reason));
                         continue;
                     }
                     let mut kept = 0u64;
@@ -208,7 +225,7 @@ impl TreeFixer<'_> {
                             .map_or(0, |(_, e)| e.raw_len.into());
                     }
                     let why = format!("kept the first {kept} of {} bytes; {reason}", node.size);
-                    changes.push(Change::new(&node.name, "truncated", why));
+                    changes.push(Found::new(&node.name, "truncated", why));
                     node.content.truncate(i);
                     node.size = kept;
                 }
@@ -304,7 +321,7 @@ pub fn run(
             report.unchanged += 1;
             continue;
         };
-        let changes: Vec<Change> = changes.into_iter().map(|c| c.below(b"")).collect();
+        let changes: Vec<Change> = changes.into_iter().map(Found::change).collect();
         let mut repaired = s.clone();
         repaired.tree = tree;
         repaired.original = Some(id);
