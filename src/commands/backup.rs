@@ -2,7 +2,6 @@
 //! terminal and a summary (or one JSON object) at the end.
 
 use std::io::IsTerminal;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -18,7 +17,7 @@ use cairn::repo::Repository;
 use cairn::terminal;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{Context, Outcome, add_hex, human_bytes};
+use super::{Context, Outcome, human_bytes, path_json};
 use crate::cli::BackupArgs;
 
 struct CliReporter {
@@ -250,12 +249,8 @@ fn print_summary(
             "dedup_ratio": dedup_ratio,
             "lost_packs": outcome.lost_packs.iter().map(|p| p.to_hex()).collect::<Vec<_>>(),
             "warnings": warnings.iter().map(|w| {
-                let path = w.path.as_os_str().as_bytes();
-                let mut warning = serde_json::json!({
-                    "path": String::from_utf8_lossy(path),
-                    "message": w.message,
-                });
-                add_hex(&mut warning, "path_hex", path);
+                let mut warning = path_json(&w.path);
+                warning["message"] = w.message.clone().into();
                 warning
             }).collect::<Vec<_>>(),
         }));

@@ -443,6 +443,13 @@ pub fn path_in_snapshot(arg: &std::ffi::OsStr) -> &[u8] {
 
 pub use cairn::terminal::{for_terminal, for_terminal_bytes, message_for_terminal};
 
+/// `{path, path_hex}` for JSON output: `path_hex` only where the path is not UTF-8.
+pub fn path_json(path: &std::path::Path) -> serde_json::Value {
+    use std::os::unix::ffi::OsStrExt;
+    let path = cairn::tree::JsonPath::new(path.as_os_str().as_bytes());
+    serde_json::to_value(path).unwrap_or_default()
+}
+
 /// Adds `key` to a JSON object with the hex of `bytes` when they are not UTF-8 (the string
 /// field beside it then shows them lossily), so that every name can be told exactly.
 pub fn add_hex(object: &mut serde_json::Value, key: &str, bytes: &[u8]) {

@@ -1,7 +1,6 @@
 //! `cairn restore SNAPSHOT[:PATH] --target DIR`: restore a snapshot, a folder or one file.
 
 use std::cell::{Cell, RefCell};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use cairn::blobs::find_node;
@@ -9,9 +8,11 @@ use cairn::error::{Error, Result};
 use cairn::restore::{self, Overwrite, RestoreOptions, RestoreStats, Selection, Start, WouldWrite};
 use cairn::snapshot;
 use cairn::terminal;
-use cairn::tree::{JsonPath, NodeKind};
+use cairn::tree::NodeKind;
 
-use super::{Context, Outcome, Printer, human_bytes, message_for_terminal, path_in_snapshot};
+use super::{
+    Context, Outcome, Printer, human_bytes, message_for_terminal, path_in_snapshot, path_json,
+};
 use crate::cli::RestoreArgs;
 
 pub fn run(ctx: &Context, args: &RestoreArgs) -> Result<Outcome> {
@@ -217,12 +218,6 @@ fn entry_json(path: &Path, what: &WouldWrite<'_>) -> serde_json::Value {
         _ => {}
     }
     entry
-}
-
-/// `{path, path_hex}`: `path_hex` only where the path is not UTF-8.
-fn path_json(path: &Path) -> serde_json::Value {
-    let path = JsonPath::new(path.as_os_str().as_bytes());
-    serde_json::to_value(path).unwrap_or_default()
 }
 
 /// Ends a JSON dry run's listing: the stale temporary files it would remove, the rest of
